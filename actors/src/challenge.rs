@@ -1,0 +1,195 @@
+//! The challenge state machine: one per (identifier, purpose), pure and clock-driven.
+//!
+//! ```text
+//!             issue (new code, new salt, attempts = 0)
+//!   ┌──────────────────────────────────────────────────────────────┐
+//!   │                                                              │
+//!   ▼          right code, before expiry                           │
+//! Pending ───────────────────────────────────► Verified (single use:│
+//!   │  │                                        every later attempt │
+//!   │  │ wrong code: attempts += 1              is refused)         │
+//!   │  └──► attempts == max ──► Blocked (burned: even the right     │
+//!   │                           code is refused)                    │
+//!   │ now >= expires_at                                             │
+//!   └──────────────────────────► Expired                            │
+//!                                                                   │
+//!   any state ──────────── resend / new send ───────────────────────┘
+//! ```
+//!
+//! Re-issuing replaces the sealed code, so the previous code stops working at once. Whether a
+//! new code may be issued (cooldown, caps) is decided *before* issue by the limiter, not here.
+//! Expiry is evaluated lazily against the caller's `now`; the shard reclaims the memory later.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::code::{Code, Sealed};
+use crate::keys::Keys;
+
+/// What a code was sent for. A login code cannot complete a registration, and vice versa.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Purpose {
+    Register = 1,
+    Login = 2,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Register => "register",
+            Purpose::Login => "login",
+        }
+    }
+}
+
+/// The four statuses of DESIGN.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    Pending,
+    Verified,
+    Expired,
+    Blocked,
+}
+
+/// Result of one verification attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// The code was right; the challenge is now consumed.
+    Verified,
+    /// Wrong code; `attempts_left` more tries before the challenge burns.
+    Wrong { attempts_left: u8 },
+    /// The challenge burned on this or an earlier attempt; no code can verify it.
+    Blocked,
+    /// The code's lifetime is over.
+    Expired,
+    /// The code was already used once.
+    AlreadyUsed,
+    /// No code was issued for this identifier and purpose (or it was reclaimed long ago).
+    NoChallenge,
+}
+
+/// One issued code and its progress. 48 bytes; the shard map holds a million of these.
+#[derive(Clone, Copy, Debug)]
+pub struct Challenge {
+    sealed: Sealed,
+    expires_at: Timestamp,
+    attempts: u8,
+    status: Status,
+}
+
+impl Challenge {
+    pub fn issue(sealed: Sealed, now: Timestamp, lifetime: Duration) -> Self {
+        Challenge { sealed, expires_at: now.plus(lifetime), attempts: 0, status: Status::Pending }
+    }
+
+    pub fn expires_at(&self) -> Timestamp {
+        self.expires_at
+    }
+
+    pub fn attempts(&self) -> u8 {
+        self.attempts
+    }
+
+    /// The status as of `now` (a pending challenge past its lifetime reads as expired).
+    pub fn status(&self, now: Timestamp) -> Status {
+        match self.status {
+            Status::Pending if now >= self.expires_at => Status::Expired,
+            s => s,
+        }
+    }
+
+    /// Applies one attempt. `max_attempts` wrong codes burn the challenge; the comparison runs
+    /// only on a pending, unexpired challenge, so a burned one answers without the key.
+    pub fn verify(&mut self, keys: &Keys, attempt: &Code, now: Timestamp, max_attempts: u8) -> VerifyOutcome {
+        match self.status(now) {
+            Status::Verified => return VerifyOutcome::AlreadyUsed,
+            Status::Blocked => return VerifyOutcome::Blocked,
+            Status::Expired => {
+                self.status = Status::Expired;
+                return VerifyOutcome::Expired;
+            }
+            Status::Pending => {}
+        }
+        if self.sealed.opens_with(keys, attempt) {
+            self.status = Status::Verified;
+            return VerifyOutcome::Verified;
+        }
+        self.attempts = self.attempts.saturating_add(1);
+        if self.attempts >= max_attempts {
+            self.status = Status::Blocked;
+            return VerifyOutcome::Blocked;
+        }
+        VerifyOutcome::Wrong { attempts_left: max_attempts - self.attempts }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::code::{Alphabet, CodePolicy};
+
+    const LIFE: Duration = Duration::from_secs(300);
+
+    fn setup() -> (Keys, CodePolicy, Code, Challenge, Timestamp) {
+        let keys = Keys::from_master(&[1; 32]);
+        let policy = CodePolicy::new(6, Alphabet::Numeric).unwrap();
+        let code = policy.generate();
+        let now = Timestamp::from_millis(1_000_000);
+        let ch = Challenge::issue(Sealed::seal(&keys, &code), now, LIFE);
+        (keys, policy, code, ch, now)
+    }
+
+    fn wrong(policy: &CodePolicy, code: &Code) -> Code {
+        let s: String = code.expose().chars().map(|c| if c == '9' { '0' } else { ((c as u8) + 1) as char }).collect();
+        policy.normalise_attempt(&s)
+    }
+
+    #[test]
+    fn right_code_verifies_once() {
+        let (keys, _, code, mut ch, now) = setup();
+        assert_eq!(ch.verify(&keys, &code, now, 5), VerifyOutcome::Verified);
+        assert_eq!(ch.status(now), Status::Verified);
+        assert_eq!(ch.verify(&keys, &code, now, 5), VerifyOutcome::AlreadyUsed);
+    }
+
+    #[test]
+    fn fifth_wrong_attempt_burns_and_sixth_right_one_is_refused() {
+        let (keys, policy, code, mut ch, now) = setup();
+        let bad = wrong(&policy, &code);
+        for left in (1..5).rev() {
+            assert_eq!(ch.verify(&keys, &bad, now, 5), VerifyOutcome::Wrong { attempts_left: left });
+        }
+        assert_eq!(ch.verify(&keys, &bad, now, 5), VerifyOutcome::Blocked);
+        assert_eq!(ch.status(now), Status::Blocked);
+        assert_eq!(ch.verify(&keys, &code, now, 5), VerifyOutcome::Blocked);
+    }
+
+    #[test]
+    fn expiry_is_exact_to_the_millisecond() {
+        let (keys, _, code, ch, now) = setup();
+        let mut before = ch;
+        assert_eq!(before.verify(&keys, &code, now.plus(LIFE - Duration::from_millis(1)), 5), VerifyOutcome::Verified);
+        let mut at = ch;
+        assert_eq!(at.verify(&keys, &code, now.plus(LIFE), 5), VerifyOutcome::Expired);
+        assert_eq!(at.status(now), Status::Expired, "expiry sticks once observed");
+    }
+
+    #[test]
+    fn reissue_invalidates_the_old_code() {
+        let (keys, policy, old, _, now) = setup();
+        let new = policy.generate();
+        let mut ch = Challenge::issue(Sealed::seal(&keys, &new), now, LIFE);
+        if old != new {
+            assert!(matches!(ch.verify(&keys, &old, now, 5), VerifyOutcome::Wrong { .. }));
+        }
+        assert_eq!(ch.verify(&keys, &new, now, 5), VerifyOutcome::Verified);
+    }
+
+    #[test]
+    fn challenge_stays_small() {
+        assert!(std::mem::size_of::<Challenge>() <= 48, "{}", std::mem::size_of::<Challenge>());
+    }
+}

@@ -1,0 +1,648 @@
+//! The engine façade: every API flow, from a normalised identifier to a durable outcome.
+//!
+//! A flow is a straight line through the ports and the shards:
+//!
+//! ```text
+//! send (register, login, resend):
+//!   limiter.check(Send) → user lookup → code + seal → shard Issue → notifier.enqueue → audit
+//! verify (register/verify, login/verify):
+//!   limiter.check(Verify) → shard Verify → user lookup/update → session insert → audit
+//! ```
+//!
+//! Every call ends with exactly one audit event, awaited before the call returns, so an answer
+//! the client saw is always in the trail.
+//!
+//! # Enumeration safety
+//!
+//! Unless `reveal_accounts` is set, a send for an identifier without an account does all the
+//! work a real one does (limiter, lookup, code, seal, shard, audit) and skips only the enqueue
+//! (tens of nanoseconds), then answers with the same receipt; its challenge can never verify
+//! because nobody knows the code. A registration for an identifier that already has a verified
+//! account also answers like a fresh one: the code it sends signs the owner in to the existing
+//! account, whose profile is left untouched. An unverified account is refused (403) only after
+//! its code was verified, i.e. only to someone holding the phone.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use uuid::Uuid;
+
+use crate::challenge::{Purpose, VerifyOutcome};
+use crate::clock::{Clock, Timestamp};
+use crate::code::{CodePolicy, Sealed};
+use crate::error::EngineError;
+use crate::identifier::{Channel, Identifier, Normalizer};
+use crate::keys::{IdentHash, Keys};
+use crate::ports::{
+    AuditEvent, AuditLog, AuditOutcome, AuthMethod, Decision, InsertUser, LimitAction, LimitRequest, Limiter, Notifier,
+    NotifyError, OutboundMessage, Session, SessionId, SessionStore, User, UserId, UserStore,
+};
+use crate::refresh::RefreshToken;
+use crate::shard::{ChallengeKey, ShardActor, ShardConfig, ShardMsg, ShardStats};
+use crate::supervisor::{EngineSupervisor, ShardError, ShardRouter, SupervisorArgs, SupervisorMsg};
+
+/// Fixed engine configuration (built by the binary from its config file).
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub code: CodePolicy,
+    pub shard: ShardConfig,
+    pub shard_count: usize,
+    /// Longest wait for a shard's answer.
+    pub call_timeout: Duration,
+    /// Told to clients as `resend_after`; enforced by the limiter.
+    pub resend_cooldown: Duration,
+    /// Lifetime of a session (and so of its refresh token).
+    pub session_ttl: Duration,
+    /// Answer 404/409 for unknown/existing accounts instead of enumeration-safe answers.
+    pub reveal_accounts: bool,
+}
+
+/// The adapters the engine runs on.
+#[derive(Clone)]
+pub struct EnginePorts {
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub audit: Arc<dyn AuditLog>,
+    pub limiter: Arc<dyn Limiter>,
+    pub notifier: Arc<dyn Notifier>,
+}
+
+/// The API names written to the audit trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    Register,
+    RegisterVerify,
+    Login,
+    LoginVerify,
+    OtpResend,
+    Me,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Register => "register",
+            Api::RegisterVerify => "register_verify",
+            Api::Login => "login",
+            Api::LoginVerify => "login_verify",
+            Api::OtpResend => "otp_resend",
+            Api::Me => "me",
+        }
+    }
+}
+
+/// Who is calling, for limits and the audit trail.
+#[derive(Clone, Debug, Default)]
+pub struct RequestContext {
+    pub trace_id: String,
+    pub client_ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// A sign-up request.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub identifier: Identifier,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: Option<String>,
+}
+
+/// What a client is told after a send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SendReceipt {
+    pub channel: Channel,
+    pub expires_in: Duration,
+    pub resend_after: Duration,
+}
+
+/// A successful verification: the account and its new session. The front end turns this into
+/// an access token.
+#[derive(Debug)]
+pub struct Grant {
+    pub user: User,
+    pub session: Session,
+    /// The refresh token in clear; exists only to be returned once.
+    pub refresh_token: String,
+    pub login_at: Timestamp,
+}
+
+/// The running engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    keys: Arc<Keys>,
+    clock: Arc<dyn Clock>,
+    normalizer: Arc<Normalizer>,
+    ports: EnginePorts,
+    router: Arc<ShardRouter>,
+    supervisor: ActorRef<SupervisorMsg>,
+}
+
+/// What the audit event of a call will say, filled in as the flow advances.
+struct Trail {
+    api: Api,
+    step: &'static str,
+    ident: Option<IdentHash>,
+    user: Option<UserId>,
+    note: &'static str,
+}
+
+impl Trail {
+    fn new(api: Api, ident: Option<IdentHash>) -> Self {
+        Trail { api, step: "start", ident, user: None, note: "" }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not start the engine's supervision tree: {0}")]
+pub struct StartError(String);
+
+impl Engine {
+    pub async fn start(
+        config: EngineConfig,
+        keys: Keys,
+        clock: Arc<dyn Clock>,
+        normalizer: Arc<Normalizer>,
+        ports: EnginePorts,
+    ) -> Result<Engine, StartError> {
+        let keys = Arc::new(keys);
+        let router = Arc::new(ShardRouter::new(config.shard_count, config.call_timeout));
+        let shard = ShardActor { config: config.shard.clone(), keys: keys.clone(), clock: clock.clone() };
+        let (supervisor, _) = Actor::spawn(None, EngineSupervisor, SupervisorArgs { shard, router: router.clone() })
+            .await
+            .map_err(|e| StartError(e.to_string()))?;
+        Ok(Engine { inner: Arc::new(Inner { config, keys, clock, normalizer, ports, router, supervisor }) })
+    }
+
+    /// Stops the supervision tree: the supervisor first (so it restarts nothing), then shards.
+    pub async fn stop(&self) {
+        let inner = &self.inner;
+        let _ = inner.supervisor.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+        for i in 0..inner.router.len() {
+            if let Some(shard) = inner.router.actor(i) {
+                let _ = shard.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+            }
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    pub fn normalizer(&self) -> &Normalizer {
+        &self.inner.normalizer
+    }
+
+    pub fn identifier_hash(&self, identifier: &Identifier) -> IdentHash {
+        self.inner.keys.identifier_hash(identifier.as_str())
+    }
+
+    pub fn audit_log(&self) -> &Arc<dyn AuditLog> {
+        &self.inner.ports.audit
+    }
+
+    /// `POST /v1/register`: creates (or refreshes) an unverified account and sends a code.
+    pub async fn register(&self, ctx: &RequestContext, reg: Registration) -> Result<SendReceipt, EngineError> {
+        let ident = self.identifier_hash(&reg.identifier);
+        let mut trail = Trail::new(Api::Register, Some(ident));
+        let result = self.register_flow(&mut trail, ctx, reg, ident).await;
+        self.finish(ctx, trail, result).await
+    }
+
+    async fn register_flow(
+        &self,
+        trail: &mut Trail,
+        ctx: &RequestContext,
+        reg: Registration,
+        ident: IdentHash,
+    ) -> Result<SendReceipt, EngineError> {
+        let now = self.now();
+        trail.step = "limit";
+        self.limit(LimitAction::Send(Purpose::Register), ident, ctx, now).await?;
+
+        trail.step = "account";
+        let users = &self.inner.ports.users;
+        let existing = users.user_by_identifier(&ident).await.map_err(unavailable)?;
+        let user = match existing {
+            Some(user) => user,
+            None => {
+                let user = User {
+                    id: UserId(Uuid::now_v7()),
+                    identifier: reg.identifier.clone(),
+                    ident_hash: ident,
+                    first_name: reg.first_name.clone(),
+                    last_name: reg.last_name.clone(),
+                    email: reg.email.clone(),
+                    verified: false,
+                    created_at: now,
+                    verified_at: None,
+                    updated_at: now,
+                };
+                match users.insert_user(&user).await.map_err(unavailable)? {
+                    InsertUser::Inserted => {
+                        trail.note = "account created";
+                        user
+                    }
+                    InsertUser::Exists(other) => *other,
+                }
+            }
+        };
+        trail.user = Some(user.id);
+        if user.verified {
+            if self.inner.config.reveal_accounts {
+                return Err(EngineError::AccountExists);
+            }
+            // The code will sign the owner in to the existing account; profile untouched.
+            trail.note = "account exists and is verified; code signs in";
+        } else if trail.note.is_empty() {
+            let profile = (&reg.first_name, &reg.last_name, &reg.email);
+            if profile != (&user.first_name, &user.last_name, &user.email) {
+                let updated = User {
+                    first_name: reg.first_name,
+                    last_name: reg.last_name,
+                    email: reg.email,
+                    updated_at: now,
+                    ..user.clone()
+                };
+                users.update_user(&updated).await.map_err(unavailable)?;
+            }
+            trail.note = "unverified account; new code";
+        }
+        self.issue(trail, ctx, &reg.identifier, ident, Purpose::Register, true, false, now).await
+    }
+
+    /// `POST /v1/login`: sends a login code (or, for an unknown identifier, pretends to).
+    pub async fn login(&self, ctx: &RequestContext, identifier: Identifier) -> Result<SendReceipt, EngineError> {
+        self.send(ctx, Api::Login, identifier, Purpose::Login, false).await
+    }
+
+    /// `POST /v1/otp/resend`: a new code for `purpose`; the previous one stops working.
+    pub async fn resend(
+        &self,
+        ctx: &RequestContext,
+        identifier: Identifier,
+        purpose: Purpose,
+    ) -> Result<SendReceipt, EngineError> {
+        self.send(ctx, Api::OtpResend, identifier, purpose, true).await
+    }
+
+    async fn send(
+        &self,
+        ctx: &RequestContext,
+        api: Api,
+        identifier: Identifier,
+        purpose: Purpose,
+        resend: bool,
+    ) -> Result<SendReceipt, EngineError> {
+        let ident = self.identifier_hash(&identifier);
+        let mut trail = Trail::new(api, Some(ident));
+        let result = self.send_flow(&mut trail, ctx, &identifier, ident, purpose, resend).await;
+        self.finish(ctx, trail, result).await
+    }
+
+    async fn send_flow(
+        &self,
+        trail: &mut Trail,
+        ctx: &RequestContext,
+        identifier: &Identifier,
+        ident: IdentHash,
+        purpose: Purpose,
+        resend: bool,
+    ) -> Result<SendReceipt, EngineError> {
+        let now = self.now();
+        trail.step = "limit";
+        self.limit(LimitAction::Send(purpose), ident, ctx, now).await?;
+
+        trail.step = "account";
+        let user = self.inner.ports.users.user_by_identifier(&ident).await.map_err(unavailable)?;
+        trail.user = user.as_ref().map(|u| u.id);
+        let reveal = self.inner.config.reveal_accounts;
+        let deliver = match (&user, purpose) {
+            (None, _) if reveal => return Err(EngineError::AccountNotFound),
+            (None, _) => {
+                trail.note = "no account; nothing sent";
+                false
+            }
+            (Some(u), Purpose::Login) if !u.verified && reveal => return Err(EngineError::AccountNotVerified),
+            (Some(u), Purpose::Register) if u.verified && reveal => return Err(EngineError::AccountExists),
+            (Some(_), _) => true,
+        };
+        self.issue(trail, ctx, identifier, ident, purpose, deliver, resend, now).await
+    }
+
+    /// Issues a code: seal, store in the shard, hand to the notifier.
+    #[allow(clippy::too_many_arguments)]
+    async fn issue(
+        &self,
+        trail: &mut Trail,
+        ctx: &RequestContext,
+        identifier: &Identifier,
+        ident: IdentHash,
+        purpose: Purpose,
+        deliver: bool,
+        resend: bool,
+        now: Timestamp,
+    ) -> Result<SendReceipt, EngineError> {
+        trail.step = "challenge";
+        let code = self.inner.config.code.generate();
+        let sealed = Sealed::seal(&self.inner.keys, &code);
+        let key = ChallengeKey { subject: ident, purpose };
+        let expires_at = self.shard_call(ident, |reply| ShardMsg::Issue { key, sealed, now, reply }).await?;
+        if deliver {
+            trail.step = "dispatch";
+            let message = OutboundMessage {
+                to: identifier.clone(),
+                purpose,
+                resend,
+                code,
+                expires_at,
+                trace_id: ctx.trace_id.clone(),
+                ident_hash: ident,
+            };
+            self.inner.ports.notifier.enqueue(message).map_err(|e| match e {
+                NotifyError::QueueFull => EngineError::DeliveryBusy,
+                NotifyError::Closed => EngineError::Unavailable("delivery pipeline closed".into()),
+            })?;
+            if trail.note.is_empty() {
+                trail.note = "code queued for delivery";
+            }
+        }
+        trail.step = "done";
+        Ok(SendReceipt {
+            channel: identifier.channel(),
+            expires_in: now.until(expires_at),
+            resend_after: self.inner.config.resend_cooldown,
+        })
+    }
+
+    /// `POST /v1/register/verify`: activates the account and signs it in.
+    pub async fn verify_registration(
+        &self,
+        ctx: &RequestContext,
+        identifier: Identifier,
+        code: &str,
+    ) -> Result<Grant, EngineError> {
+        let ident = self.identifier_hash(&identifier);
+        let mut trail = Trail::new(Api::RegisterVerify, Some(ident));
+        let result = self.verify_flow(&mut trail, ctx, ident, Purpose::Register, code).await;
+        self.finish(ctx, trail, result).await
+    }
+
+    /// `POST /v1/login/verify`: signs a verified account in.
+    pub async fn verify_login(
+        &self,
+        ctx: &RequestContext,
+        identifier: Identifier,
+        code: &str,
+    ) -> Result<Grant, EngineError> {
+        let ident = self.identifier_hash(&identifier);
+        let mut trail = Trail::new(Api::LoginVerify, Some(ident));
+        let result = self.verify_flow(&mut trail, ctx, ident, Purpose::Login, code).await;
+        self.finish(ctx, trail, result).await
+    }
+
+    async fn verify_flow(
+        &self,
+        trail: &mut Trail,
+        ctx: &RequestContext,
+        ident: IdentHash,
+        purpose: Purpose,
+        code: &str,
+    ) -> Result<Grant, EngineError> {
+        let now = self.now();
+        trail.step = "limit";
+        self.limit(LimitAction::Verify(purpose), ident, ctx, now).await?;
+
+        trail.step = "challenge";
+        let attempt = self.inner.config.code.normalise_attempt(code);
+        let key = ChallengeKey { subject: ident, purpose };
+        let outcome =
+            self.shard_call(ident, |reply| ShardMsg::Verify { key, attempt: attempt.clone(), now, reply }).await?;
+        match outcome {
+            VerifyOutcome::Verified => {}
+            VerifyOutcome::Wrong { attempts_left } => return Err(EngineError::InvalidCode { attempts_left }),
+            VerifyOutcome::Blocked => return Err(EngineError::TooManyAttempts),
+            VerifyOutcome::Expired => return Err(EngineError::CodeExpired),
+            VerifyOutcome::AlreadyUsed => return Err(EngineError::CodeAlreadyUsed),
+            VerifyOutcome::NoChallenge => return Err(EngineError::NoPendingCode),
+        }
+
+        trail.step = "account";
+        let users = &self.inner.ports.users;
+        // A verified code without an account is a decoy challenge whose code was guessed.
+        let mut user = users
+            .user_by_identifier(&ident)
+            .await
+            .map_err(unavailable)?
+            .ok_or(EngineError::InvalidCode { attempts_left: 0 })?;
+        trail.user = Some(user.id);
+        match purpose {
+            Purpose::Register if !user.verified => {
+                user.verified = true;
+                user.verified_at = Some(now);
+                user.updated_at = now;
+                users.update_user(&user).await.map_err(unavailable)?;
+                trail.note = "account verified; session opened";
+            }
+            Purpose::Login if !user.verified => return Err(EngineError::AccountNotVerified),
+            _ => trail.note = "session opened",
+        }
+
+        trail.step = "session";
+        let grant = self.open_session(user, now).await?;
+        trail.step = "done";
+        Ok(grant)
+    }
+
+    async fn open_session(&self, user: User, now: Timestamp) -> Result<Grant, EngineError> {
+        let id = SessionId(Uuid::now_v7());
+        let token = RefreshToken::generate(id);
+        let session = Session {
+            id,
+            user_id: user.id,
+            refresh_digest: token.digest(&self.inner.keys),
+            method: AuthMethod::Otp,
+            created_at: now,
+            expires_at: now.plus(self.inner.config.session_ttl),
+            revoked_at: None,
+        };
+        self.inner.ports.sessions.insert_session(&session).await.map_err(unavailable)?;
+        Ok(Grant { user, session, refresh_token: token.encode(), login_at: now })
+    }
+
+    /// `GET /v1/me`: the account behind a (signature-checked) access token, if its session is
+    /// still active.
+    pub async fn current_user(
+        &self,
+        ctx: &RequestContext,
+        user_id: UserId,
+        session_id: SessionId,
+    ) -> Result<User, EngineError> {
+        let mut trail = Trail::new(Api::Me, None);
+        trail.user = Some(user_id);
+        let result = self.current_user_flow(&mut trail, user_id, session_id).await;
+        self.finish(ctx, trail, result).await
+    }
+
+    async fn current_user_flow(
+        &self,
+        trail: &mut Trail,
+        user_id: UserId,
+        session_id: SessionId,
+    ) -> Result<User, EngineError> {
+        let now = self.now();
+        trail.step = "session";
+        let session = self.inner.ports.sessions.session(session_id).await.map_err(unavailable)?;
+        if !session.is_some_and(|s| s.user_id == user_id && s.is_active(now)) {
+            return Err(EngineError::SessionInvalid);
+        }
+        trail.step = "account";
+        let user = self.inner.ports.users.user_by_id(user_id).await.map_err(unavailable)?;
+        let user = user.ok_or(EngineError::SessionInvalid)?;
+        trail.ident = Some(user.ident_hash);
+        trail.step = "done";
+        Ok(user)
+    }
+
+    /// Records a call that the front end refused before it reached a flow (bad JSON, an
+    /// invalid identifier, a bad token). Not awaited by the caller: nothing was acknowledged.
+    pub fn record_rejection(
+        &self,
+        ctx: &RequestContext,
+        api: Api,
+        step: &'static str,
+        message: String,
+        ident: Option<IdentHash>,
+    ) {
+        let event = self.event(ctx, api.as_str(), step, AuditOutcome::Rejected, message, ident, None);
+        let audit = self.inner.ports.audit.clone();
+        tokio::spawn(async move {
+            if let Err(e) = audit.append(event).await {
+                tracing::warn!(error = %e, "could not record a rejected request in the audit trail");
+            }
+        });
+    }
+
+    async fn limit(
+        &self,
+        action: LimitAction,
+        ident: IdentHash,
+        ctx: &RequestContext,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let req = LimitRequest { action, ident, client_ip: ctx.client_ip, now };
+        match self.inner.ports.limiter.check(&req).await {
+            Ok(Decision::Allow) => Ok(()),
+            Ok(Decision::Deny { rule, retry_after }) => Err(EngineError::Limited { rule, retry_after }),
+            Err(e) => Err(EngineError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn shard_call<T, F>(&self, ident: IdentHash, build: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: Fn(ractor::RpcReplyPort<T>) -> ShardMsg,
+    {
+        let index = self.inner.router.index_for(ident.shard_bits());
+        self.inner.router.call(index, build).await.map_err(|e: ShardError| EngineError::Unavailable(e.to_string()))
+    }
+
+    /// Writes the call's audit event and returns its result. A success is returned only once
+    /// its event is durable; if the event cannot be written, the call fails with 503.
+    async fn finish<T>(
+        &self,
+        ctx: &RequestContext,
+        trail: Trail,
+        result: Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let (outcome, message) = match &result {
+            Ok(_) => (AuditOutcome::Ok, if trail.note.is_empty() { "ok".to_owned() } else { trail.note.to_owned() }),
+            Err(e @ EngineError::Limited { .. }) => (AuditOutcome::Limited, e.to_string()),
+            Err(e) if e.is_server_side() => (AuditOutcome::Failed, e.to_string()),
+            Err(e) => (AuditOutcome::Rejected, e.to_string()),
+        };
+        let event = self.event(ctx, trail.api.as_str(), trail.step, outcome, message, trail.ident, trail.user);
+        match self.inner.ports.audit.append(event).await {
+            Ok(()) => result,
+            Err(e) => {
+                tracing::error!(error = %e, api = trail.api.as_str(), "audit append failed");
+                match result {
+                    Ok(_) => Err(unavailable(e)),
+                    Err(original) => Err(original),
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        ctx: &RequestContext,
+        api: &str,
+        step: &str,
+        outcome: AuditOutcome,
+        message: String,
+        ident: Option<IdentHash>,
+        user: Option<UserId>,
+    ) -> AuditEvent {
+        AuditEvent {
+            at: self.now(),
+            trace_id: ctx.trace_id.clone(),
+            api: api.to_owned(),
+            step: step.to_owned(),
+            outcome,
+            message,
+            client_ip: ctx.client_ip,
+            user_agent: ctx.user_agent.clone(),
+            ident_hash: ident,
+            user_id: user,
+        }
+    }
+
+    /// Live challenges per shard.
+    pub async fn shard_stats(&self) -> Vec<ShardStats> {
+        self.inner.router.stats().await
+    }
+
+    /// Shard restarts performed by the supervisor since start.
+    pub async fn shard_restarts(&self) -> Result<u64, EngineError> {
+        match self
+            .inner
+            .supervisor
+            .call(|reply| SupervisorMsg::Restarts { reply }, Some(self.inner.config.call_timeout))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(n)) => Ok(n),
+            _ => Err(EngineError::Unavailable("supervisor did not answer".into())),
+        }
+    }
+
+    /// Makes the shard that owns `identifier` panic (fault injection for tests).
+    #[cfg(feature = "testkit")]
+    pub fn inject_shard_panic(&self, identifier: &Identifier) -> usize {
+        let index = self.inner.router.index_for(self.identifier_hash(identifier).shard_bits());
+        if let Some(shard) = self.inner.router.actor(index) {
+            let _ = shard.cast(ShardMsg::Panic);
+        }
+        index
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable(e.to_string())
+}

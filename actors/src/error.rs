@@ -1,0 +1,53 @@
+//! The engine's error type: every way an API call can end other than success.
+//!
+//! The front end maps each variant to an HTTP status and a stable problem `code` in exactly
+//! one function (`otpd::http::problem`); the engine itself knows nothing of HTTP.
+
+use std::time::Duration;
+
+use crate::identifier::IdentifierError;
+use crate::ports::LimitRule;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Identifier(#[from] IdentifierError),
+    /// A field other than the identifier is unacceptable; the message names it.
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("too many requests ({})", rule.as_str())]
+    Limited { rule: LimitRule, retry_after: Duration },
+    #[error("the code is not correct")]
+    InvalidCode { attempts_left: u8 },
+    #[error("the code has expired; request a new one")]
+    CodeExpired,
+    #[error("too many wrong codes; request a new one")]
+    TooManyAttempts,
+    #[error("the code was already used")]
+    CodeAlreadyUsed,
+    #[error("no code is pending for this identifier; request one first")]
+    NoPendingCode,
+    #[error("the account is not verified; complete the registration first")]
+    AccountNotVerified,
+    /// Only when the operator opted in to revealing which identifiers have accounts.
+    #[error("no account exists for this identifier")]
+    AccountNotFound,
+    /// Only when the operator opted in to revealing which identifiers have accounts.
+    #[error("an account already exists for this identifier")]
+    AccountExists,
+    #[error("the session is not valid (expired, revoked or unknown)")]
+    SessionInvalid,
+    #[error("the code could not be queued for delivery; try again shortly")]
+    DeliveryBusy,
+    /// A dependency (store, limiter, shard) cannot serve the request now. The message is for
+    /// operators; callers see a generic 503.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl EngineError {
+    /// Whether the failure is the service's fault rather than the caller's.
+    pub fn is_server_side(&self) -> bool {
+        matches!(self, EngineError::Unavailable(_) | EngineError::DeliveryBusy)
+    }
+}

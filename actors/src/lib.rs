@@ -1,0 +1,31 @@
+//! The otpd engine: one-time-code challenges hosted in a supervised tree of shard actors,
+//! the OTP rules, and the ports (storage, limits, delivery) that adapters implement.
+//!
+//! This crate knows nothing of HTTP or JSON; the `otpd` binary converts wire types into the
+//! calls of [`Engine`] and maps [`EngineError`] to responses.
+//!
+//! Map of the crate:
+//! * [`engine`]: the API flows (register, verify, login, resend, current user);
+//! * [`supervisor`] and [`shard`]: the actor tree holding live challenges;
+//! * [`challenge`] and [`code`]: the state machine and the code rules it enforces;
+//! * [`identifier`] and [`keys`]: normalisation and keyed hashing of identifiers;
+//! * [`ports`]: the traits adapters implement; [`limiter`]: the in-process limiter;
+//! * [`refresh`]: the refresh-token format; [`clock`]: time as an argument.
+
+pub mod challenge;
+pub mod clock;
+pub mod code;
+pub mod engine;
+pub mod error;
+pub mod identifier;
+pub mod keys;
+pub mod limiter;
+pub mod ports;
+pub mod refresh;
+pub mod shard;
+pub mod supervisor;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use engine::{Api, Engine, EngineConfig, EnginePorts, Grant, Registration, RequestContext, SendReceipt};
+pub use error::EngineError;

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs when the machine lacks it, then runs the whole suite.
+# Used by `.ci/run` and documented in README.md; safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests start as real servers. Each is installed only when missing.
+need_pkgs=()
+missing() { ! command -v "$1" >/dev/null 2>&1; }
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+fi
+
+echo "== cargo test (workspace, all targets)"
+cargo test --workspace --all-targets --locked

@@ -1,0 +1,107 @@
+//! `otpd audit`: list audit events by identifier or by trace id.
+//!
+//! When no node holds the embedded store, the command opens it read-only itself. While a node
+//! runs, redb's file lock keeps other processes out, so the command asks the node instead,
+//! over `GET /v1/admin/audit` on its listen address with the admin token from the data
+//! directory. Either way the output is the same.
+
+use otpd_actors::identifier::{Identifier, Normalizer};
+use otpd_actors::keys::Keys;
+
+use crate::config::Config;
+use crate::http::wire::{AuditListResponse, AuditView};
+use crate::secrets;
+use crate::store::embedded::{AuditReader, OpenReadOnlyError};
+
+pub struct AuditQuery {
+    pub identifier: Option<String>,
+    pub trace_id: Option<String>,
+    pub limit: usize,
+    pub json: bool,
+}
+
+/// Runs the query and returns what to print.
+pub async fn run(config: &Config, query: &AuditQuery) -> Result<String, String> {
+    let events = match AuditReader::open(&config.store_path()) {
+        Ok(reader) => local(config, &reader, query)?,
+        Err(OpenReadOnlyError::InUse) => remote(config, query).await?,
+        Err(OpenReadOnlyError::Other(e)) => return Err(format!("cannot open the store: {e}")),
+    };
+    Ok(render(&events, query.json))
+}
+
+fn identifier(config: &Config, raw: &str) -> Result<Identifier, String> {
+    let n = Normalizer::new(config.default_region(), 16)?;
+    let parsed = if raw.contains('@') { n.email(raw) } else { n.phone(raw) };
+    parsed.map_err(|e| e.to_string())
+}
+
+fn local(config: &Config, reader: &AuditReader, q: &AuditQuery) -> Result<Vec<AuditView>, String> {
+    let events = match (&q.identifier, &q.trace_id) {
+        (Some(raw), None) => {
+            let keys = Keys::from_master(&secrets::master_key(config).map_err(|e| e.to_string())?);
+            let hash = keys.identifier_hash(identifier(config, raw)?.as_str());
+            reader.by_identifier(&hash, q.limit)
+        }
+        (None, Some(trace)) => reader.by_trace(trace, q.limit),
+        _ => return Err("give exactly one of --identifier and --trace-id".into()),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(events.iter().map(AuditView::from).collect())
+}
+
+async fn remote(config: &Config, q: &AuditQuery) -> Result<Vec<AuditView>, String> {
+    let token = secrets::admin_token(config).ok_or("a node holds the store, but its admin token cannot be read")?;
+    let mut addr = config.http.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let mut params = form_urlencoded::Serializer::new(String::new());
+    if let Some(i) = &q.identifier {
+        params.append_pair("identifier", i);
+    }
+    if let Some(t) = &q.trace_id {
+        params.append_pair("trace_id", t);
+    }
+    params.append_pair("limit", &q.limit.to_string());
+    let url = format!("http://{addr}/v1/admin/audit?{}", params.finish());
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("the store is in use by a node, and the node at {addr} did not answer: {e}"))?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("the node answered {status}: {body}"));
+    }
+    let list: AuditListResponse =
+        serde_json::from_str(&body).map_err(|e| format!("unexpected answer from the node: {e}"))?;
+    Ok(list.events)
+}
+
+fn render(events: &[AuditView], json: bool) -> String {
+    let mut out = String::new();
+    for e in events {
+        if json {
+            out.push_str(&serde_json::to_string(e).expect("audit views serialise"));
+        } else {
+            out.push_str(&format!(
+                "{}  {:<32}  {:<16} {:<10} {:<8} {:<15} {}",
+                e.at,
+                e.trace_id,
+                e.api,
+                e.step,
+                e.outcome,
+                e.client_ip.as_deref().unwrap_or("-"),
+                e.message
+            ));
+        }
+        out.push('\n');
+    }
+    if events.is_empty() && !json {
+        out.push_str("no events\n");
+    }
+    out
+}

@@ -1,0 +1,539 @@
+//! The configuration tree: one TOML file, overridden by `OTPD_<SECTION>__<KEY>` variables.
+//!
+//! Every key has a documented default, so an empty file (or none) is a complete
+//! configuration: one node on the embedded store with the development outbox. Loading
+//! reports *every* unknown key and bad value at once, each with its dotted name (and the
+//! environment variable that set it), instead of stopping at the first.
+//!
+//! Sections are declared with [`section!`], which generates the struct, its defaults, and a
+//! loader that reads each key on its own so that one bad value does not hide the next.
+//! Cross-key rules (code length range, lifetime cap, …) live in [`Config::validate`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use otpd_actors::code::{Alphabet, MAX_CODE_LENGTH, MIN_CODE_LENGTH};
+use serde::{Deserialize, Deserializer};
+
+/// A duration written as text: `"30s"`, `"5m"`, `"30d"`, `"250ms"`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(Dur)
+            .map_err(|e| serde::de::Error::custom(format!("{e} (write durations like \"30s\", \"5m\", \"30d\")")))
+    }
+}
+
+impl fmt::Debug for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+const fn secs(s: u64) -> Dur {
+    Dur(Duration::from_secs(s))
+}
+
+/// A secret given in config: never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Declares a config section: struct, defaults and a per-key loader.
+macro_rules! section {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[doc = $doc:literal])* $field:ident : $ty:ty = $default:expr, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq)]
+        pub struct $name { $( $(#[doc = $doc])* pub $field: $ty, )* }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $( $field: $default, )* }
+            }
+        }
+
+        impl $name {
+            /// The keys this section accepts.
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            fn load(table: &toml::Table, section: &str, origin: &Origins, errors: &mut Vec<String>) -> Self {
+                let mut out = Self::default();
+                for (key, value) in table {
+                    let path = format!("{section}.{key}");
+                    match key.as_str() {
+                        $( stringify!($field) => match <$ty as Deserialize>::deserialize(value.clone()) {
+                            Ok(v) => out.$field = v,
+                            Err(e) => errors.push(format!("{}: {}", origin.describe(&path), e.message())),
+                        }, )*
+                        _ => errors.push(format!(
+                            "{}: unknown key (this section accepts: {})",
+                            origin.describe(&path),
+                            Self::KEYS.join(", ")
+                        )),
+                    }
+                }
+                out
+            }
+        }
+    };
+}
+
+section! {
+    /// Where the node keeps its data, and how it logs.
+    pub struct NodeConfig {
+        /// Directory of the embedded store, the outbox and generated secrets.
+        data_dir: PathBuf = PathBuf::from("data"),
+        /// `tracing` filter: `info`, `otpd=debug,info`, …
+        log_level: String = "info".into(),
+        /// `json` (one object per line) or `text`.
+        log_format: String = "json".into(),
+    }
+}
+
+section! {
+    /// The HTTP listener.
+    pub struct HttpConfig {
+        listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)),
+        /// Largest request body accepted (bytes).
+        max_body_bytes: usize = 16 * 1024,
+        /// Open connections beyond this wait in the kernel's accept queue.
+        max_connections: usize = 10_000,
+        /// Time allowed to receive a request's headers.
+        header_read_timeout: Dur = secs(5),
+        /// Time allowed for a whole request, body and handling included.
+        request_timeout: Dur = secs(10),
+        /// Peers whose `X-Forwarded-For` is believed (load balancers). Empty: the socket
+        /// address is the client address.
+        trusted_proxies: Vec<IpAddr> = Vec::new(),
+    }
+}
+
+section! {
+    /// How identifiers are read.
+    pub struct IdentifierConfig {
+        /// ISO 3166 region for phone numbers given without a country code; empty refuses them.
+        default_region: String = "US".into(),
+        /// Phone-number verdicts remembered (valid or not) so repeat numbers skip libphonenumber.
+        verdict_cache: usize = 200_000,
+    }
+}
+
+section! {
+    /// The one-time-code rules.
+    pub struct OtpConfig {
+        /// Characters per code, 4..=10.
+        code_length: u8 = 6,
+        /// `numeric` or `alphanumeric`.
+        alphabet: Alphabet = Alphabet::Numeric,
+        /// How long a code works (at most 10 minutes).
+        lifetime: Dur = secs(300),
+        /// Wrong codes before a challenge burns.
+        max_attempts: u8 = 5,
+        /// Minimum time between two codes for one identifier and purpose.
+        resend_cooldown: Dur = secs(30),
+        /// Window of the per-identifier send cap.
+        send_window: Dur = secs(600),
+        /// Codes per identifier per window.
+        max_sends_per_window: u32 = 5,
+        /// Answer 404 (login) / 409 (register) for unknown / existing accounts instead of
+        /// enumeration-safe answers. Off by default.
+        reveal_accounts: bool = false,
+    }
+}
+
+section! {
+    /// The actor tree.
+    pub struct EngineSection {
+        /// Challenge shards (actors). More shards, shorter mailboxes.
+        shards: usize = 64,
+        /// Longest wait for a shard's answer.
+        call_timeout: Dur = secs(2),
+        /// How often shards reclaim expired challenges.
+        reclaim_interval: Dur = secs(1),
+        /// How long an expired challenge is kept so late attempts read "expired".
+        expired_grace: Dur = secs(60),
+    }
+}
+
+section! {
+    /// Access and refresh tokens.
+    pub struct TokensConfig {
+        /// `EdDSA` (default; public key in the JWKS) or `HS256` (shared secret).
+        algorithm: String = "EdDSA".into(),
+        issuer: String = "otpd".into(),
+        audience: String = "otpd".into(),
+        /// Lifetime of an access token.
+        access_ttl: Dur = secs(900),
+        /// Lifetime of a session and its refresh token.
+        session_ttl: Dur = secs(30 * 24 * 3600),
+        /// PKCS#8 (DER or PEM) Ed25519 key; default: generated into `<data_dir>/secrets/`.
+        signing_key_file: Option<PathBuf> = None,
+        /// HS256 secret (at least 32 bytes); default: generated into `<data_dir>/secrets/`.
+        hs256_secret: Option<Secret> = None,
+    }
+}
+
+section! {
+    /// The durable store.
+    pub struct StoreConfig {
+        /// `embedded` (redb in `<data_dir>/otpd.redb`).
+        kind: String = "embedded".into(),
+        /// Most writes committed together in one fsync.
+        group_commit_max: usize = 512,
+        /// Writes waiting for the writer before new ones are refused (503).
+        queue_capacity: usize = 65_536,
+    }
+}
+
+section! {
+    /// Where codes go.
+    pub struct DeliveryConfig {
+        /// `outbox` (development: JSON lines in a file).
+        provider: String = "outbox".into(),
+        /// Name in the messages ("Your <app_name> login code is …").
+        app_name: String = "otpd".into(),
+        /// Default: `<data_dir>/outbox.jsonl`.
+        outbox_path: Option<PathBuf> = None,
+        /// Messages waiting for delivery before sends are refused (503).
+        queue_capacity: usize = 10_000,
+    }
+}
+
+section! {
+    /// Node secrets not covered by a more specific section.
+    pub struct SecretsConfig {
+        /// 64 hex characters; default: generated into `<data_dir>/secrets/hash.key`. Every node
+        /// of a cluster needs the same one.
+        hash_key: Option<Secret> = None,
+        /// Bearer token for `/v1/admin/*`; default: generated into `<data_dir>/secrets/admin.token`.
+        admin_token: Option<Secret> = None,
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub http: HttpConfig,
+    pub identifiers: IdentifierConfig,
+    pub otp: OtpConfig,
+    pub engine: EngineSection,
+    pub tokens: TokensConfig,
+    pub store: StoreConfig,
+    pub delivery: DeliveryConfig,
+    pub secrets: SecretsConfig,
+}
+
+const SECTIONS: &[&str] = &["node", "http", "identifiers", "otp", "engine", "tokens", "store", "delivery", "secrets"];
+
+/// Everything wrong with a configuration, one line per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem{}):", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Which environment variable set which key, for error messages.
+#[derive(Default)]
+struct Origins(BTreeMap<String, String>);
+
+impl Origins {
+    fn describe(&self, path: &str) -> String {
+        match self.0.get(path) {
+            Some(var) => format!("{path} (from {var})"),
+            None => path.to_owned(),
+        }
+    }
+}
+
+/// Prefix of every override variable.
+pub const ENV_PREFIX: &str = "OTPD_";
+
+impl Config {
+    /// Reads `path` (if given) and applies `OTPD_*` overrides from the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ConfigErrors(vec![format!("cannot read config file {}: {e}", p.display())]))?,
+            None => String::new(),
+        };
+        Self::from_sources(&text, std::env::vars())
+    }
+
+    /// Parses TOML text plus override variables (any iterator of name/value pairs).
+    pub fn from_sources(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigErrors> {
+        let mut root: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigErrors(vec![format!("config file is not valid TOML: {e}")]))?;
+        let mut errors = Vec::new();
+        let mut origins = Origins::default();
+        apply_env(&mut root, env, &mut origins, &mut errors);
+
+        let empty = toml::Table::new();
+        let mut tables: BTreeMap<&str, &toml::Table> = BTreeMap::new();
+        for (name, value) in &root {
+            match (SECTIONS.contains(&name.as_str()), value) {
+                (true, toml::Value::Table(t)) => {
+                    tables.insert(SECTIONS.iter().find(|s| **s == name).expect("checked above"), t);
+                }
+                (true, _) => errors.push(format!("{name}: must be a table ([{name}])")),
+                (false, _) => errors.push(format!("{name}: unknown section (known: {})", SECTIONS.join(", "))),
+            }
+        }
+        let section = |name: &str| tables.get(name).copied().unwrap_or(&empty);
+        let config = Config {
+            node: NodeConfig::load(section("node"), "node", &origins, &mut errors),
+            http: HttpConfig::load(section("http"), "http", &origins, &mut errors),
+            identifiers: IdentifierConfig::load(section("identifiers"), "identifiers", &origins, &mut errors),
+            otp: OtpConfig::load(section("otp"), "otp", &origins, &mut errors),
+            engine: EngineSection::load(section("engine"), "engine", &origins, &mut errors),
+            tokens: TokensConfig::load(section("tokens"), "tokens", &origins, &mut errors),
+            store: StoreConfig::load(section("store"), "store", &origins, &mut errors),
+            delivery: DeliveryConfig::load(section("delivery"), "delivery", &origins, &mut errors),
+            secrets: SecretsConfig::load(section("secrets"), "secrets", &origins, &mut errors),
+        };
+        config.validate(&mut errors);
+        if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Rules that span keys or bound values.
+    fn validate(&self, errors: &mut Vec<String>) {
+        let mut check = |ok: bool, msg: String| {
+            if !ok {
+                errors.push(msg);
+            }
+        };
+        let otp = &self.otp;
+        check(
+            (MIN_CODE_LENGTH..=MAX_CODE_LENGTH).contains(&otp.code_length),
+            format!("otp.code_length: must be {MIN_CODE_LENGTH}..={MAX_CODE_LENGTH}, got {}", otp.code_length),
+        );
+        check(
+            otp.lifetime.0 >= Duration::from_secs(10) && otp.lifetime.0 <= Duration::from_secs(600),
+            format!("otp.lifetime: must be between 10s and 10m, got {:?}", otp.lifetime),
+        );
+        check(
+            (1..=20).contains(&otp.max_attempts),
+            format!("otp.max_attempts: must be 1..=20, got {}", otp.max_attempts),
+        );
+        check(otp.max_sends_per_window >= 1, "otp.max_sends_per_window: must be at least 1".into());
+        check(!otp.send_window.0.is_zero(), "otp.send_window: must be more than zero".into());
+        check(
+            (1..=4096).contains(&self.engine.shards),
+            format!("engine.shards: must be 1..=4096, got {}", self.engine.shards),
+        );
+        check(!self.engine.call_timeout.0.is_zero(), "engine.call_timeout: must be more than zero".into());
+        check(!self.engine.reclaim_interval.0.is_zero(), "engine.reclaim_interval: must be more than zero".into());
+        check(
+            (256..=16 * 1024 * 1024).contains(&self.http.max_body_bytes),
+            format!("http.max_body_bytes: must be 256..=16777216, got {}", self.http.max_body_bytes),
+        );
+        check(self.http.max_connections >= 1, "http.max_connections: must be at least 1".into());
+        check(
+            matches!(self.node.log_format.as_str(), "json" | "text"),
+            format!("node.log_format: must be \"json\" or \"text\", got {:?}", self.node.log_format),
+        );
+        check(
+            tracing_subscriber::EnvFilter::try_new(&self.node.log_level).is_ok(),
+            format!("node.log_level: not a valid filter: {:?}", self.node.log_level),
+        );
+        check(
+            matches!(self.tokens.algorithm.as_str(), "EdDSA" | "HS256"),
+            format!("tokens.algorithm: must be \"EdDSA\" or \"HS256\", got {:?}", self.tokens.algorithm),
+        );
+        check(self.tokens.access_ttl.0 >= Duration::from_secs(30), "tokens.access_ttl: must be at least 30s".into());
+        check(
+            self.tokens.session_ttl.0 >= self.tokens.access_ttl.0,
+            "tokens.session_ttl: must be at least tokens.access_ttl".into(),
+        );
+        if let Some(secret) = &self.tokens.hs256_secret {
+            check(secret.0.len() >= 32, "tokens.hs256_secret: must be at least 32 bytes".into());
+        }
+        check(self.store.kind == "embedded", format!("store.kind: must be \"embedded\", got {:?}", self.store.kind));
+        check((1..=65_536).contains(&self.store.group_commit_max), "store.group_commit_max: must be 1..=65536".into());
+        check(self.store.queue_capacity >= 1, "store.queue_capacity: must be at least 1".into());
+        check(
+            self.delivery.provider == "outbox",
+            format!("delivery.provider: must be \"outbox\", got {:?}", self.delivery.provider),
+        );
+        check(self.delivery.queue_capacity >= 1, "delivery.queue_capacity: must be at least 1".into());
+        if let Some(key) = &self.secrets.hash_key {
+            check(
+                key.0.len() == 64 && key.0.bytes().all(|b| b.is_ascii_hexdigit()),
+                "secrets.hash_key: must be 64 hex characters".into(),
+            );
+        }
+        if let Some(token) = &self.secrets.admin_token {
+            check(token.0.len() >= 16, "secrets.admin_token: must be at least 16 characters".into());
+        }
+        if !self.identifiers.default_region.is_empty() {
+            check(
+                otpd_actors::identifier::Normalizer::new(Some(&self.identifiers.default_region), 16).is_ok(),
+                format!("identifiers.default_region: unknown region {:?}", self.identifiers.default_region),
+            );
+        }
+    }
+
+    pub fn default_region(&self) -> Option<&str> {
+        Some(self.identifiers.default_region.as_str()).filter(|r| !r.is_empty())
+    }
+
+    pub fn outbox_path(&self) -> PathBuf {
+        self.delivery.outbox_path.clone().unwrap_or_else(|| self.node.data_dir.join("outbox.jsonl"))
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.node.data_dir.join("otpd.redb")
+    }
+
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.node.data_dir.join("secrets")
+    }
+}
+
+/// Merges `OTPD_<SECTION>__<KEY>=value` into the tree. A value is read as a TOML value
+/// (`8080`, `true`, `["10.0.0.1"]`) and, failing that, as a string. Variables without `__`
+/// (`OTPD_CONFIG`, `OTPD_TEST_SCYLLA`, …) are not overrides and are left alone.
+fn apply_env(
+    root: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    origins: &mut Origins,
+    errors: &mut Vec<String>,
+) {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        let Some((section, key)) = rest.split_once("__") else { continue };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        if section.is_empty() || key.is_empty() || key.contains("__") {
+            errors.push(format!("{name}: overrides are named OTPD_<SECTION>__<KEY>"));
+            continue;
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        let entry = root.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key.clone(), value);
+                origins.0.insert(format!("{section}.{key}"), name);
+            }
+            _ => errors.push(format!("{name}: section {section} is not a table in the config file")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn empty_config_is_the_documented_default() {
+        let c = Config::from_sources("", env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.otp.lifetime.0, Duration::from_secs(300));
+        assert_eq!(c.outbox_path(), PathBuf::from("data/outbox.jsonl"));
+    }
+
+    #[test]
+    fn file_values_and_env_overrides_combine() {
+        let text = "[otp]\ncode_length = 8\nlifetime = \"2m\"\n[http]\nlisten = \"127.0.0.1:9000\"\n";
+        let c = Config::from_sources(
+            text,
+            env(&[
+                ("OTPD_HTTP__LISTEN", "127.0.0.1:9100"),
+                ("OTPD_OTP__ALPHABET", "alphanumeric"),
+                ("OTPD_TEST_SCYLLA", "x"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.otp.code_length, 8);
+        assert_eq!(c.otp.lifetime.0, Duration::from_secs(120));
+        assert_eq!(c.otp.alphabet, Alphabet::Alphanumeric);
+        assert_eq!(c.http.listen.port(), 9100);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_name() {
+        let text = r#"
+            colour = "blue"
+            [otp]
+            code_length = 3
+            lifetime = "forever"
+            max_attempts = "five"
+            surprise = 1
+            [http]
+            listen = "nowhere"
+            [tokens]
+            algorithm = "RS256"
+        "#;
+        let err =
+            Config::from_sources(text, env(&[("OTPD_ENGINE__SHARDS", "0"), ("OTPD_NODE__COLOR", "red")])).unwrap_err();
+        let all = err.0.join("\n");
+        for needle in [
+            "colour: unknown section",
+            "otp.code_length: must be 4..=10, got 3",
+            "otp.lifetime:",
+            "otp.max_attempts:",
+            "otp.surprise: unknown key",
+            "http.listen:",
+            "tokens.algorithm: must be",
+            "engine.shards: must be 1..=4096, got 0",
+            "node.color (from OTPD_NODE__COLOR): unknown key",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(err.0.len(), 9, "{all}");
+    }
+
+    #[test]
+    fn lifetime_is_capped_at_ten_minutes() {
+        let err = Config::from_sources("[otp]\nlifetime = \"11m\"", env(&[])).unwrap_err();
+        assert!(err.0[0].contains("otp.lifetime"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Config::from_sources("[secrets]\nadmin_token = \"super-secret-admin-token\"", env(&[])).unwrap();
+        assert!(!format!("{c:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn invalid_toml_is_one_clear_error() {
+        let err = Config::from_sources("[otp\n", env(&[])).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert!(err.0[0].contains("not valid TOML"));
+    }
+}

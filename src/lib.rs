@@ -1,0 +1,20 @@
+//! otpd: the binary's library half. `main.rs` only parses the command line and calls in here.
+//!
+//! * [`config`]: the configuration tree (TOML + `OTPD_*` overrides);
+//! * [`server`]: wiring a [`config::Config`] into a running node;
+//! * [`http`]: the hyper front end: routes, wire types, problem+json;
+//! * [`tokens`]: JWT access tokens and the JWKS;
+//! * [`store`]: storage adapters (embedded redb);
+//! * [`delivery`]: notifier adapters (development outbox);
+//! * [`secrets`]: generated or configured node secrets;
+//! * [`audit_cmd`]: `otpd audit`; [`logging`]: log set-up.
+
+pub mod audit_cmd;
+pub mod config;
+pub mod delivery;
+pub mod http;
+pub mod logging;
+pub mod secrets;
+pub mod server;
+pub mod store;
+pub mod tokens;

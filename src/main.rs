@@ -1,0 +1,105 @@
+//! The `otpd` command: parse the command line, load the configuration, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use otpd::audit_cmd::{self, AuditQuery};
+use otpd::config::Config;
+
+#[derive(Parser)]
+#[command(name = "otpd", version, about = "One-time-code authentication engine")]
+struct Cli {
+    /// TOML configuration file (every key is optional; see README).
+    #[arg(long, short, env = "OTPD_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (the default).
+    Run,
+    /// List audit events of one identifier or one trace id, newest first.
+    Audit {
+        /// A phone number or e-mail address.
+        #[arg(long, conflicts_with = "trace_id", required_unless_present = "trace_id")]
+        identifier: Option<String>,
+        /// A trace id (the X-Request-Id of a response).
+        #[arg(long)]
+        trace_id: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the configuration and print the effective values (secrets redacted).
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime can be built");
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            otpd::logging::init(&config.node);
+            match runtime.block_on(otpd::server::run(config, shutdown_signal())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not start");
+                    eprintln!("otpd: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Audit { identifier, trace_id, limit, json } => {
+            let query = AuditQuery { identifier, trace_id, limit, json };
+            match runtime.block_on(audit_cmd::run(&config, &query)) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("otpd audit: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::CheckConfig => {
+            println!("{config:#?}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests, compiled as one binary (one link, shared helpers).
+//!
+//! Every test starts its own node on 127.0.0.1:0 with a temporary data directory (or the real
+//! binary on a free loopback port), so tests run in parallel without sharing state.
+
+mod bad_input;
+mod conformance;
+mod flows;
+mod process;
+mod supervision;
+mod support;

@@ -1,0 +1,149 @@
+//! Shared test helpers: a node on 127.0.0.1:0 with a manual clock, an HTTP client, and the
+//! outbox as a phone would see it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use otpd::config::Config;
+use otpd::server::{self, Node};
+use otpd_actors::clock::{ManualClock, Timestamp};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// A node started for one test, with its data directory and clock.
+pub struct TestNode {
+    pub node: Node,
+    pub clock: Arc<ManualClock>,
+    pub client: reqwest::Client,
+    pub base: String,
+    pub dir: TempDir,
+}
+
+/// The configuration every in-process test node starts from: port 0 and a temporary data
+/// directory; everything else is the shipped default.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.node.data_dir = dir.to_owned();
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+pub async fn start_node() -> TestNode {
+    start_node_with(|_| {}).await
+}
+
+pub async fn start_node_with(adjust: impl FnOnce(&mut Config)) -> TestNode {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut config = test_config(dir.path());
+    adjust(&mut config);
+    let clock = Arc::new(ManualClock::new(Timestamp::system_now()));
+    let node = server::start(config, clock.clone()).await.expect("the node starts");
+    let base = node.base_url();
+    TestNode { node, clock, client: reqwest::Client::new(), base, dir }
+}
+
+/// A response, reduced to what tests look at.
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub raw: String,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn into_reply(resp: reqwest::Response) -> Reply {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let raw = resp.text().await.expect("a body");
+    let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
+    Reply { status, headers, body, raw }
+}
+
+impl TestNode {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        into_reply(self.client.post(self.url(path)).json(&body).send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> Reply {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        into_reply(req.send().await.expect("request sent")).await
+    }
+
+    pub fn advance(&self, d: Duration) {
+        self.clock.advance(d);
+    }
+
+    pub fn outbox_path(&self) -> PathBuf {
+        self.node.outbox_path.clone()
+    }
+
+    /// Every message the outbox holds for `to`, oldest first.
+    pub fn messages_for(&self, to: &str) -> Vec<Value> {
+        outbox_messages(&self.outbox_path(), to)
+    }
+
+    /// The newest code sent to `to` (waits for the outbox writer, at most 5 s).
+    pub async fn code_for(&self, to: &str) -> String {
+        self.wait_for_messages(to, 1).await;
+        self.messages_for(to).last().expect("a message")["code"].as_str().expect("a code").to_owned()
+    }
+
+    /// Waits until the outbox holds at least `n` messages for `to`.
+    pub async fn wait_for_messages(&self, to: &str, n: usize) -> Vec<Value> {
+        wait_for_outbox(&self.outbox_path(), to, n).await
+    }
+
+    /// Registers and verifies `phone`; returns the token response.
+    pub async fn signed_up(&self, phone: &str) -> Value {
+        let r = self.post("/v1/register", json!({ "phone": phone, "first_name": "Test", "last_name": "User" })).await;
+        assert_eq!(r.status, 202, "{}", r.raw);
+        let code = self.code_for(phone).await;
+        let r = self.post("/v1/register/verify", json!({ "phone": phone, "code": code })).await;
+        assert_eq!(r.status, 200, "{}", r.raw);
+        r.body
+    }
+}
+
+pub fn outbox_messages(path: &Path, to: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|m| m["to"] == to).collect()
+}
+
+pub async fn wait_for_outbox(path: &Path, to: &str, n: usize) -> Vec<Value> {
+    for _ in 0..500 {
+        let messages = outbox_messages(path, to);
+        if messages.len() >= n {
+            return messages;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the outbox never held {n} message(s) for {to}");
+}
+
+/// A code that differs from `code` in every position.
+pub fn wrong_code(code: &str) -> String {
+    code.chars().map(|c| if c == '9' { '0' } else { char::from(c as u8 + 1) }).collect()
+}
+
+/// Distinct valid US numbers (the 202 area code, exchange 555, lines 0100–0199 are not
+/// assigned by libphonenumber, so use 2xx exchanges that are).
+pub fn phone(n: u32) -> String {
+    format!("+1202{:03}{:04}", 200 + (n / 10_000) % 700, n % 10_000)
+}
