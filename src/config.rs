@@ -200,6 +200,9 @@ section! {
         group_commit_max: usize = 512,
         /// Writes waiting for the writer before new ones are refused (503).
         queue_capacity: usize = 65_536,
+        /// Page cache of the embedded store (bytes). redb's own default is 1 GiB, which would
+        /// dominate a node's memory; reads of accounts and sessions need far less.
+        cache_bytes: usize = 128 * 1024 * 1024,
     }
 }
 
@@ -378,6 +381,7 @@ impl Config {
         check(self.store.kind == "embedded", format!("store.kind: must be \"embedded\", got {:?}", self.store.kind));
         check((1..=65_536).contains(&self.store.group_commit_max), "store.group_commit_max: must be 1..=65536".into());
         check(self.store.queue_capacity >= 1, "store.queue_capacity: must be at least 1".into());
+        check(self.store.cache_bytes >= 1024 * 1024, "store.cache_bytes: must be at least 1 MiB".into());
         check(
             self.delivery.provider == "outbox",
             format!("delivery.provider: must be \"outbox\", got {:?}", self.delivery.provider),

@@ -101,21 +101,39 @@ pub fn limit_policy(config: &Config) -> LimitPolicy {
     }
 }
 
-/// Builds and starts a node. The listener is bound before this returns, so `addr` is live.
-pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, StartupError> {
-    let secrets = secrets::load_or_create(&config)?;
+/// Everything a node is made of except its listener: what benchmarks drive in-process.
+pub struct Assembly {
+    pub app: Arc<App>,
+    pub engine: Engine,
+    pub store: Arc<EmbeddedStore>,
+    pub outbox_path: PathBuf,
+    pub admin_token: String,
+}
 
-    let store_path = config.store_path();
+impl Assembly {
+    /// Stops the actor tree and closes the store.
+    pub async fn shutdown(self) {
+        self.engine.stop().await;
+        self.store.close();
+    }
+}
+
+/// Builds every piece of a node in dependency order: secrets → store → limiter → notifier →
+/// engine → tokens → the HTTP application.
+pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly, StartupError> {
+    let secrets = secrets::load_or_create(config)?;
+
     let store = EmbeddedStore::open(
-        &store_path,
+        &config.store_path(),
         EmbeddedOptions {
             group_commit_max: config.store.group_commit_max,
             queue_capacity: config.store.queue_capacity,
+            cache_bytes: config.store.cache_bytes,
         },
     )
     .map_err(|e| StartupError::Store(e.to_string()))?;
 
-    let limiter = Arc::new(LocalLimiter::new(limit_policy(&config)));
+    let limiter = Arc::new(LocalLimiter::new(limit_policy(config)));
     limiter.spawn_sweeper(clock.clone(), Duration::from_secs(64));
 
     let outbox_path = config.outbox_path();
@@ -133,15 +151,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
 
     let ports =
         EnginePorts { users: store.clone(), sessions: store.clone(), audit: store.clone(), limiter, notifier: outbox };
-    let engine = Engine::start(engine_config(&config)?, Keys::from_master(&secrets.master), clock, normalizer, ports)
+    let engine = Engine::start(engine_config(config)?, Keys::from_master(&secrets.master), clock, normalizer, ports)
         .await
         .map_err(|e| StartupError::Engine(e.to_string()))?;
     let tokens = TokenService::new(&secrets.signing, &config.tokens).map_err(StartupError::Config)?;
-
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|error| StartupError::Listen { addr: config.http.listen, error })?;
-    let addr = listener.local_addr().map_err(|error| StartupError::Listen { addr: config.http.listen, error })?;
 
     let store_check = store.clone();
     let readiness: Vec<ReadinessCheck> =
@@ -155,6 +168,22 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         admin_token: secrets.admin_token.clone(),
         readiness,
     });
+    Ok(Assembly { app, engine, store, outbox_path, admin_token: secrets.admin_token })
+}
+
+/// Builds and starts a node. The listener is bound before this returns, so `addr` is live.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, StartupError> {
+    let assembly = assemble(&config, clock).await?;
+    let listener = match TcpListener::bind(config.http.listen).await {
+        Ok(l) => l,
+        Err(error) => {
+            assembly.shutdown().await;
+            return Err(StartupError::Listen { addr: config.http.listen, error });
+        }
+    };
+    let addr = listener.local_addr().map_err(|error| StartupError::Listen { addr: config.http.listen, error })?;
+
+    let Assembly { app, engine, store, outbox_path, admin_token } = assembly;
     let (stop, stopped) = oneshot::channel::<()>();
     let http = config.http.clone();
     let serving = tokio::spawn(async move {
@@ -174,11 +203,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     tracing::info!(
         addr = %addr,
         data_dir = %config.node.data_dir.display(),
-        store = %store_path.display(),
+        store = %config.store_path().display(),
         "otpd node listening"
     );
     tracing::info!(outbox = %outbox_path.display(), "development outbox: codes are appended to this file as JSON lines");
-    Ok(Node { addr, engine, outbox_path, admin_token: secrets.admin_token, store, stop: Some(stop), serving })
+    Ok(Node { addr, engine, outbox_path, admin_token, store, stop: Some(stop), serving })
 }
 
 /// Runs a node with the system clock until `signal` completes.

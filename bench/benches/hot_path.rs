@@ -122,9 +122,111 @@ fn parse_and_validate(c: &mut Criterion) {
     });
 }
 
+/// The full send and verify handlers in-process (no network): routing, body limits, JSON,
+/// normalisation, limiter, shard, outbox enqueue, group-committed audit (and session) writes,
+/// JWT signing — next to a bare handler that only builds a tiny JSON answer (the ceiling).
+fn handlers(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let node = rt.block_on(otpd_bench::in_process_node());
+    let app = node.assembly.app.clone();
+    let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let phones: Vec<String> = (0..2000u32).map(|i| format!("+1202{:03}{:04}", 200 + i / 10_000, i % 10_000)).collect();
+
+    // Sign the users up once (not measured).
+    rt.block_on(async {
+        for p in &phones {
+            let body = format!(r#"{{"phone":"{p}","first_name":"Bench","last_name":"User"}}"#);
+            otpd::http::routes::handle(app.clone(), otpd_bench::post("/v1/register", &body), peer).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let codes = otpd_bench::outbox_codes(&node.assembly.outbox_path);
+        for p in &phones {
+            let body = format!(r#"{{"phone":"{p}","code":"{}"}}"#, codes[p]);
+            otpd::http::routes::handle(app.clone(), otpd_bench::post("/v1/register/verify", &body), peer).await;
+        }
+    });
+
+    c.bench_function("handler/bare hyper-style handler (ceiling)", |b| {
+        b.to_async(&rt).iter(|| async {
+            let req = otpd_bench::post("/v1/login", r#"{"phone":"+12022000000"}"#);
+            black_box(bare_handler(req).await)
+        })
+    });
+
+    let mut i = 0usize;
+    c.bench_function("handler/POST /v1/login (known user)", |b| {
+        b.to_async(&rt).iter(|| {
+            i += 1;
+            let body = format!(r#"{{"phone":"{}"}}"#, phones[i % phones.len()]);
+            let app = app.clone();
+            async move {
+                let resp = otpd::http::routes::handle(app, otpd_bench::post("/v1/login", &body), peer).await;
+                assert_eq!(resp.status(), 202);
+                black_box(resp)
+            }
+        })
+    });
+
+    let mut u = 0u32;
+    c.bench_function("handler/POST /v1/login (unknown identifier)", |b| {
+        b.to_async(&rt).iter(|| {
+            u += 1;
+            let body = format!(r#"{{"phone":"+1415{:03}{:04}"}}"#, 200 + (u / 10_000) % 700, u % 10_000);
+            let app = app.clone();
+            async move {
+                let resp = otpd::http::routes::handle(app, otpd_bench::post("/v1/login", &body), peer).await;
+                black_box(resp)
+            }
+        })
+    });
+
+    // Verify: each batch first sends a code to each user (not timed), then times the verifies.
+    c.bench_function("handler/POST /v1/login/verify (right code)", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let n = left.min(phones.len());
+                    for p in &phones[..n] {
+                        let body = format!(r#"{{"phone":"{p}"}}"#);
+                        otpd::http::routes::handle(app.clone(), otpd_bench::post("/v1/login", &body), peer).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let codes = otpd_bench::outbox_codes(&node.assembly.outbox_path);
+                    let bodies: Vec<String> =
+                        phones[..n].iter().map(|p| format!(r#"{{"phone":"{p}","code":"{}"}}"#, codes[p])).collect();
+                    let start = std::time::Instant::now();
+                    for body in &bodies {
+                        let resp =
+                            otpd::http::routes::handle(app.clone(), otpd_bench::post("/v1/login/verify", body), peer)
+                                .await;
+                        debug_assert_eq!(resp.status(), 200);
+                        black_box(resp);
+                    }
+                    total += start.elapsed();
+                    left -= n;
+                }
+                total
+            })
+        })
+    });
+}
+
+async fn bare_handler(
+    req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    use http_body_util::BodyExt;
+    let _ = req.into_body().collect().await;
+    let mut resp =
+        hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(br#"{"status":"pending"}"#)));
+    *resp.status_mut() = hyper::StatusCode::ACCEPTED;
+    resp
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = code_generation, code_compare, jwt, challenge_round_trip, parse_and_validate
+    targets = code_generation, code_compare, jwt, challenge_round_trip, parse_and_validate, handlers
 }
 criterion_main!(benches);

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
 };
@@ -50,10 +49,21 @@ pub struct App {
 
 type Resp = Response<Full<Bytes>>;
 
+/// Any request body: hyper's `Incoming` on the wire, `Full<Bytes>` in benchmarks.
+pub trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
+}
+
+impl<T> RequestBody for T where
+    T: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
+}
+
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Entry point for every request.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+pub async fn handle<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketAddr) -> Resp {
     let (parts, body) = req.into_parts();
     let ctx = RequestContext {
         trace_id: request_id(&parts.headers),
@@ -66,7 +76,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     resp
 }
 
-async fn route(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn route<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let path = parts.uri.path();
     let post_api = match path {
         "/v1/register" => Some(Api::Register),
@@ -121,7 +131,7 @@ async fn route(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -
     }
 }
 
-async fn register(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn register<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let api = Api::Register;
     let req: wire::RegisterRequest = read_json(app, ctx, api, parts, body).await?;
     let checked = (|| {
@@ -143,7 +153,7 @@ async fn register(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
-async fn login(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn login<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let api = Api::Login;
     let req: wire::LoginRequest = read_json(app, ctx, api, parts, body).await?;
     let identifier = identify(app, &req.phone, &req.email).map_err(|e| reject(app, ctx, api, "validate", e))?;
@@ -151,7 +161,7 @@ async fn login(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
-async fn resend(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn resend<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let api = Api::OtpResend;
     let req: wire::ResendRequest = read_json(app, ctx, api, parts, body).await?;
     let identifier = identify(app, &req.phone, &req.email).map_err(|e| reject(app, ctx, api, "validate", e))?;
@@ -159,7 +169,13 @@ async fn resend(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) 
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
-async fn verify(app: &App, ctx: &RequestContext, api: Api, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn verify<B: RequestBody>(
+    app: &App,
+    ctx: &RequestContext,
+    api: Api,
+    parts: &Parts,
+    body: B,
+) -> Result<Resp, ApiError> {
     let req: wire::VerifyRequest = read_json(app, ctx, api, parts, body).await?;
     let checked = identify(app, &req.phone, &req.email).and_then(|id| Ok((id, wire::code(&req.code)?)));
     let (identifier, code) = checked.map_err(|e| reject(app, ctx, api, "validate", e))?;
@@ -269,12 +285,12 @@ fn reject(app: &App, ctx: &RequestContext, api: Api, step: &'static str, e: Engi
 }
 
 /// Content type, size limit, time limit, then JSON into `T`.
-async fn read_json<T: DeserializeOwned>(
+async fn read_json<T: DeserializeOwned, B: RequestBody>(
     app: &App,
     ctx: &RequestContext,
     api: Api,
     parts: &Parts,
-    body: Incoming,
+    body: B,
 ) -> Result<T, ApiError> {
     let result = read_json_inner(app, parts, body).await;
     if let Err(e) = &result {
@@ -283,7 +299,11 @@ async fn read_json<T: DeserializeOwned>(
     result
 }
 
-async fn read_json_inner<T: DeserializeOwned>(app: &App, parts: &Parts, body: Incoming) -> Result<T, ApiError> {
+async fn read_json_inner<T: DeserializeOwned, B: RequestBody>(
+    app: &App,
+    parts: &Parts,
+    body: B,
+) -> Result<T, ApiError> {
     if !is_json(&parts.headers) {
         return Err(ApiError::unsupported_media_type());
     }

@@ -66,11 +66,13 @@ enum Op {
 pub struct EmbeddedOptions {
     pub group_commit_max: usize,
     pub queue_capacity: usize,
+    /// redb's page cache.
+    pub cache_bytes: usize,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { group_commit_max: 512, queue_capacity: 65_536 }
+        EmbeddedOptions { group_commit_max: 512, queue_capacity: 65_536, cache_bytes: 128 * 1024 * 1024 }
     }
 }
 
@@ -126,7 +128,10 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("{}: {e}", dir.display())))?;
         }
-        let db = Database::create(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(path)
+            .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let next_seq = {
             let txn = db.begin_write().map_err(unavailable)?;
             txn.open_table(USERS).map_err(unavailable)?;
