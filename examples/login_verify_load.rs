@@ -184,11 +184,13 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let register_codes = codes(&a.outbox, &phones, 0).await?;
     let users = Arc::new(parking_lot::Mutex::new(Vec::<(usize, User)>::new()));
-    let (c, b, p, rc, u) = (client.clone(), base.clone(), Arc::new(phones.clone()), Arc::new(register_codes), users.clone());
+    let (c, b, p, rc, u) =
+        (client.clone(), base.clone(), Arc::new(phones.clone()), Arc::new(register_codes), users.clone());
     each(a.users, a.concurrency, move |i| {
         let (c, b, p, rc, u) = (c.clone(), b.clone(), p.clone(), rc.clone(), u.clone());
         async move {
-            let r = c.post(format!("{b}/v1/register/verify")).json(&json!({ "phone": p[i], "code": rc[i] })).send().await?;
+            let r =
+                c.post(format!("{b}/v1/register/verify")).json(&json!({ "phone": p[i], "code": rc[i] })).send().await?;
             let tokens: Value = r.json().await?;
             let access = tokens["access_token"].as_str().context("verify gave no token")?.to_owned();
             let key = p256::ecdsa::SigningKey::from_slice(&rand::random::<[u8; 32]>())?;
@@ -228,7 +230,8 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
         let login_codes = codes(&a.outbox, &phones, round + 1).await?;
-        let bodies = users.iter().zip(&login_codes).map(|(u, code)| json!({ "phone": u.phone, "code": code })).collect();
+        let bodies =
+            users.iter().zip(&login_codes).map(|(u, code)| json!({ "phone": u.phone, "code": code })).collect();
         let (rate, p50, p99) = measure(&client, format!("{base}/v1/login/verify"), bodies, a.concurrency).await?;
         println!("round {round}: OTP login verify     {rate:8.0} req/s  p50 {p50:6.2} ms  p99 {p99:6.2} ms");
         otp_rates.push(rate);
@@ -260,7 +263,8 @@ async fn main() -> anyhow::Result<()> {
                 json!({ "device_id": u.device_id, "nonce": nonce, "signature": STANDARD.encode(sig.to_der().as_bytes()) })
             })
             .collect();
-        let (rate, p50, p99) = measure(&client, format!("{base}/v1/device-login/verify"), bodies, a.concurrency).await?;
+        let (rate, p50, p99) =
+            measure(&client, format!("{base}/v1/device-login/verify"), bodies, a.concurrency).await?;
         println!("round {round}: device login verify  {rate:8.0} req/s  p50 {p50:6.2} ms  p99 {p99:6.2} ms");
         device_rates.push(rate);
     }
