@@ -554,6 +554,19 @@ mod tests {
     }
 
     #[test]
+    fn device_rules_are_bounded() {
+        let c = Config::from_sources("[devices]\nmax_per_user = 3\nchallenge_lifetime = \"30s\"", env(&[])).unwrap();
+        assert_eq!((c.devices.max_per_user, c.devices.challenge_lifetime.0), (3, Duration::from_secs(30)));
+        let text = "[devices]\nmax_per_user = 0\nenrol_max_auth_age = \"2h\"\nchallenge_lifetime = \"1s\"\nx = 1";
+        let err = Config::from_sources(text, env(&[])).unwrap_err();
+        let all = err.0.join("\n");
+        for needle in ["devices.max_per_user", "devices.enrol_max_auth_age", "devices.challenge_lifetime", "devices.x"]
+        {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
     fn lifetime_is_capped_at_ten_minutes() {
         let err = Config::from_sources("[otp]\nlifetime = \"11m\"", env(&[])).unwrap_err();
         assert!(err.0[0].contains("otp.lifetime"));
