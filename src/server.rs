@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use otpd_actors::clock::{Clock, SystemClock};
 use otpd_actors::code::CodePolicy;
+use otpd_actors::devices::DevicePolicy;
 use otpd_actors::identifier::Normalizer;
 use otpd_actors::keys::Keys;
 use otpd_actors::limiter::{LimitPolicy, LocalLimiter, WindowLimit};
@@ -81,6 +82,7 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, StartupError> {
         code,
         shard: ShardConfig {
             lifetime: otp.lifetime.0,
+            device_lifetime: config.devices.challenge_lifetime.0,
             max_attempts: otp.max_attempts,
             grace: config.engine.expired_grace.0,
             reclaim_every: config.engine.reclaim_interval.0,
@@ -91,6 +93,11 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, StartupError> {
         resend_cooldown: otp.resend_cooldown.0,
         session_ttl: config.tokens.session_ttl.0,
         reveal_accounts: otp.reveal_accounts,
+        devices: DevicePolicy {
+            max_per_user: config.devices.max_per_user,
+            enrol_max_auth_age: config.devices.enrol_max_auth_age.0,
+            audience: config.tokens.audience.clone(),
+        },
     })
 }
 
@@ -149,8 +156,14 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         tokio::task::spawn_blocking(move || n.warm()).await.map_err(|e| StartupError::Engine(e.to_string()))?;
     }
 
-    let ports =
-        EnginePorts { users: store.clone(), sessions: store.clone(), audit: store.clone(), limiter, notifier: outbox };
+    let ports = EnginePorts {
+        users: store.clone(),
+        sessions: store.clone(),
+        devices: store.clone(),
+        audit: store.clone(),
+        limiter,
+        notifier: outbox,
+    };
     let engine = Engine::start(engine_config(config)?, Keys::from_master(&secrets.master), clock, normalizer, ports)
         .await
         .map_err(|e| StartupError::Engine(e.to_string()))?;

@@ -10,11 +10,15 @@
 //! * [`challenge`] and [`code`]: the state machine and the code rules it enforces;
 //! * [`identifier`] and [`keys`]: normalisation and keyed hashing of identifiers;
 //! * [`ports`]: the traits adapters implement; [`limiter`]: the in-process limiter;
-//! * [`refresh`]: the refresh-token format; [`clock`]: time as an argument.
+//! * [`refresh`]: the refresh-token format; [`clock`]: time as an argument;
+//! * [`sessions`]: refresh rotation, logout, session listing;
+//! * [`devices`] and [`device_key`]: device enrolment and fingerprint (device-key) login.
 
 pub mod challenge;
 pub mod clock;
 pub mod code;
+pub mod device_key;
+pub mod devices;
 pub mod engine;
 pub mod error;
 pub mod identifier;
@@ -22,6 +26,7 @@ pub mod keys;
 pub mod limiter;
 pub mod ports;
 pub mod refresh;
+pub mod sessions;
 pub mod shard;
 pub mod supervisor;
 #[cfg(feature = "testkit")]

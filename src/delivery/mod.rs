@@ -12,6 +12,8 @@ pub fn render(message: &OutboundMessage, app_name: &str, now: Timestamp) -> Stri
     let what = match message.purpose {
         Purpose::Register => "verification",
         Purpose::Login => "login",
+        // Device-login nonces are returned to the app, never sent; kept total for safety.
+        Purpose::DeviceLogin => "login",
     };
     format!(
         "Your {app_name} {what} code is {}. It expires in {minutes} minute{}. Never share it.",

@@ -8,6 +8,7 @@
 //! | `POST /v1/login/verify` | [`verify`] (login) |
 //! | `POST /v1/otp/resend` | [`resend`] |
 //! | `GET /v1/me` | [`me`] |
+//! | sessions (`/v1/token/refresh`, `/v1/logout`, `/v1/logout/all`, `/v1/sessions`) and devices (`/v1/devices…`, `/v1/device-login/…`) | [`super::account`] |
 //! | `GET /.well-known/jwks.json` | the token service's JWKS |
 //! | `GET /health/live`, `GET /health/ready` | [`ready`] |
 //! | `GET /v1/admin/audit` | [`admin_audit`] (admin token) |
@@ -47,7 +48,7 @@ pub struct App {
     pub readiness: Vec<ReadinessCheck>,
 }
 
-type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<Full<Bytes>>;
 
 /// Any request body: hyper's `Incoming` on the wire, `Full<Bytes>` in benchmarks.
 pub trait RequestBody:
@@ -96,6 +97,9 @@ async fn route<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, b
             Api::OtpResend => resend(app, ctx, parts, body).await,
             _ => verify(app, ctx, api, parts, body).await,
         };
+    }
+    if let Some(endpoint) = super::account::Endpoint::of(path) {
+        return super::account::handle(app, ctx, endpoint, parts, body).await;
     }
     let get_only = |parts: &Parts| {
         if parts.method == Method::GET || parts.method == Method::HEAD {
@@ -279,13 +283,13 @@ fn identify(app: &App, phone: &Option<String>, email: &Option<String>) -> Result
 }
 
 /// Records a refusal that happened before the engine, and converts it.
-fn reject(app: &App, ctx: &RequestContext, api: Api, step: &'static str, e: EngineError) -> ApiError {
+pub(super) fn reject(app: &App, ctx: &RequestContext, api: Api, step: &'static str, e: EngineError) -> ApiError {
     app.engine.record_rejection(ctx, api, step, e.to_string(), None);
     ApiError::from(e)
 }
 
 /// Content type, size limit, time limit, then JSON into `T`.
-async fn read_json<T: DeserializeOwned, B: RequestBody>(
+pub(super) async fn read_json<T: DeserializeOwned, B: RequestBody>(
     app: &App,
     ctx: &RequestContext,
     api: Api,
@@ -339,7 +343,7 @@ fn is_json(headers: &HeaderMap) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     let token = token.trim();
@@ -380,7 +384,7 @@ fn user_agent(headers: &HeaderMap) -> Option<String> {
     Some(text[..end].to_owned())
 }
 
-fn json<T: Serialize>(status: StatusCode, body: &T) -> Resp {
+pub(super) fn json<T: Serialize>(status: StatusCode, body: &T) -> Resp {
     let bytes = serde_json::to_vec(body).expect("response types always serialise");
     bytes_response(status, Bytes::from(bytes))
 }

@@ -5,7 +5,9 @@
 
 mod bad_input;
 mod conformance;
+mod devices;
 mod flows;
 mod process;
+mod sessions;
 mod supervision;
 mod support;
