@@ -206,14 +206,14 @@ section! {
 section! {
     /// The durable store.
     pub struct StoreConfig {
-        /// `embedded` (redb in `<data_dir>/otpd.redb`).
+        /// `embedded` (an LSM tree in `<data_dir>/store/`).
         kind: String = "embedded".into(),
         /// Most writes committed together in one fsync.
         group_commit_max: usize = 512,
         /// Writes waiting for the writer before new ones are refused (503).
         queue_capacity: usize = 65_536,
-        /// Page cache of the embedded store (bytes). redb's own default is 1 GiB, which would
-        /// dominate a node's memory; reads of accounts and sessions need far less.
+        /// Block cache of the embedded store (bytes); reads of accounts and sessions need
+        /// little, and a bounded cache keeps a node's memory predictable.
         cache_bytes: usize = 128 * 1024 * 1024,
     }
 }
@@ -448,7 +448,7 @@ impl Config {
     }
 
     pub fn store_path(&self) -> PathBuf {
-        self.node.data_dir.join("otpd.redb")
+        self.node.data_dir.join("store")
     }
 
     pub fn secrets_dir(&self) -> PathBuf {

@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn unavailable_hides_the_internal_message() {
-        let e: ApiError = EngineError::Unavailable("redb: disk on fire at /secret/path".into()).into();
+        let e: ApiError = EngineError::Unavailable("store: disk on fire at /secret/path".into()).into();
         assert!(!e.detail.contains("secret"));
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
     }

@@ -377,7 +377,19 @@ async fn every_call_is_audited_without_codes_or_identifiers_in_clear() {
     // nowhere in the store file (the phone number does, once, in the account record).
     let trail = format!("{events:?}{rejected:?}");
     assert!(!trail.contains(p.trim_start_matches('+')) && !trail.contains(&code));
-    let file = std::fs::read(t.dir.path().join("otpd.redb")).unwrap();
-    let haystack = String::from_utf8_lossy(&file).replace(&p, "");
-    assert!(!haystack.contains(&code), "a code is in the store file");
+    for file in files_under(&t.dir.path().join("store")) {
+        let bytes = std::fs::read(&file).unwrap();
+        let haystack = String::from_utf8_lossy(&bytes).replace(&p, "");
+        assert!(!haystack.contains(&code), "a code is in the store file {}", file.display());
+    }
+}
+
+/// Every file below `dir`.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() { out.extend(files_under(&path)) } else { out.push(path) }
+    }
+    out
 }
