@@ -2,7 +2,7 @@
 //!
 //! | port | embedded default (in `otpd`) | distributed |
 //! | --- | --- | --- |
-//! | [`UserStore`], [`SessionStore`], [`DeviceStore`], [`AuditLog`] | redb with group commit | ScyllaDB |
+//! | [`UserStore`], [`SessionStore`], [`DeviceStore`], [`AuditLog`] | fjall (LSM tree) with group commit | ScyllaDB |
 //! | [`Limiter`] | [`crate::limiter::LocalLimiter`] | Redis |
 //! | [`Notifier`] | development outbox file | SMS dispatcher (Twilio, webhook, SMTP) |
 //!
