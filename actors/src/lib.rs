@@ -10,11 +10,14 @@
 //! * [`challenge`] and [`code`]: the state machine and the code rules it enforces;
 //! * [`identifier`] and [`keys`]: normalisation and keyed hashing of identifiers;
 //! * [`ports`]: the traits adapters implement; [`limiter`]: the in-process limiter;
+//! * [`dispatch`]: the delivery dispatcher (queue, batches, retries, breakers, failover) and
+//!   the provider port its adapters implement;
 //! * [`refresh`]: the refresh-token format; [`clock`]: time as an argument.
 
 pub mod challenge;
 pub mod clock;
 pub mod code;
+pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod identifier;
