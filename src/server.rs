@@ -1,7 +1,7 @@
 //! Wiring: from a [`Config`] to a running node, and back down again.
 //!
-//! [`start`] builds every piece in dependency order (secrets → store → limiter → notifier →
-//! engine → tokens → listener) and returns a [`Node`] handle; [`run`] is what `otpd run` calls.
+//! [`start`] builds every piece in dependency order (secrets → store → limiter → delivery
+//! (providers + dispatcher) → engine (which starts the dispatcher actor) → tokens → listener) and returns a [`Node`] handle; [`run`] is what `otpd run` calls.
 //! Tests call [`start`] with a manual clock and port 0.
 
 use std::future::Future;
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use otpd_actors::clock::{Clock, SystemClock};
 use otpd_actors::code::CodePolicy;
+use otpd_actors::dispatch::DispatchHandle;
 use otpd_actors::identifier::Normalizer;
 use otpd_actors::keys::Keys;
 use otpd_actors::limiter::{LimitPolicy, LocalLimiter, WindowLimit};
@@ -22,7 +23,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::delivery::outbox::Outbox;
 use crate::http::App;
 use crate::http::routes::ReadinessCheck;
 use crate::secrets;
@@ -37,6 +37,8 @@ pub enum StartupError {
     Store(String),
     #[error("outbox {path}: {error}")]
     Outbox { path: PathBuf, error: std::io::Error },
+    #[error("delivery: {0}")]
+    Delivery(String),
     #[error("{0}")]
     Config(String),
     #[error("engine: {0}")]
@@ -50,6 +52,8 @@ pub struct Node {
     pub addr: SocketAddr,
     pub engine: Engine,
     pub outbox_path: PathBuf,
+    /// The delivery dispatcher: stats, provider health.
+    pub delivery: DispatchHandle,
     pub admin_token: String,
     store: Arc<EmbeddedStore>,
     stop: Option<oneshot::Sender<()>>,
@@ -119,9 +123,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     limiter.spawn_sweeper(clock.clone(), Duration::from_secs(64));
 
     let outbox_path = config.outbox_path();
-    let outbox =
-        Outbox::open(&outbox_path, config.delivery.queue_capacity, config.delivery.app_name.clone(), clock.clone())
-            .map_err(|error| StartupError::Outbox { path: outbox_path.clone(), error })?;
+    let delivery = crate::delivery::start(&config, clock.clone(), store.clone()).map_err(|e| match e {
+        crate::delivery::DeliveryError::Outbox { path, error } => StartupError::Outbox { path, error },
+        crate::delivery::DeliveryError::Setup(e) => StartupError::Delivery(e),
+    })?;
 
     let normalizer =
         Normalizer::new(config.default_region(), config.identifiers.verdict_cache).map_err(StartupError::Config)?;
@@ -131,8 +136,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         tokio::task::spawn_blocking(move || n.warm()).await.map_err(|e| StartupError::Engine(e.to_string()))?;
     }
 
-    let ports =
-        EnginePorts { users: store.clone(), sessions: store.clone(), audit: store.clone(), limiter, notifier: outbox };
+    let notifier = Arc::new(delivery.clone());
+    let ports = EnginePorts { users: store.clone(), sessions: store.clone(), audit: store.clone(), limiter, notifier };
     let engine = Engine::start(engine_config(&config)?, Keys::from_master(&secrets.master), clock, normalizer, ports)
         .await
         .map_err(|e| StartupError::Engine(e.to_string()))?;
@@ -144,8 +149,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     let addr = listener.local_addr().map_err(|error| StartupError::Listen { addr: config.http.listen, error })?;
 
     let store_check = store.clone();
-    let readiness: Vec<ReadinessCheck> =
-        vec![("store", Arc::new(move || store_check.check().map_err(|e| e.to_string())))];
+    let delivery_check = delivery.clone();
+    let readiness: Vec<ReadinessCheck> = vec![
+        ("store", Arc::new(move || store_check.check().map_err(|e| e.to_string()))),
+        ("delivery", Arc::new(move || delivery_check.check())),
+    ];
     let app = Arc::new(App {
         engine: engine.clone(),
         tokens,
@@ -154,6 +162,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         trusted_proxies: config.http.trusted_proxies.clone(),
         admin_token: secrets.admin_token.clone(),
         readiness,
+        delivery: Some(delivery.clone()),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let http = config.http.clone();
@@ -177,8 +186,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         store = %store_path.display(),
         "otpd node listening"
     );
-    tracing::info!(outbox = %outbox_path.display(), "development outbox: codes are appended to this file as JSON lines");
-    Ok(Node { addr, engine, outbox_path, admin_token: secrets.admin_token, store, stop: Some(stop), serving })
+    crate::delivery::log_routes(&config);
+    Ok(Node { addr, engine, outbox_path, delivery, admin_token: secrets.admin_token, store, stop: Some(stop), serving })
 }
 
 /// Runs a node with the system clock until `signal` completes.

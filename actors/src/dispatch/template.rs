@@ -149,20 +149,16 @@ pub struct Rendered {
 impl Templates {
     /// Parses and checks every template; the error names the template (`template_login: …`).
     pub fn new(app_name: &str, texts: &TemplateTexts, origin: Option<&str>) -> Result<Templates, String> {
-        let body = |name: &str, text: &str| {
-            let t = Template::parse(text).map_err(|e| format!("{name}: {e}"))?;
-            if t.has_code() { Ok(t) } else { Err(format!("{name}: must contain {{code}}")) }
-        };
         let origin = match origin.map(str::trim).filter(|o| !o.is_empty()) {
             Some(o) => Some(check_origin(o)?),
             None => None,
         };
         Ok(Templates {
             app_name: app_name.to_owned(),
-            register: body("template_register", &texts.register)?,
-            login: body("template_login", &texts.login)?,
-            resend: body("template_resend", &texts.resend)?,
-            email_subject: Template::parse(&texts.email_subject).map_err(|e| format!("email_subject: {e}"))?,
+            register: check_template("template_register", &texts.register, true)?,
+            login: check_template("template_login", &texts.login, true)?,
+            resend: check_template("template_resend", &texts.resend, true)?,
+            email_subject: check_template("email_subject", &texts.email_subject, false)?,
             origin,
         })
     }
@@ -202,9 +198,16 @@ impl Templates {
     }
 }
 
+/// Parses one template; a body (`needs_code`) must contain `{code}`. The error starts with
+/// `name`.
+pub fn check_template(name: &str, text: &str, needs_code: bool) -> Result<Template, String> {
+    let t = Template::parse(text).map_err(|e| format!("{name}: {e}"))?;
+    if needs_code && !t.has_code() { Err(format!("{name}: must contain {{code}}")) } else { Ok(t) }
+}
+
 /// An origin for the WebOTP line: a host name (`example.com`, `login.example.co.uk`) with an
-/// optional port, no scheme or path.
-fn check_origin(origin: &str) -> Result<String, String> {
+/// optional port, no scheme or path. Returns it lower-cased.
+pub fn check_origin(origin: &str) -> Result<String, String> {
     let lower = origin.to_ascii_lowercase();
     let (host, port) = match lower.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),

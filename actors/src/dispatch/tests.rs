@@ -509,7 +509,8 @@ async fn a_restarted_dispatcher_adopts_what_its_predecessor_held() {
     r.send("buffered");
     settle().await;
     assert_eq!(p.sizes(), [1]);
-    r.handle.inject_panic();
+    // Killed: its state (lane buffers, timers) is gone, as after a panic.
+    r.actor.kill();
     settle().await;
     assert!(r.actor.get_status() == ractor::ActorStatus::Stopped, "the actor died");
     r.send("while-down");
