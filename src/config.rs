@@ -84,7 +84,9 @@ macro_rules! section {
                 for (key, value) in table {
                     let path = format!("{section}.{key}");
                     match key.as_str() {
-                        $( stringify!($field) => match <$ty as Deserialize>::deserialize(value.clone()) {
+                        $( stringify!($field) => match <$ty as Deserialize>::deserialize(value.clone())
+                            .or_else(|e| origin.as_text::<$ty>(&path, value).ok_or(e))
+                        {
                             Ok(v) => out.$field = v,
                             Err(e) => errors.push(format!("{}: {}", origin.describe(&path), e.message())),
                         }, )*
@@ -370,9 +372,9 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Which environment variable set which key, for error messages.
+/// Which environment variable set which key, for error messages; and the variable's raw text.
 #[derive(Default)]
-struct Origins(BTreeMap<String, String>);
+struct Origins(BTreeMap<String, String>, BTreeMap<String, String>);
 
 impl Origins {
     fn describe(&self, path: &str) -> String {
@@ -380,6 +382,13 @@ impl Origins {
             Some(var) => format!("{path} (from {var})"),
             None => path.to_owned(),
         }
+    }
+
+    /// An override read as a number or boolean that the key wants as text (a sender number
+    /// `OTPD_TWILIO__FROM=+15005550006` reads as the integer 15005550006): its raw text.
+    fn as_text<'de, T: Deserialize<'de>>(&self, path: &str, value: &toml::Value) -> Option<T> {
+        let raw = self.1.get(path).filter(|_| !value.is_str())?;
+        T::deserialize(toml::Value::String(raw.clone())).ok()
     }
 }
 
@@ -699,6 +708,7 @@ fn apply_env(
             toml::Value::Table(t) => {
                 t.insert(key.clone(), value);
                 origins.0.insert(format!("{section}.{key}"), name);
+                origins.1.insert(format!("{section}.{key}"), raw);
             }
             _ => errors.push(format!("{name}: section {section} is not a table in the config file")),
         }
@@ -809,6 +819,18 @@ mod tests {
         assert_eq!(c.providers_in_use(), ["twilio", "webhook", "smtp"]);
         assert_eq!(c.twilio.auth_token.as_ref().unwrap().0, "env-only-auth-token");
         assert!(!format!("{c:?}").contains("env-only-auth-token"), "check-config never prints a secret");
+        let c = Config::from_sources(
+            "",
+            env(&[
+                ("OTPD_TWILIO__FROM", "+15005550006"),
+                ("OTPD_DELIVERY__APP_NAME", "1234"),
+                ("OTPD_OTP__CODE_LENGTH", "8"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.twilio.from, "+15005550006", "a number meant as text keeps its text");
+        assert_eq!(c.delivery.app_name, "1234");
+        assert_eq!(c.otp.code_length, 8);
     }
 
     #[test]

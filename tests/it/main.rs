@@ -5,7 +5,10 @@
 
 mod bad_input;
 mod conformance;
+mod delivery;
+mod fake_provider;
 mod flows;
 mod process;
+mod smtp;
 mod supervision;
 mod support;
