@@ -116,18 +116,22 @@ impl Webhook {
             });
         }
         let body = read_capped(resp, 1024 * 1024).await;
-        let verdicts: HashMap<String, String> = serde_json::from_slice::<Answer>(&body)
-            .map(|a| a.results.into_iter().map(|r| (r.id, r.status)).collect())
-            .unwrap_or_default();
-        Ok(batch
-            .iter()
-            .map(|d| match verdicts.get(&d.id.to_string()).map(String::as_str) {
-                Some("rejected") => Err(SendError::permanent("webhook: rejected by the gateway")),
-                Some("retry") => Err(SendError::retryable("webhook: the gateway asked for a retry")),
-                _ => Ok(()),
-            })
-            .collect())
+        Ok(verdicts(&body, batch.iter().map(|d| d.id.to_string())))
     }
+}
+
+/// Per-message results of a 2xx answer: `{"results": [{"id", "status"}]}` where status is
+/// `rejected` or `retry`; anything else (or no such document) accepts.
+fn verdicts(body: &[u8], ids: impl Iterator<Item = String>) -> Vec<SendResult> {
+    let verdicts: HashMap<String, String> = serde_json::from_slice::<Answer>(body)
+        .map(|a| a.results.into_iter().map(|r| (r.id, r.status)).collect())
+        .unwrap_or_default();
+    ids.map(|id| match verdicts.get(&id).map(String::as_str) {
+        Some("rejected") => Err(SendError::permanent("webhook: rejected by the gateway")),
+        Some("retry") => Err(SendError::retryable("webhook: the gateway asked for a retry")),
+        _ => Ok(()),
+    })
+    .collect()
 }
 
 #[async_trait]
@@ -145,5 +149,23 @@ impl Provider for Webhook {
             Ok(results) => results,
             Err(e) => vec![Err(e); batch.len()],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_2xx_answer_can_refuse_or_defer_single_messages() {
+        let ids = || ["a", "b", "c", "d"].into_iter().map(String::from);
+        let body = br#"{"results":[{"id":"b","status":"rejected"},{"id":"c","status":"retry"},{"id":"d","status":"accepted"}]}"#;
+        let r = verdicts(body, ids());
+        assert_eq!(r[0], Ok(()), "not listed: accepted");
+        assert!(matches!(&r[1], Err(SendError::Permanent { .. })));
+        assert!(matches!(&r[2], Err(SendError::Retryable { .. })));
+        assert_eq!(r[3], Ok(()));
+        assert!(verdicts(b"", ids()).iter().all(Result::is_ok), "an empty body accepts all");
+        assert!(verdicts(b"not json", ids()).iter().all(Result::is_ok));
     }
 }
