@@ -278,7 +278,7 @@ async fn with_no_provider_left_readiness_is_503_and_names_it() {
 #[tokio::test]
 async fn the_webhook_gets_batches_that_waited_for_their_age() {
     let hook = FakeProvider::start().await;
-    let age = Duration::from_millis(300);
+    let age = Duration::from_secs(1);
     let t = start_node_with(|c| {
         c.delivery.provider = "webhook".into();
         use_webhook(c, &hook);
