@@ -199,6 +199,18 @@ section! {
 }
 
 section! {
+    /// Device keys (fingerprint login).
+    pub struct DevicesConfig {
+        /// Active devices per account.
+        max_per_user: usize = 5,
+        /// Enrolment needs a login by one-time code (and an access token) at most this old.
+        enrol_max_auth_age: Dur = secs(300),
+        /// How long a device-login nonce works.
+        challenge_lifetime: Dur = secs(60),
+    }
+}
+
+section! {
     /// The durable store.
     pub struct StoreConfig {
         /// `embedded` (redb in `<data_dir>/otpd.redb`).
@@ -207,6 +219,9 @@ section! {
         group_commit_max: usize = 512,
         /// Writes waiting for the writer before new ones are refused (503).
         queue_capacity: usize = 65_536,
+        /// Page cache of the embedded store (bytes). redb's own default is 1 GiB, which would
+        /// dominate a node's memory; reads of accounts and sessions need far less.
+        cache_bytes: usize = 128 * 1024 * 1024,
     }
 }
 
@@ -333,6 +348,7 @@ pub struct Config {
     pub otp: OtpConfig,
     pub engine: EngineSection,
     pub tokens: TokensConfig,
+    pub devices: DevicesConfig,
     pub store: StoreConfig,
     pub delivery: DeliveryConfig,
     pub secrets: SecretsConfig,
@@ -348,6 +364,7 @@ const SECTIONS: &[&str] = &[
     "otp",
     "engine",
     "tokens",
+    "devices",
     "store",
     "delivery",
     "secrets",
@@ -442,6 +459,7 @@ impl Config {
             otp: OtpConfig::load(section("otp"), "otp", &origins, &mut errors),
             engine: EngineSection::load(section("engine"), "engine", &origins, &mut errors),
             tokens: TokensConfig::load(section("tokens"), "tokens", &origins, &mut errors),
+            devices: DevicesConfig::load(section("devices"), "devices", &origins, &mut errors),
             store: StoreConfig::load(section("store"), "store", &origins, &mut errors),
             delivery: DeliveryConfig::load(section("delivery"), "delivery", &origins, &mut errors),
             secrets: SecretsConfig::load(section("secrets"), "secrets", &origins, &mut errors),
@@ -506,9 +524,30 @@ impl Config {
         if let Some(secret) = &self.tokens.hs256_secret {
             check(secret.0.len() >= 32, "tokens.hs256_secret: must be at least 32 bytes".into());
         }
+        check(
+            (1..=100).contains(&self.devices.max_per_user),
+            format!("devices.max_per_user: must be 1..=100, got {}", self.devices.max_per_user),
+        );
+        check(
+            self.devices.enrol_max_auth_age.0 >= Duration::from_secs(30)
+                && self.devices.enrol_max_auth_age.0 <= Duration::from_secs(3600),
+            format!(
+                "devices.enrol_max_auth_age: must be between 30s and 1h, got {:?}",
+                self.devices.enrol_max_auth_age
+            ),
+        );
+        check(
+            self.devices.challenge_lifetime.0 >= Duration::from_secs(10)
+                && self.devices.challenge_lifetime.0 <= Duration::from_secs(300),
+            format!(
+                "devices.challenge_lifetime: must be between 10s and 5m, got {:?}",
+                self.devices.challenge_lifetime
+            ),
+        );
         check(self.store.kind == "embedded", format!("store.kind: must be \"embedded\", got {:?}", self.store.kind));
         check((1..=65_536).contains(&self.store.group_commit_max), "store.group_commit_max: must be 1..=65536".into());
         check(self.store.queue_capacity >= 1, "store.queue_capacity: must be at least 1".into());
+        check(self.store.cache_bytes >= 1024 * 1024, "store.cache_bytes: must be at least 1 MiB".into());
         check(self.delivery.queue_capacity >= 1, "delivery.queue_capacity: must be at least 1".into());
         if let Some(key) = &self.secrets.hash_key {
             check(
@@ -782,6 +821,19 @@ mod tests {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
         assert_eq!(err.0.len(), 9, "{all}");
+    }
+
+    #[test]
+    fn device_rules_are_bounded() {
+        let c = Config::from_sources("[devices]\nmax_per_user = 3\nchallenge_lifetime = \"30s\"", env(&[])).unwrap();
+        assert_eq!((c.devices.max_per_user, c.devices.challenge_lifetime.0), (3, Duration::from_secs(30)));
+        let text = "[devices]\nmax_per_user = 0\nenrol_max_auth_age = \"2h\"\nchallenge_lifetime = \"1s\"\nx = 1";
+        let err = Config::from_sources(text, env(&[])).unwrap_err();
+        let all = err.0.join("\n");
+        for needle in ["devices.max_per_user", "devices.enrol_max_auth_age", "devices.challenge_lifetime", "devices.x"]
+        {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Wiring: from a [`Config`] to a running node, and back down again.
 //!
 //! [`start`] builds every piece in dependency order (secrets → store → limiter → delivery
-//! (providers + dispatcher) → engine (which starts the dispatcher actor) → tokens → listener) and returns a [`Node`] handle; [`run`] is what `otpd run` calls.
+//! (providers + dispatcher) → engine (which starts the dispatcher actor) → tokens → listener)
+//! and returns a [`Node`] handle; [`run`] is what `otpd run` calls.
 //! Tests call [`start`] with a manual clock and port 0.
 
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use otpd_actors::clock::{Clock, SystemClock};
 use otpd_actors::code::CodePolicy;
+use otpd_actors::devices::DevicePolicy;
 use otpd_actors::dispatch::DispatchHandle;
 use otpd_actors::identifier::Normalizer;
 use otpd_actors::keys::Keys;
@@ -85,6 +87,7 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, StartupError> {
         code,
         shard: ShardConfig {
             lifetime: otp.lifetime.0,
+            device_lifetime: config.devices.challenge_lifetime.0,
             max_attempts: otp.max_attempts,
             grace: config.engine.expired_grace.0,
             reclaim_every: config.engine.reclaim_interval.0,
@@ -95,6 +98,11 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, StartupError> {
         resend_cooldown: otp.resend_cooldown.0,
         session_ttl: config.tokens.session_ttl.0,
         reveal_accounts: otp.reveal_accounts,
+        devices: DevicePolicy {
+            max_per_user: config.devices.max_per_user,
+            enrol_max_auth_age: config.devices.enrol_max_auth_age.0,
+            audience: config.tokens.audience.clone(),
+        },
     })
 }
 
@@ -105,25 +113,46 @@ pub fn limit_policy(config: &Config) -> LimitPolicy {
     }
 }
 
-/// Builds and starts a node. The listener is bound before this returns, so `addr` is live.
-pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, StartupError> {
-    let secrets = secrets::load_or_create(&config)?;
+/// Everything a node is made of except its listener: what benchmarks drive in-process.
+pub struct Assembly {
+    pub app: Arc<App>,
+    pub engine: Engine,
+    pub store: Arc<EmbeddedStore>,
+    pub outbox_path: PathBuf,
+    /// The delivery dispatcher: stats, provider health.
+    pub delivery: DispatchHandle,
+    pub admin_token: String,
+}
 
-    let store_path = config.store_path();
+impl Assembly {
+    /// Stops the actor tree and closes the store.
+    pub async fn shutdown(self) {
+        self.engine.stop().await;
+        self.store.close();
+    }
+}
+
+/// Builds every piece of a node in dependency order: secrets → store → limiter → delivery
+/// (providers + dispatcher) → engine (which starts the dispatcher actor) → tokens → the HTTP
+/// application.
+pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly, StartupError> {
+    let secrets = secrets::load_or_create(config)?;
+
     let store = EmbeddedStore::open(
-        &store_path,
+        &config.store_path(),
         EmbeddedOptions {
             group_commit_max: config.store.group_commit_max,
             queue_capacity: config.store.queue_capacity,
+            cache_bytes: config.store.cache_bytes,
         },
     )
     .map_err(|e| StartupError::Store(e.to_string()))?;
 
-    let limiter = Arc::new(LocalLimiter::new(limit_policy(&config)));
+    let limiter = Arc::new(LocalLimiter::new(limit_policy(config)));
     limiter.spawn_sweeper(clock.clone(), Duration::from_secs(64));
 
     let outbox_path = config.outbox_path();
-    let delivery = crate::delivery::start(&config, clock.clone(), store.clone()).map_err(|e| match e {
+    let delivery = crate::delivery::start(config, clock.clone(), store.clone()).map_err(|e| match e {
         crate::delivery::DeliveryError::Outbox { path, error } => StartupError::Outbox { path, error },
         crate::delivery::DeliveryError::Setup(e) => StartupError::Delivery(e),
     })?;
@@ -136,17 +165,18 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         tokio::task::spawn_blocking(move || n.warm()).await.map_err(|e| StartupError::Engine(e.to_string()))?;
     }
 
-    let notifier = Arc::new(delivery.clone());
-    let ports = EnginePorts { users: store.clone(), sessions: store.clone(), audit: store.clone(), limiter, notifier };
-    let engine = Engine::start(engine_config(&config)?, Keys::from_master(&secrets.master), clock, normalizer, ports)
+    let ports = EnginePorts {
+        users: store.clone(),
+        sessions: store.clone(),
+        devices: store.clone(),
+        audit: store.clone(),
+        limiter,
+        notifier: Arc::new(delivery.clone()),
+    };
+    let engine = Engine::start(engine_config(config)?, Keys::from_master(&secrets.master), clock, normalizer, ports)
         .await
         .map_err(|e| StartupError::Engine(e.to_string()))?;
     let tokens = TokenService::new(&secrets.signing, &config.tokens).map_err(StartupError::Config)?;
-
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|error| StartupError::Listen { addr: config.http.listen, error })?;
-    let addr = listener.local_addr().map_err(|error| StartupError::Listen { addr: config.http.listen, error })?;
 
     let store_check = store.clone();
     let delivery_check = delivery.clone();
@@ -164,6 +194,22 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         readiness,
         delivery: Some(delivery.clone()),
     });
+    Ok(Assembly { app, engine, store, outbox_path, delivery, admin_token: secrets.admin_token })
+}
+
+/// Builds and starts a node. The listener is bound before this returns, so `addr` is live.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, StartupError> {
+    let assembly = assemble(&config, clock).await?;
+    let listener = match TcpListener::bind(config.http.listen).await {
+        Ok(l) => l,
+        Err(error) => {
+            assembly.shutdown().await;
+            return Err(StartupError::Listen { addr: config.http.listen, error });
+        }
+    };
+    let addr = listener.local_addr().map_err(|error| StartupError::Listen { addr: config.http.listen, error })?;
+
+    let Assembly { app, engine, store, outbox_path, delivery, admin_token } = assembly;
     let (stop, stopped) = oneshot::channel::<()>();
     let http = config.http.clone();
     let serving = tokio::spawn(async move {
@@ -183,11 +229,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     tracing::info!(
         addr = %addr,
         data_dir = %config.node.data_dir.display(),
-        store = %store_path.display(),
+        store = %config.store_path().display(),
         "otpd node listening"
     );
     crate::delivery::log_routes(&config);
-    Ok(Node { addr, engine, outbox_path, delivery, admin_token: secrets.admin_token, store, stop: Some(stop), serving })
+    Ok(Node { addr, engine, outbox_path, delivery, admin_token, store, stop: Some(stop), serving })
 }
 
 /// Runs a node with the system clock until `signal` completes.

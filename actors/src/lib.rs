@@ -12,11 +12,15 @@
 //! * [`ports`]: the traits adapters implement; [`limiter`]: the in-process limiter;
 //! * [`dispatch`]: the delivery dispatcher (queue, batches, retries, breakers, failover) and
 //!   the provider port its adapters implement;
-//! * [`refresh`]: the refresh-token format; [`clock`]: time as an argument.
+//! * [`refresh`]: the refresh-token format; [`clock`]: time as an argument;
+//! * [`sessions`]: refresh rotation, logout, session listing;
+//! * [`devices`] and [`device_key`]: device enrolment and fingerprint (device-key) login.
 
 pub mod challenge;
 pub mod clock;
 pub mod code;
+pub mod device_key;
+pub mod devices;
 pub mod dispatch;
 pub mod engine;
 pub mod error;
@@ -25,6 +29,7 @@ pub mod keys;
 pub mod limiter;
 pub mod ports;
 pub mod refresh;
+pub mod sessions;
 pub mod shard;
 pub mod supervisor;
 #[cfg(feature = "testkit")]

@@ -8,6 +8,7 @@
 //! | `POST /v1/login/verify` | [`verify`] (login) |
 //! | `POST /v1/otp/resend` | [`resend`] |
 //! | `GET /v1/me` | [`me`] |
+//! | sessions (`/v1/token/refresh`, `/v1/logout`, `/v1/logout/all`, `/v1/sessions`) and devices (`/v1/devices…`, `/v1/device-login/…`) | [`super::account`] |
 //! | `GET /.well-known/jwks.json` | the token service's JWKS |
 //! | `GET /health/live`, `GET /health/ready` | [`ready`] (checks, and each delivery provider's breaker) |
 //! | `GET /v1/admin/audit` | [`admin_audit`] (admin token) |
@@ -18,7 +19,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
 };
@@ -51,12 +51,23 @@ pub struct App {
     pub delivery: Option<DispatchHandle>,
 }
 
-type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<Full<Bytes>>;
+
+/// Any request body: hyper's `Incoming` on the wire, `Full<Bytes>` in benchmarks.
+pub trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
+}
+
+impl<T> RequestBody for T where
+    T: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
+}
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Entry point for every request.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+pub async fn handle<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketAddr) -> Resp {
     let (parts, body) = req.into_parts();
     let ctx = RequestContext {
         trace_id: request_id(&parts.headers),
@@ -69,7 +80,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     resp
 }
 
-async fn route(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn route<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let path = parts.uri.path();
     let post_api = match path {
         "/v1/register" => Some(Api::Register),
@@ -89,6 +100,9 @@ async fn route(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -
             Api::OtpResend => resend(app, ctx, parts, body).await,
             _ => verify(app, ctx, api, parts, body).await,
         };
+    }
+    if let Some(endpoint) = super::account::Endpoint::of(path) {
+        return super::account::handle(app, ctx, endpoint, parts, body).await;
     }
     let get_only = |parts: &Parts| {
         if parts.method == Method::GET || parts.method == Method::HEAD {
@@ -124,7 +138,7 @@ async fn route(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -
     }
 }
 
-async fn register(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn register<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let api = Api::Register;
     let req: wire::RegisterRequest = read_json(app, ctx, api, parts, body).await?;
     let checked = (|| {
@@ -146,7 +160,7 @@ async fn register(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
-async fn login(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn login<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let api = Api::Login;
     let req: wire::LoginRequest = read_json(app, ctx, api, parts, body).await?;
     let identifier = identify(app, &req.phone, &req.email).map_err(|e| reject(app, ctx, api, "validate", e))?;
@@ -154,7 +168,7 @@ async fn login(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
-async fn resend(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn resend<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let api = Api::OtpResend;
     let req: wire::ResendRequest = read_json(app, ctx, api, parts, body).await?;
     let identifier = identify(app, &req.phone, &req.email).map_err(|e| reject(app, ctx, api, "validate", e))?;
@@ -162,7 +176,13 @@ async fn resend(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) 
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
-async fn verify(app: &App, ctx: &RequestContext, api: Api, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn verify<B: RequestBody>(
+    app: &App,
+    ctx: &RequestContext,
+    api: Api,
+    parts: &Parts,
+    body: B,
+) -> Result<Resp, ApiError> {
     let req: wire::VerifyRequest = read_json(app, ctx, api, parts, body).await?;
     let checked = identify(app, &req.phone, &req.email).and_then(|id| Ok((id, wire::code(&req.code)?)));
     let (identifier, code) = checked.map_err(|e| reject(app, ctx, api, "validate", e))?;
@@ -294,18 +314,18 @@ fn identify(app: &App, phone: &Option<String>, email: &Option<String>) -> Result
 }
 
 /// Records a refusal that happened before the engine, and converts it.
-fn reject(app: &App, ctx: &RequestContext, api: Api, step: &'static str, e: EngineError) -> ApiError {
+pub(super) fn reject(app: &App, ctx: &RequestContext, api: Api, step: &'static str, e: EngineError) -> ApiError {
     app.engine.record_rejection(ctx, api, step, e.to_string(), None);
     ApiError::from(e)
 }
 
 /// Content type, size limit, time limit, then JSON into `T`.
-async fn read_json<T: DeserializeOwned>(
+pub(super) async fn read_json<T: DeserializeOwned, B: RequestBody>(
     app: &App,
     ctx: &RequestContext,
     api: Api,
     parts: &Parts,
-    body: Incoming,
+    body: B,
 ) -> Result<T, ApiError> {
     let result = read_json_inner(app, parts, body).await;
     if let Err(e) = &result {
@@ -314,7 +334,11 @@ async fn read_json<T: DeserializeOwned>(
     result
 }
 
-async fn read_json_inner<T: DeserializeOwned>(app: &App, parts: &Parts, body: Incoming) -> Result<T, ApiError> {
+async fn read_json_inner<T: DeserializeOwned, B: RequestBody>(
+    app: &App,
+    parts: &Parts,
+    body: B,
+) -> Result<T, ApiError> {
     if !is_json(&parts.headers) {
         return Err(ApiError::unsupported_media_type());
     }
@@ -350,7 +374,7 @@ fn is_json(headers: &HeaderMap) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     let token = token.trim();
@@ -391,7 +415,7 @@ fn user_agent(headers: &HeaderMap) -> Option<String> {
     Some(text[..end].to_owned())
 }
 
-fn json<T: Serialize>(status: StatusCode, body: &T) -> Resp {
+pub(super) fn json<T: Serialize>(status: StatusCode, body: &T) -> Resp {
     let bytes = serde_json::to_vec(body).expect("response types always serialise");
     bytes_response(status, Bytes::from(bytes))
 }

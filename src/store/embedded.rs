@@ -19,24 +19,33 @@
 //! | --- | --- | --- |
 //! | `users` | user id (16 B) | record |
 //! | `users_by_ident` | identifier hash (16 B) | user id |
-//! | `sessions` | session id (16 B) | record |
+//! | `sessions` | session id (16 B) | record (format 2; format-1 records from before refresh rotation are read and upgraded on their next write) |
+//! | `sessions_by_user` | user id ‖ session id (32 B) | () |
+//! | `devices` | device id (16 B) | record |
+//! | `devices_by_user` | user id ‖ device id (32 B) | () |
 //! | `audit` | sequence number (u64) | record |
 //! | `audit_by_ident` | identifier hash ‖ sequence (24 B) | () |
 //! | `audit_by_trace` | BLAKE3(trace id)[..16] ‖ sequence (24 B) | () |
 //!
 //! Records are postcard-encoded behind a one-byte format version.
+//!
+//! Read-modify-write operations (refresh rotation, revocations, the device cap) run inside
+//! the writer's transaction, after every earlier op of the same batch: they are atomic and
+//! serialised with respect to each other without any lock.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
+use otpd_actors::clock::Timestamp;
 use otpd_actors::keys::IdentHash;
 use otpd_actors::ports::{
-    AuditEvent, AuditLog, InsertUser, Session, SessionId, SessionStore, StoreError, User, UserId, UserStore,
+    AuditEvent, AuditLog, AuthMethod, Device, DeviceId, DeviceStore, InsertDevice, InsertUser, RevokeReason, Rotation,
+    RotationVerdict, Session, SessionId, SessionStore, StoreError, User, UserId, UserStore,
 };
 use parking_lot::Mutex;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
@@ -44,12 +53,17 @@ use tokio::sync::{mpsc, oneshot};
 const USERS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("users");
 const USERS_BY_IDENT: TableDefinition<&[u8; 16], &[u8; 16]> = TableDefinition::new("users_by_ident");
 const SESSIONS: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("sessions");
+const SESSIONS_BY_USER: TableDefinition<&[u8; 32], ()> = TableDefinition::new("sessions_by_user");
+const DEVICES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("devices");
+const DEVICES_BY_USER: TableDefinition<&[u8; 32], ()> = TableDefinition::new("devices_by_user");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const AUDIT_BY_IDENT: TableDefinition<&[u8; 24], ()> = TableDefinition::new("audit_by_ident");
 const AUDIT_BY_TRACE: TableDefinition<&[u8; 24], ()> = TableDefinition::new("audit_by_trace");
 
 /// Version byte in front of every record.
 const RECORD_V1: u8 = 1;
+/// Sessions since refresh rotation (more fields than format 1).
+const SESSION_V2: u8 = 2;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -59,6 +73,37 @@ enum Op {
     UpdateUser(Box<User>, Reply<()>),
     InsertSession(Box<Session>, Reply<()>),
     AppendAudit(Box<AuditEvent>, Reply<()>),
+    RotateRefresh {
+        id: SessionId,
+        presented: [u8; 32],
+        next: [u8; 32],
+        now: Timestamp,
+        reply: Reply<Rotation>,
+    },
+    RevokeSession {
+        id: SessionId,
+        reason: RevokeReason,
+        now: Timestamp,
+        reply: Reply<bool>,
+    },
+    RevokeUserSessions {
+        user: UserId,
+        device: Option<DeviceId>,
+        reason: RevokeReason,
+        now: Timestamp,
+        reply: Reply<usize>,
+    },
+    InsertDevice {
+        device: Box<Device>,
+        max_active: usize,
+        reply: Reply<InsertDevice>,
+    },
+    RevokeDevice {
+        user: UserId,
+        id: DeviceId,
+        now: Timestamp,
+        reply: Reply<Option<Device>>,
+    },
 }
 
 /// Group-commit settings.
@@ -66,11 +111,13 @@ enum Op {
 pub struct EmbeddedOptions {
     pub group_commit_max: usize,
     pub queue_capacity: usize,
+    /// redb's page cache.
+    pub cache_bytes: usize,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { group_commit_max: 512, queue_capacity: 65_536 }
+        EmbeddedOptions { group_commit_max: 512, queue_capacity: 65_536, cache_bytes: 128 * 1024 * 1024 }
     }
 }
 
@@ -109,6 +156,59 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     }
 }
 
+/// Sessions are written in format 2; format 1 (before refresh rotation) is still read.
+fn encode_session(session: &Session) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![SESSION_V2];
+    out.extend(postcard::to_stdvec(session).map_err(corrupt)?);
+    Ok(out)
+}
+
+fn decode_session(bytes: &[u8]) -> Result<Session, StoreError> {
+    /// The session record of format 1.
+    #[derive(serde::Deserialize)]
+    struct SessionV1 {
+        id: SessionId,
+        user_id: UserId,
+        refresh_digest: [u8; 32],
+        method: AuthMethod,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+        revoked_at: Option<Timestamp>,
+    }
+    match bytes.split_first() {
+        Some((&SESSION_V2, rest)) => postcard::from_bytes(rest).map_err(corrupt),
+        Some((&RECORD_V1, rest)) => {
+            let v1: SessionV1 = postcard::from_bytes(rest).map_err(corrupt)?;
+            let mut s = Session::new(v1.id, v1.user_id, v1.refresh_digest, v1.method, v1.created_at, v1.expires_at);
+            s.revoked_at = v1.revoked_at;
+            Ok(s)
+        }
+        Some((v, _)) => Err(corrupt(format!("unknown session record version {v}"))),
+        None => Err(corrupt("empty record")),
+    }
+}
+
+fn pair_key(a: &[u8; 16], b: &[u8; 16]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(a);
+    k[16..].copy_from_slice(b);
+    k
+}
+
+/// Every second half of the keys of `index` that start with `prefix`, in key order.
+fn ids_with_prefix<T: ReadableTable<&'static [u8; 32], ()>>(
+    index: &T,
+    prefix: &[u8; 16],
+) -> Result<Vec<[u8; 16]>, StoreError> {
+    let (lo, hi) = (pair_key(prefix, &[0; 16]), pair_key(prefix, &[0xff; 16]));
+    let mut out = Vec::new();
+    for entry in index.range::<&[u8; 32]>(&lo..=&hi).map_err(unavailable)? {
+        let (key, _) = entry.map_err(unavailable)?;
+        out.push(key.value()[16..].try_into().expect("16 of 32 bytes"));
+    }
+    Ok(out)
+}
+
 fn index_key(prefix: &[u8; 16], seq: u64) -> [u8; 24] {
     let mut k = [0u8; 24];
     k[..16].copy_from_slice(prefix);
@@ -126,12 +226,18 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| unavailable(format!("{}: {e}", dir.display())))?;
         }
-        let db = Database::create(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(path)
+            .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let next_seq = {
             let txn = db.begin_write().map_err(unavailable)?;
             txn.open_table(USERS).map_err(unavailable)?;
             txn.open_table(USERS_BY_IDENT).map_err(unavailable)?;
             txn.open_table(SESSIONS).map_err(unavailable)?;
+            txn.open_table(DEVICES).map_err(unavailable)?;
+            txn.open_table(DEVICES_BY_USER).map_err(unavailable)?;
+            backfill_sessions_by_user(&txn)?;
             txn.open_table(AUDIT_BY_IDENT).map_err(unavailable)?;
             txn.open_table(AUDIT_BY_TRACE).map_err(unavailable)?;
             let next = {
@@ -189,6 +295,21 @@ impl Drop for EmbeddedStore {
     }
 }
 
+/// Stores written before the `sessions_by_user` index existed get it built once, on open.
+fn backfill_sessions_by_user(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
+    let mut by_user = txn.open_table(SESSIONS_BY_USER).map_err(unavailable)?;
+    if !by_user.is_empty().map_err(unavailable)? || sessions.is_empty().map_err(unavailable)? {
+        return Ok(());
+    }
+    for entry in sessions.iter().map_err(unavailable)? {
+        let (_, value) = entry.map_err(unavailable)?;
+        let s = decode_session(value.value())?;
+        by_user.insert(&pair_key(s.user_id.0.as_bytes(), s.id.0.as_bytes()), ()).map_err(unavailable)?;
+    }
+    Ok(())
+}
+
 /// The writer: block for one op, take whatever else is queued, commit once, answer all.
 fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Op>, max: usize, mut next_seq: u64) {
     let mut batch: Vec<Op> = Vec::with_capacity(max);
@@ -222,6 +343,11 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Op>, max: usize, mut next_s
 enum Outcome {
     User(InsertUser),
     Done,
+    Rotation(Rotation),
+    Flag(bool),
+    Count(usize),
+    Device(InsertDevice),
+    Revoked(Option<Device>),
 }
 
 fn answer(op: Op, result: Result<Outcome, StoreError>) {
@@ -229,11 +355,41 @@ fn answer(op: Op, result: Result<Outcome, StoreError>) {
         Op::InsertUser(_, reply) => {
             let _ = reply.send(result.map(|o| match o {
                 Outcome::User(u) => u,
-                Outcome::Done => InsertUser::Inserted,
+                _ => InsertUser::Inserted,
             }));
         }
         Op::UpdateUser(_, reply) | Op::InsertSession(_, reply) | Op::AppendAudit(_, reply) => {
             let _ = reply.send(result.map(|_| ()));
+        }
+        Op::RotateRefresh { reply, .. } => {
+            let _ = reply.send(result.and_then(|o| match o {
+                Outcome::Rotation(r) => Ok(r),
+                _ => Err(corrupt("writer answered a rotation with another outcome")),
+            }));
+        }
+        Op::RevokeSession { reply, .. } => {
+            let _ = reply.send(result.and_then(|o| match o {
+                Outcome::Flag(b) => Ok(b),
+                _ => Err(corrupt("writer answered a revocation with another outcome")),
+            }));
+        }
+        Op::RevokeUserSessions { reply, .. } => {
+            let _ = reply.send(result.and_then(|o| match o {
+                Outcome::Count(n) => Ok(n),
+                _ => Err(corrupt("writer answered a revocation with another outcome")),
+            }));
+        }
+        Op::InsertDevice { reply, .. } => {
+            let _ = reply.send(result.and_then(|o| match o {
+                Outcome::Device(d) => Ok(d),
+                _ => Err(corrupt("writer answered a device insert with another outcome")),
+            }));
+        }
+        Op::RevokeDevice { reply, .. } => {
+            let _ = reply.send(result.and_then(|o| match o {
+                Outcome::Revoked(d) => Ok(d),
+                _ => Err(corrupt("writer answered a device revocation with another outcome")),
+            }));
         }
     }
 }
@@ -246,6 +402,9 @@ fn commit_batch(db: &Database, batch: &[Op], next_seq: &mut u64) -> Result<Vec<O
         let mut users = txn.open_table(USERS).map_err(unavailable)?;
         let mut by_ident = txn.open_table(USERS_BY_IDENT).map_err(unavailable)?;
         let mut sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
+        let mut sessions_by_user = txn.open_table(SESSIONS_BY_USER).map_err(unavailable)?;
+        let mut devices = txn.open_table(DEVICES).map_err(unavailable)?;
+        let mut devices_by_user = txn.open_table(DEVICES_BY_USER).map_err(unavailable)?;
         let mut audit = txn.open_table(AUDIT).map_err(unavailable)?;
         let mut audit_ident = txn.open_table(AUDIT_BY_IDENT).map_err(unavailable)?;
         let mut audit_trace = txn.open_table(AUDIT_BY_TRACE).map_err(unavailable)?;
@@ -276,9 +435,116 @@ fn commit_batch(db: &Database, batch: &[Op], next_seq: &mut u64) -> Result<Vec<O
                 }
                 Op::InsertSession(session, _) => {
                     sessions
-                        .insert(session.id.0.as_bytes(), encode(session.as_ref())?.as_slice())
+                        .insert(session.id.0.as_bytes(), encode_session(session)?.as_slice())
+                        .map_err(unavailable)?;
+                    sessions_by_user
+                        .insert(&pair_key(session.user_id.0.as_bytes(), session.id.0.as_bytes()), ())
                         .map_err(unavailable)?;
                     Outcome::Done
+                }
+                Op::RotateRefresh { id, presented, next, now, .. } => {
+                    let current =
+                        sessions.get(id.0.as_bytes()).map_err(unavailable)?.map(|g| decode_session(g.value()));
+                    let rotation = match current.transpose()? {
+                        None => Rotation::Inactive,
+                        Some(mut session) => match session.rotate(presented, next, *now) {
+                            RotationVerdict::Rotated => {
+                                sessions
+                                    .insert(id.0.as_bytes(), encode_session(&session)?.as_slice())
+                                    .map_err(unavailable)?;
+                                Rotation::Rotated(Box::new(session))
+                            }
+                            RotationVerdict::Reused => {
+                                sessions
+                                    .insert(id.0.as_bytes(), encode_session(&session)?.as_slice())
+                                    .map_err(unavailable)?;
+                                Rotation::Reused(Box::new(session))
+                            }
+                            RotationVerdict::Mismatch => Rotation::Mismatch,
+                            RotationVerdict::Inactive => Rotation::Inactive,
+                        },
+                    };
+                    Outcome::Rotation(rotation)
+                }
+                Op::RevokeSession { id, reason, now, .. } => {
+                    let current =
+                        sessions.get(id.0.as_bytes()).map_err(unavailable)?.map(|g| decode_session(g.value()));
+                    let revoked = match current.transpose()? {
+                        Some(mut session) if session.is_active(*now) => {
+                            session.revoked_at = Some(*now);
+                            session.revoke_reason = Some(*reason);
+                            sessions
+                                .insert(id.0.as_bytes(), encode_session(&session)?.as_slice())
+                                .map_err(unavailable)?;
+                            true
+                        }
+                        _ => false,
+                    };
+                    Outcome::Flag(revoked)
+                }
+                Op::RevokeUserSessions { user, device, reason, now, .. } => {
+                    let mut n = 0;
+                    for sid in ids_with_prefix(&sessions_by_user, user.0.as_bytes())? {
+                        let Some(bytes) = sessions.get(&sid).map_err(unavailable)?.map(|g| g.value().to_vec()) else {
+                            continue;
+                        };
+                        let mut session = decode_session(&bytes)?;
+                        let opened_by_device = |d: DeviceId| session.method == AuthMethod::Device(d);
+                        if !session.is_active(*now) || device.is_some_and(|d| !opened_by_device(d)) {
+                            continue;
+                        }
+                        session.revoked_at = Some(*now);
+                        session.revoke_reason = Some(*reason);
+                        sessions.insert(&sid, encode_session(&session)?.as_slice()).map_err(unavailable)?;
+                        n += 1;
+                    }
+                    Outcome::Count(n)
+                }
+                Op::InsertDevice { device, max_active, .. } => {
+                    let mut active = 0;
+                    let mut duplicate = None;
+                    for did in ids_with_prefix(&devices_by_user, device.user_id.0.as_bytes())? {
+                        let bytes = devices
+                            .get(&did)
+                            .map_err(unavailable)?
+                            .ok_or_else(|| corrupt("device index names a missing device"))?;
+                        let existing: Device = decode(bytes.value())?;
+                        if existing.is_active() {
+                            active += 1;
+                            if existing.key == device.key {
+                                duplicate = Some(existing.id);
+                            }
+                        }
+                    }
+                    let outcome = if let Some(id) = duplicate {
+                        InsertDevice::DuplicateKey(id)
+                    } else if active >= *max_active {
+                        InsertDevice::LimitReached { max: *max_active }
+                    } else {
+                        devices
+                            .insert(device.id.0.as_bytes(), encode(device.as_ref())?.as_slice())
+                            .map_err(unavailable)?;
+                        devices_by_user
+                            .insert(&pair_key(device.user_id.0.as_bytes(), device.id.0.as_bytes()), ())
+                            .map_err(unavailable)?;
+                        InsertDevice::Inserted
+                    };
+                    Outcome::Device(outcome)
+                }
+                Op::RevokeDevice { user, id, now, .. } => {
+                    let current: Option<Device> =
+                        devices.get(id.0.as_bytes()).map_err(unavailable)?.map(|g| decode(g.value())).transpose()?;
+                    let revoked = match current {
+                        Some(mut d) if d.user_id == *user => {
+                            if d.revoked_at.is_none() {
+                                d.revoked_at = Some(*now);
+                                devices.insert(id.0.as_bytes(), encode(&d)?.as_slice()).map_err(unavailable)?;
+                            }
+                            Some(d)
+                        }
+                        _ => None,
+                    };
+                    Outcome::Revoked(revoked)
                 }
                 Op::AppendAudit(event, _) => {
                     let seq = *next_seq;
@@ -340,8 +606,80 @@ impl SessionStore for EmbeddedStore {
     async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
         self.read(|txn| {
             let sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
-            sessions.get(id.0.as_bytes()).map_err(unavailable)?.map(|g| decode(g.value())).transpose()
+            sessions.get(id.0.as_bytes()).map_err(unavailable)?.map(|g| decode_session(g.value())).transpose()
         })
+    }
+
+    async fn rotate_refresh(
+        &self,
+        id: SessionId,
+        presented: &[u8; 32],
+        next: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<Rotation, StoreError> {
+        let (presented, next) = (*presented, *next);
+        self.submit(|reply| Op::RotateRefresh { id, presented, next, now, reply }).await
+    }
+
+    async fn revoke_session(&self, id: SessionId, reason: RevokeReason, now: Timestamp) -> Result<bool, StoreError> {
+        self.submit(|reply| Op::RevokeSession { id, reason, now, reply }).await
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        device: Option<DeviceId>,
+        reason: RevokeReason,
+        now: Timestamp,
+    ) -> Result<usize, StoreError> {
+        self.submit(|reply| Op::RevokeUserSessions { user, device, reason, now, reply }).await
+    }
+
+    async fn sessions_of_user(&self, user: UserId) -> Result<Vec<Session>, StoreError> {
+        self.read(|txn| {
+            let index = txn.open_table(SESSIONS_BY_USER).map_err(unavailable)?;
+            let sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for sid in ids_with_prefix(&index, user.0.as_bytes())? {
+                let bytes =
+                    sessions.get(&sid).map_err(unavailable)?.ok_or_else(|| corrupt("index names a missing session"))?;
+                out.push(decode_session(bytes.value())?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[async_trait]
+impl DeviceStore for EmbeddedStore {
+    async fn insert_device(&self, device: &Device, max_active: usize) -> Result<InsertDevice, StoreError> {
+        let device = Box::new(device.clone());
+        self.submit(|reply| Op::InsertDevice { device, max_active, reply }).await
+    }
+
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>, StoreError> {
+        self.read(|txn| {
+            let devices = txn.open_table(DEVICES).map_err(unavailable)?;
+            devices.get(id.0.as_bytes()).map_err(unavailable)?.map(|g| decode(g.value())).transpose()
+        })
+    }
+
+    async fn devices_of_user(&self, user: UserId) -> Result<Vec<Device>, StoreError> {
+        self.read(|txn| {
+            let index = txn.open_table(DEVICES_BY_USER).map_err(unavailable)?;
+            let devices = txn.open_table(DEVICES).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for did in ids_with_prefix(&index, user.0.as_bytes())? {
+                let bytes =
+                    devices.get(&did).map_err(unavailable)?.ok_or_else(|| corrupt("index names a missing device"))?;
+                out.push(decode(bytes.value())?);
+            }
+            Ok(out)
+        })
+    }
+
+    async fn revoke_device(&self, user: UserId, id: DeviceId, now: Timestamp) -> Result<Option<Device>, StoreError> {
+        self.submit(|reply| Op::RevokeDevice { user, id, now, reply }).await
     }
 }
 

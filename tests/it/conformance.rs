@@ -22,6 +22,12 @@ async fn embedded_session_store() {
 }
 
 #[tokio::test]
+async fn embedded_device_store() {
+    let (_dir, s) = store();
+    testkit::device_store(s).await;
+}
+
+#[tokio::test]
 async fn embedded_audit_log() {
     let (_dir, s) = store();
     testkit::audit_log(s).await;

@@ -180,7 +180,8 @@ impl Templates {
         let template = match (message.resend, message.purpose) {
             (true, _) => &self.resend,
             (false, Purpose::Register) => &self.register,
-            (false, Purpose::Login) => &self.login,
+            // Device-login nonces go back to the app and are never sent; kept total for safety.
+            (false, Purpose::Login | Purpose::DeviceLogin) => &self.login,
         };
         let mut body = String::with_capacity(160);
         template.render_into(&mut body, code, &self.app_name, minutes);
