@@ -1,7 +1,8 @@
 //! Wiring: from a [`Config`] to a running node, and back down again.
 //!
-//! [`start`] builds every piece in dependency order (secrets → store → limiter → notifier →
-//! engine → tokens → listener) and returns a [`Node`] handle; [`run`] is what `otpd run` calls.
+//! [`start`] builds every piece in dependency order (secrets → store → limiter → delivery
+//! (providers + dispatcher) → engine (which starts the dispatcher actor) → tokens → listener)
+//! and returns a [`Node`] handle; [`run`] is what `otpd run` calls.
 //! Tests call [`start`] with a manual clock and port 0.
 
 use std::future::Future;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use otpd_actors::clock::{Clock, SystemClock};
 use otpd_actors::code::CodePolicy;
 use otpd_actors::devices::DevicePolicy;
+use otpd_actors::dispatch::DispatchHandle;
 use otpd_actors::identifier::Normalizer;
 use otpd_actors::keys::Keys;
 use otpd_actors::limiter::{LimitPolicy, LocalLimiter, WindowLimit};
@@ -23,7 +25,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::delivery::outbox::Outbox;
 use crate::http::App;
 use crate::http::routes::ReadinessCheck;
 use crate::secrets;
@@ -38,6 +39,8 @@ pub enum StartupError {
     Store(String),
     #[error("outbox {path}: {error}")]
     Outbox { path: PathBuf, error: std::io::Error },
+    #[error("delivery: {0}")]
+    Delivery(String),
     #[error("{0}")]
     Config(String),
     #[error("engine: {0}")]
@@ -51,6 +54,8 @@ pub struct Node {
     pub addr: SocketAddr,
     pub engine: Engine,
     pub outbox_path: PathBuf,
+    /// The delivery dispatcher: stats, provider health.
+    pub delivery: DispatchHandle,
     pub admin_token: String,
     store: Arc<EmbeddedStore>,
     stop: Option<oneshot::Sender<()>>,
@@ -114,6 +119,8 @@ pub struct Assembly {
     pub engine: Engine,
     pub store: Arc<EmbeddedStore>,
     pub outbox_path: PathBuf,
+    /// The delivery dispatcher: stats, provider health.
+    pub delivery: DispatchHandle,
     pub admin_token: String,
 }
 
@@ -125,8 +132,9 @@ impl Assembly {
     }
 }
 
-/// Builds every piece of a node in dependency order: secrets → store → limiter → notifier →
-/// engine → tokens → the HTTP application.
+/// Builds every piece of a node in dependency order: secrets → store → limiter → delivery
+/// (providers + dispatcher) → engine (which starts the dispatcher actor) → tokens → the HTTP
+/// application.
 pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly, StartupError> {
     let secrets = secrets::load_or_create(config)?;
 
@@ -144,9 +152,10 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     limiter.spawn_sweeper(clock.clone(), Duration::from_secs(64));
 
     let outbox_path = config.outbox_path();
-    let outbox =
-        Outbox::open(&outbox_path, config.delivery.queue_capacity, config.delivery.app_name.clone(), clock.clone())
-            .map_err(|error| StartupError::Outbox { path: outbox_path.clone(), error })?;
+    let delivery = crate::delivery::start(config, clock.clone(), store.clone()).map_err(|e| match e {
+        crate::delivery::DeliveryError::Outbox { path, error } => StartupError::Outbox { path, error },
+        crate::delivery::DeliveryError::Setup(e) => StartupError::Delivery(e),
+    })?;
 
     let normalizer =
         Normalizer::new(config.default_region(), config.identifiers.verdict_cache).map_err(StartupError::Config)?;
@@ -162,7 +171,7 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         devices: store.clone(),
         audit: store.clone(),
         limiter,
-        notifier: outbox,
+        notifier: Arc::new(delivery.clone()),
     };
     let engine = Engine::start(engine_config(config)?, Keys::from_master(&secrets.master), clock, normalizer, ports)
         .await
@@ -170,8 +179,11 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     let tokens = TokenService::new(&secrets.signing, &config.tokens).map_err(StartupError::Config)?;
 
     let store_check = store.clone();
-    let readiness: Vec<ReadinessCheck> =
-        vec![("store", Arc::new(move || store_check.check().map_err(|e| e.to_string())))];
+    let delivery_check = delivery.clone();
+    let readiness: Vec<ReadinessCheck> = vec![
+        ("store", Arc::new(move || store_check.check().map_err(|e| e.to_string()))),
+        ("delivery", Arc::new(move || delivery_check.check())),
+    ];
     let app = Arc::new(App {
         engine: engine.clone(),
         tokens,
@@ -180,8 +192,9 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         trusted_proxies: config.http.trusted_proxies.clone(),
         admin_token: secrets.admin_token.clone(),
         readiness,
+        delivery: Some(delivery.clone()),
     });
-    Ok(Assembly { app, engine, store, outbox_path, admin_token: secrets.admin_token })
+    Ok(Assembly { app, engine, store, outbox_path, delivery, admin_token: secrets.admin_token })
 }
 
 /// Builds and starts a node. The listener is bound before this returns, so `addr` is live.
@@ -196,7 +209,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     };
     let addr = listener.local_addr().map_err(|error| StartupError::Listen { addr: config.http.listen, error })?;
 
-    let Assembly { app, engine, store, outbox_path, admin_token } = assembly;
+    let Assembly { app, engine, store, outbox_path, delivery, admin_token } = assembly;
     let (stop, stopped) = oneshot::channel::<()>();
     let http = config.http.clone();
     let serving = tokio::spawn(async move {
@@ -219,8 +232,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         store = %config.store_path().display(),
         "otpd node listening"
     );
-    tracing::info!(outbox = %outbox_path.display(), "development outbox: codes are appended to this file as JSON lines");
-    Ok(Node { addr, engine, outbox_path, admin_token, store, stop: Some(stop), serving })
+    crate::delivery::log_routes(&config);
+    Ok(Node { addr, engine, outbox_path, delivery, admin_token, store, stop: Some(stop), serving })
 }
 
 /// Runs a node with the system clock until `signal` completes.

@@ -35,6 +35,7 @@ use uuid::Uuid;
 use crate::challenge::{Purpose, VerifyOutcome};
 use crate::clock::{Clock, Timestamp};
 use crate::code::{CodePolicy, Sealed};
+use crate::dispatch::DispatcherActor;
 use crate::error::EngineError;
 use crate::identifier::{Channel, Identifier, Normalizer};
 use crate::keys::{IdentHash, Keys};
@@ -167,6 +168,7 @@ pub(crate) struct Inner {
     pub(crate) ports: EnginePorts,
     router: Arc<ShardRouter>,
     supervisor: ActorRef<SupervisorMsg>,
+    dispatcher: Option<DispatcherActor>,
 }
 
 /// What the audit event of a call will say, filled in as the flow advances.
@@ -199,20 +201,28 @@ impl Engine {
         let keys = Arc::new(keys);
         let router = Arc::new(ShardRouter::new(config.shard_count, config.call_timeout));
         let shard = ShardActor { config: config.shard.clone(), keys: keys.clone(), clock: clock.clone() };
-        let (supervisor, _) = Actor::spawn(None, EngineSupervisor, SupervisorArgs { shard, router: router.clone() })
-            .await
-            .map_err(|e| StartError(e.to_string()))?;
-        Ok(Engine { inner: Arc::new(Inner { config, keys, clock, normalizer, ports, router, supervisor }) })
+        let dispatcher = ports.notifier.dispatcher();
+        let args = SupervisorArgs { shard, router: router.clone(), dispatcher: dispatcher.clone() };
+        let (supervisor, _) =
+            Actor::spawn(None, EngineSupervisor, args).await.map_err(|e| StartError(e.to_string()))?;
+        Ok(Engine { inner: Arc::new(Inner { config, keys, clock, normalizer, ports, router, supervisor, dispatcher }) })
     }
 
-    /// Stops the supervision tree: the supervisor first (so it restarts nothing), then shards.
+    /// Stops the supervision tree: drains the delivery dispatcher (what is queued goes out, at
+    /// most 5 s), then the supervisor (so it restarts nothing), then shards.
     pub async fn stop(&self) {
         let inner = &self.inner;
+        if let Some(dispatcher) = &inner.dispatcher {
+            dispatcher.drain(Duration::from_secs(5)).await;
+        }
         let _ = inner.supervisor.stop_and_wait(None, Some(Duration::from_secs(5))).await;
         for i in 0..inner.router.len() {
             if let Some(shard) = inner.router.actor(i) {
                 let _ = shard.stop_and_wait(None, Some(Duration::from_secs(5))).await;
             }
+        }
+        if let Some(dispatcher) = &inner.dispatcher {
+            dispatcher.stop().await;
         }
     }
 

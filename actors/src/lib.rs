@@ -10,6 +10,8 @@
 //! * [`challenge`] and [`code`]: the state machine and the code rules it enforces;
 //! * [`identifier`] and [`keys`]: normalisation and keyed hashing of identifiers;
 //! * [`ports`]: the traits adapters implement; [`limiter`]: the in-process limiter;
+//! * [`dispatch`]: the delivery dispatcher (queue, batches, retries, breakers, failover) and
+//!   the provider port its adapters implement;
 //! * [`refresh`]: the refresh-token format; [`clock`]: time as an argument;
 //! * [`sessions`]: refresh rotation, logout, session listing;
 //! * [`devices`] and [`device_key`]: device enrolment and fingerprint (device-key) login.
@@ -19,6 +21,7 @@ pub mod clock;
 pub mod code;
 pub mod device_key;
 pub mod devices;
+pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod identifier;

@@ -4,7 +4,7 @@
 //! | --- | --- | --- |
 //! | [`UserStore`], [`SessionStore`], [`DeviceStore`], [`AuditLog`] | fjall (LSM tree) with group commit | ScyllaDB |
 //! | [`Limiter`] | [`crate::limiter::LocalLimiter`] | Redis |
-//! | [`Notifier`] | development outbox file | SMS dispatcher (Twilio, webhook, SMTP) |
+//! | [`Notifier`] | [`crate::dispatch`] dispatcher → development outbox | dispatcher → Twilio, webhook, SMTP |
 //!
 //! Contracts every implementation keeps (checked by the conformance suite in
 //! [`crate::testkit`]):
@@ -478,4 +478,10 @@ pub enum NotifyError {
 pub trait Notifier: Send + Sync + 'static {
     /// Hands a message to the delivery pipeline without waiting for delivery.
     fn enqueue(&self, message: OutboundMessage) -> Result<(), NotifyError>;
+
+    /// The dispatcher actor behind this notifier, which the engine's supervisor starts and
+    /// restarts ([`crate::dispatch`]); `None` for a notifier that needs no actor.
+    fn dispatcher(&self) -> Option<crate::dispatch::DispatcherActor> {
+        None
+    }
 }

@@ -25,7 +25,9 @@ async fn ractor_spawn(
     shard: ShardActor,
     router: Arc<ShardRouter>,
 ) -> (ractor::ActorRef<otpd_actors::supervisor::SupervisorMsg>, tokio::task::JoinHandle<()>) {
-    ractor::Actor::spawn(None, EngineSupervisor, SupervisorArgs { shard, router }).await.expect("the tree starts")
+    ractor::Actor::spawn(None, EngineSupervisor, SupervisorArgs { shard, router, dispatcher: None })
+        .await
+        .expect("the tree starts")
 }
 
 /// An Ed25519 PKCS#8 signing key, generated fresh.

@@ -10,7 +10,7 @@
 //! | `GET /v1/me` | [`me`] |
 //! | sessions (`/v1/token/refresh`, `/v1/logout`, `/v1/logout/all`, `/v1/sessions`) and devices (`/v1/devices…`, `/v1/device-login/…`) | [`super::account`] |
 //! | `GET /.well-known/jwks.json` | the token service's JWKS |
-//! | `GET /health/live`, `GET /health/ready` | [`ready`] |
+//! | `GET /health/live`, `GET /health/ready` | [`ready`] (checks, and each delivery provider's breaker) |
 //! | `GET /v1/admin/audit` | [`admin_audit`] (admin token) |
 
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +24,7 @@ use hyper::header::{
 };
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
+use otpd_actors::dispatch::DispatchHandle;
 use otpd_actors::identifier::Identifier;
 use otpd_actors::{Api, Engine, EngineError, Registration, RequestContext};
 use serde::Serialize;
@@ -46,6 +47,8 @@ pub struct App {
     pub trusted_proxies: Vec<IpAddr>,
     pub admin_token: String,
     pub readiness: Vec<ReadinessCheck>,
+    /// Each delivery provider's circuit breaker, shown by `/health/ready`.
+    pub delivery: Option<DispatchHandle>,
 }
 
 pub(super) type Resp = Response<Full<Bytes>>;
@@ -235,7 +238,35 @@ fn ready(app: &App) -> Resp {
         checks.insert((*name).to_owned(), entry);
     }
     let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json(status, &serde_json::json!({ "status": if all_ok { "ready" } else { "not_ready" }, "checks": checks }))
+    let mut body = serde_json::json!({ "status": if all_ok { "ready" } else { "not_ready" }, "checks": checks });
+    if let Some(delivery) = &app.delivery {
+        body["providers"] = providers(delivery);
+    }
+    json(status, &body)
+}
+
+/// `{"twilio": {"breaker": "open", "routes": ["sms:primary"], "consecutive_failures": 5,
+/// "retry_in_ms": 12000, "in_flight": 0}, …}`
+fn providers(delivery: &DispatchHandle) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for p in delivery.health() {
+        let routes: Vec<String> = p
+            .routes
+            .iter()
+            .map(|(channel, rank)| format!("{}:{}", channel.as_str(), if *rank == 0 { "primary" } else { "secondary" }))
+            .collect();
+        let mut entry = serde_json::json!({
+            "breaker": p.breaker.as_str(),
+            "routes": routes,
+            "consecutive_failures": p.consecutive_failures,
+            "in_flight": p.in_flight,
+        });
+        if let Some(wait) = p.retry_in {
+            entry["retry_in_ms"] = serde_json::Value::from(wait.as_millis() as u64);
+        }
+        out.insert(p.name, entry);
+    }
+    serde_json::Value::Object(out)
 }
 
 /// `GET /v1/admin/audit?identifier=…|trace_id=…&limit=…` for `otpd audit` while the node runs.

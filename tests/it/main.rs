@@ -5,9 +5,12 @@
 
 mod bad_input;
 mod conformance;
+mod delivery;
 mod devices;
+mod fake_provider;
 mod flows;
 mod process;
 mod sessions;
+mod smtp;
 mod supervision;
 mod support;
