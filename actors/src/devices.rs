@@ -175,10 +175,11 @@ impl Engine {
                 .ok_or(EngineError::DeviceNotFound)?;
             trail.step = "sessions";
             let sessions = &self.inner.ports.sessions;
-            sessions
+            let n = sessions
                 .revoke_user_sessions(bearer.user, Some(id), RevokeReason::DeviceRevoked, now)
                 .await
                 .map_err(unavailable)?;
+            self.inner.metrics.sessions_revoked(RevokeReason::DeviceRevoked, n);
             trail.note = "device revoked with its sessions";
             trail.step = "done";
             Ok(())
@@ -264,6 +265,7 @@ impl Engine {
         let key = ChallengeKey { subject, purpose: Purpose::DeviceLogin };
         let outcome =
             self.shard_call(subject, |reply| ShardMsg::Redeem { key, nonce, signature_valid, now, reply }).await?;
+        self.inner.metrics.device_login(&outcome);
         match outcome {
             VerifyOutcome::Verified => {}
             VerifyOutcome::Wrong { attempts_left } => return Err(EngineError::InvalidSignature { attempts_left }),
@@ -293,6 +295,7 @@ impl Engine {
     async fn note_device(&self, trail: &mut Trail, device: Option<&Device>) {
         let Some(device) = device else {
             trail.note = "unknown device; decoy";
+            self.inner.metrics.enumeration_safe(trail.api);
             return;
         };
         trail.user = Some(device.user_id);

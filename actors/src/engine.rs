@@ -39,6 +39,7 @@ use crate::dispatch::DispatcherActor;
 use crate::error::EngineError;
 use crate::identifier::{Channel, Identifier, Normalizer};
 use crate::keys::{IdentHash, Keys};
+use crate::metrics::{EngineMetrics, OtpStats};
 use crate::ports::{
     AuditEvent, AuditLog, AuditOutcome, AuthMethod, Decision, DeviceStore, InsertUser, LimitAction, LimitRequest,
     Limiter, Notifier, NotifyError, OutboundMessage, Session, SessionId, SessionStore, User, UserId, UserStore,
@@ -169,6 +170,7 @@ pub(crate) struct Inner {
     router: Arc<ShardRouter>,
     supervisor: ActorRef<SupervisorMsg>,
     dispatcher: Option<DispatcherActor>,
+    pub(crate) metrics: EngineMetrics,
 }
 
 /// What the audit event of a call will say, filled in as the flow advances.
@@ -199,13 +201,16 @@ impl Engine {
         ports: EnginePorts,
     ) -> Result<Engine, StartError> {
         let keys = Arc::new(keys);
+        let metrics = EngineMetrics::new(config.shard_count.max(1));
         let router = Arc::new(ShardRouter::new(config.shard_count, config.call_timeout));
         let shard = ShardActor { config: config.shard.clone(), keys: keys.clone(), clock: clock.clone() };
         let dispatcher = ports.notifier.dispatcher();
         let args = SupervisorArgs { shard, router: router.clone(), dispatcher: dispatcher.clone() };
         let (supervisor, _) =
             Actor::spawn(None, EngineSupervisor, args).await.map_err(|e| StartError(e.to_string()))?;
-        Ok(Engine { inner: Arc::new(Inner { config, keys, clock, normalizer, ports, router, supervisor, dispatcher }) })
+        Ok(Engine {
+            inner: Arc::new(Inner { config, keys, clock, normalizer, ports, router, supervisor, dispatcher, metrics }),
+        })
     }
 
     /// Stops the supervision tree: drains the delivery dispatcher (what is queued goes out, at
@@ -303,6 +308,7 @@ impl Engine {
             }
             // The code will sign the owner in to the existing account; profile untouched.
             trail.note = "account exists and is verified; code signs in";
+            self.inner.metrics.enumeration_safe(trail.api);
         } else if trail.note.is_empty() {
             let profile = (&reg.first_name, &reg.last_name, &reg.email);
             if profile != (&user.first_name, &user.last_name, &user.email) {
@@ -370,6 +376,7 @@ impl Engine {
             (None, _) if reveal => return Err(EngineError::AccountNotFound),
             (None, _) => {
                 trail.note = "no account; nothing sent";
+                self.inner.metrics.enumeration_safe(trail.api);
                 false
             }
             (Some(u), Purpose::Login) if !u.verified && reveal => return Err(EngineError::AccountNotVerified),
@@ -415,6 +422,7 @@ impl Engine {
             if trail.note.is_empty() {
                 trail.note = "code queued for delivery";
             }
+            self.inner.metrics.code_issued(purpose, identifier.channel(), resend);
         }
         trail.step = "done";
         Ok(SendReceipt {
@@ -467,6 +475,7 @@ impl Engine {
         let key = ChallengeKey { subject: ident, purpose };
         let outcome =
             self.shard_call(ident, |reply| ShardMsg::Verify { key, attempt: attempt.clone(), now, reply }).await?;
+        self.inner.metrics.verification(purpose, &outcome);
         match outcome {
             VerifyOutcome::Verified => {}
             VerifyOutcome::Wrong { attempts_left } => return Err(EngineError::InvalidCode { attempts_left }),
@@ -518,6 +527,7 @@ impl Engine {
         session.client_ip = ctx.client_ip;
         session.user_agent = ctx.user_agent.clone();
         self.inner.ports.sessions.insert_session(&session).await.map_err(unavailable)?;
+        self.inner.metrics.tokens_issued(method);
         Ok(Grant { user, session, refresh_token: token.encode(), login_at: now })
     }
 
@@ -582,7 +592,10 @@ impl Engine {
         now: Timestamp,
     ) -> Result<(), EngineError> {
         let req = LimitRequest { action, ident, client_ip: ctx.client_ip, now };
-        match self.inner.ports.limiter.check(&req).await {
+        let started = std::time::Instant::now();
+        let decision = self.inner.ports.limiter.check(&req).await;
+        self.inner.metrics.limit(action, &decision, started.elapsed());
+        match decision {
             Ok(Decision::Allow) => Ok(()),
             Ok(Decision::Deny { rule, retry_after }) => Err(EngineError::Limited { rule, retry_after }),
             Err(e) => Err(EngineError::Unavailable(e.to_string())),
@@ -653,6 +666,16 @@ impl Engine {
     /// Live challenges per shard.
     pub async fn shard_stats(&self) -> Vec<ShardStats> {
         self.inner.router.stats().await
+    }
+
+    /// Sets the gauges of live challenges per shard (called periodically, not per request).
+    pub async fn refresh_gauges(&self) {
+        self.inner.metrics.challenges(&self.shard_stats().await);
+    }
+
+    /// One-time-code counters since the engine started.
+    pub fn otp_stats(&self) -> OtpStats {
+        self.inner.metrics.otp_stats()
     }
 
     /// Shard restarts performed by the supervisor since start.

@@ -14,7 +14,9 @@
 //!   the provider port its adapters implement;
 //! * [`refresh`]: the refresh-token format; [`clock`]: time as an argument;
 //! * [`sessions`]: refresh rotation, logout, session listing;
-//! * [`devices`] and [`device_key`]: device enrolment and fingerprint (device-key) login.
+//! * [`devices`] and [`device_key`]: device enrolment and fingerprint (device-key) login;
+//! * [`metrics`]: the metric names and handles the engine records; [`metered`]: a timing
+//!   wrapper around any store adapter.
 
 pub mod challenge;
 pub mod clock;
@@ -27,6 +29,8 @@ pub mod error;
 pub mod identifier;
 pub mod keys;
 pub mod limiter;
+pub mod metered;
+pub mod metrics;
 pub mod ports;
 pub mod refresh;
 pub mod sessions;

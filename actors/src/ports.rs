@@ -2,7 +2,7 @@
 //!
 //! | port | embedded default (in `otpd`) | distributed |
 //! | --- | --- | --- |
-//! | [`UserStore`], [`SessionStore`], [`DeviceStore`], [`AuditLog`] | fjall (LSM tree) with group commit | ScyllaDB |
+//! | [`UserStore`], [`SessionStore`], [`DeviceStore`], [`AuditLog`], [`CensusSource`] | fjall (LSM tree) with group commit | ScyllaDB |
 //! | [`Limiter`] | [`crate::limiter::LocalLimiter`] | Redis |
 //! | [`Notifier`] | [`crate::dispatch`] dispatcher → development outbox | dispatcher → Twilio, webhook, SMTP |
 //!
@@ -400,6 +400,24 @@ pub trait AuditLog: Send + Sync + 'static {
     async fn by_identifier(&self, ident: &IdentHash, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
     /// The newest `limit` events of one trace id, newest first.
     async fn by_trace(&self, trace_id: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
+/// How many accounts and sessions a store holds (gauges and the admin stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    pub users: u64,
+    pub verified_users: u64,
+    /// Sessions neither revoked nor expired.
+    pub active_sessions: u64,
+}
+
+/// Cheap population counts. Called periodically (every `admin.refresh_interval`) and by the
+/// admin stats endpoint, never per request, so an implementation may keep counters or run
+/// a bounded query.
+#[async_trait]
+pub trait CensusSource: Send + Sync + 'static {
+    /// The counts at `now`; `None` while the store is still counting (just after it opened).
+    async fn census(&self, now: Timestamp) -> Result<Option<Census>, StoreError>;
 }
 
 /// What a request wants to do, as far as limits are concerned.

@@ -30,6 +30,7 @@
 
 use crate::engine::{Api, Engine, Grant, RequestContext, Trail, unavailable};
 use crate::error::EngineError;
+use crate::metrics::RefreshOutcome;
 use crate::ports::{RevokeReason, Rotation, Session, SessionId, User, UserId};
 use crate::refresh::RefreshToken;
 
@@ -39,6 +40,7 @@ impl Engine {
     pub async fn refresh(&self, ctx: &RequestContext, refresh_token: &str) -> Result<Grant, EngineError> {
         let mut trail = Trail::new(Api::TokenRefresh, None);
         let result = self.refresh_flow(&mut trail, refresh_token).await;
+        self.count_refresh(&result);
         self.finish(ctx, trail, result).await
     }
 
@@ -85,7 +87,8 @@ impl Engine {
             self.authenticate(&mut trail, user, session).await?;
             trail.step = "revoke";
             let sessions = &self.inner.ports.sessions;
-            sessions.revoke_session(session, RevokeReason::Logout, now).await.map_err(unavailable)?;
+            let revoked = sessions.revoke_session(session, RevokeReason::Logout, now).await.map_err(unavailable)?;
+            self.inner.metrics.sessions_revoked(RevokeReason::Logout, usize::from(revoked));
             trail.note = "session revoked";
             trail.step = "done";
             Ok(())
@@ -109,6 +112,7 @@ impl Engine {
             let sessions = &self.inner.ports.sessions;
             let n =
                 sessions.revoke_user_sessions(user, None, RevokeReason::LogoutAll, now).await.map_err(unavailable)?;
+            self.inner.metrics.sessions_revoked(RevokeReason::LogoutAll, n);
             trail.note = "every session revoked";
             trail.step = "done";
             Ok(n)
@@ -137,6 +141,20 @@ impl Engine {
         }
         .await;
         self.finish(ctx, trail, result).await
+    }
+
+    /// Counts a refresh-token presentation (and the session a reused token revoked).
+    fn count_refresh(&self, result: &Result<Grant, EngineError>) {
+        let outcome = match result {
+            Ok(_) => RefreshOutcome::Ok,
+            Err(EngineError::RefreshTokenReused) => {
+                self.inner.metrics.sessions_revoked(RevokeReason::RefreshTokenReuse, 1);
+                RefreshOutcome::Reused
+            }
+            Err(EngineError::InvalidRefreshToken) => RefreshOutcome::Invalid,
+            Err(_) => return,
+        };
+        self.inner.metrics.refreshed(outcome);
     }
 
     /// The account and session behind a signature-checked access token, if the session is

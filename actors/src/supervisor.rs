@@ -213,6 +213,7 @@ impl EngineSupervisor {
         {
             let (actor, _) = Actor::spawn_linked(None, dispatcher.clone(), (), myself.get_cell()).await?;
             *current = actor;
+            crate::metrics::actor_restarted("dispatcher");
             tracing::info!("delivery dispatcher restarted");
             return Ok(());
         }
@@ -224,6 +225,7 @@ impl EngineSupervisor {
         let (actor, _) = Actor::spawn_linked(None, state.shard.clone(), index, myself.get_cell()).await?;
         state.router.set(index, actor);
         state.restarts += 1;
+        crate::metrics::actor_restarted("shard");
         tracing::info!(shard = index, restarts = state.restarts, "challenge shard restarted");
         Ok(())
     }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::ledger::Stage;
 use super::provider::{Delivery, SendError, SendResult};
 use super::{Shared, route_index};
+use crate::metrics::MessageOutcome;
 use crate::ports::{AuditEvent, AuditOutcome};
 
 /// The actor: a handle on the shared pipeline. Cloned for every (re)spawn.
@@ -205,6 +206,7 @@ impl DispatcherActor {
             Decision::Buffer { lane, failover } => {
                 if failover {
                     s.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                    s.lanes[lane].metrics.failover();
                 }
                 state.lanes[lane].buffer.push_back((id, now));
                 self.flush(myself, state, lane, now);
@@ -294,6 +296,7 @@ impl DispatcherActor {
         s.counters.retries.fetch_add(retries, Ordering::Relaxed);
         l.counters.calls.fetch_add(1, Ordering::Relaxed);
         l.counters.messages.fetch_add(n, Ordering::Relaxed);
+        l.metrics.call_started(n, retries);
         l.in_flight.fetch_add(1, Ordering::AcqRel);
         let call = Call { shared: s.clone(), lane, ids, done: false };
         tokio::spawn(call.run(batch));
@@ -445,15 +448,18 @@ impl Shared {
         let (step, result, text) = match outcome {
             Final::Delivered { lane } => {
                 self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                self.metrics.finished(entry.message.to.channel(), MessageOutcome::Delivered);
                 let name = &self.lanes[lane].name;
                 ("delivered", AuditOutcome::Ok, format!("handed to {name} on attempt {attempts}"))
             }
             Final::GivenUp(reason) => {
                 self.counters.given_up.fetch_add(1, Ordering::Relaxed);
+                self.metrics.finished(entry.message.to.channel(), MessageOutcome::GivenUp);
                 ("given_up", AuditOutcome::Failed, format!("given up after {attempts} attempt(s): {reason}"))
             }
             Final::Expired(reason) => {
                 self.counters.expired.fetch_add(1, Ordering::Relaxed);
+                self.metrics.finished(entry.message.to.channel(), MessageOutcome::Expired);
                 ("expired", AuditOutcome::Failed, format!("{reason} (after {attempts} attempt(s))"))
             }
         };
@@ -521,6 +527,7 @@ impl Call {
         let s = self.shared.clone();
         let l = &s.lanes[self.lane];
         let n = batch.len();
+        let started = Instant::now();
         let results = match tokio::time::timeout(s.config.send_timeout, l.provider.send(&batch)).await {
             Ok(mut results) => {
                 results.truncate(n);
@@ -535,6 +542,7 @@ impl Call {
             }
         };
         drop(batch);
+        l.metrics.call_took(started.elapsed());
         self.complete(results);
         let ids = std::mem::take(&mut self.ids);
         s.report(self.lane, ids).await;
@@ -550,6 +558,7 @@ impl Call {
             let mut breaker = l.breaker.lock();
             if provider_failed {
                 if breaker.on_failure(Instant::now()) {
+                    l.metrics.breaker_opened();
                     tracing::warn!(
                         provider = %l.name,
                         open_for = ?s.config.breaker.open_for,
@@ -567,6 +576,7 @@ impl Call {
                 Err(SendError::Permanent { .. }) => &l.counters.rejected,
             };
             counter.fetch_add(1, Ordering::Relaxed);
+            l.metrics.result(r);
             if let Err(e) = r {
                 tracing::debug!(provider = %l.name, error = %e, "provider did not take a message");
             }

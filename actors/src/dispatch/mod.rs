@@ -74,6 +74,7 @@ pub use self::provider::{Delivery, Provider, SendError, SendResult};
 pub use self::template::{Rendered, TemplateTexts, Templates};
 use crate::clock::Clock;
 use crate::identifier::Channel;
+use crate::metrics::{DeliveryMetrics, LaneMetrics};
 use crate::ports::{AuditLog, Notifier, NotifyError, OutboundMessage};
 
 /// Fixed configuration of the dispatcher.
@@ -146,6 +147,7 @@ pub(crate) struct Lane {
     breaker: Mutex<Breaker>,
     in_flight: AtomicUsize,
     counters: ProviderCounters,
+    metrics: LaneMetrics,
 }
 
 #[derive(Default)]
@@ -173,6 +175,7 @@ pub struct Shared {
     ledger: Mutex<Ledger>,
     current: ArcSwapOption<ActorRef<DispatcherMsg>>,
     counters: Counters,
+    metrics: DeliveryMetrics,
     /// Actor starts (the first one included).
     starts: AtomicU64,
     /// Set at shutdown: calls finishing later stop looking for an actor to report to.
@@ -247,6 +250,8 @@ pub struct ProviderHealth {
     /// Until an open breaker lets a probe through.
     pub retry_in: Option<Duration>,
     pub in_flight: usize,
+    /// How long the provider's latest call took (none yet: `None`).
+    pub last_call: Option<Duration>,
 }
 
 impl DispatchHandle {
@@ -268,6 +273,7 @@ impl DispatchHandle {
             }
             let batch = config.batch_max_size.min(spec.provider.max_batch()).max(1);
             lanes.push(Lane {
+                metrics: LaneMetrics::new(&name),
                 provider: spec.provider,
                 name,
                 concurrency: spec.concurrency.max(1),
@@ -296,6 +302,7 @@ impl DispatchHandle {
         };
         let routes = [resolve("sms", &routes.sms)?, resolve("email", &routes.email)?];
         let shared = Shared {
+            metrics: DeliveryMetrics::new(config.queue_capacity),
             config,
             lanes,
             routes,
@@ -371,9 +378,19 @@ impl DispatchHandle {
                     consecutive_failures: b.consecutive_failures(),
                     retry_in: b.open_until().filter(|_| state == BreakerState::Open).map(|u| u - now),
                     in_flight: lane.in_flight.load(Ordering::Relaxed),
+                    last_call: lane.metrics.last_call(),
                 }
             })
             .collect()
+    }
+
+    /// Sets the breaker-state gauges (called periodically, not per message).
+    pub fn refresh_gauges(&self) {
+        let now = Instant::now();
+        for lane in &self.shared.lanes {
+            let state = lane.breaker.lock().state(now);
+            lane.metrics.breaker(state);
+        }
     }
 
     /// Readiness: every channel has a provider whose breaker is not open. The error names the
@@ -415,11 +432,13 @@ impl Notifier for DispatchHandle {
             if ledger.len() >= s.config.queue_capacity {
                 drop(ledger);
                 s.counters.refused.fetch_add(1, Ordering::Relaxed);
+                s.metrics.enqueued(false);
                 return Err(NotifyError::QueueFull);
             }
             ledger.insert(message)
         };
         s.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        s.metrics.enqueued(true);
         // If no actor is current (it is being restarted) the new one adopts the message from
         // the ledger when it starts.
         if let Some(actor) = s.current.load_full() {
