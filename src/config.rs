@@ -329,6 +329,21 @@ section! {
 }
 
 section! {
+    /// What SREs use: Prometheus metrics, health and admin endpoints.
+    pub struct AdminConfig {
+        /// A second listener serving only `/metrics`, `/health/*` and `/v1/admin/*`
+        /// (e.g. `"127.0.0.1:9464"`); unset: none.
+        listen: Option<SocketAddr> = None,
+        /// Whether the main listener also serves `GET /metrics` (turn it off when the main
+        /// listener is public and scrapers use `admin.listen`).
+        metrics_on_main: bool = true,
+        /// How often sampled gauges are refreshed: users, sessions, live challenges, breaker
+        /// states, readiness.
+        refresh_interval: Dur = secs(5),
+    }
+}
+
+section! {
     /// Node secrets not covered by a more specific section.
     pub struct SecretsConfig {
         /// 64 hex characters; default: generated into `<data_dir>/secrets/hash.key`. Every node
@@ -352,6 +367,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub delivery: DeliveryConfig,
     pub secrets: SecretsConfig,
+    pub admin: AdminConfig,
     pub twilio: TwilioConfig,
     pub webhook: WebhookConfig,
     pub smtp: SmtpConfig,
@@ -368,6 +384,7 @@ const SECTIONS: &[&str] = &[
     "store",
     "delivery",
     "secrets",
+    "admin",
     "twilio",
     "webhook",
     "smtp",
@@ -463,6 +480,7 @@ impl Config {
             store: StoreConfig::load(section("store"), "store", &origins, &mut errors),
             delivery: DeliveryConfig::load(section("delivery"), "delivery", &origins, &mut errors),
             secrets: SecretsConfig::load(section("secrets"), "secrets", &origins, &mut errors),
+            admin: AdminConfig::load(section("admin"), "admin", &origins, &mut errors),
             twilio: TwilioConfig::load(section("twilio"), "twilio", &origins, &mut errors),
             webhook: WebhookConfig::load(section("webhook"), "webhook", &origins, &mut errors),
             smtp: SmtpConfig::load(section("smtp"), "smtp", &origins, &mut errors),
@@ -504,6 +522,14 @@ impl Config {
             format!("http.max_body_bytes: must be 256..=16777216, got {}", self.http.max_body_bytes),
         );
         check(self.http.max_connections >= 1, "http.max_connections: must be at least 1".into());
+        check(
+            self.admin.refresh_interval.0 >= Duration::from_millis(10),
+            format!("admin.refresh_interval: must be at least 10ms, got {:?}", self.admin.refresh_interval),
+        );
+        check(
+            self.admin.listen.is_none_or(|a| a.port() == 0 || a != self.http.listen),
+            "admin.listen: must differ from http.listen".into(),
+        );
         check(
             matches!(self.node.log_format.as_str(), "json" | "text"),
             format!("node.log_format: must be \"json\" or \"text\", got {:?}", self.node.log_format),
@@ -832,6 +858,25 @@ mod tests {
         let all = err.0.join("\n");
         for needle in ["devices.max_per_user", "devices.enrol_max_auth_age", "devices.challenge_lifetime", "devices.x"]
         {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn the_admin_listener_is_off_by_default_and_checked_when_set() {
+        let c = Config::from_sources("", env(&[])).unwrap();
+        assert_eq!((c.admin.listen, c.admin.metrics_on_main), (None, true));
+        let c = Config::from_sources(
+            "[admin]\nmetrics_on_main = false",
+            env(&[("OTPD_ADMIN__LISTEN", "127.0.0.1:9464"), ("OTPD_ADMIN__REFRESH_INTERVAL", "250ms")]),
+        )
+        .unwrap();
+        assert_eq!(c.admin.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!((c.admin.metrics_on_main, c.admin.refresh_interval.0), (false, Duration::from_millis(250)));
+        let text =
+            "[http]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\nrefresh_interval = \"0s\"";
+        let all = Config::from_sources(text, env(&[])).unwrap_err().0.join("\n");
+        for needle in ["admin.listen: must differ from http.listen", "admin.refresh_interval: must be at least 10ms"] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
     }

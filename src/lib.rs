@@ -7,6 +7,7 @@
 //! * [`store`]: storage adapters (embedded LSM tree, fjall);
 //! * [`delivery`]: notifier adapters (development outbox);
 //! * [`secrets`]: generated or configured node secrets;
+//! * [`metrics`]: the metric catalogue, the Prometheus recorder, sampled gauges;
 //! * [`audit_cmd`]: `otpd audit`; [`logging`]: log set-up.
 
 pub mod audit_cmd;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod delivery;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod secrets;
 pub mod server;
 pub mod store;

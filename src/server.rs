@@ -18,6 +18,7 @@ use otpd_actors::dispatch::DispatchHandle;
 use otpd_actors::identifier::Normalizer;
 use otpd_actors::keys::Keys;
 use otpd_actors::limiter::{LimitPolicy, LocalLimiter, WindowLimit};
+use otpd_actors::metered::MeteredStore;
 use otpd_actors::shard::ShardConfig;
 use otpd_actors::{Engine, EngineConfig, EnginePorts};
 use tokio::net::TcpListener;
@@ -52,6 +53,8 @@ pub enum StartupError {
 /// A running node.
 pub struct Node {
     pub addr: SocketAddr,
+    /// The admin listener's address, when `admin.listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub engine: Engine,
     pub outbox_path: PathBuf,
     /// The delivery dispatcher: stats, provider health.
@@ -60,6 +63,7 @@ pub struct Node {
     store: Arc<EmbeddedStore>,
     stop: Option<oneshot::Sender<()>>,
     serving: JoinHandle<()>,
+    admin: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
 impl Node {
@@ -67,6 +71,10 @@ impl Node {
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if let Some((stop, serving)) = self.admin.take() {
+            let _ = stop.send(());
+            let _ = serving.await;
         }
         let _ = (&mut self.serving).await;
         self.engine.stop().await;
@@ -76,6 +84,11 @@ impl Node {
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The embedded store (closing it makes the node unready and its writes fail).
+    pub fn store(&self) -> &Arc<EmbeddedStore> {
+        &self.store
     }
 }
 
@@ -136,6 +149,8 @@ impl Assembly {
 /// (providers + dispatcher) → engine (which starts the dispatcher actor) → tokens → the HTTP
 /// application.
 pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly, StartupError> {
+    // First: every metrics handle created from here on records into it.
+    let prometheus = crate::metrics::install();
     let secrets = secrets::load_or_create(config)?;
 
     let store = EmbeddedStore::open(
@@ -147,12 +162,14 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         },
     )
     .map_err(|e| StartupError::Store(e.to_string()))?;
+    // Every port call timed and its failures counted, whatever the store.
+    let metered = Arc::new(MeteredStore::new("embedded", store.clone()));
 
     let limiter = Arc::new(LocalLimiter::new(limit_policy(config)));
     limiter.spawn_sweeper(clock.clone(), Duration::from_secs(64));
 
     let outbox_path = config.outbox_path();
-    let delivery = crate::delivery::start(config, clock.clone(), store.clone()).map_err(|e| match e {
+    let delivery = crate::delivery::start(config, clock.clone(), metered.clone()).map_err(|e| match e {
         crate::delivery::DeliveryError::Outbox { path, error } => StartupError::Outbox { path, error },
         crate::delivery::DeliveryError::Setup(e) => StartupError::Delivery(e),
     })?;
@@ -166,13 +183,14 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     }
 
     let ports = EnginePorts {
-        users: store.clone(),
-        sessions: store.clone(),
-        devices: store.clone(),
-        audit: store.clone(),
+        users: metered.clone(),
+        sessions: metered.clone(),
+        devices: metered.clone(),
+        audit: metered.clone(),
         limiter,
         notifier: Arc::new(delivery.clone()),
     };
+    let started_at = clock.now();
     let engine = Engine::start(engine_config(config)?, Keys::from_master(&secrets.master), clock, normalizer, ports)
         .await
         .map_err(|e| StartupError::Engine(e.to_string()))?;
@@ -182,6 +200,8 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     let delivery_check = delivery.clone();
     let readiness: Vec<ReadinessCheck> = vec![
         ("store", Arc::new(move || store_check.check().map_err(|e| e.to_string()))),
+        // The in-process limiter is memory in this process: it cannot be unreachable.
+        ("limiter", Arc::new(|| Ok(()))),
         ("delivery", Arc::new(move || delivery_check.check())),
     ];
     let app = Arc::new(App {
@@ -193,7 +213,16 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         admin_token: secrets.admin_token.clone(),
         readiness,
         delivery: Some(delivery.clone()),
+        observe: crate::metrics::Observe {
+            prometheus,
+            http: crate::metrics::HttpMetrics::new(),
+            census: Some(metered.clone()),
+            metrics_on_main: config.admin.metrics_on_main,
+            started_at,
+        },
     });
+    // Ends by itself once the app is dropped (the node stopped).
+    crate::metrics::spawn_refresher(&app, config.admin.refresh_interval.0);
     Ok(Assembly { app, engine, store, outbox_path, delivery, admin_token: secrets.admin_token })
 }
 
@@ -209,7 +238,30 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     };
     let addr = listener.local_addr().map_err(|error| StartupError::Listen { addr: config.http.listen, error })?;
 
+    let admin_listener = match config.admin.listen {
+        Some(admin_addr) => match TcpListener::bind(admin_addr).await {
+            Ok(l) => Some(l),
+            Err(error) => {
+                assembly.shutdown().await;
+                return Err(StartupError::Listen { addr: admin_addr, error });
+            }
+        },
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+
     let Assembly { app, engine, store, outbox_path, delivery, admin_token } = assembly;
+    let admin = admin_listener.map(|listener| {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = app.clone();
+        let serving = tokio::spawn(async move {
+            crate::http::serve_admin(listener, app, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        (stop, serving)
+    });
     let (stop, stopped) = oneshot::channel::<()>();
     let http = config.http.clone();
     let serving = tokio::spawn(async move {
@@ -232,8 +284,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         store = %config.store_path().display(),
         "otpd node listening"
     );
+    if let Some(admin_addr) = admin_addr {
+        tracing::info!(addr = %admin_addr, "admin listener (metrics, health, admin API)");
+    }
     crate::delivery::log_routes(&config);
-    Ok(Node { addr, engine, outbox_path, delivery, admin_token, store, stop: Some(stop), serving })
+    Ok(Node { addr, admin_addr, engine, outbox_path, delivery, admin_token, store, stop: Some(stop), serving, admin })
 }
 
 /// Runs a node with the system clock until `signal` completes.

@@ -15,8 +15,9 @@ use crate::device_key::{DeviceKey, KeyAlgorithm};
 use crate::identifier::Identifier;
 use crate::keys::IdentHash;
 use crate::ports::{
-    AuditEvent, AuditLog, AuditOutcome, AuthMethod, Device, DeviceId, DeviceStore, InsertDevice, InsertUser, Platform,
-    RETIRED_REFRESH_DIGESTS, RevokeReason, Rotation, Session, SessionId, SessionStore, User, UserId, UserStore,
+    AuditEvent, AuditLog, AuditOutcome, AuthMethod, Census, CensusSource, Device, DeviceId, DeviceStore, InsertDevice,
+    InsertUser, Platform, RETIRED_REFRESH_DIGESTS, RevokeReason, Rotation, Session, SessionId, SessionStore, User,
+    UserId, UserStore,
 };
 
 fn user(n: u8, at: Timestamp) -> User {
@@ -316,4 +317,73 @@ pub async fn audit_log(log: Arc<dyn AuditLog>) {
     assert_eq!(log.by_trace("trace-x", 10).await.unwrap().len(), 1);
     assert!(log.by_trace("trace-", 10).await.unwrap().is_empty(), "trace ids match exactly, not by prefix");
     assert!(log.by_identifier(&IdentHash([0; 16]), 10).await.unwrap().is_empty());
+}
+
+/// The census of a store that may still be counting what it held when it opened.
+pub async fn settled_census<S: CensusSource + ?Sized>(store: &S, now: Timestamp) -> Census {
+    for _ in 0..1000 {
+        if let Some(c) = store.census(now).await.unwrap() {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the census never finished counting");
+}
+
+/// Census: users, verified users and active sessions follow inserts, verification,
+/// revocations and expiry (within a minute), for a fresh, empty store. `now` only moves
+/// forward, as a clock does.
+pub async fn census<S: UserStore + SessionStore + CensusSource>(store: Arc<S>) {
+    let t = Timestamp::from_millis(1_700_000_000_000);
+    let later = move |s: u64| t.plus(Duration::from_secs(s));
+    assert_eq!(settled_census(&*store, t).await, Census::default(), "an empty store counts nothing");
+
+    let users: Vec<User> = (101..104).map(|n| user(n, t)).collect();
+    for u in &users {
+        assert_eq!(store.insert_user(u).await.unwrap(), InsertUser::Inserted);
+    }
+    assert_eq!(store.insert_user(&user(101, t)).await.unwrap(), InsertUser::Exists(Box::new(users[0].clone())));
+    let mut verified = users[1].clone();
+    verified.verified = true;
+    store.update_user(&verified).await.unwrap();
+    verified.first_name = "Renamed".into();
+    store.update_user(&verified).await.unwrap();
+    let c = store.census(t).await.unwrap().unwrap();
+    assert_eq!((c.users, c.verified_users), (3, 1), "a duplicate and a second update count nothing");
+
+    // Three sessions: two expire after an hour, one after two hours.
+    let (a, b) = (users[0].id, users[1].id);
+    let s1 = session(a, 31, AuthMethod::Otp, t);
+    let mut s2 = session(a, 32, AuthMethod::Otp, t);
+    s2.expires_at = later(7200);
+    let s3 = session(b, 33, AuthMethod::Otp, t);
+    for s in [&s1, &s2, &s3] {
+        store.insert_session(s).await.unwrap();
+    }
+    assert_eq!(store.census(later(1)).await.unwrap().unwrap().active_sessions, 3);
+    assert!(matches!(store.rotate_refresh(s2.id, &[32; 32], &[34; 32], later(2)).await.unwrap(), Rotation::Rotated(_)));
+    assert_eq!(store.census(later(2)).await.unwrap().unwrap().active_sessions, 3, "a rotation keeps the session");
+    assert!(store.revoke_session(s1.id, RevokeReason::Logout, later(3)).await.unwrap());
+    assert!(!store.revoke_session(s1.id, RevokeReason::Logout, later(4)).await.unwrap());
+    assert_eq!(store.census(later(4)).await.unwrap().unwrap().active_sessions, 2, "a revocation counts once");
+    assert_eq!(store.revoke_user_sessions(b, None, RevokeReason::LogoutAll, later(5)).await.unwrap(), 1);
+    assert_eq!(store.census(later(5)).await.unwrap().unwrap().active_sessions, 1);
+    // s2 expires at two hours: counted a minute before, not a minute after.
+    assert_eq!(store.census(later(7200 - 60)).await.unwrap().unwrap().active_sessions, 1);
+    let c = store.census(later(7200 + 60)).await.unwrap().unwrap();
+    assert_eq!(c, Census { users: 3, verified_users: 1, active_sessions: 0 }, "expiry needs no write");
+
+    // A reused refresh token revokes its session.
+    let s4 = session(b, 40, AuthMethod::Otp, later(7300));
+    store.insert_session(&s4).await.unwrap();
+    assert!(matches!(
+        store.rotate_refresh(s4.id, &[40; 32], &[41; 32], later(7301)).await.unwrap(),
+        Rotation::Rotated(_)
+    ));
+    assert_eq!(store.census(later(7301)).await.unwrap().unwrap().active_sessions, 1);
+    assert!(matches!(
+        store.rotate_refresh(s4.id, &[40; 32], &[42; 32], later(7302)).await.unwrap(),
+        Rotation::Reused(_)
+    ));
+    assert_eq!(store.census(later(7302)).await.unwrap().unwrap().active_sessions, 0);
 }

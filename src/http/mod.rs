@@ -20,13 +20,31 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use routes::App;
+pub use routes::{App, Listener};
 
 /// Serves `listener` until `shutdown` completes, then lets open requests finish (up to
 /// `drain`) before returning. At most `max_connections` connections are served at once; the
 /// rest wait in the kernel's accept queue.
 pub async fn serve(
     listener: TcpListener,
+    app: Arc<App>,
+    max_connections: usize,
+    header_read_timeout: Duration,
+    drain: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_on(listener, Listener::Main, app, max_connections, header_read_timeout, drain, shutdown).await
+}
+
+/// [`serve`] for the admin listener: only `/metrics`, `/health/*` and `/v1/admin/*`.
+pub async fn serve_admin(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    // A handful of scrapers and operators: a small cap, short timeouts.
+    serve_on(listener, Listener::Admin, app, 64, Duration::from_secs(5), Duration::from_secs(2), shutdown).await
+}
+
+async fn serve_on(
+    listener: TcpListener,
+    kind: Listener,
     app: Arc<App>,
     max_connections: usize,
     header_read_timeout: Duration,
@@ -54,10 +72,16 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let open = app.observe.http.connection(kind == Listener::Admin);
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(routes::handle(app, req, peer).await) }
+            async move {
+                Ok::<_, Infallible>(match kind {
+                    Listener::Main => routes::handle(app, req, peer).await,
+                    Listener::Admin => routes::handle_admin(app, req, peer).await,
+                })
+            }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -67,7 +91,7 @@ pub async fn serve(
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _ = conn.await;
-            drop(permit);
+            drop((permit, open));
         });
     }
     drop(listener);

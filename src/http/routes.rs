@@ -10,8 +10,13 @@
 //! | `GET /v1/me` | [`me`] |
 //! | sessions (`/v1/token/refresh`, `/v1/logout`, `/v1/logout/all`, `/v1/sessions`) and devices (`/v1/devices…`, `/v1/device-login/…`) | [`super::account`] |
 //! | `GET /.well-known/jwks.json` | the token service's JWKS |
-//! | `GET /health/live`, `GET /health/ready` | [`ready`] (checks, and each delivery provider's breaker) |
+//! | `GET /health/live`, `GET /health/ready` | [`readiness`] (checks, and each delivery provider's breaker) |
+//! | `GET /metrics` | [`metrics`] (Prometheus text; also on the admin listener) |
 //! | `GET /v1/admin/audit` | [`admin_audit`] (admin token) |
+//! | `GET /v1/admin/stats` | [`admin_stats`] (admin token) |
+//!
+//! Every request's route template, method, status class and latency are counted
+//! ([`crate::metrics::HttpMetrics`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use hyper::header::{
 };
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
-use otpd_actors::dispatch::DispatchHandle;
+use otpd_actors::dispatch::{BreakerState, DispatchHandle};
 use otpd_actors::identifier::Identifier;
 use otpd_actors::{Api, Engine, EngineError, Registration, RequestContext};
 use serde::Serialize;
@@ -49,6 +54,8 @@ pub struct App {
     pub readiness: Vec<ReadinessCheck>,
     /// Each delivery provider's circuit breaker, shown by `/health/ready`.
     pub delivery: Option<DispatchHandle>,
+    /// Metrics, census and the operations endpoints' settings.
+    pub observe: crate::metrics::Observe,
 }
 
 pub(super) type Resp = Response<Full<Bytes>>;
@@ -66,22 +73,58 @@ impl<T> RequestBody for T where
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Entry point for every request.
+/// Which listener a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// `http.listen`: the API (and `/metrics` unless `admin.metrics_on_main = false`).
+    Main,
+    /// `admin.listen`: only `/metrics`, `/health/*` and `/v1/admin/*`.
+    Admin,
+}
+
+/// Entry point for every request on the main listener.
 pub async fn handle<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketAddr) -> Resp {
+    handle_on(app, req, peer, Listener::Main).await
+}
+
+/// Entry point for every request on the admin listener.
+pub async fn handle_admin<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketAddr) -> Resp {
+    handle_on(app, req, peer, Listener::Admin).await
+}
+
+async fn handle_on<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketAddr, listener: Listener) -> Resp {
+    let observed = app.observe.http.begin(req.method(), req.uri().path());
     let (parts, body) = req.into_parts();
     let ctx = RequestContext {
         trace_id: request_id(&parts.headers),
         client_ip: Some(client_ip(&app.trusted_proxies, peer.ip(), &parts.headers)),
         user_agent: user_agent(&parts.headers),
     };
-    let result = route(&app, &ctx, &parts, body).await;
+    let result = route(&app, &ctx, &parts, body, listener).await;
     let mut resp = result.unwrap_or_else(|e| e.into_response(&ctx.trace_id));
     decorate(&mut resp, &ctx.trace_id);
+    let (route, method, status) = (observed.route(), observed.method(), resp.status().as_u16());
+    let took = observed.finish(resp.status());
+    tracing::debug!(route, method, status, micros = took.as_micros() as u64, "request answered");
     resp
 }
 
-async fn route<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
+/// The paths the admin listener serves.
+fn is_ops_path(path: &str) -> bool {
+    matches!(path, "/metrics" | "/health/live" | "/health/ready" | "/v1/admin/audit" | "/v1/admin/stats")
+}
+
+async fn route<B: RequestBody>(
+    app: &App,
+    ctx: &RequestContext,
+    parts: &Parts,
+    body: B,
+    listener: Listener,
+) -> Result<Resp, ApiError> {
     let path = parts.uri.path();
+    if listener == Listener::Admin && !is_ops_path(path) {
+        return Err(ApiError::not_found());
+    }
     let post_api = match path {
         "/v1/register" => Some(Api::Register),
         "/v1/register/verify" => Some(Api::RegisterVerify),
@@ -128,11 +171,20 @@ async fn route<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, b
         }
         "/health/ready" => {
             get_only(parts)?;
-            Ok(ready(app))
+            let (ready, body) = readiness(app);
+            Ok(json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body))
+        }
+        "/metrics" if listener == Listener::Admin || app.observe.metrics_on_main => {
+            get_only(parts)?;
+            metrics(app)
         }
         "/v1/admin/audit" => {
             get_only(parts)?;
             admin_audit(app, parts).await
+        }
+        "/v1/admin/stats" => {
+            get_only(parts)?;
+            admin_stats(app, parts).await
         }
         _ => Err(ApiError::not_found()),
     }
@@ -221,13 +273,23 @@ async fn me(app: &App, ctx: &RequestContext, parts: &Parts) -> Result<Resp, ApiE
     ))
 }
 
-fn ready(app: &App) -> Resp {
+/// Runs every readiness check and reads each provider's breaker; sets `otpd_ready` and
+/// `otpd_dependency_up`. Ready means every check passes: the store answers a read, the
+/// limiter answers, and each channel has a provider whose breaker is not open (one provider
+/// down with a working failover is shown `down` under `providers` but does not make the node
+/// unready).
+pub fn readiness(app: &App) -> (bool, serde_json::Value) {
     let mut all_ok = true;
     let mut checks = serde_json::Map::new();
     for (name, check) in &app.readiness {
         let started = std::time::Instant::now();
         let result = check();
         all_ok &= result.is_ok();
+        metrics::gauge!(crate::metrics::DEPENDENCY_UP, "dependency" => *name).set(if result.is_ok() {
+            1.0
+        } else {
+            0.0
+        });
         let mut entry = serde_json::json!({
             "status": if result.is_ok() { "up" } else { "down" },
             "latency_ms": started.elapsed().as_secs_f64() * 1000.0,
@@ -237,16 +299,17 @@ fn ready(app: &App) -> Resp {
         }
         checks.insert((*name).to_owned(), entry);
     }
-    let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    metrics::gauge!(crate::metrics::READY).set(if all_ok { 1.0 } else { 0.0 });
     let mut body = serde_json::json!({ "status": if all_ok { "ready" } else { "not_ready" }, "checks": checks });
     if let Some(delivery) = &app.delivery {
         body["providers"] = providers(delivery);
     }
-    json(status, &body)
+    (all_ok, body)
 }
 
-/// `{"twilio": {"breaker": "open", "routes": ["sms:primary"], "consecutive_failures": 5,
-/// "retry_in_ms": 12000, "in_flight": 0}, …}`
+/// `{"twilio": {"status": "down", "breaker": "open", "routes": ["sms:primary"],
+/// "consecutive_failures": 5, "retry_in_ms": 12000, "in_flight": 0, "latency_ms": 431.5}, …}`;
+/// `latency_ms` is the provider's latest call (`null` before the first).
 fn providers(delivery: &DispatchHandle) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for p in delivery.health() {
@@ -256,6 +319,8 @@ fn providers(delivery: &DispatchHandle) -> serde_json::Value {
             .map(|(channel, rank)| format!("{}:{}", channel.as_str(), if *rank == 0 { "primary" } else { "secondary" }))
             .collect();
         let mut entry = serde_json::json!({
+            "status": if p.breaker == BreakerState::Open { "down" } else { "up" },
+            "latency_ms": p.last_call.map(|d| d.as_secs_f64() * 1000.0),
             "breaker": p.breaker.as_str(),
             "routes": routes,
             "consecutive_failures": p.consecutive_failures,
@@ -271,10 +336,7 @@ fn providers(delivery: &DispatchHandle) -> serde_json::Value {
 
 /// `GET /v1/admin/audit?identifier=…|trace_id=…&limit=…` for `otpd audit` while the node runs.
 async fn admin_audit(app: &App, parts: &Parts) -> Result<Resp, ApiError> {
-    let token = bearer(&parts.headers).ok_or_else(ApiError::missing_token)?;
-    if !bool::from(token.as_bytes().ct_eq(app.admin_token.as_bytes())) {
-        return Err(ApiError::forbidden("the admin token is not valid"));
-    }
+    check_admin(app, parts)?;
     let mut identifier = None;
     let mut trace_id = None;
     let mut limit = 100usize;
@@ -298,6 +360,54 @@ async fn admin_audit(app: &App, parts: &Parts) -> Result<Resp, ApiError> {
     }
     .map_err(|e| ApiError::from(EngineError::Unavailable(e.to_string())))?;
     let body = wire::AuditListResponse { events: events.iter().map(wire::AuditView::from).collect() };
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// The admin token, compared in constant time.
+fn check_admin(app: &App, parts: &Parts) -> Result<(), ApiError> {
+    let token = bearer(&parts.headers).ok_or_else(ApiError::missing_token)?;
+    if !bool::from(token.as_bytes().ct_eq(app.admin_token.as_bytes())) {
+        return Err(ApiError::forbidden("the admin token is not valid"));
+    }
+    Ok(())
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+fn metrics(app: &App) -> Result<Resp, ApiError> {
+    let handle = app.observe.prometheus.as_ref().ok_or_else(|| {
+        ApiError::from(EngineError::Unavailable("another metrics recorder is installed in this process".into()))
+    })?;
+    let mut resp = bytes_response(StatusCode::OK, Bytes::from(handle.render()));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(resp)
+}
+
+/// `GET /v1/admin/stats`: users, sessions, one-time codes, challenges and delivery since start.
+async fn admin_stats(app: &App, parts: &Parts) -> Result<Resp, ApiError> {
+    check_admin(app, parts)?;
+    if let Some((k, _)) = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).next() {
+        return Err(ApiError::invalid_request(format!("unknown query parameter {k:?}")));
+    }
+    let now = app.engine.now();
+    let census = match &app.observe.census {
+        Some(c) => c.census(now).await.map_err(|e| ApiError::from(EngineError::Unavailable(e.to_string())))?,
+        None => None,
+    };
+    let shards = app.engine.shard_stats().await;
+    let body = wire::AdminStatsResponse {
+        at: wire::rfc3339(now),
+        uptime_s: now.since(app.observe.started_at).as_secs(),
+        users: census.map(|c| wire::UserCounts { total: c.users, verified: c.verified_users }),
+        sessions: census.map(|c| wire::SessionCounts { active: c.active_sessions }),
+        otp: app.engine.otp_stats().into(),
+        challenges: wire::ChallengeCounts {
+            shards: shards.len(),
+            live: shards.iter().map(|s| s.challenges).sum(),
+            pending: shards.iter().map(|s| s.pending).sum(),
+            shard_restarts: app.engine.shard_restarts().await.ok(),
+        },
+        delivery: app.delivery.as_ref().map(|d| d.stats().into()),
+    };
     Ok(json(StatusCode::OK, &body))
 }
 

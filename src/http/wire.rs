@@ -2,12 +2,15 @@
 //!
 //! Request types refuse unknown fields; every string is bounded before it reaches the engine.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
 use otpd_actors::challenge::Purpose;
 use otpd_actors::clock::Timestamp;
 use otpd_actors::device_key::{KeyInput, NONCE_HEX_LEN, Nonce};
+use otpd_actors::dispatch::DispatchStats;
 use otpd_actors::identifier::Identifier;
+use otpd_actors::metrics::OtpStats;
 use otpd_actors::ports::{AuditEvent, AuthMethod, Device, DeviceId, Platform, Session, SessionId, User};
 use otpd_actors::{EngineError, SendReceipt};
 use serde::{Deserialize, Serialize};
@@ -463,6 +466,121 @@ pub struct SessionListResponse {
 #[derive(Debug, Serialize)]
 pub struct LogoutAllResponse {
     pub revoked: usize,
+}
+
+/// `GET /v1/admin/stats`.
+#[derive(Debug, Serialize)]
+pub struct AdminStatsResponse {
+    /// When the stats were taken (the node's clock).
+    pub at: String,
+    pub uptime_s: u64,
+    /// `null` while the store is still counting (just after start).
+    pub users: Option<UserCounts>,
+    pub sessions: Option<SessionCounts>,
+    pub otp: OtpCounts,
+    pub challenges: ChallengeCounts,
+    pub delivery: Option<DeliveryCounts>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserCounts {
+    pub total: u64,
+    pub verified: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionCounts {
+    pub active: u64,
+}
+
+/// One-time-code counters since the node started.
+#[derive(Debug, Serialize)]
+pub struct OtpCounts {
+    /// purpose → channel → codes handed to delivery.
+    pub issued: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    pub resends: BTreeMap<&'static str, u64>,
+    /// purpose → verdict → count.
+    pub verifications: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
+    pub enumeration_safe_responses: BTreeMap<&'static str, u64>,
+}
+
+impl From<OtpStats> for OtpCounts {
+    fn from(s: OtpStats) -> Self {
+        OtpCounts {
+            issued: s.issued,
+            resends: s.resends,
+            verifications: s.verifications,
+            enumeration_safe_responses: s.enumeration_safe,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChallengeCounts {
+    pub shards: usize,
+    /// Held in memory (pending, answered or expired awaiting reclaim).
+    pub live: usize,
+    pub pending: usize,
+    /// `null` if the supervisor did not answer in time.
+    pub shard_restarts: Option<u64>,
+}
+
+/// The dispatcher's counters since start.
+#[derive(Debug, Serialize)]
+pub struct DeliveryCounts {
+    pub accepted: u64,
+    pub refused: u64,
+    pub delivered: u64,
+    pub given_up: u64,
+    pub expired: u64,
+    pub attempts: u64,
+    pub retries: u64,
+    pub failovers: u64,
+    pub queued: usize,
+    pub restarts: u64,
+    pub providers: BTreeMap<String, ProviderCounts>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProviderCounts {
+    pub calls: u64,
+    pub messages: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub rejected: u64,
+    pub breaker_opened: u64,
+}
+
+impl From<DispatchStats> for DeliveryCounts {
+    fn from(s: DispatchStats) -> Self {
+        DeliveryCounts {
+            accepted: s.accepted,
+            refused: s.refused,
+            delivered: s.delivered,
+            given_up: s.given_up,
+            expired: s.expired,
+            attempts: s.attempts,
+            retries: s.retries,
+            failovers: s.failovers,
+            queued: s.queued,
+            restarts: s.restarts,
+            providers: s
+                .providers
+                .into_iter()
+                .map(|p| {
+                    let counts = ProviderCounts {
+                        calls: p.calls,
+                        messages: p.messages,
+                        delivered: p.delivered,
+                        failed: p.failed,
+                        rejected: p.rejected,
+                        breaker_opened: p.breaker_opened,
+                    };
+                    (p.name, counts)
+                })
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]

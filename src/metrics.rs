@@ -1,0 +1,440 @@
+//! Metrics of the front end and the node, the whole catalogue, and the Prometheus recorder.
+//!
+//! * Names recorded by this crate are the `const`s below; [`CATALOGUE`] describes them and
+//!   [`all`] adds the engine's ([`otpd_actors::metrics::CATALOGUE`]). README.md's metric
+//!   catalogue, `deploy/`'s dashboard and alert rules are checked against [`all`] by tests.
+//! * [`install`] builds the Prometheus recorder once per process (without its own HTTP
+//!   listener: `GET /metrics` renders from the handle), with bucket bounds per histogram from
+//!   the catalogue, and registers every `# HELP` text. It must run before any handle is
+//!   created (handles taken earlier are no-ops); [`crate::server::assemble`] calls it first.
+//! * [`HttpMetrics`]: per-request handles, created on first use per (route template, method,
+//!   status class) and cached, so a request never builds a label set.
+//! * [`spawn_refresher`]: the gauges that are sampled rather than counted (users, sessions,
+//!   live challenges, breaker states, readiness), every `admin.refresh_interval`.
+//!
+//! Labels never carry an unbounded value: routes are templates (`/v1/devices/{id}`, and
+//! `other` for any path that is not a route), methods one of eight, statuses a class.
+
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use otpd_actors::clock::Timestamp;
+use otpd_actors::metrics::{Kind, LATENCY_BUCKETS, MetricDef};
+use otpd_actors::ports::{CensusSource, StoreError};
+use tokio::task::JoinHandle;
+
+use crate::http::App;
+
+/// HTTP requests answered.
+pub const HTTP_REQUESTS: &str = "otpd_http_requests_total";
+/// Time from a request's head to its response.
+pub const HTTP_DURATION: &str = "otpd_http_request_duration_seconds";
+/// Requests being handled.
+pub const HTTP_IN_FLIGHT: &str = "otpd_http_requests_in_flight";
+/// Requests refused for their body (too large, too slow).
+pub const HTTP_BODY_REJECTIONS: &str = "otpd_http_body_rejections_total";
+/// Open client connections.
+pub const HTTP_CONNECTIONS: &str = "otpd_http_connections_open";
+/// Records per durable commit of the embedded store.
+pub const STORE_GROUP_COMMIT_BATCH: &str = "otpd_store_group_commit_batch_size";
+/// Duration of the embedded store's durable commits.
+pub const STORE_COMMIT_DURATION: &str = "otpd_store_commit_duration_seconds";
+/// Accounts.
+pub const USERS: &str = "otpd_users";
+/// Accounts that finished registration.
+pub const USERS_VERIFIED: &str = "otpd_users_verified";
+/// Sessions neither revoked nor expired.
+pub const SESSIONS_ACTIVE: &str = "otpd_sessions_active";
+/// 1 when `GET /health/ready` would answer 200.
+pub const READY: &str = "otpd_ready";
+/// 1 per readiness check that passes.
+pub const DEPENDENCY_UP: &str = "otpd_dependency_up";
+/// Constant 1, labelled with the version.
+pub const BUILD_INFO: &str = "otpd_build_info";
+/// When the process started.
+pub const START_TIME: &str = "otpd_start_time_seconds";
+
+/// Every metric this crate records.
+pub const CATALOGUE: &[MetricDef] = &[
+    MetricDef {
+        name: HTTP_REQUESTS,
+        kind: Kind::Counter,
+        labels: &["route", "method", "status"],
+        buckets: &[],
+        help: "HTTP requests answered, by route template (other for unknown paths), method and status class (2xx, 4xx, ...)",
+    },
+    MetricDef {
+        name: HTTP_DURATION,
+        kind: Kind::Histogram,
+        labels: &["route"],
+        buckets: LATENCY_BUCKETS,
+        help: "Time from a request's head to its response, in seconds, by route template",
+    },
+    MetricDef {
+        name: HTTP_IN_FLIGHT,
+        kind: Kind::Gauge,
+        labels: &[],
+        buckets: &[],
+        help: "HTTP requests being handled now",
+    },
+    MetricDef {
+        name: HTTP_BODY_REJECTIONS,
+        kind: Kind::Counter,
+        labels: &["route", "reason"],
+        buckets: &[],
+        help: "Requests refused for their body, by route and reason: too_large (413, over http.max_body_bytes), too_slow (408)",
+    },
+    MetricDef {
+        name: HTTP_CONNECTIONS,
+        kind: Kind::Gauge,
+        labels: &["listener"],
+        buckets: &[],
+        help: "Open client connections, by listener (main, admin); the main listener holds at most http.max_connections",
+    },
+    MetricDef {
+        name: STORE_GROUP_COMMIT_BATCH,
+        kind: Kind::Histogram,
+        labels: &[],
+        buckets: otpd_actors::metrics::BATCH_BUCKETS,
+        help: "Writes committed together in one fsync by the embedded store's writer",
+    },
+    MetricDef {
+        name: STORE_COMMIT_DURATION,
+        kind: Kind::Histogram,
+        labels: &[],
+        buckets: LATENCY_BUCKETS,
+        help: "Duration of the embedded store's durable commits (apply a batch, fsync), in seconds",
+    },
+    MetricDef {
+        name: USERS,
+        kind: Kind::Gauge,
+        labels: &[],
+        buckets: &[],
+        help: "Accounts in the store, verified or not (refreshed every admin.refresh_interval)",
+    },
+    MetricDef {
+        name: USERS_VERIFIED,
+        kind: Kind::Gauge,
+        labels: &[],
+        buckets: &[],
+        help: "Accounts that finished registration (refreshed every admin.refresh_interval)",
+    },
+    MetricDef {
+        name: SESSIONS_ACTIVE,
+        kind: Kind::Gauge,
+        labels: &[],
+        buckets: &[],
+        help: "Sessions neither revoked nor expired (refreshed every admin.refresh_interval)",
+    },
+    MetricDef {
+        name: READY,
+        kind: Kind::Gauge,
+        labels: &[],
+        buckets: &[],
+        help: "1 when GET /health/ready answers 200, 0 when it answers 503 (refreshed every admin.refresh_interval and on each readiness request)",
+    },
+    MetricDef {
+        name: DEPENDENCY_UP,
+        kind: Kind::Gauge,
+        labels: &["dependency"],
+        buckets: &[],
+        help: "1 per readiness check that passes, 0 per check that fails: store, limiter, delivery",
+    },
+    MetricDef {
+        name: BUILD_INFO,
+        kind: Kind::Gauge,
+        labels: &["version"],
+        buckets: &[],
+        help: "Always 1; the version label says which otpd runs",
+    },
+    MetricDef {
+        name: START_TIME,
+        kind: Kind::Gauge,
+        labels: &[],
+        buckets: &[],
+        help: "When the process started, in seconds since the Unix epoch",
+    },
+];
+
+/// The whole catalogue: this crate's metrics, then the engine's.
+pub fn all() -> impl Iterator<Item = &'static MetricDef> {
+    CATALOGUE.iter().chain(otpd_actors::metrics::CATALOGUE)
+}
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder as the process's `metrics` recorder (once; later calls
+/// return the same handle). `None` if another recorder was installed first (by a program
+/// embedding otpd): then `/metrics` answers 503.
+pub fn install() -> Option<PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let mut builder = PrometheusBuilder::new();
+            for def in all().filter(|d| d.kind == Kind::Histogram) {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(def.name.to_owned()), def.buckets)
+                    .expect("the catalogue gives every histogram its buckets");
+            }
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    otpd_actors::metrics::describe(CATALOGUE);
+                    otpd_actors::metrics::describe(otpd_actors::metrics::CATALOGUE);
+                    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+                    gauge!(START_TIME).set(Timestamp::system_now().as_millis() as f64 / 1000.0);
+                    // Present (0) from the start, so alerts on it see a series.
+                    otpd_actors::metrics::set_redis_fallback_active(false);
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a metrics recorder was already installed; /metrics will answer 503");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// The route templates the `route` label takes; index 0 is any other path.
+pub const ROUTES: &[&str] = &[
+    "other",
+    "/v1/register",
+    "/v1/register/verify",
+    "/v1/login",
+    "/v1/login/verify",
+    "/v1/otp/resend",
+    "/v1/me",
+    "/v1/token/refresh",
+    "/v1/logout",
+    "/v1/logout/all",
+    "/v1/sessions",
+    "/v1/devices",
+    "/v1/devices/{id}",
+    "/v1/device-login/challenge",
+    "/v1/device-login/verify",
+    "/.well-known/jwks.json",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+    "/v1/admin/audit",
+    "/v1/admin/stats",
+];
+
+/// The `route` label of a path: its template, or `other`.
+pub fn route_index(path: &str) -> usize {
+    if path.starts_with("/v1/devices/") {
+        return 12;
+    }
+    ROUTES.iter().position(|r| *r == path).unwrap_or(0)
+}
+
+const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn method_index(method: &Method) -> usize {
+    match *method {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::PATCH => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
+fn class_index(status: StatusCode) -> usize {
+    (status.as_u16() / 100).clamp(1, 5) as usize - 1
+}
+
+/// The front end's handles. Counters and histograms of a label combination are registered
+/// the first time it occurs, then read from a `OnceLock` (one atomic load).
+pub struct HttpMetrics {
+    requests: Vec<OnceLock<Counter>>,
+    durations: Vec<OnceLock<Histogram>>,
+    in_flight: Gauge,
+    connections: [Gauge; 2],
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpMetrics {
+    pub fn new() -> Self {
+        HttpMetrics {
+            requests: (0..ROUTES.len() * METHODS.len() * CLASSES.len()).map(|_| OnceLock::new()).collect(),
+            durations: (0..ROUTES.len()).map(|_| OnceLock::new()).collect(),
+            in_flight: gauge!(HTTP_IN_FLIGHT),
+            connections: ["main", "admin"].map(|l| gauge!(HTTP_CONNECTIONS, "listener" => l)),
+        }
+    }
+
+    /// A request arrived: counts it in flight until the returned guard is dropped.
+    pub fn begin(&self, method: &Method, path: &str) -> InFlight<'_> {
+        self.in_flight.increment(1.0);
+        InFlight { metrics: self, route: route_index(path), method: method_index(method), started: Instant::now() }
+    }
+
+    /// A connection opened on the main (`admin = false`) or admin listener; closed when the
+    /// guard is dropped.
+    pub fn connection(&self, admin: bool) -> ConnectionGuard {
+        let gauge = self.connections[usize::from(admin)].clone();
+        gauge.increment(1.0);
+        ConnectionGuard(gauge)
+    }
+}
+
+/// A request being handled (see [`HttpMetrics::begin`]).
+pub struct InFlight<'a> {
+    metrics: &'a HttpMetrics,
+    route: usize,
+    method: usize,
+    started: Instant,
+}
+
+impl InFlight<'_> {
+    /// The request's route template.
+    pub fn route(&self) -> &'static str {
+        ROUTES[self.route]
+    }
+
+    /// The request's method as the `method` label names it.
+    pub fn method(&self) -> &'static str {
+        METHODS[self.method]
+    }
+
+    /// Counts the answer and its latency; returns the latency.
+    pub fn finish(self, status: StatusCode) -> Duration {
+        let took = self.started.elapsed();
+        let m = self.metrics;
+        let (route, method, class) = (self.route, self.method, class_index(status));
+        let i = (route * METHODS.len() + method) * CLASSES.len() + class;
+        m.requests[i]
+            .get_or_init(|| {
+                counter!(HTTP_REQUESTS, "route" => ROUTES[route], "method" => METHODS[method], "status" => CLASSES[class])
+            })
+            .increment(1);
+        m.durations[route]
+            .get_or_init(|| histogram!(HTTP_DURATION, "route" => ROUTES[route]))
+            .record(took.as_secs_f64());
+        let reason = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => Some("too_large"),
+            StatusCode::REQUEST_TIMEOUT => Some("too_slow"),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            // Rare: a body the node refused. No cache needed.
+            counter!(HTTP_BODY_REJECTIONS, "route" => ROUTES[route], "reason" => reason).increment(1);
+        }
+        took
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.metrics.in_flight.decrement(1.0);
+    }
+}
+
+/// An open connection (see [`HttpMetrics::connection`]).
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// What the operations endpoints need beside the engine: the recorder's handle, the HTTP
+/// handles, the store's census.
+pub struct Observe {
+    /// Renders `GET /metrics`; `None` when another recorder was installed.
+    pub prometheus: Option<PrometheusHandle>,
+    pub http: HttpMetrics,
+    /// Users and sessions for the gauges and `GET /v1/admin/stats`.
+    pub census: Option<Arc<dyn CensusSource>>,
+    /// Whether the main listener serves `GET /metrics` (the admin listener always does).
+    pub metrics_on_main: bool,
+    /// When the node started (uptime in the admin stats).
+    pub started_at: Timestamp,
+}
+
+/// Sets the census gauges; `Ok(None)` while the store is still counting.
+async fn refresh_census(app: &App) -> Result<(), StoreError> {
+    let Some(census) = &app.observe.census else { return Ok(()) };
+    if let Some(c) = census.census(app.engine.now()).await? {
+        gauge!(USERS).set(c.users as f64);
+        gauge!(USERS_VERIFIED).set(c.verified_users as f64);
+        gauge!(SESSIONS_ACTIVE).set(c.active_sessions as f64);
+    }
+    Ok(())
+}
+
+/// Samples every gauge that is not counted on the way: users and sessions, live challenges,
+/// breaker states, readiness; and drains histogram samples into their buckets.
+pub async fn refresh(app: &App) {
+    app.engine.refresh_gauges().await;
+    if let Some(delivery) = &app.delivery {
+        delivery.refresh_gauges();
+    }
+    if let Err(e) = refresh_census(app).await {
+        tracing::warn!(error = %e, "could not count users and sessions for the gauges");
+    }
+    let _ = crate::http::routes::readiness(app);
+    if let Some(handle) = &app.observe.prometheus {
+        handle.run_upkeep();
+    }
+}
+
+/// Runs [`refresh`] every `every` until the app is dropped (the node stopped).
+pub fn spawn_refresher(app: &Arc<App>, every: Duration) -> JoinHandle<()> {
+    let weak: Weak<App> = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            refresh(&app).await;
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_templates_and_everything_else_is_other() {
+        assert_eq!(ROUTES[route_index("/v1/login")], "/v1/login");
+        assert_eq!(ROUTES[route_index("/v1/devices/0192f0c4-1c7e-7f00-8000-000000000000")], "/v1/devices/{id}");
+        assert_eq!(ROUTES[route_index("/v1/devices/+12025550123")], "/v1/devices/{id}");
+        assert_eq!(ROUTES[route_index("/v1/devices")], "/v1/devices");
+        assert_eq!(ROUTES[route_index("/+12025550123")], "other");
+        assert_eq!(ROUTES[route_index("/v1/login/")], "other");
+        assert_eq!(ROUTES[12], "/v1/devices/{id}");
+    }
+
+    #[test]
+    fn statuses_are_classes() {
+        assert_eq!(CLASSES[class_index(StatusCode::OK)], "2xx");
+        assert_eq!(CLASSES[class_index(StatusCode::SERVICE_UNAVAILABLE)], "5xx");
+        assert_eq!(CLASSES[class_index(StatusCode::CONTINUE)], "1xx");
+        assert_eq!(METHODS[method_index(&Method::from_bytes(b"BREW").unwrap())], "other");
+    }
+
+    #[test]
+    fn the_catalogue_names_each_metric_once() {
+        let mut names: Vec<&str> = all().map(|d| d.name).collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}
