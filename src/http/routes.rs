@@ -15,7 +15,8 @@
 //! | `GET /v1/admin/audit` | [`admin_audit`] (admin token) |
 //! | `GET /v1/admin/stats` | [`admin_stats`] (admin token) |
 //!
-//! Every request's route template, method, status class and latency are counted
+//! Every request runs with its `trace_id` in a task-local ([`crate::logging::with_trace_id`]),
+//! so every log line it causes names it; its route template, method, status class and latency are counted
 //! ([`crate::metrics::HttpMetrics`]).
 
 use std::net::{IpAddr, SocketAddr};
@@ -100,13 +101,17 @@ async fn handle_on<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketA
         client_ip: Some(client_ip(&app.trusted_proxies, peer.ip(), &parts.headers)),
         user_agent: user_agent(&parts.headers),
     };
-    let result = route(&app, &ctx, &parts, body, listener).await;
-    let mut resp = result.unwrap_or_else(|e| e.into_response(&ctx.trace_id));
-    decorate(&mut resp, &ctx.trace_id);
-    let (route, method, status) = (observed.route(), observed.method(), resp.status().as_u16());
-    let took = observed.finish(resp.status());
-    tracing::debug!(route, method, status, micros = took.as_micros() as u64, "request answered");
-    resp
+    // Every line logged while the request is handled carries its trace id.
+    crate::logging::with_trace_id(ctx.trace_id.clone(), async {
+        let result = route(&app, &ctx, &parts, body, listener).await;
+        let mut resp = result.unwrap_or_else(|e| e.into_response(&ctx.trace_id));
+        decorate(&mut resp, &ctx.trace_id);
+        let (route, method, status) = (observed.route(), observed.method(), resp.status().as_u16());
+        let took = observed.finish(resp.status());
+        tracing::debug!(route, method, status, micros = took.as_micros() as u64, "request answered");
+        resp
+    })
+    .await
 }
 
 /// The paths the admin listener serves.
