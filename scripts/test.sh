@@ -9,6 +9,10 @@ need_pkgs=()
 missing() { ! command -v "$1" >/dev/null 2>&1; }
 # python3 runs aiosmtpd, the real SMTP server of the e-mail delivery tests (installed below).
 if missing python3; then need_pkgs+=(python3 python3-aiosmtpd); fi
+# prometheus (with promtool) checks deploy/'s rules and config, lints /metrics, and scrapes a
+# running node; the tests start their own server on a free loopback port, not the package's
+# service.
+if missing promtool || missing prometheus; then need_pkgs+=(prometheus); fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

@@ -9,6 +9,7 @@ mod delivery;
 mod devices;
 mod fake_provider;
 mod flows;
+mod observability;
 mod process;
 mod sessions;
 mod smtp;

@@ -147,3 +147,121 @@ pub fn wrong_code(code: &str) -> String {
 pub fn phone(n: u32) -> String {
     format!("+1202{:03}{:04}", 200 + (n / 10_000) % 700, n % 10_000)
 }
+
+/// Runs the test `name` (as libtest names it, `module::function`) alone in a child process
+/// of this test binary and returns `false` once it passed there; in that child it returns
+/// `true`, and the test's body runs. Tests that read the process-wide metrics recorder use
+/// it, so the numbers they read are their own node's and no other test's.
+pub fn isolated(name: &str) -> bool {
+    isolated_stderr(name).is_none()
+}
+
+/// [`isolated`], returning the child's standard error (its log lines) to the parent:
+/// `None` in the child, which runs the test's body; `Some(stderr)` in the parent once the
+/// child passed.
+pub fn isolated_stderr(name: &str) -> Option<String> {
+    const VAR: &str = "OTPD_TEST_ISOLATED";
+    if std::env::var(VAR).is_ok_and(|v| v == name) {
+        return None;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(VAR, name)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{name} failed in its own process:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{name} did not run in its own process:\n{stdout}");
+    Some(stderr)
+}
+
+/// One sample of a Prometheus text exposition.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// A parsed `GET /metrics` answer.
+pub struct Exposition {
+    pub text: String,
+    pub samples: Vec<Sample>,
+}
+
+impl Exposition {
+    pub fn parse(text: String) -> Exposition {
+        let samples = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).map(parse_sample).collect();
+        Exposition { text, samples }
+    }
+
+    /// The samples named `name` whose labels include every pair of `labels`.
+    pub fn matching<'a>(&'a self, name: &'a str, labels: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = &'a Sample> {
+        self.samples.iter().filter(move |s| {
+            s.name == name && labels.iter().all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+    }
+
+    /// The sum of the matching samples (0 when there are none).
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.matching(name, labels).map(|s| s.value).sum()
+    }
+
+    /// Whether any sample is named `name` (histograms: `name_bucket`, `name_count`, …).
+    pub fn has(&self, name: &str) -> bool {
+        self.samples.iter().any(|s| s.name == name)
+    }
+}
+
+fn parse_sample(line: &str) -> Sample {
+    let (head, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("a sample line: {line}"));
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().unwrap_or_else(|_| panic!("a number in {line}")),
+    };
+    let Some((name, rest)) = head.split_once('{') else {
+        return Sample { name: head.to_owned(), labels: Vec::new(), value };
+    };
+    let mut labels = Vec::new();
+    let mut chars = rest.strip_suffix('}').unwrap_or_else(|| panic!("closed labels: {line}")).chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        assert_eq!(chars.next(), Some('"'), "a quoted label value in {line}");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => break,
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        labels.push((key.trim_start_matches(',').to_owned(), value));
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    Sample { name: name.to_owned(), labels, value }
+}
+
+/// `GET url` (a node's `/metrics`), parsed.
+pub async fn scrape(client: &reqwest::Client, url: &str) -> Exposition {
+    let resp = client.get(url).send().await.expect("the metrics endpoint answers");
+    assert_eq!(resp.status(), 200, "GET {url}");
+    Exposition::parse(resp.text().await.expect("a body"))
+}
+
+/// A program on the `PATH`, if the machine has it.
+pub fn program(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file())
+}
