@@ -529,7 +529,9 @@ async fn readiness_flips_to_503_when_the_provider_fails_and_back_when_it_returns
     let t = start_node_with(|c| {
         use_twilio(c, &twilio);
         c.delivery.breaker_failures = 1;
-        c.delivery.breaker_open_for = Dur(Duration::from_millis(300));
+        c.delivery.breaker_open_for = Dur(Duration::from_millis(500));
+        // The message keeps probing (one attempt per half-open breaker) until Twilio is back.
+        c.delivery.max_attempts = 20;
         c.admin.listen = Some("127.0.0.1:0".parse().unwrap());
         c.admin.refresh_interval = Dur(Duration::from_millis(20));
     })
