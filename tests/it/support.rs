@@ -175,6 +175,11 @@ pub fn isolated_stderr(name: &str) -> Option<String> {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{name} failed in its own process:\n{stdout}\n{stderr}");
     assert!(stdout.contains("1 passed"), "{name} did not run in its own process:\n{stdout}");
+    // What the child skipped (a tool the machine lacks) is said here too.
+    // (libtest may print it after "test <name> ... " on the same line.)
+    for line in stdout.lines().filter_map(|l| l.find("SKIPPED").map(|at| &l[at..])) {
+        println!("{line}");
+    }
     Some(stderr)
 }
 
