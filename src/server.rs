@@ -14,7 +14,8 @@ use otpd_actors::clock::{Clock, SystemClock};
 use otpd_actors::code::CodePolicy;
 use otpd_actors::identifier::Normalizer;
 use otpd_actors::keys::Keys;
-use otpd_actors::limiter::{LimitPolicy, LocalLimiter, WindowLimit};
+use otpd_actors::limiter::LocalLimiter;
+use otpd_actors::limits::{LimitPolicy, Rule};
 use otpd_actors::shard::ShardConfig;
 use otpd_actors::{Engine, EngineConfig, EnginePorts};
 use tokio::net::TcpListener;
@@ -97,7 +98,8 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, StartupError> {
 pub fn limit_policy(config: &Config) -> LimitPolicy {
     LimitPolicy {
         resend_cooldown: config.otp.resend_cooldown.0,
-        identifier_sends: WindowLimit { limit: config.otp.max_sends_per_window, window: config.otp.send_window.0 },
+        identifier_sends: Rule::per(config.otp.max_sends_per_window, config.otp.send_window.0),
+        ..LimitPolicy::default()
     }
 }
 

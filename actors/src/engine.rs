@@ -36,8 +36,9 @@ use crate::error::EngineError;
 use crate::identifier::{Channel, Identifier, Normalizer};
 use crate::keys::{IdentHash, Keys};
 use crate::ports::{
-    AuditEvent, AuditLog, AuditOutcome, AuthMethod, Decision, InsertUser, LimitAction, LimitRequest, Limiter, Notifier,
-    NotifyError, OutboundMessage, Session, SessionId, SessionStore, User, UserId, UserStore,
+    AuditEvent, AuditLog, AuditOutcome, AuthMethod, Decision, InsertUser, LimitAction, LimitRequest, LimitRule,
+    Limiter, Notifier, NotifyError, OutboundMessage, Session, SessionId, SessionStore, SmsTarget, User, UserId,
+    UserStore,
 };
 use crate::refresh::RefreshToken;
 use crate::shard::{ChallengeKey, ShardActor, ShardConfig, ShardMsg, ShardStats};
@@ -233,7 +234,8 @@ impl Engine {
     ) -> Result<SendReceipt, EngineError> {
         let now = self.now();
         trail.step = "limit";
-        self.limit(LimitAction::Send(Purpose::Register), ident, ctx, now).await?;
+        let sms = SmsTarget::of(&reg.identifier);
+        self.limit(LimitAction::Send(Purpose::Register), ident, sms, ctx, now).await?;
 
         trail.step = "account";
         let users = &self.inner.ports.users;
@@ -326,7 +328,8 @@ impl Engine {
     ) -> Result<SendReceipt, EngineError> {
         let now = self.now();
         trail.step = "limit";
-        self.limit(LimitAction::Send(purpose), ident, ctx, now).await?;
+        let action = if resend { LimitAction::Resend(purpose) } else { LimitAction::Send(purpose) };
+        self.limit(action, ident, SmsTarget::of(identifier), ctx, now).await?;
 
         trail.step = "account";
         let user = self.inner.ports.users.user_by_identifier(&ident).await.map_err(unavailable)?;
@@ -426,7 +429,7 @@ impl Engine {
     ) -> Result<Grant, EngineError> {
         let now = self.now();
         trail.step = "limit";
-        self.limit(LimitAction::Verify(purpose), ident, ctx, now).await?;
+        self.limit(LimitAction::Verify(purpose), ident, None, ctx, now).await?;
 
         trail.step = "challenge";
         let attempt = self.inner.config.code.normalise_attempt(code);
@@ -542,12 +545,16 @@ impl Engine {
         &self,
         action: LimitAction,
         ident: IdentHash,
+        sms: Option<SmsTarget>,
         ctx: &RequestContext,
         now: Timestamp,
     ) -> Result<(), EngineError> {
-        let req = LimitRequest { action, ident, client_ip: ctx.client_ip, now };
+        let req = LimitRequest { action, ident, client_ip: ctx.client_ip, sms, now };
         match self.inner.ports.limiter.check(&req).await {
             Ok(Decision::Allow) => Ok(()),
+            Ok(Decision::Deny { rule: LimitRule::DestinationNotAllowed, .. }) => {
+                Err(EngineError::DestinationNotAllowed)
+            }
             Ok(Decision::Deny { rule, retry_after }) => Err(EngineError::Limited { rule, retry_after }),
             Err(e) => Err(EngineError::Unavailable(e.to_string())),
         }

@@ -9,7 +9,8 @@
 //! * [`supervisor`] and [`shard`]: the actor tree holding live challenges;
 //! * [`challenge`] and [`code`]: the state machine and the code rules it enforces;
 //! * [`identifier`] and [`keys`]: normalisation and keyed hashing of identifiers;
-//! * [`ports`]: the traits adapters implement; [`limiter`]: the in-process limiter;
+//! * [`ports`]: the traits adapters implement; [`limits`]: the anti-abuse rules every limiter
+//!   applies; [`limiter`]: the in-process limiter;
 //! * [`refresh`]: the refresh-token format; [`clock`]: time as an argument.
 
 pub mod challenge;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod identifier;
 pub mod keys;
 pub mod limiter;
+pub mod limits;
 pub mod ports;
 pub mod refresh;
 pub mod shard;

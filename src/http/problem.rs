@@ -186,6 +186,9 @@ impl From<EngineError> for ApiError {
                 retry_after: Some(retry_after),
                 ..ApiError::new(S::TOO_MANY_REQUESTS, rule.as_str(), "Too many requests", detail)
             },
+            EngineError::DestinationNotAllowed => {
+                ApiError::new(S::FORBIDDEN, "destination_not_allowed", "Destination not allowed", detail)
+            }
             EngineError::InvalidCode { attempts_left } => ApiError {
                 attempts_left: Some(attempts_left),
                 ..ApiError::new(S::BAD_REQUEST, "invalid_code", "Invalid code", detail)
