@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use otpd_actors::code::{Alphabet, MAX_CODE_LENGTH, MIN_CODE_LENGTH};
+use otpd_actors::limits::Preset;
 use serde::{Deserialize, Deserializer};
 
 /// A duration written as text: `"30s"`, `"5m"`, `"30d"`, `"250ms"`.
@@ -39,6 +40,10 @@ impl fmt::Debug for Dur {
 
 const fn secs(s: u64) -> Dur {
     Dur(Duration::from_secs(s))
+}
+
+const fn millis(ms: u64) -> Dur {
+    Dur(Duration::from_millis(ms))
 }
 
 /// A secret given in config: never printed by `Debug`.
@@ -228,6 +233,86 @@ section! {
     }
 }
 
+section! {
+    /// Redis for the cooldowns and rate limits every node shares. Without a URL or cluster
+    /// nodes, limits are kept in-process (the embedded default).
+    pub struct RedisConfig {
+        /// `redis://[user:password@]host:6379[/db]` for one server, or
+        /// `redis-cluster://host:7000?node=host:7001&node=host:7002` for Redis Cluster.
+        url: RedisUrl = RedisUrl::default(),
+        /// Redis Cluster seed nodes (`host:port`), instead of a `redis-cluster://` URL.
+        cluster_nodes: Vec<String> = Vec::new(),
+        /// Password (overrides one in the URL).
+        password: Option<Secret> = None,
+        /// A decision slower than this is made by the in-process limiter instead.
+        timeout: Dur = millis(250),
+        /// How often Redis is pinged (to notice an outage without traffic, and a recovery).
+        probe_interval: Dur = secs(1),
+        /// First part of every key (`<key_prefix>:{…}:…`), to share a Redis between deployments.
+        key_prefix: String = "otpd".into(),
+    }
+}
+
+section! {
+    /// Anti-abuse rate limits. `preset` sets every rule; each rule can be overridden in part,
+    /// e.g. `ip_send = { limit = 50, block = "1h" }`; `limit = 0` turns a rule off.
+    pub struct LimitsConfig {
+        /// `low`, `medium` or `high`.
+        preset: Preset = Preset::Medium,
+        /// `/v1/login` codes per identifier.
+        identifier_login: RuleConfig = RuleConfig::default(),
+        /// `/v1/register` codes per identifier.
+        identifier_register: RuleConfig = RuleConfig::default(),
+        /// `/v1/otp/resend` codes per identifier.
+        identifier_resend: RuleConfig = RuleConfig::default(),
+        /// Code checks per identifier.
+        identifier_verify: RuleConfig = RuleConfig::default(),
+        /// Codes sent per client IP (IPv6: per /64).
+        ip_send: RuleConfig = RuleConfig::default(),
+        /// Code checks per client IP (IPv6: per /64).
+        ip_verify: RuleConfig = RuleConfig::default(),
+        /// SMS per number prefix (the first `prefix_digits` digits).
+        prefix_send: RuleConfig = RuleConfig::default(),
+        /// SMS per country calling code.
+        country_send: RuleConfig = RuleConfig::default(),
+        /// Digits of an E.164 number, country code included, that make its prefix.
+        prefix_digits: u8 = 7,
+        /// SMS only to these country codes or number prefixes (`"+1"`, `"+44"`); empty: anywhere.
+        sms_allow: Vec<String> = Vec::new(),
+        /// Never SMS to these country codes or number prefixes (`"+1876"`); wins over `sms_allow`.
+        sms_deny: Vec<String> = Vec::new(),
+    }
+}
+
+/// A Redis URL; `Debug` hides its password.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(pub String);
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // scheme://user:password@host… → scheme://user:…@host…
+        let text = &self.0;
+        let redacted = text.split_once("://").and_then(|(scheme, rest)| {
+            let (auth, host) = rest.split_once('@')?;
+            let user = auth.split_once(':').map_or(auth, |(u, _)| u);
+            Some(format!("{scheme}://{user}:…@{host}"))
+        });
+        write!(f, "{:?}", redacted.as_deref().unwrap_or(text))
+    }
+}
+
+/// Overrides of one rate-limit rule; what is left out comes from the preset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Events allowed per window; 0 turns the rule off.
+    pub limit: Option<u32>,
+    pub window: Option<Dur>,
+    /// Once the limit is exceeded, refuse for at least this long ("0s": until the window ends).
+    pub block: Option<Dur>,
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Config {
@@ -240,9 +325,12 @@ pub struct Config {
     pub store: StoreConfig,
     pub delivery: DeliveryConfig,
     pub secrets: SecretsConfig,
+    pub redis: RedisConfig,
+    pub limits: LimitsConfig,
 }
 
-const SECTIONS: &[&str] = &["node", "http", "identifiers", "otp", "engine", "tokens", "store", "delivery", "secrets"];
+const SECTIONS: &[&str] =
+    &["node", "http", "identifiers", "otp", "engine", "tokens", "store", "delivery", "secrets", "redis", "limits"];
 
 /// Everything wrong with a configuration, one line per problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,6 +405,8 @@ impl Config {
             store: StoreConfig::load(section("store"), "store", &origins, &mut errors),
             delivery: DeliveryConfig::load(section("delivery"), "delivery", &origins, &mut errors),
             secrets: SecretsConfig::load(section("secrets"), "secrets", &origins, &mut errors),
+            redis: RedisConfig::load(section("redis"), "redis", &origins, &mut errors),
+            limits: LimitsConfig::load(section("limits"), "limits", &origins, &mut errors),
         };
         config.validate(&mut errors);
         if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
@@ -397,6 +487,70 @@ impl Config {
                 otpd_actors::identifier::Normalizer::new(Some(&self.identifiers.default_region), 16).is_ok(),
                 format!("identifiers.default_region: unknown region {:?}", self.identifiers.default_region),
             );
+        }
+        self.validate_redis(errors);
+        self.validate_limits(errors);
+    }
+
+    fn validate_redis(&self, errors: &mut Vec<String>) {
+        let redis = &self.redis;
+        if !redis.url.0.is_empty() {
+            let schemes = ["redis://", "redis-cluster://", "valkey://", "valkey-cluster://"];
+            if !schemes.iter().any(|s| redis.url.0.starts_with(s)) {
+                errors.push(format!("redis.url: must start with one of {}", schemes.join(", ")));
+            }
+            if !redis.cluster_nodes.is_empty() {
+                errors.push("redis.cluster_nodes: give either redis.url or redis.cluster_nodes, not both".into());
+            }
+        }
+        for node in &redis.cluster_nodes {
+            let ok = node.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                errors.push(format!("redis.cluster_nodes: {node:?} is not host:port"));
+            }
+        }
+        if redis.timeout.0.is_zero() {
+            errors.push("redis.timeout: must be more than zero".into());
+        }
+        if redis.probe_interval.0 < Duration::from_millis(10) {
+            errors.push("redis.probe_interval: must be at least 10ms".into());
+        }
+        let prefix_ok = !redis.key_prefix.is_empty()
+            && redis.key_prefix.len() <= 64
+            && redis.key_prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}');
+        if !prefix_ok {
+            errors.push("redis.key_prefix: 1-64 printable characters without spaces, '{' or '}'".into());
+        }
+    }
+
+    fn validate_limits(&self, errors: &mut Vec<String>) {
+        let limits = &self.limits;
+        if !(2..=15).contains(&limits.prefix_digits) {
+            errors.push(format!("limits.prefix_digits: must be 2..=15, got {}", limits.prefix_digits));
+        }
+        for (key, list) in [("sms_allow", &limits.sms_allow), ("sms_deny", &limits.sms_deny)] {
+            for entry in list {
+                if let Err(e) = otpd_actors::limits::NumberPrefix::parse(entry) {
+                    errors.push(format!("limits.{key}: {e}"));
+                }
+            }
+        }
+        let preset = otpd_actors::limits::LimitPolicy::preset(limits.preset);
+        let rules = [
+            ("identifier_login", preset.identifier_logins, &limits.identifier_login),
+            ("identifier_register", preset.identifier_registrations, &limits.identifier_register),
+            ("identifier_resend", preset.identifier_resends, &limits.identifier_resend),
+            ("identifier_verify", preset.identifier_verifies, &limits.identifier_verify),
+            ("ip_send", preset.ip_sends, &limits.ip_send),
+            ("ip_verify", preset.ip_verifies, &limits.ip_verify),
+            ("prefix_send", preset.prefix_sends, &limits.prefix_send),
+            ("country_send", preset.country_sends, &limits.country_send),
+        ];
+        for (key, preset_rule, over) in rules {
+            let rule = crate::limits::merge(preset_rule, over);
+            if rule.limit > 0 && rule.window.is_zero() {
+                errors.push(format!("limits.{key}.window: must be set (more than zero) while the rule is on"));
+            }
         }
     }
 
@@ -528,6 +682,61 @@ mod tests {
     fn secrets_never_print() {
         let c = Config::from_sources("[secrets]\nadmin_token = \"super-secret-admin-token\"", env(&[])).unwrap();
         assert!(!format!("{c:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn redis_and_limits_sections_load_merge_and_validate() {
+        let text = r#"
+            [redis]
+            url = "redis://:hunter2@127.0.0.1:6379"
+            timeout = "100ms"
+            [limits]
+            preset = "high"
+            ip_send = { limit = 50 }
+            country_send = { limit = 1000, window = "1h", block = "6h" }
+            sms_allow = ["+1", "+44"]
+            sms_deny = ["+1 876"]
+        "#;
+        let c = Config::from_sources(text, env(&[("OTPD_LIMITS__PREFIX_SEND", "{ limit = 0 }")])).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"), "the Redis password never prints");
+        let p = crate::limits::policy(&c);
+        let high = otpd_actors::limits::LimitPolicy::preset(Preset::High);
+        assert_eq!(p.identifier_logins, high.identifier_logins);
+        assert_eq!(
+            (p.ip_sends.limit, p.ip_sends.window, p.ip_sends.block),
+            (50, high.ip_sends.window, high.ip_sends.block)
+        );
+        assert_eq!(p.country_sends.limit, 1000);
+        assert!(!p.prefix_sends.is_on(), "limit = 0 turns a rule off");
+        assert_eq!((p.sms_allow.len(), p.sms_deny.len()), (2, 1));
+        assert_eq!(p.resend_cooldown, Duration::from_secs(30), "the cooldown comes from [otp]");
+
+        let bad = r#"
+            [redis]
+            url = "http://example.com"
+            cluster_nodes = ["127.0.0.1"]
+            key_prefix = "a{b}"
+            [limits]
+            preset = "extreme"
+            country_send = { limit = 5 }
+            ip_send = { limt = 5 }
+            sms_deny = ["+0"]
+            prefix_digits = 1
+        "#;
+        let all = Config::from_sources(bad, env(&[])).unwrap_err().0.join("\n");
+        for needle in [
+            "redis.url: must start with",
+            "give either redis.url or redis.cluster_nodes",
+            "redis.cluster_nodes: \"127.0.0.1\" is not host:port",
+            "redis.key_prefix:",
+            "limits.preset: unknown variant `extreme`",
+            "limits.country_send.window: must be set",
+            "limits.ip_send: unknown field `limt`",
+            "limits.sms_deny:",
+            "limits.prefix_digits: must be 2..=15",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
     }
 
     #[test]

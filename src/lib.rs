@@ -4,7 +4,7 @@
 //! * [`server`]: wiring a [`config::Config`] into a running node;
 //! * [`http`]: the hyper front end: routes, wire types, problem+json;
 //! * [`tokens`]: JWT access tokens and the JWKS;
-//! * [`store`]: storage adapters (embedded redb);
+//! * [`store`]: storage adapters (embedded redb); [`limits`]: limiter adapters (in-process, Redis);
 //! * [`delivery`]: notifier adapters (development outbox);
 //! * [`secrets`]: generated or configured node secrets;
 //! * [`audit_cmd`]: `otpd audit`; [`logging`]: log set-up.
@@ -13,6 +13,7 @@ pub mod audit_cmd;
 pub mod config;
 pub mod delivery;
 pub mod http;
+pub mod limits;
 pub mod logging;
 pub mod secrets;
 pub mod server;

@@ -1,7 +1,8 @@
 //! Wiring: from a [`Config`] to a running node, and back down again.
 //!
-//! [`start`] builds every piece in dependency order (secrets → store → limiter → notifier →
-//! engine → tokens → listener) and returns a [`Node`] handle; [`run`] is what `otpd run` calls.
+//! [`start`] builds every piece in dependency order (secrets → store → limiter (in-process or
+//! Redis) → notifier → engine → tokens → listener) and returns a [`Node`] handle; [`run`] is
+//! what `otpd run` calls.
 //! Tests call [`start`] with a manual clock and port 0.
 
 use std::future::Future;
@@ -14,8 +15,7 @@ use otpd_actors::clock::{Clock, SystemClock};
 use otpd_actors::code::CodePolicy;
 use otpd_actors::identifier::Normalizer;
 use otpd_actors::keys::Keys;
-use otpd_actors::limiter::LocalLimiter;
-use otpd_actors::limits::{LimitPolicy, Rule};
+use otpd_actors::limits::LimitPolicy;
 use otpd_actors::shard::ShardConfig;
 use otpd_actors::{Engine, EngineConfig, EnginePorts};
 use tokio::net::TcpListener;
@@ -25,7 +25,8 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::delivery::outbox::Outbox;
 use crate::http::App;
-use crate::http::routes::ReadinessCheck;
+use crate::http::routes::{DegradationCheck, ReadinessCheck};
+use crate::limits::{LimiterHealth, Limits};
 use crate::secrets;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::tokens::TokenService;
@@ -42,6 +43,8 @@ pub enum StartupError {
     Config(String),
     #[error("engine: {0}")]
     Engine(String),
+    #[error("limiter: {0}")]
+    Limits(String),
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: SocketAddr, error: std::io::Error },
 }
@@ -53,6 +56,7 @@ pub struct Node {
     pub outbox_path: PathBuf,
     pub admin_token: String,
     store: Arc<EmbeddedStore>,
+    limits: Limits,
     stop: Option<oneshot::Sender<()>>,
     serving: JoinHandle<()>,
 }
@@ -65,12 +69,18 @@ impl Node {
         }
         let _ = (&mut self.serving).await;
         self.engine.stop().await;
+        self.limits.stop().await;
         self.store.close();
         tracing::info!("node stopped");
     }
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The shared limiter's health, when Redis is configured.
+    pub fn limiter_health(&self) -> Option<Arc<LimiterHealth>> {
+        self.limits.health()
     }
 }
 
@@ -96,11 +106,7 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, StartupError> {
 }
 
 pub fn limit_policy(config: &Config) -> LimitPolicy {
-    LimitPolicy {
-        resend_cooldown: config.otp.resend_cooldown.0,
-        identifier_sends: Rule::per(config.otp.max_sends_per_window, config.otp.send_window.0),
-        ..LimitPolicy::default()
-    }
+    crate::limits::policy(config)
 }
 
 /// Builds and starts a node. The listener is bound before this returns, so `addr` is live.
@@ -117,8 +123,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     )
     .map_err(|e| StartupError::Store(e.to_string()))?;
 
-    let limiter = Arc::new(LocalLimiter::new(limit_policy(&config)));
-    limiter.spawn_sweeper(clock.clone(), Duration::from_secs(64));
+    let limits = Limits::start(&config, &secrets.master, clock.clone()).await.map_err(StartupError::Limits)?;
+    let limiter = limits.limiter.clone();
 
     let outbox_path = config.outbox_path();
     let outbox =
@@ -148,6 +154,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     let store_check = store.clone();
     let readiness: Vec<ReadinessCheck> =
         vec![("store", Arc::new(move || store_check.check().map_err(|e| e.to_string())))];
+    let mut degradations: Vec<DegradationCheck> = Vec::new();
+    if let Some(health) = limits.health() {
+        degradations.push(("limiter", Arc::new(move || health.reason())));
+    }
     let app = Arc::new(App {
         engine: engine.clone(),
         tokens,
@@ -156,6 +166,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         trusted_proxies: config.http.trusted_proxies.clone(),
         admin_token: secrets.admin_token.clone(),
         readiness,
+        degradations,
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let http = config.http.clone();
@@ -180,7 +191,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         "otpd node listening"
     );
     tracing::info!(outbox = %outbox_path.display(), "development outbox: codes are appended to this file as JSON lines");
-    Ok(Node { addr, engine, outbox_path, admin_token: secrets.admin_token, store, stop: Some(stop), serving })
+    Ok(Node { addr, engine, outbox_path, admin_token: secrets.admin_token, store, limits, stop: Some(stop), serving })
 }
 
 /// Runs a node with the system clock until `signal` completes.

@@ -37,6 +37,11 @@ use crate::tokens::{TokenError, TokenService};
 /// A named readiness check.
 pub type ReadinessCheck = (&'static str, Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
 
+/// A named check of a dependency the node can serve without, less well: `Some(reason)` while
+/// degraded. Readiness stays 200 (`"status":"degraded"`), so that an outage of a shared
+/// dependency does not take every node out of its load balancer at once.
+pub type DegradationCheck = (&'static str, Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
 /// Everything a request handler needs.
 pub struct App {
     pub engine: Engine,
@@ -46,6 +51,7 @@ pub struct App {
     pub trusted_proxies: Vec<IpAddr>,
     pub admin_token: String,
     pub readiness: Vec<ReadinessCheck>,
+    pub degradations: Vec<DegradationCheck>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -214,8 +220,24 @@ fn ready(app: &App) -> Resp {
         }
         checks.insert((*name).to_owned(), entry);
     }
+    let mut degraded = false;
+    for (name, check) in &app.degradations {
+        let entry = match check() {
+            None => serde_json::json!({ "status": "up" }),
+            Some(reason) => {
+                degraded = true;
+                serde_json::json!({ "status": "degraded", "error": reason })
+            }
+        };
+        checks.insert((*name).to_owned(), entry);
+    }
     let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    json(status, &serde_json::json!({ "status": if all_ok { "ready" } else { "not_ready" }, "checks": checks }))
+    let summary = match (all_ok, degraded) {
+        (false, _) => "not_ready",
+        (true, true) => "degraded",
+        (true, false) => "ready",
+    };
+    json(status, &serde_json::json!({ "status": summary, "checks": checks }))
 }
 
 /// `GET /v1/admin/audit?identifier=…|trace_id=…&limit=…` for `otpd audit` while the node runs.
