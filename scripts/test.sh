@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests start as real servers. Each is installed only when missing.
 need_pkgs=()
 missing() { ! command -v "$1" >/dev/null 2>&1; }
+# Redis (standalone and a 3-master cluster) for the shared cooldowns and rate limits.
+missing redis-server && need_pkgs+=(redis-server)
+missing redis-cli && need_pkgs+=(redis-tools)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
