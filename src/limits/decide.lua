@@ -2,69 +2,129 @@
 -- The semantics are those of otpd_actors::limits and of the in-process limiter, line for line:
 -- check every rule (blocking the windows that trip), and only if none refuses, record every
 -- rule. Time is the caller's `now` in milliseconds, never Redis's clock (see redis.rs); Redis
--- expiries only reclaim memory, set to the moment a key stops mattering.
+-- expiries only reclaim memory.
 --
--- KEYS[i]  the key of check i: a string (cooldown) or a hash {c = count, u = window end,
---          b = blocked until} (window).
+-- KEYS[k]  one hash per subject (an identifier, a client IP, a number prefix, a country). A
+--          cooldown field `f` holds its end; a window holds `f:c` (count), `f:u` (end) and `f:b`
+--          (blocked until); `x` holds the latest end of any field, the key's expiry, which is
+--          only ever extended. One HMGET and at most one HSET (+ PEXPIRE) per key.
 -- ARGV[1]  "check" or "undo";  ARGV[2]  now (ms)
--- then four values per check i, from ARGV[3 + 4 * (i - 1)]:
---   check mode: "c", cooldown ms, 0, 0        or  "w", limit, window ms, block ms
---   undo mode:  "c" or "w", the end this script wrote in check mode, 0, 0
+-- then six values per check i, from ARGV[3 + 6 * (i - 1)]:
+--   key index k, field f, "c" (cooldown) or "w" (window), then
+--   check mode: cooldown ms, 0, 0  or  limit, window ms, block ms
+--   undo mode:  the end this script wrote in check mode, 0, 0
 --
 -- Returns in check mode {1, wait_1, …, wait_n} when refused (wait_i in ms, 0 if check i
 -- passed) or {0, end_1, …, end_n} when recorded (what undo needs); {0} in undo mode.
 
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
-local n = #KEYS
+local n = (#ARGV - 2) / 6
 
 local function arg(i, j)
-  return ARGV[3 + 4 * (i - 1) + j]
+  return ARGV[3 + 6 * (i - 1) + j]
 end
 
 local function ms(x)
   return string.format('%.0f', x)
 end
 
+-- Read every field of every check: one HMGET per key, `x` first.
+local wanted, at = {}, {}
+for i = 1, n do
+  local k, f = tonumber(arg(i, 0)), arg(i, 1)
+  local list = wanted[k]
+  if not list then
+    list = {'x'}
+    wanted[k] = list
+  end
+  at[i] = #list + 1
+  if arg(i, 2) == 'c' then
+    list[#list + 1] = f
+  else
+    list[#list + 1] = f .. ':c'
+    list[#list + 1] = f .. ':u'
+    list[#list + 1] = f .. ':b'
+  end
+end
+local values, expiry, kept = {}, {}, {}
+for k, list in pairs(wanted) do
+  values[k] = redis.call('HMGET', KEYS[k], unpack(list))
+  kept[k] = tonumber(values[k][1] or 0)
+  expiry[k] = kept[k]
+end
+local function num(k, pos)
+  return tonumber(values[k][pos] or 0)
+end
+
 if mode == 'undo' then
   -- Takes back a recording whose request another slot refused (Redis Cluster only), unless the
-  -- key has moved on since (a new cooldown or a new window).
+  -- field has moved on since (a new cooldown or a new window).
   for i = 1, n do
-    local key, kind, written = KEYS[i], arg(i, 0), arg(i, 1)
-    if kind == 'c' then
-      if redis.call('GET', key) == written then
-        redis.call('DEL', key)
+    local k, f, written, p = tonumber(arg(i, 0)), arg(i, 1), arg(i, 3), at[i]
+    if arg(i, 2) == 'c' then
+      if values[k][p] == written then
+        redis.call('HDEL', KEYS[k], f)
       end
-    elseif redis.call('HGET', key, 'u') == written then
-      if redis.call('HINCRBY', key, 'c', -1) <= 0 then
-        redis.call('HDEL', key, 'c', 'u')
+    elseif values[k][p + 1] == written then
+      local c = num(k, p) - 1
+      if c > 0 then
+        redis.call('HSET', KEYS[k], f .. ':c', c)
+      else
+        redis.call('HDEL', KEYS[k], f .. ':c', f .. ':u')
       end
     end
   end
   return {0}
 end
 
+local writes = {}
+local function put(k, f, v)
+  local w = writes[k]
+  if not w then
+    w = {}
+    writes[k] = w
+  end
+  w[#w + 1] = f
+  w[#w + 1] = v
+end
+local function keep_until(k, t)
+  if t > expiry[k] then
+    expiry[k] = t
+  end
+end
+local function flush()
+  for k, w in pairs(writes) do
+    if expiry[k] > kept[k] then
+      put(k, 'x', ms(expiry[k]))
+    end
+    redis.call('HSET', KEYS[k], unpack(w))
+    if expiry[k] > kept[k] then
+      redis.call('PEXPIRE', KEYS[k], ms(expiry[k] - now))
+    end
+  end
+end
+
 local waits = {}
 local refused = false
 for i = 1, n do
-  local key, kind = KEYS[i], arg(i, 0)
+  local k, f, p = tonumber(arg(i, 0)), arg(i, 1), at[i]
   local wait = 0
-  if kind == 'c' then
-    local u = tonumber(redis.call('GET', key) or 0)
+  if arg(i, 2) == 'c' then
+    local u = num(k, p)
     if u > now then
       wait = u - now
     end
   else
-    local limit, block = tonumber(arg(i, 1)), tonumber(arg(i, 3))
-    local v = redis.call('HMGET', key, 'c', 'u', 'b')
-    local c, u, b = tonumber(v[1] or 0), tonumber(v[2] or 0), tonumber(v[3] or 0)
+    local limit, block = tonumber(arg(i, 3)), tonumber(arg(i, 5))
+    local c, u, b = num(k, p), num(k, p + 1), num(k, p + 2)
     if b > now then
       wait = b - now
     elseif u > now and c >= limit then
       if block > 0 then
         b = math.max(now + block, u)
-        redis.call('HSET', key, 'b', ms(b))
-        redis.call('PEXPIRE', key, ms(b - now))
+        put(k, f .. ':b', ms(b))
+        keep_until(k, b)
         wait = b - now
       else
         wait = u - now
@@ -78,30 +138,30 @@ for i = 1, n do
 end
 
 if refused then
+  flush()
   table.insert(waits, 1, 1)
   return waits
 end
 
 local written = {0}
 for i = 1, n do
-  local key, kind = KEYS[i], arg(i, 0)
-  if kind == 'c' then
-    local cooldown = tonumber(arg(i, 1))
-    local u = now + cooldown
-    redis.call('SET', key, ms(u), 'PX', ms(cooldown))
-    written[i + 1] = u
+  local k, f, p = tonumber(arg(i, 0)), arg(i, 1), at[i]
+  local u
+  if arg(i, 2) == 'c' then
+    u = now + tonumber(arg(i, 3))
+    put(k, f, ms(u))
   else
-    local window = tonumber(arg(i, 2))
-    local v = redis.call('HMGET', key, 'u', 'b')
-    local u, b = tonumber(v[1] or 0), tonumber(v[2] or 0)
+    u = num(k, p + 1)
     if u > now then
-      redis.call('HINCRBY', key, 'c', 1)
+      put(k, f .. ':c', num(k, p) + 1)
     else
-      u = now + window
-      redis.call('HSET', key, 'c', 1, 'u', ms(u))
+      u = now + tonumber(arg(i, 4))
+      put(k, f .. ':c', 1)
+      put(k, f .. ':u', ms(u))
     end
-    redis.call('PEXPIRE', key, ms(math.max(u, b) - now))
-    written[i + 1] = u
   end
+  keep_until(k, u)
+  written[i + 1] = u
 end
+flush()
 return written

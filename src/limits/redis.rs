@@ -8,14 +8,17 @@
 //! rule, atomically: Redis runs a script alone, so two nodes deciding for one identifier at
 //! the same instant are serialised and exactly one gets the cooldown.
 //!
-//! Keys carry a hash tag, and every key of one [`Group`] shares it:
+//! Each subject is one hash, whose fields are its rules (`resend_cooldown:<purpose>` holds a
+//! cooldown's end; `<rule>:c`, `:u`, `:b` a window's count, end and block; `x` the key's
+//! expiry), so a decision reads a subject with one `HMGET` and writes it with one `HSET`. The
+//! key is its own hash tag:
 //!
-//! | group | key | tag |
-//! | --- | --- | --- |
-//! | identifier | `otpd:{i:<ident hash>}:resend_cooldown:<purpose>`, `otpd:{i:<ident hash>}:<rule>` | the identifier's `IdentHash` |
-//! | client IP | `otpd:{ip:<keyed hash of the IP or /64>}:<rule>` | the IP |
-//! | number prefix | `otpd:{pfx:<keyed hash of the prefix>}:<rule>` | the prefix |
-//! | country | `otpd:{cc:<calling code>}:<rule>` | the country |
+//! | group | key |
+//! | --- | --- |
+//! | identifier | `otpd:{i:<IdentHash>}` (cooldowns and every per-identifier rule) |
+//! | client IP | `otpd:{ip:<keyed hash of the IP or its /64>}` |
+//! | number prefix | `otpd:{pfx:<keyed hash of the prefix>}` |
+//! | country | `otpd:{cc:<calling code>}` |
 //!
 //! An identifier, an IP, a prefix and a country are independent dimensions (one IP sends to
 //! many identifiers, one identifier is reached from many IPs), so no single tag can put all
@@ -356,18 +359,34 @@ async fn run_script(
     ends: Option<&[i64]>,
 ) -> Result<Vec<i64>, fred::error::Error> {
     let build = || {
-        let keys: Vec<String> = group.iter().map(|&i| key_name(prefix, key, &checks[i])).collect();
-        let mut args: Vec<Value> = Vec::with_capacity(2 + 4 * group.len());
+        let mut keys: Vec<String> = Vec::with_capacity(2);
+        let mut args: Vec<Value> = Vec::with_capacity(2 + 6 * group.len());
         args.push(Value::from_static_str(mode));
         args.push(Value::Integer(now.as_millis() as i64));
         for (n, &i) in group.iter().enumerate() {
-            let (kind, a, b, c) = match (checks[i].kind, ends) {
+            let check = &checks[i];
+            let subject = subject_key(prefix, key, &check.subject);
+            let index = match keys.iter().position(|k| *k == subject) {
+                Some(index) => index,
+                None => {
+                    keys.push(subject);
+                    keys.len() - 1
+                }
+            };
+            let (kind, a, b, c) = match (check.kind, ends) {
                 (CheckKind::Cooldown(_), Some(ends)) => ("c", ends[n], 0, 0),
                 (CheckKind::Window(_), Some(ends)) => ("w", ends[n], 0, 0),
                 (CheckKind::Cooldown(d), None) => ("c", millis(d), 0, 0),
                 (CheckKind::Window(r), None) => ("w", i64::from(r.limit), millis(r.window), millis(r.block)),
             };
-            args.extend([Value::from_static_str(kind), Value::Integer(a), Value::Integer(b), Value::Integer(c)]);
+            args.extend([
+                Value::Integer(index as i64 + 1),
+                Value::from(field_name(check)),
+                Value::from_static_str(kind),
+                Value::Integer(a),
+                Value::Integer(b),
+                Value::Integer(c),
+            ]);
         }
         (keys, args)
     };
@@ -386,22 +405,26 @@ fn millis(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
 
-/// The Redis key of a check; see the module doc for the layout.
-fn key_name(prefix: &str, key: &[u8; 32], check: &Check) -> String {
-    let rule = check.rule.as_str();
-    match check.subject {
-        Subject::IdentPurpose(ident, purpose) => {
-            format!("{prefix}:{{i:{}}}:{rule}:{}", ident.to_hex(), purpose.as_str())
-        }
-        Subject::Ident(ident) => format!("{prefix}:{{i:{}}}:{rule}", ident.to_hex()),
-        Subject::Ip(block) => format!("{prefix}:{{ip:{}}}:{rule}", digest(key, b"ip", &block.0)),
+/// The Redis key (a hash) of a subject: its own hash tag; see the module doc.
+fn subject_key(prefix: &str, key: &[u8; 32], subject: &Subject) -> String {
+    match *subject {
+        Subject::IdentPurpose(ident, _) | Subject::Ident(ident) => format!("{prefix}:{{i:{}}}", ident.to_hex()),
+        Subject::Ip(block) => format!("{prefix}:{{ip:{}}}", digest(key, b"ip", &block.0)),
         Subject::Prefix(value, len) => {
             let mut bytes = [0u8; 9];
             bytes[0] = len;
             bytes[1..].copy_from_slice(&value.to_be_bytes());
-            format!("{prefix}:{{pfx:{}}}:{rule}", digest(key, b"prefix", &bytes))
+            format!("{prefix}:{{pfx:{}}}", digest(key, b"prefix", &bytes))
         }
-        Subject::Country(code) => format!("{prefix}:{{cc:{code}}}:{rule}"),
+        Subject::Country(code) => format!("{prefix}:{{cc:{code}}}"),
+    }
+}
+
+/// The field of a check in its subject's hash: the rule's code (and the purpose of a cooldown).
+fn field_name(check: &Check) -> String {
+    match check.subject {
+        Subject::IdentPurpose(_, purpose) => format!("{}:{}", check.rule.as_str(), purpose.as_str()),
+        _ => check.rule.as_str().to_owned(),
     }
 }
 
@@ -452,25 +475,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_of_one_group_share_one_hash_tag_and_hide_ips_and_prefixes() {
+    fn one_hash_per_subject_with_one_field_per_rule_and_no_ip_or_prefix_in_clear() {
         let ident = IdentHash([0xab; 16]);
         let window = CheckKind::Window(Rule::per(1, Duration::from_secs(1)));
-        let check = |rule, subject| Check { rule, subject, kind: window };
-        let tag = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_owned();
+        let cooldown = Check {
+            rule: LimitRule::ResendCooldown,
+            subject: Subject::IdentPurpose(ident, Purpose::Login),
+            kind: CheckKind::Cooldown(Duration::from_secs(30)),
+        };
+        let sends = Check { rule: LimitRule::IdentifierSends, subject: Subject::Ident(ident), kind: window };
         let k = [0u8; 32];
-        let cooldown =
-            key_name("otpd", &k, &check(LimitRule::ResendCooldown, Subject::IdentPurpose(ident, Purpose::Login)));
-        let sends = key_name("otpd", &k, &check(LimitRule::IdentifierSends, Subject::Ident(ident)));
-        assert_eq!(cooldown, format!("otpd:{{i:{}}}:resend_cooldown:login", ident.to_hex()));
-        assert_eq!(tag(&cooldown), tag(&sends));
-        let ip = key_name("otpd", &k, &check(LimitRule::IpSends, Subject::Ip(IpBlock::of([192, 0, 2, 1].into()))));
-        assert!(ip.starts_with("otpd:{ip:") && !ip.contains("192"), "{ip}");
-        let pfx = key_name("otpd", &k, &check(LimitRule::PrefixSends, Subject::Prefix(1_202_200, 7)));
-        assert!(!pfx.contains("1202200"), "{pfx}");
-        assert_ne!(pfx, key_name("otpd", &[1u8; 32], &check(LimitRule::PrefixSends, Subject::Prefix(1_202_200, 7))));
+        assert_eq!(subject_key("otpd", &k, &cooldown.subject), format!("otpd:{{i:{}}}", ident.to_hex()));
+        assert_eq!(subject_key("otpd", &k, &cooldown.subject), subject_key("otpd", &k, &sends.subject));
         assert_eq!(
-            key_name("x", &k, &check(LimitRule::CountrySends, Subject::Country(44))),
-            "x:{cc:44}:country_send_limit"
+            (field_name(&cooldown), field_name(&sends)),
+            ("resend_cooldown:login".into(), "identifier_send_limit".into())
         );
+        let ip = subject_key("otpd", &k, &Subject::Ip(IpBlock::of([192, 0, 2, 1].into())));
+        assert!(ip.starts_with("otpd:{ip:") && ip.ends_with('}') && !ip.contains("192"), "{ip}");
+        let pfx = subject_key("otpd", &k, &Subject::Prefix(1_202_200, 7));
+        assert!(!pfx.contains("1202200"), "{pfx}");
+        assert_ne!(pfx, subject_key("otpd", &[1u8; 32], &Subject::Prefix(1_202_200, 7)), "keyed by the node secret");
+        assert_eq!(subject_key("x", &k, &Subject::Country(44)), "x:{cc:44}");
     }
 }
