@@ -11,7 +11,8 @@
 //! Each subject is one hash, whose fields are its rules (`resend_cooldown:<purpose>` holds a
 //! cooldown's end; `<rule>:c`, `:u`, `:b` a window's count, end and block; `x` the key's
 //! expiry), so a decision reads a subject with one `HMGET` and writes it with one `HSET`. The
-//! key is its own hash tag:
+//! script formats nothing: field names and candidate ends come from here. The key is its own
+//! hash tag:
 //!
 //! | group | key |
 //! | --- | --- |
@@ -359,10 +360,11 @@ async fn run_script(
     ends: Option<&[i64]>,
 ) -> Result<Vec<i64>, fred::error::Error> {
     let build = || {
+        let now_ms = now.as_millis() as i64;
         let mut keys: Vec<String> = Vec::with_capacity(2);
-        let mut args: Vec<Value> = Vec::with_capacity(2 + 6 * group.len());
+        let mut args: Vec<Value> = Vec::with_capacity(2 + 8 * group.len());
         args.push(Value::from_static_str(mode));
-        args.push(Value::Integer(now.as_millis() as i64));
+        args.push(Value::Integer(now_ms));
         for (n, &i) in group.iter().enumerate() {
             let check = &checks[i];
             let subject = subject_key(prefix, key, &check.subject);
@@ -373,19 +375,28 @@ async fn run_script(
                     keys.len() - 1
                 }
             };
-            let (kind, a, b, c) = match (check.kind, ends) {
-                (CheckKind::Cooldown(_), Some(ends)) => ("c", ends[n], 0, 0),
-                (CheckKind::Window(_), Some(ends)) => ("w", ends[n], 0, 0),
-                (CheckKind::Cooldown(d), None) => ("c", millis(d), 0, 0),
-                (CheckKind::Window(r), None) => ("w", i64::from(r.limit), millis(r.window), millis(r.block)),
+            let [f1, f2, f3] = field_names(check);
+            // The ends this decision would write; in undo mode, the end it wrote.
+            let (kind, limit, end, blocked) = match check.kind {
+                CheckKind::Cooldown(d) => ("c", 0, now_ms + millis(d), 0),
+                CheckKind::Window(r) => {
+                    let blocked = if r.block.is_zero() { 0 } else { now_ms + millis(r.block) };
+                    ("w", i64::from(r.limit), now_ms + millis(r.window), blocked)
+                }
+            };
+            let (end, blocked) = match ends {
+                Some(ends) => (ends[n], 0),
+                None => (end, blocked),
             };
             args.extend([
                 Value::Integer(index as i64 + 1),
-                Value::from(field_name(check)),
                 Value::from_static_str(kind),
-                Value::Integer(a),
-                Value::Integer(b),
-                Value::Integer(c),
+                Value::from(f1),
+                Value::from(f2),
+                Value::from(f3),
+                Value::Integer(limit),
+                Value::Integer(end),
+                Value::Integer(blocked),
             ]);
         }
         (keys, args)
@@ -420,11 +431,17 @@ fn subject_key(prefix: &str, key: &[u8; 32], subject: &Subject) -> String {
     }
 }
 
-/// The field of a check in its subject's hash: the rule's code (and the purpose of a cooldown).
-fn field_name(check: &Check) -> String {
-    match check.subject {
-        Subject::IdentPurpose(_, purpose) => format!("{}:{}", check.rule.as_str(), purpose.as_str()),
-        _ => check.rule.as_str().to_owned(),
+/// The fields of a check in its subject's hash: a cooldown's one field (the rule's code and
+/// the purpose), or a window's count, end and block fields (the rule's code and `:c`, `:u`,
+/// `:b`).
+fn field_names(check: &Check) -> [String; 3] {
+    let rule = check.rule.as_str();
+    match (check.kind, check.subject) {
+        (CheckKind::Cooldown(_), Subject::IdentPurpose(_, purpose)) => {
+            [format!("{rule}:{}", purpose.as_str()), String::new(), String::new()]
+        }
+        (CheckKind::Cooldown(_), _) => [rule.to_owned(), String::new(), String::new()],
+        (CheckKind::Window(_), _) => [format!("{rule}:c"), format!("{rule}:u"), format!("{rule}:b")],
     }
 }
 
@@ -487,10 +504,9 @@ mod tests {
         let k = [0u8; 32];
         assert_eq!(subject_key("otpd", &k, &cooldown.subject), format!("otpd:{{i:{}}}", ident.to_hex()));
         assert_eq!(subject_key("otpd", &k, &cooldown.subject), subject_key("otpd", &k, &sends.subject));
-        assert_eq!(
-            (field_name(&cooldown), field_name(&sends)),
-            ("resend_cooldown:login".into(), "identifier_send_limit".into())
-        );
+        assert_eq!(field_names(&cooldown)[0], "resend_cooldown:login");
+        let window_fields = ["identifier_send_limit:c", "identifier_send_limit:u", "identifier_send_limit:b"];
+        assert_eq!(field_names(&sends), window_fields);
         let ip = subject_key("otpd", &k, &Subject::Ip(IpBlock::of([192, 0, 2, 1].into())));
         assert!(ip.starts_with("otpd:{ip:") && ip.ends_with('}') && !ip.contains("192"), "{ip}");
         let pfx = subject_key("otpd", &k, &Subject::Prefix(1_202_200, 7));
