@@ -66,10 +66,12 @@ use async_trait::async_trait;
 use fred::prelude::{Builder, ClientLike, ClusterInterface, Config, LuaInterface, Options, ServerConfig, Value};
 use fred::types::config::ReconnectPolicy;
 use futures::future::join_all;
+use otpd_actors::challenge::Purpose;
 use otpd_actors::clock::Timestamp;
+use otpd_actors::keys::IdentHash;
 use otpd_actors::limiter::LocalLimiter;
 use otpd_actors::limits::{Check, CheckKind, Group, LimitPolicy, Subject, plan, strongest};
-use otpd_actors::ports::{Decision, LimitRequest, Limiter, LimiterError};
+use otpd_actors::ports::{Decision, LimitRequest, LimitRule, Limiter, LimiterError};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
@@ -391,9 +393,9 @@ async fn run_script(
             args.extend([
                 Value::Integer(index as i64 + 1),
                 Value::from_static_str(kind),
-                Value::from(f1),
-                Value::from(f2),
-                Value::from(f3),
+                Value::from_static_str(f1),
+                Value::from_static_str(f2),
+                Value::from_static_str(f3),
                 Value::Integer(limit),
                 Value::Integer(end),
                 Value::Integer(blocked),
@@ -433,15 +435,30 @@ fn subject_key(prefix: &str, key: &[u8; 32], subject: &Subject) -> String {
 
 /// The fields of a check in its subject's hash: a cooldown's one field (the rule's code and
 /// the purpose), or a window's count, end and block fields (the rule's code and `:c`, `:u`,
-/// `:b`).
-fn field_names(check: &Check) -> [String; 3] {
-    let rule = check.rule.as_str();
+/// `:b`). Static strings: a decision allocates none of them.
+fn field_names(check: &Check) -> [&'static str; 3] {
+    macro_rules! window {
+        ($code:literal) => {
+            [concat!($code, ":c"), concat!($code, ":u"), concat!($code, ":b")]
+        };
+    }
     match (check.kind, check.subject) {
-        (CheckKind::Cooldown(_), Subject::IdentPurpose(_, purpose)) => {
-            [format!("{rule}:{}", purpose.as_str()), String::new(), String::new()]
-        }
-        (CheckKind::Cooldown(_), _) => [rule.to_owned(), String::new(), String::new()],
-        (CheckKind::Window(_), _) => [format!("{rule}:c"), format!("{rule}:u"), format!("{rule}:b")],
+        (CheckKind::Cooldown(_), Subject::IdentPurpose(_, Purpose::Login)) => ["resend_cooldown:login", "", ""],
+        (CheckKind::Cooldown(_), Subject::IdentPurpose(_, Purpose::Register)) => ["resend_cooldown:register", "", ""],
+        (CheckKind::Cooldown(_), _) => [check.rule.as_str(), "", ""],
+        (CheckKind::Window(_), _) => match check.rule {
+            LimitRule::ResendCooldown => window!("resend_cooldown"),
+            LimitRule::IdentifierSends => window!("identifier_send_limit"),
+            LimitRule::IdentifierLogins => window!("identifier_login_limit"),
+            LimitRule::IdentifierRegistrations => window!("identifier_register_limit"),
+            LimitRule::IdentifierResends => window!("identifier_resend_limit"),
+            LimitRule::IdentifierVerifies => window!("identifier_verify_limit"),
+            LimitRule::IpSends => window!("ip_send_limit"),
+            LimitRule::IpVerifies => window!("ip_verify_limit"),
+            LimitRule::PrefixSends => window!("prefix_send_limit"),
+            LimitRule::CountrySends => window!("country_send_limit"),
+            LimitRule::DestinationNotAllowed => window!("destination_not_allowed"),
+        },
     }
 }
 
@@ -451,8 +468,7 @@ fn digest(key: &[u8; 32], domain: &[u8], bytes: &[u8]) -> String {
     hasher.update(domain);
     hasher.update(&[0]);
     hasher.update(bytes);
-    let hash = hasher.finalize();
-    hash.as_bytes()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    IdentHash(hasher.finalize().as_bytes()[..16].try_into().expect("16 bytes")).to_hex()
 }
 
 #[async_trait]
@@ -484,10 +500,7 @@ impl Limiter for RedisLimiter {
 
 #[cfg(test)]
 mod tests {
-    use otpd_actors::challenge::Purpose;
-    use otpd_actors::keys::IdentHash;
     use otpd_actors::limits::{IpBlock, Rule};
-    use otpd_actors::ports::LimitRule;
 
     use super::*;
 
@@ -507,6 +520,11 @@ mod tests {
         assert_eq!(field_names(&cooldown)[0], "resend_cooldown:login");
         let window_fields = ["identifier_send_limit:c", "identifier_send_limit:u", "identifier_send_limit:b"];
         assert_eq!(field_names(&sends), window_fields);
+        for rule in [LimitRule::IdentifierVerifies, LimitRule::IpSends, LimitRule::PrefixSends, LimitRule::CountrySends]
+        {
+            let check = Check { rule, subject: Subject::Country(1), kind: window };
+            assert_eq!(field_names(&check)[1], format!("{}:u", rule.as_str()), "field names follow the rule codes");
+        }
         let ip = subject_key("otpd", &k, &Subject::Ip(IpBlock::of([192, 0, 2, 1].into())));
         assert!(ip.starts_with("otpd:{ip:") && ip.ends_with('}') && !ip.contains("192"), "{ip}");
         let pfx = subject_key("otpd", &k, &Subject::Prefix(1_202_200, 7));
