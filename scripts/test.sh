@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests start as real servers. Each is installed only when missing.
 need_pkgs=()
 missing() { ! command -v "$1" >/dev/null 2>&1; }
+# python3 runs aiosmtpd, the real SMTP server of the e-mail delivery tests (installed below).
+if missing python3; then need_pkgs+=(python3 python3-aiosmtpd); fi
 # Redis (standalone and a 3-master cluster) for the shared cooldowns and rate limits.
 missing redis-server && need_pkgs+=(redis-server)
 missing redis-cli && need_pkgs+=(redis-tools)
@@ -15,6 +17,12 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
+fi
+
+# Python packages the tests start as real servers, installed with pip when missing.
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  python3 -m pip install -q aiosmtpd || python3 -m pip install -q --break-system-packages aiosmtpd ||
+    echo "aiosmtpd could not be installed: the SMTP delivery test will report that it skipped"
 fi
 
 echo "== cargo test (workspace, all targets)"

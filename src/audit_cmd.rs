@@ -1,7 +1,7 @@
 //! `otpd audit`: list audit events by identifier or by trace id.
 //!
 //! When no node holds the embedded store, the command opens it read-only itself. While a node
-//! runs, redb's file lock keeps other processes out, so the command asks the node instead,
+//! runs, the store's lock file keeps other processes out, so the command asks the node instead,
 //! over `GET /v1/admin/audit` on its listen address with the admin token from the data
 //! directory. Either way the output is the same.
 

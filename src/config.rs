@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use otpd_actors::code::{Alphabet, MAX_CODE_LENGTH, MIN_CODE_LENGTH};
+use otpd_actors::dispatch::template;
 use otpd_actors::limits::Preset;
 use serde::{Deserialize, Deserializer};
 
@@ -84,7 +85,9 @@ macro_rules! section {
                 for (key, value) in table {
                     let path = format!("{section}.{key}");
                     match key.as_str() {
-                        $( stringify!($field) => match <$ty as Deserialize>::deserialize(value.clone()) {
+                        $( stringify!($field) => match <$ty as Deserialize>::deserialize(value.clone())
+                            .or_else(|e| origin.as_text::<$ty>(&path, value).ok_or(e))
+                        {
                             Ok(v) => out.$field = v,
                             Err(e) => errors.push(format!("{}: {}", origin.describe(&path), e.message())),
                         }, )*
@@ -197,28 +200,132 @@ section! {
 }
 
 section! {
+    /// Device keys (fingerprint login).
+    pub struct DevicesConfig {
+        /// Active devices per account.
+        max_per_user: usize = 5,
+        /// Enrolment needs a login by one-time code (and an access token) at most this old.
+        enrol_max_auth_age: Dur = secs(300),
+        /// How long a device-login nonce works.
+        challenge_lifetime: Dur = secs(60),
+    }
+}
+
+section! {
     /// The durable store.
     pub struct StoreConfig {
-        /// `embedded` (redb in `<data_dir>/otpd.redb`).
+        /// `embedded` (an LSM tree in `<data_dir>/store/`).
         kind: String = "embedded".into(),
         /// Most writes committed together in one fsync.
         group_commit_max: usize = 512,
         /// Writes waiting for the writer before new ones are refused (503).
         queue_capacity: usize = 65_536,
+        /// Block cache of the embedded store (bytes); reads of accounts and sessions need
+        /// little, and a bounded cache keeps a node's memory predictable.
+        cache_bytes: usize = 128 * 1024 * 1024,
     }
 }
 
 section! {
-    /// Where codes go.
+    /// Where codes go, and how the dispatcher gets them there.
     pub struct DeliveryConfig {
-        /// `outbox` (development: JSON lines in a file).
+        /// SMS provider: `outbox` (development: JSON lines in a file), `twilio` or `webhook`.
         provider: String = "outbox".into(),
         /// Name in the messages ("Your <app_name> login code is …").
         app_name: String = "otpd".into(),
         /// Default: `<data_dir>/outbox.jsonl`.
         outbox_path: Option<PathBuf> = None,
-        /// Messages waiting for delivery before sends are refused (503).
+        /// Messages accepted and not yet delivered (or given up) before sends are refused (503).
         queue_capacity: usize = 10_000,
+        /// SMS failover when the primary's circuit breaker is open: `""` (none), `twilio`,
+        /// `webhook` or `outbox`.
+        secondary: String = String::new(),
+        /// E-mail provider: `outbox`, `smtp` or `webhook`.
+        email_provider: String = "outbox".into(),
+        /// E-mail failover: `""` (none), `smtp`, `webhook` or `outbox`.
+        email_secondary: String = String::new(),
+        /// A provider call carries at most this many messages (1 turns batching off)…
+        batch_max_size: usize = 100,
+        /// … and leaves once its oldest message has waited this long.
+        batch_max_age: Dur = millis(10),
+        /// Attempts per message, every provider together.
+        max_attempts: u32 = 5,
+        /// Ceiling of the first retry's delay (full jitter; doubles per attempt).
+        backoff_base: Dur = millis(200),
+        /// Largest backoff ceiling (a provider's Retry-After may ask for more).
+        backoff_max: Dur = secs(30),
+        /// Longest a provider call may take before it counts as a failure.
+        send_timeout: Dur = secs(10),
+        /// Consecutive failed calls that open a provider's circuit breaker.
+        breaker_failures: u32 = 5,
+        /// How long an open breaker sends the provider's traffic elsewhere before a probe.
+        breaker_open_for: Dur = secs(30),
+        /// Host for the origin-bound last line of SMS (`@example.com #123456`, WebOTP / SMS
+        /// Retriever); empty: no such line.
+        origin: String = String::new(),
+        /// Body of a registration code (placeholders: {code}, {app_name}, {lifetime}, {minutes}).
+        template_register: String = template::DEFAULT_REGISTER.into(),
+        /// Body of a login code.
+        template_login: String = template::DEFAULT_LOGIN.into(),
+        /// Body of a resent code (either purpose).
+        template_resend: String = template::DEFAULT_RESEND.into(),
+        /// Subject of a code sent by e-mail.
+        email_subject: String = template::DEFAULT_EMAIL_SUBJECT.into(),
+    }
+}
+
+section! {
+    /// Twilio Programmable Messaging (`delivery.provider = "twilio"`).
+    pub struct TwilioConfig {
+        /// Account SID (`AC…`, 34 characters); part of the API path.
+        account_sid: String = String::new(),
+        /// The account's auth token, or the secret of `api_key_sid`. Prefer the environment:
+        /// `OTPD_TWILIO__AUTH_TOKEN`.
+        auth_token: Option<Secret> = None,
+        /// An API key (`SK…`) to authenticate with instead of the account SID.
+        api_key_sid: String = String::new(),
+        /// Sender: a Twilio number in E.164 or an alphanumeric sender id…
+        from: String = String::new(),
+        /// … or a Messaging Service (`MG…`) that picks the sender.
+        messaging_service_sid: String = String::new(),
+        /// API base URL (tests point it at a local server).
+        base_url: String = "https://api.twilio.com".into(),
+        /// Requests in flight at once (Twilio takes one message per request).
+        concurrency: usize = 16,
+    }
+}
+
+section! {
+    /// A generic HTTP webhook that receives batches as JSON (an operator's own gateway).
+    pub struct WebhookConfig {
+        /// Where batches are POSTed (`http://` or `https://`).
+        url: String = String::new(),
+        /// Sent as `Authorization: Bearer <token>` when set.
+        bearer_token: Option<Secret> = None,
+        /// Most messages per POST.
+        max_batch: usize = 100,
+        /// POSTs in flight at once.
+        concurrency: usize = 4,
+    }
+}
+
+section! {
+    /// E-mail over SMTP (`delivery.email_provider = "smtp"`).
+    pub struct SmtpConfig {
+        host: String = "localhost".into(),
+        port: u16 = 587,
+        /// `starttls` (required), `tls` (implicit TLS, usually port 465) or `none` (plain text:
+        /// only for a relay on the same host).
+        tls: String = "starttls".into(),
+        /// Empty: no authentication.
+        username: String = String::new(),
+        password: Option<Secret> = None,
+        /// The From header and envelope sender.
+        from: String = "otpd <no-reply@localhost>".into(),
+        /// Most messages per call (one pooled connection).
+        max_batch: usize = 20,
+        /// Calls (connections) in flight at once.
+        concurrency: usize = 4,
     }
 }
 
@@ -322,15 +429,34 @@ pub struct Config {
     pub otp: OtpConfig,
     pub engine: EngineSection,
     pub tokens: TokensConfig,
+    pub devices: DevicesConfig,
     pub store: StoreConfig,
     pub delivery: DeliveryConfig,
     pub secrets: SecretsConfig,
+    pub twilio: TwilioConfig,
+    pub webhook: WebhookConfig,
+    pub smtp: SmtpConfig,
     pub redis: RedisConfig,
     pub limits: LimitsConfig,
 }
 
-const SECTIONS: &[&str] =
-    &["node", "http", "identifiers", "otp", "engine", "tokens", "store", "delivery", "secrets", "redis", "limits"];
+const SECTIONS: &[&str] = &[
+    "node",
+    "http",
+    "identifiers",
+    "otp",
+    "engine",
+    "tokens",
+    "devices",
+    "store",
+    "delivery",
+    "secrets",
+    "twilio",
+    "webhook",
+    "smtp",
+    "redis",
+    "limits",
+];
 
 /// Everything wrong with a configuration, one line per problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,9 +474,9 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Which environment variable set which key, for error messages.
+/// Which environment variable set which key, for error messages; and the variable's raw text.
 #[derive(Default)]
-struct Origins(BTreeMap<String, String>);
+struct Origins(BTreeMap<String, String>, BTreeMap<String, String>);
 
 impl Origins {
     fn describe(&self, path: &str) -> String {
@@ -359,10 +485,26 @@ impl Origins {
             None => path.to_owned(),
         }
     }
+
+    /// An override read as a number or boolean that the key wants as text (a sender number
+    /// `OTPD_TWILIO__FROM=+15005550006` reads as the integer 15005550006): its raw text.
+    fn as_text<'de, T: Deserialize<'de>>(&self, path: &str, value: &toml::Value) -> Option<T> {
+        let raw = self.1.get(path).filter(|_| !value.is_str())?;
+        T::deserialize(toml::Value::String(raw.clone())).ok()
+    }
 }
 
 /// Prefix of every override variable.
 pub const ENV_PREFIX: &str = "OTPD_";
+
+/// What `delivery.provider` accepts.
+pub const SMS_PROVIDERS: &[&str] = &["outbox", "twilio", "webhook"];
+/// What `delivery.email_provider` accepts.
+pub const EMAIL_PROVIDERS: &[&str] = &["outbox", "smtp", "webhook"];
+
+fn http_url(text: &str) -> bool {
+    reqwest::Url::parse(text).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
 
 impl Config {
     /// Reads `path` (if given) and applies `OTPD_*` overrides from the process environment.
@@ -402,9 +544,13 @@ impl Config {
             otp: OtpConfig::load(section("otp"), "otp", &origins, &mut errors),
             engine: EngineSection::load(section("engine"), "engine", &origins, &mut errors),
             tokens: TokensConfig::load(section("tokens"), "tokens", &origins, &mut errors),
+            devices: DevicesConfig::load(section("devices"), "devices", &origins, &mut errors),
             store: StoreConfig::load(section("store"), "store", &origins, &mut errors),
             delivery: DeliveryConfig::load(section("delivery"), "delivery", &origins, &mut errors),
             secrets: SecretsConfig::load(section("secrets"), "secrets", &origins, &mut errors),
+            twilio: TwilioConfig::load(section("twilio"), "twilio", &origins, &mut errors),
+            webhook: WebhookConfig::load(section("webhook"), "webhook", &origins, &mut errors),
+            smtp: SmtpConfig::load(section("smtp"), "smtp", &origins, &mut errors),
             redis: RedisConfig::load(section("redis"), "redis", &origins, &mut errors),
             limits: LimitsConfig::load(section("limits"), "limits", &origins, &mut errors),
         };
@@ -465,13 +611,30 @@ impl Config {
         if let Some(secret) = &self.tokens.hs256_secret {
             check(secret.0.len() >= 32, "tokens.hs256_secret: must be at least 32 bytes".into());
         }
+        check(
+            (1..=100).contains(&self.devices.max_per_user),
+            format!("devices.max_per_user: must be 1..=100, got {}", self.devices.max_per_user),
+        );
+        check(
+            self.devices.enrol_max_auth_age.0 >= Duration::from_secs(30)
+                && self.devices.enrol_max_auth_age.0 <= Duration::from_secs(3600),
+            format!(
+                "devices.enrol_max_auth_age: must be between 30s and 1h, got {:?}",
+                self.devices.enrol_max_auth_age
+            ),
+        );
+        check(
+            self.devices.challenge_lifetime.0 >= Duration::from_secs(10)
+                && self.devices.challenge_lifetime.0 <= Duration::from_secs(300),
+            format!(
+                "devices.challenge_lifetime: must be between 10s and 5m, got {:?}",
+                self.devices.challenge_lifetime
+            ),
+        );
         check(self.store.kind == "embedded", format!("store.kind: must be \"embedded\", got {:?}", self.store.kind));
         check((1..=65_536).contains(&self.store.group_commit_max), "store.group_commit_max: must be 1..=65536".into());
         check(self.store.queue_capacity >= 1, "store.queue_capacity: must be at least 1".into());
-        check(
-            self.delivery.provider == "outbox",
-            format!("delivery.provider: must be \"outbox\", got {:?}", self.delivery.provider),
-        );
+        check(self.store.cache_bytes >= 1024 * 1024, "store.cache_bytes: must be at least 1 MiB".into());
         check(self.delivery.queue_capacity >= 1, "delivery.queue_capacity: must be at least 1".into());
         if let Some(key) = &self.secrets.hash_key {
             check(
@@ -488,6 +651,7 @@ impl Config {
                 format!("identifiers.default_region: unknown region {:?}", self.identifiers.default_region),
             );
         }
+        self.validate_delivery(errors);
         self.validate_redis(errors);
         self.validate_limits(errors);
     }
@@ -554,6 +718,143 @@ impl Config {
         }
     }
 
+    /// The `[delivery]` rules and those of the provider sections in use.
+    fn validate_delivery(&self, errors: &mut Vec<String>) {
+        let d = &self.delivery;
+        let mut check = |ok: bool, msg: String| {
+            if !ok {
+                errors.push(msg);
+            }
+        };
+        let choice = |key: &str, value: &str, allowed: &[&str]| {
+            let list: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+            (allowed.contains(&value), format!("delivery.{key}: must be one of {}, got {value:?}", list.join(", ")))
+        };
+        let (ok, msg) = choice("provider", &d.provider, SMS_PROVIDERS);
+        check(ok, msg);
+        let (ok, msg) = choice("secondary", &d.secondary, &["", "outbox", "twilio", "webhook"]);
+        check(ok, msg);
+        check(d.secondary != d.provider, "delivery.secondary: must differ from delivery.provider".into());
+        let (ok, msg) = choice("email_provider", &d.email_provider, EMAIL_PROVIDERS);
+        check(ok, msg);
+        let (ok, msg) = choice("email_secondary", &d.email_secondary, &["", "outbox", "smtp", "webhook"]);
+        check(ok, msg);
+        check(
+            d.email_secondary != d.email_provider,
+            "delivery.email_secondary: must differ from delivery.email_provider".into(),
+        );
+        check(
+            (1..=10_000).contains(&d.batch_max_size),
+            format!("delivery.batch_max_size: must be 1..=10000, got {}", d.batch_max_size),
+        );
+        check(
+            (1..=20).contains(&d.max_attempts),
+            format!("delivery.max_attempts: must be 1..=20, got {}", d.max_attempts),
+        );
+        check(!d.backoff_base.0.is_zero(), "delivery.backoff_base: must be more than zero".into());
+        check(
+            d.backoff_max.0 >= d.backoff_base.0,
+            "delivery.backoff_max: must be at least delivery.backoff_base".into(),
+        );
+        check(!d.send_timeout.0.is_zero(), "delivery.send_timeout: must be more than zero".into());
+        check(d.breaker_failures >= 1, "delivery.breaker_failures: must be at least 1".into());
+        check(!d.breaker_open_for.0.is_zero(), "delivery.breaker_open_for: must be more than zero".into());
+        let templates = [
+            ("template_register", &d.template_register, true),
+            ("template_login", &d.template_login, true),
+            ("template_resend", &d.template_resend, true),
+            ("email_subject", &d.email_subject, false),
+        ];
+        for (name, text, body) in templates {
+            if let Err(e) = template::check_template(name, text, body) {
+                check(false, format!("delivery.{e}"));
+            }
+        }
+        if !d.origin.trim().is_empty()
+            && let Err(e) = template::check_origin(d.origin.trim())
+        {
+            check(false, format!("delivery.{e}"));
+        }
+        check(!d.app_name.trim().is_empty(), "delivery.app_name: must not be empty".into());
+
+        let used = self.providers_in_use();
+        if used.contains(&"twilio") {
+            let t = &self.twilio;
+            check(
+                t.account_sid.len() == 34 && t.account_sid.starts_with("AC"),
+                "twilio.account_sid: must be the account SID (\"AC\" and 32 more characters)".into(),
+            );
+            check(
+                t.auth_token.as_ref().is_some_and(|s| !s.0.is_empty()),
+                "twilio.auth_token: required (set OTPD_TWILIO__AUTH_TOKEN)".into(),
+            );
+            check(
+                t.api_key_sid.is_empty() || (t.api_key_sid.len() == 34 && t.api_key_sid.starts_with("SK")),
+                "twilio.api_key_sid: must be an API key SID (\"SK\" and 32 more characters)".into(),
+            );
+            check(
+                t.from.is_empty() != t.messaging_service_sid.is_empty(),
+                "twilio: set exactly one of twilio.from and twilio.messaging_service_sid".into(),
+            );
+            check(
+                t.messaging_service_sid.is_empty()
+                    || (t.messaging_service_sid.len() == 34 && t.messaging_service_sid.starts_with("MG")),
+                "twilio.messaging_service_sid: must be a Messaging Service SID (\"MG\" and 32 more characters)".into(),
+            );
+            check(http_url(&t.base_url), format!("twilio.base_url: not an http(s) URL: {:?}", t.base_url));
+            check(t.concurrency >= 1, "twilio.concurrency: must be at least 1".into());
+        }
+        if used.contains(&"webhook") {
+            let w = &self.webhook;
+            check(http_url(&w.url), format!("webhook.url: required, an http(s) URL; got {:?}", w.url));
+            check((1..=10_000).contains(&w.max_batch), "webhook.max_batch: must be 1..=10000".into());
+            check(w.concurrency >= 1, "webhook.concurrency: must be at least 1".into());
+        }
+        if used.contains(&"smtp") {
+            let s = &self.smtp;
+            check(!s.host.is_empty(), "smtp.host: required".into());
+            check(s.port != 0, "smtp.port: must not be 0".into());
+            check(
+                matches!(s.tls.as_str(), "starttls" | "tls" | "none"),
+                format!("smtp.tls: must be \"starttls\", \"tls\" or \"none\", got {:?}", s.tls),
+            );
+            check(
+                s.from.parse::<lettre::message::Mailbox>().is_ok(),
+                format!("smtp.from: not an address like \"App <no-reply@example.com>\": {:?}", s.from),
+            );
+            check(
+                s.username.is_empty() == s.password.is_none(),
+                "smtp: set both smtp.username and smtp.password, or neither".into(),
+            );
+            check((1..=1000).contains(&s.max_batch), "smtp.max_batch: must be 1..=1000".into());
+            check(s.concurrency >= 1, "smtp.concurrency: must be at least 1".into());
+        }
+    }
+
+    /// The message templates, parsed.
+    pub fn templates(&self) -> Result<template::Templates, String> {
+        let d = &self.delivery;
+        let texts = template::TemplateTexts {
+            register: d.template_register.clone(),
+            login: d.template_login.clone(),
+            resend: d.template_resend.clone(),
+            email_subject: d.email_subject.clone(),
+        };
+        template::Templates::new(&d.app_name, &texts, Some(d.origin.as_str()))
+    }
+
+    /// Every provider some route names, once each.
+    pub fn providers_in_use(&self) -> Vec<&str> {
+        let d = &self.delivery;
+        let mut used: Vec<&str> = Vec::new();
+        for name in [&d.provider, &d.secondary, &d.email_provider, &d.email_secondary] {
+            if !name.is_empty() && !used.contains(&name.as_str()) {
+                used.push(name);
+            }
+        }
+        used
+    }
+
     pub fn default_region(&self) -> Option<&str> {
         Some(self.identifiers.default_region.as_str()).filter(|r| !r.is_empty())
     }
@@ -563,7 +864,7 @@ impl Config {
     }
 
     pub fn store_path(&self) -> PathBuf {
-        self.node.data_dir.join("otpd.redb")
+        self.node.data_dir.join("store")
     }
 
     pub fn secrets_dir(&self) -> PathBuf {
@@ -597,6 +898,7 @@ fn apply_env(
             toml::Value::Table(t) => {
                 t.insert(key.clone(), value);
                 origins.0.insert(format!("{section}.{key}"), name);
+                origins.1.insert(format!("{section}.{key}"), raw);
             }
             _ => errors.push(format!("{name}: section {section} is not a table in the config file")),
         }
@@ -673,6 +975,19 @@ mod tests {
     }
 
     #[test]
+    fn device_rules_are_bounded() {
+        let c = Config::from_sources("[devices]\nmax_per_user = 3\nchallenge_lifetime = \"30s\"", env(&[])).unwrap();
+        assert_eq!((c.devices.max_per_user, c.devices.challenge_lifetime.0), (3, Duration::from_secs(30)));
+        let text = "[devices]\nmax_per_user = 0\nenrol_max_auth_age = \"2h\"\nchallenge_lifetime = \"1s\"\nx = 1";
+        let err = Config::from_sources(text, env(&[])).unwrap_err();
+        let all = err.0.join("\n");
+        for needle in ["devices.max_per_user", "devices.enrol_max_auth_age", "devices.challenge_lifetime", "devices.x"]
+        {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
     fn lifetime_is_capped_at_ten_minutes() {
         let err = Config::from_sources("[otp]\nlifetime = \"11m\"", env(&[])).unwrap_err();
         assert!(err.0[0].contains("otp.lifetime"));
@@ -737,6 +1052,82 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn delivery_defaults_to_the_outbox_for_both_channels() {
+        let c = Config::from_sources("", env(&[])).unwrap();
+        assert_eq!(c.providers_in_use(), ["outbox"]);
+        assert_eq!(c.delivery.batch_max_age.0, Duration::from_millis(10));
+        assert!(c.templates().is_ok());
+    }
+
+    #[test]
+    fn providers_in_use_are_checked_and_their_secrets_come_from_the_environment() {
+        let sid = format!("AC{}", "a".repeat(32));
+        let c = Config::from_sources(
+            &format!(
+                "[delivery]\nprovider = \"twilio\"\nsecondary = \"webhook\"\nemail_provider = \"smtp\"\n\
+                 [twilio]\naccount_sid = \"{sid}\"\nfrom = \"+15005550006\"\n\
+                 [webhook]\nurl = \"http://127.0.0.1:9/hook\"\n[smtp]\nfrom = \"Acme <codes@acme.test>\"\n"
+            ),
+            env(&[("OTPD_TWILIO__AUTH_TOKEN", "env-only-auth-token"), ("OTPD_SMTP__TLS", "none")]),
+        )
+        .unwrap();
+        assert_eq!(c.providers_in_use(), ["twilio", "webhook", "smtp"]);
+        assert_eq!(c.twilio.auth_token.as_ref().unwrap().0, "env-only-auth-token");
+        assert!(!format!("{c:?}").contains("env-only-auth-token"), "check-config never prints a secret");
+        let c = Config::from_sources(
+            "",
+            env(&[
+                ("OTPD_TWILIO__FROM", "+15005550006"),
+                ("OTPD_DELIVERY__APP_NAME", "1234"),
+                ("OTPD_OTP__CODE_LENGTH", "8"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.twilio.from, "+15005550006", "a number meant as text keeps its text");
+        assert_eq!(c.delivery.app_name, "1234");
+        assert_eq!(c.otp.code_length, 8);
+    }
+
+    #[test]
+    fn every_delivery_problem_is_named() {
+        let text = r#"
+            [delivery]
+            provider = "pigeon"
+            email_provider = "smtp"
+            email_secondary = "smtp"
+            batch_max_size = 0
+            template_login = "no code"
+            origin = "https://example.com"
+            [twilio]
+            account_sid = "nope"
+            [smtp]
+            tls = "maybe"
+            from = "not an address"
+            username = "u"
+        "#;
+        let err = Config::from_sources(text, env(&[("OTPD_DELIVERY__SECONDARY", "twilio")])).unwrap_err();
+        let all = err.0.join("\n");
+        for needle in [
+            "delivery.provider: must be one of \"outbox\", \"twilio\", \"webhook\", got \"pigeon\"",
+            "delivery.email_secondary: must differ from delivery.email_provider",
+            "delivery.batch_max_size: must be 1..=10000, got 0",
+            "delivery.template_login: must contain {code}",
+            "twilio.account_sid: must be the account SID",
+            "twilio.auth_token: required",
+            "twilio: set exactly one of twilio.from and twilio.messaging_service_sid",
+            "smtp.tls: must be",
+            "smtp.from: not an address",
+            "smtp: set both smtp.username and smtp.password, or neither",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        let err = Config::from_sources("[delivery]\norigin = \"https://example.com\"", env(&[])).unwrap_err();
+        assert!(err.0[0].starts_with("delivery.origin:"), "{:?}", err.0);
+        let err = Config::from_sources("[delivery]\nprovider = \"webhook\"", env(&[])).unwrap_err();
+        assert_eq!(err.0, ["webhook.url: required, an http(s) URL; got \"\""]);
     }
 
     #[test]

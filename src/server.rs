@@ -1,8 +1,8 @@
 //! Wiring: from a [`Config`] to a running node, and back down again.
 //!
 //! [`start`] builds every piece in dependency order (secrets → store → limiter (in-process or
-//! Redis) → notifier → engine → tokens → listener) and returns a [`Node`] handle; [`run`] is
-//! what `otpd run` calls.
+//! Redis) → delivery (providers + dispatcher) → engine (which starts the dispatcher actor) →
+//! tokens → listener) and returns a [`Node`] handle; [`run`] is what `otpd run` calls.
 //! Tests call [`start`] with a manual clock and port 0.
 
 use std::future::Future;
@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use otpd_actors::clock::{Clock, SystemClock};
 use otpd_actors::code::CodePolicy;
+use otpd_actors::devices::DevicePolicy;
+use otpd_actors::dispatch::DispatchHandle;
 use otpd_actors::identifier::Normalizer;
 use otpd_actors::keys::Keys;
 use otpd_actors::limits::LimitPolicy;
@@ -23,7 +25,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::delivery::outbox::Outbox;
 use crate::http::App;
 use crate::http::routes::{DegradationCheck, ReadinessCheck};
 use crate::limits::{LimiterHealth, Limits};
@@ -39,6 +40,8 @@ pub enum StartupError {
     Store(String),
     #[error("outbox {path}: {error}")]
     Outbox { path: PathBuf, error: std::io::Error },
+    #[error("delivery: {0}")]
+    Delivery(String),
     #[error("{0}")]
     Config(String),
     #[error("engine: {0}")]
@@ -54,6 +57,8 @@ pub struct Node {
     pub addr: SocketAddr,
     pub engine: Engine,
     pub outbox_path: PathBuf,
+    /// The delivery dispatcher: stats, provider health.
+    pub delivery: DispatchHandle,
     pub admin_token: String,
     store: Arc<EmbeddedStore>,
     limits: Limits,
@@ -92,6 +97,7 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, StartupError> {
         code,
         shard: ShardConfig {
             lifetime: otp.lifetime.0,
+            device_lifetime: config.devices.challenge_lifetime.0,
             max_attempts: otp.max_attempts,
             grace: config.engine.expired_grace.0,
             reclaim_every: config.engine.reclaim_interval.0,
@@ -102,6 +108,11 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, StartupError> {
         resend_cooldown: otp.resend_cooldown.0,
         session_ttl: config.tokens.session_ttl.0,
         reveal_accounts: otp.reveal_accounts,
+        devices: DevicePolicy {
+            max_per_user: config.devices.max_per_user,
+            enrol_max_auth_age: config.devices.enrol_max_auth_age.0,
+            audience: config.tokens.audience.clone(),
+        },
     })
 }
 
@@ -109,27 +120,52 @@ pub fn limit_policy(config: &Config) -> LimitPolicy {
     crate::limits::policy(config)
 }
 
-/// Builds and starts a node. The listener is bound before this returns, so `addr` is live.
-pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, StartupError> {
-    let secrets = secrets::load_or_create(&config)?;
+/// Everything a node is made of except its listener: what benchmarks drive in-process.
+pub struct Assembly {
+    pub app: Arc<App>,
+    pub engine: Engine,
+    pub store: Arc<EmbeddedStore>,
+    pub outbox_path: PathBuf,
+    /// The delivery dispatcher: stats, provider health.
+    pub delivery: DispatchHandle,
+    pub admin_token: String,
+    /// The limiter (in-process or Redis) and its health.
+    pub limits: Limits,
+}
 
-    let store_path = config.store_path();
+impl Assembly {
+    /// Stops the actor tree, the limiter's background work and closes the store.
+    pub async fn shutdown(self) {
+        self.engine.stop().await;
+        self.limits.stop().await;
+        self.store.close();
+    }
+}
+
+/// Builds every piece of a node in dependency order: secrets → store → limiter (in-process or
+/// Redis) → delivery (providers + dispatcher) → engine (which starts the dispatcher actor) →
+/// tokens → the HTTP application.
+pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly, StartupError> {
+    let secrets = secrets::load_or_create(config)?;
+
     let store = EmbeddedStore::open(
-        &store_path,
+        &config.store_path(),
         EmbeddedOptions {
             group_commit_max: config.store.group_commit_max,
             queue_capacity: config.store.queue_capacity,
+            cache_bytes: config.store.cache_bytes,
         },
     )
     .map_err(|e| StartupError::Store(e.to_string()))?;
 
-    let limits = Limits::start(&config, &secrets.master, clock.clone()).await.map_err(StartupError::Limits)?;
+    let limits = Limits::start(config, &secrets.master, clock.clone()).await.map_err(StartupError::Limits)?;
     let limiter = limits.limiter.clone();
 
     let outbox_path = config.outbox_path();
-    let outbox =
-        Outbox::open(&outbox_path, config.delivery.queue_capacity, config.delivery.app_name.clone(), clock.clone())
-            .map_err(|error| StartupError::Outbox { path: outbox_path.clone(), error })?;
+    let delivery = crate::delivery::start(config, clock.clone(), store.clone()).map_err(|e| match e {
+        crate::delivery::DeliveryError::Outbox { path, error } => StartupError::Outbox { path, error },
+        crate::delivery::DeliveryError::Setup(e) => StartupError::Delivery(e),
+    })?;
 
     let normalizer =
         Normalizer::new(config.default_region(), config.identifiers.verdict_cache).map_err(StartupError::Config)?;
@@ -139,21 +175,25 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         tokio::task::spawn_blocking(move || n.warm()).await.map_err(|e| StartupError::Engine(e.to_string()))?;
     }
 
-    let ports =
-        EnginePorts { users: store.clone(), sessions: store.clone(), audit: store.clone(), limiter, notifier: outbox };
-    let engine = Engine::start(engine_config(&config)?, Keys::from_master(&secrets.master), clock, normalizer, ports)
+    let ports = EnginePorts {
+        users: store.clone(),
+        sessions: store.clone(),
+        devices: store.clone(),
+        audit: store.clone(),
+        limiter,
+        notifier: Arc::new(delivery.clone()),
+    };
+    let engine = Engine::start(engine_config(config)?, Keys::from_master(&secrets.master), clock, normalizer, ports)
         .await
         .map_err(|e| StartupError::Engine(e.to_string()))?;
     let tokens = TokenService::new(&secrets.signing, &config.tokens).map_err(StartupError::Config)?;
 
-    let listener = TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|error| StartupError::Listen { addr: config.http.listen, error })?;
-    let addr = listener.local_addr().map_err(|error| StartupError::Listen { addr: config.http.listen, error })?;
-
     let store_check = store.clone();
-    let readiness: Vec<ReadinessCheck> =
-        vec![("store", Arc::new(move || store_check.check().map_err(|e| e.to_string())))];
+    let delivery_check = delivery.clone();
+    let readiness: Vec<ReadinessCheck> = vec![
+        ("store", Arc::new(move || store_check.check().map_err(|e| e.to_string()))),
+        ("delivery", Arc::new(move || delivery_check.check())),
+    ];
     let mut degradations: Vec<DegradationCheck> = Vec::new();
     if let Some(health) = limits.health() {
         degradations.push(("limiter", Arc::new(move || health.reason())));
@@ -167,7 +207,24 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         admin_token: secrets.admin_token.clone(),
         readiness,
         degradations,
+        delivery: Some(delivery.clone()),
     });
+    Ok(Assembly { app, engine, store, outbox_path, delivery, admin_token: secrets.admin_token, limits })
+}
+
+/// Builds and starts a node. The listener is bound before this returns, so `addr` is live.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, StartupError> {
+    let assembly = assemble(&config, clock).await?;
+    let listener = match TcpListener::bind(config.http.listen).await {
+        Ok(l) => l,
+        Err(error) => {
+            assembly.shutdown().await;
+            return Err(StartupError::Listen { addr: config.http.listen, error });
+        }
+    };
+    let addr = listener.local_addr().map_err(|error| StartupError::Listen { addr: config.http.listen, error })?;
+
+    let Assembly { app, engine, store, outbox_path, delivery, admin_token, limits } = assembly;
     let (stop, stopped) = oneshot::channel::<()>();
     let http = config.http.clone();
     let serving = tokio::spawn(async move {
@@ -187,11 +244,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     tracing::info!(
         addr = %addr,
         data_dir = %config.node.data_dir.display(),
-        store = %store_path.display(),
+        store = %config.store_path().display(),
         "otpd node listening"
     );
-    tracing::info!(outbox = %outbox_path.display(), "development outbox: codes are appended to this file as JSON lines");
-    Ok(Node { addr, engine, outbox_path, admin_token: secrets.admin_token, store, limits, stop: Some(stop), serving })
+    crate::delivery::log_routes(&config);
+    Ok(Node { addr, engine, outbox_path, delivery, admin_token, store, limits, stop: Some(stop), serving })
 }
 
 /// Runs a node with the system clock until `signal` completes.

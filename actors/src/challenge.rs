@@ -34,6 +34,9 @@ use crate::keys::Keys;
 pub enum Purpose {
     Register = 1,
     Login = 2,
+    /// A device-login nonce (fingerprint login): keyed by the device, not by an identifier;
+    /// answered with a signature instead of a typed code, and never delivered by a notifier.
+    DeviceLogin = 3,
 }
 
 impl Purpose {
@@ -41,6 +44,7 @@ impl Purpose {
         match self {
             Purpose::Register => "register",
             Purpose::Login => "login",
+            Purpose::DeviceLogin => "device_login",
         }
     }
 }
@@ -104,6 +108,13 @@ impl Challenge {
     /// Applies one attempt. `max_attempts` wrong codes burn the challenge; the comparison runs
     /// only on a pending, unexpired challenge, so a burned one answers without the key.
     pub fn verify(&mut self, keys: &Keys, attempt: &Code, now: Timestamp, max_attempts: u8) -> VerifyOutcome {
+        self.attempt(|sealed| sealed.opens_with(keys, attempt), now, max_attempts)
+    }
+
+    /// Applies one attempt of any kind: `opens` says whether the attempt answers the sealed
+    /// secret (a typed code, or a device-login nonce together with its signature check). The
+    /// rules (single use, expiry, `max_attempts` wrong answers burn) are the same for all.
+    pub fn attempt(&mut self, opens: impl FnOnce(&Sealed) -> bool, now: Timestamp, max_attempts: u8) -> VerifyOutcome {
         match self.status(now) {
             Status::Verified => return VerifyOutcome::AlreadyUsed,
             Status::Blocked => return VerifyOutcome::Blocked,
@@ -113,7 +124,7 @@ impl Challenge {
             }
             Status::Pending => {}
         }
-        if self.sealed.opens_with(keys, attempt) {
+        if opens(&self.sealed) {
             self.status = Status::Verified;
             return VerifyOutcome::Verified;
         }

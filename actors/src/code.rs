@@ -141,13 +141,23 @@ impl fmt::Debug for Sealed {
 impl Sealed {
     /// Seals `code` under a fresh random salt.
     pub fn seal(keys: &Keys, code: &Code) -> Self {
-        let salt: [u8; 16] = rand::rng().random();
-        Sealed { salt, digest: keys.code_digest(&salt, code.as_bytes()) }
+        Self::seal_secret(keys, code.as_bytes())
     }
 
     /// Constant-time check of an attempt against this seal.
     pub fn opens_with(&self, keys: &Keys, attempt: &Code) -> bool {
-        let digest = keys.code_digest(&self.salt, attempt.as_bytes());
+        self.opens_with_secret(keys, attempt.as_bytes())
+    }
+
+    /// Seals any short secret (a device-login nonce) the way codes are sealed.
+    pub fn seal_secret(keys: &Keys, secret: &[u8]) -> Self {
+        let salt: [u8; 16] = rand::rng().random();
+        Sealed { salt, digest: keys.code_digest(&salt, secret) }
+    }
+
+    /// Constant-time check of a secret against this seal.
+    pub fn opens_with_secret(&self, keys: &Keys, secret: &[u8]) -> bool {
+        let digest = keys.code_digest(&self.salt, secret);
         digest.ct_eq(&self.digest).into()
     }
 }

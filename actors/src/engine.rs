@@ -9,6 +9,9 @@
 //!   limiter.check(Verify) → shard Verify → user lookup/update → session insert → audit
 //! ```
 //!
+//! Sessions (refresh, logout, listing) are in [`crate::sessions`], device enrolment and
+//! fingerprint login in [`crate::devices`]; both follow the same pattern.
+//!
 //! Every call ends with exactly one audit event, awaited before the call returns, so an answer
 //! the client saw is always in the trail.
 //!
@@ -32,13 +35,14 @@ use uuid::Uuid;
 use crate::challenge::{Purpose, VerifyOutcome};
 use crate::clock::{Clock, Timestamp};
 use crate::code::{CodePolicy, Sealed};
+use crate::dispatch::DispatcherActor;
 use crate::error::EngineError;
 use crate::identifier::{Channel, Identifier, Normalizer};
 use crate::keys::{IdentHash, Keys};
 use crate::ports::{
-    AuditEvent, AuditLog, AuditOutcome, AuthMethod, Decision, InsertUser, LimitAction, LimitRequest, LimitRule,
-    Limiter, Notifier, NotifyError, OutboundMessage, Session, SessionId, SessionStore, SmsTarget, User, UserId,
-    UserStore,
+    AuditEvent, AuditLog, AuditOutcome, AuthMethod, Decision, DeviceStore, InsertUser, LimitAction, LimitRequest,
+    LimitRule, Limiter, Notifier, NotifyError, OutboundMessage, Session, SessionId, SessionStore, SmsTarget, User,
+    UserId, UserStore,
 };
 use crate::refresh::RefreshToken;
 use crate::shard::{ChallengeKey, ShardActor, ShardConfig, ShardMsg, ShardStats};
@@ -58,6 +62,8 @@ pub struct EngineConfig {
     pub session_ttl: Duration,
     /// Answer 404/409 for unknown/existing accounts instead of enumeration-safe answers.
     pub reveal_accounts: bool,
+    /// Device enrolment and fingerprint login.
+    pub devices: crate::devices::DevicePolicy,
 }
 
 /// The adapters the engine runs on.
@@ -65,6 +71,7 @@ pub struct EngineConfig {
 pub struct EnginePorts {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
+    pub devices: Arc<dyn DeviceStore>,
     pub audit: Arc<dyn AuditLog>,
     pub limiter: Arc<dyn Limiter>,
     pub notifier: Arc<dyn Notifier>,
@@ -79,6 +86,15 @@ pub enum Api {
     LoginVerify,
     OtpResend,
     Me,
+    TokenRefresh,
+    Logout,
+    LogoutAll,
+    Sessions,
+    DeviceEnrol,
+    DeviceList,
+    DeviceRevoke,
+    DeviceChallenge,
+    DeviceVerify,
 }
 
 impl Api {
@@ -90,6 +106,15 @@ impl Api {
             Api::LoginVerify => "login_verify",
             Api::OtpResend => "otp_resend",
             Api::Me => "me",
+            Api::TokenRefresh => "token_refresh",
+            Api::Logout => "logout",
+            Api::LogoutAll => "logout_all",
+            Api::Sessions => "sessions",
+            Api::DeviceEnrol => "device_enrol",
+            Api::DeviceList => "device_list",
+            Api::DeviceRevoke => "device_revoke",
+            Api::DeviceChallenge => "device_challenge",
+            Api::DeviceVerify => "device_verify",
         }
     }
 }
@@ -133,30 +158,31 @@ pub struct Grant {
 /// The running engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: EngineConfig,
-    keys: Arc<Keys>,
+pub(crate) struct Inner {
+    pub(crate) config: EngineConfig,
+    pub(crate) keys: Arc<Keys>,
     clock: Arc<dyn Clock>,
     normalizer: Arc<Normalizer>,
-    ports: EnginePorts,
+    pub(crate) ports: EnginePorts,
     router: Arc<ShardRouter>,
     supervisor: ActorRef<SupervisorMsg>,
+    dispatcher: Option<DispatcherActor>,
 }
 
 /// What the audit event of a call will say, filled in as the flow advances.
-struct Trail {
-    api: Api,
-    step: &'static str,
-    ident: Option<IdentHash>,
-    user: Option<UserId>,
-    note: &'static str,
+pub(crate) struct Trail {
+    pub(crate) api: Api,
+    pub(crate) step: &'static str,
+    pub(crate) ident: Option<IdentHash>,
+    pub(crate) user: Option<UserId>,
+    pub(crate) note: &'static str,
 }
 
 impl Trail {
-    fn new(api: Api, ident: Option<IdentHash>) -> Self {
+    pub(crate) fn new(api: Api, ident: Option<IdentHash>) -> Self {
         Trail { api, step: "start", ident, user: None, note: "" }
     }
 }
@@ -176,20 +202,28 @@ impl Engine {
         let keys = Arc::new(keys);
         let router = Arc::new(ShardRouter::new(config.shard_count, config.call_timeout));
         let shard = ShardActor { config: config.shard.clone(), keys: keys.clone(), clock: clock.clone() };
-        let (supervisor, _) = Actor::spawn(None, EngineSupervisor, SupervisorArgs { shard, router: router.clone() })
-            .await
-            .map_err(|e| StartError(e.to_string()))?;
-        Ok(Engine { inner: Arc::new(Inner { config, keys, clock, normalizer, ports, router, supervisor }) })
+        let dispatcher = ports.notifier.dispatcher();
+        let args = SupervisorArgs { shard, router: router.clone(), dispatcher: dispatcher.clone() };
+        let (supervisor, _) =
+            Actor::spawn(None, EngineSupervisor, args).await.map_err(|e| StartError(e.to_string()))?;
+        Ok(Engine { inner: Arc::new(Inner { config, keys, clock, normalizer, ports, router, supervisor, dispatcher }) })
     }
 
-    /// Stops the supervision tree: the supervisor first (so it restarts nothing), then shards.
+    /// Stops the supervision tree: drains the delivery dispatcher (what is queued goes out, at
+    /// most 5 s), then the supervisor (so it restarts nothing), then shards.
     pub async fn stop(&self) {
         let inner = &self.inner;
+        if let Some(dispatcher) = &inner.dispatcher {
+            dispatcher.drain(Duration::from_secs(5)).await;
+        }
         let _ = inner.supervisor.stop_and_wait(None, Some(Duration::from_secs(5))).await;
         for i in 0..inner.router.len() {
             if let Some(shard) = inner.router.actor(i) {
                 let _ = shard.stop_and_wait(None, Some(Duration::from_secs(5))).await;
             }
+        }
+        if let Some(dispatcher) = &inner.dispatcher {
+            dispatcher.stop().await;
         }
     }
 
@@ -467,23 +501,25 @@ impl Engine {
         }
 
         trail.step = "session";
-        let grant = self.open_session(user, now).await?;
+        let grant = self.open_session(ctx, user, AuthMethod::Otp, now).await?;
         trail.step = "done";
         Ok(grant)
     }
 
-    async fn open_session(&self, user: User, now: Timestamp) -> Result<Grant, EngineError> {
+    pub(crate) async fn open_session(
+        &self,
+        ctx: &RequestContext,
+        user: User,
+        method: AuthMethod,
+        now: Timestamp,
+    ) -> Result<Grant, EngineError> {
         let id = SessionId(Uuid::now_v7());
         let token = RefreshToken::generate(id);
-        let session = Session {
-            id,
-            user_id: user.id,
-            refresh_digest: token.digest(&self.inner.keys),
-            method: AuthMethod::Otp,
-            created_at: now,
-            expires_at: now.plus(self.inner.config.session_ttl),
-            revoked_at: None,
-        };
+        let digest = token.digest(&self.inner.keys);
+        let expires_at = now.plus(self.inner.config.session_ttl);
+        let mut session = Session::new(id, user.id, digest, method, now, expires_at);
+        session.client_ip = ctx.client_ip;
+        session.user_agent = ctx.user_agent.clone();
         self.inner.ports.sessions.insert_session(&session).await.map_err(unavailable)?;
         Ok(Grant { user, session, refresh_token: token.encode(), login_at: now })
     }
@@ -541,7 +577,7 @@ impl Engine {
         });
     }
 
-    async fn limit(
+    pub(crate) async fn limit(
         &self,
         action: LimitAction,
         ident: IdentHash,
@@ -560,7 +596,7 @@ impl Engine {
         }
     }
 
-    async fn shard_call<T, F>(&self, ident: IdentHash, build: F) -> Result<T, EngineError>
+    pub(crate) async fn shard_call<T, F>(&self, ident: IdentHash, build: F) -> Result<T, EngineError>
     where
         T: Send + 'static,
         F: Fn(ractor::RpcReplyPort<T>) -> ShardMsg,
@@ -571,7 +607,7 @@ impl Engine {
 
     /// Writes the call's audit event and returns its result. A success is returned only once
     /// its event is durable; if the event cannot be written, the call fails with 503.
-    async fn finish<T>(
+    pub(crate) async fn finish<T>(
         &self,
         ctx: &RequestContext,
         trail: Trail,
@@ -650,6 +686,6 @@ impl Engine {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> EngineError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(e.to_string())
 }

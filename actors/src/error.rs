@@ -40,6 +40,32 @@ pub enum EngineError {
     AccountExists,
     #[error("the session is not valid (expired, revoked or unknown)")]
     SessionInvalid,
+    #[error("the refresh token is not valid (malformed, expired, revoked or unknown)")]
+    InvalidRefreshToken,
+    #[error("this refresh token was already used; the session has been revoked, log in again")]
+    RefreshTokenReused,
+    #[error("enrolling a device needs a login by one-time code within the last {}s; log in again", max_age.as_secs())]
+    FreshLoginRequired { max_age: Duration },
+    #[error("the public key is not acceptable: {0}")]
+    InvalidPublicKey(String),
+    #[error("the account already has the maximum of {max} devices; remove one first")]
+    DeviceLimit { max: usize },
+    #[error("this public key is already enrolled for the account")]
+    DeviceExists,
+    #[error("no such device")]
+    DeviceNotFound,
+    #[error("the signature is not valid for this challenge and device")]
+    InvalidSignature { attempts_left: u8 },
+    #[error("the challenge has expired; request a new one")]
+    ChallengeExpired,
+    #[error("the challenge was already used")]
+    ChallengeAlreadyUsed,
+    #[error("no challenge is pending for this device; request one first")]
+    NoPendingChallenge,
+    #[error("too many wrong signatures; request a new challenge")]
+    ChallengeBurned,
+    #[error("this device was removed from the account; enrol it again after a login by code")]
+    DeviceRevoked,
     #[error("the code could not be queued for delivery; try again shortly")]
     DeliveryBusy,
     /// A dependency (store, limiter, shard) cannot serve the request now. The message is for

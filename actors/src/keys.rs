@@ -9,6 +9,7 @@
 //! | `identifier` | normalised phone numbers and e-mail addresses | the audit trail, indexes and metrics never hold an identifier in clear, and a leaked trail cannot be reversed by enumerating the phone number space |
 //! | `code` | salt ‖ one-time code | a memory dump of the challenge shards does not reveal codes, even by brute force over 10^6 codes |
 //! | `token` | refresh tokens | a stolen session table cannot be replayed |
+//! | `device` | device ids, into the subject of their login challenge | device challenges spread over shards and map buckets in a way nobody outside can steer |
 //!
 //! Every node of a cluster must share the master secret: identifier hashes are the shard key
 //! and the storage key.
@@ -48,6 +49,7 @@ pub struct Keys {
     identifier: [u8; 32],
     code: [u8; 32],
     token: [u8; 32],
+    device: [u8; 32],
 }
 
 impl fmt::Debug for Keys {
@@ -62,12 +64,18 @@ impl Keys {
             identifier: blake3::derive_key("otpd identifier hash v1", master),
             code: blake3::derive_key("otpd one-time code hash v1", master),
             token: blake3::derive_key("otpd refresh token hash v1", master),
+            device: blake3::derive_key("otpd device challenge subject v1", master),
         }
     }
 
     pub fn identifier_hash(&self, normalised: &str) -> IdentHash {
         let h = blake3::keyed_hash(&self.identifier, normalised.as_bytes());
         IdentHash(truncate16(h.as_bytes()))
+    }
+
+    /// The challenge subject (shard key) of a device's login nonces.
+    pub fn device_subject(&self, device_id: &[u8; 16]) -> IdentHash {
+        IdentHash(truncate16(blake3::keyed_hash(&self.device, device_id).as_bytes()))
     }
 
     /// Digest of a one-time code under its challenge's salt.

@@ -11,11 +11,18 @@
 //! * [`identifier`] and [`keys`]: normalisation and keyed hashing of identifiers;
 //! * [`ports`]: the traits adapters implement; [`limits`]: the anti-abuse rules every limiter
 //!   applies; [`limiter`]: the in-process limiter;
-//! * [`refresh`]: the refresh-token format; [`clock`]: time as an argument.
+//! * [`dispatch`]: the delivery dispatcher (queue, batches, retries, breakers, failover) and
+//!   the provider port its adapters implement;
+//! * [`refresh`]: the refresh-token format; [`clock`]: time as an argument;
+//! * [`sessions`]: refresh rotation, logout, session listing;
+//! * [`devices`] and [`device_key`]: device enrolment and fingerprint (device-key) login.
 
 pub mod challenge;
 pub mod clock;
 pub mod code;
+pub mod device_key;
+pub mod devices;
+pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod identifier;
@@ -24,6 +31,7 @@ pub mod limiter;
 pub mod limits;
 pub mod ports;
 pub mod refresh;
+pub mod sessions;
 pub mod shard;
 pub mod supervisor;
 #[cfg(feature = "testkit")]

@@ -2,15 +2,18 @@
 //!
 //! | port | embedded default (in `otpd`) | distributed |
 //! | --- | --- | --- |
-//! | [`UserStore`], [`SessionStore`], [`AuditLog`] | redb with group commit | ScyllaDB |
+//! | [`UserStore`], [`SessionStore`], [`DeviceStore`], [`AuditLog`] | fjall (LSM tree) with group commit | ScyllaDB |
 //! | [`Limiter`] | [`crate::limiter::LocalLimiter`] | Redis |
-//! | [`Notifier`] | development outbox file | SMS dispatcher (Twilio, webhook, SMTP) |
+//! | [`Notifier`] | [`crate::dispatch`] dispatcher → development outbox | dispatcher → Twilio, webhook, SMTP |
 //!
 //! Contracts every implementation keeps (checked by the conformance suite in
 //! [`crate::testkit`]):
 //! * a write method returns `Ok` only once the write is durable (it survives `kill -9`);
 //! * [`UserStore::insert_user`] is atomic per identifier: of two concurrent inserts for one
 //!   identifier exactly one is `Inserted`;
+//! * [`SessionStore::rotate_refresh`] is a compare-and-swap: of concurrent rotations that
+//!   present the same refresh token at most one is `Rotated`;
+//! * [`DeviceStore::insert_device`] enforces the per-user cap atomically;
 //! * [`Limiter::check`] checks and records atomically: of concurrent requests that together
 //!   exceed a limit, only as many as the limit allows are let through;
 //! * [`Notifier::enqueue`] never blocks and never drops silently: it accepts or says why not.
@@ -26,6 +29,7 @@ use uuid::Uuid;
 use crate::challenge::Purpose;
 use crate::clock::Timestamp;
 use crate::code::Code;
+use crate::device_key::DeviceKey;
 use crate::identifier::Identifier;
 use crate::keys::IdentHash;
 
@@ -36,6 +40,16 @@ pub struct UserId(pub Uuid);
 /// A session's id; also the `sid` claim of its access tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SessionId(pub Uuid);
+
+/// An enrolled device's id (UUID v7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeviceId(pub Uuid);
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -70,6 +84,43 @@ pub struct User {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthMethod {
     Otp,
+    /// A signature by an enrolled device key (fingerprint login).
+    Device(DeviceId),
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Otp => "otp",
+            AuthMethod::Device(_) => "device",
+        }
+    }
+}
+
+/// How many rotated-away refresh-token digests a session remembers, so that replaying one of
+/// them is recognised as reuse (and revokes the session) rather than as a token never issued.
+pub const RETIRED_REFRESH_DIGESTS: usize = 32;
+
+/// Why a session ended before its time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RevokeReason {
+    Logout,
+    LogoutAll,
+    /// A refresh token this session had already rotated away from was presented again.
+    RefreshTokenReuse,
+    /// The device that opened the session was revoked.
+    DeviceRevoked,
+}
+
+impl RevokeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeReason::Logout => "logout",
+            RevokeReason::LogoutAll => "logout_all",
+            RevokeReason::RefreshTokenReuse => "refresh_token_reuse",
+            RevokeReason::DeviceRevoked => "device_revoked",
+        }
+    }
 }
 
 /// A login: holds the digest of its refresh token, never the token.
@@ -82,12 +133,150 @@ pub struct Session {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    pub revoke_reason: Option<RevokeReason>,
+    /// Refresh rotations so far (0 for a fresh login).
+    pub generation: u32,
+    /// When the refresh token was last rotated.
+    pub refreshed_at: Option<Timestamp>,
+    /// First 16 bytes of the digests of rotated-away refresh tokens, oldest first, at most
+    /// [`RETIRED_REFRESH_DIGESTS`].
+    pub retired_digests: Vec<[u8; 16]>,
+    /// Where the login came from, for `GET /v1/sessions`.
+    pub client_ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
 }
 
 impl Session {
     pub fn is_active(&self, now: Timestamp) -> bool {
         self.revoked_at.is_none() && now < self.expires_at
     }
+
+    /// A new session with no rotation history.
+    pub fn new(
+        id: SessionId,
+        user_id: UserId,
+        refresh_digest: [u8; 32],
+        method: AuthMethod,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Self {
+        Session {
+            id,
+            user_id,
+            refresh_digest,
+            method,
+            created_at,
+            expires_at,
+            revoked_at: None,
+            revoke_reason: None,
+            generation: 0,
+            refreshed_at: None,
+            retired_digests: Vec::new(),
+            client_ip: None,
+            user_agent: None,
+        }
+    }
+
+    /// The rotation rule every store applies inside its atomic step (see
+    /// [`SessionStore::rotate_refresh`]): compares `presented` with the current digest and
+    /// the retired ones, and changes `self` accordingly.
+    pub fn rotate(&mut self, presented: &[u8; 32], next: &[u8; 32], now: Timestamp) -> RotationVerdict {
+        use subtle::ConstantTimeEq as _;
+        if !self.is_active(now) {
+            return RotationVerdict::Inactive;
+        }
+        if bool::from(self.refresh_digest.ct_eq(presented)) {
+            let retired: [u8; 16] = presented[..16].try_into().expect("16 of 32 bytes");
+            self.retired_digests.push(retired);
+            if self.retired_digests.len() > RETIRED_REFRESH_DIGESTS {
+                self.retired_digests.remove(0);
+            }
+            self.refresh_digest = *next;
+            self.generation = self.generation.saturating_add(1);
+            self.refreshed_at = Some(now);
+            return RotationVerdict::Rotated;
+        }
+        let short = &presented[..16];
+        if self.retired_digests.iter().any(|d| bool::from(d.ct_eq(short))) {
+            self.revoked_at = Some(now);
+            self.revoke_reason = Some(RevokeReason::RefreshTokenReuse);
+            return RotationVerdict::Reused;
+        }
+        RotationVerdict::Mismatch
+    }
+}
+
+/// What [`Session::rotate`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotationVerdict {
+    Rotated,
+    Reused,
+    Mismatch,
+    Inactive,
+}
+
+/// Result of [`SessionStore::rotate_refresh`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The presented token was current; `next` is current now. The session after the change.
+    Rotated(Box<Session>),
+    /// The presented token had already been rotated away: a replay. The session is now revoked.
+    Reused(Box<Session>),
+    /// The presented token was never this session's (or is older than the retired list).
+    Mismatch,
+    /// No such session, or it expired or was revoked.
+    Inactive,
+}
+
+/// A phone (or other client) holding an enrolled key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Platform {
+    Ios,
+    Android,
+    Web,
+    Other,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Ios => "ios",
+            Platform::Android => "android",
+            Platform::Web => "web",
+            Platform::Other => "other",
+        }
+    }
+}
+
+/// An enrolled device key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: DeviceId,
+    pub user_id: UserId,
+    /// Chosen by the user ("Ada's iPhone"); 1..=64 characters.
+    pub name: String,
+    pub platform: Platform,
+    pub key: DeviceKey,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl Device {
+    pub fn is_active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
+/// Result of [`DeviceStore::insert_device`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InsertDevice {
+    Inserted,
+    /// The user already has `max` active devices.
+    LimitReached {
+        max: usize,
+    },
+    /// The same public key is already enrolled (and active) for this user.
+    DuplicateKey(DeviceId),
 }
 
 /// How an audited call ended.
@@ -166,6 +355,41 @@ pub trait UserStore: Send + Sync + 'static {
 pub trait SessionStore: Send + Sync + 'static {
     async fn insert_session(&self, session: &Session) -> Result<(), StoreError>;
     async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
+    /// Applies [`Session::rotate`] to session `id` atomically (read, decide and write as one
+    /// step, durable before it returns): two concurrent calls presenting the same digest
+    /// yield at most one `Rotated`; the other sees the digest retired (`Reused`).
+    async fn rotate_refresh(
+        &self,
+        id: SessionId,
+        presented: &[u8; 32],
+        next: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<Rotation, StoreError>;
+    /// Revokes one session if it is active; returns whether it was.
+    async fn revoke_session(&self, id: SessionId, reason: RevokeReason, now: Timestamp) -> Result<bool, StoreError>;
+    /// Revokes every active session of `user` (only those opened by `device`, if given);
+    /// returns how many were revoked.
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        device: Option<DeviceId>,
+        reason: RevokeReason,
+        now: Timestamp,
+    ) -> Result<usize, StoreError>;
+    /// Every session of `user` (active or not), oldest first.
+    async fn sessions_of_user(&self, user: UserId) -> Result<Vec<Session>, StoreError>;
+}
+
+#[async_trait]
+pub trait DeviceStore: Send + Sync + 'static {
+    /// Stores a new device unless the user has `max_active` active devices already or the
+    /// same key is active for the user, atomically (the cap holds under concurrency).
+    async fn insert_device(&self, device: &Device, max_active: usize) -> Result<InsertDevice, StoreError>;
+    async fn device(&self, id: DeviceId) -> Result<Option<Device>, StoreError>;
+    /// Every device of `user` (active or revoked), oldest first.
+    async fn devices_of_user(&self, user: UserId) -> Result<Vec<Device>, StoreError>;
+    /// Marks device `id` of `user` revoked (idempotent). `None` if `user` has no such device.
+    async fn revoke_device(&self, user: UserId, id: DeviceId, now: Timestamp) -> Result<Option<Device>, StoreError>;
 }
 
 #[async_trait]
@@ -339,4 +563,10 @@ pub enum NotifyError {
 pub trait Notifier: Send + Sync + 'static {
     /// Hands a message to the delivery pipeline without waiting for delivery.
     fn enqueue(&self, message: OutboundMessage) -> Result<(), NotifyError>;
+
+    /// The dispatcher actor behind this notifier, which the engine's supervisor starts and
+    /// restarts ([`crate::dispatch`]); `None` for a notifier that needs no actor.
+    fn dispatcher(&self) -> Option<crate::dispatch::DispatcherActor> {
+        None
+    }
 }

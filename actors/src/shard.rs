@@ -22,6 +22,7 @@ use rustc_hash::FxHashMap;
 use crate::challenge::{Challenge, Purpose, Status, VerifyOutcome};
 use crate::clock::{Clock, Timestamp};
 use crate::code::{Code, Sealed};
+use crate::device_key::Nonce;
 use crate::keys::{IdentHash, Keys};
 
 /// What a challenge is keyed by.
@@ -45,6 +46,16 @@ pub enum ShardMsg {
     Issue { key: ChallengeKey, sealed: Sealed, now: Timestamp, reply: RpcReplyPort<Timestamp> },
     /// Checks one attempt against `key`'s challenge.
     Verify { key: ChallengeKey, attempt: Code, now: Timestamp, reply: RpcReplyPort<VerifyOutcome> },
+    /// Checks one device-login answer against `key`'s challenge: the echoed nonce must open
+    /// the seal and `signature_valid` (checked by the engine, off the shard's mailbox) must
+    /// hold; anything else counts as one wrong attempt, like a wrong code.
+    Redeem {
+        key: ChallengeKey,
+        nonce: Nonce,
+        signature_valid: bool,
+        now: Timestamp,
+        reply: RpcReplyPort<VerifyOutcome>,
+    },
     /// Drops challenges whose lifetime and grace period are over (sent by the shard's timer).
     Reclaim,
     /// Reports the shard's size.
@@ -57,7 +68,10 @@ pub enum ShardMsg {
 /// Fixed configuration shared by every shard.
 #[derive(Clone, Debug)]
 pub struct ShardConfig {
+    /// Lifetime of a one-time code (register, login).
     pub lifetime: Duration,
+    /// Lifetime of a device-login nonce.
+    pub device_lifetime: Duration,
     pub max_attempts: u8,
     /// How long an expired challenge is kept so that a late attempt reads "expired".
     pub grace: Duration,
@@ -72,10 +86,21 @@ impl Default for ShardConfig {
     fn default() -> Self {
         ShardConfig {
             lifetime: Duration::from_secs(300),
+            device_lifetime: Duration::from_secs(60),
             max_attempts: 5,
             grace: Duration::from_secs(60),
             reclaim_every: Duration::from_secs(1),
             reclaim_batch: 20_000,
+        }
+    }
+}
+
+impl ShardConfig {
+    /// How long a challenge issued for `purpose` lives.
+    pub fn lifetime_of(&self, purpose: Purpose) -> Duration {
+        match purpose {
+            Purpose::Register | Purpose::Login => self.lifetime,
+            Purpose::DeviceLogin => self.device_lifetime,
         }
     }
 }
@@ -125,6 +150,9 @@ impl Actor for ShardActor {
             ShardMsg::Verify { key, attempt, now, reply } => {
                 let _ = reply.send(self.verify(state, key, &attempt, now));
             }
+            ShardMsg::Redeem { key, nonce, signature_valid, now, reply } => {
+                let _ = reply.send(self.redeem(state, key, &nonce, signature_valid, now));
+            }
             ShardMsg::Reclaim => {
                 if self.reclaim(state, self.clock.now()) {
                     // More is due: continue after the messages already waiting.
@@ -143,7 +171,7 @@ impl Actor for ShardActor {
 
 impl ShardActor {
     fn issue(&self, state: &mut ShardState, key: ChallengeKey, sealed: Sealed, now: Timestamp) -> Timestamp {
-        let challenge = Challenge::issue(sealed, now, self.config.lifetime);
+        let challenge = Challenge::issue(sealed, now, self.config.lifetime_of(key.purpose));
         let expires_at = challenge.expires_at();
         state.challenges.insert(key, challenge);
         state.expiries.push(Reverse((expires_at, key)));
@@ -155,6 +183,22 @@ impl ShardActor {
             Some(challenge) => challenge.verify(&self.keys, attempt, now, self.config.max_attempts),
             None => VerifyOutcome::NoChallenge,
         }
+    }
+
+    fn redeem(
+        &self,
+        state: &mut ShardState,
+        key: ChallengeKey,
+        nonce: &Nonce,
+        signature_valid: bool,
+        now: Timestamp,
+    ) -> VerifyOutcome {
+        let Some(challenge) = state.challenges.get_mut(&key) else {
+            return VerifyOutcome::NoChallenge;
+        };
+        // Both checks always run: the seal comparison is constant-time whatever the signature said.
+        let opens = |sealed: &Sealed| sealed.opens_with_secret(&self.keys, nonce.as_bytes()) & signature_valid;
+        challenge.attempt(opens, now, self.config.max_attempts)
     }
 
     /// Pops due heap entries; returns whether more are due than one batch could take.
@@ -253,6 +297,36 @@ mod tests {
         assert!(a.reclaim(&mut s, later));
         assert!(!a.reclaim(&mut s, later));
         assert!(s.challenges.is_empty());
+    }
+
+    #[test]
+    fn device_challenges_have_their_own_lifetime_and_need_both_nonce_and_signature() {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(0)));
+        let a = actor(clock);
+        let mut s = ShardState::new(0);
+        let key = ChallengeKey { subject: IdentHash([7; 16]), purpose: Purpose::DeviceLogin };
+        let nonce = Nonce::generate();
+        let issue = |s: &mut ShardState, at: u64| {
+            a.issue(s, key, Sealed::seal_secret(&a.keys, nonce.as_bytes()), Timestamp::from_millis(at))
+        };
+        assert_eq!(issue(&mut s, 0), Timestamp::from_millis(60_000), "60 s, not the 5 min of codes");
+        let at = Timestamp::from_millis(1_000);
+        assert_eq!(a.redeem(&mut s, key, &Nonce::generate(), true, at), VerifyOutcome::Wrong { attempts_left: 4 });
+        assert_eq!(a.redeem(&mut s, key, &nonce, false, at), VerifyOutcome::Wrong { attempts_left: 3 });
+        assert_eq!(a.redeem(&mut s, key, &nonce, true, at), VerifyOutcome::Verified);
+        assert_eq!(a.redeem(&mut s, key, &nonce, true, at), VerifyOutcome::AlreadyUsed);
+
+        issue(&mut s, 0);
+        for _ in 0..4 {
+            assert!(matches!(a.redeem(&mut s, key, &nonce, false, at), VerifyOutcome::Wrong { .. }));
+        }
+        assert_eq!(a.redeem(&mut s, key, &nonce, false, at), VerifyOutcome::Blocked, "five wrong signatures burn it");
+        assert_eq!(a.redeem(&mut s, key, &nonce, true, at), VerifyOutcome::Blocked);
+
+        issue(&mut s, 0);
+        assert_eq!(a.redeem(&mut s, key, &nonce, true, Timestamp::from_millis(60_000)), VerifyOutcome::Expired);
+        let login = ChallengeKey { subject: IdentHash([7; 16]), purpose: Purpose::Login };
+        assert_eq!(a.redeem(&mut s, login, &nonce, true, at), VerifyOutcome::NoChallenge, "bound to its purpose");
     }
 
     #[test]

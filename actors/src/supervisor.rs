@@ -5,8 +5,14 @@
 //!  ├── ShardActor 0     ┐
 //!  ├── ShardActor 1     │ challenges of the identifiers whose hash picks this shard
 //!  ├── …                │ (IdentHash::shard_bits() % shard_count)
-//!  └── ShardActor N-1   ┘
+//!  ├── ShardActor N-1   ┘
+//!  └── DispatcherActor    delivery: queue, batches, retries, breakers, failover
+//!                         (when the notifier is the dispatcher; see crate::dispatch)
 //! ```
+//!
+//! A dispatcher that fails is restarted the same way; the new actor adopts every message the
+//! old one held (they live in the dispatcher's shared ledger, not in the actor), so a crash
+//! delays deliveries but loses none.
 //!
 //! A shard that fails (a panic in a handler, or an error returned from one) is restarted with
 //! the same index by [`EngineSupervisor::handle_supervisor_evt`], which then points the
@@ -22,6 +28,7 @@ use arc_swap::ArcSwapOption;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use crate::dispatch::{DispatcherActor, DispatcherMsg};
 use crate::shard::{ShardActor, ShardMsg, ShardStats};
 
 /// Why a shard call did not produce an answer.
@@ -122,12 +129,15 @@ pub struct EngineSupervisor;
 pub struct SupervisorArgs {
     pub shard: ShardActor,
     pub router: Arc<ShardRouter>,
+    /// The delivery dispatcher to run beside the shards, if the notifier has one.
+    pub dispatcher: Option<DispatcherActor>,
 }
 
 pub struct SupervisorState {
     shard: ShardActor,
     router: Arc<ShardRouter>,
     restarts: u64,
+    dispatcher: Option<(DispatcherActor, ActorRef<DispatcherMsg>)>,
 }
 
 impl Actor for EngineSupervisor {
@@ -144,7 +154,14 @@ impl Actor for EngineSupervisor {
             let (actor, _) = Actor::spawn_linked(None, args.shard.clone(), index, myself.get_cell()).await?;
             args.router.set(index, actor);
         }
-        Ok(SupervisorState { shard: args.shard, router: args.router, restarts: 0 })
+        let dispatcher = match args.dispatcher {
+            Some(d) => {
+                let (actor, _) = Actor::spawn_linked(None, d.clone(), (), myself.get_cell()).await?;
+                Some((d, actor))
+            }
+            None => None,
+        };
+        Ok(SupervisorState { shard: args.shard, router: args.router, restarts: 0, dispatcher })
     }
 
     async fn handle(
@@ -169,13 +186,13 @@ impl Actor for EngineSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(cell, reason) => {
-                tracing::error!(actor = %cell.get_id(), %reason, "challenge shard failed; restarting it");
+                tracing::error!(actor = %cell.get_id(), %reason, "engine actor failed; restarting it");
                 self.restart(&myself, cell, state).await?;
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 // Shards only stop on their own when the node shuts down, which stops the
                 // supervisor first; anything else is a failure to repair.
-                tracing::warn!(actor = %cell.get_id(), ?reason, "challenge shard stopped; restarting it");
+                tracing::warn!(actor = %cell.get_id(), ?reason, "engine actor stopped; restarting it");
                 self.restart(&myself, cell, state).await?;
             }
             _ => {}
@@ -191,6 +208,14 @@ impl EngineSupervisor {
         cell: ActorCell,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some((dispatcher, current)) = &mut state.dispatcher
+            && current.get_id() == cell.get_id()
+        {
+            let (actor, _) = Actor::spawn_linked(None, dispatcher.clone(), (), myself.get_cell()).await?;
+            *current = actor;
+            tracing::info!("delivery dispatcher restarted");
+            return Ok(());
+        }
         let index =
             (0..state.router.len()).find(|&i| state.router.actor(i).is_some_and(|a| a.get_id() == cell.get_id()));
         let Some(index) = index else {

@@ -13,12 +13,14 @@ use uuid::Uuid;
 
 use crate::challenge::Purpose;
 use crate::clock::Timestamp;
+use crate::device_key::{DeviceKey, KeyAlgorithm};
 use crate::identifier::Identifier;
 use crate::keys::IdentHash;
 use crate::limits::{LimitPolicy, NumberPrefix, Rule};
 use crate::ports::{
-    AuditEvent, AuditLog, AuditOutcome, AuthMethod, Decision, InsertUser, LimitAction, LimitRequest, LimitRule,
-    Limiter, Session, SessionId, SessionStore, SmsTarget, User, UserId, UserStore,
+    AuditEvent, AuditLog, AuditOutcome, AuthMethod, Decision, Device, DeviceId, DeviceStore, InsertDevice, InsertUser,
+    LimitAction, LimitRequest, LimitRule, Limiter, Platform, RETIRED_REFRESH_DIGESTS, RevokeReason, Rotation, Session,
+    SessionId, SessionStore, SmsTarget, User, UserId, UserStore,
 };
 
 fn user(n: u8, at: Timestamp) -> User {
@@ -82,21 +84,201 @@ pub async fn user_store(store: Arc<dyn UserStore>) {
     assert_eq!(store.user_by_id(UserId(Uuid::now_v7())).await.unwrap(), None);
 }
 
-/// Sessions: insert and read back; unknown ids read as none.
+fn session(user: UserId, digest: u8, method: AuthMethod, at: Timestamp) -> Session {
+    Session::new(SessionId(Uuid::now_v7()), user, [digest; 32], method, at, at.plus(Duration::from_secs(3600)))
+}
+
+/// Sessions: insert and read back; refresh rotation as a compare-and-swap with reuse
+/// detection; revocation of one, of a device's, of all of a user's sessions; listing.
 pub async fn session_store(store: Arc<dyn SessionStore>) {
     let t = Timestamp::from_millis(1_700_000_000_000);
-    let s = Session {
-        id: SessionId(Uuid::now_v7()),
-        user_id: UserId(Uuid::now_v7()),
-        refresh_digest: [9; 32],
-        method: AuthMethod::Otp,
-        created_at: t,
-        expires_at: t.plus(Duration::from_secs(3600)),
-        revoked_at: None,
-    };
+    let later = move |s: u64| t.plus(Duration::from_secs(s));
+    let user = UserId(Uuid::now_v7());
+    let mut s = session(user, 9, AuthMethod::Otp, t);
+    s.client_ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
+    s.user_agent = Some("conformance/1".into());
     store.insert_session(&s).await.unwrap();
-    assert_eq!(store.session(s.id).await.unwrap().as_ref(), Some(&s));
+    assert_eq!(store.session(s.id).await.unwrap().as_ref(), Some(&s), "sessions round-trip unchanged");
     assert_eq!(store.session(SessionId(Uuid::now_v7())).await.unwrap(), None);
+
+    // Rotation: the current digest is replaced and retired.
+    let rotated = match store.rotate_refresh(s.id, &[9; 32], &[10; 32], later(1)).await.unwrap() {
+        Rotation::Rotated(r) => *r,
+        other => panic!("rotating with the current digest must rotate, got {other:?}"),
+    };
+    assert_eq!((rotated.refresh_digest, rotated.generation, rotated.refreshed_at), ([10; 32], 1, Some(later(1))));
+    assert_eq!(rotated.retired_digests, vec![[9; 16]]);
+    assert_eq!(store.session(s.id).await.unwrap().as_ref(), Some(&rotated), "the rotation is stored");
+    // A digest never issued changes nothing.
+    assert_eq!(store.rotate_refresh(s.id, &[77; 32], &[78; 32], later(2)).await.unwrap(), Rotation::Mismatch);
+    assert_eq!(store.session(s.id).await.unwrap().as_ref(), Some(&rotated), "a mismatch writes nothing");
+    // The retired digest again: reuse, and the session is revoked.
+    match store.rotate_refresh(s.id, &[9; 32], &[11; 32], later(3)).await.unwrap() {
+        Rotation::Reused(r) => {
+            assert_eq!((r.revoked_at, r.revoke_reason), (Some(later(3)), Some(RevokeReason::RefreshTokenReuse)));
+        }
+        other => panic!("a retired digest must read as reuse, got {other:?}"),
+    }
+    let stored = store.session(s.id).await.unwrap().unwrap();
+    assert_eq!(stored.revoke_reason, Some(RevokeReason::RefreshTokenReuse), "the reuse revocation is stored");
+    assert_eq!(stored.refresh_digest, [10; 32], "reuse does not rotate");
+    // Nothing works on a revoked session, not even its current digest.
+    assert_eq!(store.rotate_refresh(s.id, &[10; 32], &[12; 32], later(4)).await.unwrap(), Rotation::Inactive);
+    assert_eq!(
+        store.rotate_refresh(SessionId(Uuid::now_v7()), &[1; 32], &[2; 32], t).await.unwrap(),
+        Rotation::Inactive
+    );
+    let short = session(user, 20, AuthMethod::Otp, t);
+    store.insert_session(&short).await.unwrap();
+    assert_eq!(
+        store.rotate_refresh(short.id, &[20; 32], &[21; 32], later(3600)).await.unwrap(),
+        Rotation::Inactive,
+        "an expired session cannot be refreshed"
+    );
+
+    // Concurrent rotations presenting one digest: exactly one wins, the others see reuse.
+    let raced = session(user, 30, AuthMethod::Otp, t);
+    store.insert_session(&raced).await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..16u8 {
+        let store = store.clone();
+        let id = raced.id;
+        handles.push(tokio::spawn(async move { store.rotate_refresh(id, &[30; 32], &[100 + i; 32], later(1)).await }));
+    }
+    let (mut rotated, mut reused) = (0, 0);
+    for h in handles {
+        match h.await.unwrap().unwrap() {
+            Rotation::Rotated(_) => rotated += 1,
+            Rotation::Reused(_) => reused += 1,
+            Rotation::Inactive => {}
+            Rotation::Mismatch => panic!("a digest that was current is never a mismatch"),
+        }
+    }
+    assert_eq!(rotated, 1, "exactly one concurrent rotation wins");
+    assert!(reused >= 1, "the first loser detects reuse");
+    assert!(store.session(raced.id).await.unwrap().unwrap().revoked_at.is_some());
+
+    // The retired list is bounded: a digest older than it reads as never issued.
+    let long = session(user, 0, AuthMethod::Otp, t);
+    store.insert_session(&long).await.unwrap();
+    let rounds = RETIRED_REFRESH_DIGESTS as u8 + 8;
+    for i in 0..rounds {
+        let r = store.rotate_refresh(long.id, &[i; 32], &[i + 1; 32], later(u64::from(i) + 1)).await.unwrap();
+        assert!(matches!(r, Rotation::Rotated(_)), "rotation {i}: {r:?}");
+    }
+    let stored = store.session(long.id).await.unwrap().unwrap();
+    assert_eq!(stored.retired_digests.len(), RETIRED_REFRESH_DIGESTS);
+    assert_eq!(stored.generation, u32::from(rounds));
+    assert_eq!(store.rotate_refresh(long.id, &[0; 32], &[200; 32], later(100)).await.unwrap(), Rotation::Mismatch);
+    assert!(matches!(
+        store.rotate_refresh(long.id, &[rounds - 1; 32], &[200; 32], later(100)).await.unwrap(),
+        Rotation::Reused(_)
+    ));
+
+    // Revocation of one session is idempotent.
+    let one = session(user, 40, AuthMethod::Otp, t);
+    store.insert_session(&one).await.unwrap();
+    assert!(store.revoke_session(one.id, RevokeReason::Logout, later(1)).await.unwrap());
+    assert!(!store.revoke_session(one.id, RevokeReason::Logout, later(2)).await.unwrap());
+    assert!(!store.revoke_session(SessionId(Uuid::now_v7()), RevokeReason::Logout, later(2)).await.unwrap());
+    let stored = store.session(one.id).await.unwrap().unwrap();
+    assert_eq!((stored.revoked_at, stored.revoke_reason), (Some(later(1)), Some(RevokeReason::Logout)));
+
+    // A device's sessions, then all of a user's; other users are untouched.
+    let owner = UserId(Uuid::now_v7());
+    let (d1, d2) = (DeviceId(Uuid::now_v7()), DeviceId(Uuid::now_v7()));
+    let by_code = session(owner, 50, AuthMethod::Otp, t);
+    let by_d1 = session(owner, 51, AuthMethod::Device(d1), t);
+    let by_d2 = session(owner, 52, AuthMethod::Device(d2), t);
+    let bystander = session(UserId(Uuid::now_v7()), 53, AuthMethod::Otp, t);
+    for s in [&by_code, &by_d1, &by_d2, &bystander] {
+        store.insert_session(s).await.unwrap();
+    }
+    let n = store.revoke_user_sessions(owner, Some(d1), RevokeReason::DeviceRevoked, later(1)).await.unwrap();
+    assert_eq!(n, 1, "only the sessions opened by the device");
+    assert!(store.session(by_d1.id).await.unwrap().unwrap().revoked_at.is_some());
+    assert!(store.session(by_d2.id).await.unwrap().unwrap().revoked_at.is_none());
+    let n = store.revoke_user_sessions(owner, None, RevokeReason::LogoutAll, later(2)).await.unwrap();
+    assert_eq!(n, 2, "the remaining active sessions");
+    assert_eq!(store.revoke_user_sessions(owner, None, RevokeReason::LogoutAll, later(3)).await.unwrap(), 0);
+    assert!(store.session(bystander.id).await.unwrap().unwrap().is_active(later(3)), "other users untouched");
+
+    let listed: Vec<SessionId> = store.sessions_of_user(owner).await.unwrap().iter().map(|s| s.id).collect();
+    let mut expected = vec![by_code.id, by_d1.id, by_d2.id];
+    expected.sort();
+    assert_eq!(listed, expected, "every session of the user, in id (creation) order");
+    assert_eq!(store.sessions_of_user(bystander.user_id).await.unwrap().len(), 1);
+    assert!(store.sessions_of_user(UserId(Uuid::now_v7())).await.unwrap().is_empty());
+}
+
+fn device(user: UserId, key: u8, at: Timestamp) -> Device {
+    Device {
+        id: DeviceId(Uuid::now_v7()),
+        user_id: user,
+        name: format!("phone {key}"),
+        platform: Platform::Ios,
+        // The store treats keys as opaque bytes; they need not parse.
+        key: DeviceKey { algorithm: KeyAlgorithm::Es256, spki_der: vec![key; 91] },
+        created_at: at,
+        revoked_at: None,
+    }
+}
+
+/// Devices: insert with an atomic per-user cap and duplicate-key check, lookups, listing,
+/// revocation scoped to the owner.
+pub async fn device_store(store: Arc<dyn DeviceStore>) {
+    let t = Timestamp::from_millis(1_700_000_000_000);
+    let user = UserId(Uuid::now_v7());
+    let other = UserId(Uuid::now_v7());
+    let a = device(user, 1, t);
+    assert_eq!(store.insert_device(&a, 3).await.unwrap(), InsertDevice::Inserted);
+    assert_eq!(store.device(a.id).await.unwrap().as_ref(), Some(&a), "devices round-trip unchanged");
+    assert_eq!(store.device(DeviceId(Uuid::now_v7())).await.unwrap(), None);
+
+    assert_eq!(store.insert_device(&device(user, 1, t), 3).await.unwrap(), InsertDevice::DuplicateKey(a.id));
+    let theirs = device(other, 1, t);
+    assert_eq!(store.insert_device(&theirs, 3).await.unwrap(), InsertDevice::Inserted, "keys are per user");
+
+    let (b, c) = (device(user, 2, t), device(user, 3, t));
+    assert_eq!(store.insert_device(&b, 3).await.unwrap(), InsertDevice::Inserted);
+    assert_eq!(store.insert_device(&c, 3).await.unwrap(), InsertDevice::Inserted);
+    let d = device(user, 4, t);
+    assert_eq!(store.insert_device(&d, 3).await.unwrap(), InsertDevice::LimitReached { max: 3 });
+    assert_eq!(store.device(d.id).await.unwrap(), None, "a refused device is not stored");
+
+    // Revocation: only by the owner, idempotent, and it frees a place.
+    assert_eq!(store.revoke_device(other, b.id, t).await.unwrap(), None, "another user cannot revoke it");
+    assert_eq!(store.revoke_device(user, DeviceId(Uuid::now_v7()), t).await.unwrap(), None);
+    let revoked = store.revoke_device(user, b.id, t.plus(Duration::from_secs(5))).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(t.plus(Duration::from_secs(5))));
+    let again = store.revoke_device(user, b.id, t.plus(Duration::from_secs(9))).await.unwrap().unwrap();
+    assert_eq!(again.revoked_at, Some(t.plus(Duration::from_secs(5))), "revoking twice keeps the first time");
+    assert_eq!(store.device(b.id).await.unwrap().unwrap().revoked_at, Some(t.plus(Duration::from_secs(5))));
+    assert_eq!(store.insert_device(&d, 3).await.unwrap(), InsertDevice::Inserted, "a revoked device frees a place");
+
+    let mut ids: Vec<DeviceId> = vec![a.id, b.id, c.id, d.id];
+    ids.sort();
+    let listed: Vec<DeviceId> = store.devices_of_user(user).await.unwrap().iter().map(|d| d.id).collect();
+    assert_eq!(listed, ids, "every device, revoked ones included, in id (creation) order");
+    assert_eq!(store.devices_of_user(other).await.unwrap(), vec![theirs]);
+
+    // The cap holds under concurrency.
+    let racer = UserId(Uuid::now_v7());
+    let mut handles = Vec::new();
+    for k in 0..10u8 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move { store.insert_device(&device(racer, 50 + k, t), 2).await.unwrap() }));
+    }
+    let mut inserted = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            InsertDevice::Inserted => inserted += 1,
+            InsertDevice::LimitReached { max } => assert_eq!(max, 2),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(inserted, 2, "exactly the cap of concurrent enrolments succeed");
+    assert_eq!(store.devices_of_user(racer).await.unwrap().len(), 2);
 }
 
 fn event(i: u32, trace: &str, ident: Option<IdentHash>) -> AuditEvent {

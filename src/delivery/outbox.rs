@@ -4,23 +4,26 @@
 //! This is the only place in otpd where a code is written in clear outside a message to its
 //! recipient, which is why it is a development provider only.
 //!
-//! `enqueue` hands the message to a dedicated thread through a bounded queue (full → the
-//! engine answers 503, nothing is dropped silently); the thread appends and flushes as soon as
-//! the queue is empty, so a line appears within a millisecond of the API's answer.
+//! It is a [`Provider`] like the others, so the dispatcher's batching applies: each batch is
+//! appended and flushed by a dedicated thread (file I/O stays off the async workers) before
+//! the call returns, so a line is in the file once the message counts as delivered.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::mpsc;
 
+use async_trait::async_trait;
 use otpd_actors::clock::Clock;
-use otpd_actors::ports::{Notifier, NotifyError, OutboundMessage};
+use otpd_actors::dispatch::{Delivery, Provider, SendError, SendResult};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+
+type Job = (Vec<Delivery>, oneshot::Sender<std::io::Result<()>>);
 
 pub struct Outbox {
-    queue: mpsc::Sender<OutboundMessage>,
-    path: PathBuf,
+    jobs: mpsc::Sender<Job>,
 }
 
 /// One line of the outbox file.
@@ -34,60 +37,73 @@ struct Line<'a> {
     code: &'a str,
     expires_at: u64,
     trace_id: &'a str,
-    body: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    subject: &'a str,
+    body: &'a str,
 }
 
 impl Outbox {
     /// Opens (creating) the file for appending and starts the writer thread.
-    pub fn open(path: &Path, capacity: usize, app_name: String, clock: Arc<dyn Clock>) -> std::io::Result<Arc<Self>> {
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> std::io::Result<Arc<Self>> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let (tx, mut rx) = mpsc::channel::<OutboundMessage>(capacity.max(1));
-        let shown = path.display().to_string();
+        let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new().name("otpd-outbox".into()).spawn(move || {
             let mut out = BufWriter::new(file);
-            while let Some(first) = rx.blocking_recv() {
-                let mut next = Some(first);
-                while let Some(m) = next {
-                    let line = Line {
-                        at: clock.now().as_millis(),
-                        channel: m.to.channel().as_str(),
-                        to: m.to.as_str(),
-                        purpose: m.purpose.as_str(),
-                        resend: m.resend,
-                        code: m.code.expose(),
-                        expires_at: m.expires_at.as_millis(),
-                        trace_id: &m.trace_id,
-                        body: super::render(&m, &app_name, clock.now()),
-                    };
-                    let written = serde_json::to_writer(&mut out, &line)
-                        .map_err(std::io::Error::other)
-                        .and_then(|_| out.write_all(b"\n"));
-                    if let Err(e) = written {
-                        tracing::error!(path = %shown, error = %e, "outbox write failed");
-                    }
-                    next = rx.try_recv().ok();
-                }
-                if let Err(e) = out.flush() {
-                    tracing::error!(path = %shown, error = %e, "outbox flush failed");
-                }
+            // Ends when the provider (and with it the sender) is dropped.
+            while let Ok((batch, done)) = rx.recv() {
+                let _ = done.send(write_batch(&mut out, &batch, clock.as_ref()));
             }
         })?;
-        Ok(Arc::new(Outbox { queue: tx, path: path.to_owned() }))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Arc::new(Outbox { jobs }))
     }
 }
 
-impl Notifier for Outbox {
-    fn enqueue(&self, message: OutboundMessage) -> Result<(), NotifyError> {
-        self.queue.try_send(message).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => NotifyError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => NotifyError::Closed,
-        })
+fn write_batch(out: &mut BufWriter<File>, batch: &[Delivery], clock: &dyn Clock) -> std::io::Result<()> {
+    for d in batch {
+        let m = &d.message;
+        let line = Line {
+            at: clock.now().as_millis(),
+            channel: m.to.channel().as_str(),
+            to: m.to.as_str(),
+            purpose: m.purpose.as_str(),
+            resend: m.resend,
+            code: m.code.expose(),
+            expires_at: m.expires_at.as_millis(),
+            trace_id: &m.trace_id,
+            subject: &d.subject,
+            body: &d.body,
+        };
+        serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+#[async_trait]
+impl Provider for Outbox {
+    fn name(&self) -> &str {
+        "outbox"
+    }
+
+    fn max_batch(&self) -> usize {
+        1024
+    }
+
+    async fn send(&self, batch: &[Delivery]) -> Vec<SendResult> {
+        let (done, written) = oneshot::channel();
+        let outcome = match self.jobs.send((batch.to_vec(), done)) {
+            Ok(()) => written.await.unwrap_or_else(|_| Err(std::io::Error::other("writer thread gone"))),
+            Err(_) => Err(std::io::Error::other("writer thread gone")),
+        };
+        match outcome {
+            Ok(()) => vec![Ok(()); batch.len()],
+            Err(e) => {
+                tracing::error!(error = %e, "outbox write failed");
+                vec![Err(SendError::retryable("outbox: write failed")); batch.len()]
+            }
+        }
     }
 }

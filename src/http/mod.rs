@@ -3,6 +3,7 @@
 //! HTTP/1.1 with keep-alive only: otpd sits behind a load balancer or is called by app
 //! backends, where HTTP/1.1 is universal and the cheapest to serve.
 
+pub mod account;
 pub mod problem;
 pub mod routes;
 pub mod wire;

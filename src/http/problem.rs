@@ -209,6 +209,38 @@ impl From<EngineError> for ApiError {
             }
             EngineError::AccountExists => ApiError::new(S::CONFLICT, "account_exists", "Account exists", detail),
             EngineError::SessionInvalid => ApiError::invalid_token(detail),
+            EngineError::InvalidRefreshToken => {
+                ApiError::new(S::UNAUTHORIZED, "invalid_refresh_token", "Invalid refresh token", detail)
+            }
+            EngineError::RefreshTokenReused => {
+                ApiError::new(S::UNAUTHORIZED, "refresh_token_reused", "Refresh token reused", detail)
+            }
+            EngineError::FreshLoginRequired { .. } => {
+                ApiError::new(S::FORBIDDEN, "fresh_login_required", "Fresh login required", detail)
+            }
+            EngineError::InvalidPublicKey(_) => {
+                ApiError::new(S::BAD_REQUEST, "invalid_public_key", "Invalid public key", detail)
+            }
+            EngineError::DeviceLimit { .. } => ApiError::new(S::CONFLICT, "device_limit", "Too many devices", detail),
+            EngineError::DeviceExists => ApiError::new(S::CONFLICT, "device_exists", "Device already enrolled", detail),
+            EngineError::DeviceNotFound => ApiError::new(S::NOT_FOUND, "device_not_found", "Device not found", detail),
+            EngineError::InvalidSignature { attempts_left } => ApiError {
+                attempts_left: Some(attempts_left),
+                ..ApiError::new(S::BAD_REQUEST, "invalid_signature", "Invalid signature", detail)
+            },
+            EngineError::ChallengeExpired => {
+                ApiError::new(S::BAD_REQUEST, "challenge_expired", "Challenge expired", detail)
+            }
+            EngineError::ChallengeAlreadyUsed => {
+                ApiError::new(S::BAD_REQUEST, "challenge_already_used", "Challenge already used", detail)
+            }
+            EngineError::NoPendingChallenge => {
+                ApiError::new(S::BAD_REQUEST, "no_pending_challenge", "No pending challenge", detail)
+            }
+            EngineError::ChallengeBurned => {
+                ApiError::new(S::TOO_MANY_REQUESTS, "too_many_attempts", "Too many wrong signatures", detail)
+            }
+            EngineError::DeviceRevoked => ApiError::new(S::FORBIDDEN, "device_revoked", "Device revoked", detail),
             EngineError::DeliveryBusy => ApiError {
                 retry_after: Some(Duration::from_secs(1)),
                 ..ApiError::new(S::SERVICE_UNAVAILABLE, "delivery_busy", "Delivery queue full", detail)
@@ -246,7 +278,7 @@ mod tests {
 
     #[test]
     fn unavailable_hides_the_internal_message() {
-        let e: ApiError = EngineError::Unavailable("redb: disk on fire at /secret/path".into()).into();
+        let e: ApiError = EngineError::Unavailable("store: disk on fire at /secret/path".into()).into();
         assert!(!e.detail.contains("secret"));
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
     }

@@ -8,8 +8,9 @@
 //! | `POST /v1/login/verify` | [`verify`] (login) |
 //! | `POST /v1/otp/resend` | [`resend`] |
 //! | `GET /v1/me` | [`me`] |
+//! | sessions (`/v1/token/refresh`, `/v1/logout`, `/v1/logout/all`, `/v1/sessions`) and devices (`/v1/devices…`, `/v1/device-login/…`) | [`super::account`] |
 //! | `GET /.well-known/jwks.json` | the token service's JWKS |
-//! | `GET /health/live`, `GET /health/ready` | [`ready`] |
+//! | `GET /health/live`, `GET /health/ready` | [`ready`] (checks, and each delivery provider's breaker) |
 //! | `GET /v1/admin/audit` | [`admin_audit`] (admin token) |
 
 use std::net::{IpAddr, SocketAddr};
@@ -18,12 +19,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
 };
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
+use otpd_actors::dispatch::DispatchHandle;
 use otpd_actors::identifier::Identifier;
 use otpd_actors::{Api, Engine, EngineError, Registration, RequestContext};
 use serde::Serialize;
@@ -52,14 +53,27 @@ pub struct App {
     pub admin_token: String,
     pub readiness: Vec<ReadinessCheck>,
     pub degradations: Vec<DegradationCheck>,
+    /// Each delivery provider's circuit breaker, shown by `/health/ready`.
+    pub delivery: Option<DispatchHandle>,
 }
 
-type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<Full<Bytes>>;
+
+/// Any request body: hyper's `Incoming` on the wire, `Full<Bytes>` in benchmarks.
+pub trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
+}
+
+impl<T> RequestBody for T where
+    T: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
+{
+}
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Entry point for every request.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+pub async fn handle<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketAddr) -> Resp {
     let (parts, body) = req.into_parts();
     let ctx = RequestContext {
         trace_id: request_id(&parts.headers),
@@ -72,7 +86,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     resp
 }
 
-async fn route(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn route<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let path = parts.uri.path();
     let post_api = match path {
         "/v1/register" => Some(Api::Register),
@@ -92,6 +106,9 @@ async fn route(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -
             Api::OtpResend => resend(app, ctx, parts, body).await,
             _ => verify(app, ctx, api, parts, body).await,
         };
+    }
+    if let Some(endpoint) = super::account::Endpoint::of(path) {
+        return super::account::handle(app, ctx, endpoint, parts, body).await;
     }
     let get_only = |parts: &Parts| {
         if parts.method == Method::GET || parts.method == Method::HEAD {
@@ -127,7 +144,7 @@ async fn route(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -
     }
 }
 
-async fn register(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn register<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let api = Api::Register;
     let req: wire::RegisterRequest = read_json(app, ctx, api, parts, body).await?;
     let checked = (|| {
@@ -149,7 +166,7 @@ async fn register(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
-async fn login(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn login<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let api = Api::Login;
     let req: wire::LoginRequest = read_json(app, ctx, api, parts, body).await?;
     let identifier = identify(app, &req.phone, &req.email).map_err(|e| reject(app, ctx, api, "validate", e))?;
@@ -157,7 +174,7 @@ async fn login(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
-async fn resend(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn resend<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let api = Api::OtpResend;
     let req: wire::ResendRequest = read_json(app, ctx, api, parts, body).await?;
     let identifier = identify(app, &req.phone, &req.email).map_err(|e| reject(app, ctx, api, "validate", e))?;
@@ -165,7 +182,13 @@ async fn resend(app: &App, ctx: &RequestContext, parts: &Parts, body: Incoming) 
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
-async fn verify(app: &App, ctx: &RequestContext, api: Api, parts: &Parts, body: Incoming) -> Result<Resp, ApiError> {
+async fn verify<B: RequestBody>(
+    app: &App,
+    ctx: &RequestContext,
+    api: Api,
+    parts: &Parts,
+    body: B,
+) -> Result<Resp, ApiError> {
     let req: wire::VerifyRequest = read_json(app, ctx, api, parts, body).await?;
     let checked = identify(app, &req.phone, &req.email).and_then(|id| Ok((id, wire::code(&req.code)?)));
     let (identifier, code) = checked.map_err(|e| reject(app, ctx, api, "validate", e))?;
@@ -237,7 +260,35 @@ fn ready(app: &App) -> Resp {
         (true, true) => "degraded",
         (true, false) => "ready",
     };
-    json(status, &serde_json::json!({ "status": summary, "checks": checks }))
+    let mut body = serde_json::json!({ "status": summary, "checks": checks });
+    if let Some(delivery) = &app.delivery {
+        body["providers"] = providers(delivery);
+    }
+    json(status, &body)
+}
+
+/// `{"twilio": {"breaker": "open", "routes": ["sms:primary"], "consecutive_failures": 5,
+/// "retry_in_ms": 12000, "in_flight": 0}, …}`
+fn providers(delivery: &DispatchHandle) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for p in delivery.health() {
+        let routes: Vec<String> = p
+            .routes
+            .iter()
+            .map(|(channel, rank)| format!("{}:{}", channel.as_str(), if *rank == 0 { "primary" } else { "secondary" }))
+            .collect();
+        let mut entry = serde_json::json!({
+            "breaker": p.breaker.as_str(),
+            "routes": routes,
+            "consecutive_failures": p.consecutive_failures,
+            "in_flight": p.in_flight,
+        });
+        if let Some(wait) = p.retry_in {
+            entry["retry_in_ms"] = serde_json::Value::from(wait.as_millis() as u64);
+        }
+        out.insert(p.name, entry);
+    }
+    serde_json::Value::Object(out)
 }
 
 /// `GET /v1/admin/audit?identifier=…|trace_id=…&limit=…` for `otpd audit` while the node runs.
@@ -285,18 +336,18 @@ fn identify(app: &App, phone: &Option<String>, email: &Option<String>) -> Result
 }
 
 /// Records a refusal that happened before the engine, and converts it.
-fn reject(app: &App, ctx: &RequestContext, api: Api, step: &'static str, e: EngineError) -> ApiError {
+pub(super) fn reject(app: &App, ctx: &RequestContext, api: Api, step: &'static str, e: EngineError) -> ApiError {
     app.engine.record_rejection(ctx, api, step, e.to_string(), None);
     ApiError::from(e)
 }
 
 /// Content type, size limit, time limit, then JSON into `T`.
-async fn read_json<T: DeserializeOwned>(
+pub(super) async fn read_json<T: DeserializeOwned, B: RequestBody>(
     app: &App,
     ctx: &RequestContext,
     api: Api,
     parts: &Parts,
-    body: Incoming,
+    body: B,
 ) -> Result<T, ApiError> {
     let result = read_json_inner(app, parts, body).await;
     if let Err(e) = &result {
@@ -305,7 +356,11 @@ async fn read_json<T: DeserializeOwned>(
     result
 }
 
-async fn read_json_inner<T: DeserializeOwned>(app: &App, parts: &Parts, body: Incoming) -> Result<T, ApiError> {
+async fn read_json_inner<T: DeserializeOwned, B: RequestBody>(
+    app: &App,
+    parts: &Parts,
+    body: B,
+) -> Result<T, ApiError> {
     if !is_json(&parts.headers) {
         return Err(ApiError::unsupported_media_type());
     }
@@ -341,7 +396,7 @@ fn is_json(headers: &HeaderMap) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     let token = token.trim();
@@ -382,7 +437,7 @@ fn user_agent(headers: &HeaderMap) -> Option<String> {
     Some(text[..end].to_owned())
 }
 
-fn json<T: Serialize>(status: StatusCode, body: &T) -> Resp {
+pub(super) fn json<T: Serialize>(status: StatusCode, body: &T) -> Resp {
     let bytes = serde_json::to_vec(body).expect("response types always serialise");
     bytes_response(status, Bytes::from(bytes))
 }

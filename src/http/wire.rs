@@ -6,8 +6,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use otpd_actors::challenge::Purpose;
 use otpd_actors::clock::Timestamp;
+use otpd_actors::device_key::{KeyInput, NONCE_HEX_LEN, Nonce};
 use otpd_actors::identifier::Identifier;
-use otpd_actors::ports::{AuditEvent, User};
+use otpd_actors::ports::{AuditEvent, AuthMethod, Device, DeviceId, Platform, Session, SessionId, User};
 use otpd_actors::{EngineError, SendReceipt};
 use serde::{Deserialize, Serialize};
 
@@ -229,6 +230,241 @@ pub struct AuditListResponse {
     pub events: Vec<AuditView>,
 }
 
+/// `POST /v1/token/refresh`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// `POST /v1/devices`: exactly one of `public_key` (SPKI PEM, or SPKI DER in base64) and `jwk`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolRequest {
+    pub name: String,
+    pub platform: PlatformWire,
+    pub public_key: Option<String>,
+    pub jwk: Option<JwkWire>,
+}
+
+/// A public JWK. Members other than these (`kid`, `alg`, `use`, `key_ops`, `ext`, … as
+/// WebCrypto exports them) are ignored; a private member `d` is refused.
+#[derive(Debug, Deserialize)]
+pub struct JwkWire {
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    pub y: Option<String>,
+    pub d: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlatformWire {
+    Ios,
+    Android,
+    Web,
+    Other,
+}
+
+impl From<PlatformWire> for Platform {
+    fn from(p: PlatformWire) -> Platform {
+        match p {
+            PlatformWire::Ios => Platform::Ios,
+            PlatformWire::Android => Platform::Android,
+            PlatformWire::Web => Platform::Web,
+            PlatformWire::Other => Platform::Other,
+        }
+    }
+}
+
+/// `POST /v1/device-login/challenge`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceChallengeRequest {
+    pub device_id: String,
+}
+
+/// `POST /v1/device-login/verify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceVerifyRequest {
+    pub device_id: String,
+    pub nonce: String,
+    pub signature: String,
+}
+
+/// Longest device name (characters).
+pub const MAX_DEVICE_NAME_CHARS: usize = 64;
+/// Longest `public_key` text accepted (PEM or base64 DER of a P-256/Ed25519 SPKI is < 200).
+pub const MAX_PUBLIC_KEY_CHARS: usize = 2048;
+/// Longest `signature` text accepted (a DER P-256 signature is at most 72 bytes).
+pub const MAX_SIGNATURE_CHARS: usize = 512;
+
+/// A device name: trimmed, 1..=64 characters, no control characters.
+pub fn device_name(value: &str) -> Result<String, EngineError> {
+    let v = value.trim();
+    let chars = v.chars().count();
+    if chars == 0 || chars > MAX_DEVICE_NAME_CHARS || v.chars().any(char::is_control) {
+        return Err(EngineError::InvalidInput(format!(
+            "name must be 1 to {MAX_DEVICE_NAME_CHARS} characters without control characters"
+        )));
+    }
+    Ok(v.to_owned())
+}
+
+/// A device id: a UUID.
+pub fn device_id(value: &str) -> Result<DeviceId, EngineError> {
+    let parsed = (value.len() <= 45).then(|| uuid::Uuid::parse_str(value).ok()).flatten();
+    parsed.map(DeviceId).ok_or_else(|| EngineError::InvalidInput("device_id must be a device id (a UUID)".into()))
+}
+
+/// A nonce as the challenge returned it.
+pub fn nonce(value: &str) -> Result<Nonce, EngineError> {
+    Nonce::parse(value).ok_or_else(|| {
+        EngineError::InvalidInput(format!("nonce must be the {NONCE_HEX_LEN} hex characters the challenge returned"))
+    })
+}
+
+/// Base64 in either alphabet (standard or URL-safe), padding optional, whitespace ignored.
+pub fn base64_any(field: &str, value: &str, max_chars: usize) -> Result<Vec<u8>, EngineError> {
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+    let bad = || EngineError::InvalidInput(format!("{field} must be base64 (standard or URL-safe)"));
+    if value.len() > max_chars {
+        return Err(EngineError::InvalidInput(format!("{field} must be at most {max_chars} characters")));
+    }
+    let compact: String = value.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if compact.is_empty() {
+        return Err(bad());
+    }
+    let engine = if compact.contains(['-', '_']) { &URL_SAFE } else { &STANDARD };
+    engine.decode(compact.as_bytes()).map_err(|_| bad())
+}
+
+/// The key of an enrolment request, out of its transport encoding.
+pub fn key_input(public_key: &Option<String>, jwk: &Option<JwkWire>) -> Result<KeyInput, EngineError> {
+    match (public_key, jwk) {
+        (Some(text), None) => {
+            if text.trim_start().starts_with("-----BEGIN") {
+                if text.len() > MAX_PUBLIC_KEY_CHARS {
+                    return Err(EngineError::InvalidInput(format!(
+                        "public_key must be at most {MAX_PUBLIC_KEY_CHARS} characters"
+                    )));
+                }
+                Ok(KeyInput::SpkiPem(text.trim().to_owned()))
+            } else {
+                Ok(KeyInput::SpkiDer(base64_any("public_key", text, MAX_PUBLIC_KEY_CHARS)?))
+            }
+        }
+        (None, Some(jwk)) => {
+            if jwk.d.is_some() {
+                return Err(EngineError::InvalidInput(
+                    "jwk must be a public key: never send the private member d".into(),
+                ));
+            }
+            let short = |s: &str| s.len() <= 32;
+            if !short(&jwk.kty) || !short(&jwk.crv) {
+                return Err(EngineError::InvalidInput("jwk: kty and crv are short names".into()));
+            }
+            Ok(KeyInput::Jwk {
+                kty: jwk.kty.clone(),
+                crv: jwk.crv.clone(),
+                x: base64_any("jwk.x", &jwk.x, 128)?,
+                y: jwk.y.as_deref().map(|y| base64_any("jwk.y", y, 128)).transpose()?,
+            })
+        }
+        (Some(_), Some(_)) => Err(EngineError::InvalidInput("give either public_key or jwk, not both".into())),
+        (None, None) => Err(EngineError::InvalidInput("public_key or jwk is required".into())),
+    }
+}
+
+/// An enrolled device as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct DeviceView {
+    pub id: String,
+    pub name: String,
+    pub platform: &'static str,
+    pub algorithm: &'static str,
+    /// SHA-256 of the key's SPKI DER, hex.
+    pub key_fingerprint: String,
+    pub created_at: String,
+}
+
+impl From<&Device> for DeviceView {
+    fn from(d: &Device) -> Self {
+        DeviceView {
+            id: d.id.to_string(),
+            name: d.name.clone(),
+            platform: d.platform.as_str(),
+            algorithm: d.key.algorithm.as_str(),
+            key_fingerprint: d.key.fingerprint(),
+            created_at: rfc3339(d.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeviceListResponse {
+    pub devices: Vec<DeviceView>,
+}
+
+/// Answer to `POST /v1/device-login/challenge`; the same shape for every device id.
+#[derive(Debug, Serialize)]
+pub struct DeviceChallengeResponse {
+    pub device_id: String,
+    pub nonce: String,
+    pub audience: String,
+    pub expires_in: u64,
+}
+
+/// One session as `GET /v1/sessions` shows it.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    pub id: String,
+    pub method: &'static str,
+    pub device_id: Option<String>,
+    pub created_at: String,
+    pub expires_at: String,
+    pub refreshed_at: Option<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub current: bool,
+}
+
+impl SessionView {
+    pub fn new(s: &Session, current: SessionId) -> Self {
+        SessionView {
+            id: s.id.to_string(),
+            method: s.method.as_str(),
+            device_id: match s.method {
+                AuthMethod::Device(d) => Some(d.to_string()),
+                AuthMethod::Otp => None,
+            },
+            created_at: rfc3339(s.created_at),
+            expires_at: rfc3339(s.expires_at),
+            refreshed_at: s.refreshed_at.map(rfc3339),
+            client_ip: s.client_ip.map(|ip| ip.to_string()),
+            user_agent: s.user_agent.clone(),
+            current: s.id == current,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionListResponse {
+    pub sessions: Vec<SessionView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogoutAllResponse {
+    pub revoked: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +502,41 @@ mod tests {
     fn unknown_fields_are_refused() {
         let err = serde_json::from_str::<LoginRequest>(r#"{"phone":"+1","admin":true}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `admin`"));
+    }
+
+    #[test]
+    fn base64_in_either_alphabet_with_or_without_padding() {
+        let bytes = [0xfb, 0xff, 0x01];
+        for text in ["+/8B", "-_8B", "+/8B\n", " -_8B "] {
+            assert_eq!(base64_any("f", text, 100).unwrap(), bytes, "{text:?}");
+        }
+        assert_eq!(base64_any("f", "QQ", 100).unwrap(), b"A");
+        assert_eq!(base64_any("f", "QQ==", 100).unwrap(), b"A");
+        for bad in ["", "   ", "*!", "+/-_", "QQ=Q"] {
+            assert!(base64_any("f", bad, 100).is_err(), "{bad:?}");
+        }
+        assert!(base64_any("f", &"A".repeat(101), 100).is_err());
+    }
+
+    #[test]
+    fn device_fields_are_checked() {
+        assert!(device_id("01890a5d-ac96-774b-bcce-b302099a8057").is_ok());
+        assert!(device_id("nope").is_err());
+        assert!(device_id(&"0".repeat(1000)).is_err());
+        assert_eq!(device_name("  Ada's iPhone ").unwrap(), "Ada's iPhone");
+        assert!(device_name("").is_err());
+        assert!(device_name(&"x".repeat(65)).is_err());
+        assert!(device_name("a\u{7}").is_err());
+        assert!(nonce(&"a".repeat(64)).is_ok());
+        assert!(nonce("abc").is_err());
+        assert!(key_input(&None, &None).is_err());
+        let jwk = || Some(JwkWire { kty: "OKP".into(), crv: "Ed25519".into(), x: "AA".into(), y: None, d: None });
+        assert!(key_input(&Some("AA".into()), &jwk()).is_err());
+        assert!(matches!(key_input(&None, &jwk()), Ok(KeyInput::Jwk { .. })));
+        assert!(matches!(key_input(&Some("-----BEGIN PUBLIC KEY-----".into()), &None), Ok(KeyInput::SpkiPem(_))));
+        let with_d: JwkWire =
+            serde_json::from_str(r#"{"kty":"OKP","crv":"Ed25519","x":"AA","d":"AA","ext":true}"#).unwrap();
+        assert!(key_input(&None, &Some(with_d)).is_err(), "a private key is refused");
     }
 
     #[test]

@@ -445,6 +445,9 @@ fn field_names(check: &Check) -> [&'static str; 3] {
     match (check.kind, check.subject) {
         (CheckKind::Cooldown(_), Subject::IdentPurpose(_, Purpose::Login)) => ["resend_cooldown:login", "", ""],
         (CheckKind::Cooldown(_), Subject::IdentPurpose(_, Purpose::Register)) => ["resend_cooldown:register", "", ""],
+        (CheckKind::Cooldown(_), Subject::IdentPurpose(_, Purpose::DeviceLogin)) => {
+            ["resend_cooldown:device_login", "", ""]
+        }
         (CheckKind::Cooldown(_), _) => [check.rule.as_str(), "", ""],
         (CheckKind::Window(_), _) => match check.rule {
             LimitRule::ResendCooldown => window!("resend_cooldown"),

@@ -6,7 +6,7 @@ use otpd_actors::testkit;
 
 fn store() -> (tempfile::TempDir, std::sync::Arc<EmbeddedStore>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(&dir.path().join("otpd.redb"), EmbeddedOptions::default()).unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("store"), EmbeddedOptions::default()).unwrap();
     (dir, store)
 }
 
@@ -23,6 +23,12 @@ async fn embedded_session_store() {
 }
 
 #[tokio::test]
+async fn embedded_device_store() {
+    let (_dir, s) = store();
+    testkit::device_store(s).await;
+}
+
+#[tokio::test]
 async fn embedded_audit_log() {
     let (_dir, s) = store();
     testkit::audit_log(s).await;
@@ -31,7 +37,7 @@ async fn embedded_audit_log() {
 #[tokio::test]
 async fn embedded_store_reopens_with_its_data_and_continues_the_audit_sequence() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("otpd.redb");
+    let path = dir.path().join("store");
     {
         let s = EmbeddedStore::open(&path, EmbeddedOptions::default()).unwrap();
         testkit::audit_log(s.clone()).await;

@@ -6,10 +6,15 @@
 
 mod bad_input;
 mod conformance;
+mod delivery;
+mod devices;
+mod fake_provider;
 mod flows;
 mod limits;
 mod process;
 mod redis_limits;
 mod redis_server;
+mod sessions;
+mod smtp;
 mod supervision;
 mod support;

@@ -1,0 +1,437 @@
+//! The delivery pipeline: a supervised dispatcher actor between the challenge flow and the
+//! providers.
+//!
+//! ```text
+//! Engine::issue ──enqueue──► DispatchHandle ──► ledger (bounded: full → DeliveryBusy → 503)
+//!                                 │ cast Enqueued
+//!                                 ▼
+//!                         DispatcherActor ── route by channel ──► lane per provider (batch buffer)
+//!                                 ▲                                   │ flush on size or age,
+//!                                 │ Returned (results in the ledger)   │ ≤ concurrency calls
+//!                                 └──────── send task ◄───────────────┘
+//!                                                │ Provider::send(batch)
+//!                                                ▼
+//!                                   Twilio · webhook · SMTP · outbox
+//! ```
+//!
+//! # One message's life
+//!
+//! ```text
+//! New ──► Buffered(p) ──► InFlight(p) ──► Returned(p, result)
+//!  ▲          │  breaker of p opened:        │ Ok ─────────────────────────► Delivered  ┐
+//!  │          └─ re-routed                   │ Permanent ──────────────────► GivenUp    │ final:
+//!  │                                         │ Retryable, attempts left ──► Waiting(due)│ audited,
+//!  │                                         │ Retryable, none left ───────► GivenUp    │ counted,
+//!  └──────────── Waiting(due) ◄── due ───────┘                                          │ removed
+//!   any stage before a send, or a wait that would outlive the code ──────► Expired      ┘
+//! ```
+//!
+//! * **Bounded**: the ledger holds every accepted message until its final outcome;
+//!   when it holds `queue_capacity` messages, [`Notifier::enqueue`] answers
+//!   [`NotifyError::QueueFull`] and the API answers 503 `delivery_busy`. Nothing is dropped
+//!   silently.
+//! * **Routing**: phone numbers go to the SMS route, e-mail addresses to the e-mail route; a
+//!   route is a list of providers, primary first. A message goes to the first provider whose
+//!   circuit breaker allows a call; if the primary's is open that is the secondary
+//!   (failover). If none allows, the message waits until the earliest breaker half-opens.
+//! * **Batching**: each provider has a lane that flushes when it holds
+//!   `min(batch_max_size, provider.max_batch())` messages or its oldest message has waited
+//!   `batch_max_age`, whichever comes first, with at most `concurrency` calls in flight.
+//! * **Retries**: a retryable failure waits a full-jitter exponential backoff that is never
+//!   shorter than the provider's `Retry-After`, up to `max_attempts` attempts in all.
+//! * **Expiry**: a code past its `expires_at` is never sent: it is checked when routed and
+//!   again just before each send, and a wait that would end after the expiry ends the message
+//!   at once.
+//! * **Crash safety**: the ledger, the breakers and the counters live outside the actor (in
+//!   [`Shared`]). When the actor fails, the engine's supervisor starts a new one, which adopts
+//!   every message of the ledger where it stood; calls in flight report to whichever actor is
+//!   current when they finish.
+//! * **Audit**: every final outcome writes one audit event (`api` = `delivery`, `step` =
+//!   `delivered` | `given_up` | `expired`) with the message's trace id and identifier hash,
+//!   never the code or the recipient, and is counted in [`DispatchStats`].
+
+pub mod backoff;
+pub mod breaker;
+mod dispatcher;
+mod ledger;
+pub mod provider;
+pub mod template;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
+use ractor::ActorRef;
+use tokio::time::Instant;
+
+pub use self::backoff::Backoff;
+pub use self::breaker::{Breaker, BreakerConfig, BreakerState};
+pub use self::dispatcher::{DispatcherActor, DispatcherMsg, DispatcherState};
+use self::ledger::Ledger;
+pub use self::provider::{Delivery, Provider, SendError, SendResult};
+pub use self::template::{Rendered, TemplateTexts, Templates};
+use crate::clock::Clock;
+use crate::identifier::Channel;
+use crate::ports::{AuditLog, Notifier, NotifyError, OutboundMessage};
+
+/// Fixed configuration of the dispatcher.
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    /// Messages accepted and not yet finally delivered, given up or expired; beyond it
+    /// `enqueue` refuses (503).
+    pub queue_capacity: usize,
+    /// A lane flushes once it holds this many messages (capped by the provider's own batch
+    /// limit). 1 turns batching off.
+    pub batch_max_size: usize,
+    /// … or once its oldest message has waited this long.
+    pub batch_max_age: Duration,
+    /// Attempts per message, all providers together.
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    pub breaker: BreakerConfig,
+    /// Longest a provider call may take; after it the call counts as a retryable failure.
+    pub send_timeout: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            queue_capacity: 10_000,
+            batch_max_size: 100,
+            batch_max_age: Duration::from_millis(10),
+            max_attempts: 5,
+            backoff: Backoff::default(),
+            breaker: BreakerConfig::default(),
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A provider and how many calls it may have in flight.
+#[derive(Clone)]
+pub struct ProviderSpec {
+    pub provider: Arc<dyn Provider>,
+    pub concurrency: usize,
+}
+
+/// Which providers serve which channel, by name, primary first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routes {
+    pub sms: Vec<String>,
+    pub email: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("delivery routes: {0}")]
+pub struct RouteError(String);
+
+/// Counters of one provider.
+#[derive(Default)]
+struct ProviderCounters {
+    calls: AtomicU64,
+    messages: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// A provider as the dispatcher holds it: the adapter, its limits, breaker and counters.
+pub(crate) struct Lane {
+    provider: Arc<dyn Provider>,
+    name: String,
+    concurrency: usize,
+    batch: usize,
+    breaker: Mutex<Breaker>,
+    in_flight: AtomicUsize,
+    counters: ProviderCounters,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    delivered: AtomicU64,
+    given_up: AtomicU64,
+    expired: AtomicU64,
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    failovers: AtomicU64,
+}
+
+/// Everything that outlives a dispatcher actor: what was accepted, the breakers, the counters,
+/// and which actor is current.
+pub struct Shared {
+    config: DispatchConfig,
+    lanes: Vec<Lane>,
+    /// Lane indexes per channel, primary first: `[sms, email]`.
+    routes: [Vec<usize>; 2],
+    templates: Templates,
+    audit: Arc<dyn AuditLog>,
+    clock: Arc<dyn Clock>,
+    ledger: Mutex<Ledger>,
+    current: ArcSwapOption<ActorRef<DispatcherMsg>>,
+    counters: Counters,
+    /// Actor starts (the first one included).
+    starts: AtomicU64,
+    /// Set at shutdown: calls finishing later stop looking for an actor to report to.
+    closed: AtomicBool,
+    /// Audit appends spawned and not yet done (shutdown waits for them).
+    audits_pending: AtomicUsize,
+}
+
+fn route_index(channel: Channel) -> usize {
+    match channel {
+        Channel::Sms => 0,
+        Channel::Email => 1,
+    }
+}
+
+/// The engine's [`Notifier`] when deliveries go through the dispatcher: bounded, non-blocking
+/// enqueue, plus stats and health. Cheap to clone.
+#[derive(Clone)]
+pub struct DispatchHandle {
+    shared: Arc<Shared>,
+}
+
+/// A snapshot of the dispatcher's counters since the node started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DispatchStats {
+    /// Messages accepted by `enqueue`.
+    pub accepted: u64,
+    /// Messages refused because the queue was full (the API answered 503).
+    pub refused: u64,
+    /// Final outcomes.
+    pub delivered: u64,
+    pub given_up: u64,
+    pub expired: u64,
+    /// Deliveries handed to providers (a batch of n counts n).
+    pub attempts: u64,
+    /// Of those, attempts after the first for their message.
+    pub retries: u64,
+    /// Times a message was routed to a provider other than its channel's primary.
+    pub failovers: u64,
+    /// Messages accepted and not yet final.
+    pub queued: usize,
+    /// Times the dispatcher actor was restarted after a failure.
+    pub restarts: u64,
+    pub providers: Vec<ProviderStats>,
+}
+
+/// Counters of one provider.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProviderStats {
+    pub name: String,
+    /// Calls made (a batch is one call).
+    pub calls: u64,
+    /// Deliveries handed over in those calls.
+    pub messages: u64,
+    /// Deliveries the provider accepted.
+    pub delivered: u64,
+    /// Deliveries that failed retryably (the provider's fault).
+    pub failed: u64,
+    /// Deliveries refused for good.
+    pub rejected: u64,
+    pub breaker_opened: u64,
+}
+
+/// What readiness shows for one provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderHealth {
+    pub name: String,
+    /// `(channel, rank)` for every route the provider is on; rank 0 is the primary.
+    pub routes: Vec<(Channel, usize)>,
+    pub breaker: BreakerState,
+    pub consecutive_failures: u32,
+    /// Until an open breaker lets a probe through.
+    pub retry_in: Option<Duration>,
+    pub in_flight: usize,
+}
+
+impl DispatchHandle {
+    /// Builds the pipeline (no actor yet: the engine's supervisor starts it, see
+    /// [`Notifier::dispatcher`]).
+    pub fn new(
+        config: DispatchConfig,
+        providers: Vec<ProviderSpec>,
+        routes: &Routes,
+        templates: Templates,
+        audit: Arc<dyn AuditLog>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<DispatchHandle, RouteError> {
+        let mut lanes: Vec<Lane> = Vec::new();
+        for spec in providers {
+            let name = spec.provider.name().to_owned();
+            if lanes.iter().any(|l| l.name == name) {
+                return Err(RouteError(format!("provider {name:?} given twice")));
+            }
+            let batch = config.batch_max_size.min(spec.provider.max_batch()).max(1);
+            lanes.push(Lane {
+                provider: spec.provider,
+                name,
+                concurrency: spec.concurrency.max(1),
+                batch,
+                breaker: Mutex::new(Breaker::new(config.breaker)),
+                in_flight: AtomicUsize::new(0),
+                counters: ProviderCounters::default(),
+            });
+        }
+        let resolve = |channel: &str, names: &[String]| -> Result<Vec<usize>, RouteError> {
+            if names.is_empty() {
+                return Err(RouteError(format!("no provider for {channel}")));
+            }
+            let mut out = Vec::new();
+            for name in names {
+                let i = lanes
+                    .iter()
+                    .position(|l| &l.name == name)
+                    .ok_or_else(|| RouteError(format!("{channel} route names unknown provider {name:?}")))?;
+                if out.contains(&i) {
+                    return Err(RouteError(format!("{channel} route names {name:?} twice")));
+                }
+                out.push(i);
+            }
+            Ok(out)
+        };
+        let routes = [resolve("sms", &routes.sms)?, resolve("email", &routes.email)?];
+        let shared = Shared {
+            config,
+            lanes,
+            routes,
+            templates,
+            audit,
+            clock,
+            ledger: Mutex::new(Ledger::default()),
+            current: ArcSwapOption::empty(),
+            counters: Counters::default(),
+            starts: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            audits_pending: AtomicUsize::new(0),
+        };
+        Ok(DispatchHandle { shared: Arc::new(shared) })
+    }
+
+    /// The actor the supervisor runs.
+    pub fn actor(&self) -> DispatcherActor {
+        DispatcherActor { shared: self.shared.clone() }
+    }
+
+    pub fn stats(&self) -> DispatchStats {
+        let s = &self.shared;
+        let c = &s.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DispatchStats {
+            accepted: get(&c.accepted),
+            refused: get(&c.refused),
+            delivered: get(&c.delivered),
+            given_up: get(&c.given_up),
+            expired: get(&c.expired),
+            attempts: get(&c.attempts),
+            retries: get(&c.retries),
+            failovers: get(&c.failovers),
+            queued: s.ledger.lock().len(),
+            restarts: s.starts.load(Ordering::Relaxed).saturating_sub(1),
+            providers: s
+                .lanes
+                .iter()
+                .map(|l| ProviderStats {
+                    name: l.name.clone(),
+                    calls: get(&l.counters.calls),
+                    messages: get(&l.counters.messages),
+                    delivered: get(&l.counters.delivered),
+                    failed: get(&l.counters.failed),
+                    rejected: get(&l.counters.rejected),
+                    breaker_opened: l.breaker.lock().opened(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Every provider's breaker, for readiness.
+    pub fn health(&self) -> Vec<ProviderHealth> {
+        let now = Instant::now();
+        let s = &self.shared;
+        s.lanes
+            .iter()
+            .enumerate()
+            .map(|(i, lane)| {
+                let b = lane.breaker.lock();
+                let mut routes = Vec::new();
+                for (channel, route) in [Channel::Sms, Channel::Email].into_iter().zip(&s.routes) {
+                    if let Some(rank) = route.iter().position(|&r| r == i) {
+                        routes.push((channel, rank));
+                    }
+                }
+                let state = b.state(now);
+                ProviderHealth {
+                    name: lane.name.clone(),
+                    routes,
+                    breaker: state,
+                    consecutive_failures: b.consecutive_failures(),
+                    retry_in: b.open_until().filter(|_| state == BreakerState::Open).map(|u| u - now),
+                    in_flight: lane.in_flight.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    /// Readiness: every channel has a provider whose breaker is not open. The error names the
+    /// channel and its providers' states.
+    pub fn check(&self) -> Result<(), String> {
+        let now = Instant::now();
+        let s = &self.shared;
+        let mut problems = Vec::new();
+        for (channel, route) in [Channel::Sms, Channel::Email].into_iter().zip(&s.routes) {
+            let states: Vec<(usize, BreakerState)> =
+                route.iter().map(|&i| (i, s.lanes[i].breaker.lock().state(now))).collect();
+            if states.iter().all(|(_, st)| *st == BreakerState::Open) {
+                let names: Vec<String> =
+                    states.iter().map(|(i, st)| format!("{} {}", s.lanes[*i].name, st.as_str())).collect();
+                problems.push(format!("no {} provider available ({})", channel.as_str(), names.join(", ")));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+
+    /// Makes the current dispatcher actor panic (fault injection for tests).
+    #[cfg(feature = "testkit")]
+    pub fn inject_panic(&self) {
+        if let Some(actor) = self.shared.current.load_full() {
+            let _ = actor.cast(DispatcherMsg::Panic);
+        }
+    }
+}
+
+impl Notifier for DispatchHandle {
+    fn enqueue(&self, message: OutboundMessage) -> Result<(), NotifyError> {
+        let s = &self.shared;
+        if s.closed.load(Ordering::Relaxed) {
+            return Err(NotifyError::Closed);
+        }
+        let message = Arc::new(message);
+        let id = {
+            let mut ledger = s.ledger.lock();
+            if ledger.len() >= s.config.queue_capacity {
+                drop(ledger);
+                s.counters.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(NotifyError::QueueFull);
+            }
+            ledger.insert(message)
+        };
+        s.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        // If no actor is current (it is being restarted) the new one adopts the message from
+        // the ledger when it starts.
+        if let Some(actor) = s.current.load_full() {
+            let _ = actor.cast(DispatcherMsg::Enqueued { id });
+        }
+        Ok(())
+    }
+
+    fn dispatcher(&self) -> Option<DispatcherActor> {
+        Some(self.actor())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+//! The harness against a real node started by the test, on loopback only: a short bounded
+//! run whose report parses and accounts for every request, and a find-capacity search that
+//! ends within its bound.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use otpd::config::Config;
+use otpd_actors::clock::SystemClock;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_otpd-loadtest");
+
+async fn node(dir: &std::path::Path) -> otpd::server::Node {
+    let mut config = Config::default();
+    config.node.data_dir = dir.to_owned();
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    otpd::server::start(config, Arc::new(SystemClock)).await.unwrap()
+}
+
+fn harness(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).arg("--quiet").output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_login_run_reports_every_request_and_no_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let out = dir.path().join("report");
+    let target = node.base_url();
+    let outbox = node.outbox_path.display().to_string();
+    let args: Vec<String> = [
+        "run",
+        "--target",
+        &target,
+        "--scenario",
+        "login",
+        "--users",
+        "40",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--codes",
+        "outbox",
+        "--outbox",
+        &outbox,
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let (ok, log) = tokio::task::spawn_blocking(move || harness(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    assert!(ok, "{log}");
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let run = &report["runs"][0];
+    assert_eq!(run["errors"], 0, "{log}");
+    // 40 arrivals in 2 s, each login → code → login/verify → me.
+    let steps: Vec<(&str, u64)> = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap(), s["requests"].as_u64().unwrap()))
+        .collect();
+    for step in ["login", "code_delivery", "login_verify", "me"] {
+        assert!(steps.contains(&(step, 40)), "{step}: {steps:?}");
+    }
+    assert_eq!(run["requests"], 160);
+    assert_eq!(run["scenarios_ok"], 40);
+    assert_eq!(report["setup"]["errors"], 0);
+    assert!(run["overall"]["p99_ms"].as_f64().unwrap() > 0.0);
+    for f in ["report.md", "latency.svg", "throughput.svg"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_capacity_ends_within_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let out = dir.path().join("capacity");
+    let target = node.base_url();
+    let args: Vec<String> = [
+        "find-capacity",
+        "--target",
+        &target,
+        "--scenario",
+        "send-unknown",
+        "--min-rate",
+        "50",
+        "--max-rate",
+        "400",
+        "--step",
+        "1s",
+        "--max-steps",
+        "4",
+        "--slo-p99",
+        "250ms",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let (ok, log) = tokio::task::spawn_blocking(move || harness(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    assert!(ok, "{log}");
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let steps = report["capacity"]["steps"].as_array().unwrap();
+    assert!(!steps.is_empty() && steps.len() <= 4, "{steps:?}");
+    assert!(out.join("capacity.svg").exists());
+    node.shutdown().await;
+}

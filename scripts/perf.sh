@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Measures otpd on this machine the way docs/PERFORMANCE.md reports it: release builds, the node
+# pinned to CPU 0 and the load generator to CPU 1 (when there are two), every otpd figure next
+# to the bare hyper baseline measured by the same harness in the same run.
+#
+#   scripts/perf.sh [out-dir]        # default: perf-report/
+#
+# Steps (each writes its own report folder under out-dir):
+#   send     closed loop, 64 connections, 20 s: POST /v1/login for signed-up users
+#   verify   closed loop, 64 connections: POST /v1/login/verify with pre-issued codes
+#   mixed    open loop at half the measured send capacity: login=60,signup=30,refresh=10
+#   capacity find-capacity for send (SLO p99 < 10 ms, errors < 0.1 %)
+#   memory   1,000,000 sends to distinct numbers, then the node's RSS
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-perf-report}
+mkdir -p "$out"
+cargo build --release -p otpd -p otpd-loadtest
+bin=target/release
+cpus=$(nproc)
+pin_node=""; pin_load=""
+if [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then pin_node="taskset -c 0"; pin_load="taskset -c 1"; fi
+
+data=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# Limits relaxed so the harness can reuse a modest pool of users; everything else default.
+OTPD_NODE__DATA_DIR=$data OTPD_HTTP__LISTEN=127.0.0.1:$port OTPD_NODE__LOG_LEVEL=warn \
+OTPD_OTP__RESEND_COOLDOWN=0s OTPD_OTP__MAX_SENDS_PER_WINDOW=1000000000 \
+  $pin_node $bin/otpd & node=$!
+trap 'kill $node 2>/dev/null || true; rm -rf "$data"' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health/live" >/dev/null && break; sleep 0.1; done
+target=http://127.0.0.1:$port
+lt() { $pin_load $bin/otpd-loadtest "$@" --target "$target" --outbox "$data/outbox.jsonl" --user-cooldown 0s --quiet; }
+
+lt run --scenario send --users 5000 --connections 64 --duration 20s --baseline --out "$out/send"
+lt run --scenario verify --users 100000 --prepare 100000 --connections 64 --duration 20s --baseline --out "$out/verify"
+send_rps=$(python3 -c "import json;print(int(json.load(open('$out/send/report.json'))['runs'][0]['requests_per_s']))")
+lt run --mix login=60,signup=30,refresh=10 --users 5000 --rate $((send_rps / 2 / 3)) --duration 20s --out "$out/mixed"
+lt find-capacity --scenario send --users 5000 --slo-p99 10ms --slo-errors 0.001 --min-rate 2000 --max-rate 200000 \
+  --step 10s --max-steps 10 --baseline --out "$out/capacity"
+
+rss_before=$(awk '/VmRSS/ {print $2}' /proc/$node/status)
+lt run --scenario send-unknown --connections 64 --duration 600s --max-scenarios 1000000 --out "$out/memory"
+sleep 2
+rss_after=$(awk '/VmRSS/ {print $2}' /proc/$node/status)
+echo "{\"rss_kib_before\": $rss_before, \"rss_kib_after_1m_challenges\": $rss_after}" | tee "$out/memory/rss.json"
