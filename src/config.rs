@@ -222,6 +222,11 @@ section! {
         /// Block cache of the embedded store (bytes); reads of accounts and sessions need
         /// little, and a bounded cache keeps a node's memory predictable.
         cache_bytes: usize = 128 * 1024 * 1024,
+        /// Largest in-memory table per keyspace before it is flushed (bytes); the store has
+        /// nine keyspaces, so this bounds its write buffers at about nine times this.
+        memtable_bytes: usize = 16 * 1024 * 1024,
+        /// Accounts kept in memory by identifier hash (each ≈ 300 B), so sends read none.
+        user_cache: usize = 100_000,
     }
 }
 
@@ -548,6 +553,7 @@ impl Config {
         check((1..=65_536).contains(&self.store.group_commit_max), "store.group_commit_max: must be 1..=65536".into());
         check(self.store.queue_capacity >= 1, "store.queue_capacity: must be at least 1".into());
         check(self.store.cache_bytes >= 1024 * 1024, "store.cache_bytes: must be at least 1 MiB".into());
+        check(self.store.memtable_bytes >= 1024 * 1024, "store.memtable_bytes: must be at least 1 MiB".into());
         check(self.delivery.queue_capacity >= 1, "delivery.queue_capacity: must be at least 1".into());
         if let Some(key) = &self.secrets.hash_key {
             check(

@@ -144,6 +144,8 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
             group_commit_max: config.store.group_commit_max,
             queue_capacity: config.store.queue_capacity,
             cache_bytes: config.store.cache_bytes,
+            memtable_bytes: config.store.memtable_bytes,
+            user_cache_entries: config.store.user_cache,
         },
     )
     .map_err(|e| StartupError::Store(e.to_string()))?;
