@@ -77,6 +77,11 @@ impl Node {
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// The store the node runs on.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
 }
 
 /// The engine's view of the configuration.

@@ -463,3 +463,128 @@ async fn a_node_that_cannot_reach_its_cluster_does_not_start_and_says_where() {
     let msg = err.to_string();
     assert!(msg.contains("cannot connect to ScyllaDB") && msg.contains(&free.to_string()), "{msg}");
 }
+
+/// Statement counts of this store, by name.
+fn counts(store: &ScyllaStore) -> std::collections::BTreeMap<&'static str, (bool, u64)> {
+    store.statement_counts().into_iter().map(|(name, lwt, n)| (name, (lwt, n))).collect()
+}
+
+/// What ran between two snapshots: `(statement, is LWT, times)`, those that ran only.
+fn ran(
+    before: &std::collections::BTreeMap<&'static str, (bool, u64)>,
+    after: &std::collections::BTreeMap<&'static str, (bool, u64)>,
+) -> Vec<(&'static str, bool, u64)> {
+    after
+        .iter()
+        .filter(|(name, (_, n))| *n > before[*name].1)
+        .map(|(name, (lwt, n))| (*name, *lwt, n - before[name].1))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_per_request_on_the_send_and_verify_paths() {
+    with_kassandra(|cql| async move {
+        let t = start_node_with(move |c| {
+            c.store.kind = "scylla".into();
+            c.scylla = kassandra_config(cql, "otpd_counts");
+            // The probe must not run between two snapshots.
+            c.scylla.health_interval = Dur(Duration::from_secs(3600));
+            // The code leaves (and its delivery event is written) well after the answer, so
+            // the two can be counted apart.
+            c.delivery.batch_max_age = Dur(Duration::from_millis(300));
+        })
+        .await;
+        let otpd::store::Store::Scylla(store) = t.node.store().clone() else { panic!("a ScyllaDB node") };
+
+        // A verified account, written through the store. (Registration claims the identifier
+        // with an LWT, which kassandra does not implement: it applies the insert and answers
+        // without [applied], so the store reports an error — the row is there all the same.)
+        let p = phone(601);
+        let identifier = t.node.engine.normalizer().phone(&p).unwrap();
+        let now = t.node.engine.now();
+        let user = User {
+            id: UserId(Uuid::now_v7()),
+            ident_hash: t.node.engine.identifier_hash(&identifier),
+            identifier,
+            first_name: "Count".into(),
+            last_name: "Statements".into(),
+            email: None,
+            verified: true,
+            created_at: now,
+            verified_at: Some(now),
+            updated_at: now,
+        };
+        assert!(store.insert_user(&user).await.is_err(), "kassandra answers the claim without [applied]");
+        assert!(store.user_by_identifier(&user.ident_hash).await.unwrap().is_some());
+
+        // Send: POST /v1/login, and the delivery audit event its code produces later.
+        let before = counts(&store);
+        let r = t.post("/v1/login", json!({ "phone": p })).await;
+        assert_eq!(r.status, 202, "{}", r.raw);
+        let answered = counts(&store);
+        let code = t.code_for(&p).await;
+        let mut settled = counts(&store);
+        for _ in 0..300 {
+            if settled["insert_audit_trace"].1 >= before["insert_audit_trace"].1 + 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            settled = counts(&store);
+        }
+        let send = ran(&before, &answered);
+        let delivery = ran(&answered, &settled);
+
+        // Verify: POST /v1/login/verify.
+        let before = counts(&store);
+        let r = t.post("/v1/login/verify", json!({ "phone": p, "code": code })).await;
+        assert_eq!(r.status, 200, "{}", r.raw);
+        let verify = ran(&before, &counts(&store));
+
+        // A send for an identifier without an account (the enumeration-safe path).
+        let before = counts(&store);
+        assert_eq!(t.post("/v1/login", json!({ "phone": phone(602) })).await.status, 202);
+        let unknown = ran(&before, &counts(&store));
+
+        let mut table = String::from("\nstatements per request (ScyllaDB store, measured on kassandra):\n");
+        for (what, stmts) in [
+            ("POST /v1/login (answer)", &send),
+            ("  its delivery audit event (after the answer)", &delivery),
+            ("POST /v1/login/verify", &verify),
+            ("POST /v1/login, unknown identifier", &unknown),
+        ] {
+            let total: u64 = stmts.iter().map(|s| s.2).sum();
+            let list: Vec<String> = stmts.iter().map(|(n, l, k)| format!("{n}×{k}{}", if *l { " (LWT)" } else { "" })).collect();
+            table.push_str(&format!("  {what}: {total} = {}\n", list.join(" + ")));
+        }
+        let _ = std::io::stderr().write_all(table.as_bytes());
+
+        assert_eq!(
+            send,
+            vec![("insert_audit_day", false, 2), ("insert_audit_ident", false, 1), ("insert_audit_trace", false, 1), ("user_by_ident", false, 1)],
+            "send: one account read, the event by trace and by identifier, the two day-index rows (first event of the day)"
+        );
+        assert_eq!(
+            delivery,
+            vec![("insert_audit_ident", false, 1), ("insert_audit_trace", false, 1)],
+            "the delivery event: its day-index rows were written by this node already"
+        );
+        assert_eq!(
+            verify,
+            vec![
+                ("insert_audit_day", false, 1),
+                ("insert_audit_ident", false, 1),
+                ("insert_audit_trace", false, 1),
+                ("insert_session", false, 1),
+                ("insert_session_index", false, 1),
+                ("user_by_ident", false, 1),
+            ],
+            "verify: one account read, the session and its index row, the event (a new trace id's day row)"
+        );
+        assert_eq!(unknown.iter().map(|s| s.2).sum::<u64>(), 5, "{unknown:?}");
+        for (name, lwt, _) in send.iter().chain(&delivery).chain(&verify).chain(&unknown) {
+            assert!(!lwt, "no lightweight transaction on the send or verify path: {name}");
+        }
+        t.node.shutdown().await;
+    })
+    .await;
+}

@@ -29,10 +29,10 @@ use otpd_actors::keys::IdentHash;
 use otpd_actors::ports::{AuditEvent, AuditLog, AuditOutcome, StoreError, UserId};
 use parking_lot::Mutex;
 use scylla::DeserializeRow;
-use scylla::statement::prepared::PreparedStatement;
 use scylla::value::CqlTimestamp;
 use uuid::Uuid;
 
+use super::cql::Stmt;
 use super::{ScyllaStore, StoreFailure, cql_ts, from_cql_ts, unset_if_none};
 
 const MS_PER_DAY: u64 = 86_400_000;
@@ -161,7 +161,7 @@ impl ScyllaStore {
         &self,
         scope: Scope,
         key: &[u8],
-        events: &PreparedStatement,
+        events: &Stmt,
         bucket_key: BucketKey<'_>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, StoreFailure> {

@@ -12,6 +12,7 @@
 //!   the driver may retry them and send reads speculatively; conditional writes are not, so
 //!   the driver never sends one twice.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use scylla::client::session::Session;
@@ -155,35 +156,51 @@ pub fn is_lwt(text: &str) -> bool {
     text.contains(" IF NOT EXISTS") || text.contains(" IF EXISTS")
 }
 
+/// A prepared statement, its name, and how often this process ran it.
+pub struct Stmt {
+    pub prepared: PreparedStatement,
+    pub name: &'static str,
+    pub lwt: bool,
+    executed: AtomicU64,
+}
+
+impl Stmt {
+    /// Counts one execution (attempts by the driver's retries and speculative executions
+    /// are not counted: this is the store's own statement count).
+    pub fn executed(&self) {
+        self.executed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The prepared statements.
 pub struct Statements {
-    pub user_by_ident: PreparedStatement,
-    pub user_ident_by_id: PreparedStatement,
-    pub insert_user_id: PreparedStatement,
-    pub delete_user_id: PreparedStatement,
-    pub insert_user: PreparedStatement,
-    pub update_user: PreparedStatement,
-    pub insert_session: PreparedStatement,
-    pub insert_session_index: PreparedStatement,
-    pub select_session: PreparedStatement,
+    pub user_by_ident: Stmt,
+    pub user_ident_by_id: Stmt,
+    pub insert_user_id: Stmt,
+    pub delete_user_id: Stmt,
+    pub insert_user: Stmt,
+    pub update_user: Stmt,
+    pub insert_session: Stmt,
+    pub insert_session_index: Stmt,
+    pub select_session: Stmt,
     /// The same read at serial consistency: it completes any Paxos round in flight, so after
     /// a lost claim it sees the winner.
-    pub select_session_serial: PreparedStatement,
-    pub claim_session_row: PreparedStatement,
-    pub sessions_of_user: PreparedStatement,
-    pub insert_device_id: PreparedStatement,
-    pub device_user: PreparedStatement,
-    pub device_set: PreparedStatement,
-    pub device_set_serial: PreparedStatement,
-    pub claim_device_set: PreparedStatement,
-    pub delete_device_set: PreparedStatement,
-    pub insert_audit_ident: PreparedStatement,
-    pub insert_audit_trace: PreparedStatement,
-    pub insert_audit_day: PreparedStatement,
-    pub audit_days: PreparedStatement,
-    pub audit_of_ident_day: PreparedStatement,
-    pub audit_of_trace_day: PreparedStatement,
-    pub probe: PreparedStatement,
+    pub select_session_serial: Stmt,
+    pub claim_session_row: Stmt,
+    pub sessions_of_user: Stmt,
+    pub insert_device_id: Stmt,
+    pub device_user: Stmt,
+    pub device_set: Stmt,
+    pub device_set_serial: Stmt,
+    pub claim_device_set: Stmt,
+    pub delete_device_set: Stmt,
+    pub insert_audit_ident: Stmt,
+    pub insert_audit_trace: Stmt,
+    pub insert_audit_day: Stmt,
+    pub audit_days: Stmt,
+    pub audit_of_ident_day: Stmt,
+    pub audit_of_trace_day: Stmt,
+    pub probe: Stmt,
 }
 
 /// How a statement runs.
@@ -200,7 +217,8 @@ enum Kind {
 
 impl Statements {
     pub async fn prepare(session: &Session, t: &Texts, p: &Profiles) -> Result<Self, StoreFailure> {
-        let prepare = |text: String, kind: Kind| async move {
+        let prepare = |name: &'static str, text: String, kind: Kind| async move {
+            let lwt = is_lwt(&text);
             let mut s = session.prepare(text).await.map_err(|e| StoreFailure::prepare("prepare statements", &e))?;
             let (profile, idempotent) = match kind {
                 Kind::DataRead | Kind::SerialRead => (&p.data_read, true),
@@ -221,36 +239,72 @@ impl Statements {
                     scylla::statement::SerialConsistency::LocalSerial => scylla::statement::Consistency::LocalSerial,
                 });
             }
-            Ok::<_, StoreFailure>(s)
+            Ok::<_, StoreFailure>(Stmt { prepared: s, name, lwt, executed: AtomicU64::new(0) })
         };
         use Kind::*;
         Ok(Statements {
-            user_by_ident: prepare(t.user_by_ident.clone(), DataRead).await?,
-            user_ident_by_id: prepare(t.user_ident_by_id.clone(), DataRead).await?,
-            insert_user_id: prepare(t.insert_user_id.clone(), DataWrite).await?,
-            delete_user_id: prepare(t.delete_user_id.clone(), DataWrite).await?,
-            insert_user: prepare(t.insert_user.clone(), Lwt).await?,
-            update_user: prepare(t.update_user.clone(), Lwt).await?,
-            insert_session: prepare(t.insert_session.clone(), DataWrite).await?,
-            insert_session_index: prepare(t.insert_session_index.clone(), DataWrite).await?,
-            select_session: prepare(t.select_session.clone(), DataRead).await?,
-            select_session_serial: prepare(t.select_session.clone(), SerialRead).await?,
-            claim_session_row: prepare(t.claim_session_row.clone(), Lwt).await?,
-            sessions_of_user: prepare(t.sessions_of_user.clone(), DataRead).await?,
-            insert_device_id: prepare(t.insert_device_id.clone(), DataWrite).await?,
-            device_user: prepare(t.device_user.clone(), DataRead).await?,
-            device_set: prepare(t.device_set.clone(), DataRead).await?,
-            device_set_serial: prepare(t.device_set.clone(), SerialRead).await?,
-            claim_device_set: prepare(t.claim_device_set.clone(), Lwt).await?,
-            delete_device_set: prepare(t.delete_device_set.clone(), DataWrite).await?,
-            insert_audit_ident: prepare(t.insert_audit_ident.clone(), AuditWrite).await?,
-            insert_audit_trace: prepare(t.insert_audit_trace.clone(), AuditWrite).await?,
-            insert_audit_day: prepare(t.insert_audit_day.clone(), AuditWrite).await?,
-            audit_days: prepare(t.audit_days.clone(), AuditRead).await?,
-            audit_of_ident_day: prepare(t.audit_of_ident_day.clone(), AuditRead).await?,
-            audit_of_trace_day: prepare(t.audit_of_trace_day.clone(), AuditRead).await?,
-            probe: prepare(t.probe.clone(), DataRead).await?,
+            user_by_ident: prepare("user_by_ident", t.user_by_ident.clone(), DataRead).await?,
+            user_ident_by_id: prepare("user_ident_by_id", t.user_ident_by_id.clone(), DataRead).await?,
+            insert_user_id: prepare("insert_user_id", t.insert_user_id.clone(), DataWrite).await?,
+            delete_user_id: prepare("delete_user_id", t.delete_user_id.clone(), DataWrite).await?,
+            insert_user: prepare("insert_user", t.insert_user.clone(), Lwt).await?,
+            update_user: prepare("update_user", t.update_user.clone(), Lwt).await?,
+            insert_session: prepare("insert_session", t.insert_session.clone(), DataWrite).await?,
+            insert_session_index: prepare("insert_session_index", t.insert_session_index.clone(), DataWrite).await?,
+            select_session: prepare("select_session", t.select_session.clone(), DataRead).await?,
+            select_session_serial: prepare("select_session_serial", t.select_session.clone(), SerialRead).await?,
+            claim_session_row: prepare("claim_session_row", t.claim_session_row.clone(), Lwt).await?,
+            sessions_of_user: prepare("sessions_of_user", t.sessions_of_user.clone(), DataRead).await?,
+            insert_device_id: prepare("insert_device_id", t.insert_device_id.clone(), DataWrite).await?,
+            device_user: prepare("device_user", t.device_user.clone(), DataRead).await?,
+            device_set: prepare("device_set", t.device_set.clone(), DataRead).await?,
+            device_set_serial: prepare("device_set_serial", t.device_set.clone(), SerialRead).await?,
+            claim_device_set: prepare("claim_device_set", t.claim_device_set.clone(), Lwt).await?,
+            delete_device_set: prepare("delete_device_set", t.delete_device_set.clone(), DataWrite).await?,
+            insert_audit_ident: prepare("insert_audit_ident", t.insert_audit_ident.clone(), AuditWrite).await?,
+            insert_audit_trace: prepare("insert_audit_trace", t.insert_audit_trace.clone(), AuditWrite).await?,
+            insert_audit_day: prepare("insert_audit_day", t.insert_audit_day.clone(), AuditWrite).await?,
+            audit_days: prepare("audit_days", t.audit_days.clone(), AuditRead).await?,
+            audit_of_ident_day: prepare("audit_of_ident_day", t.audit_of_ident_day.clone(), AuditRead).await?,
+            audit_of_trace_day: prepare("audit_of_trace_day", t.audit_of_trace_day.clone(), AuditRead).await?,
+            probe: prepare("probe", t.probe.clone(), DataRead).await?,
         })
+    }
+}
+
+impl Statements {
+    /// Every statement with how often it ran, for measurements and tests.
+    pub fn counts(&self) -> Vec<(&'static str, bool, u64)> {
+        [
+            &self.user_by_ident,
+            &self.user_ident_by_id,
+            &self.insert_user_id,
+            &self.delete_user_id,
+            &self.insert_user,
+            &self.update_user,
+            &self.insert_session,
+            &self.insert_session_index,
+            &self.select_session,
+            &self.select_session_serial,
+            &self.claim_session_row,
+            &self.sessions_of_user,
+            &self.insert_device_id,
+            &self.device_user,
+            &self.device_set,
+            &self.device_set_serial,
+            &self.claim_device_set,
+            &self.delete_device_set,
+            &self.insert_audit_ident,
+            &self.insert_audit_trace,
+            &self.insert_audit_day,
+            &self.audit_days,
+            &self.audit_of_ident_day,
+            &self.audit_of_trace_day,
+            &self.probe,
+        ]
+        .iter()
+        .map(|s| (s.name, s.lwt, s.executed.load(Ordering::Relaxed)))
+        .collect()
     }
 }
 

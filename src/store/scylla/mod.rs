@@ -60,11 +60,11 @@ use scylla::policies::speculative_execution::SimpleSpeculativeExecutionPolicy;
 use scylla::response::PagingState;
 use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
-use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlTimestamp, MaybeUnset};
 
 use crate::config::ScyllaConfig;
+use cql::Stmt;
 pub use schema::{MigrationReport, SchemaError};
 
 /// `[scylla]` resolved: everything [`ScyllaStore::connect`] needs.
@@ -288,7 +288,7 @@ impl ScyllaStore {
         let profiles = Profiles::new(c);
         let texts = cql::Texts::new(&c.keyspace, options.session_ttl, c.audit_retention.0);
         let cql = cql::Statements::prepare(&session, &texts, &profiles).await?;
-        let health = health::Health::start(session.clone(), cql.probe.clone(), c.health_interval.0).await;
+        let health = health::Health::start(session.clone(), cql.probe.prepared.clone(), c.health_interval.0).await;
         tracing::info!(
             contact_points = %c.contact_points.join(", "),
             keyspace = %c.keyspace,
@@ -312,6 +312,12 @@ impl ScyllaStore {
         self.health.stop();
     }
 
+    /// Every statement with whether it is a lightweight transaction and how often this
+    /// process ran it (a page of a paged read counts once).
+    pub fn statement_counts(&self) -> Vec<(&'static str, bool, u64)> {
+        self.cql.counts()
+    }
+
     /// The driver session (tests, tools).
     pub fn driver_session(&self) -> &Arc<Session> {
         &self.session
@@ -322,17 +328,21 @@ impl ScyllaStore {
     /// Runs a prepared statement; any driver error becomes a [`StoreFailure`] naming `what`.
     async fn run(
         &self,
-        statement: &PreparedStatement,
+        statement: &Stmt,
         values: impl SerializeRow,
         what: &'static str,
     ) -> Result<QueryResult, StoreFailure> {
-        self.session.execute_unpaged(statement, values).await.map_err(|e| StoreFailure::new(what, classify(&e), &e))
+        statement.executed();
+        self.session
+            .execute_unpaged(&statement.prepared, values)
+            .await
+            .map_err(|e| StoreFailure::new(what, classify(&e), &e))
     }
 
     /// Runs a conditional write and reads its `[applied]` by name ([`lwt`]).
     async fn claim(
         &self,
-        statement: &PreparedStatement,
+        statement: &Stmt,
         values: impl SerializeRow,
         what: &'static str,
     ) -> Result<lwt::LwtAnswer, StoreFailure> {
@@ -343,7 +353,7 @@ impl ScyllaStore {
     /// Every row of a read, following pages, typed.
     async fn rows<R>(
         &self,
-        statement: &PreparedStatement,
+        statement: &Stmt,
         values: impl SerializeRow,
         what: &'static str,
         enough: usize,
@@ -354,9 +364,10 @@ impl ScyllaStore {
         let mut out = Vec::new();
         let mut paging = PagingState::start();
         loop {
+            statement.executed();
             let (result, next) = self
                 .session
-                .execute_single_page(statement, &values, paging)
+                .execute_single_page(&statement.prepared, &values, paging)
                 .await
                 .map_err(|e| StoreFailure::new(what, classify(&e), &e))?;
             let rows = result.into_rows_result().map_err(|e| StoreFailure::decode(what, &e))?;
