@@ -991,6 +991,55 @@ mod tests {
     }
 
     #[test]
+    fn scylla_is_selected_by_store_kind_and_every_problem_is_named() {
+        let c = Config::from_sources(
+            "[store]\nkind = \"scylla\"\n[scylla]\ncontact_points = [\"10.0.0.7:9042\", \"scylla-2:9042\"]\n\
+             local_datacenter = \"eu-west\"\nusername = \"otpd\"\n",
+            env(&[("OTPD_SCYLLA__PASSWORD", "env-only-scylla-password")]),
+        )
+        .unwrap();
+        assert_eq!(c.store.kind, "scylla");
+        assert_eq!(c.scylla.keyspace, "otpd");
+        assert_eq!(c.scylla.consistency, "LOCAL_QUORUM", "writes that must not be lost");
+        assert_eq!(c.scylla.audit_retention.0, Duration::from_secs(90 * 86_400));
+        assert_eq!(c.scylla.password.as_ref().unwrap().0, "env-only-scylla-password");
+        assert!(!format!("{c:?}").contains("env-only-scylla-password"), "check-config never prints it");
+
+        // With the embedded store the section's values are not checked (its keys still are).
+        assert!(Config::from_sources("[scylla]\nconsistency = \"MAYBE\"", env(&[])).is_ok());
+        let text = r#"
+            [store]
+            kind = "scylla"
+            [scylla]
+            contact_points = ["nohost"]
+            keyspace = "Bad-Name"
+            consistency = "MAYBE"
+            serial_consistency = "QUORUM"
+            username = "otpd"
+            tls_ca_file = "/etc/ca.pem"
+            audit_retention = "1h"
+            replication_factor = 0
+        "#;
+        let err = Config::from_sources(text, env(&[])).unwrap_err();
+        let all = err.0.join("\n");
+        for needle in [
+            "scylla.contact_points: \"nohost\" is not host:port",
+            "scylla.keyspace: must be lower-case",
+            "scylla.consistency: must be one of",
+            "scylla.serial_consistency: must be LOCAL_SERIAL or SERIAL",
+            "scylla: set both scylla.username and scylla.password",
+            "scylla: tls_* keys are set but scylla.tls is false",
+            "scylla.audit_retention: must be between 1 day and 20 years",
+            "scylla.replication_factor: must be 1..=10, got 0",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(err.0.len(), 8, "{all}");
+        let err = Config::from_sources("[store]\nkind = \"cassandra\"", env(&[])).unwrap_err();
+        assert_eq!(err.0, ["store.kind: must be \"embedded\" or \"scylla\", got \"cassandra\""]);
+    }
+
+    #[test]
     fn invalid_toml_is_one_clear_error() {
         let err = Config::from_sources("[otp\n", env(&[])).unwrap_err();
         assert_eq!(err.0.len(), 1);
