@@ -588,3 +588,65 @@ async fn statements_per_request_on_the_send_and_verify_paths() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_migrates_then_runs_on_scylla_and_never_prints_the_password() {
+    const BIN: &str = env!("CARGO_BIN_EXE_otpd");
+    const PASSWORD: &str = "scylla-password-that-must-never-print";
+    with_kassandra(|cql| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let command = |args: &[&str]| {
+            let mut c = tokio::process::Command::new(BIN);
+            c.args(args)
+                .env_remove("OTPD_CONFIG")
+                .env_remove("RUST_LOG")
+                .env("OTPD_NODE__DATA_DIR", dir.path())
+                .env("OTPD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+                .env("OTPD_STORE__KIND", "scylla")
+                .env("OTPD_SCYLLA__CONTACT_POINTS", format!("[\"{cql}\"]"))
+                .env("OTPD_SCYLLA__KEYSPACE", "otpd_bin")
+                .env("OTPD_SCYLLA__REPLICATION_FACTOR", "1")
+                .env("OTPD_SCYLLA__AWAIT_SCHEMA_AGREEMENT", "false")
+                .env("OTPD_SCYLLA__MIGRATE_ON_START", "false")
+                // kassandra does not ask for credentials; the driver holds them all the same.
+                .env("OTPD_SCYLLA__USERNAME", "otpd")
+                .env("OTPD_SCYLLA__PASSWORD", PASSWORD)
+                .env("OTPD_NODE__LOG_LEVEL", "trace")
+                .kill_on_drop(true);
+            c
+        };
+
+        let out = command(&["migrate"]).output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(stdout, "applied 1: accounts, sessions, devices, audit trail\nkeyspace otpd_bin migrated from schema version 0 to 1\n");
+        let again = command(&["migrate"]).output().await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&again.stdout), "keyspace otpd_bin is up to date at schema version 1\n");
+
+        let check = command(&["check-config"]).output().await.unwrap();
+        let printed = String::from_utf8_lossy(&check.stdout);
+        assert!(printed.contains("otpd_bin") && !printed.contains(PASSWORD), "{printed}");
+
+        let mut node = command(&[]).stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().unwrap();
+        let client = reqwest::Client::new();
+        let mut ready = None;
+        for _ in 0..300 {
+            if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/health/ready")).send().await {
+                ready = Some(r.status().as_u16());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ready, Some(200), "the node runs on the migrated keyspace");
+        let r = client.post(format!("http://127.0.0.1:{port}/v1/login")).json(&json!({ "phone": phone(701) })).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        node.start_kill().unwrap();
+        let logs = node.wait_with_output().await.unwrap();
+        let logs = String::from_utf8_lossy(&logs.stderr);
+        assert!(logs.contains("connected to ScyllaDB"), "{}", &logs[..logs.len().min(2000)]);
+        assert!(logs.contains(&format!("scylla://{cql}/otpd_bin")), "the start-up line names the store");
+        assert!(!logs.contains(PASSWORD), "the password appears in the trace-level logs");
+    })
+    .await;
+}
