@@ -84,8 +84,12 @@ impl ScyllaStore {
             let (version, devices) = self.device_set(user, round > 0).await?;
             let (change, answer) = decide(&devices);
             let Change::Write(next) = change else { return Ok(answer) };
-            if self.claim_set(user, version + 1, &next, now).await? {
-                return Ok(answer);
+            match self.claim_set(user, version + 1, &next, now).await {
+                Ok(true) => return Ok(answer),
+                Ok(false) => {}
+                // Applied or not, the serial re-read of the next round tells.
+                Err(f) if f.uncertain => {}
+                Err(f) => return Err(f.into()),
             }
         }
         Err(contended(user))
@@ -119,8 +123,12 @@ impl DeviceStore for ScyllaStore {
             }
             let mut next = devices.clone();
             next.push(device.clone());
-            if self.claim_set(device.user_id, version + 1, &next, device.created_at).await? {
-                return Ok(InsertDevice::Inserted);
+            match self.claim_set(device.user_id, version + 1, &next, device.created_at).await {
+                Ok(true) => return Ok(InsertDevice::Inserted),
+                Ok(false) => {}
+                // The next round's serial re-read finds the device if the claim applied.
+                Err(f) if f.uncertain => {}
+                Err(f) => return Err(f.into()),
             }
         }
         Err(contended(device.user_id))

@@ -22,6 +22,12 @@
 //! cell (their timestamps come from different clocks), and every conditional write is an
 //! `INSERT … IF NOT EXISTS` — the one LWT form whose failed answer carries the existing row.
 //!
+//! The driver never retries a claim (they are not idempotent: a second attempt would read
+//! the first one's row as someone else's). A claim whose answer is lost — a timeout, a broken
+//! connection — may still have applied, so it is resolved by reading: a rotation re-reads at
+//! serial consistency and finds its own new digest current, an enrolment finds its device in
+//! the set, a registration finds its own account id; anything else is returned as an error.
+//!
 //! The send and verify paths use none of these LWTs: a send reads the account and appends an
 //! audit event; a verify reads the account, inserts a session (plain, idempotent writes) and
 //! appends an audit event (ARCHITECTURE.md has the statement counts).
@@ -86,11 +92,19 @@ pub struct StoreFailure {
     /// The driver's own text: for logs only.
     pub detail: String,
     pub corrupt: bool,
+    /// The request may have been applied even so (a timeout, a connection lost after
+    /// sending): a conditional write's outcome must be found out by reading.
+    pub uncertain: bool,
 }
 
 impl StoreFailure {
     pub fn new(what: &'static str, category: &'static str, detail: &dyn std::fmt::Display) -> Self {
-        StoreFailure { what, category, detail: detail.to_string(), corrupt: false }
+        StoreFailure { what, category, detail: detail.to_string(), corrupt: false, uncertain: false }
+    }
+
+    /// A failed request whose effect is unknown ([`may_have_applied`]).
+    pub fn execution(what: &'static str, e: &ExecutionError) -> Self {
+        StoreFailure { uncertain: may_have_applied(e), ..StoreFailure::new(what, classify(e), e) }
     }
 
     pub fn prepare(what: &'static str, e: &scylla::errors::PrepareError) -> Self {
@@ -99,7 +113,7 @@ impl StoreFailure {
 
     /// The answer had an unexpected shape: the schema is not what this binary expects.
     pub fn decode(what: &'static str, e: &dyn std::fmt::Display) -> Self {
-        StoreFailure { what, category: "unexpected answer", detail: e.to_string(), corrupt: true }
+        StoreFailure { what, category: "unexpected answer", detail: e.to_string(), corrupt: true, uncertain: false }
     }
 }
 
@@ -122,6 +136,19 @@ pub fn classify(e: &ExecutionError) -> &'static str {
         }
         _ => "driver error",
     }
+}
+
+/// Whether a failed request may still have been applied: it timed out, or its connection
+/// broke after it was sent. (An `Unavailable` error, by contrast, is refused before any write.)
+pub fn may_have_applied(e: &ExecutionError) -> bool {
+    matches!(
+        e,
+        ExecutionError::RequestTimeout(_)
+            | ExecutionError::LastAttemptError(
+                RequestAttemptError::DbError(DbError::WriteTimeout { .. }, _)
+                    | RequestAttemptError::BrokenConnectionError(_)
+            )
+    )
 }
 
 fn classify_attempt(e: &RequestAttemptError) -> &'static str {
@@ -333,10 +360,7 @@ impl ScyllaStore {
         what: &'static str,
     ) -> Result<QueryResult, StoreFailure> {
         statement.executed();
-        self.session
-            .execute_unpaged(&statement.prepared, values)
-            .await
-            .map_err(|e| StoreFailure::new(what, classify(&e), &e))
+        self.session.execute_unpaged(&statement.prepared, values).await.map_err(|e| StoreFailure::execution(what, &e))
     }
 
     /// Runs a conditional write and reads its `[applied]` by name ([`lwt`]).
@@ -432,6 +456,21 @@ mod tests {
             "not enough replicas alive for the consistency level"
         );
         let auth = RequestAttemptError::DbError(DbError::Unauthorized, "no SELECT on otpd.users".into());
-        assert_eq!(classify(&ExecutionError::LastAttemptError(auth)), "not authorised by the cluster");
+        assert_eq!(classify(&ExecutionError::LastAttemptError(auth.clone())), "not authorised by the cluster");
+
+        // A timed-out conditional write may have applied; a refused one has not.
+        assert!(may_have_applied(&ExecutionError::RequestTimeout(Duration::from_secs(2))));
+        let cas_timeout = RequestAttemptError::DbError(
+            DbError::WriteTimeout {
+                consistency: Consistency::LocalSerial,
+                received: 1,
+                required: 2,
+                write_type: scylla::errors::WriteType::Cas,
+            },
+            "Operation timed out".into(),
+        );
+        assert!(may_have_applied(&ExecutionError::LastAttemptError(cas_timeout)));
+        assert!(!may_have_applied(&ExecutionError::LastAttemptError(auth)));
+        assert!(!may_have_applied(&ExecutionError::EmptyPlan));
     }
 }

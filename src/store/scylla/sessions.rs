@@ -126,6 +126,10 @@ pub fn assemble(id: SessionId, mut rows: Vec<SessionRow>) -> Result<Option<Sessi
     Ok(Some(session))
 }
 
+fn contended(id: SessionId) -> StoreError {
+    StoreError::Unavailable(format!("scylla: refresh rotation of session {} lost {CLAIM_ROUNDS} races", id.0))
+}
+
 impl ScyllaStore {
     async fn load_session(&self, id: SessionId, serial: bool) -> Result<Option<Session>, StoreFailure> {
         const WHAT: &str = "read session";
@@ -210,8 +214,13 @@ impl SessionStore for ScyllaStore {
         now: Timestamp,
     ) -> Result<Rotation, StoreError> {
         let mut serial = false;
+        let mut unknown = None;
         for _ in 0..CLAIM_ROUNDS {
             let Some(mut session) = self.load_session(id, serial).await? else { return Ok(Rotation::Inactive) };
+            if serial && session.refresh_digest == *next {
+                // A claim whose answer was lost (timeout) did apply: this rotation won.
+                return Ok(Rotation::Rotated(Box::new(session)));
+            }
             let generation = session.generation;
             match session.rotate(presented, next, now) {
                 RotationVerdict::Inactive => return Ok(Rotation::Inactive),
@@ -220,24 +229,32 @@ impl SessionStore for ScyllaStore {
                     let Some(slot) = i32::try_from(generation + 1).ok().filter(|s| *s < REVOKED_SLOT) else {
                         return Ok(Rotation::Inactive);
                     };
-                    if self.claim_slot(id, slot, Some(next), now, None).await? {
-                        return Ok(Rotation::Rotated(Box::new(session)));
+                    match self.claim_slot(id, slot, Some(next), now, None).await {
+                        Ok(true) => return Ok(Rotation::Rotated(Box::new(session))),
+                        Ok(false) => {}
+                        Err(f) if f.uncertain => unknown = Some(f),
+                        Err(f) => return Err(f.into()),
                     }
                 }
                 RotationVerdict::Reused => {
-                    if self.claim_slot(id, REVOKED_SLOT, None, now, Some(RevokeReason::RefreshTokenReuse)).await? {
-                        return Ok(Rotation::Reused(Box::new(session)));
+                    match self.claim_slot(id, REVOKED_SLOT, None, now, Some(RevokeReason::RefreshTokenReuse)).await {
+                        Ok(true) => return Ok(Rotation::Reused(Box::new(session))),
+                        Ok(false) => {}
+                        Err(f) if f.uncertain => unknown = Some(f),
+                        Err(f) => return Err(f.into()),
                     }
-                    // Revoked by someone else meanwhile: still a replay, of a now revoked session.
-                    return Ok(match self.load_session(id, true).await? {
-                        Some(stored) => Rotation::Reused(Box::new(stored)),
-                        None => Rotation::Inactive,
-                    });
+                    // Revoked meanwhile (by someone else, or by this claim if its answer was
+                    // lost): still a replay, of a now revoked session.
+                    return match self.load_session(id, true).await? {
+                        Some(stored) if stored.revoked_at.is_some() => Ok(Rotation::Reused(Box::new(stored))),
+                        Some(_) => Err(unknown.map_or_else(|| contended(id), StoreError::from)),
+                        None => Ok(Rotation::Inactive),
+                    };
                 }
             }
             serial = true;
         }
-        Err(StoreError::Unavailable(format!("scylla: refresh rotation of session {} lost {CLAIM_ROUNDS} races", id.0)))
+        Err(unknown.map_or_else(|| contended(id), StoreError::from))
     }
 
     async fn revoke_session(&self, id: SessionId, reason: RevokeReason, now: Timestamp) -> Result<bool, StoreError> {

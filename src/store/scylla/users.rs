@@ -99,7 +99,18 @@ impl UserStore for ScyllaStore {
             unset_if_none(user.verified_at.map(cql_ts)),
             cql_ts(user.updated_at),
         );
-        let answer = self.claim(&self.cql.insert_user, values, WHAT).await?;
+        let answer = match self.claim(&self.cql.insert_user, values, WHAT).await {
+            Ok(answer) => answer,
+            Err(f) if f.uncertain => {
+                // The claim may have applied: the account row says whose it is.
+                return match self.read_user(&user.ident_hash).await? {
+                    Some(u) if u.id == user.id => Ok(InsertUser::Inserted),
+                    Some(other) => Ok(InsertUser::Exists(Box::new(other))),
+                    None => Err(f.into()),
+                };
+            }
+            Err(f) => return Err(f.into()),
+        };
         if answer.applied {
             return Ok(InsertUser::Inserted);
         }
