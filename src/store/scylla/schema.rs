@@ -26,6 +26,7 @@
 //! case-sensitive about `PRIMARY KEY`, `WITH`, `AND` and `CLUSTERING ORDER BY`.
 
 use scylla::client::session::Session;
+use scylla::statement::Statement;
 use scylla::value::CqlTimestamp;
 
 use super::options::{ttl_secs, valid_keyspace};
@@ -151,8 +152,13 @@ pub struct MigrationReport {
     pub after: i32,
 }
 
+/// Schema changes can take far longer than a request (the cluster agrees on them first).
+const DDL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn ddl(session: &Session, cql: &str, what: &'static str) -> Result<(), StoreFailure> {
-    session.query_unpaged(cql, ()).await.map(|_| ()).map_err(|e| StoreFailure::new(what, classify(&e), &e))
+    let mut statement = Statement::new(cql);
+    statement.set_request_timeout(Some(DDL_TIMEOUT));
+    session.query_unpaged(statement, ()).await.map(|_| ()).map_err(|e| StoreFailure::new(what, classify(&e), &e))
 }
 
 /// Creates the keyspace (if asked) and the migrations table, and reads what is applied.
