@@ -617,7 +617,10 @@ async fn the_binary_migrates_then_runs_on_scylla_and_never_prints_the_password()
             c
         };
 
-        let out = command(&["migrate"]).output().await.unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(60), command(&["migrate"]).output())
+            .await
+            .expect("otpd migrate finishes")
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(stdout, "applied 1: accounts, sessions, devices, audit trail\nkeyspace otpd_bin migrated from schema version 0 to 1\n");
@@ -628,8 +631,11 @@ async fn the_binary_migrates_then_runs_on_scylla_and_never_prints_the_password()
         let printed = String::from_utf8_lossy(&check.stdout);
         assert!(printed.contains("otpd_bin") && !printed.contains(PASSWORD), "{printed}");
 
-        let mut node = command(&[]).stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().unwrap();
-        let client = reqwest::Client::new();
+        // Trace-level logs are large: into a file, so a full pipe can never stall the node.
+        let log_path = dir.path().join("node.log");
+        let log_file = std::fs::File::create(&log_path).unwrap();
+        let mut node = command(&[]).stderr(log_file).stdout(std::process::Stdio::null()).spawn().unwrap();
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
         let mut ready = None;
         for _ in 0..300 {
             if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/health/ready")).send().await {
@@ -642,8 +648,8 @@ async fn the_binary_migrates_then_runs_on_scylla_and_never_prints_the_password()
         let r = client.post(format!("http://127.0.0.1:{port}/v1/login")).json(&json!({ "phone": phone(701) })).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 202);
         node.start_kill().unwrap();
-        let logs = node.wait_with_output().await.unwrap();
-        let logs = String::from_utf8_lossy(&logs.stderr);
+        node.wait().await.unwrap();
+        let logs = std::fs::read_to_string(&log_path).unwrap();
         assert!(logs.contains("connected to ScyllaDB"), "{}", &logs[..logs.len().min(2000)]);
         assert!(logs.contains(&format!("scylla://{cql}/otpd_bin")), "the start-up line names the store");
         assert!(!logs.contains(PASSWORD), "the password appears in the trace-level logs");
