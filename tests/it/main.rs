@@ -10,6 +10,7 @@ mod devices;
 mod fake_provider;
 mod flows;
 mod process;
+mod scylla;
 mod sessions;
 mod smtp;
 mod supervision;
