@@ -4,8 +4,8 @@
 //! * [`server`]: wiring a [`config::Config`] into a running node;
 //! * [`http`]: the hyper front end: routes, wire types, problem+json;
 //! * [`tokens`]: JWT access tokens and the JWKS;
-//! * [`store`]: storage adapters (embedded LSM tree, fjall); [`limits`]: limiter adapters
-//!   (in-process, Redis);
+//! * [`store`]: storage adapters (embedded LSM tree, fjall; ScyllaDB); [`limits`]: limiter
+//!   adapters (in-process, Redis);
 //! * [`delivery`]: notifier adapters (development outbox);
 //! * [`secrets`]: generated or configured node secrets;
 //! * [`audit_cmd`]: `otpd audit`; [`logging`]: log set-up.

@@ -37,6 +37,8 @@ enum Command {
     },
     /// Check the configuration and print the effective values (secrets redacted).
     CheckConfig,
+    /// Create or upgrade the ScyllaDB schema (`store.kind = "scylla"`), then exit.
+    Migrate,
 }
 
 fn main() -> ExitCode {
@@ -79,6 +81,16 @@ fn main() -> ExitCode {
             println!("{config:#?}");
             ExitCode::SUCCESS
         }
+        Command::Migrate => match runtime.block_on(otpd::store::scylla::migrate_command(&config)) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("otpd migrate: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

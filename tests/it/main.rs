@@ -14,6 +14,7 @@ mod limits;
 mod process;
 mod redis_limits;
 mod redis_server;
+mod scylla;
 mod sessions;
 mod smtp;
 mod supervision;
