@@ -90,10 +90,12 @@ pub enum IdentifierError {
     Email(&'static str),
 }
 
-/// Longest raw input looked at; anything longer is refused before any parsing.
-const MAX_RAW_PHONE: usize = 32;
-/// RFC 5321 limit on a forward path.
-const MAX_EMAIL: usize = 254;
+/// Longest raw input looked at (bytes, surrounding spaces included); anything longer is
+/// refused before any parsing. Part of the API contract (the phone fields' `maxLength`).
+pub const MAX_RAW_PHONE: usize = 32;
+/// RFC 5321 limit on a forward path (bytes, surrounding spaces included). Part of the API
+/// contract (the e-mail fields' `maxLength`).
+pub const MAX_EMAIL: usize = 254;
 
 /// A phone number's verdict as cached: its E.164 digits and country code, or invalid.
 #[derive(Clone, Copy, Debug)]
@@ -198,12 +200,13 @@ impl PhoneShape {
     /// Accepts `+` or `00` for international numbers, digits, and the separators people type
     /// (space, `-`, `.`, `(`, `)`); nothing else.
     fn parse(raw: &str) -> Result<Self, IdentifierError> {
+        // The bound applies to the input as sent, so that it is exactly the published limit.
+        if raw.len() > MAX_RAW_PHONE {
+            return Err(IdentifierError::PhoneShape("too long"));
+        }
         let raw = raw.trim();
         if raw.is_empty() {
             return Err(IdentifierError::PhoneShape("empty"));
-        }
-        if raw.len() > MAX_RAW_PHONE {
-            return Err(IdentifierError::PhoneShape("too long"));
         }
         let (international, rest) = if let Some(r) = raw.strip_prefix('+') {
             (true, r)
@@ -260,12 +263,13 @@ impl PhoneShape {
 }
 
 fn normalise_email(raw: &str) -> Result<String, IdentifierError> {
+    // The bound applies to the input as sent, so that it is exactly the published limit.
+    if raw.len() > MAX_EMAIL {
+        return Err(IdentifierError::Email("longer than 254 characters"));
+    }
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(IdentifierError::Email("empty"));
-    }
-    if trimmed.len() > MAX_EMAIL {
-        return Err(IdentifierError::Email("longer than 254 characters"));
     }
     // Quoted local parts, comments and display names are legal in RFC 5322 but have no place
     // in a login identifier; refusing them keeps one spelling per mailbox.
@@ -324,6 +328,10 @@ mod tests {
             assert!(matches!(n.phone(raw), Err(IdentifierError::PhoneShape(_))), "{raw:?}");
         }
         assert!(matches!(n.phone(&"1".repeat(40)), Err(IdentifierError::PhoneShape(_))));
+        // The length bound counts surrounding spaces: it is the API's published `maxLength`.
+        let padded = format!("{:>33}", "+12025550123");
+        assert_eq!(n.phone(&padded), Err(IdentifierError::PhoneShape("too long")));
+        assert!(n.phone(&format!("{:>32}", "+12025550123")).is_ok());
     }
 
     #[test]
@@ -364,6 +372,8 @@ mod tests {
         }
         assert!(n.email(&format!("{}@example.com", "a".repeat(65))).is_err());
         assert!(n.email(&format!("a@{}.com", "b".repeat(260))).is_err());
+        assert!(n.email(&format!("{:>255}", "a@example.com")).is_err(), "surrounding spaces count");
+        assert!(n.email(&format!("{:>254}", "a@example.com")).is_ok());
     }
 
     #[test]
