@@ -12,7 +12,7 @@
 //! its 100-entry regex cache holds (measured on the 2-core reference machine; see
 //! ARCHITECTURE.md). So a number passes three layers:
 //!
-//! 1. a shape check (`+` then 8–15 digits, or a national number of 4–15 digits) that costs
+//! 1. a shape check (`+` then 7–15 digits, or a national number of 4–15 digits) that costs
 //!    nanoseconds and rejects garbage before anything else runs;
 //! 2. a bounded verdict cache keyed by the digits, so a number seen before never reaches the
 //!    crate again;
@@ -89,6 +89,11 @@ pub enum IdentifierError {
     #[error("e-mail address is invalid: {0}")]
     Email(&'static str),
 }
+
+/// Fewest digits of an international number (country code included). The shortest assigned
+/// numbers have 7 (Niue, Saint Helena, some Austrian numbers): a shorter minimum would refuse
+/// the normalised form of a valid number (found by `fuzz/` with `0043 0 12334` → `+4312334`).
+pub const MIN_INTERNATIONAL_DIGITS: usize = 7;
 
 /// Longest raw input looked at (bytes, surrounding spaces included); anything longer is
 /// refused before any parsing. Part of the API contract (the phone fields' `maxLength`).
@@ -179,6 +184,10 @@ impl Normalizer {
             return Ok(Verdict(None));
         }
         let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+        // The normal form must pass the shape check itself, so that it normalises to itself.
+        if PhoneShape::parse(&e164).is_err() {
+            return Ok(Verdict(None));
+        }
         let digits = e164.strip_prefix('+').and_then(|d| d.parse::<u64>().ok());
         Ok(Verdict(digits.map(|d| (d, number.code().value()))))
     }
@@ -231,8 +240,8 @@ impl PhoneShape {
             }
         }
         if international {
-            if len < 8 {
-                return Err(IdentifierError::PhoneShape("fewer than 8 digits"));
+            if len < MIN_INTERNATIONAL_DIGITS {
+                return Err(IdentifierError::PhoneShape("fewer than 7 digits"));
             }
             if digits[0] == b'0' {
                 return Err(IdentifierError::PhoneShape("country code cannot start with 0"));
@@ -332,6 +341,17 @@ mod tests {
         let padded = format!("{:>33}", "+12025550123");
         assert_eq!(n.phone(&padded), Err(IdentifierError::PhoneShape("too long")));
         assert!(n.phone(&format!("{:>32}", "+12025550123")).is_ok());
+    }
+
+    /// Found by `fuzz/` (target `identifier`): the trunk `0` after Austria's country code is
+    /// dropped, leaving 7 digits, which the shape check used to refuse: an account created
+    /// with `0043 0 12334` could not log in as `+4312334`.
+    #[test]
+    fn the_normal_form_normalises_to_itself() {
+        let n = n();
+        let id = n.phone("00430 12334").unwrap();
+        assert_eq!(id.as_str(), "+4312334");
+        assert_eq!(n.phone(id.as_str()), Ok(id));
     }
 
     #[test]
