@@ -22,5 +22,17 @@ if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
     echo "aiosmtpd could not be installed: the SMTP delivery test will report that it skipped"
 fi
 
+# The API-contract run (docs/CONTRACT.md): schemathesis from PyPI, pinned, installed when
+# missing or at another version.
+SCHEMATHESIS_VERSION=4.32.5
+if [ "$(schemathesis --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
+  python3 -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION" ||
+    python3 -m pip install -q --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION" ||
+    echo "schemathesis could not be installed: the API-contract run will report that it skipped"
+fi
+
 echo "== cargo test (workspace, all targets)"
 cargo test --workspace --all-targets --locked
+
+# schemathesis against a node on a loopback port (the debug binary cargo test just built).
+./scripts/contract.sh
