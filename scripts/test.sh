@@ -31,8 +31,18 @@ if [ "$(schemathesis --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHES
     echo "schemathesis could not be installed: the API-contract run will report that it skipped"
 fi
 
+# The fuzz targets (docs/FUZZING.md): cargo-fuzz from crates.io, pinned, installed when missing.
+CARGO_FUZZ_VERSION=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $NF}')" != "$CARGO_FUZZ_VERSION" ]; then
+  cargo install --quiet --locked "cargo-fuzz@$CARGO_FUZZ_VERSION" ||
+    echo "cargo-fuzz could not be installed: the fuzz run will report that it skipped"
+fi
+
 echo "== cargo test (workspace, all targets)"
 cargo test --workspace --all-targets --locked
 
 # schemathesis against a node on a loopback port (the debug binary cargo test just built).
 ./scripts/contract.sh
+
+# Every fuzz target for a few seconds from its seed corpus.
+./scripts/fuzz.sh

@@ -98,3 +98,21 @@ fn the_readme_lists_every_problem_code() {
         assert!(listed, "README's error table lacks `{}` under {}", kind.code, kind.status);
     }
 }
+
+/// The `authorization` fuzz target starts from a token its fixed key signed
+/// (`fuzz/seeds/make_seeds.py`): it must verify, or the fuzzer never reaches the claims.
+#[test]
+fn the_fuzz_seed_token_verifies() {
+    use otpd::secrets::SigningKey;
+    use otpd::tokens::TokenService;
+    use otpd_actors::clock::Timestamp;
+    let mut pkcs8 =
+        vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    pkcs8.extend_from_slice(&[7; 32]);
+    let service = TokenService::new(&SigningKey::Ed25519(pkcs8), &otpd::config::Config::default().tokens).unwrap();
+    let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/authorization/valid_bearer"))
+        .expect("the seed is committed");
+    let token = seed.strip_prefix("Bearer ").unwrap();
+    let claims = service.verify(token, Timestamp::from_millis(1_700_000_000_000)).expect("the seed token verifies");
+    assert_eq!(claims.iat, 1_700_000_000);
+}
