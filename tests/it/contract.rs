@@ -42,6 +42,10 @@ async fn every_documented_operation_is_routed() {
         documented.extend(op.problem_codes().iter().filter_map(|c| otpd::http::problem::kind_of(c)).map(|k| k.status));
         assert!(documented.contains(&r.status), "{} {} answered {}: {}", op.method, op.path, r.status, r.raw);
         assert!(r.header("x-request-id").is_some());
+        if op.method == "get" {
+            let head = t.client.head(t.url(&concrete(op.path))).send().await.unwrap();
+            assert_eq!(head.status().as_u16(), r.status, "HEAD {} answers like GET", op.path);
+        }
     }
 }
 
