@@ -806,14 +806,12 @@ fn problem_reply(status: u16, kinds: &[&ProblemKind]) -> Value {
     let description = kinds.iter().map(|k| format!("`{}`: {}.", k.code, k.meaning)).collect::<Vec<_>>().join(" ");
     let mut headers = Map::new();
     headers.insert("X-Request-Id".into(), header_ref("X-Request-Id", true));
-    for (name, carries) in [
-        ("Retry-After", (|k: &ProblemKind| k.retry_after) as fn(&ProblemKind) -> bool),
-        ("WWW-Authenticate", |k: &ProblemKind| k.www_authenticate),
-    ] {
-        let some = kinds.iter().any(|k| carries(k));
-        let all = kinds.iter().all(|k| carries(k));
-        if some {
-            headers.insert(name.into(), header_ref(name, all));
+    // A header is listed when some code of the group carries it, required when all do.
+    let retry: Vec<bool> = kinds.iter().map(|k| k.retry_after).collect();
+    let challenge: Vec<bool> = kinds.iter().map(|k| k.www_authenticate).collect();
+    for (name, carries) in [("Retry-After", retry), ("WWW-Authenticate", challenge)] {
+        if carries.contains(&true) {
+            headers.insert(name.into(), header_ref(name, !carries.contains(&false)));
         }
     }
     json!({
