@@ -213,7 +213,8 @@ section! {
 section! {
     /// The durable store.
     pub struct StoreConfig {
-        /// `embedded` (an LSM tree in `<data_dir>/store/`).
+        /// `embedded` (an LSM tree in `<data_dir>/store/`) or `scylla` (a ScyllaDB cluster,
+        /// configured in `[scylla]`).
         kind: String = "embedded".into(),
         /// Most writes committed together in one fsync.
         group_commit_max: usize = 512,
@@ -222,6 +223,65 @@ section! {
         /// Block cache of the embedded store (bytes); reads of accounts and sessions need
         /// little, and a bounded cache keeps a node's memory predictable.
         cache_bytes: usize = 128 * 1024 * 1024,
+        /// Largest in-memory table per keyspace before it is flushed (bytes); the store has
+        /// nine keyspaces, so this bounds its write buffers at about nine times this.
+        memtable_bytes: usize = 16 * 1024 * 1024,
+        /// Accounts kept in memory by identifier hash (each ≈ 300 B), so sends read none.
+        user_cache: usize = 100_000,
+    }
+}
+
+section! {
+    /// A ScyllaDB cluster as the durable store (`store.kind = "scylla"`).
+    pub struct ScyllaConfig {
+        /// Nodes to connect to first (`host:port`); the driver discovers the rest.
+        contact_points: Vec<String> = vec!["127.0.0.1:9042".into()],
+        /// Keyspace of otpd's tables (created by the migrations unless `create_keyspace = false`).
+        keyspace: String = "otpd".into(),
+        /// The datacenter this node is in: requests go to its replicas first and consistency
+        /// `LOCAL_*` counts them. Empty: no preference (single-datacenter clusters).
+        local_datacenter: String = String::new(),
+        /// Consistency of account, session and device reads and writes.
+        consistency: String = "LOCAL_QUORUM".into(),
+        /// Consistency of audit writes and reads.
+        audit_consistency: String = "LOCAL_QUORUM".into(),
+        /// Consistency of the Paxos round of lightweight transactions: `LOCAL_SERIAL` or `SERIAL`.
+        serial_consistency: String = "LOCAL_SERIAL".into(),
+        /// Empty: no authentication.
+        username: String = String::new(),
+        /// Prefer the environment: `OTPD_SCYLLA__PASSWORD`.
+        password: Option<Secret> = None,
+        /// Connect over TLS (rustls).
+        tls: bool = false,
+        /// PEM file of the CA(s) that signed the nodes' certificates; default: the system's roots.
+        tls_ca_file: Option<PathBuf> = None,
+        /// Client certificate (PEM) for clusters that require one, with `tls_key_file`.
+        tls_cert_file: Option<PathBuf> = None,
+        tls_key_file: Option<PathBuf> = None,
+        /// Name the nodes' certificates are checked against; empty: each node's IP address.
+        tls_server_name: String = String::new(),
+        /// Longest wait for a connection to a node.
+        connect_timeout: Dur = secs(5),
+        /// Longest wait for one request (retries and speculative executions included).
+        request_timeout: Dur = secs(2),
+        /// Idempotent reads still unanswered after this long are also sent to another
+        /// replica; `0s` turns speculative execution off.
+        speculative_after: Dur = millis(100),
+        /// Audit events are deleted by Scylla (TTL) after this long.
+        audit_retention: Dur = secs(90 * 24 * 3600),
+        /// `CREATE KEYSPACE IF NOT EXISTS` with `replication_factor` per datacenter (or in
+        /// `local_datacenter` when set). Off: the keyspace must exist.
+        create_keyspace: bool = true,
+        /// Replicas per datacenter when otpd creates the keyspace.
+        replication_factor: u32 = 3,
+        /// Apply pending schema migrations when a node starts. Off: a node refuses to start
+        /// until `otpd migrate` has run.
+        migrate_on_start: bool = true,
+        /// Wait for every node to agree on the schema after a migration. Turn off only for a
+        /// single test server that cannot report schema versions.
+        await_schema_agreement: bool = true,
+        /// How often readiness asks the cluster for an answer.
+        health_interval: Dur = secs(2),
     }
 }
 
@@ -350,6 +410,7 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub devices: DevicesConfig,
     pub store: StoreConfig,
+    pub scylla: ScyllaConfig,
     pub delivery: DeliveryConfig,
     pub secrets: SecretsConfig,
     pub twilio: TwilioConfig,
@@ -366,6 +427,7 @@ const SECTIONS: &[&str] = &[
     "tokens",
     "devices",
     "store",
+    "scylla",
     "delivery",
     "secrets",
     "twilio",
@@ -461,6 +523,7 @@ impl Config {
             tokens: TokensConfig::load(section("tokens"), "tokens", &origins, &mut errors),
             devices: DevicesConfig::load(section("devices"), "devices", &origins, &mut errors),
             store: StoreConfig::load(section("store"), "store", &origins, &mut errors),
+            scylla: ScyllaConfig::load(section("scylla"), "scylla", &origins, &mut errors),
             delivery: DeliveryConfig::load(section("delivery"), "delivery", &origins, &mut errors),
             secrets: SecretsConfig::load(section("secrets"), "secrets", &origins, &mut errors),
             twilio: TwilioConfig::load(section("twilio"), "twilio", &origins, &mut errors),
@@ -544,10 +607,19 @@ impl Config {
                 self.devices.challenge_lifetime
             ),
         );
-        check(self.store.kind == "embedded", format!("store.kind: must be \"embedded\", got {:?}", self.store.kind));
+        check(
+            matches!(self.store.kind.as_str(), "embedded" | "scylla"),
+            format!("store.kind: must be \"embedded\" or \"scylla\", got {:?}", self.store.kind),
+        );
+        if self.store.kind == "scylla" {
+            for problem in self.scylla.problems() {
+                check(false, problem);
+            }
+        }
         check((1..=65_536).contains(&self.store.group_commit_max), "store.group_commit_max: must be 1..=65536".into());
         check(self.store.queue_capacity >= 1, "store.queue_capacity: must be at least 1".into());
         check(self.store.cache_bytes >= 1024 * 1024, "store.cache_bytes: must be at least 1 MiB".into());
+        check(self.store.memtable_bytes >= 1024 * 1024, "store.memtable_bytes: must be at least 1 MiB".into());
         check(self.delivery.queue_capacity >= 1, "delivery.queue_capacity: must be at least 1".into());
         if let Some(key) = &self.secrets.hash_key {
             check(
@@ -922,6 +994,55 @@ mod tests {
         assert!(err.0[0].starts_with("delivery.origin:"), "{:?}", err.0);
         let err = Config::from_sources("[delivery]\nprovider = \"webhook\"", env(&[])).unwrap_err();
         assert_eq!(err.0, ["webhook.url: required, an http(s) URL; got \"\""]);
+    }
+
+    #[test]
+    fn scylla_is_selected_by_store_kind_and_every_problem_is_named() {
+        let c = Config::from_sources(
+            "[store]\nkind = \"scylla\"\n[scylla]\ncontact_points = [\"10.0.0.7:9042\", \"scylla-2:9042\"]\n\
+             local_datacenter = \"eu-west\"\nusername = \"otpd\"\n",
+            env(&[("OTPD_SCYLLA__PASSWORD", "env-only-scylla-password")]),
+        )
+        .unwrap();
+        assert_eq!(c.store.kind, "scylla");
+        assert_eq!(c.scylla.keyspace, "otpd");
+        assert_eq!(c.scylla.consistency, "LOCAL_QUORUM", "writes that must not be lost");
+        assert_eq!(c.scylla.audit_retention.0, Duration::from_secs(90 * 86_400));
+        assert_eq!(c.scylla.password.as_ref().unwrap().0, "env-only-scylla-password");
+        assert!(!format!("{c:?}").contains("env-only-scylla-password"), "check-config never prints it");
+
+        // With the embedded store the section's values are not checked (its keys still are).
+        assert!(Config::from_sources("[scylla]\nconsistency = \"MAYBE\"", env(&[])).is_ok());
+        let text = r#"
+            [store]
+            kind = "scylla"
+            [scylla]
+            contact_points = ["nohost"]
+            keyspace = "Bad-Name"
+            consistency = "MAYBE"
+            serial_consistency = "QUORUM"
+            username = "otpd"
+            tls_ca_file = "/etc/ca.pem"
+            audit_retention = "1h"
+            replication_factor = 0
+        "#;
+        let err = Config::from_sources(text, env(&[])).unwrap_err();
+        let all = err.0.join("\n");
+        for needle in [
+            "scylla.contact_points: \"nohost\" is not host:port",
+            "scylla.keyspace: must be lower-case",
+            "scylla.consistency: must be one of",
+            "scylla.serial_consistency: must be LOCAL_SERIAL or SERIAL",
+            "scylla: set both scylla.username and scylla.password",
+            "scylla: tls_* keys are set but scylla.tls is false",
+            "scylla.audit_retention: must be between 1 day and 20 years",
+            "scylla.replication_factor: must be 1..=10, got 0",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(err.0.len(), 8, "{all}");
+        let err = Config::from_sources("[store]\nkind = \"cassandra\"", env(&[])).unwrap_err();
+        assert_eq!(err.0, ["store.kind: must be \"embedded\" or \"scylla\", got \"cassandra\""]);
     }
 
     #[test]

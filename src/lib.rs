@@ -4,7 +4,7 @@
 //! * [`server`]: wiring a [`config::Config`] into a running node;
 //! * [`http`]: the hyper front end: routes, wire types, problem+json;
 //! * [`tokens`]: JWT access tokens and the JWKS;
-//! * [`store`]: storage adapters (embedded LSM tree, fjall);
+//! * [`store`]: storage adapters (embedded LSM tree, fjall; ScyllaDB);
 //! * [`delivery`]: notifier adapters (development outbox);
 //! * [`secrets`]: generated or configured node secrets;
 //! * [`audit_cmd`]: `otpd audit`; [`logging`]: log set-up.

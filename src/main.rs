@@ -43,6 +43,8 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// Create or upgrade the ScyllaDB schema (`store.kind = "scylla"`), then exit.
+    Migrate,
 }
 
 fn main() -> ExitCode {
@@ -94,6 +96,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Openapi { .. } => unreachable!("handled before the configuration is loaded"),
+        Command::Migrate => match runtime.block_on(otpd::store::scylla::migrate_command(&config)) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("otpd migrate: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

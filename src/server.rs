@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::http::App;
 use crate::http::routes::ReadinessCheck;
 use crate::secrets;
-use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::store::Store;
 use crate::tokens::TokenService;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,7 @@ pub struct Node {
     /// The delivery dispatcher: stats, provider health.
     pub delivery: DispatchHandle,
     pub admin_token: String,
-    store: Arc<EmbeddedStore>,
+    store: Store,
     stop: Option<oneshot::Sender<()>>,
     serving: JoinHandle<()>,
 }
@@ -76,6 +76,11 @@ impl Node {
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The store the node runs on.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 }
 
@@ -117,7 +122,7 @@ pub fn limit_policy(config: &Config) -> LimitPolicy {
 pub struct Assembly {
     pub app: Arc<App>,
     pub engine: Engine,
-    pub store: Arc<EmbeddedStore>,
+    pub store: Store,
     pub outbox_path: PathBuf,
     /// The delivery dispatcher: stats, provider health.
     pub delivery: DispatchHandle,
@@ -138,21 +143,13 @@ impl Assembly {
 pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly, StartupError> {
     let secrets = secrets::load_or_create(config)?;
 
-    let store = EmbeddedStore::open(
-        &config.store_path(),
-        EmbeddedOptions {
-            group_commit_max: config.store.group_commit_max,
-            queue_capacity: config.store.queue_capacity,
-            cache_bytes: config.store.cache_bytes,
-        },
-    )
-    .map_err(|e| StartupError::Store(e.to_string()))?;
+    let store = Store::open(config).await.map_err(StartupError::Store)?;
 
     let limiter = Arc::new(LocalLimiter::new(limit_policy(config)));
     limiter.spawn_sweeper(clock.clone(), Duration::from_secs(64));
 
     let outbox_path = config.outbox_path();
-    let delivery = crate::delivery::start(config, clock.clone(), store.clone()).map_err(|e| match e {
+    let delivery = crate::delivery::start(config, clock.clone(), store.audit()).map_err(|e| match e {
         crate::delivery::DeliveryError::Outbox { path, error } => StartupError::Outbox { path, error },
         crate::delivery::DeliveryError::Setup(e) => StartupError::Delivery(e),
     })?;
@@ -166,10 +163,10 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     }
 
     let ports = EnginePorts {
-        users: store.clone(),
-        sessions: store.clone(),
-        devices: store.clone(),
-        audit: store.clone(),
+        users: store.users(),
+        sessions: store.sessions(),
+        devices: store.devices(),
+        audit: store.audit(),
         limiter,
         notifier: Arc::new(delivery.clone()),
     };
@@ -180,10 +177,8 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
 
     let store_check = store.clone();
     let delivery_check = delivery.clone();
-    let readiness: Vec<ReadinessCheck> = vec![
-        ("store", Arc::new(move || store_check.check().map_err(|e| e.to_string()))),
-        ("delivery", Arc::new(move || delivery_check.check())),
-    ];
+    let readiness: Vec<ReadinessCheck> =
+        vec![("store", Arc::new(move || store_check.check())), ("delivery", Arc::new(move || delivery_check.check()))];
     let app = Arc::new(App {
         engine: engine.clone(),
         tokens,
@@ -229,7 +224,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     tracing::info!(
         addr = %addr,
         data_dir = %config.node.data_dir.display(),
-        store = %config.store_path().display(),
+        store = %store.describe(&config),
         "otpd node listening"
     );
     crate::delivery::log_routes(&config);

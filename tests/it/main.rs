@@ -11,6 +11,7 @@ mod devices;
 mod fake_provider;
 mod flows;
 mod process;
+mod scylla;
 mod sessions;
 mod smtp;
 mod supervision;
