@@ -12,6 +12,7 @@
 //! | `GET /.well-known/jwks.json` | the token service's JWKS |
 //! | `GET /health/live`, `GET /health/ready` | [`ready`] (checks, and each delivery provider's breaker) |
 //! | `GET /v1/admin/audit` | [`admin_audit`] (admin token) |
+//! | `GET /openapi.json` | the API contract ([`super::openapi`]) |
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -139,6 +140,10 @@ async fn route<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, b
         "/v1/admin/audit" => {
             get_only(parts)?;
             admin_audit(app, parts).await
+        }
+        "/openapi.json" => {
+            get_only(parts)?;
+            Ok(bytes_response(StatusCode::OK, super::openapi::json()))
         }
         _ => Err(ApiError::not_found()),
     }
@@ -377,10 +382,16 @@ async fn read_json_inner<T: DeserializeOwned, B: RequestBody>(
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(ApiError::payload_too_large(limit)),
         Err(e) => return Err(ApiError::invalid_request(format!("could not read the request body: {e}"))),
     };
-    serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+    decode_json(&bytes)
+}
+
+/// A request body into `T`: `invalid_json` when it is not JSON, `invalid_request` when it is
+/// JSON of the wrong shape. Public for the fuzz targets (`fuzz/`).
+pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         // serde reports the first problem it meets; a type error early in a body that is not
         // JSON at all should still say "not JSON", so check the syntax on this (cold) path.
-        serde_json::error::Category::Data => match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        serde_json::error::Category::Data => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
             Ok(_) => ApiError::invalid_request(e.to_string()),
             Err(syntax) => ApiError::invalid_json(syntax.to_string()),
         },
@@ -396,7 +407,8 @@ fn is_json(headers: &HeaderMap) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The token of an `Authorization: Bearer <token>` header. Public for the fuzz targets.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     let token = token.trim();

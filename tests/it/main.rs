@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod conformance;
+mod contract;
 mod delivery;
 mod devices;
 mod fake_provider;
