@@ -96,10 +96,18 @@ pub const BODY: &[&str] =
     &["invalid_json", "invalid_request", "request_timeout", "payload_too_large", "unsupported_media_type"];
 /// Refusals of a `phone` or `email` field.
 pub const IDENTIFIER: &[&str] = &["invalid_phone", "invalid_email"];
-/// Limits checked before a code is sent (each a `429` with `Retry-After`).
-pub const SEND_LIMITS: &[&str] = &["resend_cooldown", "identifier_send_limit"];
-/// Limits checked before a code is checked (the in-process limiter has none yet).
-pub const VERIFY_LIMITS: &[&str] = &[];
+/// Limits checked before any code is sent (`429` with `Retry-After`; the destination lists:
+/// `403`). Each send also has its own per-identifier rule, listed on its operation.
+pub const SEND_LIMITS: &[&str] = &[
+    "resend_cooldown",
+    "identifier_send_limit",
+    "ip_send_limit",
+    "prefix_send_limit",
+    "country_send_limit",
+    "destination_not_allowed",
+];
+/// Limits checked before a code (or a device signature) is checked.
+pub const VERIFY_LIMITS: &[&str] = &["identifier_verify_limit", "ip_verify_limit"];
 /// The answers of a wrong, late or spent code.
 pub const CODE_ANSWERS: &[&str] =
     &["invalid_code", "code_expired", "code_already_used", "no_pending_code", "too_many_attempts"];
@@ -152,7 +160,13 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[],
         body: Some("RegisterRequest"),
         replies: &[SEND_RECEIPT],
-        problems: &[BODY, IDENTIFIER, SEND_LIMITS, &["account_exists", "delivery_busy"], UNAVAILABLE],
+        problems: &[
+            BODY,
+            IDENTIFIER,
+            SEND_LIMITS,
+            &["identifier_register_limit", "account_exists", "delivery_busy"],
+            UNAVAILABLE,
+        ],
         links: &[],
     },
     Operation {
@@ -185,7 +199,7 @@ pub const OPERATIONS: &[Operation] = &[
             BODY,
             IDENTIFIER,
             SEND_LIMITS,
-            &["account_not_found", "account_not_verified", "delivery_busy"],
+            &["identifier_login_limit", "account_not_found", "account_not_verified", "delivery_busy"],
             UNAVAILABLE,
         ],
         links: &[],
@@ -220,7 +234,13 @@ pub const OPERATIONS: &[Operation] = &[
             BODY,
             IDENTIFIER,
             SEND_LIMITS,
-            &["account_not_found", "account_not_verified", "account_exists", "delivery_busy"],
+            &[
+                "identifier_resend_limit",
+                "account_not_found",
+                "account_not_verified",
+                "account_exists",
+                "delivery_busy",
+            ],
             UNAVAILABLE,
         ],
         links: &[],
@@ -402,6 +422,7 @@ pub const OPERATIONS: &[Operation] = &[
         replies: &[TOKENS],
         problems: &[
             BODY,
+            VERIFY_LIMITS,
             &[
                 "invalid_signature",
                 "challenge_expired",
@@ -658,7 +679,11 @@ fn schemas() -> Map<String, Value> {
             "type": "object",
             "required": ["status", "checks"],
             "properties": {
-                "status": { "type": "string", "enum": ["ready", "not_ready"] },
+                "status": {
+                    "type": "string",
+                    "enum": ["ready", "degraded", "not_ready"],
+                    "description": "`degraded`: serving, with a fallback for a shared dependency (e.g. the in-process limiter while Redis is unreachable).",
+                },
                 "checks": {
                     "type": "object",
                     "description": "One entry per dependency (`store`, `delivery`, …).",
@@ -676,9 +701,9 @@ fn schemas() -> Map<String, Value> {
         "ReadinessCheck".into(),
         json!({
             "type": "object",
-            "required": ["status", "latency_ms"],
+            "required": ["status"],
             "properties": {
-                "status": { "type": "string", "enum": ["up", "down"] },
+                "status": { "type": "string", "enum": ["up", "down", "degraded"] },
                 "latency_ms": { "type": "number", "minimum": 0 },
                 "error": { "type": "string" },
             },
@@ -1188,10 +1213,21 @@ mod tests {
         let doc = document();
         let r = &doc["paths"]["/v1/login"]["post"]["responses"]["429"];
         let codes = &r["content"]["application/problem+json"]["schema"]["allOf"][1]["properties"]["code"]["enum"];
-        assert_eq!(codes, &json!(["resend_cooldown", "identifier_send_limit"]));
+        assert_eq!(
+            codes,
+            &json!([
+                "resend_cooldown",
+                "identifier_send_limit",
+                "identifier_login_limit",
+                "ip_send_limit",
+                "prefix_send_limit",
+                "country_send_limit"
+            ])
+        );
         assert_eq!(r["headers"]["Retry-After"]["$ref"], "#/components/headers/Retry-After");
         let r = &doc["paths"]["/v1/login/verify"]["post"]["responses"]["429"];
-        assert!(r["headers"]["Retry-After"].is_null(), "too_many_attempts has no Retry-After");
+        // too_many_attempts has no Retry-After, the verify limits do: documented, not required.
+        assert_eq!(r["headers"]["Retry-After"]["required"], false);
         let r = &doc["paths"]["/v1/me"]["get"]["responses"]["401"];
         assert_eq!(r["headers"]["WWW-Authenticate"]["$ref"], "#/components/headers/WWW-Authenticate");
         let r = &doc["paths"]["/v1/token/refresh"]["post"]["responses"]["401"];

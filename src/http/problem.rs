@@ -16,6 +16,7 @@ use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTIC
 use hyper::{Response, StatusCode};
 use otpd_actors::EngineError;
 use otpd_actors::identifier::IdentifierError;
+use otpd_actors::ports::LimitRule;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -73,6 +74,11 @@ pub const CATALOGUE: &[ProblemKind] = &[
         "this refresh token was already rotated away: the session is now revoked; log in again",
     ),
     kind("forbidden", 403, "the admin token is not valid"),
+    kind(
+        "destination_not_allowed",
+        403,
+        "SMS to this country or number range is not allowed (`limits.sms_allow`/`sms_deny`)",
+    ),
     kind("account_not_verified", 403, "the account never finished registration"),
     kind("fresh_login_required", 403, "enrolling a device needs a login by code within `devices.enrol_max_auth_age`"),
     kind("device_revoked", 403, "the signature is right but the device was removed; enrol it again"),
@@ -88,6 +94,18 @@ pub const CATALOGUE: &[ProblemKind] = &[
     kind("unsupported_media_type", 415, "the body must be sent as `application/json`"),
     retry("resend_cooldown", 429, "a code was sent for this identifier and purpose too recently; see `Retry-After`"),
     retry("identifier_send_limit", 429, "too many codes for this identifier in the window; see `Retry-After`"),
+    retry("identifier_login_limit", 429, "too many login codes for this identifier (`[limits]`); see `Retry-After`"),
+    retry(
+        "identifier_register_limit",
+        429,
+        "too many registration codes for this identifier (`[limits]`); see `Retry-After`",
+    ),
+    retry("identifier_resend_limit", 429, "too many resends for this identifier (`[limits]`); see `Retry-After`"),
+    retry("identifier_verify_limit", 429, "too many code checks for this identifier or device; see `Retry-After`"),
+    retry("ip_send_limit", 429, "too many codes requested from this client address; see `Retry-After`"),
+    retry("ip_verify_limit", 429, "too many code checks from this client address; see `Retry-After`"),
+    retry("prefix_send_limit", 429, "too many codes to numbers sharing this number's prefix; see `Retry-After`"),
+    retry("country_send_limit", 429, "too many codes to this country; see `Retry-After`"),
     kind(
         "too_many_attempts",
         429,
@@ -284,13 +302,16 @@ impl From<EngineError> for ApiError {
                 ApiError::new(S::BAD_REQUEST, "invalid_phone", "Invalid phone number", detail)
             }
             EngineError::InvalidInput(_) => ApiError::invalid_request(detail),
+            // A destination list is a policy, not a rate: retrying cannot help, whichever way
+            // the refusal reached here.
+            EngineError::Limited { rule: LimitRule::DestinationNotAllowed, .. }
+            | EngineError::DestinationNotAllowed => {
+                ApiError::new(S::FORBIDDEN, "destination_not_allowed", "Destination not allowed", detail)
+            }
             EngineError::Limited { rule, retry_after } => ApiError {
                 retry_after: Some(retry_after),
                 ..ApiError::new(S::TOO_MANY_REQUESTS, rule.as_str(), "Too many requests", detail)
             },
-            EngineError::DestinationNotAllowed => {
-                ApiError::new(S::FORBIDDEN, "destination_not_allowed", "Destination not allowed", detail)
-            }
             EngineError::InvalidCode { attempts_left } => ApiError {
                 attempts_left: Some(attempts_left),
                 ..ApiError::new(S::BAD_REQUEST, "invalid_code", "Invalid code", detail)
@@ -390,6 +411,15 @@ mod tests {
                 EngineError::Limited { rule, .. } => match rule {
                     LimitRule::ResendCooldown => 2,
                     LimitRule::IdentifierSends => 3,
+                    LimitRule::IdentifierLogins => 28,
+                    LimitRule::IdentifierRegistrations => 29,
+                    LimitRule::IdentifierResends => 30,
+                    LimitRule::IdentifierVerifies => 31,
+                    LimitRule::IpSends => 32,
+                    LimitRule::IpVerifies => 33,
+                    LimitRule::PrefixSends => 34,
+                    LimitRule::CountrySends => 35,
+                    LimitRule::DestinationNotAllowed => 36,
                 },
                 EngineError::InvalidCode { .. } => 4,
                 EngineError::CodeExpired => 5,
@@ -415,9 +445,10 @@ mod tests {
                 EngineError::DeviceRevoked => 25,
                 EngineError::DeliveryBusy => 26,
                 EngineError::Unavailable(_) => 27,
+                EngineError::DestinationNotAllowed => 37,
             }
         }
-        const VARIANTS: usize = 28;
+        const VARIANTS: usize = 38;
         let second = Duration::from_secs(1);
         let all = vec![
             EngineError::Identifier(I::PhoneShape("empty")),
@@ -427,6 +458,16 @@ mod tests {
             EngineError::InvalidInput("x".into()),
             EngineError::Limited { rule: LimitRule::ResendCooldown, retry_after: second },
             EngineError::Limited { rule: LimitRule::IdentifierSends, retry_after: second },
+            EngineError::Limited { rule: LimitRule::IdentifierLogins, retry_after: second },
+            EngineError::Limited { rule: LimitRule::IdentifierRegistrations, retry_after: second },
+            EngineError::Limited { rule: LimitRule::IdentifierResends, retry_after: second },
+            EngineError::Limited { rule: LimitRule::IdentifierVerifies, retry_after: second },
+            EngineError::Limited { rule: LimitRule::IpSends, retry_after: second },
+            EngineError::Limited { rule: LimitRule::IpVerifies, retry_after: second },
+            EngineError::Limited { rule: LimitRule::PrefixSends, retry_after: second },
+            EngineError::Limited { rule: LimitRule::CountrySends, retry_after: second },
+            EngineError::Limited { rule: LimitRule::DestinationNotAllowed, retry_after: second },
+            EngineError::DestinationNotAllowed,
             EngineError::InvalidCode { attempts_left: 3 },
             EngineError::CodeExpired,
             EngineError::TooManyAttempts,
