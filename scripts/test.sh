@@ -13,6 +13,9 @@ if missing python3; then need_pkgs+=(python3 python3-aiosmtpd); fi
 # running node; the tests start their own server on a free loopback port, not the package's
 # service.
 if missing promtool || missing prometheus; then need_pkgs+=(prometheus); fi
+# Redis (standalone and a 3-master cluster) for the shared cooldowns and rate limits.
+missing redis-server && need_pkgs+=(redis-server)
+missing redis-cli && need_pkgs+=(redis-tools)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -26,5 +29,34 @@ if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
     echo "aiosmtpd could not be installed: the SMTP delivery test will report that it skipped"
 fi
 
+# The API-contract run (docs/CONTRACT.md): schemathesis from PyPI, pinned, installed when
+# missing or at another version.
+SCHEMATHESIS_VERSION=4.32.5
+if [ "$(schemathesis --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
+  python3 -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION" ||
+    python3 -m pip install -q --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION" ||
+    echo "schemathesis could not be installed: the API-contract run will report that it skipped"
+fi
+
+# The fuzz targets (docs/FUZZING.md): cargo-fuzz from crates.io, pinned, installed when missing.
+CARGO_FUZZ_VERSION=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $NF}')" != "$CARGO_FUZZ_VERSION" ]; then
+  cargo install --quiet --locked "cargo-fuzz@$CARGO_FUZZ_VERSION" ||
+    echo "cargo-fuzz could not be installed: the fuzz run will report that it skipped"
+fi
+
+# The ScyllaDB half of the store conformance suite needs a cluster (none can be installed on
+# these machines); the wire-level smoke tests against kassandra run either way.
+if [ -z "${OTPD_TEST_SCYLLA:-}" ]; then
+  echo "NOTE: OTPD_TEST_SCYLLA is not set: the ScyllaDB conformance tests will say SKIPPED" \
+    "(set it to a contact point such as 127.0.0.1:9042 to run them against a real cluster)"
+fi
+
 echo "== cargo test (workspace, all targets)"
 cargo test --workspace --all-targets --locked
+
+# schemathesis against a node on a loopback port (the debug binary cargo test just built).
+./scripts/contract.sh
+
+# Every fuzz target for a few seconds from its seed corpus.
+./scripts/fuzz.sh

@@ -1,9 +1,10 @@
 //! `otpd audit`: list audit events by identifier or by trace id.
 //!
-//! When no node holds the embedded store, the command opens it read-only itself. While a node
-//! runs, the store's lock file keeps other processes out, so the command asks the node instead,
-//! over `GET /v1/admin/audit` on its listen address with the admin token from the data
-//! directory. Either way the output is the same.
+//! With `store.kind = "scylla"` the command reads the cluster directly (every node writes
+//! there). With the embedded store, when no node holds it, the command opens it read-only
+//! itself; while a node runs, the store's lock file keeps other processes out, so the command
+//! asks the node instead, over `GET /v1/admin/audit` on its listen address with the admin
+//! token from the data directory. Either way the output is the same.
 
 use otpd_actors::identifier::{Identifier, Normalizer};
 use otpd_actors::keys::Keys;
@@ -12,6 +13,7 @@ use crate::config::Config;
 use crate::http::wire::{AuditListResponse, AuditView};
 use crate::secrets;
 use crate::store::embedded::{AuditReader, OpenReadOnlyError};
+use crate::store::scylla::{ScyllaOptions, ScyllaStore};
 
 pub struct AuditQuery {
     pub identifier: Option<String>,
@@ -22,6 +24,9 @@ pub struct AuditQuery {
 
 /// Runs the query and returns what to print.
 pub async fn run(config: &Config, query: &AuditQuery) -> Result<String, String> {
+    if config.store.kind == "scylla" {
+        return Ok(render(&scylla(config, query).await?, query.json));
+    }
     let events = match AuditReader::open(&config.store_path()) {
         Ok(reader) => local(config, &reader, query)?,
         Err(OpenReadOnlyError::InUse) => remote(config, query).await?,
@@ -47,6 +52,29 @@ fn local(config: &Config, reader: &AuditReader, q: &AuditQuery) -> Result<Vec<Au
         _ => return Err("give exactly one of --identifier and --trace-id".into()),
     }
     .map_err(|e| e.to_string())?;
+    Ok(events.iter().map(AuditView::from).collect())
+}
+
+/// With ScyllaDB every node and this command read the same cluster: no node is asked.
+async fn scylla(config: &Config, q: &AuditQuery) -> Result<Vec<AuditView>, String> {
+    use otpd_actors::ports::AuditLog as _;
+    let mut c = config.scylla.clone();
+    // A reader changes nothing: no keyspace creation, no migration.
+    c.create_keyspace = false;
+    c.migrate_on_start = false;
+    let options = ScyllaOptions { config: c, session_ttl: config.tokens.session_ttl.0 };
+    let store = ScyllaStore::connect(&options).await.map_err(|e| e.to_string())?;
+    let events = match (&q.identifier, &q.trace_id) {
+        (Some(raw), None) => {
+            let keys = Keys::from_master(&secrets::master_key(config).map_err(|e| e.to_string())?);
+            let hash = keys.identifier_hash(identifier(config, raw)?.as_str());
+            store.by_identifier(&hash, q.limit).await
+        }
+        (None, Some(trace)) => store.by_trace(trace, q.limit).await,
+        _ => return Err("give exactly one of --identifier and --trace-id".into()),
+    }
+    .map_err(|e| e.to_string())?;
+    store.close();
     Ok(events.iter().map(AuditView::from).collect())
 }
 

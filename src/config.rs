@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use otpd_actors::code::{Alphabet, MAX_CODE_LENGTH, MIN_CODE_LENGTH};
 use otpd_actors::dispatch::template;
+use otpd_actors::limits::Preset;
 use serde::{Deserialize, Deserializer};
 
 /// A duration written as text: `"30s"`, `"5m"`, `"30d"`, `"250ms"`.
@@ -213,7 +214,8 @@ section! {
 section! {
     /// The durable store.
     pub struct StoreConfig {
-        /// `embedded` (an LSM tree in `<data_dir>/store/`).
+        /// `embedded` (an LSM tree in `<data_dir>/store/`) or `scylla` (a ScyllaDB cluster,
+        /// configured in `[scylla]`).
         kind: String = "embedded".into(),
         /// Most writes committed together in one fsync.
         group_commit_max: usize = 512,
@@ -222,6 +224,65 @@ section! {
         /// Block cache of the embedded store (bytes); reads of accounts and sessions need
         /// little, and a bounded cache keeps a node's memory predictable.
         cache_bytes: usize = 128 * 1024 * 1024,
+        /// Largest in-memory table per keyspace before it is flushed (bytes); the store has
+        /// nine keyspaces, so this bounds its write buffers at about nine times this.
+        memtable_bytes: usize = 16 * 1024 * 1024,
+        /// Accounts kept in memory by identifier hash (each ≈ 300 B), so sends read none.
+        user_cache: usize = 100_000,
+    }
+}
+
+section! {
+    /// A ScyllaDB cluster as the durable store (`store.kind = "scylla"`).
+    pub struct ScyllaConfig {
+        /// Nodes to connect to first (`host:port`); the driver discovers the rest.
+        contact_points: Vec<String> = vec!["127.0.0.1:9042".into()],
+        /// Keyspace of otpd's tables (created by the migrations unless `create_keyspace = false`).
+        keyspace: String = "otpd".into(),
+        /// The datacenter this node is in: requests go to its replicas first and consistency
+        /// `LOCAL_*` counts them. Empty: no preference (single-datacenter clusters).
+        local_datacenter: String = String::new(),
+        /// Consistency of account, session and device reads and writes.
+        consistency: String = "LOCAL_QUORUM".into(),
+        /// Consistency of audit writes and reads.
+        audit_consistency: String = "LOCAL_QUORUM".into(),
+        /// Consistency of the Paxos round of lightweight transactions: `LOCAL_SERIAL` or `SERIAL`.
+        serial_consistency: String = "LOCAL_SERIAL".into(),
+        /// Empty: no authentication.
+        username: String = String::new(),
+        /// Prefer the environment: `OTPD_SCYLLA__PASSWORD`.
+        password: Option<Secret> = None,
+        /// Connect over TLS (rustls).
+        tls: bool = false,
+        /// PEM file of the CA(s) that signed the nodes' certificates; default: the system's roots.
+        tls_ca_file: Option<PathBuf> = None,
+        /// Client certificate (PEM) for clusters that require one, with `tls_key_file`.
+        tls_cert_file: Option<PathBuf> = None,
+        tls_key_file: Option<PathBuf> = None,
+        /// Name the nodes' certificates are checked against; empty: each node's IP address.
+        tls_server_name: String = String::new(),
+        /// Longest wait for a connection to a node.
+        connect_timeout: Dur = secs(5),
+        /// Longest wait for one request (retries and speculative executions included).
+        request_timeout: Dur = secs(2),
+        /// Idempotent reads still unanswered after this long are also sent to another
+        /// replica; `0s` turns speculative execution off.
+        speculative_after: Dur = millis(100),
+        /// Audit events are deleted by Scylla (TTL) after this long.
+        audit_retention: Dur = secs(90 * 24 * 3600),
+        /// `CREATE KEYSPACE IF NOT EXISTS` with `replication_factor` per datacenter (or in
+        /// `local_datacenter` when set). Off: the keyspace must exist.
+        create_keyspace: bool = true,
+        /// Replicas per datacenter when otpd creates the keyspace.
+        replication_factor: u32 = 3,
+        /// Apply pending schema migrations when a node starts. Off: a node refuses to start
+        /// until `otpd migrate` has run.
+        migrate_on_start: bool = true,
+        /// Wait for every node to agree on the schema after a migration. Turn off only for a
+        /// single test server that cannot report schema versions.
+        await_schema_agreement: bool = true,
+        /// How often readiness asks the cluster for an answer.
+        health_interval: Dur = secs(2),
     }
 }
 
@@ -354,6 +415,86 @@ section! {
     }
 }
 
+section! {
+    /// Redis for the cooldowns and rate limits every node shares. Without a URL or cluster
+    /// nodes, limits are kept in-process (the embedded default).
+    pub struct RedisConfig {
+        /// `redis://[user:password@]host:6379[/db]` for one server, or
+        /// `redis-cluster://host:7000?node=host:7001&node=host:7002` for Redis Cluster.
+        url: RedisUrl = RedisUrl::default(),
+        /// Redis Cluster seed nodes (`host:port`), instead of a `redis-cluster://` URL.
+        cluster_nodes: Vec<String> = Vec::new(),
+        /// Password (overrides one in the URL).
+        password: Option<Secret> = None,
+        /// A decision slower than this is made by the in-process limiter instead.
+        timeout: Dur = millis(250),
+        /// How often Redis is pinged (to notice an outage without traffic, and a recovery).
+        probe_interval: Dur = secs(1),
+        /// First part of every key (`<key_prefix>:{…}:…`), to share a Redis between deployments.
+        key_prefix: String = "otpd".into(),
+    }
+}
+
+section! {
+    /// Anti-abuse rate limits. `preset` sets every rule; each rule can be overridden in part,
+    /// e.g. `ip_send = { limit = 50, block = "1h" }`; `limit = 0` turns a rule off.
+    pub struct LimitsConfig {
+        /// `low`, `medium` or `high`.
+        preset: Preset = Preset::Medium,
+        /// `/v1/login` codes per identifier.
+        identifier_login: RuleConfig = RuleConfig::default(),
+        /// `/v1/register` codes per identifier.
+        identifier_register: RuleConfig = RuleConfig::default(),
+        /// `/v1/otp/resend` codes per identifier.
+        identifier_resend: RuleConfig = RuleConfig::default(),
+        /// Code checks per identifier.
+        identifier_verify: RuleConfig = RuleConfig::default(),
+        /// Codes sent per client IP (IPv6: per /64).
+        ip_send: RuleConfig = RuleConfig::default(),
+        /// Code checks per client IP (IPv6: per /64).
+        ip_verify: RuleConfig = RuleConfig::default(),
+        /// SMS per number prefix (the first `prefix_digits` digits).
+        prefix_send: RuleConfig = RuleConfig::default(),
+        /// SMS per country calling code.
+        country_send: RuleConfig = RuleConfig::default(),
+        /// Digits of an E.164 number, country code included, that make its prefix.
+        prefix_digits: u8 = 7,
+        /// SMS only to these country codes or number prefixes (`"+1"`, `"+44"`); empty: anywhere.
+        sms_allow: Vec<String> = Vec::new(),
+        /// Never SMS to these country codes or number prefixes (`"+1876"`); wins over `sms_allow`.
+        sms_deny: Vec<String> = Vec::new(),
+    }
+}
+
+/// A Redis URL; `Debug` hides its password.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(pub String);
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // scheme://user:password@host… → scheme://user:…@host…
+        let text = &self.0;
+        let redacted = text.split_once("://").and_then(|(scheme, rest)| {
+            let (auth, host) = rest.split_once('@')?;
+            let user = auth.split_once(':').map_or(auth, |(u, _)| u);
+            Some(format!("{scheme}://{user}:…@{host}"))
+        });
+        write!(f, "{:?}", redacted.as_deref().unwrap_or(text))
+    }
+}
+
+/// Overrides of one rate-limit rule; what is left out comes from the preset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Events allowed per window; 0 turns the rule off.
+    pub limit: Option<u32>,
+    pub window: Option<Dur>,
+    /// Once the limit is exceeded, refuse for at least this long ("0s": until the window ends).
+    pub block: Option<Dur>,
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Config {
@@ -365,12 +506,15 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub devices: DevicesConfig,
     pub store: StoreConfig,
+    pub scylla: ScyllaConfig,
     pub delivery: DeliveryConfig,
     pub secrets: SecretsConfig,
     pub admin: AdminConfig,
     pub twilio: TwilioConfig,
     pub webhook: WebhookConfig,
     pub smtp: SmtpConfig,
+    pub redis: RedisConfig,
+    pub limits: LimitsConfig,
 }
 
 const SECTIONS: &[&str] = &[
@@ -382,12 +526,15 @@ const SECTIONS: &[&str] = &[
     "tokens",
     "devices",
     "store",
+    "scylla",
     "delivery",
     "secrets",
     "admin",
     "twilio",
     "webhook",
     "smtp",
+    "redis",
+    "limits",
 ];
 
 /// Everything wrong with a configuration, one line per problem.
@@ -478,12 +625,15 @@ impl Config {
             tokens: TokensConfig::load(section("tokens"), "tokens", &origins, &mut errors),
             devices: DevicesConfig::load(section("devices"), "devices", &origins, &mut errors),
             store: StoreConfig::load(section("store"), "store", &origins, &mut errors),
+            scylla: ScyllaConfig::load(section("scylla"), "scylla", &origins, &mut errors),
             delivery: DeliveryConfig::load(section("delivery"), "delivery", &origins, &mut errors),
             secrets: SecretsConfig::load(section("secrets"), "secrets", &origins, &mut errors),
             admin: AdminConfig::load(section("admin"), "admin", &origins, &mut errors),
             twilio: TwilioConfig::load(section("twilio"), "twilio", &origins, &mut errors),
             webhook: WebhookConfig::load(section("webhook"), "webhook", &origins, &mut errors),
             smtp: SmtpConfig::load(section("smtp"), "smtp", &origins, &mut errors),
+            redis: RedisConfig::load(section("redis"), "redis", &origins, &mut errors),
+            limits: LimitsConfig::load(section("limits"), "limits", &origins, &mut errors),
         };
         config.validate(&mut errors);
         if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
@@ -570,10 +720,19 @@ impl Config {
                 self.devices.challenge_lifetime
             ),
         );
-        check(self.store.kind == "embedded", format!("store.kind: must be \"embedded\", got {:?}", self.store.kind));
+        check(
+            matches!(self.store.kind.as_str(), "embedded" | "scylla"),
+            format!("store.kind: must be \"embedded\" or \"scylla\", got {:?}", self.store.kind),
+        );
+        if self.store.kind == "scylla" {
+            for problem in self.scylla.problems() {
+                check(false, problem);
+            }
+        }
         check((1..=65_536).contains(&self.store.group_commit_max), "store.group_commit_max: must be 1..=65536".into());
         check(self.store.queue_capacity >= 1, "store.queue_capacity: must be at least 1".into());
         check(self.store.cache_bytes >= 1024 * 1024, "store.cache_bytes: must be at least 1 MiB".into());
+        check(self.store.memtable_bytes >= 1024 * 1024, "store.memtable_bytes: must be at least 1 MiB".into());
         check(self.delivery.queue_capacity >= 1, "delivery.queue_capacity: must be at least 1".into());
         if let Some(key) = &self.secrets.hash_key {
             check(
@@ -591,6 +750,70 @@ impl Config {
             );
         }
         self.validate_delivery(errors);
+        self.validate_redis(errors);
+        self.validate_limits(errors);
+    }
+
+    fn validate_redis(&self, errors: &mut Vec<String>) {
+        let redis = &self.redis;
+        if !redis.url.0.is_empty() {
+            let schemes = ["redis://", "redis-cluster://", "valkey://", "valkey-cluster://"];
+            if !schemes.iter().any(|s| redis.url.0.starts_with(s)) {
+                errors.push(format!("redis.url: must start with one of {}", schemes.join(", ")));
+            }
+            if !redis.cluster_nodes.is_empty() {
+                errors.push("redis.cluster_nodes: give either redis.url or redis.cluster_nodes, not both".into());
+            }
+        }
+        for node in &redis.cluster_nodes {
+            let ok = node.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                errors.push(format!("redis.cluster_nodes: {node:?} is not host:port"));
+            }
+        }
+        if redis.timeout.0.is_zero() {
+            errors.push("redis.timeout: must be more than zero".into());
+        }
+        if redis.probe_interval.0 < Duration::from_millis(10) {
+            errors.push("redis.probe_interval: must be at least 10ms".into());
+        }
+        let prefix_ok = !redis.key_prefix.is_empty()
+            && redis.key_prefix.len() <= 64
+            && redis.key_prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}');
+        if !prefix_ok {
+            errors.push("redis.key_prefix: 1-64 printable characters without spaces, '{' or '}'".into());
+        }
+    }
+
+    fn validate_limits(&self, errors: &mut Vec<String>) {
+        let limits = &self.limits;
+        if !(2..=15).contains(&limits.prefix_digits) {
+            errors.push(format!("limits.prefix_digits: must be 2..=15, got {}", limits.prefix_digits));
+        }
+        for (key, list) in [("sms_allow", &limits.sms_allow), ("sms_deny", &limits.sms_deny)] {
+            for entry in list {
+                if let Err(e) = otpd_actors::limits::NumberPrefix::parse(entry) {
+                    errors.push(format!("limits.{key}: {e}"));
+                }
+            }
+        }
+        let preset = otpd_actors::limits::LimitPolicy::preset(limits.preset);
+        let rules = [
+            ("identifier_login", preset.identifier_logins, &limits.identifier_login),
+            ("identifier_register", preset.identifier_registrations, &limits.identifier_register),
+            ("identifier_resend", preset.identifier_resends, &limits.identifier_resend),
+            ("identifier_verify", preset.identifier_verifies, &limits.identifier_verify),
+            ("ip_send", preset.ip_sends, &limits.ip_send),
+            ("ip_verify", preset.ip_verifies, &limits.ip_verify),
+            ("prefix_send", preset.prefix_sends, &limits.prefix_send),
+            ("country_send", preset.country_sends, &limits.country_send),
+        ];
+        for (key, preset_rule, over) in rules {
+            let rule = crate::limits::merge(preset_rule, over);
+            if rule.limit > 0 && rule.window.is_zero() {
+                errors.push(format!("limits.{key}.window: must be set (more than zero) while the rule is on"));
+            }
+        }
     }
 
     /// The `[delivery]` rules and those of the provider sections in use.
@@ -894,6 +1117,61 @@ mod tests {
     }
 
     #[test]
+    fn redis_and_limits_sections_load_merge_and_validate() {
+        let text = r#"
+            [redis]
+            url = "redis://:hunter2@127.0.0.1:6379"
+            timeout = "100ms"
+            [limits]
+            preset = "high"
+            ip_send = { limit = 50 }
+            country_send = { limit = 1000, window = "1h", block = "6h" }
+            sms_allow = ["+1", "+44"]
+            sms_deny = ["+1 876"]
+        "#;
+        let c = Config::from_sources(text, env(&[("OTPD_LIMITS__PREFIX_SEND", "{ limit = 0 }")])).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"), "the Redis password never prints");
+        let p = crate::limits::policy(&c);
+        let high = otpd_actors::limits::LimitPolicy::preset(Preset::High);
+        assert_eq!(p.identifier_logins, high.identifier_logins);
+        assert_eq!(
+            (p.ip_sends.limit, p.ip_sends.window, p.ip_sends.block),
+            (50, high.ip_sends.window, high.ip_sends.block)
+        );
+        assert_eq!(p.country_sends.limit, 1000);
+        assert!(!p.prefix_sends.is_on(), "limit = 0 turns a rule off");
+        assert_eq!((p.sms_allow.len(), p.sms_deny.len()), (2, 1));
+        assert_eq!(p.resend_cooldown, Duration::from_secs(30), "the cooldown comes from [otp]");
+
+        let bad = r#"
+            [redis]
+            url = "http://example.com"
+            cluster_nodes = ["127.0.0.1"]
+            key_prefix = "a{b}"
+            [limits]
+            preset = "extreme"
+            country_send = { limit = 5 }
+            ip_send = { limt = 5 }
+            sms_deny = ["+0"]
+            prefix_digits = 1
+        "#;
+        let all = Config::from_sources(bad, env(&[])).unwrap_err().0.join("\n");
+        for needle in [
+            "redis.url: must start with",
+            "give either redis.url or redis.cluster_nodes",
+            "redis.cluster_nodes: \"127.0.0.1\" is not host:port",
+            "redis.key_prefix:",
+            "limits.preset: unknown variant `extreme`",
+            "limits.country_send.window: must be set",
+            "limits.ip_send: unknown field `limt`",
+            "limits.sms_deny:",
+            "limits.prefix_digits: must be 2..=15",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
     fn delivery_defaults_to_the_outbox_for_both_channels() {
         let c = Config::from_sources("", env(&[])).unwrap();
         assert_eq!(c.providers_in_use(), ["outbox"]);
@@ -967,6 +1245,55 @@ mod tests {
         assert!(err.0[0].starts_with("delivery.origin:"), "{:?}", err.0);
         let err = Config::from_sources("[delivery]\nprovider = \"webhook\"", env(&[])).unwrap_err();
         assert_eq!(err.0, ["webhook.url: required, an http(s) URL; got \"\""]);
+    }
+
+    #[test]
+    fn scylla_is_selected_by_store_kind_and_every_problem_is_named() {
+        let c = Config::from_sources(
+            "[store]\nkind = \"scylla\"\n[scylla]\ncontact_points = [\"10.0.0.7:9042\", \"scylla-2:9042\"]\n\
+             local_datacenter = \"eu-west\"\nusername = \"otpd\"\n",
+            env(&[("OTPD_SCYLLA__PASSWORD", "env-only-scylla-password")]),
+        )
+        .unwrap();
+        assert_eq!(c.store.kind, "scylla");
+        assert_eq!(c.scylla.keyspace, "otpd");
+        assert_eq!(c.scylla.consistency, "LOCAL_QUORUM", "writes that must not be lost");
+        assert_eq!(c.scylla.audit_retention.0, Duration::from_secs(90 * 86_400));
+        assert_eq!(c.scylla.password.as_ref().unwrap().0, "env-only-scylla-password");
+        assert!(!format!("{c:?}").contains("env-only-scylla-password"), "check-config never prints it");
+
+        // With the embedded store the section's values are not checked (its keys still are).
+        assert!(Config::from_sources("[scylla]\nconsistency = \"MAYBE\"", env(&[])).is_ok());
+        let text = r#"
+            [store]
+            kind = "scylla"
+            [scylla]
+            contact_points = ["nohost"]
+            keyspace = "Bad-Name"
+            consistency = "MAYBE"
+            serial_consistency = "QUORUM"
+            username = "otpd"
+            tls_ca_file = "/etc/ca.pem"
+            audit_retention = "1h"
+            replication_factor = 0
+        "#;
+        let err = Config::from_sources(text, env(&[])).unwrap_err();
+        let all = err.0.join("\n");
+        for needle in [
+            "scylla.contact_points: \"nohost\" is not host:port",
+            "scylla.keyspace: must be lower-case",
+            "scylla.consistency: must be one of",
+            "scylla.serial_consistency: must be LOCAL_SERIAL or SERIAL",
+            "scylla: set both scylla.username and scylla.password",
+            "scylla: tls_* keys are set but scylla.tls is false",
+            "scylla.audit_retention: must be between 1 day and 20 years",
+            "scylla.replication_factor: must be 1..=10, got 0",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(err.0.len(), 8, "{all}");
+        let err = Config::from_sources("[store]\nkind = \"cassandra\"", env(&[])).unwrap_err();
+        assert_eq!(err.0, ["store.kind: must be \"embedded\" or \"scylla\", got \"cassandra\""]);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! * [`server`]: wiring a [`config::Config`] into a running node;
 //! * [`http`]: the hyper front end: routes, wire types, problem+json;
 //! * [`tokens`]: JWT access tokens and the JWKS;
-//! * [`store`]: storage adapters (embedded LSM tree, fjall);
+//! * [`store`]: storage adapters (embedded LSM tree, fjall; ScyllaDB); [`limits`]: limiter
+//!   adapters (in-process, Redis);
 //! * [`delivery`]: notifier adapters (development outbox);
 //! * [`secrets`]: generated or configured node secrets;
 //! * [`metrics`]: the metric catalogue, the Prometheus recorder, sampled gauges;
@@ -14,6 +15,7 @@ pub mod audit_cmd;
 pub mod config;
 pub mod delivery;
 pub mod http;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod secrets;

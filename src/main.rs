@@ -37,10 +37,26 @@ enum Command {
     },
     /// Check the configuration and print the effective values (secrets redacted).
     CheckConfig,
+    /// Print the OpenAPI 3.1 document of the API (what `GET /openapi.json` serves).
+    Openapi {
+        /// The API reference in Markdown (docs/api-reference.md) instead.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Create or upgrade the ScyllaDB schema (`store.kind = "scylla"`), then exit.
+    Migrate,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Openapi { markdown }) = cli.command {
+        // Needs no configuration: the document is the same for every node.
+        match markdown {
+            true => print!("{}", otpd::http::openapi::markdown()),
+            false => print!("{}", String::from_utf8_lossy(&otpd::http::openapi::json())),
+        }
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -79,6 +95,17 @@ fn main() -> ExitCode {
             println!("{config:#?}");
             ExitCode::SUCCESS
         }
+        Command::Openapi { .. } => unreachable!("handled before the configuration is loaded"),
+        Command::Migrate => match runtime.block_on(otpd::store::scylla::migrate_command(&config)) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("otpd migrate: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -1,8 +1,8 @@
 //! Wiring: from a [`Config`] to a running node, and back down again.
 //!
-//! [`start`] builds every piece in dependency order (secrets → store → limiter → delivery
-//! (providers + dispatcher) → engine (which starts the dispatcher actor) → tokens → listener)
-//! and returns a [`Node`] handle; [`run`] is what `otpd run` calls.
+//! [`start`] builds every piece in dependency order (secrets → store → limiter (in-process or
+//! Redis) → delivery (providers + dispatcher) → engine (which starts the dispatcher actor) →
+//! tokens → listener) and returns a [`Node`] handle; [`run`] is what `otpd run` calls.
 //! Tests call [`start`] with a manual clock and port 0.
 
 use std::future::Future;
@@ -17,8 +17,7 @@ use otpd_actors::devices::DevicePolicy;
 use otpd_actors::dispatch::DispatchHandle;
 use otpd_actors::identifier::Normalizer;
 use otpd_actors::keys::Keys;
-use otpd_actors::limiter::{LimitPolicy, LocalLimiter, WindowLimit};
-use otpd_actors::metered::MeteredStore;
+use otpd_actors::limits::LimitPolicy;
 use otpd_actors::shard::ShardConfig;
 use otpd_actors::{Engine, EngineConfig, EnginePorts};
 use tokio::net::TcpListener;
@@ -27,9 +26,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::http::App;
-use crate::http::routes::ReadinessCheck;
+use crate::http::routes::{DegradationCheck, ReadinessCheck};
+use crate::limits::{LimiterHealth, Limits};
 use crate::secrets;
-use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::store::Store;
 use crate::tokens::TokenService;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,8 @@ pub enum StartupError {
     Config(String),
     #[error("engine: {0}")]
     Engine(String),
+    #[error("limiter: {0}")]
+    Limits(String),
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: SocketAddr, error: std::io::Error },
 }
@@ -60,7 +62,8 @@ pub struct Node {
     /// The delivery dispatcher: stats, provider health.
     pub delivery: DispatchHandle,
     pub admin_token: String,
-    store: Arc<EmbeddedStore>,
+    store: Store,
+    limits: Limits,
     stop: Option<oneshot::Sender<()>>,
     serving: JoinHandle<()>,
     admin: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
@@ -78,6 +81,7 @@ impl Node {
         }
         let _ = (&mut self.serving).await;
         self.engine.stop().await;
+        self.limits.stop().await;
         self.store.close();
         tracing::info!("node stopped");
     }
@@ -86,9 +90,14 @@ impl Node {
         format!("http://{}", self.addr)
     }
 
-    /// The embedded store (closing it makes the node unready and its writes fail).
-    pub fn store(&self) -> &Arc<EmbeddedStore> {
+    /// The store the node runs on (closing it makes the node unready and its writes fail).
+    pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The shared limiter's health, when Redis is configured.
+    pub fn limiter_health(&self) -> Option<Arc<LimiterHealth>> {
+        self.limits.health()
     }
 }
 
@@ -120,56 +129,48 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, StartupError> {
 }
 
 pub fn limit_policy(config: &Config) -> LimitPolicy {
-    LimitPolicy {
-        resend_cooldown: config.otp.resend_cooldown.0,
-        identifier_sends: WindowLimit { limit: config.otp.max_sends_per_window, window: config.otp.send_window.0 },
-    }
+    crate::limits::policy(config)
 }
 
 /// Everything a node is made of except its listener: what benchmarks drive in-process.
 pub struct Assembly {
     pub app: Arc<App>,
     pub engine: Engine,
-    pub store: Arc<EmbeddedStore>,
+    pub store: Store,
     pub outbox_path: PathBuf,
     /// The delivery dispatcher: stats, provider health.
     pub delivery: DispatchHandle,
     pub admin_token: String,
+    /// The limiter (in-process or Redis) and its health.
+    pub limits: Limits,
 }
 
 impl Assembly {
-    /// Stops the actor tree and closes the store.
+    /// Stops the actor tree, the limiter's background work and closes the store.
     pub async fn shutdown(self) {
         self.engine.stop().await;
+        self.limits.stop().await;
         self.store.close();
     }
 }
 
-/// Builds every piece of a node in dependency order: secrets → store → limiter → delivery
-/// (providers + dispatcher) → engine (which starts the dispatcher actor) → tokens → the HTTP
-/// application.
+/// Builds every piece of a node in dependency order: secrets → store → limiter (in-process or
+/// Redis) → delivery (providers + dispatcher) → engine (which starts the dispatcher actor) →
+/// tokens → the HTTP application.
 pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly, StartupError> {
     // First: every metrics handle created from here on records into it.
     let prometheus = crate::metrics::install();
     let secrets = secrets::load_or_create(config)?;
 
-    let store = EmbeddedStore::open(
-        &config.store_path(),
-        EmbeddedOptions {
-            group_commit_max: config.store.group_commit_max,
-            queue_capacity: config.store.queue_capacity,
-            cache_bytes: config.store.cache_bytes,
-        },
-    )
-    .map_err(|e| StartupError::Store(e.to_string()))?;
+    let store = Store::open(config).await.map_err(StartupError::Store)?;
     // Every port call timed and its failures counted, whatever the store.
-    let metered = Arc::new(MeteredStore::new("embedded", store.clone()));
+    let ports = store.ports();
 
-    let limiter = Arc::new(LocalLimiter::new(limit_policy(config)));
-    limiter.spawn_sweeper(clock.clone(), Duration::from_secs(64));
+    let limits = Limits::start(config, &secrets.master, clock.clone()).await.map_err(StartupError::Limits)?;
+    let limiter = limits.limiter.clone();
 
     let outbox_path = config.outbox_path();
-    let delivery = crate::delivery::start(config, clock.clone(), metered.clone()).map_err(|e| match e {
+    let delivery = crate::delivery::start(config, clock.clone(), ports.audit.clone()).map_err(|e| match e {
         crate::delivery::DeliveryError::Outbox { path, error } => StartupError::Outbox { path, error },
         crate::delivery::DeliveryError::Setup(e) => StartupError::Delivery(e),
     })?;
@@ -182,11 +183,12 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         tokio::task::spawn_blocking(move || n.warm()).await.map_err(|e| StartupError::Engine(e.to_string()))?;
     }
 
+    let census = ports.census.clone();
     let ports = EnginePorts {
-        users: metered.clone(),
-        sessions: metered.clone(),
-        devices: metered.clone(),
-        audit: metered.clone(),
+        users: ports.users,
+        sessions: ports.sessions,
+        devices: ports.devices,
+        audit: ports.audit,
         limiter,
         notifier: Arc::new(delivery.clone()),
     };
@@ -198,12 +200,16 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
 
     let store_check = store.clone();
     let delivery_check = delivery.clone();
-    let readiness: Vec<ReadinessCheck> = vec![
-        ("store", Arc::new(move || store_check.check().map_err(|e| e.to_string()))),
+    let mut readiness: Vec<ReadinessCheck> = vec![("store", Arc::new(move || store_check.check()))];
+    let mut degradations: Vec<DegradationCheck> = Vec::new();
+    match limits.health() {
+        // Redis unreachable degrades the node (the in-process limiter stands in) but never
+        // makes it unready: see ARCHITECTURE.md.
+        Some(health) => degradations.push(("limiter", Arc::new(move || health.reason()))),
         // The in-process limiter is memory in this process: it cannot be unreachable.
-        ("limiter", Arc::new(|| Ok(()))),
-        ("delivery", Arc::new(move || delivery_check.check())),
-    ];
+        None => readiness.push(("limiter", Arc::new(|| Ok(())))),
+    }
+    readiness.push(("delivery", Arc::new(move || delivery_check.check())));
     let app = Arc::new(App {
         engine: engine.clone(),
         tokens,
@@ -212,18 +218,19 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         trusted_proxies: config.http.trusted_proxies.clone(),
         admin_token: secrets.admin_token.clone(),
         readiness,
+        degradations,
         delivery: Some(delivery.clone()),
         observe: crate::metrics::Observe {
             prometheus,
             http: crate::metrics::HttpMetrics::new(),
-            census: Some(metered.clone()),
+            census,
             metrics_on_main: config.admin.metrics_on_main,
             started_at,
         },
     });
     // Ends by itself once the app is dropped (the node stopped).
     crate::metrics::spawn_refresher(&app, config.admin.refresh_interval.0);
-    Ok(Assembly { app, engine, store, outbox_path, delivery, admin_token: secrets.admin_token })
+    Ok(Assembly { app, engine, store, outbox_path, delivery, admin_token: secrets.admin_token, limits })
 }
 
 /// Builds and starts a node. The listener is bound before this returns, so `addr` is live.
@@ -250,7 +257,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-    let Assembly { app, engine, store, outbox_path, delivery, admin_token } = assembly;
+    let Assembly { app, engine, store, outbox_path, delivery, admin_token, limits } = assembly;
     let admin = admin_listener.map(|listener| {
         let (stop, stopped) = oneshot::channel::<()>();
         let app = app.clone();
@@ -281,14 +288,26 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     tracing::info!(
         addr = %addr,
         data_dir = %config.node.data_dir.display(),
-        store = %config.store_path().display(),
+        store = %store.describe(&config),
         "otpd node listening"
     );
     if let Some(admin_addr) = admin_addr {
         tracing::info!(addr = %admin_addr, "admin listener (metrics, health, admin API)");
     }
     crate::delivery::log_routes(&config);
-    Ok(Node { addr, admin_addr, engine, outbox_path, delivery, admin_token, store, stop: Some(stop), serving, admin })
+    Ok(Node {
+        addr,
+        admin_addr,
+        engine,
+        outbox_path,
+        delivery,
+        admin_token,
+        store,
+        limits,
+        stop: Some(stop),
+        serving,
+        admin,
+    })
 }
 
 /// Runs a node with the system clock until `signal` completes.

@@ -244,7 +244,7 @@ impl Engine {
         let now = self.now();
         let subject = self.inner.keys.device_subject(device_id.0.as_bytes());
         trail.step = "limit";
-        self.limit(LimitAction::Verify(Purpose::DeviceLogin), subject, ctx, now).await?;
+        self.limit(LimitAction::Verify(Purpose::DeviceLogin), subject, None, ctx, now).await?;
 
         trail.step = "device";
         let device = self.inner.ports.devices.device(device_id).await.map_err(unavailable)?;

@@ -42,7 +42,8 @@ use crate::keys::{IdentHash, Keys};
 use crate::metrics::{EngineMetrics, OtpStats};
 use crate::ports::{
     AuditEvent, AuditLog, AuditOutcome, AuthMethod, Decision, DeviceStore, InsertUser, LimitAction, LimitRequest,
-    Limiter, Notifier, NotifyError, OutboundMessage, Session, SessionId, SessionStore, User, UserId, UserStore,
+    LimitRule, Limiter, Notifier, NotifyError, OutboundMessage, Session, SessionId, SessionStore, SmsTarget, User,
+    UserId, UserStore,
 };
 use crate::refresh::RefreshToken;
 use crate::shard::{ChallengeKey, ShardActor, ShardConfig, ShardMsg, ShardStats};
@@ -272,7 +273,8 @@ impl Engine {
     ) -> Result<SendReceipt, EngineError> {
         let now = self.now();
         trail.step = "limit";
-        self.limit(LimitAction::Send(Purpose::Register), ident, ctx, now).await?;
+        let sms = SmsTarget::of(&reg.identifier);
+        self.limit(LimitAction::Send(Purpose::Register), ident, sms, ctx, now).await?;
 
         trail.step = "account";
         let users = &self.inner.ports.users;
@@ -366,7 +368,8 @@ impl Engine {
     ) -> Result<SendReceipt, EngineError> {
         let now = self.now();
         trail.step = "limit";
-        self.limit(LimitAction::Send(purpose), ident, ctx, now).await?;
+        let action = if resend { LimitAction::Resend(purpose) } else { LimitAction::Send(purpose) };
+        self.limit(action, ident, SmsTarget::of(identifier), ctx, now).await?;
 
         trail.step = "account";
         let user = self.inner.ports.users.user_by_identifier(&ident).await.map_err(unavailable)?;
@@ -468,7 +471,7 @@ impl Engine {
     ) -> Result<Grant, EngineError> {
         let now = self.now();
         trail.step = "limit";
-        self.limit(LimitAction::Verify(purpose), ident, ctx, now).await?;
+        self.limit(LimitAction::Verify(purpose), ident, None, ctx, now).await?;
 
         trail.step = "challenge";
         let attempt = self.inner.config.code.normalise_attempt(code);
@@ -588,15 +591,19 @@ impl Engine {
         &self,
         action: LimitAction,
         ident: IdentHash,
+        sms: Option<SmsTarget>,
         ctx: &RequestContext,
         now: Timestamp,
     ) -> Result<(), EngineError> {
-        let req = LimitRequest { action, ident, client_ip: ctx.client_ip, now };
+        let req = LimitRequest { action, ident, client_ip: ctx.client_ip, sms, now };
         let started = std::time::Instant::now();
         let decision = self.inner.ports.limiter.check(&req).await;
         self.inner.metrics.limit(action, &decision, started.elapsed());
         match decision {
             Ok(Decision::Allow) => Ok(()),
+            Ok(Decision::Deny { rule: LimitRule::DestinationNotAllowed, .. }) => {
+                Err(EngineError::DestinationNotAllowed)
+            }
             Ok(Decision::Deny { rule, retry_after }) => Err(EngineError::Limited { rule, retry_after }),
             Err(e) => Err(EngineError::Unavailable(e.to_string())),
         }

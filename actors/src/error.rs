@@ -17,6 +17,9 @@ pub enum EngineError {
     InvalidInput(String),
     #[error("too many requests ({})", rule.as_str())]
     Limited { rule: LimitRule, retry_after: Duration },
+    /// The SMS destination lists refuse this number's country or range.
+    #[error("codes are not sent by SMS to this country or number range")]
+    DestinationNotAllowed,
     #[error("the code is not correct")]
     InvalidCode { attempts_left: u8 },
     #[error("the code has expired; request a new one")]

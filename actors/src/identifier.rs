@@ -12,7 +12,7 @@
 //! its 100-entry regex cache holds (measured on the 2-core reference machine; see
 //! ARCHITECTURE.md). So a number passes three layers:
 //!
-//! 1. a shape check (`+` then 8–15 digits, or a national number of 4–15 digits) that costs
+//! 1. a shape check (`+` then 7–15 digits, or a national number of 4–15 digits) that costs
 //!    nanoseconds and rejects garbage before anything else runs;
 //! 2. a bounded verdict cache keyed by the digits, so a number seen before never reaches the
 //!    crate again;
@@ -90,10 +90,17 @@ pub enum IdentifierError {
     Email(&'static str),
 }
 
-/// Longest raw input looked at; anything longer is refused before any parsing.
-const MAX_RAW_PHONE: usize = 32;
-/// RFC 5321 limit on a forward path.
-const MAX_EMAIL: usize = 254;
+/// Fewest digits of an international number (country code included). The shortest assigned
+/// numbers have 7 (Niue, Saint Helena, some Austrian numbers): a shorter minimum would refuse
+/// the normalised form of a valid number (found by `fuzz/` with `0043 0 12334` → `+4312334`).
+pub const MIN_INTERNATIONAL_DIGITS: usize = 7;
+
+/// Longest raw input looked at (bytes, surrounding spaces included); anything longer is
+/// refused before any parsing. Part of the API contract (the phone fields' `maxLength`).
+pub const MAX_RAW_PHONE: usize = 32;
+/// RFC 5321 limit on a forward path (bytes, surrounding spaces included). Part of the API
+/// contract (the e-mail fields' `maxLength`).
+pub const MAX_EMAIL: usize = 254;
 
 /// A phone number's verdict as cached: its E.164 digits and country code, or invalid.
 #[derive(Clone, Copy, Debug)]
@@ -169,16 +176,28 @@ impl Normalizer {
             true => None,
             false => Some(self.default_region.ok_or(IdentifierError::PhoneNoRegion)?),
         };
-        let text = shape.text();
-        let Ok(number) = phonenumber::parse(region, &text) else {
+        let Some((e164, country_code)) = Self::crate_verdict(region, &shape.text()) else {
             return Ok(Verdict(None));
         };
-        if !phonenumber::is_valid(&number) {
+        // The normal form must normalise to itself, or an account created under one spelling
+        // could not log in with its own E.164 number. Two ways it did not (found by `fuzz/`):
+        // a normal form shorter than the shape check allows, and a number the crate accepts
+        // through an international dialling prefix (US `011 7 8452…`) but not as E.164.
+        let itself = PhoneShape::parse(&e164).ok().and_then(|s| Self::crate_verdict(None, &s.text()));
+        if itself.as_ref().map(|(again, _)| again) != Some(&e164) {
             return Ok(Verdict(None));
         }
-        let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
         let digits = e164.strip_prefix('+').and_then(|d| d.parse::<u64>().ok());
-        Ok(Verdict(digits.map(|d| (d, number.code().value()))))
+        Ok(Verdict(digits.map(|d| (d, country_code))))
+    }
+
+    /// The crate's E.164 form and country code of a valid number.
+    fn crate_verdict(region: Option<phonenumber::country::Id>, text: &str) -> Option<(String, u16)> {
+        let number = phonenumber::parse(region, text).ok()?;
+        if !phonenumber::is_valid(&number) {
+            return None;
+        }
+        Some((number.format().mode(phonenumber::Mode::E164).to_string(), number.code().value()))
     }
 
     pub fn email(&self, raw: &str) -> Result<Identifier, IdentifierError> {
@@ -198,12 +217,13 @@ impl PhoneShape {
     /// Accepts `+` or `00` for international numbers, digits, and the separators people type
     /// (space, `-`, `.`, `(`, `)`); nothing else.
     fn parse(raw: &str) -> Result<Self, IdentifierError> {
+        // The bound applies to the input as sent, so that it is exactly the published limit.
+        if raw.len() > MAX_RAW_PHONE {
+            return Err(IdentifierError::PhoneShape("too long"));
+        }
         let raw = raw.trim();
         if raw.is_empty() {
             return Err(IdentifierError::PhoneShape("empty"));
-        }
-        if raw.len() > MAX_RAW_PHONE {
-            return Err(IdentifierError::PhoneShape("too long"));
         }
         let (international, rest) = if let Some(r) = raw.strip_prefix('+') {
             (true, r)
@@ -228,8 +248,8 @@ impl PhoneShape {
             }
         }
         if international {
-            if len < 8 {
-                return Err(IdentifierError::PhoneShape("fewer than 8 digits"));
+            if len < MIN_INTERNATIONAL_DIGITS {
+                return Err(IdentifierError::PhoneShape("fewer than 7 digits"));
             }
             if digits[0] == b'0' {
                 return Err(IdentifierError::PhoneShape("country code cannot start with 0"));
@@ -260,12 +280,13 @@ impl PhoneShape {
 }
 
 fn normalise_email(raw: &str) -> Result<String, IdentifierError> {
+    // The bound applies to the input as sent, so that it is exactly the published limit.
+    if raw.len() > MAX_EMAIL {
+        return Err(IdentifierError::Email("longer than 254 characters"));
+    }
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(IdentifierError::Email("empty"));
-    }
-    if trimmed.len() > MAX_EMAIL {
-        return Err(IdentifierError::Email("longer than 254 characters"));
     }
     // Quoted local parts, comments and display names are legal in RFC 5322 but have no place
     // in a login identifier; refusing them keeps one spelling per mailbox.
@@ -324,6 +345,26 @@ mod tests {
             assert!(matches!(n.phone(raw), Err(IdentifierError::PhoneShape(_))), "{raw:?}");
         }
         assert!(matches!(n.phone(&"1".repeat(40)), Err(IdentifierError::PhoneShape(_))));
+        // The length bound counts surrounding spaces: it is the API's published `maxLength`.
+        let padded = format!("{:>33}", "+12025550123");
+        assert_eq!(n.phone(&padded), Err(IdentifierError::PhoneShape("too long")));
+        assert!(n.phone(&format!("{:>32}", "+12025550123")).is_ok());
+    }
+
+    /// Found by `fuzz/` (target `identifier`): the trunk `0` after Austria's country code is
+    /// dropped, leaving 7 digits, which the shape check used to refuse: an account created
+    /// with `0043 0 12334` could not log in as `+4312334`.
+    #[test]
+    fn the_normal_form_normalises_to_itself() {
+        let n = n();
+        let id = n.phone("00430 12334").unwrap();
+        assert_eq!(id.as_str(), "+4312334");
+        assert_eq!(n.phone(id.as_str()), Ok(id));
+        // With region US, `011` is the international dialling prefix: the crate accepted
+        // `011 7 845 274 9319` as `+78452749319` but refuses that E.164 form itself. Every
+        // spelling now gets the same answer.
+        assert_eq!(n.phone("01178452749319"), Err(IdentifierError::PhoneInvalid));
+        assert_eq!(n.phone("+78452749319"), Err(IdentifierError::PhoneInvalid));
     }
 
     #[test]
@@ -364,6 +405,8 @@ mod tests {
         }
         assert!(n.email(&format!("{}@example.com", "a".repeat(65))).is_err());
         assert!(n.email(&format!("a@{}.com", "b".repeat(260))).is_err());
+        assert!(n.email(&format!("{:>255}", "a@example.com")).is_err(), "surrounding spaces count");
+        assert!(n.email(&format!("{:>254}", "a@example.com")).is_ok());
     }
 
     #[test]

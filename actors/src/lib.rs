@@ -9,7 +9,8 @@
 //! * [`supervisor`] and [`shard`]: the actor tree holding live challenges;
 //! * [`challenge`] and [`code`]: the state machine and the code rules it enforces;
 //! * [`identifier`] and [`keys`]: normalisation and keyed hashing of identifiers;
-//! * [`ports`]: the traits adapters implement; [`limiter`]: the in-process limiter;
+//! * [`ports`]: the traits adapters implement; [`limits`]: the anti-abuse rules every limiter
+//!   applies; [`limiter`]: the in-process limiter;
 //! * [`dispatch`]: the delivery dispatcher (queue, batches, retries, breakers, failover) and
 //!   the provider port its adapters implement;
 //! * [`refresh`]: the refresh-token format; [`clock`]: time as an argument;
@@ -29,6 +30,7 @@ pub mod error;
 pub mod identifier;
 pub mod keys;
 pub mod limiter;
+pub mod limits;
 pub mod metered;
 pub mod metrics;
 pub mod ports;

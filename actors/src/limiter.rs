@@ -1,10 +1,8 @@
-//! The in-process [`Limiter`]: cooldowns and send caps for a single node.
+//! The in-process [`Limiter`]: every rule of [`crate::limits`] for a single node.
 //!
-//! Rules (both per identifier, both from [`LimitPolicy`]):
-//! * **resend cooldown**: after a code is sent for (identifier, purpose), no other code for
-//!   that pair until the cooldown has passed;
-//! * **identifier sends**: at most `limit` codes per identifier (all purposes together) in a
-//!   window that opens with the first send.
+//! It is the embedded default, and the fallback of the Redis limiter while Redis is
+//! unreachable (which also feeds it every decision it allowed, through [`LocalLimiter::record`],
+//! so that a node that falls back still remembers what it let through itself).
 //!
 //! All state sits behind one `parking_lot` mutex: a decision is a few hash-map operations
 //! (~100 ns), so at 50 k decisions/s the lock is held about 0.5 % of the time, and one lock makes
@@ -12,61 +10,35 @@
 //! buckets so that the sweeper, which drops expired entries, holds the lock for 1/64 of the
 //! entries at a time instead of stalling requests behind a full scan.
 
+use std::hash::BuildHasher;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
-use crate::challenge::Purpose;
 use crate::clock::{Clock, Timestamp};
-use crate::keys::IdentHash;
-use crate::ports::{Decision, LimitAction, LimitRequest, LimitRule, Limiter, LimiterError};
+use crate::limits::{Check, CheckKind, Subject, plan, strongest};
+pub use crate::limits::{LimitPolicy, Rule};
+use crate::ports::{Decision, LimitRequest, LimitRule, Limiter, LimiterError};
 
-/// A count within a window that opens with the first event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WindowLimit {
-    pub limit: u32,
-    pub window: Duration,
-}
+/// A counter or a cooldown: one rule applied to one subject.
+type Key = (LimitRule, Subject);
 
-/// The rules the in-process limiter enforces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LimitPolicy {
-    pub resend_cooldown: Duration,
-    pub identifier_sends: WindowLimit,
-}
-
-impl Default for LimitPolicy {
-    fn default() -> Self {
-        LimitPolicy {
-            resend_cooldown: Duration::from_secs(30),
-            identifier_sends: WindowLimit { limit: 5, window: Duration::from_secs(600) },
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Key {
-    Cooldown(IdentHash, Purpose),
-    Sends(IdentHash),
-}
-
-impl Key {
-    fn bucket(&self) -> usize {
-        let ident = match self {
-            Key::Cooldown(i, _) | Key::Sends(i) => i,
-        };
-        (ident.0[0] as usize) % BUCKETS
-    }
-}
-
-/// Until when an entry matters, and (for windows) how many events it has seen.
-#[derive(Clone, Copy, Debug)]
+/// Until when an entry matters, how many events its window has seen, and until when it is
+/// blocked. A cooldown uses `until` only.
+#[derive(Clone, Copy, Debug, Default)]
 struct Entry {
     until: Timestamp,
     count: u32,
+    blocked_until: Timestamp,
+}
+
+impl Entry {
+    fn expires(&self) -> Timestamp {
+        self.until.max(self.blocked_until)
+    }
 }
 
 const BUCKETS: usize = 64;
@@ -74,6 +46,20 @@ const BUCKETS: usize = 64;
 struct State {
     buckets: Vec<FxHashMap<Key, Entry>>,
     next_sweep: usize,
+}
+
+impl State {
+    fn bucket(key: &Key) -> usize {
+        (FxBuildHasher.hash_one(key) as usize) % BUCKETS
+    }
+
+    fn get(&self, key: &Key) -> Option<Entry> {
+        self.buckets[Self::bucket(key)].get(key).copied()
+    }
+
+    fn entry(&mut self, key: Key) -> &mut Entry {
+        self.buckets[Self::bucket(&key)].entry(key).or_default()
+    }
 }
 
 pub struct LocalLimiter {
@@ -87,33 +73,56 @@ impl LocalLimiter {
         LocalLimiter { policy, state: Mutex::new(State { buckets, next_sweep: 0 }) }
     }
 
+    pub fn policy(&self) -> &LimitPolicy {
+        &self.policy
+    }
+
     /// The decision, made and recorded under one lock.
     pub fn decide(&self, req: &LimitRequest) -> Decision {
-        let LimitAction::Send(purpose) = req.action else {
-            return Decision::Allow;
-        };
-        let now = req.now;
-        let cooldown = Key::Cooldown(req.ident, purpose);
-        let sends = Key::Sends(req.ident);
+        match plan(&self.policy, req) {
+            Ok(checks) => self.decide_checks(&checks, req.now),
+            Err(decision) => decision,
+        }
+    }
+
+    /// Applies planned checks: check every one (blocking the windows that trip), then, if none
+    /// denied, record every one.
+    pub fn decide_checks(&self, checks: &[Check], now: Timestamp) -> Decision {
         let mut state = self.state.lock();
-        let live = |state: &State, key: &Key| state.buckets[key.bucket()].get(key).copied().filter(|e| e.until > now);
-
-        if let Some(e) = live(&state, &cooldown) {
-            return Decision::Deny { rule: LimitRule::ResendCooldown, retry_after: now.until(e.until) };
+        let mut denials = Vec::new();
+        for check in checks {
+            let key = (check.rule, check.subject);
+            let wait_until = match check.kind {
+                CheckKind::Cooldown(_) => state.get(&key).map(|e| e.until).filter(|u| *u > now),
+                CheckKind::Window(rule) => match state.get(&key) {
+                    Some(e) if e.blocked_until > now => Some(e.blocked_until),
+                    Some(e) if e.until > now && e.count >= rule.limit => {
+                        if rule.block.is_zero() {
+                            Some(e.until)
+                        } else {
+                            let blocked_until = now.plus(rule.block).max(e.until);
+                            state.entry(key).blocked_until = blocked_until;
+                            Some(blocked_until)
+                        }
+                    }
+                    _ => None,
+                },
+            };
+            if let Some(until) = wait_until {
+                denials.push((check.rule, now.until(until)));
+            }
         }
-        let window = live(&state, &sends);
-        if let Some(e) = window.filter(|e| e.count >= self.policy.identifier_sends.limit) {
-            return Decision::Deny { rule: LimitRule::IdentifierSends, retry_after: now.until(e.until) };
+        if let Some(denied) = strongest(denials) {
+            return denied;
         }
-
-        state.buckets[cooldown.bucket()]
-            .insert(cooldown, Entry { until: now.plus(self.policy.resend_cooldown), count: 1 });
-        let next = match window {
-            Some(e) => Entry { until: e.until, count: e.count + 1 },
-            None => Entry { until: now.plus(self.policy.identifier_sends.window), count: 1 },
-        };
-        state.buckets[sends.bucket()].insert(sends, next);
+        record_all(&mut state, checks, now);
         Decision::Allow
+    }
+
+    /// Records checks as allowed without checking them: what another authority (Redis)
+    /// decided, so that this limiter can take over with the node's own history.
+    pub fn record(&self, checks: &[Check], now: Timestamp) {
+        record_all(&mut self.state.lock(), checks, now);
     }
 
     /// Drops the expired entries of one bucket; call repeatedly to cover them all.
@@ -123,7 +132,7 @@ impl LocalLimiter {
         state.next_sweep = (i + 1) % BUCKETS;
         let bucket = &mut state.buckets[i];
         let before = bucket.len();
-        bucket.retain(|_, e| e.until > now);
+        bucket.retain(|_, e| e.expires() > now);
         if bucket.capacity() > 4 * bucket.len().max(64) {
             bucket.shrink_to_fit();
         }
@@ -156,6 +165,20 @@ impl LocalLimiter {
     }
 }
 
+fn record_all(state: &mut State, checks: &[Check], now: Timestamp) {
+    for check in checks {
+        let entry = state.entry((check.rule, check.subject));
+        match check.kind {
+            CheckKind::Cooldown(cooldown) => entry.until = now.plus(cooldown),
+            CheckKind::Window(_) if entry.until > now => entry.count += 1,
+            CheckKind::Window(rule) => {
+                entry.until = now.plus(rule.window);
+                entry.count = 1;
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Limiter for LocalLimiter {
     async fn check(&self, req: &LimitRequest) -> Result<Decision, LimiterError> {
@@ -166,13 +189,26 @@ impl Limiter for LocalLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::challenge::Purpose;
+    use crate::keys::IdentHash;
+    use crate::ports::LimitAction;
 
     fn req(ident: u8, purpose: Purpose, now: u64) -> LimitRequest {
         LimitRequest {
             action: LimitAction::Send(purpose),
             ident: IdentHash([ident; 16]),
             client_ip: None,
+            sms: None,
             now: Timestamp::from_millis(now),
+        }
+    }
+
+    /// The backbone's two rules only: 30 s cooldown, 5 sends per 10 minutes.
+    fn backbone() -> LimitPolicy {
+        LimitPolicy {
+            resend_cooldown: Duration::from_secs(30),
+            identifier_sends: Rule::per(5, Duration::from_secs(600)),
+            ..LimitPolicy::off()
         }
     }
 
@@ -216,8 +252,8 @@ mod tests {
     }
 
     #[test]
-    fn verify_is_not_limited_here() {
-        let l = LocalLimiter::new(LimitPolicy::default());
+    fn verify_is_not_limited_by_the_backbone_rules() {
+        let l = LocalLimiter::new(backbone());
         let mut r = req(1, Purpose::Login, 0);
         r.action = LimitAction::Verify(Purpose::Login);
         for _ in 0..100 {
@@ -227,8 +263,19 @@ mod tests {
     }
 
     #[test]
+    fn recorded_decisions_count_like_own_ones() {
+        let l = LocalLimiter::new(backbone());
+        let r = req(1, Purpose::Login, 0);
+        l.record(&plan(l.policy(), &r).unwrap(), r.now);
+        assert_eq!(
+            l.decide(&req(1, Purpose::Login, 1_000)),
+            Decision::Deny { rule: LimitRule::ResendCooldown, retry_after: Duration::from_secs(29) }
+        );
+    }
+
+    #[test]
     fn sweeping_every_bucket_drops_expired_entries_only() {
-        let l = LocalLimiter::new(LimitPolicy::default());
+        let l = LocalLimiter::new(backbone());
         for ident in 0..=255u8 {
             l.decide(&req(ident, Purpose::Login, 0));
         }

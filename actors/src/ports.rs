@@ -423,10 +423,19 @@ pub trait CensusSource: Send + Sync + 'static {
 /// What a request wants to do, as far as limits are concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LimitAction {
-    /// Issue a code (first send or resend).
+    /// Issue a code (`/v1/register`, `/v1/login`).
     Send(Purpose),
+    /// Issue a new code through `/v1/otp/resend` (shares the cooldown of `Send(purpose)`).
+    Resend(Purpose),
     /// Check a code.
     Verify(Purpose),
+}
+
+impl LimitAction {
+    /// Whether the action sends a code.
+    pub fn sends(self) -> bool {
+        matches!(self, LimitAction::Send(_) | LimitAction::Resend(_))
+    }
 }
 
 /// Everything a limit can be keyed by.
@@ -435,16 +444,83 @@ pub struct LimitRequest {
     pub action: LimitAction,
     pub ident: IdentHash,
     pub client_ip: Option<IpAddr>,
+    /// The SMS recipient, for the number-prefix and country rules (`None` for e-mail).
+    pub sms: Option<SmsTarget>,
     pub now: Timestamp,
 }
 
-/// Which rule refused a request. The name is part of the API (the problem `code`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// An SMS recipient as the limits see it: its country calling code and the digits of its
+/// E.164 number (for number-prefix rules and the destination lists). `Debug` shows only the
+/// country: a phone number is personal data.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SmsTarget {
+    country_code: u16,
+    digits: u64,
+    len: u8,
+}
+
+impl SmsTarget {
+    /// The SMS target of a phone identifier; `None` for an e-mail address.
+    pub fn of(identifier: &Identifier) -> Option<SmsTarget> {
+        match identifier {
+            Identifier::Phone { e164, country_code } => Self::from_e164(e164, *country_code),
+            Identifier::Email(_) => None,
+        }
+    }
+
+    /// From `+<digits>` (at most 15 digits, as E.164 allows).
+    pub fn from_e164(e164: &str, country_code: u16) -> Option<SmsTarget> {
+        let digits = e164.strip_prefix('+')?;
+        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(SmsTarget { country_code, digits: digits.parse().ok()?, len: digits.len() as u8 })
+    }
+
+    pub fn country_code(&self) -> u16 {
+        self.country_code
+    }
+
+    /// The first `n` digits of the number, country code included (all of them if `n` is
+    /// longer than the number), as a value and a digit count.
+    pub fn prefix(&self, n: u8) -> (u64, u8) {
+        let n = n.min(self.len);
+        (self.digits / 10u64.pow(u32::from(self.len - n)), n)
+    }
+}
+
+impl fmt::Debug for SmsTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SmsTarget(+{}…)", self.country_code)
+    }
+}
+
+/// Which rule refused a request. The name is part of the API (the problem `code`); none of
+/// them depends on whether the identifier has an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LimitRule {
     /// A code was sent for this identifier and purpose too recently.
     ResendCooldown,
     /// Too many codes sent to this identifier within the window.
     IdentifierSends,
+    /// Too many login codes sent to this identifier.
+    IdentifierLogins,
+    /// Too many registration codes sent to this identifier.
+    IdentifierRegistrations,
+    /// Too many resends to this identifier.
+    IdentifierResends,
+    /// Too many codes checked for this identifier.
+    IdentifierVerifies,
+    /// Too many codes sent on behalf of this client IP address (IPv6: its /64).
+    IpSends,
+    /// Too many codes checked from this client IP address (IPv6: its /64).
+    IpVerifies,
+    /// Too many codes sent to numbers sharing this number's prefix.
+    PrefixSends,
+    /// Too many codes sent to this country.
+    CountrySends,
+    /// SMS to this country or number range is not allowed (destination lists).
+    DestinationNotAllowed,
 }
 
 impl LimitRule {
@@ -452,6 +528,15 @@ impl LimitRule {
         match self {
             LimitRule::ResendCooldown => "resend_cooldown",
             LimitRule::IdentifierSends => "identifier_send_limit",
+            LimitRule::IdentifierLogins => "identifier_login_limit",
+            LimitRule::IdentifierRegistrations => "identifier_register_limit",
+            LimitRule::IdentifierResends => "identifier_resend_limit",
+            LimitRule::IdentifierVerifies => "identifier_verify_limit",
+            LimitRule::IpSends => "ip_send_limit",
+            LimitRule::IpVerifies => "ip_verify_limit",
+            LimitRule::PrefixSends => "prefix_send_limit",
+            LimitRule::CountrySends => "country_send_limit",
+            LimitRule::DestinationNotAllowed => "destination_not_allowed",
         }
     }
 }

@@ -4,20 +4,23 @@
 //! contract. The embedded store runs them in `tests/`; the ScyllaDB and Redis adapters run the
 //! same functions, so "passes the conformance suite" means the same thing for all of them.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::challenge::Purpose;
 use crate::clock::Timestamp;
 use crate::device_key::{DeviceKey, KeyAlgorithm};
 use crate::identifier::Identifier;
 use crate::keys::IdentHash;
+use crate::limits::{LimitPolicy, NumberPrefix, Rule};
 use crate::ports::{
-    AuditEvent, AuditLog, AuditOutcome, AuthMethod, Census, CensusSource, Device, DeviceId, DeviceStore, InsertDevice,
-    InsertUser, Platform, RETIRED_REFRESH_DIGESTS, RevokeReason, Rotation, Session, SessionId, SessionStore, User,
-    UserId, UserStore,
+    AuditEvent, AuditLog, AuditOutcome, AuthMethod, Census, CensusSource, Decision, Device, DeviceId, DeviceStore,
+    InsertDevice, InsertUser, LimitAction, LimitRequest, LimitRule, Limiter, Platform, RETIRED_REFRESH_DIGESTS,
+    RevokeReason, Rotation, Session, SessionId, SessionStore, SmsTarget, User, UserId, UserStore,
 };
 
 fn user(n: u8, at: Timestamp) -> User {
@@ -386,4 +389,333 @@ pub async fn census<S: UserStore + SessionStore + CensusSource>(store: Arc<S>) {
         Rotation::Reused(_)
     ));
     assert_eq!(store.census(later(7302)).await.unwrap().unwrap().active_sessions, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limiters
+// ---------------------------------------------------------------------------------------------
+
+/// Limiters: every rule of `crate::limits` with its exact `Retry-After`, blocks, the
+/// destination lists, all-or-nothing recording across rules, and atomicity under concurrency.
+///
+/// `make(policy)` returns a fresh, empty limiter enforcing `policy`. Time is only ever the
+/// request's `now`, so an implementation whose store expires keys on its own clock must still
+/// decide by `now` (the suite jumps minutes and hours ahead in microseconds).
+pub async fn limiter<F, Fut>(make: F)
+where
+    F: Fn(LimitPolicy) -> Fut,
+    Fut: Future<Output = Arc<dyn Limiter>>,
+{
+    limiter_cooldown(make(cooldown_policy()).await).await;
+    limiter_identifier_window(
+        make(LimitPolicy { identifier_sends: Rule::per(3, MIN * 10), ..LimitPolicy::off() }).await,
+    )
+    .await;
+    limiter_per_action(
+        make(LimitPolicy {
+            identifier_logins: Rule::per(2, HOUR),
+            identifier_registrations: Rule::per(1, HOUR),
+            identifier_resends: Rule::per(1, HOUR),
+            identifier_verifies: Rule::per(3, HOUR),
+            ..LimitPolicy::off()
+        })
+        .await,
+    )
+    .await;
+    limiter_client_ip(
+        make(LimitPolicy {
+            ip_sends: Rule::per(2, MIN * 10),
+            ip_verifies: Rule::per(3, MIN * 10),
+            ..LimitPolicy::off()
+        })
+        .await,
+    )
+    .await;
+    limiter_blocks(
+        make(LimitPolicy { ip_sends: Rule::per(2, MIN).blocking(MIN * 10), ..LimitPolicy::off() }).await,
+        make(LimitPolicy { ip_sends: Rule::per(2, MIN).blocking(SEC * 5), ..LimitPolicy::off() }).await,
+    )
+    .await;
+    limiter_prefix_and_country(
+        make(LimitPolicy {
+            prefix_sends: Rule::per(2, HOUR),
+            country_sends: Rule::per(3, HOUR),
+            prefix_digits: 7,
+            ..LimitPolicy::off()
+        })
+        .await,
+    )
+    .await;
+    limiter_destination_lists(
+        make(LimitPolicy {
+            country_sends: Rule::per(1, HOUR),
+            sms_allow: vec![NumberPrefix::parse("+1").unwrap(), NumberPrefix::parse("+44").unwrap()],
+            sms_deny: vec![NumberPrefix::parse("+1876").unwrap()],
+            ..LimitPolicy::off()
+        })
+        .await,
+    )
+    .await;
+    limiter_all_or_nothing(make(LimitPolicy { ip_sends: Rule::per(2, MIN * 10), ..cooldown_policy() }).await).await;
+    limiter_longest_wait(make(LimitPolicy { identifier_sends: Rule::per(1, MIN * 10), ..cooldown_policy() }).await)
+        .await;
+    limiter_concurrency(
+        make(cooldown_policy()).await,
+        make(LimitPolicy { ip_sends: Rule::per(5, MIN * 10), ..LimitPolicy::off() }).await,
+    )
+    .await;
+}
+
+const SEC: Duration = Duration::from_secs(1);
+const MIN: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const T0: u64 = 1_700_000_000_000;
+
+fn cooldown_policy() -> LimitPolicy {
+    LimitPolicy { resend_cooldown: SEC * 30, ..LimitPolicy::off() }
+}
+
+/// A request `ms` milliseconds after the suite's epoch, from no IP, for no SMS number.
+fn lreq(action: LimitAction, ident: u8, ms: u64) -> LimitRequest {
+    LimitRequest {
+        action,
+        ident: IdentHash([ident; 16]),
+        client_ip: None,
+        sms: None,
+        now: Timestamp::from_millis(T0 + ms),
+    }
+}
+
+fn from_ip(mut r: LimitRequest, ip: &str) -> LimitRequest {
+    r.client_ip = Some(ip.parse().expect("a test IP address"));
+    r
+}
+
+fn to_number(mut r: LimitRequest, e164: &str, country_code: u16) -> LimitRequest {
+    r.sms = Some(SmsTarget::from_e164(e164, country_code).expect("a test number"));
+    r
+}
+
+fn deny(rule: LimitRule, wait: Duration) -> Decision {
+    Decision::Deny { rule, retry_after: wait }
+}
+
+const LOGIN: LimitAction = LimitAction::Send(Purpose::Login);
+const REGISTER: LimitAction = LimitAction::Send(Purpose::Register);
+const RESEND_LOGIN: LimitAction = LimitAction::Resend(Purpose::Login);
+const VERIFY_LOGIN: LimitAction = LimitAction::Verify(Purpose::Login);
+
+async fn expect(l: &Arc<dyn Limiter>, req: LimitRequest, want: Decision, what: &str) {
+    let got = l.check(&req).await.unwrap_or_else(|e| panic!("{what}: the limiter failed: {e}"));
+    assert_eq!(got, want, "{what}");
+}
+
+async fn limiter_cooldown(l: Arc<dyn Limiter>) {
+    let s = 1000;
+    expect(&l, lreq(LOGIN, 1, 0), Decision::Allow, "first login code").await;
+    expect(&l, lreq(LOGIN, 1, 10 * s), deny(LimitRule::ResendCooldown, SEC * 20), "second login code 10 s later").await;
+    expect(
+        &l,
+        lreq(RESEND_LOGIN, 1, 10 * s),
+        deny(LimitRule::ResendCooldown, SEC * 20),
+        "a resend shares the cooldown",
+    )
+    .await;
+    expect(&l, lreq(REGISTER, 1, 10 * s), Decision::Allow, "the cooldown is per purpose").await;
+    expect(&l, lreq(LOGIN, 2, 10 * s), Decision::Allow, "the cooldown is per identifier").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 10 * s), Decision::Allow, "checking a code is never cooled down").await;
+    expect(&l, lreq(LOGIN, 1, 30 * s - 1), deny(LimitRule::ResendCooldown, Duration::from_millis(1)), "1 ms left")
+        .await;
+    expect(&l, lreq(LOGIN, 1, 30 * s), Decision::Allow, "the cooldown ends after exactly 30 s").await;
+    expect(&l, lreq(RESEND_LOGIN, 1, 31 * s), deny(LimitRule::ResendCooldown, SEC * 29), "and restarts with the send")
+        .await;
+}
+
+async fn limiter_identifier_window(l: Arc<dyn Limiter>) {
+    let s = 1000;
+    expect(&l, lreq(LOGIN, 1, 0), Decision::Allow, "send 1").await;
+    expect(&l, lreq(RESEND_LOGIN, 1, 60 * s), Decision::Allow, "send 2 (a resend counts)").await;
+    expect(&l, lreq(REGISTER, 1, 120 * s), Decision::Allow, "send 3 (every purpose counts)").await;
+    expect(&l, lreq(LOGIN, 1, 180 * s), deny(LimitRule::IdentifierSends, SEC * 420), "send 4 waits for the window")
+        .await;
+    for i in 0..20 {
+        let got = l.check(&lreq(LOGIN, 1, (181 + i) * s)).await.unwrap();
+        assert!(matches!(got, Decision::Deny { rule: LimitRule::IdentifierSends, .. }), "refused again: {got:?}");
+    }
+    expect(&l, lreq(VERIFY_LOGIN, 1, 200 * s), Decision::Allow, "checking a code is not a send").await;
+    expect(&l, lreq(LOGIN, 1, 600 * s), Decision::Allow, "the window ends 10 minutes after its first send").await;
+    expect(&l, lreq(LOGIN, 1, 601 * s), Decision::Allow, "refusals were not counted").await;
+    expect(&l, lreq(LOGIN, 1, 602 * s), Decision::Allow, "three in the new window").await;
+    expect(&l, lreq(LOGIN, 1, 603 * s), deny(LimitRule::IdentifierSends, SEC * 597), "the new window opened at 600 s")
+        .await;
+    expect(&l, lreq(LOGIN, 2, 603 * s), Decision::Allow, "another identifier has its own window").await;
+}
+
+async fn limiter_per_action(l: Arc<dyn Limiter>) {
+    let s = 1000;
+    expect(&l, lreq(LOGIN, 1, 0), Decision::Allow, "login 1").await;
+    expect(&l, lreq(LOGIN, 1, s), Decision::Allow, "login 2").await;
+    expect(&l, lreq(LOGIN, 1, 2 * s), deny(LimitRule::IdentifierLogins, SEC * 3598), "login 3 of 2 per hour").await;
+    expect(&l, lreq(REGISTER, 1, 3 * s), Decision::Allow, "registrations count apart from logins").await;
+    expect(&l, lreq(REGISTER, 1, 4 * s), deny(LimitRule::IdentifierRegistrations, SEC * 3599), "registration 2 of 1")
+        .await;
+    expect(&l, lreq(RESEND_LOGIN, 1, 5 * s), Decision::Allow, "resends count apart from logins").await;
+    expect(
+        &l,
+        lreq(LimitAction::Resend(Purpose::Register), 1, 6 * s),
+        deny(LimitRule::IdentifierResends, SEC * 3599),
+        "resend 2 of 1 (every purpose)",
+    )
+    .await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 7 * s), Decision::Allow, "verify 1").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 8 * s), Decision::Allow, "verify 2").await;
+    expect(&l, lreq(LimitAction::Verify(Purpose::Register), 1, 9 * s), Decision::Allow, "verify 3 (every purpose)")
+        .await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 10 * s), deny(LimitRule::IdentifierVerifies, SEC * 3597), "verify 4 of 3").await;
+    expect(&l, lreq(LOGIN, 2, 10 * s), Decision::Allow, "another identifier, login").await;
+    expect(&l, lreq(VERIFY_LOGIN, 2, 10 * s), Decision::Allow, "another identifier, verify").await;
+}
+
+async fn limiter_client_ip(l: Arc<dyn Limiter>) {
+    let s = 1000;
+    let a = "198.51.100.1";
+    expect(&l, from_ip(lreq(LOGIN, 1, 0), a), Decision::Allow, "IP a, identifier 1").await;
+    expect(&l, from_ip(lreq(REGISTER, 2, s), a), Decision::Allow, "IP a, identifier 2").await;
+    expect(&l, from_ip(lreq(LOGIN, 3, 2 * s), a), deny(LimitRule::IpSends, SEC * 598), "IP a, a third identifier")
+        .await;
+    expect(&l, from_ip(lreq(LOGIN, 3, 2 * s), "198.51.100.2"), Decision::Allow, "another IP").await;
+    expect(&l, lreq(LOGIN, 3, 2 * s), Decision::Allow, "no known IP: the IP rule does not apply").await;
+    expect(
+        &l,
+        from_ip(lreq(LOGIN, 4, 3 * s), "::ffff:198.51.100.1"),
+        deny(LimitRule::IpSends, SEC * 597),
+        "IPv4-mapped IPv6 is the IPv4 address",
+    )
+    .await;
+    expect(&l, from_ip(lreq(LOGIN, 4, 3 * s), "2001:db8::1"), Decision::Allow, "IPv6 /64, send 1").await;
+    expect(&l, from_ip(lreq(LOGIN, 5, 3 * s), "2001:db8::2"), Decision::Allow, "IPv6 /64, send 2").await;
+    expect(
+        &l,
+        from_ip(lreq(LOGIN, 6, 3 * s), "2001:db8::ffff:1:2:3"),
+        deny(LimitRule::IpSends, SEC * 600),
+        "IPv6 addresses of one /64 count together",
+    )
+    .await;
+    expect(&l, from_ip(lreq(LOGIN, 6, 3 * s), "2001:db8:0:1::1"), Decision::Allow, "another /64").await;
+    for i in 0..3 {
+        expect(&l, from_ip(lreq(VERIFY_LOGIN, 10 + i, 4 * s), a), Decision::Allow, "verifies count apart").await;
+    }
+    expect(&l, from_ip(lreq(VERIFY_LOGIN, 13, 4 * s), a), deny(LimitRule::IpVerifies, SEC * 600), "verify 4 of 3")
+        .await;
+}
+
+async fn limiter_blocks(long: Arc<dyn Limiter>, short: Arc<dyn Limiter>) {
+    let s = 1000;
+    let a = "203.0.113.9";
+    for l in [&long, &short] {
+        expect(l, from_ip(lreq(LOGIN, 1, 0), a), Decision::Allow, "send 1").await;
+        expect(l, from_ip(lreq(LOGIN, 2, 0), a), Decision::Allow, "send 2").await;
+    }
+    expect(&long, from_ip(lreq(LOGIN, 3, 10 * s), a), deny(LimitRule::IpSends, MIN * 10), "tripping blocks 10 min")
+        .await;
+    expect(&long, from_ip(lreq(LOGIN, 4, 70 * s), a), deny(LimitRule::IpSends, SEC * 540), "blocked past the window")
+        .await;
+    expect(&long, from_ip(lreq(LOGIN, 4, 609 * s), a), deny(LimitRule::IpSends, SEC), "1 s of block left").await;
+    expect(&long, from_ip(lreq(LOGIN, 4, 610 * s), a), Decision::Allow, "the block is over").await;
+    expect(&long, from_ip(lreq(LOGIN, 5, 610 * s), "203.0.113.10"), Decision::Allow, "other IPs were never blocked")
+        .await;
+    expect(
+        &short,
+        from_ip(lreq(LOGIN, 3, 10 * s), a),
+        deny(LimitRule::IpSends, SEC * 50),
+        "a block shorter than the window never shortens it",
+    )
+    .await;
+    expect(&short, from_ip(lreq(LOGIN, 3, 60 * s), a), Decision::Allow, "the window is over").await;
+}
+
+async fn limiter_prefix_and_country(l: Arc<dyn Limiter>) {
+    let s = 1000;
+    expect(&l, to_number(lreq(LOGIN, 1, 0), "+12022001111", 1), Decision::Allow, "prefix 1202200, send 1").await;
+    expect(&l, to_number(lreq(LOGIN, 2, s), "+12022002222", 1), Decision::Allow, "prefix 1202200, send 2").await;
+    expect(
+        &l,
+        to_number(lreq(LOGIN, 3, 2 * s), "+12022003333", 1),
+        deny(LimitRule::PrefixSends, SEC * 3598),
+        "a third number of the prefix",
+    )
+    .await;
+    expect(&l, to_number(lreq(LOGIN, 3, 2 * s), "+12022011111", 1), Decision::Allow, "another prefix").await;
+    expect(
+        &l,
+        to_number(lreq(LOGIN, 4, 3 * s), "+12022021111", 1),
+        deny(LimitRule::CountrySends, SEC * 3597),
+        "a fourth +1 number trips the country rule",
+    )
+    .await;
+    expect(&l, to_number(lreq(LOGIN, 5, 3 * s), "+447911123456", 44), Decision::Allow, "another country").await;
+    expect(&l, lreq(LOGIN, 6, 3 * s), Decision::Allow, "e-mail has no prefix or country").await;
+}
+
+async fn limiter_destination_lists(l: Arc<dyn Limiter>) {
+    let refused = deny(LimitRule::DestinationNotAllowed, Duration::ZERO);
+    expect(&l, to_number(lreq(LOGIN, 1, 0), "+33612345678", 33), refused, "not on the allow-list").await;
+    expect(&l, to_number(lreq(LOGIN, 2, 0), "+18765550123", 1), refused, "on the deny-list").await;
+    expect(&l, to_number(lreq(LOGIN, 3, 0), "+12022001234", 1), Decision::Allow, "allowed; refusals counted nothing")
+        .await;
+    expect(&l, to_number(lreq(LOGIN, 4, 0), "+447911123456", 44), Decision::Allow, "allowed").await;
+    expect(&l, lreq(LOGIN, 5, 0), Decision::Allow, "e-mail is not SMS").await;
+}
+
+async fn limiter_all_or_nothing(l: Arc<dyn Limiter>) {
+    let s = 1000;
+    let (a, b) = ("192.0.2.1", "192.0.2.2");
+    expect(&l, from_ip(lreq(LOGIN, 1, 0), a), Decision::Allow, "identifier 1").await;
+    expect(&l, from_ip(lreq(LOGIN, 1, s), a), deny(LimitRule::ResendCooldown, SEC * 29), "cooled down").await;
+    expect(&l, from_ip(lreq(LOGIN, 2, 2 * s), a), Decision::Allow, "the cooled-down request did not count for the IP")
+        .await;
+    expect(&l, from_ip(lreq(LOGIN, 3, 3 * s), a), deny(LimitRule::IpSends, SEC * 597), "the IP is at its limit").await;
+    expect(
+        &l,
+        from_ip(lreq(LOGIN, 3, 4 * s), b),
+        Decision::Allow,
+        "the IP refusal recorded no cooldown for identifier 3",
+    )
+    .await;
+}
+
+async fn limiter_longest_wait(l: Arc<dyn Limiter>) {
+    let s = 1000;
+    expect(&l, lreq(LOGIN, 1, 0), Decision::Allow, "send 1").await;
+    expect(
+        &l,
+        lreq(LOGIN, 1, 5 * s),
+        deny(LimitRule::IdentifierSends, SEC * 595),
+        "cooldown (25 s) and cap (595 s) both refuse: the longer wait is reported",
+    )
+    .await;
+    expect(&l, lreq(LOGIN, 1, 600 * s), Decision::Allow, "after the longer wait").await;
+}
+
+async fn limiter_concurrency(one_identifier: Arc<dyn Limiter>, one_ip: Arc<dyn Limiter>) {
+    let run = |l: Arc<dyn Limiter>, reqs: Vec<LimitRequest>| async move {
+        let handles: Vec<_> = reqs
+            .into_iter()
+            .map(|r| {
+                let l = l.clone();
+                tokio::spawn(async move { l.check(&r).await.expect("the limiter answers") })
+            })
+            .collect();
+        let mut allowed = 0;
+        for h in handles {
+            if h.await.expect("no panic") == Decision::Allow {
+                allowed += 1;
+            }
+        }
+        allowed
+    };
+    let same = (0..32).map(|_| lreq(LOGIN, 1, 0)).collect();
+    assert_eq!(run(one_identifier, same).await, 1, "32 concurrent sends for one identifier: one code");
+    let spread = (0..32).map(|i| from_ip(lreq(LOGIN, i, 0), "192.0.2.77")).collect();
+    assert_eq!(run(one_ip, spread).await, 5, "32 concurrent sends from one IP with a limit of 5");
 }

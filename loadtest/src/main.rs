@@ -105,6 +105,9 @@ struct Common {
     /// Rest between two codes sent to one user (set to the node's `otp.resend_cooldown`).
     #[arg(long, default_value = "31s", value_parser = humantime::parse_duration)]
     user_cooldown: Duration,
+    /// The node's `tokens.audience` (signed into device-login messages).
+    #[arg(long, default_value = "otpd")]
+    audience: String,
     /// Per-request timeout.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
@@ -188,7 +191,7 @@ fn mix_of(c: &Common) -> anyhow::Result<Mix> {
         (Some(_), Some(_)) => bail!("give --scenario or --mix, not both"),
     };
     if mix.needs_users() && c.users == 0 {
-        bail!("login, send and refresh need signed-up users: add --users N");
+        bail!("login, send, refresh and device-login need signed-up users: add --users N");
     }
     Ok(mix)
 }
@@ -221,6 +224,8 @@ async fn world(c: &Common, targets: &[String], mix: &Mix) -> anyhow::Result<(Arc
         prepared: Mutex::new(VecDeque::new()),
         code_timeout: Duration::from_secs(10),
         user_cooldown: c.user_cooldown,
+        enrol_devices: mix.needs_devices(),
+        audience: c.audience.clone(),
     };
     Ok((Arc::new(world), sink))
 }

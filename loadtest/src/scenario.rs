@@ -5,13 +5,15 @@
 //! | `signup` | register → code arrives → register/verify |
 //! | `login` | login → code arrives → login/verify → me |
 //! | `refresh` | token/refresh (rotates the user's refresh token) |
+//! | `device-login` | device-login/challenge → sign (P-256, on the client) → device-login/verify |
 //! | `send` | login (the send path alone, for signed-up users) |
 //! | `send-unknown` | login for numbers without an account (enumeration-safe decoys) |
 //! | `verify` | login/verify with a code issued in the preparation phase (the verify path alone) |
 //! | `ping` | one POST to the bare hyper baseline server |
 //!
-//! `login`, `send` and `refresh` need signed-up users: `--users N` signs them up before the
-//! measured phase. A node with its default limits allows one code per number and purpose every
+//! `login`, `send`, `refresh` and `device-login` need signed-up users: `--users N` signs them up
+//! before the measured phase (and, for `device-login`, enrols a P-256 device key for each, as a
+//! phone's secure hardware would hold it). A node with its default limits allows one code per number and purpose every
 //! 30 s and five per 10 minutes, so a pool of N users sustains about N/30 logins per second; for
 //! capacity runs, relax the node's limits (see docs/PERFORMANCE.md) or use a larger pool.
 
@@ -36,6 +38,7 @@ pub enum Kind {
     Signup,
     Login,
     Refresh,
+    DeviceLogin,
     Send,
     SendUnknown,
     Verify,
@@ -77,7 +80,11 @@ impl Mix {
     }
 
     pub fn needs_users(&self) -> bool {
-        self.0.iter().any(|(k, w)| *w > 0 && matches!(k, Kind::Login | Kind::Send | Kind::Refresh))
+        self.0.iter().any(|(k, w)| *w > 0 && matches!(k, Kind::Login | Kind::Send | Kind::Refresh | Kind::DeviceLogin))
+    }
+
+    pub fn needs_devices(&self) -> bool {
+        self.0.iter().any(|(k, w)| *w > 0 && *k == Kind::DeviceLogin)
     }
 
     pub fn needs_codes(&self) -> bool {
@@ -128,6 +135,20 @@ pub struct User {
     pub refresh: String,
     /// When this user may be sent another code (the node's resend cooldown).
     pub free_at: Instant,
+    /// An enrolled device key, when the run logs in with devices.
+    pub device: Option<Arc<Device>>,
+}
+
+/// A device key as a phone keeps it, and the id the node gave it.
+pub struct Device {
+    pub id: String,
+    pub key: p256::ecdsa::SigningKey,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Device({})", self.id)
+    }
 }
 
 /// Everything the virtual users share.
@@ -140,6 +161,10 @@ pub struct World {
     pub code_timeout: Duration,
     /// How long a user rests after a code was sent to them (match the node's cooldown).
     pub user_cooldown: Duration,
+    /// Enrol a device key for every user signed up (for `device-login`).
+    pub enrol_devices: bool,
+    /// The node's `tokens.audience` (part of the signed device-login message).
+    pub audience: String,
 }
 
 impl World {
@@ -149,6 +174,7 @@ impl World {
             Kind::Signup => self.signup(rec, intended).await.is_some(),
             Kind::Login => self.login(rec, intended).await,
             Kind::Refresh => self.refresh(rec, intended).await,
+            Kind::DeviceLogin => self.device_login(rec, intended).await,
             Kind::Send => self.send(rec, intended).await,
             Kind::SendUnknown => {
                 let phone = self.ids.next_phone();
@@ -234,7 +260,10 @@ impl World {
             .step(rec, "register_verify", t, Instant::now(), Method::POST, "/v1/register/verify", Some(body), None)
             .await?;
         // The registration code does not count against the login cooldown (another purpose).
-        let user = user_from_tokens(&phone, &answer, Instant::now())?;
+        let mut user = user_from_tokens(&phone, &answer, Instant::now(), None)?;
+        if self.enrol_devices {
+            user.device = Some(Arc::new(self.enrol(rec, t, &user.access).await?));
+        }
         self.users.lock().push_back(user.clone());
         Some(user)
     }
@@ -259,7 +288,9 @@ impl World {
             else {
                 return false;
             };
-            let Some(fresh) = user_from_tokens(&user.phone, &answer, user.free_at) else { return false };
+            let Some(fresh) = user_from_tokens(&user.phone, &answer, user.free_at, user.device.clone()) else {
+                return false;
+            };
             user = fresh;
             self.step(rec, "me", t, Instant::now(), Method::GET, "/v1/me", None, Some(&user.access)).await.is_some()
         }
@@ -283,7 +314,8 @@ impl World {
         let t = self.pool.pick();
         let body = json!({ "refresh_token": user.refresh });
         let answer = self.step(rec, "refresh", t, intended, Method::POST, "/v1/token/refresh", Some(body), None).await;
-        let ok = match answer.as_ref().and_then(|a| user_from_tokens(&user.phone, a, user.free_at)) {
+        let ok = match answer.as_ref().and_then(|a| user_from_tokens(&user.phone, a, user.free_at, user.device.clone()))
+        {
             Some(fresh) => {
                 user = fresh;
                 true
@@ -292,6 +324,72 @@ impl World {
         };
         self.users.lock().push_back(user);
         ok
+    }
+
+    /// Enrols a fresh P-256 key (SPKI DER, base64) with the access token of a login by code.
+    async fn enrol(&self, rec: &Recorder, t: usize, access: &str) -> Option<Device> {
+        use p256::pkcs8::EncodePublicKey as _;
+        // 32 random bytes are a valid scalar but with probability ~2^-128; try again if not.
+        let key = std::iter::repeat_with(|| p256::ecdsa::SigningKey::from_slice(&rand::random::<[u8; 32]>()))
+            .find_map(Result::ok)?;
+        let spki = key.verifying_key().to_public_key_der().ok()?;
+        let body = json!({ "name": "load test phone", "platform": "ios", "public_key": base64(spki.as_bytes()) });
+        let answer = self
+            .step(rec, "device_enrol", t, Instant::now(), Method::POST, "/v1/devices", Some(body), Some(access))
+            .await?;
+        let id = answer.json()?["id"].as_str()?.to_owned();
+        Some(Device { id, key })
+    }
+
+    async fn device_login(&self, rec: &Recorder, intended: Instant) -> bool {
+        use p256::ecdsa::signature::Signer as _;
+        let Some(mut user) = self.take_user(rec, intended, "device_challenge", false) else { return false };
+        let Some(device) = user.device.clone() else {
+            rec.record("device_challenge", intended, Instant::now(), &Outcome::Transport("user has no device (setup)"));
+            self.users.lock().push_back(user);
+            return false;
+        };
+        let t = self.pool.pick();
+        let ok = async {
+            let body = json!({ "device_id": device.id });
+            let challenge = self
+                .step(
+                    rec,
+                    "device_challenge",
+                    t,
+                    intended,
+                    Method::POST,
+                    "/v1/device-login/challenge",
+                    Some(body),
+                    None,
+                )
+                .await?;
+            let nonce = challenge.json()?["nonce"].as_str()?.to_owned();
+            let message = format!("otpd-device-login-v1\n{}\n{}\n{nonce}", self.audience, device.id);
+            let signature: p256::ecdsa::Signature = device.key.sign(message.as_bytes());
+            let body =
+                json!({ "device_id": device.id, "nonce": nonce, "signature": base64(signature.to_der().as_bytes()) });
+            let answer = self
+                .step(
+                    rec,
+                    "device_verify",
+                    t,
+                    Instant::now(),
+                    Method::POST,
+                    "/v1/device-login/verify",
+                    Some(body),
+                    None,
+                )
+                .await?;
+            user_from_tokens(&user.phone, &answer, user.free_at, Some(device.clone()))
+        }
+        .await;
+        let success = ok.is_some();
+        if let Some(fresh) = ok {
+            user = fresh;
+        }
+        self.users.lock().push_back(user);
+        success
     }
 
     async fn verify(&self, rec: &Recorder, intended: Instant) -> bool {
@@ -380,14 +478,20 @@ impl World {
     }
 }
 
-fn user_from_tokens(phone: &str, answer: &Answer, free_at: Instant) -> Option<User> {
+fn user_from_tokens(phone: &str, answer: &Answer, free_at: Instant, device: Option<Arc<Device>>) -> Option<User> {
     let v = answer.json()?;
     Some(User {
         phone: phone.to_owned(),
         access: v["access_token"].as_str()?.to_owned(),
         refresh: v["refresh_token"].as_str()?.to_owned(),
         free_at,
+        device,
     })
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Runs futures concurrently on the current task (they borrow the recorder).

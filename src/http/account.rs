@@ -69,9 +69,10 @@ pub async fn handle<B: RequestBody>(
         (Endpoint::Refresh, &Method::POST) => refresh(app, ctx, parts, body).await,
         (Endpoint::Logout, &Method::POST) => logout(app, ctx, parts).await,
         (Endpoint::LogoutAll, &Method::POST) => logout_all(app, ctx, parts).await,
-        (Endpoint::Sessions, &Method::GET) => sessions(app, ctx, parts).await,
+        // HEAD like GET, as every other GET endpoint (`routes.rs`) and the document say.
+        (Endpoint::Sessions, &Method::GET | &Method::HEAD) => sessions(app, ctx, parts).await,
         (Endpoint::Devices, &Method::POST) => enrol(app, ctx, parts, body).await,
-        (Endpoint::Devices, &Method::GET) => devices(app, ctx, parts).await,
+        (Endpoint::Devices, &Method::GET | &Method::HEAD) => devices(app, ctx, parts).await,
         (Endpoint::Device(id), &Method::DELETE) => revoke(app, ctx, parts, id).await,
         (Endpoint::DeviceChallenge, &Method::POST) => challenge(app, ctx, parts, body).await,
         (Endpoint::DeviceVerify, &Method::POST) => device_verify(app, ctx, parts, body).await,

@@ -4,6 +4,7 @@
 //! backends, where HTTP/1.1 is universal and the cheapest to serve.
 
 pub mod account;
+pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod wire;

@@ -14,6 +14,7 @@
 //! | `GET /metrics` | [`metrics`] (Prometheus text; also on the admin listener) |
 //! | `GET /v1/admin/audit` | [`admin_audit`] (admin token) |
 //! | `GET /v1/admin/stats` | [`admin_stats`] (admin token) |
+//! | `GET /openapi.json` | the API contract ([`super::openapi`]) |
 //!
 //! Every request runs with its `trace_id` in a task-local ([`crate::logging::with_trace_id`]),
 //! so every log line it causes names it; its route template, method, status class and latency are counted
@@ -44,6 +45,11 @@ use crate::tokens::{TokenError, TokenService};
 /// A named readiness check.
 pub type ReadinessCheck = (&'static str, Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
 
+/// A named check of a dependency the node can serve without, less well: `Some(reason)` while
+/// degraded. Readiness stays 200 (`"status":"degraded"`), so that an outage of a shared
+/// dependency does not take every node out of its load balancer at once.
+pub type DegradationCheck = (&'static str, Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
 /// Everything a request handler needs.
 pub struct App {
     pub engine: Engine,
@@ -53,6 +59,7 @@ pub struct App {
     pub trusted_proxies: Vec<IpAddr>,
     pub admin_token: String,
     pub readiness: Vec<ReadinessCheck>,
+    pub degradations: Vec<DegradationCheck>,
     /// Each delivery provider's circuit breaker, shown by `/health/ready`.
     pub delivery: Option<DispatchHandle>,
     /// Metrics, census and the operations endpoints' settings.
@@ -191,6 +198,10 @@ async fn route<B: RequestBody>(
             get_only(parts)?;
             admin_stats(app, parts).await
         }
+        "/openapi.json" => {
+            get_only(parts)?;
+            Ok(bytes_response(StatusCode::OK, super::openapi::json()))
+        }
         _ => Err(ApiError::not_found()),
     }
 }
@@ -304,8 +315,24 @@ pub fn readiness(app: &App) -> (bool, serde_json::Value) {
         }
         checks.insert((*name).to_owned(), entry);
     }
+    let mut degraded = false;
+    for (name, check) in &app.degradations {
+        let entry = match check() {
+            None => serde_json::json!({ "status": "up" }),
+            Some(reason) => {
+                degraded = true;
+                serde_json::json!({ "status": "degraded", "error": reason })
+            }
+        };
+        checks.insert((*name).to_owned(), entry);
+    }
     metrics::gauge!(crate::metrics::READY).set(if all_ok { 1.0 } else { 0.0 });
-    let mut body = serde_json::json!({ "status": if all_ok { "ready" } else { "not_ready" }, "checks": checks });
+    let summary = match (all_ok, degraded) {
+        (false, _) => "not_ready",
+        (true, true) => "degraded",
+        (true, false) => "ready",
+    };
+    let mut body = serde_json::json!({ "status": summary, "checks": checks });
     if let Some(delivery) = &app.delivery {
         body["providers"] = providers(delivery);
     }
@@ -470,10 +497,16 @@ async fn read_json_inner<T: DeserializeOwned, B: RequestBody>(
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(ApiError::payload_too_large(limit)),
         Err(e) => return Err(ApiError::invalid_request(format!("could not read the request body: {e}"))),
     };
-    serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+    decode_json(&bytes)
+}
+
+/// A request body into `T`: `invalid_json` when it is not JSON, `invalid_request` when it is
+/// JSON of the wrong shape. Public for the fuzz targets (`fuzz/`).
+pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         // serde reports the first problem it meets; a type error early in a body that is not
         // JSON at all should still say "not JSON", so check the syntax on this (cold) path.
-        serde_json::error::Category::Data => match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        serde_json::error::Category::Data => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
             Ok(_) => ApiError::invalid_request(e.to_string()),
             Err(syntax) => ApiError::invalid_json(syntax.to_string()),
         },
@@ -489,7 +522,8 @@ fn is_json(headers: &HeaderMap) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The token of an `Authorization: Bearer <token>` header. Public for the fuzz targets.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     let token = token.trim();

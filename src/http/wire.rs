@@ -1,6 +1,9 @@
 //! The JSON wire types of API v1 and their conversion to and from engine types.
 //!
 //! Request types refuse unknown fields; every string is bounded before it reaches the engine.
+//! Every type derives `utoipa::ToSchema`: its `#[schema(...)]` bounds are what the OpenAPI
+//! document (`super::openapi`) publishes, and a test there checks them against the constants
+//! the validators below use.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
@@ -14,45 +17,72 @@ use otpd_actors::metrics::OtpStats;
 use otpd_actors::ports::{AuditEvent, AuthMethod, Device, DeviceId, Platform, Session, SessionId, User};
 use otpd_actors::{EngineError, SendReceipt};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-/// `POST /v1/register`.
-#[derive(Debug, Deserialize)]
+use super::openapi::schema as doc;
+
+/// `POST /v1/register`: a phone number or an e-mail address (or both: then the phone number
+/// is the identifier and `email` a contact address), and the person's names.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    /// The identifier: E.164 (`+12025550123`; spaces, dashes, dots and brackets allowed) or a
+    /// national number in the node's default region.
+    #[schema(max_length = 32, examples("+12025550123"))]
     pub phone: Option<String>,
+    /// The identifier when there is no `phone`; otherwise a contact address. Lower-cased.
+    #[schema(max_length = 254, format = "email", examples("ada@example.com"))]
     pub email: Option<String>,
+    /// 1 to 100 characters (surrounding spaces are trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 100, examples("Ada"))]
     pub first_name: String,
+    /// 1 to 100 characters (surrounding spaces are trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 100, examples("Lovelace"))]
     pub last_name: String,
 }
 
-/// `POST /v1/login`.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/login`: exactly one of `phone` and `email`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    /// E.164 (`+12025550123`) or a national number in the node's default region.
+    #[schema(max_length = 32, examples("+12025550123"))]
     pub phone: Option<String>,
+    #[schema(max_length = 254, format = "email", examples("ada@example.com"))]
     pub email: Option<String>,
 }
 
-/// `POST /v1/register/verify`, `POST /v1/login/verify`.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/register/verify`, `POST /v1/login/verify`: exactly one of `phone` and `email`,
+/// and the code that was sent to it.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
+    /// E.164 (`+12025550123`) or a national number in the node's default region.
+    #[schema(max_length = 32, examples("+12025550123"))]
     pub phone: Option<String>,
+    #[schema(max_length = 254, format = "email", examples("ada@example.com"))]
     pub email: Option<String>,
+    /// The code as typed: spaces and dashes are ignored, letters are case-insensitive.
+    #[schema(min_length = 1, max_length = 32, pattern = "^[A-Za-z0-9 -]+$", examples("725826"))]
     pub code: String,
 }
 
-/// `POST /v1/otp/resend`.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/otp/resend`: exactly one of `phone` and `email`, and what the code is for.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResendRequest {
+    /// E.164 (`+12025550123`) or a national number in the node's default region.
+    #[schema(max_length = 32, examples("+12025550123"))]
     pub phone: Option<String>,
+    #[schema(max_length = 254, format = "email", examples("ada@example.com"))]
     pub email: Option<String>,
     pub purpose: PurposeWire,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// What a code is for.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = Purpose)]
 pub enum PurposeWire {
     Register,
     Login,
@@ -94,11 +124,11 @@ pub const MAX_CODE_CHARS: usize = 32;
 /// A first or last name: trimmed, 1..=100 characters, no control characters.
 pub fn name(field: &str, value: &str) -> Result<String, EngineError> {
     let v = value.trim();
-    let chars = v.chars().count();
-    if chars == 0 {
+    if v.is_empty() {
         return Err(EngineError::InvalidInput(format!("{field} must not be empty")));
     }
-    if chars > MAX_NAME_CHARS {
+    // Counted before trimming, so that the bound is exactly the published `maxLength`.
+    if value.chars().count() > MAX_NAME_CHARS {
         return Err(EngineError::InvalidInput(format!("{field} must be at most {MAX_NAME_CHARS} characters")));
     }
     if v.chars().any(char::is_control) {
@@ -127,11 +157,18 @@ pub fn rfc3339(t: Timestamp) -> String {
 }
 
 /// Answer to every send (register, login, resend). Identical for known and unknown accounts.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SendResponse {
+    #[schema(schema_with = doc::send_status)]
     pub status: &'static str,
+    /// How the code travels: `sms` to a phone number, `email` to an address.
+    #[schema(schema_with = doc::channel)]
     pub channel: &'static str,
+    /// Seconds the code stays valid.
+    #[schema(examples(300))]
     pub expires_in: u64,
+    /// Seconds before another code can be requested for this identifier and purpose.
+    #[schema(examples(30))]
     pub resend_after: u64,
 }
 
@@ -146,15 +183,25 @@ impl From<SendReceipt> for SendResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// An account.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
 pub struct UserView {
+    #[schema(format = "uuid")]
     pub id: String,
+    /// E.164.
+    #[schema(examples("+12025550123"))]
     pub phone: Option<String>,
+    /// The identifier, or the contact address of a phone account.
+    #[schema(format = "email")]
     pub email: Option<String>,
     pub first_name: String,
     pub last_name: String,
+    /// Whether registration was completed with a code.
     pub verified: bool,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub verified_at: Option<String>,
 }
 
@@ -177,37 +224,57 @@ impl From<&User> for UserView {
     }
 }
 
-/// Answer to a successful verification.
-#[derive(Debug, Serialize)]
+/// Answer to a successful login (by code or by device), registration or refresh.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TokenResponse {
+    /// A JWT (EdDSA by default; see `/.well-known/jwks.json`) with claims `iss`, `aud`, `sub`
+    /// (user id), `sid` (session id), `iat`, `exp`, `jti`.
     pub access_token: String,
+    #[schema(schema_with = doc::token_type)]
     pub token_type: &'static str,
+    /// Seconds the access token stays valid.
+    #[schema(examples(900))]
     pub expires_in: u64,
+    /// Works once: `POST /v1/token/refresh` exchanges it for a new one.
+    #[schema(pattern = "^ort1\\.[0-9a-f]{32}\\.[0-9a-f]{64}$")]
     pub refresh_token: String,
+    #[schema(format = "uuid")]
     pub session_id: String,
+    /// When this session's login happened.
+    #[schema(format = DateTime)]
     pub login_at: String,
     pub user: UserView,
 }
 
 /// `GET /v1/me`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MeResponse {
     pub user: UserView,
+    /// The session of the access token.
+    #[schema(format = "uuid")]
     pub session_id: String,
 }
 
 /// One audit event as `GET /v1/admin/audit` and `otpd audit --format json` show it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = AuditEvent)]
 pub struct AuditView {
+    #[schema(format = DateTime)]
     pub at: String,
+    /// The `X-Request-Id` of the call.
     pub trace_id: String,
+    /// The API call (`register`, `login_verify`, …) or `delivery`.
     pub api: String,
+    /// The step the call ended at.
     pub step: String,
+    #[schema(schema_with = doc::audit_outcome)]
     pub outcome: String,
     pub message: String,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
+    /// Keyed BLAKE3 of the identifier, hex: the identifier itself is never stored.
     pub ident_hash: Option<String>,
+    #[schema(format = "uuid")]
     pub user_id: Option<String>,
 }
 
@@ -228,41 +295,62 @@ impl From<&AuditEvent> for AuditView {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// Audit events, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditListResponse {
     pub events: Vec<AuditView>,
 }
 
 /// `POST /v1/token/refresh`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
+    /// The refresh token of the last token response (any other answers 401).
+    #[schema(pattern = "^ort1\\.[0-9a-f]{32}\\.[0-9a-f]{64}$")]
     pub refresh_token: String,
 }
 
 /// `POST /v1/devices`: exactly one of `public_key` (SPKI PEM, or SPKI DER in base64) and `jwk`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrolRequest {
+    /// 1 to 64 characters (surrounding spaces are trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 64, examples("Ada's iPhone"))]
     pub name: String,
     pub platform: PlatformWire,
+    /// An ECDSA P-256 or Ed25519 public key: SubjectPublicKeyInfo as PEM
+    /// (`-----BEGIN PUBLIC KEY-----`) or as DER in base64 (standard or URL-safe, padding
+    /// optional).
+    #[schema(max_length = 2048, examples(doc::example_spki))]
     pub public_key: Option<String>,
     pub jwk: Option<JwkWire>,
 }
 
-/// A public JWK. Members other than these (`kid`, `alg`, `use`, `key_ops`, `ext`, … as
-/// WebCrypto exports them) are ignored; a private member `d` is refused.
-#[derive(Debug, Deserialize)]
+/// A public JWK: `{"kty":"EC","crv":"P-256","x","y"}` or `{"kty":"OKP","crv":"Ed25519","x"}`.
+/// Other members (`kid`, `alg`, `use`, `key_ops`, `ext`, … as WebCrypto exports them) are
+/// ignored; the private member `d` is refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = Jwk)]
 pub struct JwkWire {
+    #[schema(max_length = 32, examples("EC"))]
     pub kty: String,
+    #[schema(max_length = 32, examples("P-256"))]
     pub crv: String,
+    /// base64url (padding optional).
+    #[schema(max_length = 128)]
     pub x: String,
+    /// base64url (padding optional); P-256 only.
+    #[schema(max_length = 128)]
     pub y: Option<String>,
+    /// Never send a private key: any value but `null` is refused.
+    #[schema(schema_with = doc::forbidden_member)]
     pub d: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// The kind of device.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = Platform)]
 pub enum PlatformWire {
     Ios,
     Android,
@@ -282,18 +370,32 @@ impl From<PlatformWire> for Platform {
 }
 
 /// `POST /v1/device-login/challenge`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceChallengeRequest {
+    /// The id enrolment returned (lower- or upper-case, hyphenated).
+    #[schema(
+        format = "uuid",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub device_id: String,
 }
 
 /// `POST /v1/device-login/verify`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceVerifyRequest {
+    #[schema(
+        format = "uuid",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub device_id: String,
+    /// The challenge's nonce, as returned.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub nonce: String,
+    /// The device's signature of the login message, base64 (standard or URL-safe, padding
+    /// optional): ECDSA P-256 as ASN.1 DER or raw `r‖s`, or Ed25519.
+    #[schema(max_length = 512)]
     pub signature: String,
 }
 
@@ -304,11 +406,10 @@ pub const MAX_PUBLIC_KEY_CHARS: usize = 2048;
 /// Longest `signature` text accepted (a DER P-256 signature is at most 72 bytes).
 pub const MAX_SIGNATURE_CHARS: usize = 512;
 
-/// A device name: trimmed, 1..=64 characters, no control characters.
+/// A device name: trimmed, 1..=64 characters (counted before trimming), no control characters.
 pub fn device_name(value: &str) -> Result<String, EngineError> {
     let v = value.trim();
-    let chars = v.chars().count();
-    if chars == 0 || chars > MAX_DEVICE_NAME_CHARS || v.chars().any(char::is_control) {
+    if v.is_empty() || value.chars().count() > MAX_DEVICE_NAME_CHARS || v.chars().any(char::is_control) {
         return Err(EngineError::InvalidInput(format!(
             "name must be 1 to {MAX_DEVICE_NAME_CHARS} characters without control characters"
         )));
@@ -316,9 +417,10 @@ pub fn device_name(value: &str) -> Result<String, EngineError> {
     Ok(v.to_owned())
 }
 
-/// A device id: a UUID.
+/// A device id: a hyphenated UUID (as enrolment returns it; either case).
 pub fn device_id(value: &str) -> Result<DeviceId, EngineError> {
-    let parsed = (value.len() <= 45).then(|| uuid::Uuid::parse_str(value).ok()).flatten();
+    // Only the hyphenated form: the one the API returns and the document's `pattern` describes.
+    let parsed = (value.len() == 36).then(|| uuid::Uuid::parse_str(value).ok()).flatten();
     parsed.map(DeviceId).ok_or_else(|| EngineError::InvalidInput("device_id must be a device id (a UUID)".into()))
 }
 
@@ -387,14 +489,21 @@ pub fn key_input(public_key: &Option<String>, jwk: &Option<JwkWire>) -> Result<K
 }
 
 /// An enrolled device as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Device)]
 pub struct DeviceView {
+    #[schema(format = "uuid")]
     pub id: String,
     pub name: String,
+    #[schema(schema_with = doc::platform)]
     pub platform: &'static str,
+    /// The JOSE name of the key's algorithm.
+    #[schema(schema_with = doc::key_algorithm)]
     pub algorithm: &'static str,
     /// SHA-256 of the key's SPKI DER, hex.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub key_fingerprint: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -411,31 +520,50 @@ impl From<&Device> for DeviceView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// The account's active devices.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeviceListResponse {
     pub devices: Vec<DeviceView>,
 }
 
 /// Answer to `POST /v1/device-login/challenge`; the same shape for every device id.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeviceChallengeResponse {
+    /// Lower-case, hyphenated: as it goes into the signed message.
+    #[schema(format = "uuid")]
     pub device_id: String,
+    /// 64 lower-case hex characters, single use.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub nonce: String,
+    /// The node's `tokens.audience`, the second line of the signed message.
     pub audience: String,
+    /// Seconds the nonce stays valid.
+    #[schema(examples(60))]
     pub expires_in: u64,
 }
 
 /// One session as `GET /v1/sessions` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Session)]
 pub struct SessionView {
+    #[schema(format = "uuid")]
     pub id: String,
+    /// How the session was opened: a code (`otp`) or a device key (`device`).
+    #[schema(schema_with = doc::auth_method)]
     pub method: &'static str,
+    /// The device of a `device` session.
+    #[schema(format = "uuid")]
     pub device_id: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    /// Absolute: refreshing does not extend it.
+    #[schema(format = DateTime)]
     pub expires_at: String,
+    #[schema(format = DateTime)]
     pub refreshed_at: Option<String>,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
+    /// Whether this is the session of the access token that asked.
     pub current: bool,
 }
 
@@ -458,18 +586,21 @@ impl SessionView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// Active sessions, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionListResponse {
     pub sessions: Vec<SessionView>,
 }
 
-#[derive(Debug, Serialize)]
+/// Answer to `POST /v1/logout/all`.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LogoutAllResponse {
+    /// How many sessions were revoked (the caller's included).
     pub revoked: usize,
 }
 
 /// `GET /v1/admin/stats`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AdminStatsResponse {
     /// When the stats were taken (the node's clock).
     pub at: String,
@@ -482,19 +613,19 @@ pub struct AdminStatsResponse {
     pub delivery: Option<DeliveryCounts>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserCounts {
     pub total: u64,
     pub verified: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionCounts {
     pub active: u64,
 }
 
 /// One-time-code counters since the node started.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OtpCounts {
     /// purpose → channel → codes handed to delivery.
     pub issued: BTreeMap<&'static str, BTreeMap<&'static str, u64>>,
@@ -515,7 +646,7 @@ impl From<OtpStats> for OtpCounts {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChallengeCounts {
     pub shards: usize,
     /// Held in memory (pending, answered or expired awaiting reclaim).
@@ -526,7 +657,7 @@ pub struct ChallengeCounts {
 }
 
 /// The dispatcher's counters since start.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryCounts {
     pub accepted: u64,
     pub refused: u64,
@@ -541,7 +672,7 @@ pub struct DeliveryCounts {
     pub providers: BTreeMap<String, ProviderCounts>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ProviderCounts {
     pub calls: u64,
     pub messages: u64,

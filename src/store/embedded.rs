@@ -91,8 +91,9 @@ struct Spaces {
 }
 
 impl Spaces {
-    fn open(db: &SingleWriterTxDatabase) -> Result<Self, StoreError> {
-        let ks = |name: &str| db.keyspace(name, fjall::KeyspaceCreateOptions::default).map_err(unavailable);
+    fn open(db: &SingleWriterTxDatabase, memtable_bytes: usize) -> Result<Self, StoreError> {
+        let options = || fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes.max(1 << 20) as u64);
+        let ks = |name: &str| db.keyspace(name, options).map_err(unavailable);
         Ok(Spaces {
             users: ks("users")?,
             users_by_ident: ks("users_by_ident")?,
@@ -153,24 +154,82 @@ enum Op {
     },
 }
 
-/// Group-commit settings.
+/// Group-commit and memory settings.
 #[derive(Clone, Copy, Debug)]
 pub struct EmbeddedOptions {
     pub group_commit_max: usize,
     pub queue_capacity: usize,
     /// The LSM tree's block cache.
     pub cache_bytes: usize,
+    /// Largest in-memory table per keyspace before it is flushed to disk.
+    pub memtable_bytes: usize,
+    /// Accounts remembered by identifier hash (including "no account"), so a send reads none.
+    pub user_cache_entries: usize,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { group_commit_max: 512, queue_capacity: 65_536, cache_bytes: 128 * 1024 * 1024 }
+        EmbeddedOptions {
+            group_commit_max: 512,
+            queue_capacity: 65_536,
+            cache_bytes: 128 * 1024 * 1024,
+            memtable_bytes: 16 * 1024 * 1024,
+            user_cache_entries: 100_000,
+        }
+    }
+}
+
+/// Accounts by identifier hash, in memory: every send and verify looks its account up, and
+/// two LSM point reads (index, then record) cost more than the rest of the lookup path.
+///
+/// Only the writer thread knows when an account changes, so it updates the cache after each
+/// commit. A reader that missed may fill the cache with what it read, but only if no account
+/// changed since it started reading (`epoch`): checking and filling happen under the same lock
+/// the writer holds while it updates and bumps the epoch, so a stale read can never overwrite a
+/// newer value.
+struct UserCache {
+    entries: quick_cache::sync::Cache<[u8; 16], Option<User>>,
+    epoch: Mutex<u64>,
+}
+
+impl UserCache {
+    fn new(capacity: usize) -> Self {
+        UserCache { entries: quick_cache::sync::Cache::new(capacity.max(1)), epoch: Mutex::new(0) }
+    }
+
+    fn epoch(&self) -> u64 {
+        *self.epoch.lock()
+    }
+
+    fn fill(&self, started: u64, ident: [u8; 16], value: &Option<User>) {
+        let epoch = self.epoch.lock();
+        if *epoch == started {
+            self.entries.insert(ident, value.clone());
+        }
+    }
+
+    /// After a commit: the accounts the batch created or changed.
+    fn apply(&self, batch: &[Op], outcomes: &[Outcome]) {
+        let changed = batch.iter().zip(outcomes).filter_map(|(op, outcome)| match (op, outcome) {
+            (Op::InsertUser(user, _), Outcome::User(InsertUser::Inserted)) | (Op::UpdateUser(user, _), _) => Some(user),
+            _ => None,
+        });
+        let mut changed = changed.peekable();
+        if changed.peek().is_none() {
+            return;
+        }
+        let mut epoch = self.epoch.lock();
+        for user in changed {
+            self.entries.insert(user.ident_hash.0, Some(user.as_ref().clone()));
+        }
+        *epoch += 1;
     }
 }
 
 pub struct EmbeddedStore {
     db: SingleWriterTxDatabase,
     spaces: Spaces,
+    users: Arc<UserCache>,
     ops: Mutex<Option<mpsc::Sender<Op>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     counts: Arc<Counts>,
@@ -352,7 +411,7 @@ impl EmbeddedStore {
     pub fn open(path: &Path, options: EmbeddedOptions) -> Result<Arc<Self>, StoreError> {
         std::fs::create_dir_all(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let db = open_db(path, options.cache_bytes).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
-        let spaces = Spaces::open(&db)?;
+        let spaces = Spaces::open(&db, options.memtable_bytes)?;
         backfill_sessions_by_user(&db, &spaces)?;
         let next_seq = match spaces.audit.last_key_value() {
             Some(guard) => seq_of(&guard.key().map_err(unavailable)?)? + 1,
@@ -371,7 +430,9 @@ impl EmbeddedStore {
             })
             .map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
-        let (writer_db, writer_spaces, writer_counts) = (db.clone(), spaces.clone(), counts.clone());
+        let users = Arc::new(UserCache::new(options.user_cache_entries));
+        let (writer_db, writer_spaces, writer_counts, writer_users) =
+            (db.clone(), spaces.clone(), counts.clone(), users.clone());
         let max = options.group_commit_max.max(1);
         let meters = WriterMetrics {
             batch: metrics::histogram!(crate::metrics::STORE_GROUP_COMMIT_BATCH),
@@ -379,11 +440,14 @@ impl EmbeddedStore {
         };
         let writer = std::thread::Builder::new()
             .name("otpd-store-writer".into())
-            .spawn(move || writer_loop(&writer_db, &writer_spaces, rx, max, next_seq, &writer_counts, &meters))
+            .spawn(move || {
+                writer_loop(&writer_db, &writer_spaces, &writer_users, rx, max, next_seq, &writer_counts, &meters)
+            })
             .map_err(unavailable)?;
         Ok(Arc::new(EmbeddedStore {
             db,
             spaces,
+            users,
             ops: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             counts,
@@ -470,6 +534,7 @@ struct WriterMetrics {
 fn writer_loop(
     db: &SingleWriterTxDatabase,
     spaces: &Spaces,
+    users: &UserCache,
     mut rx: mpsc::Receiver<Op>,
     max: usize,
     mut next_seq: u64,
@@ -494,6 +559,7 @@ fn writer_loop(
         match committed {
             Ok(outcomes) => {
                 counts.apply(delta);
+                users.apply(&batch, &outcomes);
                 for (op, outcome) in batch.drain(..).zip(outcomes) {
                     answer(op, Ok(outcome));
                 }
@@ -724,14 +790,20 @@ fn commit_batch(
 #[async_trait]
 impl UserStore for EmbeddedStore {
     async fn user_by_identifier(&self, ident: &IdentHash) -> Result<Option<User>, StoreError> {
-        self.read(|snap, sp| {
+        if let Some(cached) = self.users.entries.get(&ident.0) {
+            return Ok(cached);
+        }
+        let started = self.users.epoch();
+        let read = self.read(|snap, sp| {
             let Some(id) = snap.get(&sp.users_by_ident, ident.0).map_err(unavailable)? else {
                 return Ok(None);
             };
             let bytes =
                 snap.get(&sp.users, &id).map_err(unavailable)?.ok_or_else(|| corrupt("index names a missing user"))?;
             decode(&bytes).map(Some)
-        })
+        })?;
+        self.users.fill(started, ident.0, &read);
+        Ok(read)
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
@@ -917,7 +989,7 @@ impl AuditReader {
             Err(fjall::Error::Locked) => return Err(OpenReadOnlyError::InUse),
             Err(e) => return Err(OpenReadOnlyError::Other(format!("{}: {e}", path.display()))),
         };
-        let spaces = Spaces::open(&db).map_err(|e| OpenReadOnlyError::Other(e.to_string()))?;
+        let spaces = Spaces::open(&db, 4 << 20).map_err(|e| OpenReadOnlyError::Other(e.to_string()))?;
         Ok(AuditReader { db, spaces })
     }
 
@@ -944,6 +1016,38 @@ mod tests {
         assert_eq!(decode::<u32>(&bytes).unwrap(), 42);
         assert!(matches!(decode::<u32>(&[9, 1]), Err(StoreError::Corrupt(_))));
         assert!(matches!(decode::<u32>(&[]), Err(StoreError::Corrupt(_))));
+    }
+
+    fn account(first_name: &str) -> User {
+        let at = Timestamp::from_millis(1_700_000_000_000);
+        User {
+            id: UserId(uuid::Uuid::now_v7()),
+            identifier: otpd_actors::identifier::Identifier::Email("a@example.com".into()),
+            ident_hash: IdentHash([4; 16]),
+            first_name: first_name.into(),
+            last_name: "B".into(),
+            email: None,
+            verified: true,
+            created_at: at,
+            verified_at: Some(at),
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn a_stale_read_never_overwrites_a_newer_account_in_the_cache() {
+        let cache = UserCache::new(16);
+        let (reply, _answer) = oneshot::channel();
+        let newer = account("Newer");
+        // A reader starts, the writer commits a change, then the reader offers what it read.
+        let started = cache.epoch();
+        cache.apply(&[Op::UpdateUser(Box::new(newer.clone()), reply)], &[Outcome::Done]);
+        cache.fill(started, [4; 16], &Some(account("Older")));
+        assert_eq!(cache.entries.get(&[4; 16]), Some(Some(newer)));
+        // A reader that started after the change may fill (here: another identifier).
+        let started = cache.epoch();
+        cache.fill(started, [5; 16], &None);
+        assert_eq!(cache.entries.get(&[5; 16]), Some(None));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The embedded store against the conformance suites every store adapter must pass.
+//! The embedded store and the in-process limiter against the conformance suites every adapter
+//! must pass (the Redis limiter runs the same limiter suite in `redis_limits.rs`).
 
 use otpd::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use std::sync::Arc;
@@ -122,4 +123,14 @@ async fn embedded_store_reopens_with_its_data_and_continues_the_audit_sequence()
     let after = s.by_identifier(&otpd_actors::keys::IdentHash([0xaa; 16]), 100).await.unwrap();
     assert_eq!(after.len(), 6);
     assert_eq!(after[0].message, "after reopen");
+}
+
+#[tokio::test]
+async fn in_process_limiter() {
+    use otpd_actors::limiter::LocalLimiter;
+    use otpd_actors::ports::Limiter;
+    testkit::limiter(
+        |policy| async move { std::sync::Arc::new(LocalLimiter::new(policy)) as std::sync::Arc<dyn Limiter> },
+    )
+    .await;
 }

@@ -1,16 +1,22 @@
 //! Integration tests, compiled as one binary (one link, shared helpers).
 //!
 //! Every test starts its own node on 127.0.0.1:0 with a temporary data directory (or the real
-//! binary on a free loopback port), so tests run in parallel without sharing state.
+//! binary on a free loopback port), so tests run in parallel without sharing state; tests on
+//! Redis start their own `redis-server` processes (`redis_server.rs`).
 
 mod bad_input;
 mod conformance;
+mod contract;
 mod delivery;
 mod devices;
 mod fake_provider;
 mod flows;
+mod limits;
 mod observability;
 mod process;
+mod redis_limits;
+mod redis_server;
+mod scylla;
 mod sessions;
 mod smtp;
 mod supervision;

@@ -34,10 +34,14 @@ pub async fn start_node() -> TestNode {
 }
 
 pub async fn start_node_with(adjust: impl FnOnce(&mut Config)) -> TestNode {
+    start_node_on(Arc::new(ManualClock::new(Timestamp::system_now())), adjust).await
+}
+
+/// A node on a given clock, so that several nodes of one test share one time.
+pub async fn start_node_on(clock: Arc<ManualClock>, adjust: impl FnOnce(&mut Config)) -> TestNode {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut config = test_config(dir.path());
     adjust(&mut config);
-    let clock = Arc::new(ManualClock::new(Timestamp::system_now()));
     let node = server::start(config, clock.clone()).await.expect("the node starts");
     let base = node.base_url();
     TestNode { node, clock, client: reqwest::Client::new(), base, dir }

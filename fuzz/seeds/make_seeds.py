@@ -1,0 +1,80 @@
+"""Writes the seed corpora of the fuzz targets (fuzz/seeds/<target>/). Run from fuzz/:
+`python3 seeds/make_seeds.py`. Deterministic: fixed keys and a fixed clock."""
+
+import base64
+import hashlib
+import json
+import os
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def write(target, name, data):
+    os.makedirs(f"seeds/{target}", exist_ok=True)
+    with open(f"seeds/{target}/{name}", "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+
+# The access-token key of fuzz_targets/authorization.rs: Ed25519 with seed [7; 32].
+token_key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([7] * 32))
+x = b64url(token_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+kid = b64url(hashlib.sha256(json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":")).encode()).digest())
+header = {"typ": "JWT", "alg": "EdDSA", "kid": kid}
+claims = {
+    "iss": "otpd", "aud": "otpd", "sub": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+    "sid": "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", "iat": 1_700_000_000, "exp": 1_700_000_900,
+    "jti": "00000000000000000000000000000000",
+}
+signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+jwt = f"{signing_input}.{b64url(token_key.sign(signing_input.encode()))}"
+write("authorization", "valid_bearer", f"Bearer {jwt}")
+write("authorization", "lowercase_scheme", f"bearer  {jwt} ")
+write("authorization", "basic", "Basic dXNlcjpwYXNz")
+
+# Device keys: the P-256 key of the document's example and an Ed25519 key (seed [9; 32]).
+p256_spki = base64.b64decode(
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEfguw1pGn7KfAqTEASqLZY6d7OPqBsBHPIBOBAVDghkZpaiq8ymwtILhXjc9FLrHK2uPoTJUaLQkXxSsh4jodNQ=="
+)
+ed_key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([9] * 32))
+ed_spki = ed_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def tag(variant, count=5):
+    """arbitrary's enum tag: a little-endian u32 t picks variant (t * count) >> 32."""
+    return (-(-variant * 2**32 // count)).to_bytes(4, "little")
+
+
+# A trailing slice takes the rest of the input.
+write("device_key", "spki_der_p256", tag(0) + p256_spki)
+write("device_key", "spki_der_ed25519", tag(0) + ed_spki)
+pem = serialization.load_der_public_key(p256_spki).public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+)
+write("device_key", "spki_pem_p256", tag(1) + pem)
+write("device_key", "public_key_text", tag(3) + base64.urlsafe_b64encode(ed_spki))
+
+# Request bodies: one of each shape.
+bodies = {
+    "register": {"phone": "+1 (202) 555-0123", "first_name": "Ada", "last_name": "Lovelace", "email": "Ada@Example.com"},
+    "login": {"email": "ada@example.com"},
+    "verify": {"phone": "+12025550123", "code": "725 826"},
+    "resend": {"phone": "2025550123", "purpose": "login"},
+    "refresh": {"refresh_token": "ort1." + "0" * 32 + "." + "f" * 64},
+    "enrol_spki": {"name": "Ada's iPhone", "platform": "ios", "public_key": base64.b64encode(p256_spki).decode()},
+    "enrol_jwk": {"name": "web", "platform": "web", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": b64url(ed_spki[-32:]), "ext": True}},
+    "challenge": {"device_id": "01890a5d-ac96-774b-bcce-b302099a8057"},
+    "device_verify": {"device_id": "01890a5d-ac96-774b-bcce-b302099a8057", "nonce": "ab" * 32, "signature": "AAAA"},
+}
+for name, body in bodies.items():
+    write("request_bodies", name, json.dumps(body))
+
+for name, text in {"e164": "+12025550123", "national": "(202) 555-0123", "intl_00": "0044 7911 123456",
+                   "email": " Alice.Smith+otp@Example.COM "}.items():
+    write("identifier", name, text)
+
+write("refresh_token", "valid", "ort1." + "0123456789abcdef" * 2 + "." + "fedcba9876543210" * 4)

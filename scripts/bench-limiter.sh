@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Send-path throughput with the Redis limiter against the embedded default, in one run.
+#
+# Starts (on loopback only, in a temporary directory) one redis-server — or, with --cluster, a
+# 3-master Redis Cluster — and two release `otpd` nodes: E (in-process limits) and R (limits in
+# Redis). wrk then drives `POST /v1/login` with a different phone number per request (no account:
+# the whole send path but the enqueue; distinct numbers avoid the cooldown) against E and R in
+# turn, `rounds` times each. The IP and prefix rules stay on, with limits too high to trip from
+# one load generator. Prints req/s per run, the R/E ratio, and Redis EVALSHA calls per request
+# (INFO commandstats). Stops only the processes it started, by PID.
+#
+# Usage: scripts/bench-limiter.sh [--cluster] [seconds per run (20)] [rounds (2)] [connections (64)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cluster=0
+if [ "${1:-}" = "--cluster" ]; then cluster=1; shift; fi
+secs=${1:-20}
+rounds=${2:-2}
+conns=${3:-64}
+bin=target/release/otpd
+for tool in wrk redis-server redis-cli; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (Debian packages wrk, redis-server, redis-tools)"; exit 2; }
+done
+[ -x "$bin" ] || { echo "build first: cargo build --release"; exit 2; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 1 300); do if eval "$1" >/dev/null 2>&1; then return 0; fi; sleep 0.05; done; echo "timed out: $1"; exit 1; }
+
+redis_ports=()
+redis_pids=()
+start_redis() {
+  local port=$1; shift
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+    --logfile "$work/redis-$port.log" "$@" &
+  pids+=($!)
+  redis_pids+=($!)
+  redis_ports+=("$port")
+  wait_for "redis-cli -p $port ping | grep -q PONG"
+}
+if [ $cluster -eq 1 ]; then
+  nodes=()
+  for _ in 1 2 3; do
+    port=$(( $(free_port) % 20000 + 20000 ))
+    start_redis "$port" --cluster-enabled yes --cluster-config-file "nodes-$port.conf"
+    nodes+=("127.0.0.1:$port")
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+  for p in "${redis_ports[@]}"; do wait_for "redis-cli -p $p cluster info | grep -q cluster_state:ok"; done
+  redis_env=(OTPD_REDIS__CLUSTER_NODES="[\"${nodes[0]}\",\"${nodes[1]}\",\"${nodes[2]}\"]")
+else
+  port=$(free_port)
+  start_redis "$port"
+  redis_env=(OTPD_REDIS__URL="redis://127.0.0.1:$port")
+fi
+
+common=(OTPD_NODE__LOG_LEVEL=warn
+  OTPD_LIMITS__IP_SEND='{ limit = 1000000000 }'
+  OTPD_LIMITS__PREFIX_SEND='{ limit = 1000000000 }'
+  OTPD_SECRETS__HASH_KEY=5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a)
+e_port=$(free_port)
+r_port=$(free_port)
+env "${common[@]}" OTPD_NODE__DATA_DIR="$work/e" OTPD_HTTP__LISTEN="127.0.0.1:$e_port" "$bin" 2>"$work/e.log" &
+e_pid=$!
+pids+=($e_pid)
+env "${common[@]}" "${redis_env[@]}" OTPD_NODE__DATA_DIR="$work/r" OTPD_HTTP__LISTEN="127.0.0.1:$r_port" \
+  "$bin" 2>"$work/r.log" &
+r_pid=$!
+pids+=($r_pid)
+wait_for "curl -sf http://127.0.0.1:$e_port/health/ready"
+wait_for "curl -sf http://127.0.0.1:$r_port/health/ready | grep -q '\"status\":\"ready\"'"
+
+cat >"$work/login.lua" <<'LUA'
+-- A different valid +1 202 number per request: exchange 200-899, line 0000-9999; each thread
+-- and each run (BENCH_OFFSET) takes its own range.
+local counter = 0
+base = 0 -- set per thread by setup()
+local offset = tonumber(os.getenv("BENCH_OFFSET") or "0")
+local threads = 0
+function setup(thread)
+  thread:set("base", threads * 1000000)
+  threads = threads + 1
+end
+function init(args)
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+  counter = counter + 1
+  local n = offset + base + counter
+  local exchange = 200 + math.floor(n / 10000) % 700
+  local body = string.format('{"phone":"+1202%03d%04d"}', exchange, n % 10000)
+  return wrk.format(nil, "/v1/login", nil, body)
+end
+LUA
+
+evalsha_calls() {
+  local total=0
+  for p in "${redis_ports[@]}"; do
+    n=$(redis-cli -p "$p" info commandstats | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p')
+    total=$((total + ${n:-0}))
+  done
+  echo "$total"
+}
+
+# CPU time (ms, user + system) a set of processes has used so far.
+cpu_ms() {
+  local total=0 ticks
+  for pid in "$@"; do
+    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    total=$((total + ticks))
+  done
+  echo $((total * 1000 / $(getconf CLK_TCK)))
+}
+
+run() { # name port offset -> prints "requests rps non2xx p50 p99"
+  local out
+  out=$(BENCH_OFFSET=$3 wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$work/login.lua" "http://127.0.0.1:$2" 2>&1)
+  echo "$out" >"$work/wrk-$1-$3.txt"
+  local reqs rps non2xx p50 p99
+  reqs=$(echo "$out" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')
+  rps=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
+  non2xx=$(echo "$out" | sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p')
+  p50=$(echo "$out" | sed -n 's/^ *50% *\([0-9.a-z]*\).*/\1/p')
+  p99=$(echo "$out" | sed -n 's/^ *99% *\([0-9.a-z]*\).*/\1/p')
+  echo "$reqs $rps ${non2xx:-0} $p50 $p99"
+}
+
+echo "wrk -t2 -c$conns -d${secs}s POST /v1/login, distinct numbers; $( [ $cluster -eq 1 ] && echo '3-master Redis Cluster' || echo 'one redis-server')"
+printf '%-6s %-5s %10s %10s %8s %8s %8s %12s %12s %s\n' round node requests req/s non-2xx p50 p99 'otpd µs/req' 'redis µs/req' 'evalsha/req'
+e_sum=0; r_sum=0
+for round in $(seq 1 "$rounds"); do
+  offset=$(( (round - 1) * 2000000 ))
+  c0=$(cpu_ms "$e_pid")
+  read -r reqs rps bad p50 p99 < <(run E "$e_port" "$offset")
+  c1=$(cpu_ms "$e_pid")
+  otpd_us=$(python3 -c "print(f'{($c1 - $c0) * 1000 / $reqs:.1f}')")
+  printf '%-6s %-5s %10s %10s %8s %8s %8s %12s %12s %s\n' "$round" E "$reqs" "$rps" "$bad" "$p50" "$p99" "$otpd_us" - -
+  e_sum=$(python3 -c "print($e_sum + $rps)")
+  before=$(evalsha_calls)
+  c0=$(cpu_ms "$r_pid"); d0=$(cpu_ms "${redis_pids[@]}")
+  read -r reqs rps bad p50 p99 < <(run R "$r_port" "$offset")
+  c1=$(cpu_ms "$r_pid"); d1=$(cpu_ms "${redis_pids[@]}")
+  after=$(evalsha_calls)
+  per=$(python3 -c "print(f'{($after - $before) / $reqs:.3f}')")
+  otpd_us=$(python3 -c "print(f'{($c1 - $c0) * 1000 / $reqs:.1f}')")
+  redis_us=$(python3 -c "print(f'{($d1 - $d0) * 1000 / $reqs:.1f}')")
+  printf '%-6s %-5s %10s %10s %8s %8s %8s %12s %12s %s\n' "$round" R "$reqs" "$rps" "$bad" "$p50" "$p99" "$otpd_us" "$redis_us" "$per"
+  r_sum=$(python3 -c "print($r_sum + $rps)")
+done
+for p in "${redis_ports[@]}"; do
+  echo "redis :$p $(redis-cli -p "$p" info commandstats | grep -E '^cmdstat_evalsha' | tr -d '\r')"
+done
+python3 -c "print(f'mean req/s: embedded {$e_sum / $rounds:.0f}, redis {$r_sum / $rounds:.0f}; redis/embedded = {$r_sum / $e_sum:.2f}')"
+curl -s "http://127.0.0.1:$r_port/health/ready"; echo

@@ -1,0 +1,1378 @@
+//! The API contract: the OpenAPI 3.1 document of API v1, generated from the code.
+//!
+//! * **Schemas** are the `utoipa::ToSchema` derives on the wire types (`wire.rs`) and the
+//!   problem document (`problem.rs`): a field added, renamed or bounded there changes the
+//!   document. Tests below check the published bounds against the validators' constants, and
+//!   [`refine`] adds the rules a derive cannot say (exactly one of `phone` and `email`, …).
+//! * **Operations** are the rows of [`OPERATIONS`]: method, path, security, body, replies, and
+//!   the problem codes each can answer, grouped by status with the codes as an `enum`. A test
+//!   checks that every path the router matches has a row, and `tests/it/contract.rs` that
+//!   every row is routed and every other method answers 405.
+//! * **Problem codes** come from [`problem::CATALOGUE`] (status, meaning, headers).
+//!
+//! `GET /openapi.json` serves [`json`]; `docs/openapi.json` holds the same bytes, and a test
+//! fails when they differ. Regenerate with `cargo run -- openapi > docs/openapi.json`.
+//!
+//! **Adding an endpoint**: its route, then a row in [`OPERATIONS`] (its schemas derive
+//! `ToSchema` and are listed in [`schemas`]), then regenerate. **Adding a problem code**: a row
+//! in [`problem::CATALOGUE`], its code in the rows (or the shared lists such as
+//! [`SEND_LIMITS`]) of the operations that can answer it, then regenerate.
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use otpd_actors::dispatch::BreakerState;
+use otpd_actors::ports::Platform;
+use serde_json::{Map, Value, json};
+use utoipa::OpenApi as _;
+
+use super::problem::{self, ProblemKind};
+use super::wire;
+
+/// Who may call an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    /// An access token (JWT) from a login.
+    Bearer,
+    /// The node's admin token.
+    Admin,
+}
+
+/// A success (or non-problem) reply of an operation.
+#[derive(Clone, Copy, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub description: &'static str,
+    /// A schema in `components.schemas`; `None` for an empty body.
+    pub schema: Option<&'static str>,
+    /// Response headers beyond `X-Request-Id` (names in `components.headers`).
+    pub headers: &'static [&'static str],
+}
+
+/// A query or path parameter.
+#[derive(Clone, Copy, Debug)]
+pub struct Param {
+    pub name: &'static str,
+    pub location: &'static str,
+    pub required: bool,
+    pub description: &'static str,
+    pub schema: fn() -> Value,
+}
+
+/// A link from a reply to another operation: `(name, operationId, parameter, expression)`.
+pub type Link = (&'static str, &'static str, &'static str, &'static str);
+
+/// One operation of the API.
+#[derive(Clone, Copy, Debug)]
+pub struct Operation {
+    /// Lower-case, as OpenAPI spells it.
+    pub method: &'static str,
+    pub path: &'static str,
+    pub id: &'static str,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    pub description: &'static str,
+    pub auth: Auth,
+    pub params: &'static [Param],
+    /// The JSON request body's schema, if the operation reads one.
+    pub body: Option<&'static str>,
+    pub replies: &'static [Reply],
+    /// The problem codes the operation can answer (lists concatenated).
+    pub problems: &'static [&'static [&'static str]],
+    pub links: &'static [Link],
+}
+
+impl Operation {
+    /// Every problem code of the operation, once each, in catalogue order.
+    pub fn problem_codes(&self) -> Vec<&'static str> {
+        let listed: Vec<&str> = self.problems.iter().flat_map(|l| l.iter().copied()).collect();
+        problem::CATALOGUE.iter().map(|k| k.code).filter(|c| listed.contains(c)).collect()
+    }
+}
+
+/// Refusals of any operation that reads a JSON body.
+pub const BODY: &[&str] =
+    &["invalid_json", "invalid_request", "request_timeout", "payload_too_large", "unsupported_media_type"];
+/// Refusals of a `phone` or `email` field.
+pub const IDENTIFIER: &[&str] = &["invalid_phone", "invalid_email"];
+/// Limits checked before any code is sent (`429` with `Retry-After`; the destination lists:
+/// `403`). Each send also has its own per-identifier rule, listed on its operation.
+pub const SEND_LIMITS: &[&str] = &[
+    "resend_cooldown",
+    "identifier_send_limit",
+    "ip_send_limit",
+    "prefix_send_limit",
+    "country_send_limit",
+    "destination_not_allowed",
+];
+/// Limits checked before a code (or a device signature) is checked.
+pub const VERIFY_LIMITS: &[&str] = &["identifier_verify_limit", "ip_verify_limit"];
+/// The answers of a wrong, late or spent code.
+pub const CODE_ANSWERS: &[&str] =
+    &["invalid_code", "code_expired", "code_already_used", "no_pending_code", "too_many_attempts"];
+/// Refusals of an access token.
+pub const BEARER: &[&str] = &["missing_token", "invalid_token"];
+/// A dependency (store, limiter, shard) cannot serve the request now.
+pub const UNAVAILABLE: &[&str] = &["unavailable"];
+
+const SEND_RECEIPT: Reply = Reply {
+    status: 202,
+    description: "A code is on its way (the same answer whether or not the identifier has an account).",
+    schema: Some("SendResponse"),
+    headers: &[],
+};
+const TOKENS: Reply = Reply {
+    status: 200,
+    description: "Signed in: an access token, a refresh token and the account.",
+    schema: Some("TokenResponse"),
+    headers: &[],
+};
+const NO_CONTENT: Reply = Reply { status: 204, description: "Done.", schema: None, headers: &[] };
+
+fn uuid_schema() -> Value {
+    json!({ "type": "string", "format": "uuid", "pattern": UUID_PATTERN })
+}
+
+fn string_schema() -> Value {
+    json!({ "type": "string" })
+}
+
+fn limit_schema() -> Value {
+    json!({ "type": "integer", "minimum": 0, "default": 100 })
+}
+
+/// A hyphenated UUID, either case: what `wire::device_id` accepts.
+pub const UUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// Every operation of API v1, in the order the document lists them.
+pub const OPERATIONS: &[Operation] = &[
+    Operation {
+        method: "post",
+        path: "/v1/register",
+        id: "register",
+        tag: "codes",
+        summary: "Create an account and send a registration code",
+        description: "Creates an unverified account (or updates an unverified one) and sends a code to the \
+            identifier. For an identifier that already has a verified account the answer is the same, and \
+            the code signs its owner in (unless `otp.reveal_accounts` is on: then `409 account_exists`).",
+        auth: Auth::None,
+        params: &[],
+        body: Some("RegisterRequest"),
+        replies: &[SEND_RECEIPT],
+        problems: &[
+            BODY,
+            IDENTIFIER,
+            SEND_LIMITS,
+            &["identifier_register_limit", "account_exists", "delivery_busy"],
+            UNAVAILABLE,
+        ],
+        links: &[],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/register/verify",
+        id: "verifyRegistration",
+        tag: "codes",
+        summary: "Verify a registration code: activate the account and sign in",
+        description: "A wrong code counts against the code (`attempts_left`); the fifth wrong one burns it.",
+        auth: Auth::None,
+        params: &[],
+        body: Some("VerifyRequest"),
+        replies: &[TOKENS],
+        problems: &[BODY, IDENTIFIER, VERIFY_LIMITS, CODE_ANSWERS, UNAVAILABLE],
+        links: &[],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/login",
+        id: "login",
+        tag: "codes",
+        summary: "Send a login code",
+        description: "For an identifier without an account the answer is the same and nothing is sent (unless \
+            `otp.reveal_accounts` is on: then `404 account_not_found` or `403 account_not_verified`).",
+        auth: Auth::None,
+        params: &[],
+        body: Some("LoginRequest"),
+        replies: &[SEND_RECEIPT],
+        problems: &[
+            BODY,
+            IDENTIFIER,
+            SEND_LIMITS,
+            &["identifier_login_limit", "account_not_found", "account_not_verified", "delivery_busy"],
+            UNAVAILABLE,
+        ],
+        links: &[],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/login/verify",
+        id: "verifyLogin",
+        tag: "codes",
+        summary: "Verify a login code and sign in",
+        description: "A wrong code counts against the code (`attempts_left`); the fifth wrong one burns it. \
+            A right code for an account that never finished registration answers `403 account_not_verified`.",
+        auth: Auth::None,
+        params: &[],
+        body: Some("VerifyRequest"),
+        replies: &[TOKENS],
+        problems: &[BODY, IDENTIFIER, VERIFY_LIMITS, CODE_ANSWERS, &["account_not_verified"], UNAVAILABLE],
+        links: &[],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/otp/resend",
+        id: "resendCode",
+        tag: "codes",
+        summary: "Send a new code; the previous one stops working",
+        description: "Subject to the same cooldown and send cap as the first send.",
+        auth: Auth::None,
+        params: &[],
+        body: Some("ResendRequest"),
+        replies: &[SEND_RECEIPT],
+        problems: &[
+            BODY,
+            IDENTIFIER,
+            SEND_LIMITS,
+            &[
+                "identifier_resend_limit",
+                "account_not_found",
+                "account_not_verified",
+                "account_exists",
+                "delivery_busy",
+            ],
+            UNAVAILABLE,
+        ],
+        links: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/me",
+        id: "getMe",
+        tag: "sessions",
+        summary: "The signed-in account",
+        description: "",
+        auth: Auth::Bearer,
+        params: &[],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "The account and the session of the token.",
+            schema: Some("MeResponse"),
+            headers: &[],
+        }],
+        problems: &[BEARER, UNAVAILABLE],
+        links: &[],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/token/refresh",
+        id: "refreshToken",
+        tag: "sessions",
+        summary: "Exchange a refresh token for new tokens",
+        description: "The refresh token works once: the answer carries a new one. Presenting one that was \
+            already rotated away revokes the whole session (`401 refresh_token_reused`), so serialise \
+            refreshes in your app.",
+        auth: Auth::None,
+        params: &[],
+        body: Some("RefreshRequest"),
+        replies: &[TOKENS],
+        problems: &[BODY, &["invalid_refresh_token", "refresh_token_reused"], UNAVAILABLE],
+        links: &[],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/logout",
+        id: "logout",
+        tag: "sessions",
+        summary: "Revoke the token's session",
+        description: "Its access and refresh tokens stop working at once. No request body.",
+        auth: Auth::Bearer,
+        params: &[],
+        body: None,
+        replies: &[NO_CONTENT],
+        problems: &[BEARER, UNAVAILABLE],
+        links: &[],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/logout/all",
+        id: "logoutAll",
+        tag: "sessions",
+        summary: "Revoke every session of the account",
+        description: "No request body.",
+        auth: Auth::Bearer,
+        params: &[],
+        body: None,
+        replies: &[Reply { status: 200, description: "Revoked.", schema: Some("LogoutAllResponse"), headers: &[] }],
+        problems: &[BEARER, UNAVAILABLE],
+        links: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/sessions",
+        id: "listSessions",
+        tag: "sessions",
+        summary: "The account's active sessions, newest first",
+        description: "",
+        auth: Auth::Bearer,
+        params: &[],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "Active sessions.",
+            schema: Some("SessionListResponse"),
+            headers: &[],
+        }],
+        problems: &[BEARER, UNAVAILABLE],
+        links: &[],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/devices",
+        id: "enrolDevice",
+        tag: "devices",
+        summary: "Enrol a device key for fingerprint login",
+        description: "Needs an access token from a login **by code** within `devices.enrol_max_auth_age` \
+            (5 minutes); a refreshed token or a device login does not count. Keys: ECDSA P-256 or Ed25519, \
+            as SPKI (PEM or base64 DER) in `public_key`, or as a public JWK in `jwk` — exactly one of them.",
+        auth: Auth::Bearer,
+        params: &[],
+        body: Some("EnrolRequest"),
+        replies: &[Reply { status: 201, description: "Enrolled.", schema: Some("Device"), headers: &["Location"] }],
+        problems: &[
+            BEARER,
+            BODY,
+            &["invalid_public_key", "fresh_login_required", "device_limit", "device_exists"],
+            UNAVAILABLE,
+        ],
+        links: &[("revoke", "revokeDevice", "id", "$response.body#/id")],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/devices",
+        id: "listDevices",
+        tag: "devices",
+        summary: "The account's active devices",
+        description: "",
+        auth: Auth::Bearer,
+        params: &[],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "Active devices.",
+            schema: Some("DeviceListResponse"),
+            headers: &[],
+        }],
+        problems: &[BEARER, UNAVAILABLE],
+        links: &[],
+    },
+    Operation {
+        method: "delete",
+        path: "/v1/devices/{id}",
+        id: "revokeDevice",
+        tag: "devices",
+        summary: "Remove a device",
+        description: "The sessions it opened are revoked with it.",
+        auth: Auth::Bearer,
+        params: &[Param {
+            name: "id",
+            location: "path",
+            required: true,
+            description: "The device id (a hyphenated UUID); anything else is `404 device_not_found`.",
+            schema: uuid_schema,
+        }],
+        body: None,
+        replies: &[NO_CONTENT],
+        problems: &[BEARER, &["device_not_found"], UNAVAILABLE],
+        links: &[],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/device-login/challenge",
+        id: "deviceChallenge",
+        tag: "devices",
+        summary: "Ask for a nonce to sign",
+        description: "Answered the same way for any device id, known or not. A new challenge replaces the \
+            previous one. The device signs `otpd-device-login-v1\\n<audience>\\n<device_id>\\n<nonce>` (no \
+            trailing newline).",
+        auth: Auth::None,
+        params: &[],
+        body: Some("DeviceChallengeRequest"),
+        replies: &[Reply {
+            status: 200,
+            description: "A nonce, valid `devices.challenge_lifetime` (60 s), single use.",
+            schema: Some("DeviceChallengeResponse"),
+            headers: &[],
+        }],
+        problems: &[BODY, UNAVAILABLE],
+        links: &[],
+    },
+    Operation {
+        method: "post",
+        path: "/v1/device-login/verify",
+        id: "deviceLogin",
+        tag: "devices",
+        summary: "Sign in with a device's signature of the nonce",
+        description: "A wrong signature counts like a wrong code (`attempts_left`); the fifth burns the \
+            challenge. A removed device is told `403 device_revoked` only when its signature is valid.",
+        auth: Auth::None,
+        params: &[],
+        body: Some("DeviceVerifyRequest"),
+        replies: &[TOKENS],
+        problems: &[
+            BODY,
+            VERIFY_LIMITS,
+            &[
+                "invalid_signature",
+                "challenge_expired",
+                "challenge_already_used",
+                "no_pending_challenge",
+                "too_many_attempts",
+                "device_revoked",
+            ],
+            UNAVAILABLE,
+        ],
+        links: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/.well-known/jwks.json",
+        id: "getJwks",
+        tag: "keys",
+        summary: "The public keys that verify access tokens",
+        description: "Match a token's `kid` header. Empty with `tokens.algorithm = \"HS256\"` (a shared \
+            secret is never published).",
+        auth: Auth::None,
+        params: &[],
+        body: None,
+        replies: &[Reply { status: 200, description: "A JWK set.", schema: Some("Jwks"), headers: &["Cache-Control"] }],
+        problems: &[],
+        links: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/health/live",
+        id: "live",
+        tag: "health",
+        summary: "Liveness",
+        description: "",
+        auth: Auth::None,
+        params: &[],
+        body: None,
+        replies: &[Reply { status: 200, description: "The process serves.", schema: Some("Live"), headers: &[] }],
+        problems: &[],
+        links: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/health/ready",
+        id: "ready",
+        tag: "health",
+        summary: "Readiness, per dependency and per delivery provider",
+        description: "",
+        auth: Auth::None,
+        params: &[],
+        body: None,
+        replies: &[
+            Reply { status: 200, description: "Ready.", schema: Some("Readiness"), headers: &[] },
+            Reply {
+                status: 503,
+                description: "Not ready: a check is down (see `checks`).",
+                schema: Some("Readiness"),
+                headers: &[],
+            },
+        ],
+        problems: &[],
+        links: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/admin/audit",
+        id: "adminAudit",
+        tag: "admin",
+        summary: "Audit events of one identifier or one trace id, newest first",
+        description: "Give exactly one of `identifier` and `trace_id`. Used by `otpd audit` while the node runs.",
+        auth: Auth::Admin,
+        params: &[
+            Param {
+                name: "identifier",
+                location: "query",
+                required: false,
+                description: "A phone number or an e-mail address (anything with an `@`).",
+                schema: string_schema,
+            },
+            Param {
+                name: "trace_id",
+                location: "query",
+                required: false,
+                description: "A trace id: the `X-Request-Id` of a response.",
+                schema: string_schema,
+            },
+            Param {
+                name: "limit",
+                location: "query",
+                required: false,
+                description: "At most this many events (taken as 1 to 10000).",
+                schema: limit_schema,
+            },
+        ],
+        body: None,
+        replies: &[Reply { status: 200, description: "Events.", schema: Some("AuditListResponse"), headers: &[] }],
+        problems: &[&["invalid_request"], IDENTIFIER, &["missing_token", "forbidden"], UNAVAILABLE],
+        links: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/v1/admin/stats",
+        id: "adminStats",
+        tag: "admin",
+        summary: "Accounts, sessions and one-time-code counters",
+        description: "Users, verified users and active sessions as the store counts them (`null` just after \
+            start, while it counts), and the node's code, challenge and delivery counters since start.",
+        auth: Auth::Admin,
+        params: &[],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "The counters.",
+            schema: Some("AdminStatsResponse"),
+            headers: &[],
+        }],
+        problems: &[&["invalid_request", "missing_token", "forbidden"], UNAVAILABLE],
+        links: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/metrics",
+        id: "getMetrics",
+        tag: "meta",
+        summary: "Prometheus metrics",
+        description: "The text exposition of every `otpd_*` metric (catalogue in the README). With \
+            `admin.metrics_on_main = false` the main listener answers `404` here and only the admin listener serves it.",
+        auth: Auth::None,
+        params: &[],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "Prometheus text format 0.0.4.",
+            schema: Some("PrometheusExposition"),
+            headers: &[],
+        }],
+        problems: &[],
+        links: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/openapi.json",
+        id: "getOpenApi",
+        tag: "meta",
+        summary: "This document",
+        description: "",
+        auth: Auth::None,
+        params: &[],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "The OpenAPI 3.1 document of this API.",
+            schema: Some("OpenApiDocument"),
+            headers: &[],
+        }],
+        problems: &[],
+        links: &[],
+    },
+];
+
+const TAGS: &[(&str, &str)] = &[
+    ("codes", "Sign-up and login by one-time code"),
+    ("sessions", "The signed-in account, refresh-token rotation, logout"),
+    ("devices", "Device keys and fingerprint (device-key) login"),
+    ("keys", "Keys that verify access tokens"),
+    ("health", "Liveness and readiness"),
+    ("admin", "Operator endpoints (admin token)"),
+    ("meta", "This document"),
+];
+
+const DESCRIPTION: &str = "\
+One-time-code authentication: sign-up and login by a code sent by SMS or e-mail, JWT access \
+tokens, rotating refresh tokens, and fingerprint (device-key) login.
+
+* **Bodies** are JSON (`Content-Type: application/json`, at most `http.max_body_bytes`, 16 KiB \
+by default). Unknown fields are refused. Identify an account with exactly one of `phone` and \
+`email` (registration may carry both: then `email` is a contact address).
+* **Errors** are RFC 9457 `application/problem+json` documents with a stable `code`; each \
+response below lists the codes it can carry. `title` and `detail` are for humans and may \
+change.
+* **Every response** carries `X-Request-Id`: yours if you sent a sane one (1–128 of \
+`[A-Za-z0-9._:-]`), else a new one. It is the trace id of the audit trail.
+* **Any path** not listed answers `404 not_found`; any method an operation does not list answers \
+`405 method_not_allowed` with an `Allow` header (`GET` operations also answer `HEAD`).
+* **Limits** answer `429` with `Retry-After` (seconds). Unknown and known identifiers get the \
+same answers, unless the operator turns on `otp.reveal_accounts`.
+";
+
+/// The schemas that derive `ToSchema` (their dependencies come along).
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(
+    wire::RegisterRequest,
+    wire::LoginRequest,
+    wire::VerifyRequest,
+    wire::ResendRequest,
+    wire::RefreshRequest,
+    wire::EnrolRequest,
+    wire::DeviceChallengeRequest,
+    wire::DeviceVerifyRequest,
+    wire::SendResponse,
+    wire::TokenResponse,
+    wire::MeResponse,
+    wire::LogoutAllResponse,
+    wire::SessionListResponse,
+    wire::DeviceView,
+    wire::DeviceListResponse,
+    wire::DeviceChallengeResponse,
+    wire::AuditListResponse,
+    wire::AdminStatsResponse,
+    problem::ProblemBody,
+)))]
+struct Derived;
+
+/// Schema helpers for `#[schema(schema_with = …)]` in the wire types: enums whose values come
+/// from the engine's own spellings.
+pub mod schema {
+    use otpd_actors::device_key::KeyAlgorithm;
+    use otpd_actors::identifier::Channel;
+    use otpd_actors::ports::{AuditOutcome, AuthMethod, DeviceId, Platform};
+    use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+
+    /// A real P-256 public key (SPKI DER, base64), so that generated requests can enrol one.
+    pub const EXAMPLE_SPKI: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEfguw1pGn7KfAqTEASqLZY6d7OPqBsBHPIBOBAVDghkZpaiq8ymwtILhXjc9FLrHK2uPoTJUaLQkXxSsh4jodNQ==";
+
+    pub fn example_spki() -> &'static str {
+        EXAMPLE_SPKI
+    }
+
+    fn one_of<const N: usize>(values: [&'static str; N]) -> Object {
+        ObjectBuilder::new().schema_type(Type::String).enum_values(Some(values)).build()
+    }
+
+    pub fn send_status() -> Object {
+        one_of(["pending"])
+    }
+
+    pub fn channel() -> Object {
+        one_of([Channel::Sms, Channel::Email].map(Channel::as_str))
+    }
+
+    pub fn token_type() -> Object {
+        one_of(["Bearer"])
+    }
+
+    pub fn platform() -> Object {
+        one_of(super::PLATFORMS.map(Platform::as_str))
+    }
+
+    pub fn key_algorithm() -> Object {
+        one_of([KeyAlgorithm::Es256, KeyAlgorithm::Ed25519].map(KeyAlgorithm::as_str))
+    }
+
+    pub fn auth_method() -> Object {
+        one_of([AuthMethod::Otp, AuthMethod::Device(DeviceId(uuid::Uuid::nil()))].map(AuthMethod::as_str))
+    }
+
+    pub fn audit_outcome() -> Object {
+        use AuditOutcome as O;
+        one_of([O::Ok, O::Rejected, O::Limited, O::Failed].map(O::as_str))
+    }
+
+    /// A member that may only be absent or `null`.
+    pub fn forbidden_member() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::Null)
+            .description(Some("Never send a private key: any value but null is refused."))
+            .build()
+    }
+}
+
+const PLATFORMS: [Platform; 4] = [Platform::Ios, Platform::Android, Platform::Web, Platform::Other];
+
+/// Every schema of the document.
+fn schemas() -> Map<String, Value> {
+    let components = Derived::openapi().components.expect("the derive lists schemas");
+    let mut schemas: Map<String, Value> = components
+        .schemas
+        .into_iter()
+        .map(|(name, s)| (name, serde_json::to_value(s).expect("schemas serialise")))
+        .collect();
+    refine(&mut schemas);
+    // Replies that are not wire types (built with `json!` in `routes.rs`).
+    schemas.insert(
+        "PrometheusExposition".into(),
+        json!({ "type": "string", "description": "Prometheus text exposition format, version 0.0.4." }),
+    );
+    schemas.insert(
+        "Live".into(),
+        json!({
+            "type": "object",
+            "required": ["status"],
+            "properties": { "status": { "type": "string", "enum": ["live"] } },
+        }),
+    );
+    let breakers = [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen].map(BreakerState::as_str);
+    schemas.insert(
+        "Readiness".into(),
+        json!({
+            "type": "object",
+            "required": ["status", "checks"],
+            "properties": {
+                "status": {
+                    "type": "string",
+                    "enum": ["ready", "degraded", "not_ready"],
+                    "description": "`degraded`: serving, with a fallback for a shared dependency (e.g. the in-process limiter while Redis is unreachable).",
+                },
+                "checks": {
+                    "type": "object",
+                    "description": "One entry per dependency (`store`, `delivery`, …).",
+                    "additionalProperties": { "$ref": "#/components/schemas/ReadinessCheck" },
+                },
+                "providers": {
+                    "type": "object",
+                    "description": "One entry per delivery provider, with its circuit breaker.",
+                    "additionalProperties": { "$ref": "#/components/schemas/ProviderHealth" },
+                },
+            },
+        }),
+    );
+    schemas.insert(
+        "ReadinessCheck".into(),
+        json!({
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": { "type": "string", "enum": ["up", "down", "degraded"] },
+                "latency_ms": { "type": "number", "minimum": 0 },
+                "error": { "type": "string" },
+            },
+        }),
+    );
+    schemas.insert(
+        "ProviderHealth".into(),
+        json!({
+            "type": "object",
+            "required": ["breaker", "routes", "consecutive_failures", "in_flight"],
+            "properties": {
+                "breaker": { "type": "string", "enum": breakers },
+                "routes": {
+                    "type": "array",
+                    "items": { "type": "string", "pattern": "^(sms|email):(primary|secondary)$" },
+                },
+                "consecutive_failures": { "type": "integer", "minimum": 0 },
+                "in_flight": { "type": "integer", "minimum": 0 },
+                "retry_in_ms": { "type": "integer", "minimum": 0, "description": "While the breaker is open." },
+            },
+        }),
+    );
+    schemas.insert(
+        "Jwks".into(),
+        json!({
+            "type": "object",
+            "required": ["keys"],
+            "properties": { "keys": { "type": "array", "items": { "$ref": "#/components/schemas/SigningKey" } } },
+        }),
+    );
+    schemas.insert(
+        "SigningKey".into(),
+        json!({
+            "type": "object",
+            "description": "An Ed25519 public key (RFC 8037); `kid` is its RFC 7638 thumbprint.",
+            "required": ["kty", "crv", "x", "kid", "alg", "use"],
+            "properties": {
+                "kty": { "type": "string", "enum": ["OKP"] },
+                "crv": { "type": "string", "enum": ["Ed25519"] },
+                "x": { "type": "string", "pattern": "^[A-Za-z0-9_-]{43}$" },
+                "kid": { "type": "string" },
+                "alg": { "type": "string", "enum": ["EdDSA"] },
+                "use": { "type": "string", "enum": ["sig"] },
+            },
+        }),
+    );
+    schemas.insert(
+        "OpenApiDocument".into(),
+        json!({ "type": "object", "required": ["openapi", "paths"], "description": "An OpenAPI 3.1 document." }),
+    );
+    schemas
+}
+
+/// What the derives cannot say: which combinations of optional fields a request needs.
+fn refine(schemas: &mut Map<String, Value>) {
+    let present = |field: &str, kind: &str| json!({ "required": [field], "properties": { field: { "type": kind } } });
+    // `wire::raw_identifier`: exactly one of them (a `null` counts as absent).
+    let exactly_one_identifier = json!([present("phone", "string"), present("email", "string")]);
+    for name in ["LoginRequest", "VerifyRequest", "ResendRequest"] {
+        schemas[name]["oneOf"] = exactly_one_identifier.clone();
+    }
+    // Registration: a phone number (with an optional contact address) or an e-mail address.
+    schemas["RegisterRequest"]["anyOf"] = exactly_one_identifier;
+    // `wire::key_input`: exactly one of `public_key` and `jwk`.
+    schemas["EnrolRequest"]["oneOf"] = json!([present("public_key", "string"), present("jwk", "object")]);
+}
+
+fn header(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "schema": schema, "required": true })
+}
+
+fn components_headers() -> Value {
+    json!({
+        "X-Request-Id": header(
+            "The trace id of the request: the caller's `X-Request-Id` if it was 1–128 of `[A-Za-z0-9._:-]`, \
+             else a new one.",
+            json!({ "type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$" }),
+        ),
+        "Retry-After": header("Seconds to wait before trying again.", json!({ "type": "integer", "minimum": 1 })),
+        "WWW-Authenticate": header("The Bearer challenge (RFC 6750).", json!({ "type": "string", "pattern": "^Bearer " })),
+        "Location": header("The new resource.", json!({ "type": "string", "format": "uri-reference" })),
+        "Allow": header("The methods the endpoint takes.", json!({ "type": "string" })),
+        "Cache-Control": header("How long the keys may be cached.", json!({ "type": "string" })),
+    })
+}
+
+/// A response header: a reference when the response always carries it (the components say
+/// `required`), else spelled out as optional (a `$ref` sibling cannot change `required`).
+fn header_ref(name: &str, required: bool) -> Value {
+    if required {
+        return json!({ "$ref": format!("#/components/headers/{name}") });
+    }
+    let mut h = components_headers()[name].clone();
+    h["required"] = Value::Bool(false);
+    h
+}
+
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// Replies that are not JSON, by their schema's name; every other reply is `application/json`.
+const NON_JSON: &[(&str, &str)] = &[("PrometheusExposition", "text/plain; version=0.0.4")];
+
+fn media_type(schema: &str) -> &'static str {
+    NON_JSON.iter().find(|(name, _)| *name == schema).map_or("application/json", |(_, media)| media)
+}
+
+fn reply(r: &Reply, links: &[Link]) -> Value {
+    let mut headers = Map::new();
+    headers.insert("X-Request-Id".into(), header_ref("X-Request-Id", true));
+    for h in r.headers {
+        headers.insert((*h).into(), header_ref(h, true));
+    }
+    let mut out = json!({ "description": r.description, "headers": headers });
+    if let Some(schema) = r.schema {
+        out["content"] = json!({ media_type(schema): { "schema": schema_ref(schema) } });
+    }
+    if !links.is_empty() {
+        let mut l = Map::new();
+        for (name, op, param, expr) in links {
+            l.insert((*name).into(), json!({ "operationId": op, "parameters": { *param: expr } }));
+        }
+        out["links"] = Value::Object(l);
+    }
+    out
+}
+
+/// The response of one status: every code of `kinds`, as an `enum`.
+fn problem_reply(status: u16, kinds: &[&ProblemKind]) -> Value {
+    let codes: Vec<&str> = kinds.iter().map(|k| k.code).collect();
+    let description = kinds.iter().map(|k| format!("`{}`: {}.", k.code, k.meaning)).collect::<Vec<_>>().join(" ");
+    let mut headers = Map::new();
+    headers.insert("X-Request-Id".into(), header_ref("X-Request-Id", true));
+    // A header is listed when some code of the group carries it, required when all do.
+    let retry: Vec<bool> = kinds.iter().map(|k| k.retry_after).collect();
+    let challenge: Vec<bool> = kinds.iter().map(|k| k.www_authenticate).collect();
+    for (name, carries) in [("Retry-After", retry), ("WWW-Authenticate", challenge)] {
+        if carries.contains(&true) {
+            headers.insert(name.into(), header_ref(name, !carries.contains(&false)));
+        }
+    }
+    json!({
+        "description": description,
+        "headers": headers,
+        "content": {
+            "application/problem+json": {
+                "schema": {
+                    "allOf": [
+                        schema_ref("Problem"),
+                        {
+                            "properties": {
+                                "status": { "const": status },
+                                "code": { "enum": codes },
+                            },
+                        },
+                    ],
+                },
+            },
+        },
+    })
+}
+
+fn operation(op: &Operation) -> Value {
+    let mut params = vec![json!({ "$ref": "#/components/parameters/X-Request-Id" })];
+    for p in op.params {
+        params.push(json!({
+            "name": p.name,
+            "in": p.location,
+            "required": p.required,
+            "description": p.description,
+            "schema": (p.schema)(),
+        }));
+    }
+    let mut responses = Map::new();
+    for r in op.replies {
+        let links = if r.status / 100 == 2 { op.links } else { &[] };
+        responses.insert(r.status.to_string(), reply(r, links));
+    }
+    let codes = op.problem_codes();
+    let kinds: Vec<&ProblemKind> = codes.iter().filter_map(|c| problem::kind_of(c)).collect();
+    let mut statuses: Vec<u16> = kinds.iter().map(|k| k.status).collect();
+    statuses.dedup();
+    for status in statuses {
+        let group: Vec<&ProblemKind> = kinds.iter().copied().filter(|k| k.status == status).collect();
+        responses.insert(status.to_string(), problem_reply(status, &group));
+    }
+    let mut out = json!({
+        "operationId": op.id,
+        "tags": [op.tag],
+        "summary": op.summary,
+        "parameters": params,
+        "responses": responses,
+    });
+    if !op.description.is_empty() {
+        out["description"] = Value::String(op.description.to_owned());
+    }
+    match op.auth {
+        Auth::None => {}
+        Auth::Bearer => out["security"] = json!([{ "bearer": [] }]),
+        Auth::Admin => out["security"] = json!([{ "admin": [] }]),
+    }
+    if let Some(body) = op.body {
+        out["requestBody"] =
+            json!({ "required": true, "content": { "application/json": { "schema": schema_ref(body) } } });
+    }
+    out
+}
+
+/// Generic answers that belong to no operation: unknown paths and methods.
+fn components_responses() -> Value {
+    let generic = |code: &str, extra: Value| {
+        let kind = problem::kind_of(code).expect("catalogued");
+        let mut r = problem_reply(kind.status, &[kind]);
+        if let (Value::Object(h), Value::Object(more)) = (&mut r["headers"], extra) {
+            h.extend(more);
+        }
+        r
+    };
+    json!({
+        "NotFound": generic("not_found", json!({})),
+        "MethodNotAllowed": generic("method_not_allowed", json!({ "Allow": header_ref("Allow", true) })),
+    })
+}
+
+/// The document, as a JSON value with its keys sorted.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for op in OPERATIONS {
+        let item = paths.entry(op.path).or_insert_with(|| json!({}));
+        item[op.method] = operation(op);
+    }
+    let tags: Vec<Value> = TAGS.iter().map(|(name, d)| json!({ "name": name, "description": d })).collect();
+    let doc = json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "otpd",
+            "summary": "One-time-code authentication engine: API v1",
+            "description": DESCRIPTION,
+            "version": env!("CARGO_PKG_VERSION"),
+            "license": { "name": "Apache-2.0", "identifier": "Apache-2.0" },
+        },
+        "tags": tags,
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "headers": components_headers(),
+            "responses": components_responses(),
+            "parameters": {
+                "X-Request-Id": {
+                    "name": "X-Request-Id",
+                    "in": "header",
+                    "required": false,
+                    "description": "Your trace id for this request, kept when it is 1–128 of `[A-Za-z0-9._:-]` \
+                        (any other value is replaced by a new one, never refused).",
+                    "schema": { "type": "string" },
+                },
+            },
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "The `access_token` of a token response (15 minutes). A revoked session's \
+                        tokens are refused at once.",
+                },
+                "admin": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The node's admin token (`secrets.admin_token`, or generated into \
+                        `<data_dir>/secrets/admin.token`).",
+                },
+            },
+        },
+    });
+    sorted(doc)
+}
+
+/// Sorts object keys recursively, so that the bytes do not depend on serde_json's features.
+fn sorted(v: Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// The document as served and committed: pretty JSON with a final newline.
+pub fn json() -> Bytes {
+    static DOC: OnceLock<Bytes> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut text = serde_json::to_string_pretty(&document()).expect("the document serialises");
+        text.push('\n');
+        Bytes::from(text)
+    })
+    .clone()
+}
+
+/// The API reference in Markdown (`docs/api-reference.md`), rendered from [`document`].
+pub fn markdown() -> String {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    let mut out = String::new();
+    let mut w = |line: &str| {
+        out.push_str(line);
+        out.push('\n');
+    };
+    w("# otpd API v1 reference");
+    w("");
+    w("Generated from the OpenAPI 3.1 document ([`openapi.json`](openapi.json), served at `GET /openapi.json`) by");
+    w("`cargo run -- openapi --markdown > docs/api-reference.md`; a test fails when it is out of date.");
+    w("");
+    w(DESCRIPTION.trim_end());
+    for (tag, about) in TAGS {
+        w("");
+        w(&format!("## {about}"));
+        for op in OPERATIONS.iter().filter(|o| o.tag == *tag) {
+            let o = &doc["paths"][op.path][op.method];
+            w("");
+            w(&format!("### `{} {}`", op.method.to_uppercase(), op.path));
+            w("");
+            w(&format!("{} (`{}`).", op.summary, op.id));
+            if !op.description.is_empty() {
+                w("");
+                w(op.description);
+            }
+            w("");
+            w(match op.auth {
+                Auth::None => "**Auth**: none.",
+                Auth::Bearer => "**Auth**: `Authorization: Bearer <access token>`.",
+                Auth::Admin => "**Auth**: `Authorization: Bearer <admin token>`.",
+            });
+            for p in op.params {
+                w(&format!("**{} parameter** `{}`: {}", p.location, p.name, p.description));
+            }
+            if let Some(body) = op.body {
+                w("");
+                w(&format!("**Body** (`application/json`, `{body}`):"));
+                w("");
+                fields(&mut w, schemas, body);
+            }
+            w("");
+            w("| status | body | meaning |");
+            w("| --- | --- | --- |");
+            let responses = o["responses"].as_object().expect("responses");
+            for (status, r) in responses {
+                let body =
+                    if let Some(name) = r.pointer("/content/application~1json/schema/$ref").and_then(Value::as_str) {
+                        format!("`{}`", name.rsplit('/').next().unwrap_or(name))
+                    } else if r["content"]["application/problem+json"].is_object() {
+                        "problem".to_owned()
+                    } else {
+                        "empty".to_owned()
+                    };
+                let mut meaning = r["description"].as_str().unwrap_or("").to_owned();
+                let headers: Vec<&str> = r["headers"]
+                    .as_object()
+                    .map(|h| h.keys().map(String::as_str).filter(|h| *h != "X-Request-Id").collect())
+                    .unwrap_or_default();
+                if !headers.is_empty() {
+                    meaning.push_str(&format!(" Headers: {}.", headers.join(", ")));
+                }
+                w(&format!("| {status} | {body} | {} |", meaning.replace('|', "\\|")));
+            }
+        }
+    }
+    w("");
+    w("## Response bodies");
+    let replies: Vec<&str> = schemas
+        .as_object()
+        .expect("schemas")
+        .keys()
+        .map(String::as_str)
+        .filter(|name| !name.ends_with("Request") && *name != "Jwk")
+        .collect();
+    for name in replies {
+        w("");
+        w(&format!("### `{name}`"));
+        w("");
+        fields(&mut w, schemas, name);
+    }
+    out
+}
+
+/// A table of a schema's properties: name, type, required, rules, description.
+fn fields(w: &mut impl FnMut(&str), schemas: &Value, name: &str) {
+    let schema = &schemas[name];
+    if let Some(d) = schema["description"].as_str() {
+        w(&d.replace('\n', " "));
+        w("");
+    }
+    let Some(props) = schema["properties"].as_object() else {
+        let kind = schema["type"].as_str().or(schema["enum"].as_array().map(|_| "string")).unwrap_or("object");
+        let values = schema["enum"].as_array().map(|v| format!(": one of {}", inline_values(v))).unwrap_or_default();
+        w(&format!("A {kind}{values}."));
+        return;
+    };
+    let required: Vec<&str> =
+        schema["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    w("| field | type | required | rules | description |");
+    w("| --- | --- | --- | --- | --- |");
+    for (field, p) in props {
+        let kind = match (&p["type"], p["$ref"].as_str(), p.pointer("/items/$ref").and_then(Value::as_str)) {
+            (_, Some(r), _) => format!("`{}`", r.rsplit('/').next().unwrap_or(r)),
+            (Value::String(t), _, Some(r)) if t == "array" => {
+                format!("array of `{}`", r.rsplit('/').next().unwrap_or(r))
+            }
+            (Value::String(t), ..) => t.clone(),
+            (Value::Array(ts), ..) => ts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" or "),
+            _ => "object".to_owned(),
+        };
+        let mut rules = Vec::new();
+        for (key, label) in [
+            ("format", "format"),
+            ("minLength", "min length"),
+            ("maxLength", "max length"),
+            ("minimum", "min"),
+            ("pattern", "pattern"),
+        ] {
+            if let Some(v) = p.get(key) {
+                let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                rules.push(format!("{label} `{v}`"));
+            }
+        }
+        if let Some(values) = p["enum"].as_array() {
+            rules.push(format!("one of {}", inline_values(values)));
+        }
+        let description = p["description"].as_str().unwrap_or("").replace('\n', " ");
+        let required = if required.contains(&field.as_str()) { "yes" } else { "no" };
+        let cell = |text: String| text.replace('|', "\\|");
+        w(&format!("| `{field}` | {kind} | {required} | {} | {} |", cell(rules.join(", ")), cell(description)));
+    }
+    for (key, what) in [("oneOf", "exactly one of"), ("anyOf", "at least one of")] {
+        if let Some(options) = schema[key].as_array() {
+            let names: Vec<String> =
+                options.iter().filter_map(|o| o["required"][0].as_str()).map(|n| format!("`{n}`")).collect();
+            w("");
+            w(&format!("Give {what} {}.", names.join(", ")));
+        }
+    }
+}
+
+fn inline_values(values: &[Value]) -> String {
+    values
+        .iter()
+        .map(|v| format!("`{}`", v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use otpd_actors::identifier::{MAX_EMAIL, MAX_RAW_PHONE};
+
+    use super::*;
+
+    fn resolve<'a>(doc: &'a Value, reference: &str) -> Option<&'a Value> {
+        doc.pointer(reference.strip_prefix('#')?)
+    }
+
+    fn walk<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|v| walk(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves_and_every_operation_is_unique() {
+        let doc = document();
+        let mut refs = Vec::new();
+        walk(&doc, &mut refs);
+        assert!(refs.len() > 50);
+        for r in refs {
+            assert!(resolve(&doc, r).is_some(), "{r} does not resolve");
+        }
+        let mut ids: Vec<&str> = OPERATIONS.iter().map(|o| o.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), OPERATIONS.len(), "operationIds are unique");
+        let mut routes: Vec<(&str, &str)> = OPERATIONS.iter().map(|o| (o.path, o.method)).collect();
+        routes.sort_unstable();
+        routes.dedup();
+        assert_eq!(routes.len(), OPERATIONS.len(), "one row per method and path");
+    }
+
+    #[test]
+    fn operations_name_only_catalogued_codes_and_every_code_is_used() {
+        for op in OPERATIONS {
+            for code in op.problems.iter().flat_map(|l| l.iter()) {
+                assert!(problem::kind_of(code).is_some(), "{}: {code} is not in problem::CATALOGUE", op.id);
+            }
+        }
+        // Codes no operation lists: generic answers (components.responses) and the one bug.
+        let generic = ["not_found", "method_not_allowed", "internal"];
+        for kind in problem::CATALOGUE {
+            let used = OPERATIONS.iter().any(|op| op.problem_codes().contains(&kind.code));
+            assert!(used || generic.contains(&kind.code), "no operation can answer {}", kind.code);
+        }
+    }
+
+    #[test]
+    fn problem_replies_carry_their_codes_and_headers() {
+        let doc = document();
+        let r = &doc["paths"]["/v1/login"]["post"]["responses"]["429"];
+        let codes = &r["content"]["application/problem+json"]["schema"]["allOf"][1]["properties"]["code"]["enum"];
+        assert_eq!(
+            codes,
+            &json!([
+                "resend_cooldown",
+                "identifier_send_limit",
+                "identifier_login_limit",
+                "ip_send_limit",
+                "prefix_send_limit",
+                "country_send_limit"
+            ])
+        );
+        assert_eq!(r["headers"]["Retry-After"]["$ref"], "#/components/headers/Retry-After");
+        let r = &doc["paths"]["/v1/login/verify"]["post"]["responses"]["429"];
+        // too_many_attempts has no Retry-After, the verify limits do: documented, not required.
+        assert_eq!(r["headers"]["Retry-After"]["required"], false);
+        let r = &doc["paths"]["/v1/me"]["get"]["responses"]["401"];
+        assert_eq!(r["headers"]["WWW-Authenticate"]["$ref"], "#/components/headers/WWW-Authenticate");
+        let r = &doc["paths"]["/v1/token/refresh"]["post"]["responses"]["401"];
+        assert!(r["headers"]["WWW-Authenticate"].is_null());
+        let r = &doc["paths"]["/v1/devices"]["post"]["responses"]["201"];
+        assert_eq!(r["headers"]["Location"]["$ref"], "#/components/headers/Location");
+    }
+
+    /// The `#[schema(...)]` literals of `wire.rs` are the validators' constants.
+    #[test]
+    fn published_bounds_are_the_validators_bounds() {
+        let doc = document();
+        let s = &doc["components"]["schemas"];
+        let max = |schema: &str, field: &str| s[schema]["properties"][field]["maxLength"].as_u64();
+        for name in ["RegisterRequest", "LoginRequest", "VerifyRequest", "ResendRequest"] {
+            assert_eq!(max(name, "phone"), Some(MAX_RAW_PHONE as u64), "{name}");
+            assert_eq!(max(name, "email"), Some(MAX_EMAIL as u64), "{name}");
+        }
+        assert_eq!(max("RegisterRequest", "first_name"), Some(wire::MAX_NAME_CHARS as u64));
+        assert_eq!(max("RegisterRequest", "last_name"), Some(wire::MAX_NAME_CHARS as u64));
+        assert_eq!(max("VerifyRequest", "code"), Some(wire::MAX_CODE_CHARS as u64));
+        assert_eq!(max("EnrolRequest", "name"), Some(wire::MAX_DEVICE_NAME_CHARS as u64));
+        assert_eq!(max("EnrolRequest", "public_key"), Some(wire::MAX_PUBLIC_KEY_CHARS as u64));
+        assert_eq!(max("DeviceVerifyRequest", "signature"), Some(wire::MAX_SIGNATURE_CHARS as u64));
+        assert_eq!(
+            s["DeviceVerifyRequest"]["properties"]["nonce"]["pattern"],
+            format!("^[0-9a-fA-F]{{{}}}$", otpd_actors::device_key::NONCE_HEX_LEN)
+        );
+        assert_eq!(s["DeviceChallengeRequest"]["properties"]["device_id"]["pattern"], UUID_PATTERN);
+        for k in ["RegisterRequest", "LoginRequest", "VerifyRequest", "ResendRequest", "EnrolRequest"] {
+            assert_eq!(s[k]["additionalProperties"], false, "{k} refuses unknown fields");
+        }
+    }
+
+    #[test]
+    fn published_enums_are_what_the_requests_accept() {
+        let doc = document();
+        let s = &doc["components"]["schemas"];
+        for p in PLATFORMS {
+            let body = format!(r#"{{"name":"x","platform":"{}","public_key":"AA"}}"#, p.as_str());
+            assert!(serde_json::from_str::<wire::EnrolRequest>(&body).is_ok(), "{body}");
+            assert!(s["Platform"]["enum"].as_array().unwrap().contains(&json!(p.as_str())));
+        }
+        for purpose in s["Purpose"]["enum"].as_array().unwrap() {
+            let body = json!({ "phone": "+12025550123", "purpose": purpose });
+            assert!(serde_json::from_value::<wire::ResendRequest>(body).is_ok(), "{purpose}");
+        }
+        assert!(
+            wire::key_input(&Some(schema::EXAMPLE_SPKI.into()), &None)
+                .ok()
+                .and_then(|k| otpd_actors::device_key::DeviceKey::parse(&k).ok())
+                .is_some(),
+            "the example public key is a real key"
+        );
+    }
+
+    /// Every path literal the router matches has a row (and the other way round).
+    #[test]
+    fn every_routed_path_is_documented() {
+        let sources = [include_str!("routes.rs"), include_str!("account.rs")];
+        let mut routed = Vec::new();
+        for src in sources {
+            // Every string literal that starts like a path: `"/v1/…"`, `"/health/…"`, ….
+            for (at, _) in src.match_indices("\"/") {
+                let rest = &src[at + 1..];
+                let piece = &rest[..rest.find('"').unwrap_or(0)];
+                let is_route =
+                    ["/v1/", "/health/", "/.well-known/", "/openapi", "/metrics"].iter().any(|p| piece.starts_with(p));
+                if is_route && !piece.contains(' ') && !piece.contains('{') && !routed.contains(&piece) {
+                    routed.push(piece);
+                }
+            }
+        }
+        assert!(routed.len() >= 21, "{routed:?}");
+        let documented: Vec<&str> = OPERATIONS.iter().map(|o| o.path).collect();
+        for path in &routed {
+            let ok =
+                documented.contains(path) || (path.ends_with('/') && documented.iter().any(|d| d.starts_with(path)));
+            assert!(ok, "{path} is routed but not in OPERATIONS");
+        }
+        for path in documented {
+            let literal = path.split('{').next().unwrap();
+            assert!(routed.contains(&literal), "{path} is documented but not routed");
+        }
+    }
+
+    #[test]
+    fn the_document_is_stable_json() {
+        let a = json();
+        let b = serde_json::to_string_pretty(&document()).unwrap() + "\n";
+        assert_eq!(&a[..], b.as_bytes());
+        let parsed: Value = serde_json::from_slice(&a).unwrap();
+        assert_eq!(parsed["openapi"], "3.1.0");
+        assert_eq!(parsed["paths"].as_object().unwrap().len(), 21);
+    }
+}

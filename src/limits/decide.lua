@@ -1,0 +1,172 @@
+-- otpd: one limiter decision for the keys of one hash slot, atomically (a script runs alone).
+-- The semantics are those of otpd_actors::limits and of the in-process limiter, line for line:
+-- check every rule (blocking the windows that trip), and only if none refuses, record every
+-- rule. Time is the caller's `now` in milliseconds, never Redis's clock (see redis.rs); Redis
+-- expiries only reclaim memory.
+--
+-- KEYS[k]  one hash per subject (an identifier, a client IP, a number prefix, a country). A
+--          cooldown field holds its end; a window holds a count, an end and a blocked-until in
+--          three fields; `x` holds the latest end of any field, the key's expiry, which is
+--          only ever extended. One HMGET and at most one HSET (+ PEXPIRE) per key.
+-- ARGV[1]  "check" or "undo";  ARGV[2]  now (ms)
+-- then eight values per check i, from ARGV[3 + 8 * (i - 1)]:
+--   cooldown: key index, "c", field, "", "", 0, now + cooldown, 0
+--   window:   key index, "w", count field, end field, block field, limit, now + window,
+--             now + block (0: no block)
+--   in undo mode the seventh value is the end check mode wrote.
+-- The caller computes every field name and every end, so this script formats nothing (Lua
+-- string work is what a decision costs most here): it compares numbers and stores the strings
+-- it was given.
+--
+-- Returns in check mode {1, wait_1, …, wait_n} when refused (wait_i in ms, 0 if check i
+-- passed) or {0, end_1, …, end_n} when recorded (what undo needs); {0} in undo mode.
+
+local mode = ARGV[1]
+local now = tonumber(ARGV[2])
+local n = (#ARGV - 2) / 8
+
+-- Read every field of every check: one HMGET per key, `x` first.
+local wanted, at = {}, {}
+for i = 1, n do
+  local o = 2 + 8 * (i - 1)
+  local k = tonumber(ARGV[o + 1])
+  local list = wanted[k]
+  if not list then
+    list = {'x'}
+    wanted[k] = list
+  end
+  at[i] = #list + 1
+  list[#list + 1] = ARGV[o + 3]
+  if ARGV[o + 2] == 'w' then
+    list[#list + 1] = ARGV[o + 4]
+    list[#list + 1] = ARGV[o + 5]
+  end
+end
+local values, kept, expiry, expiry_text = {}, {}, {}, {}
+for k, list in pairs(wanted) do
+  values[k] = redis.call('HMGET', KEYS[k], unpack(list))
+  kept[k] = tonumber(values[k][1] or 0)
+  expiry[k] = kept[k]
+end
+local function num(k, pos)
+  return tonumber(values[k][pos] or 0)
+end
+
+if mode == 'undo' then
+  -- Takes back a recording whose request another slot refused (Redis Cluster only), unless the
+  -- field has moved on since (a new cooldown or a new window).
+  for i = 1, n do
+    local o, p = 2 + 8 * (i - 1), at[i]
+    local k, written = tonumber(ARGV[o + 1]), ARGV[o + 7]
+    if ARGV[o + 2] == 'c' then
+      if values[k][p] == written then
+        redis.call('HDEL', KEYS[k], ARGV[o + 3])
+      end
+    elseif values[k][p + 1] == written then
+      local c = num(k, p) - 1
+      if c > 0 then
+        redis.call('HSET', KEYS[k], ARGV[o + 3], c)
+      else
+        redis.call('HDEL', KEYS[k], ARGV[o + 3], ARGV[o + 4])
+      end
+    end
+  end
+  return {0}
+end
+
+local writes = {}
+local function put(k, f, v)
+  local w = writes[k]
+  if not w then
+    w = {}
+    writes[k] = w
+  end
+  w[#w + 1] = f
+  w[#w + 1] = v
+end
+local function keep_until(k, t, text)
+  if t > expiry[k] then
+    expiry[k] = t
+    expiry_text[k] = text
+  end
+end
+local function flush()
+  for k, w in pairs(writes) do
+    local longer = expiry_text[k]
+    if longer then
+      put(k, 'x', longer)
+    end
+    redis.call('HSET', KEYS[k], unpack(w))
+    if longer then
+      redis.call('PEXPIRE', KEYS[k], expiry[k] - now)
+    end
+  end
+end
+
+local waits = {}
+local refused = false
+for i = 1, n do
+  local o, p = 2 + 8 * (i - 1), at[i]
+  local k = tonumber(ARGV[o + 1])
+  local wait = 0
+  if ARGV[o + 2] == 'c' then
+    local u = num(k, p)
+    if u > now then
+      wait = u - now
+    end
+  else
+    local c, u, b = num(k, p), num(k, p + 1), num(k, p + 2)
+    if b > now then
+      wait = b - now
+    elseif u > now and c >= tonumber(ARGV[o + 6]) then
+      local blocked = tonumber(ARGV[o + 8])
+      if blocked > 0 then
+        -- Blocked until max(now + block, window end): a block never shortens the window.
+        local text = ARGV[o + 8]
+        if u > blocked then
+          blocked, text = u, values[k][p + 1]
+        end
+        put(k, ARGV[o + 5], text)
+        keep_until(k, blocked, text)
+        wait = blocked - now
+      else
+        wait = u - now
+      end
+    end
+  end
+  waits[i] = wait
+  if wait > 0 then
+    refused = true
+  end
+end
+
+if refused then
+  flush()
+  table.insert(waits, 1, 1)
+  return waits
+end
+
+local written = {0}
+for i = 1, n do
+  local o, p = 2 + 8 * (i - 1), at[i]
+  local k = tonumber(ARGV[o + 1])
+  local u
+  if ARGV[o + 2] == 'c' then
+    u = tonumber(ARGV[o + 7])
+    put(k, ARGV[o + 3], ARGV[o + 7])
+    keep_until(k, u, ARGV[o + 7])
+  else
+    u = num(k, p + 1)
+    if u > now then
+      put(k, ARGV[o + 3], num(k, p) + 1)
+    else
+      u = tonumber(ARGV[o + 7])
+      put(k, ARGV[o + 3], 1)
+      put(k, ARGV[o + 4], ARGV[o + 7])
+      keep_until(k, u, ARGV[o + 7])
+    end
+  end
+  written[i + 1] = u
+end
+flush()
+return written

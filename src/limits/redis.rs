@@ -1,0 +1,538 @@
+//! The Redis [`Limiter`] (fred): cooldowns and rate limits that every node shares, on one
+//! Redis server or a Redis Cluster.
+//!
+//! # One round trip per decision
+//!
+//! A decision is one Lua script (`decide.lua`, run with `EVALSHA`; loaded again on
+//! `NOSCRIPT`) that checks every rule of the request and, only if none refuses, records every
+//! rule, atomically: Redis runs a script alone, so two nodes deciding for one identifier at
+//! the same instant are serialised and exactly one gets the cooldown.
+//!
+//! Each subject is one hash, whose fields are its rules (`resend_cooldown:<purpose>` holds a
+//! cooldown's end; `<rule>:c`, `:u`, `:b` a window's count, end and block; `x` the key's
+//! expiry), so a decision reads a subject with one `HMGET` and writes it with one `HSET`. The
+//! script formats nothing: field names and candidate ends come from here. The key is its own
+//! hash tag:
+//!
+//! | group | key |
+//! | --- | --- |
+//! | identifier | `otpd:{i:<IdentHash>}` (cooldowns and every per-identifier rule) |
+//! | client IP | `otpd:{ip:<keyed hash of the IP or its /64>}` |
+//! | number prefix | `otpd:{pfx:<keyed hash of the prefix>}` |
+//! | country | `otpd:{cc:<calling code>}` |
+//!
+//! An identifier, an IP, a prefix and a country are independent dimensions (one IP sends to
+//! many identifiers, one identifier is reached from many IPs), so no single tag can put all
+//! the counters a request touches in one slot without putting *every* key of the deployment
+//! in that slot (which makes the cluster one server). So:
+//!
+//! * **one server**: slots do not exist; the whole decision is one `EVALSHA` (measured: one
+//!   command per request);
+//! * **Redis Cluster**: one `EVALSHA` per group the request touches (identifier, IP, prefix,
+//!   and country when its rule is on), all sent at once: fred writes them to their nodes
+//!   without waiting, so the decision still costs one network round trip, not one per group.
+//!   Each group is atomic. If one group refuses while another recorded, the recording is taken
+//!   back (`undo` mode of the same script, awaited: a second round trip, only on that path),
+//!   so "a refused request counts nowhere" holds as on one server. Between the record and the
+//!   undo (one round trip) a concurrent request may see the extra count and be refused: the
+//!   error is on the side of refusing.
+//!
+//! Keys expire by themselves (`PEXPIRE` to the moment they stop mattering); nothing sweeps.
+//! Identifiers appear only as their keyed hash, IPs and prefixes only as a keyed hash (key
+//! derived from the node secret, identical on every node).
+//!
+//! # Time
+//!
+//! The script decides with the `now` the engine passes, not Redis's clock, exactly like the
+//! in-process limiter: the two enforce identical rules, tests drive both with a manual clock,
+//! and nodes agree as far as their clocks agree (NTP: milliseconds, against cooldowns of
+//! seconds). Redis's own clock only expires keys, which never changes a decision: a key still
+//! present but past its end reads as absent.
+//!
+//! # When Redis does not answer
+//!
+//! A decision that fails or takes longer than `redis.timeout` is made by the in-process limiter
+//! instead, and the limiter turns *degraded* ([`LimiterHealth`], logged once per transition,
+//! shown by `/health/ready`): later decisions go straight to the in-process limiter, and a
+//! probe (every `redis.probe_interval`, also while healthy, to notice an outage without
+//! traffic) switches back once every Redis node answers and holds the script. The in-process
+//! limiter is fed every decision Redis allowed, so a node that falls back still remembers what
+//! it let through itself. Why this, and not refusing: see ARCHITECTURE.md.
+
+use std::sync::{Arc, LazyLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::prelude::{Builder, ClientLike, ClusterInterface, Config, LuaInterface, Options, ServerConfig, Value};
+use fred::types::config::ReconnectPolicy;
+use futures::future::join_all;
+use otpd_actors::challenge::Purpose;
+use otpd_actors::clock::Timestamp;
+use otpd_actors::keys::IdentHash;
+use otpd_actors::limiter::LocalLimiter;
+use otpd_actors::limits::{Check, CheckKind, Group, LimitPolicy, Subject, plan, strongest};
+use otpd_actors::ports::{Decision, LimitRequest, LimitRule, Limiter, LimiterError};
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+
+use super::LimiterHealth;
+use crate::config::RedisConfig;
+
+const SCRIPT: &str = include_str!("decide.lua");
+static SCRIPT_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(SCRIPT));
+
+/// Longest wait for the first connection at start; fred keeps trying afterwards.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where Redis is and how patient to be with it.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    pub url: String,
+    pub cluster_nodes: Vec<String>,
+    pub password: Option<String>,
+    pub timeout: Duration,
+    pub probe_interval: Duration,
+    pub key_prefix: String,
+}
+
+impl RedisSettings {
+    /// `None` when no Redis is configured (limits stay in-process).
+    pub fn from_config(c: &RedisConfig) -> Option<RedisSettings> {
+        if c.url.0.is_empty() && c.cluster_nodes.is_empty() {
+            return None;
+        }
+        Some(RedisSettings {
+            url: c.url.0.clone(),
+            cluster_nodes: c.cluster_nodes.clone(),
+            password: c.password.as_ref().map(|p| p.0.clone()),
+            timeout: c.timeout.0,
+            probe_interval: c.probe_interval.0,
+            key_prefix: c.key_prefix.clone(),
+        })
+    }
+
+    fn client(&self) -> Result<fred::clients::Client, String> {
+        let mut config = if self.cluster_nodes.is_empty() {
+            Config::from_url(&self.url).map_err(|e| format!("redis.url is not usable: {}", e.details()))?
+        } else {
+            let mut hosts = Vec::new();
+            for node in &self.cluster_nodes {
+                let parsed = node.rsplit_once(':').and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)));
+                hosts.push(parsed.ok_or_else(|| format!("redis.cluster_nodes: {node:?} is not host:port"))?);
+            }
+            Config { server: ServerConfig::new_clustered(hosts), ..Config::default() }
+        };
+        if let Some(password) = &self.password {
+            config.password = Some(password.clone());
+        }
+        // fred owns (re)connecting, from the first connection on, forever: 10 ms after a failure,
+        // doubling up to the probe interval. (Calling `init` again after a failed first attempt
+        // races with fred's previous connection task; one connection task for the client's life
+        // does not.)
+        config.fail_fast = false;
+        let max_delay = self.probe_interval.as_millis().clamp(10, 60_000) as u32;
+        let mut builder = Builder::from_config(config);
+        builder
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+                c.internal_command_timeout = Duration::from_secs(2);
+                c.tcp.nodelay = Some(true);
+            })
+            .with_performance_config(|p| p.default_command_timeout = self.timeout)
+            .set_policy(ReconnectPolicy::new_exponential(0, 10, max_delay, 2));
+        builder.build().map_err(|e| format!("redis client: {}", e.details()))
+    }
+}
+
+pub struct RedisLimiter {
+    client: fred::clients::Client,
+    clustered: bool,
+    policy: LimitPolicy,
+    prefix: String,
+    /// Keys the hashes of IPs and prefixes in key names.
+    key: [u8; 32],
+    timeout: Duration,
+    local: Arc<LocalLimiter>,
+    health: Arc<LimiterHealth>,
+    probe: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RedisLimiter {
+    /// Connects (or starts degraded if Redis does not answer) and starts the probe. `local`
+    /// enforces `policy` in-process while Redis is unavailable.
+    pub async fn start(
+        settings: RedisSettings,
+        policy: LimitPolicy,
+        key: [u8; 32],
+        local: Arc<LocalLimiter>,
+    ) -> Result<Arc<RedisLimiter>, String> {
+        let client = settings.client()?;
+        let limiter = Arc::new(RedisLimiter {
+            clustered: client.is_clustered(),
+            client,
+            policy,
+            prefix: settings.key_prefix,
+            key,
+            timeout: settings.timeout,
+            local,
+            health: Arc::new(LimiterHealth::default()),
+            probe: Mutex::new(None),
+        });
+        // Waits for the first connection at most CONNECT_TIMEOUT; fred goes on trying after that
+        // (its task outlives this future).
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, limiter.client.init()).await;
+        match limiter.check_health().await {
+            Ok(()) => tracing::info!(cluster = limiter.clustered, "redis limiter connected"),
+            Err(e) => limiter.health.degrade(&format!("at start: {e}")),
+        }
+        *limiter.probe.lock() = Some(limiter.spawn_probe(settings.probe_interval));
+        Ok(limiter)
+    }
+
+    pub fn health(&self) -> Arc<LimiterHealth> {
+        self.health.clone()
+    }
+
+    /// Stops the probe and closes the connections.
+    pub async fn stop(&self) {
+        if let Some(probe) = self.probe.lock().take() {
+            probe.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.quit()).await;
+    }
+
+    fn spawn_probe(self: &Arc<Self>, every: Duration) -> JoinHandle<()> {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                let Some(limiter) = weak.upgrade() else { break };
+                match limiter.check_health().await {
+                    Ok(()) => limiter.health.recover(),
+                    Err(e) => limiter.health.degrade(&e),
+                }
+            }
+        })
+    }
+
+    /// Connected, every primary answering (and, on a cluster, serving every slot), and the
+    /// script loaded everywhere (after a restart Redis has forgotten it).
+    async fn check_health(&self) -> Result<(), String> {
+        if !self.client.is_connected() {
+            return Err(format!("cannot connect (fred: {:?})", self.client.state()));
+        }
+        let checks = async {
+            if self.clustered {
+                let primaries =
+                    self.client.cached_cluster_state().map(|s| s.unique_primary_nodes()).unwrap_or_default();
+                if primaries.is_empty() {
+                    return Err("no cluster routing table yet".to_owned());
+                }
+                let infos = primaries.into_iter().map(|server| {
+                    let node = self.client.with_options(&Options { cluster_node: Some(server), ..Options::default() });
+                    async move { node.cluster_info::<String>().await }
+                });
+                for info in join_all(infos).await {
+                    let info = info.map_err(|e| e.details().to_owned())?;
+                    if !info.contains("cluster_state:ok") {
+                        return Err("the cluster is not serving every slot (cluster_state is not ok)".into());
+                    }
+                }
+            }
+            self.load_script().await.map_err(|e| e.details().to_owned())
+        };
+        match tokio::time::timeout(self.timeout, checks).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+
+    async fn load_script(&self) -> Result<(), fred::error::Error> {
+        self.client.script_load_cluster::<String, _>(SCRIPT).await.map(|_| ())
+    }
+
+    /// The decision in Redis: one script per slot group, all at once.
+    async fn decide(&self, checks: &[Check], now: Timestamp) -> Result<Decision, fred::error::Error> {
+        let groups = self.groups(checks);
+        let replies = join_all(groups.iter().map(|g| self.run("check", checks, g, now, None))).await;
+        let mut waits = Vec::new();
+        let mut recorded = Vec::new();
+        let mut failure = None;
+        for (group, reply) in groups.iter().zip(replies) {
+            match reply.as_deref() {
+                Ok([1, rest @ ..]) if rest.len() == group.len() => {
+                    waits.extend(group.iter().zip(rest).filter(|(_, w)| **w > 0).map(|(i, w)| (*i, *w)))
+                }
+                Ok([0, ends @ ..]) if ends.len() == group.len() => recorded.push((group, ends.to_vec())),
+                Ok(other) => failure = Some(unexpected(other)),
+                Err(e) => failure = Some(e.clone()),
+            }
+        }
+        if let Some(e) = failure {
+            // This request is decided in-process; take back what Redis recorded for it, in the
+            // background (Redis is probably failing anyway).
+            let undo: Vec<_> = recorded.into_iter().map(|(g, ends)| (g.clone(), ends)).collect();
+            if !undo.is_empty() {
+                let (me, checks) = (self.clone_for_undo(), checks.to_vec());
+                tokio::spawn(async move { me.undo(&checks, &undo, now).await });
+            }
+            return Err(e);
+        }
+        waits.sort_unstable_by_key(|(i, _)| *i);
+        let denied = strongest(waits.iter().map(|&(i, w)| (checks[i].rule, Duration::from_millis(w.max(0) as u64))));
+        let Some(denied) = denied else { return Ok(Decision::Allow) };
+        if !recorded.is_empty() {
+            let undo: Vec<_> = recorded.into_iter().map(|(g, ends)| (g.clone(), ends)).collect();
+            self.clone_for_undo().undo(checks, &undo, now).await;
+        }
+        Ok(denied)
+    }
+
+    fn clone_for_undo(&self) -> Undoer {
+        Undoer { client: self.client.clone(), prefix: self.prefix.clone(), key: self.key }
+    }
+
+    /// Indices of `checks` per script call: all together on one server, per group on a cluster.
+    fn groups(&self, checks: &[Check]) -> Vec<Vec<usize>> {
+        if !self.clustered {
+            return vec![(0..checks.len()).collect()];
+        }
+        let mut groups: Vec<(Group, Vec<usize>)> = Vec::new();
+        for (i, check) in checks.iter().enumerate() {
+            let g = check.subject.group();
+            match groups.iter_mut().find(|(k, _)| *k == g) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((g, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, members)| members).collect()
+    }
+
+    async fn run(
+        &self,
+        mode: &'static str,
+        checks: &[Check],
+        group: &[usize],
+        now: Timestamp,
+        ends: Option<&[i64]>,
+    ) -> Result<Vec<i64>, fred::error::Error> {
+        run_script(&self.client, &self.prefix, &self.key, mode, checks, group, now, ends).await
+    }
+}
+
+/// What an undo needs, detached from the limiter so it can run in the background.
+struct Undoer {
+    client: fred::clients::Client,
+    prefix: String,
+    key: [u8; 32],
+}
+
+impl Undoer {
+    async fn undo(&self, checks: &[Check], recorded: &[(Vec<usize>, Vec<i64>)], now: Timestamp) {
+        let calls = recorded
+            .iter()
+            .map(|(g, ends)| run_script(&self.client, &self.prefix, &self.key, "undo", checks, g, now, Some(ends)));
+        for result in join_all(calls).await {
+            if let Err(e) = result {
+                // The recording stays until its key expires: stricter, never looser.
+                tracing::debug!(error = %e.details(), "could not take back a limiter recording");
+            }
+        }
+    }
+}
+
+fn unexpected(reply: &[i64]) -> fred::error::Error {
+    let what = format!("unexpected reply from the limiter script ({} values)", reply.len());
+    fred::error::Error::new(fred::error::ErrorKind::Protocol, what)
+}
+
+/// Runs the script for the checks of one group; loads it once on `NOSCRIPT`.
+#[allow(clippy::too_many_arguments)]
+async fn run_script(
+    client: &fred::clients::Client,
+    prefix: &str,
+    key: &[u8; 32],
+    mode: &'static str,
+    checks: &[Check],
+    group: &[usize],
+    now: Timestamp,
+    ends: Option<&[i64]>,
+) -> Result<Vec<i64>, fred::error::Error> {
+    let build = || {
+        let now_ms = now.as_millis() as i64;
+        let mut keys: Vec<String> = Vec::with_capacity(2);
+        let mut args: Vec<Value> = Vec::with_capacity(2 + 8 * group.len());
+        args.push(Value::from_static_str(mode));
+        args.push(Value::Integer(now_ms));
+        for (n, &i) in group.iter().enumerate() {
+            let check = &checks[i];
+            let subject = subject_key(prefix, key, &check.subject);
+            let index = match keys.iter().position(|k| *k == subject) {
+                Some(index) => index,
+                None => {
+                    keys.push(subject);
+                    keys.len() - 1
+                }
+            };
+            let [f1, f2, f3] = field_names(check);
+            // The ends this decision would write; in undo mode, the end it wrote.
+            let (kind, limit, end, blocked) = match check.kind {
+                CheckKind::Cooldown(d) => ("c", 0, now_ms + millis(d), 0),
+                CheckKind::Window(r) => {
+                    let blocked = if r.block.is_zero() { 0 } else { now_ms + millis(r.block) };
+                    ("w", i64::from(r.limit), now_ms + millis(r.window), blocked)
+                }
+            };
+            let (end, blocked) = match ends {
+                Some(ends) => (ends[n], 0),
+                None => (end, blocked),
+            };
+            args.extend([
+                Value::Integer(index as i64 + 1),
+                Value::from_static_str(kind),
+                Value::from_static_str(f1),
+                Value::from_static_str(f2),
+                Value::from_static_str(f3),
+                Value::Integer(limit),
+                Value::Integer(end),
+                Value::Integer(blocked),
+            ]);
+        }
+        (keys, args)
+    };
+    let (keys, args) = build();
+    match client.evalsha::<Vec<i64>, _, _, _>(SCRIPT_SHA.as_str(), keys, args).await {
+        Err(e) if e.details().starts_with("NOSCRIPT") => {
+            client.script_load_cluster::<String, _>(SCRIPT).await?;
+            let (keys, args) = build();
+            client.evalsha(SCRIPT_SHA.as_str(), keys, args).await
+        }
+        other => other,
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// The Redis key (a hash) of a subject: its own hash tag; see the module doc.
+fn subject_key(prefix: &str, key: &[u8; 32], subject: &Subject) -> String {
+    match *subject {
+        Subject::IdentPurpose(ident, _) | Subject::Ident(ident) => format!("{prefix}:{{i:{}}}", ident.to_hex()),
+        Subject::Ip(block) => format!("{prefix}:{{ip:{}}}", digest(key, b"ip", &block.0)),
+        Subject::Prefix(value, len) => {
+            let mut bytes = [0u8; 9];
+            bytes[0] = len;
+            bytes[1..].copy_from_slice(&value.to_be_bytes());
+            format!("{prefix}:{{pfx:{}}}", digest(key, b"prefix", &bytes))
+        }
+        Subject::Country(code) => format!("{prefix}:{{cc:{code}}}"),
+    }
+}
+
+/// The fields of a check in its subject's hash: a cooldown's one field (the rule's code and
+/// the purpose), or a window's count, end and block fields (the rule's code and `:c`, `:u`,
+/// `:b`). Static strings: a decision allocates none of them.
+fn field_names(check: &Check) -> [&'static str; 3] {
+    macro_rules! window {
+        ($code:literal) => {
+            [concat!($code, ":c"), concat!($code, ":u"), concat!($code, ":b")]
+        };
+    }
+    match (check.kind, check.subject) {
+        (CheckKind::Cooldown(_), Subject::IdentPurpose(_, Purpose::Login)) => ["resend_cooldown:login", "", ""],
+        (CheckKind::Cooldown(_), Subject::IdentPurpose(_, Purpose::Register)) => ["resend_cooldown:register", "", ""],
+        (CheckKind::Cooldown(_), Subject::IdentPurpose(_, Purpose::DeviceLogin)) => {
+            ["resend_cooldown:device_login", "", ""]
+        }
+        (CheckKind::Cooldown(_), _) => [check.rule.as_str(), "", ""],
+        (CheckKind::Window(_), _) => match check.rule {
+            LimitRule::ResendCooldown => window!("resend_cooldown"),
+            LimitRule::IdentifierSends => window!("identifier_send_limit"),
+            LimitRule::IdentifierLogins => window!("identifier_login_limit"),
+            LimitRule::IdentifierRegistrations => window!("identifier_register_limit"),
+            LimitRule::IdentifierResends => window!("identifier_resend_limit"),
+            LimitRule::IdentifierVerifies => window!("identifier_verify_limit"),
+            LimitRule::IpSends => window!("ip_send_limit"),
+            LimitRule::IpVerifies => window!("ip_verify_limit"),
+            LimitRule::PrefixSends => window!("prefix_send_limit"),
+            LimitRule::CountrySends => window!("country_send_limit"),
+            LimitRule::DestinationNotAllowed => window!("destination_not_allowed"),
+        },
+    }
+}
+
+/// Keyed BLAKE3 of `domain ‖ bytes`, 128 bits in hex: IPs and prefixes never appear in clear.
+fn digest(key: &[u8; 32], domain: &[u8], bytes: &[u8]) -> String {
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    hasher.update(domain);
+    hasher.update(&[0]);
+    hasher.update(bytes);
+    IdentHash(hasher.finalize().as_bytes()[..16].try_into().expect("16 bytes")).to_hex()
+}
+
+#[async_trait]
+impl Limiter for RedisLimiter {
+    async fn check(&self, req: &LimitRequest) -> Result<Decision, LimiterError> {
+        let checks = match plan(&self.policy, req) {
+            Ok(checks) => checks,
+            Err(decision) => return Ok(decision),
+        };
+        if checks.is_empty() {
+            return Ok(Decision::Allow);
+        }
+        if !self.health.is_degraded() {
+            match tokio::time::timeout(self.timeout, self.decide(&checks, req.now)).await {
+                Ok(Ok(decision)) => {
+                    if decision == Decision::Allow {
+                        self.local.record(&checks, req.now);
+                    }
+                    return Ok(decision);
+                }
+                Ok(Err(e)) => self.health.degrade(&e.details()),
+                Err(_) => self.health.degrade(&format!("no answer within {:?}", self.timeout)),
+            }
+        }
+        self.health.count_fallback();
+        Ok(self.local.decide_checks(&checks, req.now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use otpd_actors::limits::{IpBlock, Rule};
+
+    use super::*;
+
+    #[test]
+    fn one_hash_per_subject_with_one_field_per_rule_and_no_ip_or_prefix_in_clear() {
+        let ident = IdentHash([0xab; 16]);
+        let window = CheckKind::Window(Rule::per(1, Duration::from_secs(1)));
+        let cooldown = Check {
+            rule: LimitRule::ResendCooldown,
+            subject: Subject::IdentPurpose(ident, Purpose::Login),
+            kind: CheckKind::Cooldown(Duration::from_secs(30)),
+        };
+        let sends = Check { rule: LimitRule::IdentifierSends, subject: Subject::Ident(ident), kind: window };
+        let k = [0u8; 32];
+        assert_eq!(subject_key("otpd", &k, &cooldown.subject), format!("otpd:{{i:{}}}", ident.to_hex()));
+        assert_eq!(subject_key("otpd", &k, &cooldown.subject), subject_key("otpd", &k, &sends.subject));
+        assert_eq!(field_names(&cooldown)[0], "resend_cooldown:login");
+        let window_fields = ["identifier_send_limit:c", "identifier_send_limit:u", "identifier_send_limit:b"];
+        assert_eq!(field_names(&sends), window_fields);
+        for rule in [LimitRule::IdentifierVerifies, LimitRule::IpSends, LimitRule::PrefixSends, LimitRule::CountrySends]
+        {
+            let check = Check { rule, subject: Subject::Country(1), kind: window };
+            assert_eq!(field_names(&check)[1], format!("{}:u", rule.as_str()), "field names follow the rule codes");
+        }
+        let ip = subject_key("otpd", &k, &Subject::Ip(IpBlock::of([192, 0, 2, 1].into())));
+        assert!(ip.starts_with("otpd:{ip:") && ip.ends_with('}') && !ip.contains("192"), "{ip}");
+        let pfx = subject_key("otpd", &k, &Subject::Prefix(1_202_200, 7));
+        assert!(!pfx.contains("1202200"), "{pfx}");
+        assert_ne!(pfx, subject_key("otpd", &[1u8; 32], &Subject::Prefix(1_202_200, 7)), "keyed by the node secret");
+        assert_eq!(subject_key("x", &k, &Subject::Country(44)), "x:{cc:44}");
+    }
+}

@@ -1,0 +1,660 @@
+//! The ScyllaDB store, tested two ways.
+//!
+//! 1. **Conformance against a real ScyllaDB** — the same suites the embedded store passes —
+//!    whenever `OTPD_TEST_SCYLLA` names a contact point (`127.0.0.1:9042`); each run uses a
+//!    fresh keyspace and drops it afterwards. No ScyllaDB server can be installed on the
+//!    machines this project is built on, so without the variable these tests say plainly that
+//!    they skipped and why.
+//! 2. **A wire-level smoke test against `kassandra`** (crate `kassandra-tester`): an in-memory
+//!    server speaking CQL protocol v4, run in-process on a loopback port. It runs the real
+//!    store code over the real driver: connect, migrations, every prepared statement, type
+//!    mapping both ways, reads and writes, readiness, and a node serving HTTP on it. It does
+//!    **not** implement lightweight transactions or TTLs — it ignores `IF NOT EXISTS`,
+//!    `IF EXISTS` and `USING TTL`, honours neither `CLUSTERING ORDER BY` nor `LIMIT`, and
+//!    answers a conditional write with no `[applied]` row — so nothing here asserts
+//!    uniqueness, compare-and-swap, expiry or server-side ordering. What it does assert about
+//!    conditional writes is the store's side of the contract: an answer without `[applied]` is
+//!    an error, never taken as success. The contracts themselves are the conformance half's.
+
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kassandra_tester::KassandraTester;
+use kassandra_tester::kassandra::KassandraSession;
+use otpd::config::{Config, Dur, ScyllaConfig};
+use otpd::store::scylla::{self, ConnectError, SchemaError, ScyllaOptions, ScyllaStore};
+use otpd_actors::clock::Timestamp;
+use otpd_actors::device_key::{DeviceKey, KeyAlgorithm};
+use otpd_actors::identifier::Identifier;
+use otpd_actors::keys::IdentHash;
+use otpd_actors::ports::{
+    AuthMethod, Device, DeviceId, DeviceStore, InsertDevice, Platform, Session, SessionId, SessionStore, StoreError,
+    User, UserId, UserStore,
+};
+use otpd_actors::testkit;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::support::*;
+
+const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Says, where a person running the tests sees it (the harness captures `eprintln!`), that a
+/// test did not run and why.
+fn skipped(test: &str, why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Conformance against a real ScyllaDB (OTPD_TEST_SCYLLA).
+// ---------------------------------------------------------------------------------------
+
+/// A store on a fresh keyspace of the cluster named by `OTPD_TEST_SCYLLA`, or `None`.
+async fn real_scylla(test: &str) -> Option<(Arc<ScyllaStore>, String)> {
+    let Ok(contact) = std::env::var("OTPD_TEST_SCYLLA") else {
+        skipped(
+            test,
+            "OTPD_TEST_SCYLLA is not set, so the ScyllaDB half of the conformance suite did not run \
+             (no ScyllaDB server can be installed here; set it to a contact point such as 127.0.0.1:9042)",
+        );
+        return None;
+    };
+    let keyspace = format!("otpd_it_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let config = ScyllaConfig {
+        contact_points: vec![contact],
+        keyspace: keyspace.clone(),
+        local_datacenter: std::env::var("OTPD_TEST_SCYLLA_DC").unwrap_or_default(),
+        replication_factor: 1,
+        ..ScyllaConfig::default()
+    };
+    let store = ScyllaStore::connect(&ScyllaOptions { config, session_ttl: SESSION_TTL })
+        .await
+        .expect("OTPD_TEST_SCYLLA is set, so the cluster must accept a connection");
+    Some((store, keyspace))
+}
+
+async fn drop_keyspace(store: &ScyllaStore, keyspace: &str) {
+    let _ = store.driver_session().query_unpaged(format!("DROP KEYSPACE IF EXISTS {keyspace}"), ()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_user_store() {
+    let Some((s, ks)) = real_scylla("scylla_user_store").await else { return };
+    testkit::user_store(s.clone()).await;
+    drop_keyspace(&s, &ks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_session_store() {
+    let Some((s, ks)) = real_scylla("scylla_session_store").await else { return };
+    testkit::session_store(s.clone()).await;
+    drop_keyspace(&s, &ks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_device_store() {
+    let Some((s, ks)) = real_scylla("scylla_device_store").await else { return };
+    testkit::device_store(s.clone()).await;
+    drop_keyspace(&s, &ks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_audit_log() {
+    let Some((s, ks)) = real_scylla("scylla_audit_log").await else { return };
+    testkit::audit_log(s.clone()).await;
+    drop_keyspace(&s, &ks).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Wire-level smoke test against kassandra.
+// ---------------------------------------------------------------------------------------
+
+/// `[scylla]` for the in-memory server at `addr`.
+fn kassandra_config(addr: SocketAddr, keyspace: &str) -> ScyllaConfig {
+    ScyllaConfig {
+        contact_points: vec![addr.to_string()],
+        keyspace: keyspace.into(),
+        replication_factor: 1,
+        // kassandra cannot report schema versions (its system.peers/local are partial).
+        await_schema_agreement: false,
+        request_timeout: Dur(Duration::from_secs(2)),
+        connect_timeout: Dur(Duration::from_secs(2)),
+        ..ScyllaConfig::default()
+    }
+}
+
+async fn connect(config: &ScyllaConfig) -> Result<Arc<ScyllaStore>, ConnectError> {
+    ScyllaStore::connect(&ScyllaOptions { config: config.clone(), session_ttl: SESSION_TTL }).await
+}
+
+/// Runs `body` with a fresh in-memory CQL server on a loopback port.
+async fn with_kassandra<F, Fut>(body: F)
+where
+    F: FnOnce(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut body = Some(body);
+    let _ = KassandraTester::new(KassandraSession::new())
+        .in_scope(|addr| {
+            let run = body.take().expect("the scope runs once");
+            async move {
+                run(addr).await;
+                Ok::<(), ()>(())
+            }
+        })
+        .await;
+}
+
+fn unavailable_without_applied(result: Result<impl std::fmt::Debug, StoreError>, what: &str) {
+    match result {
+        Err(StoreError::Unavailable(msg)) => {
+            assert!(msg.contains("[applied]") && msg.contains(what), "{what}: {msg}")
+        }
+        other => panic!("{what}: a conditional write answered without [applied] must fail, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kassandra_smoke_migrations_statements_and_type_mapping() {
+    with_kassandra(|addr| async move {
+        let config = kassandra_config(addr, "otpd_smoke");
+
+        // Migrations: applied once, recorded, and a second run has nothing to do.
+        let first = scylla::migrate(&config).await.expect("migrations apply");
+        assert_eq!(first.applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1]);
+        assert_eq!((first.before, first.after), (0, 1));
+        let again = scylla::migrate(&config).await.expect("migrations are idempotent");
+        assert!(again.applied.is_empty(), "{again:?}");
+        assert_eq!(again.after, 1);
+
+        // Connecting prepares every statement on the server.
+        let store = connect(&config).await.expect("the store connects to the migrated keyspace");
+        assert_eq!(store.check(), Ok(()), "readiness: the cluster answered the probe");
+
+        // Audit: the whole conformance suite (no LWT, no TTL assertion in it).
+        testkit::audit_log(store.clone()).await;
+
+        // Sessions: plain writes and reads, every column type.
+        let t = Timestamp::from_millis(1_700_000_000_000);
+        let user = UserId(Uuid::now_v7());
+        let device = DeviceId(Uuid::now_v7());
+        let mut s = Session::new(
+            SessionId(Uuid::now_v7()),
+            user,
+            [7; 32],
+            AuthMethod::Device(device),
+            t,
+            t.plus(Duration::from_secs(3600)),
+        );
+        s.client_ip = Some(IpAddr::V6("2001:db8::7".parse().unwrap()));
+        s.user_agent = Some("smoke/1 (ünïcode)".into());
+        store.insert_session(&s).await.unwrap();
+        let by_code = Session::new(SessionId(Uuid::now_v7()), user, [8; 32], AuthMethod::Otp, t, t.plus(SESSION_TTL));
+        store.insert_session(&by_code).await.unwrap();
+        assert_eq!(store.session(s.id).await.unwrap().as_ref(), Some(&s), "a session round-trips");
+        assert_eq!(store.session(SessionId(Uuid::now_v7())).await.unwrap(), None);
+        let listed = store.sessions_of_user(user).await.unwrap();
+        assert_eq!(listed, vec![s.clone(), by_code.clone()], "listed in id order");
+        // Rotation and revocation are claims (LWT): not asserted here beyond failing closed.
+        unavailable_without_applied(store.rotate_refresh(s.id, &[7; 32], &[9; 32], t).await, "claim session row");
+        unavailable_without_applied(
+            store.revoke_session(by_code.id, otpd_actors::ports::RevokeReason::Logout, t).await,
+            "claim session row",
+        );
+
+        // Accounts: the claim is an LWT, so insert_user must not report success; the row the
+        // statement wrote (kassandra applies the INSERT unconditionally) reads back through both
+        // lookups — the type mapping of every account column.
+        let alice = User {
+            id: UserId(Uuid::now_v7()),
+            identifier: Identifier::Phone { e164: "+442079460000".into(), country_code: 44 },
+            ident_hash: IdentHash([0x11; 16]),
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            email: Some("ada@example.com".into()),
+            verified: false,
+            created_at: t,
+            verified_at: None,
+            updated_at: t,
+        };
+        unavailable_without_applied(store.insert_user(&alice).await, "claim identifier");
+        assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap().as_ref(), Some(&alice));
+        assert_eq!(store.user_by_id(alice.id).await.unwrap().as_ref(), Some(&alice));
+        assert_eq!(store.user_by_id(UserId(Uuid::now_v7())).await.unwrap(), None);
+        let bob = User {
+            id: UserId(Uuid::now_v7()),
+            identifier: Identifier::Email("bob@example.com".into()),
+            ident_hash: IdentHash([0x22; 16]),
+            email: None,
+            ..alice.clone()
+        };
+        unavailable_without_applied(store.insert_user(&bob).await, "claim identifier");
+        assert_eq!(store.user_by_identifier(&bob.ident_hash).await.unwrap().as_ref(), Some(&bob), "e-mail accounts");
+        assert_eq!(store.user_by_identifier(&IdentHash([0x33; 16])).await.unwrap(), None);
+
+        // Devices: the set is claimed (LWT); the document the statement wrote reads back.
+        let phone = Device {
+            id: DeviceId(Uuid::now_v7()),
+            user_id: user,
+            name: "Ada's iPhone".into(),
+            platform: Platform::Ios,
+            key: DeviceKey { algorithm: KeyAlgorithm::Es256, spki_der: vec![4; 91] },
+            created_at: t,
+            revoked_at: None,
+        };
+        unavailable_without_applied(store.insert_device(&phone, 5).await, "claim device set");
+        assert_eq!(store.device(phone.id).await.unwrap().as_ref(), Some(&phone));
+        assert_eq!(store.devices_of_user(user).await.unwrap(), vec![phone.clone()]);
+        assert_eq!(store.device(DeviceId(Uuid::now_v7())).await.unwrap(), None);
+        // The cap is decided on what is read, before any claim: no write, no LWT needed.
+        assert_eq!(store.insert_device(&phone, 5).await.unwrap(), InsertDevice::Inserted, "already in the set");
+        let other = Device {
+            id: DeviceId(Uuid::now_v7()),
+            key: DeviceKey { spki_der: vec![5; 91], ..phone.key.clone() },
+            ..phone.clone()
+        };
+        assert_eq!(store.insert_device(&other, 1).await.unwrap(), InsertDevice::LimitReached { max: 1 });
+        let same_key = Device { id: DeviceId(Uuid::now_v7()), ..phone.clone() };
+        assert_eq!(store.insert_device(&same_key, 5).await.unwrap(), InsertDevice::DuplicateKey(phone.id));
+        store.close();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kassandra_refuses_a_newer_schema_and_a_missing_migration() {
+    with_kassandra(|addr| async move {
+        // A node that may not migrate refuses a keyspace that lacks the schema.
+        let mut config = kassandra_config(addr, "otpd_versions");
+        config.migrate_on_start = false;
+        match connect(&config).await {
+            Err(ConnectError::Schema(SchemaError::Pending { current: 0, needed: 1 })) => {}
+            other => panic!("expected a refusal naming `otpd migrate`, got {:?}", other.err()),
+        }
+        let out = scylla::migrate_command(&Config {
+            store: otpd::config::StoreConfig { kind: "scylla".into(), ..Default::default() },
+            scylla: config.clone(),
+            ..Config::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(out, "applied 1: accounts, sessions, devices, audit trail\nkeyspace otpd_versions migrated from schema version 0 to 1\n");
+        let store = connect(&config).await.expect("migrated: the node starts");
+        store.close();
+
+        // A newer otpd migrated the keyspace: this one refuses to start on it.
+        let record = store
+            .driver_session()
+            .prepare("INSERT INTO otpd_versions.schema_migrations (scope, version, name, applied_at) VALUES (?, ?, ?, ?)")
+            .await
+            .unwrap();
+        store
+            .driver_session()
+            .execute_unpaged(&record, ("otpd", 2i32, "from the future", scylla_ts(0)))
+            .await
+            .unwrap();
+        config.migrate_on_start = true;
+        match connect(&config).await {
+            Err(ConnectError::Schema(e @ SchemaError::Newer { found: 2, known: 1 })) => {
+                assert!(e.to_string().contains("upgrade otpd"), "{e}");
+            }
+            other => panic!("expected a refusal of schema 2, got {:?}", other.err()),
+        }
+        let err = scylla::migrate(&config).await.unwrap_err();
+        assert!(err.to_string().contains("newer than this otpd knows"), "{err}");
+    })
+    .await;
+}
+
+fn scylla_ts(ms: i64) -> ::scylla::value::CqlTimestamp {
+    ::scylla::value::CqlTimestamp(ms)
+}
+
+/// A TCP forwarder between the node and the CQL server that can be cut: the cluster "goes
+/// down" for the node without stopping the server.
+struct Cuttable {
+    addr: SocketAddr,
+    accept: JoinHandle<()>,
+    links: Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Cuttable {
+    async fn start(upstream: SocketAddr) -> Self {
+        Self::start_on(upstream, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    async fn start_on(upstream: SocketAddr, at: SocketAddr) -> Self {
+        let listener = TcpListener::bind(at).await.expect("bind the forwarder");
+        let addr = listener.local_addr().unwrap();
+        let links: Arc<parking_lot::Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let tracked = links.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tracked.lock().push(link);
+            }
+        });
+        Cuttable { addr, accept, links }
+    }
+
+    /// Closes the listener and every forwarded connection.
+    fn cut(&self) {
+        self.accept.abort();
+        for link in self.links.lock().drain(..) {
+            link.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_scylla_serves_the_send_path_and_answers_503_when_the_cluster_goes_away() {
+    with_kassandra(|cql| async move {
+        let link = Cuttable::start(cql).await;
+        let mut scylla = kassandra_config(link.addr, "otpd_node");
+        scylla.health_interval = Dur(Duration::from_millis(100));
+        scylla.request_timeout = Dur(Duration::from_millis(500));
+        let t = start_node_with(move |c| {
+            c.store.kind = "scylla".into();
+            c.scylla = scylla;
+        })
+        .await;
+
+        let r = t.get("/health/ready", None).await;
+        assert_eq!(r.status, 200, "{}", r.raw);
+        assert_eq!(r.body["checks"]["store"]["status"], "up");
+
+        // The send path: account lookup and the audit append go to the cluster.
+        let p = phone(501);
+        let resp = t
+            .client
+            .post(t.url("/v1/login"))
+            .header("x-request-id", "smoke-trace-1")
+            .json(&json!({ "phone": p }))
+            .send()
+            .await
+            .unwrap();
+        let r = into_reply(resp).await;
+        assert_eq!(r.status, 202, "{}", r.raw);
+        let audit = t
+            .client
+            .get(t.url("/v1/admin/audit?trace_id=smoke-trace-1"))
+            .bearer_auth(&t.node.admin_token)
+            .send()
+            .await
+            .unwrap();
+        let audit = into_reply(audit).await;
+        assert_eq!(audit.status, 200, "{}", audit.raw);
+        let events = audit.body["events"].as_array().unwrap();
+        assert_eq!(events.len(), 1, "{}", audit.raw);
+        assert_eq!((events[0]["api"].as_str(), events[0]["outcome"].as_str()), (Some("login"), Some("ok")));
+        let by_phone = t
+            .client
+            .get(t.url(&format!("/v1/admin/audit?identifier={}", p.replace('+', "%2B"))))
+            .bearer_auth(&t.node.admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(into_reply(by_phone).await.body["events"].as_array().map(Vec::len), Some(1));
+
+        // The cluster goes away: requests that need it get a 503 problem document, never a
+        // 500 and never the driver's text; readiness says which dependency is down.
+        link.cut();
+        let r = t.post("/v1/login", json!({ "phone": phone(502) })).await;
+        assert_eq!(r.status, 503, "{}", r.raw);
+        assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert_eq!(r.code(), "unavailable");
+        for leak in ["127.0.0.1", "scylla", "Scylla", "driver", "connection"] {
+            assert!(!r.raw.contains(leak), "the answer leaks {leak:?}: {}", r.raw);
+        }
+        let mut ready = t.get("/health/ready", None).await;
+        for _ in 0..50 {
+            if ready.status == 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ready = t.get("/health/ready", None).await;
+        }
+        assert_eq!(ready.status, 503, "{}", ready.raw);
+        assert_eq!(ready.body["checks"]["store"]["status"], "down");
+        let why = ready.body["checks"]["store"]["error"].as_str().unwrap();
+        assert!(why.starts_with("ScyllaDB: "), "{why}");
+        assert!(!why.contains(&link.addr.port().to_string()), "a category, not the driver's text: {why}");
+
+        // The cluster comes back on the same address: the driver reconnects and the node is
+        // ready again.
+        let back = Cuttable::start_on(cql, link.addr).await;
+        let mut ready = t.get("/health/ready", None).await;
+        for _ in 0..150 {
+            if ready.status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ready = t.get("/health/ready", None).await;
+        }
+        assert_eq!(ready.status, 200, "the node recovers when the cluster returns: {}", ready.raw);
+        let r = t.post("/v1/login", json!({ "phone": phone(503) })).await;
+        assert_eq!(r.status, 202, "{}", r.raw);
+        t.node.shutdown().await;
+        back.cut();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_reach_its_cluster_does_not_start_and_says_where() {
+    // A loopback port with nothing listening.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.store.kind = "scylla".into();
+    config.scylla = kassandra_config(free, "otpd");
+    let err = otpd::server::start(config, Arc::new(otpd_actors::clock::ManualClock::starting_now()))
+        .await
+        .err()
+        .expect("no cluster, no node");
+    let msg = err.to_string();
+    assert!(msg.contains("cannot connect to ScyllaDB") && msg.contains(&free.to_string()), "{msg}");
+}
+
+/// Statement counts of this store, by name.
+fn counts(store: &ScyllaStore) -> std::collections::BTreeMap<&'static str, (bool, u64)> {
+    store.statement_counts().into_iter().map(|(name, lwt, n)| (name, (lwt, n))).collect()
+}
+
+/// What ran between two snapshots: `(statement, is LWT, times)`, those that ran only.
+fn ran(
+    before: &std::collections::BTreeMap<&'static str, (bool, u64)>,
+    after: &std::collections::BTreeMap<&'static str, (bool, u64)>,
+) -> Vec<(&'static str, bool, u64)> {
+    after
+        .iter()
+        .filter(|(name, (_, n))| *n > before[*name].1)
+        .map(|(name, (lwt, n))| (*name, *lwt, n - before[name].1))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_per_request_on_the_send_and_verify_paths() {
+    with_kassandra(|cql| async move {
+        let t = start_node_with(move |c| {
+            c.store.kind = "scylla".into();
+            c.scylla = kassandra_config(cql, "otpd_counts");
+            // The probe must not run between two snapshots.
+            c.scylla.health_interval = Dur(Duration::from_secs(3600));
+            // The code leaves (and its delivery event is written) well after the answer, so
+            // the two can be counted apart.
+            c.delivery.batch_max_age = Dur(Duration::from_millis(300));
+        })
+        .await;
+        let otpd::store::Store::Scylla(store) = t.node.store().clone() else { panic!("a ScyllaDB node") };
+
+        // A verified account, written through the store. (Registration claims the identifier
+        // with an LWT, which kassandra does not implement: it applies the insert and answers
+        // without [applied], so the store reports an error — the row is there all the same.)
+        let p = phone(601);
+        let identifier = t.node.engine.normalizer().phone(&p).unwrap();
+        let now = t.node.engine.now();
+        let user = User {
+            id: UserId(Uuid::now_v7()),
+            ident_hash: t.node.engine.identifier_hash(&identifier),
+            identifier,
+            first_name: "Count".into(),
+            last_name: "Statements".into(),
+            email: None,
+            verified: true,
+            created_at: now,
+            verified_at: Some(now),
+            updated_at: now,
+        };
+        assert!(store.insert_user(&user).await.is_err(), "kassandra answers the claim without [applied]");
+        assert!(store.user_by_identifier(&user.ident_hash).await.unwrap().is_some());
+
+        // Send: POST /v1/login, and the delivery audit event its code produces later.
+        let before = counts(&store);
+        let r = t.post("/v1/login", json!({ "phone": p })).await;
+        assert_eq!(r.status, 202, "{}", r.raw);
+        let answered = counts(&store);
+        let code = t.code_for(&p).await;
+        let mut settled = counts(&store);
+        for _ in 0..300 {
+            // The delivery event writes its rows concurrently: wait for both of them.
+            let grew = |name: &str| settled[name].1 >= before[name].1 + 2;
+            if grew("insert_audit_trace") && grew("insert_audit_ident") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            settled = counts(&store);
+        }
+        let send = ran(&before, &answered);
+        let delivery = ran(&answered, &settled);
+
+        // Verify: POST /v1/login/verify.
+        let before = counts(&store);
+        let r = t.post("/v1/login/verify", json!({ "phone": p, "code": code })).await;
+        assert_eq!(r.status, 200, "{}", r.raw);
+        let verify = ran(&before, &counts(&store));
+
+        // A send for an identifier without an account (the enumeration-safe path).
+        let before = counts(&store);
+        assert_eq!(t.post("/v1/login", json!({ "phone": phone(602) })).await.status, 202);
+        let unknown = ran(&before, &counts(&store));
+
+        let mut table = String::from("\nstatements per request (ScyllaDB store, measured on kassandra):\n");
+        for (what, stmts) in [
+            ("POST /v1/login (answer)", &send),
+            ("  its delivery audit event (after the answer)", &delivery),
+            ("POST /v1/login/verify", &verify),
+            ("POST /v1/login, unknown identifier", &unknown),
+        ] {
+            let total: u64 = stmts.iter().map(|s| s.2).sum();
+            let list: Vec<String> = stmts.iter().map(|(n, l, k)| format!("{n}×{k}{}", if *l { " (LWT)" } else { "" })).collect();
+            table.push_str(&format!("  {what}: {total} = {}\n", list.join(" + ")));
+        }
+        let _ = std::io::stderr().write_all(table.as_bytes());
+
+        assert_eq!(
+            send,
+            vec![("insert_audit_day", false, 2), ("insert_audit_ident", false, 1), ("insert_audit_trace", false, 1), ("user_by_ident", false, 1)],
+            "send: one account read, the event by trace and by identifier, the two day-index rows (first event of the day)"
+        );
+        assert_eq!(
+            delivery,
+            vec![("insert_audit_ident", false, 1), ("insert_audit_trace", false, 1)],
+            "the delivery event: its day-index rows were written by this node already"
+        );
+        assert_eq!(
+            verify,
+            vec![
+                ("insert_audit_day", false, 1),
+                ("insert_audit_ident", false, 1),
+                ("insert_audit_trace", false, 1),
+                ("insert_session", false, 1),
+                ("insert_session_index", false, 1),
+                ("user_by_ident", false, 1),
+            ],
+            "verify: one account read, the session and its index row, the event (a new trace id's day row)"
+        );
+        assert_eq!(unknown.iter().map(|s| s.2).sum::<u64>(), 5, "{unknown:?}");
+        for (name, lwt, _) in send.iter().chain(&delivery).chain(&verify).chain(&unknown) {
+            assert!(!lwt, "no lightweight transaction on the send or verify path: {name}");
+        }
+        t.node.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_migrates_then_runs_on_scylla_and_never_prints_the_password() {
+    const BIN: &str = env!("CARGO_BIN_EXE_otpd");
+    const PASSWORD: &str = "scylla-password-that-must-never-print";
+    with_kassandra(|cql| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let command = |args: &[&str]| {
+            let mut c = tokio::process::Command::new(BIN);
+            c.args(args)
+                .env_remove("OTPD_CONFIG")
+                .env_remove("RUST_LOG")
+                .env("OTPD_NODE__DATA_DIR", dir.path())
+                .env("OTPD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+                .env("OTPD_STORE__KIND", "scylla")
+                .env("OTPD_SCYLLA__CONTACT_POINTS", format!("[\"{cql}\"]"))
+                .env("OTPD_SCYLLA__KEYSPACE", "otpd_bin")
+                .env("OTPD_SCYLLA__REPLICATION_FACTOR", "1")
+                .env("OTPD_SCYLLA__AWAIT_SCHEMA_AGREEMENT", "false")
+                .env("OTPD_SCYLLA__MIGRATE_ON_START", "false")
+                // kassandra does not ask for credentials; the driver holds them all the same.
+                .env("OTPD_SCYLLA__USERNAME", "otpd")
+                .env("OTPD_SCYLLA__PASSWORD", PASSWORD)
+                .env("OTPD_NODE__LOG_LEVEL", "trace")
+                .kill_on_drop(true);
+            c
+        };
+
+        let out = tokio::time::timeout(Duration::from_secs(60), command(&["migrate"]).output())
+            .await
+            .expect("otpd migrate finishes")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(stdout, "applied 1: accounts, sessions, devices, audit trail\nkeyspace otpd_bin migrated from schema version 0 to 1\n");
+        let again = command(&["migrate"]).output().await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&again.stdout), "keyspace otpd_bin is up to date at schema version 1\n");
+
+        let check = command(&["check-config"]).output().await.unwrap();
+        let printed = String::from_utf8_lossy(&check.stdout);
+        assert!(printed.contains("otpd_bin") && !printed.contains(PASSWORD), "{printed}");
+
+        // Trace-level logs are large: into a file, so a full pipe can never stall the node.
+        let log_path = dir.path().join("node.log");
+        let log_file = std::fs::File::create(&log_path).unwrap();
+        let mut node = command(&[]).stderr(log_file).stdout(std::process::Stdio::null()).spawn().unwrap();
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        let mut ready = None;
+        for _ in 0..300 {
+            if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/health/ready")).send().await {
+                ready = Some(r.status().as_u16());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ready, Some(200), "the node runs on the migrated keyspace");
+        let r = client.post(format!("http://127.0.0.1:{port}/v1/login")).json(&json!({ "phone": phone(701) })).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        node.start_kill().unwrap();
+        node.wait().await.unwrap();
+        let logs = std::fs::read_to_string(&log_path).unwrap();
+        assert!(logs.contains("connected to ScyllaDB"), "{}", &logs[..logs.len().min(2000)]);
+        assert!(logs.contains(&format!("scylla://{cql}/otpd_bin")), "the start-up line names the store");
+        assert!(!logs.contains(PASSWORD), "the password appears in the trace-level logs");
+    })
+    .await;
+}
