@@ -431,18 +431,20 @@ impl EmbeddedStore {
             .map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let users = Arc::new(UserCache::new(options.user_cache_entries));
-        let (writer_db, writer_spaces, writer_counts, writer_users) =
-            (db.clone(), spaces.clone(), counts.clone(), users.clone());
-        let max = options.group_commit_max.max(1);
-        let meters = WriterMetrics {
-            batch: metrics::histogram!(crate::metrics::STORE_GROUP_COMMIT_BATCH),
-            commit: metrics::histogram!(crate::metrics::STORE_COMMIT_DURATION),
+        let writer = Writer {
+            db: db.clone(),
+            spaces: spaces.clone(),
+            users: users.clone(),
+            counts: counts.clone(),
+            meters: WriterMetrics {
+                batch: metrics::histogram!(crate::metrics::STORE_GROUP_COMMIT_BATCH),
+                commit: metrics::histogram!(crate::metrics::STORE_COMMIT_DURATION),
+            },
+            max: options.group_commit_max.max(1),
         };
         let writer = std::thread::Builder::new()
             .name("otpd-store-writer".into())
-            .spawn(move || {
-                writer_loop(&writer_db, &writer_spaces, &writer_users, rx, max, next_seq, &writer_counts, &meters)
-            })
+            .spawn(move || writer.run(rx, next_seq))
             .map_err(unavailable)?;
         Ok(Arc::new(EmbeddedStore {
             db,
@@ -530,45 +532,51 @@ struct WriterMetrics {
     commit: metrics::Histogram,
 }
 
-/// The writer: block for one op, take whatever else is queued, commit once, answer all.
-fn writer_loop(
-    db: &SingleWriterTxDatabase,
-    spaces: &Spaces,
-    users: &UserCache,
-    mut rx: mpsc::Receiver<Op>,
+/// The writer thread and what it keeps up to date after each commit.
+struct Writer {
+    db: SingleWriterTxDatabase,
+    spaces: Spaces,
+    users: Arc<UserCache>,
+    counts: Arc<Counts>,
+    meters: WriterMetrics,
+    /// Most ops per commit.
     max: usize,
-    mut next_seq: u64,
-    counts: &Counts,
-    meters: &WriterMetrics,
-) {
-    let mut batch: Vec<Op> = Vec::with_capacity(max);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < max {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let seq_before = next_seq;
-        let started = Instant::now();
-        let mut delta = CountsDelta::default();
-        let committed = commit_batch(db, spaces, &batch, &mut next_seq, &mut delta);
-        meters.commit.record(started.elapsed().as_secs_f64());
-        meters.batch.record(batch.len() as f64);
-        match committed {
-            Ok(outcomes) => {
-                counts.apply(delta);
-                users.apply(&batch, &outcomes);
-                for (op, outcome) in batch.drain(..).zip(outcomes) {
-                    answer(op, Ok(outcome));
+}
+
+impl Writer {
+    /// Blocks for one op, takes whatever else is queued, commits once, answers all.
+    fn run(self, mut rx: mpsc::Receiver<Op>, mut next_seq: u64) {
+        let Writer { db, spaces, users, counts, meters, max } = &self;
+        let (db, spaces, max) = (db, spaces, *max);
+        let mut batch: Vec<Op> = Vec::with_capacity(max);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < max {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, ops = batch.len(), "embedded store commit failed");
-                next_seq = seq_before;
-                for op in batch.drain(..) {
-                    answer(op, Err(e.clone()));
+            let seq_before = next_seq;
+            let started = Instant::now();
+            let mut delta = CountsDelta::default();
+            let committed = commit_batch(db, spaces, &batch, &mut next_seq, &mut delta);
+            meters.commit.record(started.elapsed().as_secs_f64());
+            meters.batch.record(batch.len() as f64);
+            match committed {
+                Ok(outcomes) => {
+                    counts.apply(delta);
+                    users.apply(&batch, &outcomes);
+                    for (op, outcome) in batch.drain(..).zip(outcomes) {
+                        answer(op, Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, ops = batch.len(), "embedded store commit failed");
+                    next_seq = seq_before;
+                    for op in batch.drain(..) {
+                        answer(op, Err(e.clone()));
+                    }
                 }
             }
         }
