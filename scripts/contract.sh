@@ -47,12 +47,15 @@ status=0
 # Every check but positive_data_acceptance: a schema cannot say which well-formed code is the
 # right one (or which well-shaped number is assigned), so a 400 for valid-looking input is the
 # documented answer, not a failure.
+# One worker: hypothesis' lambda-description cache is not thread-safe, and with two worker
+# threads it now and then raises a KeyError inside schemathesis' generator (reported as
+# "Runtime Error … FlakyFailure … AST_LAMBDAS_CACHE"), an error of the tool, not of the node.
 # From the throwaway directory: schemathesis' and hypothesis' caches stay out of the tree.
 repo="$PWD"
 cd "$work"
 timeout 1200 schemathesis --config-file "$repo/scripts/contract/schemathesis.toml" run "$base/openapi.json" \
   --checks all --exclude-checks positive_data_acceptance \
-  --max-examples "$examples" --workers 2 --request-timeout 10 --no-color ${OTPD_CONTRACT_ARGS:-} || status=$?
+  --max-examples "$examples" --workers 1 --request-timeout 10 --no-color ${OTPD_CONTRACT_ARGS:-} || status=$?
 echo "contract: schemathesis sent $(cat "$work/count" 2>/dev/null || echo 0) requests in $(( $(date +%s) - started )) s"
 if grep -qiE "panicked|internal error" "$work/node.log"; then
   echo "contract: the node logged a panic or an internal error:" >&2

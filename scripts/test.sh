@@ -31,10 +31,13 @@ fi
 
 # The API-contract run (docs/CONTRACT.md): schemathesis from PyPI, pinned, installed when
 # missing or at another version.
+# hypothesis, which generates its data, is pinned with it.
 SCHEMATHESIS_VERSION=4.32.5
-if [ "$(schemathesis --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
-  python3 -m pip install -q "schemathesis==$SCHEMATHESIS_VERSION" ||
-    python3 -m pip install -q --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION" ||
+HYPOTHESIS_VERSION=6.170.15
+if [ "$(schemathesis --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ] ||
+  [ "$(python3 -c 'import hypothesis; print(hypothesis.__version__)' 2>/dev/null)" != "$HYPOTHESIS_VERSION" ]; then
+  pins=("schemathesis==$SCHEMATHESIS_VERSION" "hypothesis==$HYPOTHESIS_VERSION")
+  python3 -m pip install -q "${pins[@]}" || python3 -m pip install -q --break-system-packages "${pins[@]}" ||
     echo "schemathesis could not be installed: the API-contract run will report that it skipped"
 fi
 
