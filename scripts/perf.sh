@@ -19,7 +19,10 @@ cargo build --release -p otpd -p otpd-loadtest
 bin=target/release
 cpus=$(nproc)
 pin_node=""; pin_load=""
-if [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then pin_node="taskset -c 0"; pin_load="taskset -c 1"; fi
+base_cpus=()
+if [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then
+  pin_node="taskset -c 0"; pin_load="taskset -c 1"; base_cpus=(--baseline-cpus 0)
+fi
 
 data=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -37,12 +40,12 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health/live" >/dev/null
 target=http://127.0.0.1:$port
 lt() { $pin_load $bin/otpd-loadtest "$@" --target "$target" --outbox "$data/outbox.jsonl" --user-cooldown 0s --quiet; }
 
-lt run --scenario send --users 5000 --connections 64 --duration 20s --baseline --out "$out/send"
-lt run --scenario verify --users 100000 --prepare 100000 --connections 64 --duration 20s --baseline --out "$out/verify"
+lt run --scenario send --users 5000 --connections 64 --duration 20s --baseline "${base_cpus[@]}" --out "$out/send"
+lt run --scenario verify --users 100000 --prepare 100000 --connections 64 --duration 20s --baseline "${base_cpus[@]}" --out "$out/verify"
 send_rps=$(python3 -c "import json;print(int(json.load(open('$out/send/report.json'))['runs'][0]['requests_per_s']))")
 lt run --mix login=60,signup=30,refresh=10 --users 5000 --rate $((send_rps / 2 / 3)) --duration 20s --out "$out/mixed"
 lt find-capacity --scenario send --users 5000 --slo-p99 10ms --slo-errors 0.001 --min-rate 2000 --max-rate 200000 \
-  --step 10s --max-steps 10 --baseline --out "$out/capacity"
+  --step 10s --max-steps 10 --baseline "${base_cpus[@]}" --out "$out/capacity"
 
 rss_before=$(awk '/VmRSS/ {print $2}' /proc/$node/status)
 lt run --scenario send-unknown --connections 64 --duration 600s --max-scenarios 1000000 --out "$out/memory"

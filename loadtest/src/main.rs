@@ -140,6 +140,10 @@ struct RunArgs {
     /// Also measure a bare hyper server with the same load first, and report the ratio.
     #[arg(long)]
     baseline: bool,
+    /// CPUs for the baseline server (`taskset -c` list): give it the node's CPUs, or it
+    /// shares the generator's (this process' affinity) and the ceiling reads low.
+    #[arg(long)]
+    baseline_cpus: Option<String>,
 }
 
 #[derive(Args)]
@@ -165,6 +169,9 @@ struct CapacityArgs {
     /// Also measure the bare hyper baseline the same way.
     #[arg(long)]
     baseline: bool,
+    /// CPUs for the baseline server, as for `run`.
+    #[arg(long)]
+    baseline_cpus: Option<String>,
 }
 
 /// Longest a single run may last, whatever the arguments say.
@@ -262,10 +269,22 @@ struct BaselineProcess {
 }
 
 impl BaselineProcess {
-    fn start() -> anyhow::Result<Self> {
+    /// Starts the server, on `cpus` (a `taskset -c` list) when given.
+    fn start(cpus: Option<&str>) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
-        let mut child =
-            Command::new(exe).args(["baseline-server", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn()?;
+        let mut command = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
+            .args(["baseline-server", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the baseline server")?;
         let stdout = child.stdout.take().context("baseline stdout")?;
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
@@ -296,7 +315,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let baseline = if args.baseline {
-        let server = BaselineProcess::start()?;
+        let server = BaselineProcess::start(args.baseline_cpus.as_deref())?;
         let (bworld, _) = world(c, std::slice::from_ref(&server.url), &Mix::single(Kind::Ping)).await?;
         Some(driver::drive(bworld, &Mix::single(Kind::Ping), load, bounds, "bare hyper baseline", !c.quiet).await)
     } else {
@@ -402,7 +421,7 @@ async fn find_capacity(args: CapacityArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     let mut baseline_capacity = None;
     if args.baseline {
-        let server = BaselineProcess::start()?;
+        let server = BaselineProcess::start(args.baseline_cpus.as_deref())?;
         let (bw, _) = world(c, std::slice::from_ref(&server.url), &Mix::single(Kind::Ping)).await?;
         let mut bruns = Vec::new();
         baseline_capacity = Some(search(&bw, &Mix::single(Kind::Ping), &args, "bare hyper baseline", &mut bruns).await);
