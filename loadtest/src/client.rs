@@ -96,11 +96,7 @@ impl Pool {
         bearer: Option<&str>,
     ) -> Result<Answer, Outcome> {
         let _permit = self.permits.acquire().await.map_err(|_| Outcome::Transport("pool closed"))?;
-        let idle = self.idle[t].lock().pop();
-        let mut conn = match idle {
-            Some(c) => c,
-            None => self.connect(t).await?,
-        };
+        let mut conn = self.checkout(t).await?;
         let target = &self.targets[t];
         let mut req = Request::builder().method(method).uri(path).header(HOST, target.host.clone());
         if body.is_some() {
@@ -111,7 +107,6 @@ impl Pool {
         }
         let req = req.body(Full::new(body.unwrap_or_default())).map_err(|_| Outcome::Transport("bad request"))?;
         let exchange = async {
-            conn.ready().await.map_err(|_| Outcome::Transport("connection closed"))?;
             let resp = conn.send_request(req).await.map_err(|_| Outcome::Transport("connection reset"))?;
             let status = resp.status();
             let body = resp.into_body().collect().await.map_err(|_| Outcome::Transport("body reset"))?.to_bytes();
@@ -123,6 +118,29 @@ impl Pool {
             self.idle[t].lock().push(conn);
         }
         Ok(answer)
+    }
+
+    /// A connection ready to send on: a pooled one if the node has kept it open, else a new one.
+    ///
+    /// A node closes keep-alive connections that stay idle (otpd: `http.header_read_timeout`);
+    /// a pooled connection found closed before anything was written to it is dropped, never
+    /// counted as a failed request, as an HTTP client library does with its pool.
+    async fn checkout(&self, t: usize) -> Result<SendRequest<Full<Bytes>>, Outcome> {
+        loop {
+            let Some(mut conn) = self.idle[t].lock().pop() else { break };
+            if conn.is_closed() {
+                continue;
+            }
+            let ready = tokio::time::timeout(self.timeout, conn.ready()).await;
+            if matches!(ready, Ok(Ok(()))) {
+                return Ok(conn);
+            }
+        }
+        let mut conn = self.connect(t).await?;
+        let ready =
+            tokio::time::timeout(self.timeout, conn.ready()).await.map_err(|_| Outcome::Transport("timeout"))?;
+        ready.map_err(|_| Outcome::Transport("connection closed"))?;
+        Ok(conn)
     }
 
     async fn connect(&self, t: usize) -> Result<SendRequest<Full<Bytes>>, Outcome> {

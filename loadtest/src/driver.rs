@@ -53,6 +53,12 @@ pub async fn drive(
     }
     ticker.abort();
     let elapsed = start.elapsed();
+    if world.exhausted() {
+        eprintln!(
+            "{label}: every prepared code was used after {:.1} s, so the run ended there (--prepare for more)",
+            elapsed.as_secs_f64()
+        );
+    }
     bar.finish_and_clear();
     rec.summary(label, elapsed)
 }
@@ -82,7 +88,7 @@ async fn open_loop(
     let mut handles = Vec::new();
     loop {
         let now = Instant::now();
-        if now >= start + duration || launched >= bounds.max_scenarios {
+        if now >= start + duration || launched >= bounds.max_scenarios || world.exhausted() {
             break;
         }
         loop {
@@ -113,7 +119,7 @@ async fn open_loop(
         }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
-    drain(handles).await;
+    drain(handles, Instant::now()).await;
 }
 
 async fn closed_loop(
@@ -130,7 +136,7 @@ async fn closed_loop(
     for _ in 0..connections.max(1) {
         let (world, rec, launched, mix) = (world.clone(), rec.clone(), launched.clone(), mix.clone());
         handles.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && !world.exhausted() {
                 let n = launched.fetch_add(1, Ordering::Relaxed);
                 if n >= bounds.max_scenarios {
                     break;
@@ -139,17 +145,19 @@ async fn closed_loop(
             }
         }));
     }
-    drain(handles).await;
+    // The loops end at the deadline (or at the scenario cap, or when the codes run out);
+    // only then does the 30 s allowance for stragglers start.
+    drain(handles, deadline).await;
 }
 
-/// Waits for in-flight scenarios, at most 30 s after the end of the run.
-async fn drain(handles: Vec<tokio::task::JoinHandle<()>>) {
+/// Waits for in-flight scenarios, at most 30 s after the end of the run (`end`).
+async fn drain(handles: Vec<tokio::task::JoinHandle<()>>, end: Instant) {
     let all = async {
         for h in handles {
             let _ = h.await;
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(30), all).await;
+    let _ = tokio::time::timeout_at((end + Duration::from_secs(30)).into(), all).await;
 }
 
 fn progress_bar(enabled: bool, duration: Duration, label: &str) -> ProgressBar {

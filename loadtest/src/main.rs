@@ -233,6 +233,7 @@ async fn world(c: &Common, targets: &[String], mix: &Mix) -> anyhow::Result<(Arc
         user_cooldown: c.user_cooldown,
         enrol_devices: mix.needs_devices(),
         audience: c.audience.clone(),
+        out_of_codes: Default::default(),
     };
     Ok((Arc::new(world), sink))
 }

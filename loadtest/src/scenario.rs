@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -165,9 +165,17 @@ pub struct World {
     pub enrol_devices: bool,
     /// The node's `tokens.audience` (part of the signed device-login message).
     pub audience: String,
+    /// Set when a `verify` found no prepared code left: the run ends there (see `exhausted`).
+    pub out_of_codes: AtomicBool,
 }
 
 impl World {
+    /// True once the prepared codes are used up: a `verify` run ends there, its rate taken
+    /// over the time it really ran (`--prepare` sets how many codes there are).
+    pub fn exhausted(&self) -> bool {
+        self.out_of_codes.load(Ordering::Relaxed)
+    }
+
     /// Runs one instance of `kind` meant to start at `intended`; true if every step succeeded.
     pub async fn run(&self, rec: &Recorder, kind: Kind, intended: Instant) -> bool {
         let ok = match kind {
@@ -183,7 +191,11 @@ impl World {
                     .await
                     .is_some()
             }
-            Kind::Verify => self.verify(rec, intended).await,
+            Kind::Verify => match self.verify(rec, intended).await {
+                // No code was left to try: no scenario ran, so none failed.
+                None => return false,
+                Some(ok) => ok,
+            },
             Kind::Ping => {
                 let t = self.pool.pick();
                 let body = json!({ "phone": "+12022000000" });
@@ -392,14 +404,16 @@ impl World {
         success
     }
 
-    async fn verify(&self, rec: &Recorder, intended: Instant) -> bool {
+    /// One verify with a prepared code; `None` once none is left (the driver then stops).
+    async fn verify(&self, rec: &Recorder, intended: Instant) -> Option<bool> {
         let Some((phone, code)) = self.prepared.lock().pop_front() else {
-            rec.record("login_verify", intended, Instant::now(), &Outcome::Transport("no prepared code left"));
-            return false;
+            self.out_of_codes.store(true, Ordering::Relaxed);
+            return None;
         };
         let t = self.pool.pick();
         let body = json!({ "phone": phone, "code": code });
-        self.step(rec, "login_verify", t, intended, Method::POST, "/v1/login/verify", Some(body), None).await.is_some()
+        let answer = self.step(rec, "login_verify", t, intended, Method::POST, "/v1/login/verify", Some(body), None);
+        Some(answer.await.is_some())
     }
 
     /// The user who rested longest, if their cooldown is over. A code-sending step calls
