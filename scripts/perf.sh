@@ -24,22 +24,35 @@ if [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then
   pin_node="taskset -c 0"; pin_load="taskset -c 1"; base_cpus=(--baseline-cpus 0)
 fi
 
-data=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # Cooldown and limits out of reach: the harness is one client address reusing a modest pool of
 # users on few number prefixes (README, "Rate limits"); everything else is the default.
 unlimited='{ limit = 1000000000 }'
-OTPD_NODE__DATA_DIR=$data OTPD_HTTP__LISTEN=127.0.0.1:$port OTPD_NODE__LOG_LEVEL=warn \
-OTPD_OTP__RESEND_COOLDOWN=0s OTPD_OTP__MAX_SENDS_PER_WINDOW=1000000000 \
-OTPD_LIMITS__IP_SEND="$unlimited" OTPD_LIMITS__IP_VERIFY="$unlimited" OTPD_LIMITS__PREFIX_SEND="$unlimited" \
-OTPD_LIMITS__IDENTIFIER_LOGIN="$unlimited" OTPD_LIMITS__IDENTIFIER_REGISTER="$unlimited" \
-OTPD_LIMITS__IDENTIFIER_RESEND="$unlimited" OTPD_LIMITS__IDENTIFIER_VERIFY="$unlimited" \
-  $pin_node $bin/otpd & node=$!
-trap 'kill $node 2>/dev/null || true; rm -rf "$data"' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health/live" >/dev/null && break; sleep 0.1; done
-target=http://127.0.0.1:$port
+node=""; data=""
+stop_node() {
+  if [ -n "$node" ]; then kill "$node" 2>/dev/null || true; wait "$node" 2>/dev/null || true; fi
+  if [ -n "$data" ]; then rm -rf "$data"; fi
+  node=""; data=""
+}
+trap stop_node EXIT
+# A fresh node with an empty data directory; sets node, data and target.
+start_node() {
+  stop_node
+  data=$(mktemp -d)
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  OTPD_NODE__DATA_DIR=$data OTPD_HTTP__LISTEN=127.0.0.1:$port OTPD_NODE__LOG_LEVEL=warn \
+  OTPD_OTP__RESEND_COOLDOWN=0s OTPD_OTP__MAX_SENDS_PER_WINDOW=1000000000 \
+  OTPD_LIMITS__IP_SEND="$unlimited" OTPD_LIMITS__IP_VERIFY="$unlimited" OTPD_LIMITS__PREFIX_SEND="$unlimited" \
+  OTPD_LIMITS__IDENTIFIER_LOGIN="$unlimited" OTPD_LIMITS__IDENTIFIER_REGISTER="$unlimited" \
+  OTPD_LIMITS__IDENTIFIER_RESEND="$unlimited" OTPD_LIMITS__IDENTIFIER_VERIFY="$unlimited" \
+    $pin_node $bin/otpd 2>"$data/node.log" & node=$!
+  target=http://127.0.0.1:$port
+  for _ in $(seq 100); do curl -sf "$target/health/live" >/dev/null && return; sleep 0.1; done
+  cat "$data/node.log" >&2; echo "perf: the node did not start" >&2; exit 1
+}
 lt() { $pin_load $bin/otpd-loadtest "$@" --target "$target" --outbox "$data/outbox.jsonl" --user-cooldown 0s --quiet; }
 
+start_node
 lt run --scenario send --users 5000 --connections 64 --duration 20s --baseline "${base_cpus[@]}" --out "$out/send"
 lt run --scenario verify --users 100000 --prepare 100000 --connections 64 --duration 20s --baseline "${base_cpus[@]}" --out "$out/verify"
 send_rps=$(python3 -c "import json;print(int(json.load(open('$out/send/report.json'))['runs'][0]['requests_per_s']))")
@@ -47,8 +60,13 @@ lt run --mix login=60,signup=30,refresh=10 --users 5000 --rate $((send_rps / 2 /
 lt find-capacity --scenario send --users 5000 --slo-p99 10ms --slo-errors 0.001 --min-rate 2000 --max-rate 200000 \
   --step 10s --max-steps 10 --baseline "${base_cpus[@]}" --out "$out/capacity"
 
+# Memory on a fresh node, so that earlier runs' accounts, sessions and caches do not count.
+start_node
+curl -sf "$target/health/ready" >/dev/null
 rss_before=$(awk '/VmRSS/ {print $2}' /proc/$node/status)
 lt run --scenario send-unknown --connections 64 --duration 600s --max-scenarios 1000000 --out "$out/memory"
-sleep 2
+sleep 5
 rss_after=$(awk '/VmRSS/ {print $2}' /proc/$node/status)
-echo "{\"rss_kib_before\": $rss_before, \"rss_kib_after_1m_challenges\": $rss_after}" | tee "$out/memory/rss.json"
+live=$(curl -sf "$target/metrics" | awk '/^otpd_challenges_live[ {]/ {s += $NF} END {print s}')
+echo "{\"rss_kib_idle\": $rss_before, \"rss_kib_after_1m_sends\": $rss_after, \"live_challenges\": ${live:-null}}" |
+  tee "$out/memory/rss.json"

@@ -225,8 +225,10 @@ section! {
         /// little, and a bounded cache keeps a node's memory predictable.
         cache_bytes: usize = 128 * 1024 * 1024,
         /// Largest in-memory table per keyspace before it is flushed (bytes); the store has
-        /// nine keyspaces, so this bounds its write buffers at about nine times this.
-        memtable_bytes: usize = 16 * 1024 * 1024,
+        /// nine keyspaces, so this bounds its write buffers at about nine times this. Small
+        /// tables flush in short bursts: a flush's disk writes delay the commits queued behind
+        /// it (docs/PERFORMANCE.md, "Write stalls").
+        memtable_bytes: usize = 4 * 1024 * 1024,
         /// Accounts kept in memory by identifier hash (each ≈ 300 B), so sends read none.
         user_cache: usize = 100_000,
     }

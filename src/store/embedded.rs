@@ -173,7 +173,7 @@ impl Default for EmbeddedOptions {
             group_commit_max: 512,
             queue_capacity: 65_536,
             cache_bytes: 128 * 1024 * 1024,
-            memtable_bytes: 16 * 1024 * 1024,
+            memtable_bytes: 4 * 1024 * 1024,
             user_cache_entries: 100_000,
         }
     }
