@@ -182,3 +182,49 @@ async fn a_mixed_run_gets_its_codes_through_the_twilio_shape() {
     assert!(report["codes_delivered"].as_u64().unwrap() >= 60 + 12 + 6, "{}", report["codes_delivered"]);
     node.shutdown().await;
 }
+
+/// A verify run ends when its prepared codes are used up: every code is tried once, and the
+/// run neither keeps "running" verifies without codes nor counts them as errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_run_ends_when_its_prepared_codes_are_used_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let out = dir.path().join("report");
+    let target = node.base_url();
+    let outbox = node.outbox_path.display().to_string();
+    let args: Vec<String> = [
+        "run",
+        "--target",
+        &target,
+        "--scenario",
+        "verify",
+        "--users",
+        "10",
+        "--prepare",
+        "10",
+        "--connections",
+        "4",
+        "--duration",
+        "60s",
+        "--codes",
+        "outbox",
+        "--outbox",
+        &outbox,
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let (ok, log) = tokio::task::spawn_blocking(move || harness(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap();
+    assert!(ok, "{log}");
+    assert!(log.contains("every prepared code was used"), "{log}");
+    let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let run = &report["runs"][0];
+    assert_eq!(run["errors"], 0, "{log}");
+    assert_eq!(run["requests"], 10, "{log}");
+    assert_eq!(run["scenarios_ok"], 10, "{log}");
+    assert_eq!(run["scenarios_failed"], 0, "{log}");
+    node.shutdown().await;
+}
