@@ -27,9 +27,16 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn harness(args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN).args(args).arg("--quiet").output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+/// Runs the harness with `args` and `--out <out> --quiet`, off the runtime; requires it to
+/// succeed and returns its `report.json` and everything it printed.
+async fn harness(args: &[&str], out: &std::path::Path) -> (Value, String) {
+    let mut command = Command::new(BIN);
+    command.args(args).arg("--out").arg(out).arg("--quiet");
+    let done = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&done.stdout), String::from_utf8_lossy(&done.stderr));
+    assert!(done.status.success(), "{log}");
+    let report = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    (report, log)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,32 +46,27 @@ async fn a_short_login_run_reports_every_request_and_no_errors() {
     let out = dir.path().join("report");
     let target = node.base_url();
     let outbox = node.outbox_path.display().to_string();
-    let args: Vec<String> = [
-        "run",
-        "--target",
-        &target,
-        "--scenario",
-        "login",
-        "--users",
-        "40",
-        "--rate",
-        "20",
-        "--duration",
-        "2s",
-        "--codes",
-        "outbox",
-        "--outbox",
-        &outbox,
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let (ok, log) = tokio::task::spawn_blocking(move || harness(&args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .unwrap();
-    assert!(ok, "{log}");
-    let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let (report, log) = harness(
+        &[
+            "run",
+            "--target",
+            &target,
+            "--scenario",
+            "login",
+            "--users",
+            "40",
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+            "--codes",
+            "outbox",
+            "--outbox",
+            &outbox,
+        ],
+        &out,
+    )
+    .await;
     let run = &report["runs"][0];
     assert_eq!(run["errors"], 0, "{log}");
     // 40 arrivals in 2 s, each login → code → login/verify → me.
@@ -93,32 +95,27 @@ async fn find_capacity_ends_within_its_bound() {
     let node = node(dir.path()).await;
     let out = dir.path().join("capacity");
     let target = node.base_url();
-    let args: Vec<String> = [
-        "find-capacity",
-        "--target",
-        &target,
-        "--scenario",
-        "send-unknown",
-        "--min-rate",
-        "50",
-        "--max-rate",
-        "400",
-        "--step",
-        "1s",
-        "--max-steps",
-        "4",
-        "--slo-p99",
-        "250ms",
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let (ok, log) = tokio::task::spawn_blocking(move || harness(&args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .unwrap();
-    assert!(ok, "{log}");
-    let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let (report, _) = harness(
+        &[
+            "find-capacity",
+            "--target",
+            &target,
+            "--scenario",
+            "send-unknown",
+            "--min-rate",
+            "50",
+            "--max-rate",
+            "400",
+            "--step",
+            "1s",
+            "--max-steps",
+            "4",
+            "--slo-p99",
+            "250ms",
+        ],
+        &out,
+    )
+    .await;
     let steps = report["capacity"]["steps"].as_array().unwrap();
     assert!(!steps.is_empty() && steps.len() <= 4, "{steps:?}");
     assert!(out.join("capacity.svg").exists());
@@ -142,32 +139,27 @@ async fn a_mixed_run_gets_its_codes_through_the_twilio_shape() {
     let out = dir.path().join("mixed");
     let target = node.base_url();
     let sms = format!("127.0.0.1:{sms_port}");
-    let args: Vec<String> = [
-        "run",
-        "--target",
-        &target,
-        "--mix",
-        "login=2,signup=1,refresh=1,device-login=1",
-        "--users",
-        "60",
-        "--rate",
-        "15",
-        "--duration",
-        "2s",
-        "--codes",
-        "twilio",
-        "--sms-listen",
-        &sms,
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let (ok, log) = tokio::task::spawn_blocking(move || harness(&args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .unwrap();
-    assert!(ok, "{log}");
-    let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let (report, log) = harness(
+        &[
+            "run",
+            "--target",
+            &target,
+            "--mix",
+            "login=2,signup=1,refresh=1,device-login=1",
+            "--users",
+            "60",
+            "--rate",
+            "15",
+            "--duration",
+            "2s",
+            "--codes",
+            "twilio",
+            "--sms-listen",
+            &sms,
+        ],
+        &out,
+    )
+    .await;
     let run = &report["runs"][0];
     assert_eq!(run["errors"], 0, "{log}");
     assert_eq!(report["setup"]["errors"], 0, "{log}");
@@ -192,35 +184,30 @@ async fn a_verify_run_ends_when_its_prepared_codes_are_used_up() {
     let out = dir.path().join("report");
     let target = node.base_url();
     let outbox = node.outbox_path.display().to_string();
-    let args: Vec<String> = [
-        "run",
-        "--target",
-        &target,
-        "--scenario",
-        "verify",
-        "--users",
-        "10",
-        "--prepare",
-        "10",
-        "--connections",
-        "4",
-        "--duration",
-        "60s",
-        "--codes",
-        "outbox",
-        "--outbox",
-        &outbox,
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let (ok, log) = tokio::task::spawn_blocking(move || harness(&args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .unwrap();
-    assert!(ok, "{log}");
+    let (report, log) = harness(
+        &[
+            "run",
+            "--target",
+            &target,
+            "--scenario",
+            "verify",
+            "--users",
+            "10",
+            "--prepare",
+            "10",
+            "--connections",
+            "4",
+            "--duration",
+            "60s",
+            "--codes",
+            "outbox",
+            "--outbox",
+            &outbox,
+        ],
+        &out,
+    )
+    .await;
     assert!(log.contains("every prepared code was used"), "{log}");
-    let report: Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     let run = &report["runs"][0];
     assert_eq!(run["errors"], 0, "{log}");
     assert_eq!(run["requests"], 10, "{log}");
