@@ -212,6 +212,39 @@ section! {
 }
 
 section! {
+    /// Several nodes sharing one population (ractor_cluster). Off by default; when on, every
+    /// node needs the same `cookie`, `secrets.hash_key` and token signing key, a shared store
+    /// (`store.kind = "scylla"`) and shared limits (`[redis]`).
+    pub struct ClusterConfig {
+        enabled: bool = false,
+        /// This node's name, unique in the cluster; ownership is hashed over these names, so
+        /// a node that restarts under the same name gets the same identifiers back.
+        node_name: String = String::new(),
+        /// Address the inter-node listener binds.
+        listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 4370)),
+        /// Host name or address the other nodes reach this one at; default: `listen`'s address.
+        advertise_host: String = String::new(),
+        /// Other nodes (`host:port`) to join through; any one that is up is enough.
+        seeds: Vec<String> = Vec::new(),
+        /// Shared secret the nodes authenticate each other with (at least 16 characters).
+        /// Prefer the environment: `OTPD_CLUSTER__COOKIE`.
+        cookie: Option<Secret> = None,
+        /// Longest wait for the owner of an identifier to answer a forwarded request; past it
+        /// the request fails with 503 `owner_unreachable`.
+        forward_timeout: Dur = secs(2),
+        /// How often unreachable seeds are tried again.
+        reconnect_interval: Dur = secs(1),
+        /// PEM certificate chain of this node, for TLS between nodes (with `tls_key_file` and
+        /// `tls_ca_file`; all three or none).
+        tls_cert_file: Option<PathBuf> = None,
+        /// PEM private key of `tls_cert_file`.
+        tls_key_file: Option<PathBuf> = None,
+        /// PEM CA that signed every node's certificate; peers must present one it signed.
+        tls_ca_file: Option<PathBuf> = None,
+    }
+}
+
+section! {
     /// The durable store.
     pub struct StoreConfig {
         /// `embedded` (an LSM tree in `<data_dir>/store/`) or `scylla` (a ScyllaDB cluster,
@@ -517,6 +550,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub redis: RedisConfig,
     pub limits: LimitsConfig,
+    pub cluster: ClusterConfig,
 }
 
 const SECTIONS: &[&str] = &[
@@ -537,6 +571,7 @@ const SECTIONS: &[&str] = &[
     "smtp",
     "redis",
     "limits",
+    "cluster",
 ];
 
 /// Everything wrong with a configuration, one line per problem.
@@ -636,6 +671,7 @@ impl Config {
             smtp: SmtpConfig::load(section("smtp"), "smtp", &origins, &mut errors),
             redis: RedisConfig::load(section("redis"), "redis", &origins, &mut errors),
             limits: LimitsConfig::load(section("limits"), "limits", &origins, &mut errors),
+            cluster: ClusterConfig::load(section("cluster"), "cluster", &origins, &mut errors),
         };
         config.validate(&mut errors);
         if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
@@ -754,6 +790,62 @@ impl Config {
         self.validate_delivery(errors);
         self.validate_redis(errors);
         self.validate_limits(errors);
+        self.validate_cluster(errors);
+    }
+
+    fn validate_cluster(&self, errors: &mut Vec<String>) {
+        let cluster = &self.cluster;
+        if !cluster.enabled {
+            return;
+        }
+        let name_ok = !cluster.node_name.is_empty()
+            && cluster.node_name.len() <= 64
+            && cluster.node_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            errors.push("cluster.node_name: required, 1-64 characters of A-Z a-z 0-9 - _ .".into());
+        }
+        match &cluster.cookie {
+            Some(c) if c.0.len() >= 16 => {}
+            _ => errors.push("cluster.cookie: required, at least 16 characters (set OTPD_CLUSTER__COOKIE)".into()),
+        }
+        for seed in &cluster.seeds {
+            let ok = seed.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                errors.push(format!("cluster.seeds: {seed:?} is not host:port"));
+            }
+        }
+        if cluster.forward_timeout.0 < Duration::from_millis(10) {
+            errors.push("cluster.forward_timeout: must be at least 10ms".into());
+        }
+        if cluster.reconnect_interval.0 < Duration::from_millis(10) {
+            errors.push("cluster.reconnect_interval: must be at least 10ms".into());
+        }
+        let tls = [&cluster.tls_cert_file, &cluster.tls_key_file, &cluster.tls_ca_file];
+        if tls.iter().any(|f| f.is_some()) && !tls.iter().all(|f| f.is_some()) {
+            errors.push("cluster.tls_cert_file, tls_key_file, tls_ca_file: give all three or none".into());
+        }
+        // Every node must seal codes, hash identifiers and sign tokens alike, and see the same
+        // accounts and the same limits: nothing a node generates or keeps for itself will do.
+        if self.secrets.hash_key.is_none() {
+            errors.push("secrets.hash_key: required in a cluster (every node needs the same one)".into());
+        }
+        let signing_shared = match self.tokens.algorithm.as_str() {
+            "HS256" => self.tokens.hs256_secret.is_some(),
+            _ => self.tokens.signing_key_file.is_some(),
+        };
+        if !signing_shared {
+            errors.push(
+                "tokens.signing_key_file (or tokens.hs256_secret with HS256): required in a cluster (every node \
+                 needs the same key)"
+                    .into(),
+            );
+        }
+        if self.store.kind != "scylla" {
+            errors.push("store.kind: a cluster needs the shared store, \"scylla\"".into());
+        }
+        if self.redis.url.0.is_empty() && self.redis.cluster_nodes.is_empty() {
+            errors.push("redis.url: a cluster needs shared limits (redis.url or redis.cluster_nodes)".into());
+        }
     }
 
     fn validate_redis(&self, errors: &mut Vec<String>) {
@@ -1296,6 +1388,51 @@ mod tests {
         assert_eq!(err.0.len(), 8, "{all}");
         let err = Config::from_sources("[store]\nkind = \"cassandra\"", env(&[])).unwrap_err();
         assert_eq!(err.0, ["store.kind: must be \"embedded\" or \"scylla\", got \"cassandra\""]);
+    }
+
+    #[test]
+    fn a_cluster_node_needs_shared_secrets_store_and_limits() {
+        // Everything a node would otherwise keep for itself is refused, all at once.
+        let err = Config::from_sources(
+            "[cluster]\nenabled = true\nseeds = [\"otpd-2\"]\ntls_cert_file = \"/etc/otpd/node.pem\"\n",
+            env(&[]),
+        )
+        .unwrap_err();
+        let all = err.0.join("\n");
+        for needle in [
+            "cluster.node_name: required",
+            "cluster.cookie: required",
+            "cluster.seeds: \"otpd-2\" is not host:port",
+            "give all three or none",
+            "secrets.hash_key: required in a cluster",
+            "tokens.signing_key_file (or tokens.hs256_secret with HS256): required in a cluster",
+            "store.kind: a cluster needs the shared store",
+            "redis.url: a cluster needs shared limits",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert_eq!(err.0.len(), 8, "{all}");
+
+        // The same node, complete, from the environment as the compose file sets it.
+        let c = Config::from_sources(
+            "",
+            env(&[
+                ("OTPD_CLUSTER__ENABLED", "true"),
+                ("OTPD_CLUSTER__NODE_NAME", "otpd-1"),
+                ("OTPD_CLUSTER__LISTEN", "0.0.0.0:4370"),
+                ("OTPD_CLUSTER__SEEDS", "[\"otpd-2:4370\", \"otpd-3:4370\"]"),
+                ("OTPD_CLUSTER__COOKIE", "a-cookie-of-some-length"),
+                ("OTPD_SECRETS__HASH_KEY", &"ab".repeat(32)),
+                ("OTPD_TOKENS__SIGNING_KEY_FILE", "/run/secrets/jwt.pem"),
+                ("OTPD_STORE__KIND", "scylla"),
+                ("OTPD_SCYLLA__CONTACT_POINTS", "[\"scylla-1:9042\"]"),
+                ("OTPD_REDIS__URL", "redis://redis:6379"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.cluster.enabled);
+        assert_eq!(c.cluster.seeds, ["otpd-2:4370", "otpd-3:4370"]);
+        assert_eq!(format!("{:?}", c.cluster.cookie), "Some(Secret(..))");
     }
 
     #[test]
