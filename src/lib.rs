@@ -7,11 +7,13 @@
 //! * [`store`]: storage adapters (embedded LSM tree, fjall; ScyllaDB); [`limits`]: limiter
 //!   adapters (in-process, Redis);
 //! * [`delivery`]: notifier adapters (development outbox);
-//! * [`secrets`]: generated or configured node secrets;
+//! * [`secrets`]: generated or configured node secrets; [`cluster`]: `[cluster]` into the
+//!   settings (and TLS) a node joins its cluster with;
 //! * [`metrics`]: the metric catalogue, the Prometheus recorder, sampled gauges;
 //! * [`audit_cmd`]: `otpd audit`; [`logging`]: log set-up.
 
 pub mod audit_cmd;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod http;

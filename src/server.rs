@@ -48,6 +48,8 @@ pub enum StartupError {
     Engine(String),
     #[error("limiter: {0}")]
     Limits(String),
+    #[error("{0}")]
+    Cluster(String),
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: SocketAddr, error: std::io::Error },
 }
@@ -197,6 +199,14 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         .await
         .map_err(|e| StartupError::Engine(e.to_string()))?;
     let tokens = TokenService::new(&secrets.signing, &config.tokens).map_err(StartupError::Config)?;
+    if let Some(settings) = crate::cluster::settings(config).map_err(StartupError::Cluster)?
+        && let Err(e) = engine.join_cluster(settings).await
+    {
+        engine.stop().await;
+        limits.stop().await;
+        store.close();
+        return Err(StartupError::Cluster(e.to_string()));
+    }
 
     let store_check = store.clone();
     let delivery_check = delivery.clone();

@@ -113,6 +113,17 @@ impl Code {
         &self.bytes[..self.len as usize]
     }
 
+    /// A code (or a typed attempt, whatever its bytes) from the bytes of [`Code::as_bytes`],
+    /// as another node sends them; `None` if longer than any code.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Code> {
+        if bytes.len() > MAX_CODE_LENGTH as usize {
+            return None;
+        }
+        let mut out = Code { bytes: [0; MAX_CODE_LENGTH as usize], len: bytes.len() as u8 };
+        out.bytes[..bytes.len()].copy_from_slice(bytes);
+        Some(out)
+    }
+
     /// The code as text, for the message sent to the user and nothing else.
     pub fn expose(&self) -> &str {
         std::str::from_utf8(self.as_bytes()).unwrap_or("")

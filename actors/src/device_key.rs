@@ -245,6 +245,10 @@ impl Nonce {
         &self.0
     }
 
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Nonce(bytes)
+    }
+
     pub fn to_hex(&self) -> String {
         hex(&self.0)
     }

@@ -45,7 +45,7 @@ use crate::error::EngineError;
 use crate::ports::{
     AuthMethod, Device, DeviceId, InsertDevice, LimitAction, Platform, RevokeReason, SessionId, UserId,
 };
-use crate::shard::{ChallengeKey, ShardMsg};
+use crate::shard::{ChallengeKey, ShardCommand};
 
 /// The device rules (from the `[devices]` config section).
 #[derive(Clone, Debug)]
@@ -206,7 +206,7 @@ impl Engine {
             let sealed = Sealed::seal_secret(&self.inner.keys, nonce.as_bytes());
             let subject = self.inner.keys.device_subject(device_id.0.as_bytes());
             let key = ChallengeKey { subject, purpose: Purpose::DeviceLogin };
-            let expires_at = self.shard_call(subject, |reply| ShardMsg::Issue { key, sealed, now, reply }).await?;
+            let expires_at = self.issue_on_owner(ShardCommand::Issue { key, sealed, now }).await?;
             trail.step = "done";
             Ok(DeviceChallenge {
                 device_id,
@@ -263,8 +263,7 @@ impl Engine {
 
         trail.step = "challenge";
         let key = ChallengeKey { subject, purpose: Purpose::DeviceLogin };
-        let outcome =
-            self.shard_call(subject, |reply| ShardMsg::Redeem { key, nonce, signature_valid, now, reply }).await?;
+        let outcome = self.check_on_owner(ShardCommand::Redeem { key, nonce, signature_valid, now }).await?;
         self.inner.metrics.device_login(&outcome);
         match outcome {
             VerifyOutcome::Verified => {}

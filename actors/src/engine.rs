@@ -26,7 +26,7 @@
 //! its code was verified, i.e. only to someone holding the phone.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
@@ -34,6 +34,7 @@ use uuid::Uuid;
 
 use crate::challenge::{Purpose, VerifyOutcome};
 use crate::clock::{Clock, Timestamp};
+use crate::cluster::{Cluster, ClusterError, ClusterSettings, ForwardError, Route};
 use crate::code::{CodePolicy, Sealed};
 use crate::dispatch::DispatcherActor;
 use crate::error::EngineError;
@@ -46,8 +47,11 @@ use crate::ports::{
     UserId, UserStore,
 };
 use crate::refresh::RefreshToken;
-use crate::shard::{ChallengeKey, ShardActor, ShardConfig, ShardMsg, ShardStats};
+use crate::shard::{ChallengeKey, ShardActor, ShardAnswer, ShardCommand, ShardConfig, ShardStats};
 use crate::supervisor::{EngineSupervisor, ShardError, ShardRouter, SupervisorArgs, SupervisorMsg};
+
+/// How long a command waits for membership to name a new owner after its owner left.
+const OWNER_HANDOVER: Duration = Duration::from_secs(3);
 
 /// Fixed engine configuration (built by the binary from its config file).
 #[derive(Clone, Debug)]
@@ -169,6 +173,7 @@ pub(crate) struct Inner {
     normalizer: Arc<Normalizer>,
     pub(crate) ports: EnginePorts,
     router: Arc<ShardRouter>,
+    cluster: OnceLock<Cluster>,
     supervisor: ActorRef<SupervisorMsg>,
     dispatcher: Option<DispatcherActor>,
     pub(crate) metrics: EngineMetrics,
@@ -203,6 +208,7 @@ impl Engine {
     ) -> Result<Engine, StartError> {
         let keys = Arc::new(keys);
         let metrics = EngineMetrics::new(config.shard_count.max(1));
+        crate::cluster::record_standalone();
         let router = Arc::new(ShardRouter::new(config.shard_count, config.call_timeout));
         let shard = ShardActor { config: config.shard.clone(), keys: keys.clone(), clock: clock.clone() };
         let dispatcher = ports.notifier.dispatcher();
@@ -210,7 +216,18 @@ impl Engine {
         let (supervisor, _) =
             Actor::spawn(None, EngineSupervisor, args).await.map_err(|e| StartError(e.to_string()))?;
         Ok(Engine {
-            inner: Arc::new(Inner { config, keys, clock, normalizer, ports, router, supervisor, dispatcher, metrics }),
+            inner: Arc::new(Inner {
+                config,
+                keys,
+                clock,
+                normalizer,
+                ports,
+                router,
+                cluster: OnceLock::new(),
+                supervisor,
+                dispatcher,
+                metrics,
+            }),
         })
     }
 
@@ -218,6 +235,9 @@ impl Engine {
     /// most 5 s), then the supervisor (so it restarts nothing), then shards.
     pub async fn stop(&self) {
         let inner = &self.inner;
+        if let Some(cluster) = inner.cluster.get() {
+            cluster.stop().await;
+        }
         if let Some(dispatcher) = &inner.dispatcher {
             dispatcher.drain(Duration::from_secs(5)).await;
         }
@@ -406,7 +426,7 @@ impl Engine {
         let code = self.inner.config.code.generate();
         let sealed = Sealed::seal(&self.inner.keys, &code);
         let key = ChallengeKey { subject: ident, purpose };
-        let expires_at = self.shard_call(ident, |reply| ShardMsg::Issue { key, sealed, now, reply }).await?;
+        let expires_at = self.issue_on_owner(ShardCommand::Issue { key, sealed, now }).await?;
         if deliver {
             trail.step = "dispatch";
             let message = OutboundMessage {
@@ -476,8 +496,7 @@ impl Engine {
         trail.step = "challenge";
         let attempt = self.inner.config.code.normalise_attempt(code);
         let key = ChallengeKey { subject: ident, purpose };
-        let outcome =
-            self.shard_call(ident, |reply| ShardMsg::Verify { key, attempt: attempt.clone(), now, reply }).await?;
+        let outcome = self.check_on_owner(ShardCommand::Verify { key, attempt, now }).await?;
         self.inner.metrics.verification(purpose, &outcome);
         match outcome {
             VerifyOutcome::Verified => {}
@@ -609,13 +628,59 @@ impl Engine {
         }
     }
 
-    pub(crate) async fn shard_call<T, F>(&self, ident: IdentHash, build: F) -> Result<T, EngineError>
-    where
-        T: Send + 'static,
-        F: Fn(ractor::RpcReplyPort<T>) -> ShardMsg,
-    {
-        let index = self.inner.router.index_for(ident.shard_bits());
-        self.inner.router.call(index, build).await.map_err(|e: ShardError| EngineError::Unavailable(e.to_string()))
+    /// Stores a sealed code on the node that owns its key; returns its expiry.
+    pub(crate) async fn issue_on_owner(&self, cmd: ShardCommand) -> Result<Timestamp, EngineError> {
+        match self.on_owner(cmd).await? {
+            ShardAnswer::Issued(expires_at) => Ok(expires_at),
+            ShardAnswer::Checked(_) => {
+                Err(EngineError::Unavailable("the owner answered an issue with a verdict".into()))
+            }
+        }
+    }
+
+    /// Checks an attempt (a code or a device signature) on the node that owns its key.
+    pub(crate) async fn check_on_owner(&self, cmd: ShardCommand) -> Result<VerifyOutcome, EngineError> {
+        match self.on_owner(cmd).await? {
+            ShardAnswer::Checked(outcome) => Ok(outcome),
+            ShardAnswer::Issued(_) => Err(EngineError::Unavailable("the owner answered a check with an expiry".into())),
+        }
+    }
+
+    /// Runs a challenge command where its challenge lives: on a local shard, or (in a
+    /// cluster) on the node that owns the key's partition. If the owner left while we asked,
+    /// the command goes once more to the key's new owner, as soon as membership names one.
+    async fn on_owner(&self, cmd: ShardCommand) -> Result<ShardAnswer, EngineError> {
+        if let Some(cluster) = self.inner.cluster.get() {
+            let subject = cmd.key().subject;
+            for attempt in 0..2 {
+                let Route::Remote { owner, gateway } = cluster.route(&subject) else { break };
+                match cluster.forward(&owner, &gateway, &cmd).await {
+                    Ok(answer) => return Ok(answer),
+                    Err(ForwardError::Unreachable { why: "left the cluster", .. })
+                        if attempt == 0 && cluster.wait_for_new_owner(&subject, &owner, OWNER_HANDOVER).await => {}
+                    Err(e @ ForwardError::Unreachable { .. }) => {
+                        return Err(EngineError::OwnerUnreachable(e.to_string()));
+                    }
+                    Err(e @ ForwardError::Remote { .. }) => return Err(EngineError::Unavailable(e.to_string())),
+                }
+            }
+        }
+        cmd.run_local(&self.inner.router).await.map_err(|e: ShardError| EngineError::Unavailable(e.to_string()))
+    }
+
+    /// Joins a cluster: from now on, challenge commands run on the owner of their key.
+    pub async fn join_cluster(&self, settings: ClusterSettings) -> Result<Cluster, ClusterError> {
+        let cluster = Cluster::start(settings, self.inner.router.clone()).await?;
+        if self.inner.cluster.set(cluster.clone()).is_err() {
+            cluster.stop().await;
+            return Err(ClusterError::already_joined());
+        }
+        Ok(cluster)
+    }
+
+    /// The cluster this engine routes through, if it joined one.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.inner.cluster.get()
     }
 
     /// Writes the call's audit event and returns its result. A success is returned only once
@@ -703,7 +768,7 @@ impl Engine {
     pub fn inject_shard_panic(&self, identifier: &Identifier) -> usize {
         let index = self.inner.router.index_for(self.identifier_hash(identifier).shard_bits());
         if let Some(shard) = self.inner.router.actor(index) {
-            let _ = shard.cast(ShardMsg::Panic);
+            let _ = shard.cast(crate::shard::ShardMsg::Panic);
         }
         index
     }

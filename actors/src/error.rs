@@ -72,11 +72,15 @@ pub enum EngineError {
     /// operators; callers see a generic 503.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// In a cluster: the node that holds the identifier's challenges did not answer in time
+    /// (or left and no other node has taken over yet). The message is for operators.
+    #[error("the node that owns this identifier cannot be reached: {0}")]
+    OwnerUnreachable(String),
 }
 
 impl EngineError {
     /// Whether the failure is the service's fault rather than the caller's.
     pub fn is_server_side(&self) -> bool {
-        matches!(self, EngineError::Unavailable(_) | EngineError::DeliveryBusy)
+        matches!(self, EngineError::Unavailable(_) | EngineError::OwnerUnreachable(_) | EngineError::DeliveryBusy)
     }
 }

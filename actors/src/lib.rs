@@ -7,6 +7,7 @@
 //! Map of the crate:
 //! * [`engine`]: the API flows (register, verify, login, resend, current user);
 //! * [`supervisor`] and [`shard`]: the actor tree holding live challenges;
+//! * [`cluster`]: membership, ownership (rendezvous hashing) and forwarding across nodes;
 //! * [`challenge`] and [`code`]: the state machine and the code rules it enforces;
 //! * [`identifier`] and [`keys`]: normalisation and keyed hashing of identifiers;
 //! * [`ports`]: the traits adapters implement; [`limits`]: the anti-abuse rules every limiter
@@ -21,6 +22,7 @@
 
 pub mod challenge;
 pub mod clock;
+pub mod cluster;
 pub mod code;
 pub mod device_key;
 pub mod devices;

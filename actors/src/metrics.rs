@@ -82,6 +82,17 @@ pub const DEVICE_LOGINS: &str = "otpd_device_logins_total";
 /// Actors restarted by the supervisor.
 pub const ACTOR_RESTARTS: &str = "otpd_actor_restarts_total";
 
+/// Live cluster members this node sees, itself included.
+pub const CLUSTER_MEMBERS: &str = "otpd_cluster_members";
+/// Partitions (of `cluster::PARTITIONS`) this node owns.
+pub const CLUSTER_PARTITIONS_OWNED: &str = "otpd_cluster_partitions_owned";
+/// Challenge commands sent to the owning node, by outcome.
+pub const CLUSTER_FORWARDED: &str = "otpd_cluster_forwarded_total";
+/// Round trip of a forwarded challenge command.
+pub const CLUSTER_FORWARD_DURATION: &str = "otpd_cluster_forward_duration_seconds";
+/// Challenge commands this node ran for other nodes.
+pub const CLUSTER_SERVED: &str = "otpd_cluster_served_total";
+
 /// A metric's type, as Prometheus names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -268,6 +279,28 @@ pub const CATALOGUE: &[MetricDef] = &[
         &["actor"],
         "Actors restarted by the engine's supervisor after a failure, by kind (shard, dispatcher)",
     ),
+    MetricDef::gauge(
+        CLUSTER_MEMBERS,
+        &[],
+        "Live cluster members this node sees, itself included (1 when clustering is off)",
+    ),
+    MetricDef::gauge(
+        CLUSTER_PARTITIONS_OWNED,
+        &[],
+        "Identifier partitions (of 1024) this node owns by rendezvous hashing over the live members",
+    ),
+    MetricDef::counter(
+        CLUSTER_FORWARDED,
+        &["outcome"],
+        "Challenge commands forwarded to the node that owns the identifier, by outcome: ok, unreachable (timeout or owner gone: 503), error (the owner answered with a failure)",
+    ),
+    MetricDef::histogram(
+        CLUSTER_FORWARD_DURATION,
+        &[],
+        LATENCY_BUCKETS,
+        "Round trip of a challenge command forwarded to its owner, in seconds",
+    ),
+    MetricDef::counter(CLUSTER_SERVED, &[], "Challenge commands this node ran on behalf of other nodes"),
 ];
 
 /// Registers the `# HELP` text of every metric in `catalogue` with the installed recorder.

@@ -65,6 +65,60 @@ pub enum ShardMsg {
     Panic,
 }
 
+// Local only: the cluster feature of ractor asks every message type to say whether it
+// can cross nodes; this one never does.
+impl ractor::Message for ShardMsg {}
+
+/// A request to the shard that holds a challenge, as data: what [`ShardMsg`] carries without
+/// its reply port. The engine runs it on the local shard or, in a cluster, ships it to the
+/// node that owns the challenge (`crate::cluster::wire` encodes it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardCommand {
+    Issue { key: ChallengeKey, sealed: Sealed, now: Timestamp },
+    Verify { key: ChallengeKey, attempt: Code, now: Timestamp },
+    Redeem { key: ChallengeKey, nonce: Nonce, signature_valid: bool, now: Timestamp },
+}
+
+/// What a [`ShardCommand`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardAnswer {
+    /// The new code's expiry (answer to `Issue`).
+    Issued(Timestamp),
+    /// The attempt's outcome (answer to `Verify` and `Redeem`).
+    Checked(VerifyOutcome),
+}
+
+impl ShardCommand {
+    pub fn key(&self) -> &ChallengeKey {
+        match self {
+            ShardCommand::Issue { key, .. } | ShardCommand::Verify { key, .. } | ShardCommand::Redeem { key, .. } => {
+                key
+            }
+        }
+    }
+
+    /// Runs the command on the local shard of its key.
+    pub async fn run_local(
+        self,
+        router: &crate::supervisor::ShardRouter,
+    ) -> Result<ShardAnswer, crate::supervisor::ShardError> {
+        let index = router.index_for(self.key().subject.shard_bits());
+        match self {
+            ShardCommand::Issue { key, sealed, now } => {
+                router.call(index, |reply| ShardMsg::Issue { key, sealed, now, reply }).await.map(ShardAnswer::Issued)
+            }
+            ShardCommand::Verify { key, attempt, now } => router
+                .call(index, |reply| ShardMsg::Verify { key, attempt: attempt.clone(), now, reply })
+                .await
+                .map(ShardAnswer::Checked),
+            ShardCommand::Redeem { key, nonce, signature_valid, now } => router
+                .call(index, |reply| ShardMsg::Redeem { key, nonce, signature_valid, now, reply })
+                .await
+                .map(ShardAnswer::Checked),
+        }
+    }
+}
+
 /// Fixed configuration shared by every shard.
 #[derive(Clone, Debug)]
 pub struct ShardConfig {

@@ -123,6 +123,10 @@ pub enum SupervisorMsg {
     Restarts { reply: RpcReplyPort<u64> },
 }
 
+// Local only: the cluster feature of ractor asks every message type to say whether it
+// can cross nodes; this one never does.
+impl ractor::Message for SupervisorMsg {}
+
 /// The root of the tree.
 pub struct EngineSupervisor;
 

@@ -115,6 +115,8 @@ pub const CODE_ANSWERS: &[&str] =
 pub const BEARER: &[&str] = &["missing_token", "invalid_token"];
 /// A dependency (store, limiter, shard) cannot serve the request now.
 pub const UNAVAILABLE: &[&str] = &["unavailable"];
+/// The same, for calls that reach a challenge: in a cluster its owner node may not answer.
+pub const CHALLENGE_UNAVAILABLE: &[&str] = &["unavailable", "owner_unreachable"];
 
 const SEND_RECEIPT: Reply = Reply {
     status: 202,
@@ -165,7 +167,7 @@ pub const OPERATIONS: &[Operation] = &[
             IDENTIFIER,
             SEND_LIMITS,
             &["identifier_register_limit", "account_exists", "delivery_busy"],
-            UNAVAILABLE,
+            CHALLENGE_UNAVAILABLE,
         ],
         links: &[],
     },
@@ -180,7 +182,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[],
         body: Some("VerifyRequest"),
         replies: &[TOKENS],
-        problems: &[BODY, IDENTIFIER, VERIFY_LIMITS, CODE_ANSWERS, UNAVAILABLE],
+        problems: &[BODY, IDENTIFIER, VERIFY_LIMITS, CODE_ANSWERS, CHALLENGE_UNAVAILABLE],
         links: &[],
     },
     Operation {
@@ -200,7 +202,7 @@ pub const OPERATIONS: &[Operation] = &[
             IDENTIFIER,
             SEND_LIMITS,
             &["identifier_login_limit", "account_not_found", "account_not_verified", "delivery_busy"],
-            UNAVAILABLE,
+            CHALLENGE_UNAVAILABLE,
         ],
         links: &[],
     },
@@ -216,7 +218,7 @@ pub const OPERATIONS: &[Operation] = &[
         params: &[],
         body: Some("VerifyRequest"),
         replies: &[TOKENS],
-        problems: &[BODY, IDENTIFIER, VERIFY_LIMITS, CODE_ANSWERS, &["account_not_verified"], UNAVAILABLE],
+        problems: &[BODY, IDENTIFIER, VERIFY_LIMITS, CODE_ANSWERS, &["account_not_verified"], CHALLENGE_UNAVAILABLE],
         links: &[],
     },
     Operation {
@@ -241,7 +243,7 @@ pub const OPERATIONS: &[Operation] = &[
                 "account_exists",
                 "delivery_busy",
             ],
-            UNAVAILABLE,
+            CHALLENGE_UNAVAILABLE,
         ],
         links: &[],
     },
@@ -405,7 +407,7 @@ pub const OPERATIONS: &[Operation] = &[
             schema: Some("DeviceChallengeResponse"),
             headers: &[],
         }],
-        problems: &[BODY, UNAVAILABLE],
+        problems: &[BODY, CHALLENGE_UNAVAILABLE],
         links: &[],
     },
     Operation {
@@ -431,7 +433,7 @@ pub const OPERATIONS: &[Operation] = &[
                 "too_many_attempts",
                 "device_revoked",
             ],
-            UNAVAILABLE,
+            CHALLENGE_UNAVAILABLE,
         ],
         links: &[],
     },
@@ -738,6 +740,17 @@ fn schemas() -> Map<String, Value> {
                     "type": "object",
                     "description": "One entry per delivery provider, with its circuit breaker.",
                     "additionalProperties": { "$ref": "#/components/schemas/ProviderHealth" },
+                },
+                "cluster": {
+                    "type": "object",
+                    "description": "Only when `cluster.enabled`: the members this node sees and the identifier partitions it owns.",
+                    "required": ["node", "members", "partitions", "partitions_owned"],
+                    "properties": {
+                        "node": { "type": "string" },
+                        "members": { "type": "array", "items": { "type": "string" } },
+                        "partitions": { "type": "integer", "minimum": 1 },
+                        "partitions_owned": { "type": "integer", "minimum": 0 },
+                    },
                 },
             },
         }),

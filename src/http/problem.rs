@@ -114,6 +114,11 @@ pub const CATALOGUE: &[ProblemKind] = &[
     kind("internal", 500, "a bug: never expected; report it with the `trace_id`"),
     retry("delivery_busy", 503, "the delivery queue is full; retry after `Retry-After`"),
     retry("unavailable", 503, "a dependency cannot serve the request now; retry after `Retry-After`"),
+    retry(
+        "owner_unreachable",
+        503,
+        "in a cluster, the node that holds this identifier's codes did not answer in time; retry after `Retry-After`",
+    ),
 ];
 
 /// The catalogue entry of `code`.
@@ -380,6 +385,18 @@ impl From<EngineError> for ApiError {
                     )
                 }
             }
+            EngineError::OwnerUnreachable(internal) => {
+                tracing::warn!(error = %internal, "the owner of an identifier did not answer");
+                ApiError {
+                    retry_after: Some(Duration::from_secs(1)),
+                    ..ApiError::new(
+                        S::SERVICE_UNAVAILABLE,
+                        "owner_unreachable",
+                        "Owner node unreachable",
+                        "the node that holds this identifier's codes did not answer; retry shortly",
+                    )
+                }
+            }
         }
     }
 }
@@ -446,9 +463,10 @@ mod tests {
                 EngineError::DeliveryBusy => 26,
                 EngineError::Unavailable(_) => 27,
                 EngineError::DestinationNotAllowed => 37,
+                EngineError::OwnerUnreachable(_) => 38,
             }
         }
-        const VARIANTS: usize = 38;
+        const VARIANTS: usize = 39;
         let second = Duration::from_secs(1);
         let all = vec![
             EngineError::Identifier(I::PhoneShape("empty")),
@@ -492,6 +510,7 @@ mod tests {
             EngineError::DeviceRevoked,
             EngineError::DeliveryBusy,
             EngineError::Unavailable("x".into()),
+            EngineError::OwnerUnreachable("x".into()),
         ];
         let mut seen = [false; VARIANTS];
         for e in &all {

@@ -336,6 +336,15 @@ pub fn readiness(app: &App) -> (bool, serde_json::Value) {
     if let Some(delivery) = &app.delivery {
         body["providers"] = providers(delivery);
     }
+    if let Some(cluster) = app.engine.cluster() {
+        let status = cluster.status();
+        body["cluster"] = serde_json::json!({
+            "node": status.node,
+            "members": status.members,
+            "partitions": status.owners.len(),
+            "partitions_owned": status.partitions_owned,
+        });
+    }
     (all_ok, body)
 }
 

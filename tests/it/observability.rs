@@ -397,6 +397,7 @@ fn allowed_label_values(shards: usize, providers: &[&str]) -> BTreeMap<&'static 
             "given_up",
             "failed",
             "rejected",
+            "unreachable",
             "reused",
             "invalid",
         ]),
@@ -710,7 +711,8 @@ fn the_dashboard_and_alert_rules_use_only_catalogued_metrics() {
             "Limits",
             "Storage",
             "Accounts, sessions, tokens",
-            "Actors"
+            "Actors",
+            "Cluster"
         ]
     );
     let mut ids = BTreeSet::new();

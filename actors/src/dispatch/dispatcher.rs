@@ -44,6 +44,10 @@ pub enum DispatcherMsg {
     Panic,
 }
 
+// Local only: the cluster feature of ractor asks every message type to say whether it
+// can cross nodes; this one never does.
+impl ractor::Message for DispatcherMsg {}
+
 /// What the actor changes: scheduling only.
 pub struct DispatcherState {
     lanes: Vec<LaneState>,

@@ -1,0 +1,86 @@
+//! Watches the gateway group and publishes the [`super::View`] requests route by.
+
+use std::sync::Arc;
+
+use ractor::pg::GroupChangeMessage;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use super::gateway::GatewayMsg;
+use super::ring::Ring;
+use super::{GATEWAY_PREFIX, GROUP, Shared, View};
+
+pub(crate) struct MembershipActor;
+
+/// Nothing is sent to it but group changes, which arrive as supervision events.
+pub(crate) enum MembershipMsg {}
+
+impl ractor::Message for MembershipMsg {}
+
+impl Actor for MembershipActor {
+    type Msg = MembershipMsg;
+    type State = Arc<Shared>;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        shared: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        ractor::pg::monitor(GROUP.to_owned(), myself.get_cell());
+        refresh(&shared);
+        Ok(shared)
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        _shared: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        ractor::pg::demonitor(GROUP.to_owned(), myself.get_id());
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        shared: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ProcessGroupChanged(change) = event {
+            let group = match &change {
+                GroupChangeMessage::Join(_, group, _) | GroupChangeMessage::Leave(_, group, _) => group,
+            };
+            if group == GROUP {
+                refresh(shared);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads the group's members and publishes the view they make.
+fn refresh(shared: &Shared) {
+    let mut found: Vec<(String, Option<ActorRef<GatewayMsg>>)> = vec![(shared.name.clone(), None)];
+    for cell in ractor::pg::get_members(&GROUP.to_owned()) {
+        let Some(name) = cell.get_name().and_then(|n| n.strip_prefix(GATEWAY_PREFIX).map(str::to_owned)) else {
+            continue;
+        };
+        if cell.get_id().is_local() {
+            continue;
+        }
+        if found.iter().any(|(n, _)| *n == name) {
+            tracing::error!(node = %name, "two cluster members share one node name; ignoring the second");
+            continue;
+        }
+        found.push((name, Some(ActorRef::from(cell))));
+    }
+    let ring = Ring::new(found.iter().map(|(n, _)| n.clone()));
+    let gateways =
+        ring.members().iter().map(|m| found.iter().find(|(n, _)| n == m).and_then(|(_, g)| g.clone())).collect();
+    let me = ring.members().iter().position(|m| *m == shared.name).expect("this node is a member");
+    let members = ring.members().join(",");
+    let moved = shared.publish(View { ring, me, gateways });
+    if moved > 0 {
+        tracing::info!(members = %members, partitions_moved = moved, "cluster membership changed");
+    }
+}
