@@ -5,6 +5,7 @@
 //! Redis start their own `redis-server` processes (`redis_server.rs`).
 
 mod bad_input;
+mod cluster;
 mod compose;
 mod conformance;
 mod contract;
