@@ -227,5 +227,6 @@ fn init_session() -> Plan {
                 CqlValue::Set(vec!["hello".to_owned().into()]),
             ),
         ],
+        conditional: None,
     })
 }

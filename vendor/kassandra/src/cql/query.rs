@@ -76,17 +76,31 @@ pub struct SelectQuery {
 
 #[derive(Debug, Clone, Serialize, Deserialize, Display)]
 #[display(
-    fmt = "INSERT INTO {}.{} ({}) VALUES({})",
+    fmt = "INSERT INTO {}.{} ({}) VALUES({}){}",
     "keyspace.as_deref().unwrap_or_default()",
     "table",
     "columns.join(\", \")",
-    "values.iter().map(|it| it.to_string()).collect::<Vec<_>>().join(\", \")"
+    "values.iter().map(|it| it.to_string()).collect::<Vec<_>>().join(\", \")",
+    "condition.map(|it| format!(\" {it}\")).unwrap_or_default()"
 )]
 pub struct InsertQuery {
     pub keyspace: Option<String>,
     pub table: String,
     pub columns: Vec<String>,
     pub values: Vec<QueryValue>,
+    /// The condition of a lightweight transaction (`IF NOT EXISTS`, `IF EXISTS`), if any.
+    pub condition: Option<Condition>,
+}
+
+/// The condition of a lightweight transaction on the row the statement names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Display)]
+pub enum Condition {
+    /// `INSERT … IF NOT EXISTS`: write only if no row has the primary key.
+    #[display(fmt = "IF NOT EXISTS")]
+    NotExists,
+    /// `UPDATE … IF EXISTS`: write only if a row has the primary key.
+    #[display(fmt = "IF EXISTS")]
+    Exists,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Display)]

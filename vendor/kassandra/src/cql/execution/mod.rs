@@ -18,7 +18,7 @@ pub(crate) mod selector;
 
 pub use self::{
     delete::DeleteNode,
-    insert::InsertNode,
+    insert::{Conditional, InsertNode},
     json::JsonNode,
     scan::ScanNode,
     schema::AlterSchema,

@@ -107,7 +107,7 @@ mod queries {
         branch::alt,
         bytes::complete::{tag, tag_no_case},
         character::complete::{multispace0, multispace1, u32},
-        combinator::{map, opt, value},
+        combinator::{map, not, opt, value},
         multi::{many_till, separated_list0, separated_list1},
         sequence::{delimited, pair, preceded, separated_pair, terminated, tuple},
         IResult,
@@ -118,8 +118,9 @@ mod queries {
         functions::CqlFunction,
         literal::Literal,
         query::{
-            ColumnSelector, CreateKeyspaceQuery, CreateTableQuery, CreateTypeQuery, DeleteQuery,
-            InsertQuery, QueryString, QueryValue, SelectExpression, SelectQuery, WhereClosure,
+            ColumnSelector, Condition, CreateKeyspaceQuery, CreateTableQuery, CreateTypeQuery,
+            DeleteQuery, InsertQuery, QueryString, QueryValue, SelectExpression, SelectQuery,
+            WhereClosure,
         },
         types::PreCqlType,
     };
@@ -129,6 +130,41 @@ mod queries {
         let named_bind = map(preceded(tag(":"), identifier), |_| QueryValue::Blankslate);
         let literal = map(super::literal::parse, QueryValue::Literal);
         alt((blank, literal, named_bind))(input)
+    }
+
+    /// `IF NOT EXISTS`, the condition of a lightweight `INSERT`.
+    fn if_not_exists(input: &str) -> IResult<&str, Condition> {
+        let words = tuple((
+            tag_no_case("if"),
+            multispace1,
+            tag_no_case("not"),
+            multispace1,
+            tag_no_case("exists"),
+        ));
+        value(Condition::NotExists, words)(input)
+    }
+
+    /// `IF EXISTS`, the condition of a lightweight `UPDATE`.
+    fn if_exists(input: &str) -> IResult<&str, Condition> {
+        let words = tuple((tag_no_case("if"), multispace1, tag_no_case("exists")));
+        value(Condition::Exists, words)(input)
+    }
+
+    /// `USING TTL <seconds>`: parsed, not enforced (rows never expire here).
+    fn using_ttl(input: &str) -> IResult<&str, u32> {
+        let words = tuple((
+            tag_no_case("using"),
+            multispace1,
+            tag_no_case("ttl"),
+            multispace1,
+        ));
+        preceded(words, u32)(input)
+    }
+
+    /// Fails on any other `IF` (a condition on column values, or one in the wrong place), so
+    /// that such a statement is refused rather than applied unconditionally.
+    fn no_other_condition(input: &str) -> IResult<&str, ()> {
+        not(pair(tag_no_case("if"), multispace1))(input)
     }
 
     fn select_expression(input: &str) -> IResult<&str, SelectExpression> {
@@ -232,6 +268,9 @@ mod queries {
             ),
             multispace0,
         )(rest)?;
+        let (rest, condition) = opt(terminated(if_not_exists, multispace0))(rest)?;
+        let (rest, _ttl) = opt(terminated(using_ttl, multispace0))(rest)?;
+        let (rest, _) = no_other_condition(rest)?;
 
         Ok((
             rest,
@@ -240,6 +279,7 @@ mod queries {
                 keyspace,
                 columns,
                 values,
+                condition,
             }),
         ))
     }
@@ -438,6 +478,8 @@ mod queries {
             ),
             multispace0,
         )(rest)?;
+        let (rest, condition) = opt(terminated(if_exists, multispace0))(rest)?;
+        let (rest, _) = no_other_condition(rest)?;
 
         let (columns, values) = columns_specification
             .into_iter()
@@ -451,6 +493,7 @@ mod queries {
                 keyspace,
                 columns,
                 values,
+                condition,
             }),
         ))
     }
@@ -753,7 +796,9 @@ mod tests {
     use crate::cql::{
         functions::CqlFunction,
         parser::filter_comments,
-        query::{ColumnSelector, QueryString, SelectExpression, SelectQuery},
+        query::{
+            ColumnSelector, Condition, InsertQuery, QueryString, SelectExpression, SelectQuery,
+        },
     };
 
     #[test]
@@ -922,6 +967,85 @@ mod tests {
                 function: Some(CqlFunction::ToJson),
             }
         )
+    }
+
+    fn insert_or_update(q: &str) -> InsertQuery {
+        match query(q) {
+            Ok(QueryString::Insert(i)) => i,
+            other => panic!("{q}: expected an insert or update, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn insert_if_not_exists() {
+        let q = "INSERT INTO ks.users (id, name) VALUES (?, ?) IF NOT EXISTS";
+        let i = insert_or_update(q);
+        assert_eq!(i.condition, Some(Condition::NotExists));
+        assert_eq!(
+            (i.keyspace.as_deref(), i.table.as_str()),
+            (Some("ks"), "users")
+        );
+        assert_eq!(i.columns, ["id", "name"]);
+        assert_eq!(i.values.len(), 2);
+        assert_eq!(
+            i.to_string(),
+            "INSERT INTO ks.users (id, name) VALUES(?, ?) IF NOT EXISTS"
+        );
+
+        let lower = insert_or_update("insert into users (id) values (1) if  not\nexists;");
+        assert_eq!(
+            lower.condition,
+            Some(Condition::NotExists),
+            "any case, any spacing"
+        );
+    }
+
+    #[test]
+    fn insert_if_not_exists_using_ttl() {
+        let q = "INSERT INTO ks.sessions (session_id, slot) VALUES (?, ?) IF NOT EXISTS USING TTL 2678400";
+        let i = insert_or_update(q);
+        assert_eq!(i.condition, Some(Condition::NotExists));
+        assert_eq!(i.columns, ["session_id", "slot"]);
+    }
+
+    #[test]
+    fn insert_without_a_condition_is_unconditional() {
+        let plain = insert_or_update("INSERT INTO ks.t (a, b) VALUES (?, ?)");
+        assert_eq!(plain.condition, None);
+        assert_eq!(plain.to_string(), "INSERT INTO ks.t (a, b) VALUES(?, ?)");
+        let ttl = insert_or_update("INSERT INTO ks.t (a, b) VALUES (?, ?) USING TTL 60");
+        assert_eq!(ttl.condition, None);
+    }
+
+    #[test]
+    fn update_if_exists() {
+        let q = "UPDATE ks.users SET name = ?, verified = ? WHERE id = ? IF EXISTS";
+        let u = insert_or_update(q);
+        assert_eq!(u.condition, Some(Condition::Exists));
+        assert_eq!(u.columns, ["name", "verified", "id"]);
+        assert_eq!(u.values.len(), 3);
+
+        let ck = insert_or_update("UPDATE ks.t SET v = ? WHERE pk = ? AND ck = ? IF EXISTS");
+        assert_eq!(ck.condition, Some(Condition::Exists));
+        assert_eq!(ck.columns, ["v", "pk", "ck"]);
+
+        let plain = insert_or_update("UPDATE ks.t SET v = ? WHERE pk = ?");
+        assert_eq!(plain.condition, None);
+    }
+
+    #[test]
+    fn conditions_that_are_not_implemented_are_refused() {
+        for q in [
+            // A condition on column values.
+            "UPDATE ks.t SET v = ? WHERE pk = ? IF v = ?",
+            // Not CQL: the condition of an INSERT precedes USING.
+            "INSERT INTO ks.t (a) VALUES (?) USING TTL 5 IF NOT EXISTS",
+            // Not CQL: UPDATE has no IF NOT EXISTS, INSERT no IF EXISTS.
+            "UPDATE ks.t SET v = ? WHERE pk = ? IF NOT EXISTS",
+            "INSERT INTO ks.t (a) VALUES (?) IF EXISTS",
+        ] {
+            assert!(query(q).is_err(), "{q} must not be applied unconditionally");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::{
         execution,
         execution::{
             selector::{ColumnsSelector, Transform},
-            AlterSchema, DeleteNode, InsertNode, PagingState, ScanNode, SelectNode,
+            AlterSchema, Conditional, DeleteNode, InsertNode, PagingState, ScanNode, SelectNode,
         },
         functions::CqlFunction,
         plan::{data_reader, Aggregate, Plan},
@@ -91,6 +91,7 @@ impl<C: Catalog> Planner<C> {
             table,
             columns,
             values,
+            condition,
         } = insert;
         let keyspace = keyspace
             .or(self.use_keyspace.clone())
@@ -123,12 +124,21 @@ impl<C: Catalog> Planner<C> {
             .filter_map(|(k, v)| Some((k, v?)))
             .collect();
 
+        let conditional = match condition {
+            None => None,
+            Some(condition) => Some(Conditional {
+                condition,
+                metadata: metadata(&keyspace, &table, schema, &SelectExpression::All)?,
+            }),
+        };
+
         let insert = InsertNode {
             keyspace,
             table,
             partition_key,
             clustering_key,
             values,
+            conditional,
         };
 
         Ok(Plan::Insert(insert))
@@ -138,11 +148,15 @@ impl<C: Catalog> Planner<C> {
         &mut self,
         insert: InsertQuery,
     ) -> Result<(PreparedMetadata, ResultMetadata), Error> {
+        // A lightweight transaction's answer has no fixed columns (a refused `IF NOT EXISTS`
+        // adds the existing row's), so, as for any write, the result metadata is left empty:
+        // the driver then asks for the metadata with every answer.
         let InsertQuery {
             keyspace,
             table,
             columns,
             values,
+            condition: _,
         } = insert;
         let keyspace = keyspace
             .or(self.use_keyspace.clone())
@@ -219,6 +233,7 @@ impl<C: Catalog> Planner<C> {
             partition_key,
             clustering_key,
             values,
+            conditional: None,
         }))
     }
 
