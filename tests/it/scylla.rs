@@ -5,16 +5,18 @@
 //!    fresh keyspace and drops it afterwards. No ScyllaDB server can be installed on the
 //!    machines this project is built on, so without the variable these tests say plainly that
 //!    they skipped and why.
-//! 2. **A wire-level smoke test against `kassandra`** (crate `kassandra-tester`): an in-memory
-//!    server speaking CQL protocol v4, run in-process on a loopback port. It runs the real
-//!    store code over the real driver: connect, migrations, every prepared statement, type
-//!    mapping both ways, reads and writes, readiness, and a node serving HTTP on it. It does
-//!    **not** implement lightweight transactions or TTLs — it ignores `IF NOT EXISTS`,
-//!    `IF EXISTS` and `USING TTL`, honours neither `CLUSTERING ORDER BY` nor `LIMIT`, and
-//!    answers a conditional write with no `[applied]` row — so nothing here asserts
-//!    uniqueness, compare-and-swap, expiry or server-side ordering. What it does assert about
-//!    conditional writes is the store's side of the contract: an answer without `[applied]` is
-//!    an error, never taken as success. The contracts themselves are the conformance half's.
+//! 2. **Wire-level tests against `kassandra`** (crate `kassandra-tester`, running otpd's copy
+//!    of `kassandra` in `vendor/kassandra`): an in-memory server speaking CQL protocol v4, run
+//!    in-process on a loopback port. It runs the real store code over the real driver:
+//!    connect, migrations, every prepared statement, type mapping both ways, reads and writes,
+//!    readiness, and nodes serving HTTP on it. The copy implements the two lightweight
+//!    transactions the store uses — `INSERT … IF NOT EXISTS` (optionally `USING TTL`) and
+//!    `UPDATE … IF EXISTS`, checked and written under one lock and answered with `[applied]`
+//!    and, for a lost claim, the existing row — so the user, session and device suites run
+//!    here too, and a node serves every flow. It is still one node that keeps rows forever
+//!    (`USING TTL` is parsed, not enforced) and honours neither `CLUSTERING ORDER BY` nor
+//!    `LIMIT`: nothing here shows expiry, server-side ordering, replication, consistency
+//!    levels or Paxos under contention across replicas. Those are the conformance half's.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -30,8 +32,8 @@ use otpd_actors::device_key::{DeviceKey, KeyAlgorithm};
 use otpd_actors::identifier::Identifier;
 use otpd_actors::keys::IdentHash;
 use otpd_actors::ports::{
-    AuthMethod, Device, DeviceId, DeviceStore, InsertDevice, Platform, Session, SessionId, SessionStore, StoreError,
-    User, UserId, UserStore,
+    AuthMethod, Device, DeviceId, DeviceStore, InsertDevice, InsertUser, Platform, RevokeReason, Rotation, Session,
+    SessionId, SessionStore, StoreError, User, UserId, UserStore,
 };
 use otpd_actors::testkit;
 use serde_json::json;
@@ -39,6 +41,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::sessions::{access, login_again, post_bearer, refresh, refresh_token};
 use crate::support::*;
 
 const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -149,15 +152,6 @@ where
         .await;
 }
 
-fn unavailable_without_applied(result: Result<impl std::fmt::Debug, StoreError>, what: &str) {
-    match result {
-        Err(StoreError::Unavailable(msg)) => {
-            assert!(msg.contains("[applied]") && msg.contains(what), "{what}: {msg}")
-        }
-        other => panic!("{what}: a conditional write answered without [applied] must fail, got {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kassandra_smoke_migrations_statements_and_type_mapping() {
     with_kassandra(|addr| async move {
@@ -199,16 +193,19 @@ async fn kassandra_smoke_migrations_statements_and_type_mapping() {
         assert_eq!(store.session(SessionId(Uuid::now_v7())).await.unwrap(), None);
         let listed = store.sessions_of_user(user).await.unwrap();
         assert_eq!(listed, vec![s.clone(), by_code.clone()], "listed in id order");
-        // Rotation and revocation are claims (LWT): not asserted here beyond failing closed.
-        unavailable_without_applied(store.rotate_refresh(s.id, &[7; 32], &[9; 32], t).await, "claim session row");
-        unavailable_without_applied(
-            store.revoke_session(by_code.id, otpd_actors::ports::RevokeReason::Logout, t).await,
-            "claim session row",
-        );
+        // Rotation and revocation are claims (`INSERT … IF NOT EXISTS USING TTL`).
+        let soon = t.plus(Duration::from_secs(1));
+        let rotated = match store.rotate_refresh(s.id, &[7; 32], &[9; 32], soon).await.unwrap() {
+            Rotation::Rotated(r) => *r,
+            other => panic!("the current digest rotates, got {other:?}"),
+        };
+        assert_eq!((rotated.generation, rotated.refresh_digest), (1, [9; 32]));
+        assert_eq!(store.session(s.id).await.unwrap().as_ref(), Some(&rotated), "the claimed row reads back");
+        assert!(store.revoke_session(by_code.id, RevokeReason::Logout, soon).await.unwrap());
+        assert!(!store.revoke_session(by_code.id, RevokeReason::Logout, soon).await.unwrap(), "revoked once");
 
-        // Accounts: the claim is an LWT, so insert_user must not report success; the row the
-        // statement wrote (kassandra applies the INSERT unconditionally) reads back through both
-        // lookups — the type mapping of every account column.
+        // Accounts: the identifier is claimed (`INSERT … IF NOT EXISTS`); both lookups read
+        // back every account column.
         let alice = User {
             id: UserId(Uuid::now_v7()),
             identifier: Identifier::Phone { e164: "+442079460000".into(), country_code: 44 },
@@ -221,10 +218,36 @@ async fn kassandra_smoke_migrations_statements_and_type_mapping() {
             verified_at: None,
             updated_at: t,
         };
-        unavailable_without_applied(store.insert_user(&alice).await, "claim identifier");
+        assert_eq!(store.insert_user(&alice).await.unwrap(), InsertUser::Inserted);
         assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap().as_ref(), Some(&alice));
         assert_eq!(store.user_by_id(alice.id).await.unwrap().as_ref(), Some(&alice));
         assert_eq!(store.user_by_id(UserId(Uuid::now_v7())).await.unwrap(), None);
+
+        // A second account for the identifier loses the claim and gets the winner back, decoded
+        // from the claim's answer (every column, typed): no read follows.
+        let mallory = User { id: UserId(Uuid::now_v7()), first_name: "Mallory".into(), ..alice.clone() };
+        let before = counts(&store);
+        assert_eq!(store.insert_user(&mallory).await.unwrap(), InsertUser::Exists(Box::new(alice.clone())));
+        assert_eq!(
+            ran(&before, &counts(&store)),
+            vec![("delete_user_id", false, 1), ("insert_user", true, 1), ("insert_user_id", false, 1)],
+            "id row, lost claim, the loser's id row deleted"
+        );
+        assert_eq!(store.user_by_id(mallory.id).await.unwrap(), None);
+        assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap().as_ref(), Some(&alice), "untouched");
+
+        // The profile update applies to an existing account only (`UPDATE … IF EXISTS`).
+        let later = t.plus(Duration::from_secs(5));
+        let verified = User { verified: true, verified_at: Some(later), updated_at: later, ..alice.clone() };
+        store.update_user(&verified).await.unwrap();
+        assert_eq!(store.user_by_id(alice.id).await.unwrap().as_ref(), Some(&verified));
+        let nobody = User { id: UserId(Uuid::now_v7()), ident_hash: IdentHash([0x44; 16]), ..verified.clone() };
+        assert!(matches!(store.update_user(&nobody).await, Err(StoreError::Corrupt(_))), "no account, no update");
+        assert_eq!(
+            store.user_by_identifier(&nobody.ident_hash).await.unwrap(),
+            None,
+            "the refused update wrote nothing"
+        );
         let bob = User {
             id: UserId(Uuid::now_v7()),
             identifier: Identifier::Email("bob@example.com".into()),
@@ -232,11 +255,11 @@ async fn kassandra_smoke_migrations_statements_and_type_mapping() {
             email: None,
             ..alice.clone()
         };
-        unavailable_without_applied(store.insert_user(&bob).await, "claim identifier");
+        assert_eq!(store.insert_user(&bob).await.unwrap(), InsertUser::Inserted);
         assert_eq!(store.user_by_identifier(&bob.ident_hash).await.unwrap().as_ref(), Some(&bob), "e-mail accounts");
         assert_eq!(store.user_by_identifier(&IdentHash([0x33; 16])).await.unwrap(), None);
 
-        // Devices: the set is claimed (LWT); the document the statement wrote reads back.
+        // Devices: each version of the set is claimed (`INSERT … IF NOT EXISTS`).
         let phone = Device {
             id: DeviceId(Uuid::now_v7()),
             user_id: user,
@@ -246,11 +269,10 @@ async fn kassandra_smoke_migrations_statements_and_type_mapping() {
             created_at: t,
             revoked_at: None,
         };
-        unavailable_without_applied(store.insert_device(&phone, 5).await, "claim device set");
+        assert_eq!(store.insert_device(&phone, 5).await.unwrap(), InsertDevice::Inserted);
         assert_eq!(store.device(phone.id).await.unwrap().as_ref(), Some(&phone));
         assert_eq!(store.devices_of_user(user).await.unwrap(), vec![phone.clone()]);
         assert_eq!(store.device(DeviceId(Uuid::now_v7())).await.unwrap(), None);
-        // The cap is decided on what is read, before any claim: no write, no LWT needed.
         assert_eq!(store.insert_device(&phone, 5).await.unwrap(), InsertDevice::Inserted, "already in the set");
         let other = Device {
             id: DeviceId(Uuid::now_v7()),
@@ -260,6 +282,28 @@ async fn kassandra_smoke_migrations_statements_and_type_mapping() {
         assert_eq!(store.insert_device(&other, 1).await.unwrap(), InsertDevice::LimitReached { max: 1 });
         let same_key = Device { id: DeviceId(Uuid::now_v7()), ..phone.clone() };
         assert_eq!(store.insert_device(&same_key, 5).await.unwrap(), InsertDevice::DuplicateKey(phone.id));
+        let removed = store.revoke_device(user, phone.id, later).await.unwrap().expect("the owner's device");
+        assert_eq!(removed.revoked_at, Some(later));
+        assert_eq!(
+            store.insert_device(&other, 1).await.unwrap(),
+            InsertDevice::Inserted,
+            "a removed device frees its place"
+        );
+        store.close();
+    })
+    .await;
+}
+
+/// The conformance suites whose contracts rest on the lightweight transactions — one account
+/// per identifier, refresh rotation as a compare-and-swap, the device cap — including their
+/// races: 16 concurrent claims on one key, exactly one applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kassandra_passes_the_user_session_and_device_suites() {
+    with_kassandra(|addr| async move {
+        let store = connect(&kassandra_config(addr, "otpd_suites")).await.expect("the store connects");
+        testkit::user_store(store.clone()).await;
+        testkit::session_store(store.clone()).await;
+        testkit::device_store(store.clone()).await;
         store.close();
     })
     .await;
@@ -352,6 +396,64 @@ impl Cuttable {
             link.abort();
         }
     }
+}
+
+/// A client's whole life over HTTP on a node whose store is kassandra, every claim included:
+/// registration claims the identifier and verifies with `UPDATE … IF EXISTS`, a refresh claims
+/// the next generation, a logout the revocation row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_kassandra_serves_register_verify_login_refresh_and_logout() {
+    with_kassandra(|cql| async move {
+        let t = start_node_with(move |c| {
+            c.store.kind = "scylla".into();
+            c.scylla = kassandra_config(cql, "otpd_flows");
+        })
+        .await;
+        let p = phone(801);
+
+        // Register, then verify with the code from the outbox.
+        let r = t.post("/v1/register", json!({ "phone": p, "first_name": "Ada", "last_name": "Lovelace" })).await;
+        assert_eq!(r.status, 202, "{}", r.raw);
+        let code = t.code_for(&p).await;
+        let r = t.post("/v1/register/verify", json!({ "phone": p, "code": code })).await;
+        assert_eq!(r.status, 200, "{}", r.raw);
+        let registered = r.body;
+        assert_eq!(registered["user"]["verified"], true, "{registered}");
+        let otpd::store::Store::Scylla(store) = t.node.store().clone() else { panic!("a ScyllaDB node") };
+        let ident = t.node.engine.identifier_hash(&t.node.engine.normalizer().phone(&p).unwrap());
+        let account = store.user_by_identifier(&ident).await.unwrap().expect("the claimed account");
+        assert_eq!(account.id.0.to_string(), registered["user"]["id"].as_str().unwrap());
+        assert!(account.verified && account.verified_at.is_some(), "{account:?}");
+
+        // Log in again by code: a second session of the same account.
+        let tokens = login_again(&t, &p).await;
+        assert_eq!(tokens["user"]["id"], registered["user"]["id"]);
+        assert_ne!(tokens["session_id"], registered["session_id"]);
+        let r = t.get("/v1/me", Some(&access(&tokens))).await;
+        assert_eq!((r.status, r.body["user"]["first_name"].as_str()), (200, Some("Ada")), "{}", r.raw);
+
+        // Refresh twice: each rotation claims the next generation.
+        t.advance(Duration::from_secs(60));
+        let r = refresh(&t, &refresh_token(&tokens)).await;
+        assert_eq!(r.status, 200, "{}", r.raw);
+        let rotated = r.body;
+        assert_eq!(rotated["session_id"], tokens["session_id"]);
+        assert_ne!(refresh_token(&rotated), refresh_token(&tokens));
+        let r = refresh(&t, &refresh_token(&rotated)).await;
+        assert_eq!(r.status, 200, "{}", r.raw);
+        let current = r.body;
+
+        // Log out: this session ends, the registration's lives on.
+        let r = post_bearer(&t, "/v1/logout", &access(&current)).await;
+        assert_eq!(r.status, 204, "{}", r.raw);
+        let r = t.get("/v1/me", Some(&access(&current))).await;
+        assert_eq!((r.status, r.code()), (401, "invalid_token"), "{}", r.raw);
+        let r = refresh(&t, &refresh_token(&current)).await;
+        assert_eq!((r.status, r.code()), (401, "invalid_refresh_token"), "{}", r.raw);
+        assert_eq!(t.get("/v1/me", Some(&access(&registered))).await.status, 200, "the other session lives on");
+        t.node.shutdown().await;
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,9 +598,7 @@ async fn statements_per_request_on_the_send_and_verify_paths() {
         .await;
         let otpd::store::Store::Scylla(store) = t.node.store().clone() else { panic!("a ScyllaDB node") };
 
-        // A verified account, written through the store. (Registration claims the identifier
-        // with an LWT, which kassandra does not implement: it applies the insert and answers
-        // without [applied], so the store reports an error — the row is there all the same.)
+        // A verified account, written through the store.
         let p = phone(601);
         let identifier = t.node.engine.normalizer().phone(&p).unwrap();
         let now = t.node.engine.now();
@@ -514,8 +614,7 @@ async fn statements_per_request_on_the_send_and_verify_paths() {
             verified_at: Some(now),
             updated_at: now,
         };
-        assert!(store.insert_user(&user).await.is_err(), "kassandra answers the claim without [applied]");
-        assert!(store.user_by_identifier(&user.ident_hash).await.unwrap().is_some());
+        assert_eq!(store.insert_user(&user).await.unwrap(), InsertUser::Inserted);
 
         // Send: POST /v1/login, and the delivery audit event its code produces later.
         let before = counts(&store);

@@ -5,8 +5,8 @@
 //! column of it, Cassandra only those the condition names, and neither promises an order.
 //! So `[applied]` and everything else are looked up **by name**, never by position, and a
 //! missing `[applied]` is an error: a server that does not say whether the write applied
-//! (the in-memory test server ignores `IF NOT EXISTS` and answers nothing) must not be
-//! taken as "applied".
+//! (as the in-memory test server did before otpd's copy of it, in `vendor/kassandra`, learnt
+//! `IF NOT EXISTS` and `IF EXISTS`) must not be taken as "applied".
 
 use std::net::IpAddr;
 
@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn an_answer_without_applied_is_never_taken_as_applied() {
-        assert_eq!(parse(&[], vec![]), Err(LwtError::NoRows), "the test server answers an LWT with no rows");
+        assert_eq!(parse(&[], vec![]), Err(LwtError::NoRows), "an answer with no rows");
         assert_eq!(
             parse(&names(&["user_id"]), vec![vec![Some(CqlValue::Uuid(Uuid::nil()))]]),
             Err(LwtError::NoApplied)

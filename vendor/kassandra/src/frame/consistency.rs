@@ -26,6 +26,10 @@ pub enum Consistency {
     All = 0x0005,
     LocalQuorum = 0x0006,
     EachQuorum = 0x0007,
+    /// A read at `SERIAL` or `LOCAL_SERIAL` sees (and, on a cluster, completes) every
+    /// lightweight transaction before it; here, with one node and one lock, any read does.
+    Serial = 0x0008,
+    LocalSerial = 0x0009,
     LocalOne = 0x000A,
 }
 

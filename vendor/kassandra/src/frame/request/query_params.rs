@@ -250,4 +250,17 @@ mod parse {
 
         assert!(rest.is_empty());
     }
+
+    #[test]
+    fn reads_at_serial_consistency() {
+        for (raw, level) in [
+            (0x0008u8, Consistency::Serial),
+            (0x0009, Consistency::LocalSerial),
+        ] {
+            let input: &[u8] = &[0, raw, 0];
+            let (rest, params) = query_parameters(input).unwrap();
+            assert!(rest.is_empty());
+            assert_eq!(params.consistency, level);
+        }
+    }
 }
