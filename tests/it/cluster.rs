@@ -150,6 +150,11 @@ impl Fleet {
 
     /// Starts node `i` (0-based), seeded with every other slot, and waits until it serves.
     async fn start(&self, i: usize) -> NodeProc {
+        self.start_with(i, &[]).await
+    }
+
+    /// [`Fleet::start`] with more environment variables.
+    async fn start_with(&self, i: usize, extra: &[(&str, String)]) -> NodeProc {
         let (name, http, cport) = self.slots[i].clone();
         let data = self.dir.path().join(&name);
         std::fs::create_dir_all(&data).unwrap();
@@ -187,6 +192,7 @@ impl Fleet {
             .env("OTPD_CLUSTER__COOKIE", COOKIE)
             .env("OTPD_CLUSTER__FORWARD_TIMEOUT", "1s")
             .env("OTPD_CLUSTER__RECONNECT_INTERVAL", "200ms")
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -599,6 +605,129 @@ async fn a_joining_node_takes_over_only_its_share() {
             assert_eq!(r.status, 200, "{}", r.raw);
         }
         assert_eq!(c.live_challenges().await as usize, 3.min(moved.len()), "C holds only what it was sent since");
+    })
+    .await;
+}
+
+/// Runs `openssl` with `args` in `dir`; panics with its output if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA named `ca` in `dir` and, signed by it, one certificate per node for 127.0.0.1 usable
+/// as server and client; returns the OTPD_CLUSTER__TLS_* variables of `node`.
+fn node_tls(dir: &Path, ca: &str, node: &str) -> Vec<(&'static str, String)> {
+    if !dir.join(format!("{ca}.pem")).exists() {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ],
+        );
+    }
+    let ext = dir.join(format!("{node}.ext"));
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={node}"),
+            "-keyout",
+            &format!("{node}.key"),
+            "-out",
+            &format!("{node}.csr"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{node}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{node}.ext"),
+            "-out",
+            &format!("{node}.pem"),
+        ],
+    );
+    let path = |f: String| dir.join(f).to_string_lossy().into_owned();
+    vec![
+        ("OTPD_CLUSTER__TLS_CERT_FILE", path(format!("{node}.pem"))),
+        ("OTPD_CLUSTER__TLS_KEY_FILE", path(format!("{node}.key"))),
+        ("OTPD_CLUSTER__TLS_CA_FILE", path(format!("{ca}.pem"))),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_tls_join_and_serve_and_a_node_from_another_ca_is_kept_out() {
+    let test = "cluster::nodes_with_tls_join_and_serve_and_a_node_from_another_ca_is_kept_out";
+    if Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIPPED {test}: openssl (to make test certificates) is not installed");
+        return;
+    }
+    with_services(test, |cql, redis| async move {
+        let fleet = Fleet::new(cql, redis, 3);
+        let certs = tempfile::tempdir().unwrap();
+        let a = fleet.start_with(0, &node_tls(certs.path(), "ca", "otpd-1")).await;
+        let b = fleet.start_with(1, &node_tls(certs.path(), "ca", "otpd-2")).await;
+        converge(&[&a, &b], &["otpd-1", "otpd-2"], Duration::from_secs(20)).await;
+
+        // The TLS link carries forwarded commands both ways.
+        let groups = by_owner(&fleet, 4000, 40, &["otpd-1", "otpd-2"]);
+        for owner in ["otpd-1", "otpd-2"] {
+            let p = &groups[owner][0];
+            let r = a.post("/v1/register", register_body(p)).await;
+            assert_eq!(r.status, 202, "{}", r.raw);
+            let code = a.code_for(p, "register", 1).await;
+            let r = b.post("/v1/register/verify", json!({ "phone": p, "code": code })).await;
+            assert_eq!(r.status, 200, "owner {owner}: {}", r.raw);
+        }
+
+        // Same cookie, but a certificate the others' CA did not sign: it never joins.
+        let c = fleet.start_with(2, &node_tls(certs.path(), "other-ca", "otpd-3")).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for n in [&a, &b] {
+            assert_eq!(n.members().await, ["otpd-1", "otpd-2"], "{} let in a node of another CA", n.name);
+        }
+        assert_eq!(c.members().await, ["otpd-3"]);
     })
     .await;
 }
