@@ -16,6 +16,8 @@ if missing promtool || missing prometheus; then need_pkgs+=(prometheus); fi
 # Redis (standalone and a 3-master cluster) for the shared cooldowns and rate limits.
 missing redis-server && need_pkgs+=(redis-server)
 missing redis-cli && need_pkgs+=(redis-tools)
+# openssl makes the CA and node certificates of the cluster's mutual-TLS test.
+missing openssl && need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
