@@ -995,7 +995,7 @@ async fn a_real_prometheus_scrapes_otpd_and_counts_the_traffic_sent() {
     let rules: Value = client.get(format!("{prom}/api/v1/rules")).send().await.unwrap().json().await.unwrap();
     let rules: Vec<&Value> =
         rules["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
-    assert_eq!(rules.len(), 10);
+    assert_eq!(rules.len(), 12);
     for rule in rules {
         assert_eq!(rule["health"], "ok", "{rule}");
     }
