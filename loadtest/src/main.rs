@@ -238,6 +238,12 @@ async fn world(c: &Common, targets: &[String], mix: &Mix) -> anyhow::Result<(Arc
     Ok((Arc::new(world), sink))
 }
 
+/// The options for the baseline's world: no users, so no code source either (with
+/// `--codes twilio` on a fixed `--sms-listen`, the node's world must be the one that binds it).
+fn baseline_common(c: &Common) -> Common {
+    Common { users: 0, ..c.clone() }
+}
+
 /// Signs up `--users` and prepares `verify` codes; returns the setup's measurements.
 async fn setup(world: &Arc<World>, c: &Common, mix: &Mix, verify_codes: usize) -> Option<RunSummary> {
     let needs_prepared = mix.0.iter().any(|(k, w)| *k == Kind::Verify && *w > 0);
@@ -317,7 +323,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let baseline = if args.baseline {
         let server = BaselineProcess::start(args.baseline_cpus.as_deref())?;
-        let (bworld, _) = world(c, std::slice::from_ref(&server.url), &Mix::single(Kind::Ping)).await?;
+        let (bworld, _) =
+            world(&baseline_common(c), std::slice::from_ref(&server.url), &Mix::single(Kind::Ping)).await?;
         Some(driver::drive(bworld, &Mix::single(Kind::Ping), load, bounds, "bare hyper baseline", !c.quiet).await)
     } else {
         None
@@ -423,7 +430,7 @@ async fn find_capacity(args: CapacityArgs) -> anyhow::Result<()> {
     let mut baseline_capacity = None;
     if args.baseline {
         let server = BaselineProcess::start(args.baseline_cpus.as_deref())?;
-        let (bw, _) = world(c, std::slice::from_ref(&server.url), &Mix::single(Kind::Ping)).await?;
+        let (bw, _) = world(&baseline_common(c), std::slice::from_ref(&server.url), &Mix::single(Kind::Ping)).await?;
         let mut bruns = Vec::new();
         baseline_capacity = Some(search(&bw, &Mix::single(Kind::Ping), &args, "bare hyper baseline", &mut bruns).await);
     }

@@ -124,6 +124,7 @@ async fn find_capacity_ends_within_its_bound() {
 
 /// The node sends its SMS through Twilio's REST shape to the harness's endpoint, so the
 /// codes travel the node's real dispatcher path; a mix of every scenario completes cleanly.
+/// With `--baseline` first: the baseline's world must not take the fixed `--sms-listen` port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mixed_run_gets_its_codes_through_the_twilio_shape() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,6 +157,7 @@ async fn a_mixed_run_gets_its_codes_through_the_twilio_shape() {
             "twilio",
             "--sms-listen",
             &sms,
+            "--baseline",
         ],
         &out,
     )
