@@ -288,6 +288,16 @@ async fn a_code_requested_through_one_node_verifies_through_the_others() {
         let c = fleet.start(2).await;
         let names = ["otpd-1", "otpd-2", "otpd-3"];
         converge(&[&a, &b, &c], &names, Duration::from_secs(20)).await;
+        // Joining never made a node drop another for a moment (ractor_cluster closes one of two
+        // connections a pair opened at once; that must not move partitions back and forth).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for n in [&a, &b, &c] {
+            let log = n.log();
+            let changes: Vec<&str> = log.lines().filter(|l| l.contains("cluster membership changed")).collect();
+            let full = changes.iter().position(|l| l.contains("members=otpd-1,otpd-2,otpd-3"));
+            let full = full.unwrap_or_else(|| panic!("{} never logged the three members:\n{log}", n.name));
+            assert_eq!(changes.len(), full + 1, "{} changed membership after all three joined:\n{log}", n.name);
+        }
         let nodes = [&a, &b, &c];
 
         // One identifier owned by each node, so every combination of entry, owner and

@@ -1,6 +1,7 @@
 //! Watches the gateway group and publishes the [`super::View`] requests route by.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::pg::GroupChangeMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -11,8 +12,15 @@ use super::{GATEWAY_PREFIX, GROUP, Shared, View};
 
 pub(crate) struct MembershipActor;
 
-/// Nothing is sent to it but group changes, which arrive as supervision events.
-pub(crate) enum MembershipMsg {}
+/// A departure is acted on after this long, so that a connection ractor_cluster replaces
+/// (a duplicate closed while its twin carries on: the peer's actors leave and rejoin within
+/// a millisecond) does not flap ownership. A dead node is dropped this much later.
+const LEAVE_SETTLE: Duration = Duration::from_millis(100);
+
+/// Group changes arrive as supervision events; a departure schedules a `Refresh`.
+pub(crate) enum MembershipMsg {
+    Refresh,
+}
 
 impl ractor::Message for MembershipMsg {}
 
@@ -40,18 +48,30 @@ impl Actor for MembershipActor {
         Ok(())
     }
 
-    async fn handle_supervisor_evt(
+    async fn handle(
         &self,
         _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        shared: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let MembershipMsg::Refresh = message;
+        refresh(shared);
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
         event: SupervisionEvent,
         shared: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ProcessGroupChanged(change) = event {
-            let group = match &change {
-                GroupChangeMessage::Join(_, group, _) | GroupChangeMessage::Leave(_, group, _) => group,
-            };
-            if group == GROUP {
-                refresh(shared);
+            match &change {
+                GroupChangeMessage::Join(_, group, _) if group == GROUP => refresh(shared),
+                GroupChangeMessage::Leave(_, group, _) if group == GROUP => {
+                    myself.send_after(LEAVE_SETTLE, || MembershipMsg::Refresh);
+                }
+                _ => {}
             }
         }
         Ok(())
