@@ -341,7 +341,7 @@ pub fn readiness(app: &App) -> (bool, serde_json::Value) {
         body["cluster"] = serde_json::json!({
             "node": status.node,
             "members": status.members,
-            "partitions": status.owners.len(),
+            "partitions": otpd_actors::cluster::ring::PARTITIONS,
             "partitions_owned": status.partitions_owned,
         });
     }

@@ -97,9 +97,8 @@ fn refresh(shared: &Shared) {
     let ring = Ring::new(found.iter().map(|(n, _)| n.clone()));
     let gateways =
         ring.members().iter().map(|m| found.iter().find(|(n, _)| n == m).and_then(|(_, g)| g.clone())).collect();
-    let me = ring.members().iter().position(|m| *m == shared.name).expect("this node is a member");
     let members = ring.members().join(",");
-    let moved = shared.publish(View { ring, me, gateways });
+    let moved = shared.publish(View { ring, gateways });
     if moved > 0 {
         tracing::info!(members = %members, partitions_moved = moved, "cluster membership changed");
     }

@@ -105,15 +105,13 @@ pub enum ForwardError {
 /// The members as one node sees them, and how to reach each.
 pub struct View {
     pub ring: Ring,
-    /// Index of this node in `ring.members()`.
-    pub me: usize,
     /// The gateway of each member, by index; `None` for this node.
     gateways: Vec<Option<ActorRef<GatewayMsg>>>,
 }
 
 impl View {
     fn alone(name: &str) -> View {
-        View { ring: Ring::new([name]), me: 0, gateways: vec![None] }
+        View { ring: Ring::new([name]), gateways: vec![None] }
     }
 }
 
@@ -129,8 +127,6 @@ pub struct ClusterStatus {
     pub node: String,
     pub members: Vec<String>,
     pub partitions_owned: usize,
-    /// Owner name of every partition, in partition order.
-    pub owners: Vec<String>,
 }
 
 pub(crate) struct Shared {
@@ -162,6 +158,8 @@ pub struct Cluster {
     dialer: Arc<tokio::task::JoinHandle<()>>,
 }
 
+/// Label values of [`CLUSTER_FORWARDED`], indexed by `OK`, `UNREACHABLE`, `ERROR`.
+const FORWARD_OUTCOMES: [&str; 3] = ["ok", "unreachable", "error"];
 const OK: usize = 0;
 const UNREACHABLE: usize = 1;
 const ERROR: usize = 2;
@@ -176,7 +174,7 @@ impl Cluster {
             forward_timeout: settings.forward_timeout,
             members_gauge: gauge!(CLUSTER_MEMBERS),
             owned_gauge: gauge!(CLUSTER_PARTITIONS_OWNED),
-            forwarded: ["ok", "unreachable", "error"].map(|o| counter!(CLUSTER_FORWARDED, "outcome" => o)),
+            forwarded: FORWARD_OUTCOMES.map(|o| counter!(CLUSTER_FORWARDED, "outcome" => o)),
             forward_duration: histogram!(CLUSTER_FORWARD_DURATION),
         });
         shared.publish(View::alone(&settings.node_name));
@@ -287,7 +285,6 @@ impl Cluster {
             node: self.shared.name.clone(),
             members: view.ring.members().to_vec(),
             partitions_owned: view.ring.owned_by(&self.shared.name),
-            owners: (0..ring::PARTITIONS).map(|p| view.ring.owner(p).to_owned()).collect(),
         }
     }
 
@@ -307,7 +304,7 @@ impl Cluster {
 pub fn record_standalone() {
     gauge!(CLUSTER_MEMBERS).set(1.0);
     gauge!(CLUSTER_PARTITIONS_OWNED).set(ring::PARTITIONS as f64);
-    for outcome in ["ok", "unreachable", "error"] {
+    for outcome in FORWARD_OUTCOMES {
         counter!(CLUSTER_FORWARDED, "outcome" => outcome).increment(0);
     }
     counter!(crate::metrics::CLUSTER_SERVED).increment(0);
