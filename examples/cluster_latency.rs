@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use otpd_actors::cluster::ring::{Ring, partition_of};
-use otpd_actors::keys::Keys;
+use otpd_actors::actors::cluster::ring::{Ring, partition_of};
+use otpd_actors::rules::keys::Keys;
 use serde_json::{Value, json};
 
 #[derive(Parser, Debug)]

@@ -30,13 +30,15 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use otpd::config::{Config, Dur};
-use otpd_actors::challenge::Purpose;
-use otpd_actors::clock::{Clock, SystemClock};
-use otpd_actors::code::{Alphabet, CodePolicy};
-use otpd_actors::dispatch::{DispatchConfig, DispatchHandle, Provider, ProviderSpec, Routes, SendResult, Templates};
-use otpd_actors::identifier::Identifier;
-use otpd_actors::keys::IdentHash;
+use otpd_actors::actors::dispatch::{
+    DispatchConfig, DispatchHandle, Provider, ProviderSpec, Routes, SendResult, Templates,
+};
 use otpd_actors::ports::{AuditEvent, AuditLog, Notifier, NotifyError, OutboundMessage, StoreError};
+use otpd_actors::rules::challenge::Purpose;
+use otpd_actors::rules::clock::{Clock, SystemClock};
+use otpd_actors::rules::code::{Alphabet, CodePolicy};
+use otpd_actors::rules::identifier::Identifier;
+use otpd_actors::rules::keys::IdentHash;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
@@ -51,7 +53,7 @@ impl Provider for Instant0 {
     fn max_batch(&self) -> usize {
         1000
     }
-    async fn send(&self, batch: &[otpd_actors::dispatch::Delivery]) -> Vec<SendResult> {
+    async fn send(&self, batch: &[otpd_actors::actors::dispatch::Delivery]) -> Vec<SendResult> {
         vec![Ok(()); batch.len()]
     }
 }

@@ -6,8 +6,8 @@
 //! asks the node instead, over `GET /v1/admin/audit` on its listen address with the admin
 //! token from the data directory. Either way the output is the same.
 
-use otpd_actors::identifier::{Identifier, Normalizer};
-use otpd_actors::keys::Keys;
+use otpd_actors::rules::identifier::{Identifier, Normalizer};
+use otpd_actors::rules::keys::Keys;
 
 use crate::config::Config;
 use crate::http::wire::{AuditListResponse, AuditView};

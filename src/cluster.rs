@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use otpd_actors::cluster::{ClusterSettings, ClusterTls};
+use otpd_actors::actors::cluster::{ClusterSettings, ClusterTls};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
@@ -73,7 +73,7 @@ fn tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> R
         .with_client_auth_cert(chain, key_der()?)
         .map_err(|e| format!("cluster TLS: {}: {e}", cert.display()))?;
     Ok(ClusterTls {
-        acceptor: otpd_actors::cluster::tokio_rustls::TlsAcceptor::from(Arc::new(server)),
-        connector: otpd_actors::cluster::tokio_rustls::TlsConnector::from(Arc::new(client)),
+        acceptor: otpd_actors::actors::cluster::tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+        connector: otpd_actors::actors::cluster::tokio_rustls::TlsConnector::from(Arc::new(client)),
     })
 }

@@ -15,9 +15,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use otpd_actors::code::{Alphabet, MAX_CODE_LENGTH, MIN_CODE_LENGTH};
-use otpd_actors::dispatch::template;
-use otpd_actors::limits::Preset;
+use otpd_actors::actors::dispatch::template;
+use otpd_actors::rules::code::{Alphabet, MAX_CODE_LENGTH, MIN_CODE_LENGTH};
+use otpd_actors::rules::limits::Preset;
 use serde::{Deserialize, Deserializer};
 
 /// A duration written as text: `"30s"`, `"5m"`, `"30d"`, `"250ms"`.
@@ -783,7 +783,7 @@ impl Config {
         }
         if !self.identifiers.default_region.is_empty() {
             check(
-                otpd_actors::identifier::Normalizer::new(Some(&self.identifiers.default_region), 16).is_ok(),
+                otpd_actors::rules::identifier::Normalizer::new(Some(&self.identifiers.default_region), 16).is_ok(),
                 format!("identifiers.default_region: unknown region {:?}", self.identifiers.default_region),
             );
         }
@@ -886,12 +886,12 @@ impl Config {
         }
         for (key, list) in [("sms_allow", &limits.sms_allow), ("sms_deny", &limits.sms_deny)] {
             for entry in list {
-                if let Err(e) = otpd_actors::limits::NumberPrefix::parse(entry) {
+                if let Err(e) = otpd_actors::rules::limits::NumberPrefix::parse(entry) {
                     errors.push(format!("limits.{key}: {e}"));
                 }
             }
         }
-        let preset = otpd_actors::limits::LimitPolicy::preset(limits.preset);
+        let preset = otpd_actors::rules::limits::LimitPolicy::preset(limits.preset);
         let rules = [
             ("identifier_login", preset.identifier_logins, &limits.identifier_login),
             ("identifier_register", preset.identifier_registrations, &limits.identifier_register),
@@ -1226,7 +1226,7 @@ mod tests {
         let c = Config::from_sources(text, env(&[("OTPD_LIMITS__PREFIX_SEND", "{ limit = 0 }")])).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"), "the Redis password never prints");
         let p = crate::limits::policy(&c);
-        let high = otpd_actors::limits::LimitPolicy::preset(Preset::High);
+        let high = otpd_actors::rules::limits::LimitPolicy::preset(Preset::High);
         assert_eq!(p.identifier_logins, high.identifier_logins);
         assert_eq!(
             (p.ip_sends.limit, p.ip_sends.window, p.ip_sends.block),

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use otpd_actors::clock::Timestamp;
 use otpd_actors::metrics::{Kind, LATENCY_BUCKETS, MetricDef};
 use otpd_actors::ports::{CensusSource, StoreError};
+use otpd_actors::rules::clock::Timestamp;
 use tokio::task::JoinHandle;
 
 use crate::http::App;

@@ -11,14 +11,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpd_actors::clock::{Clock, SystemClock};
-use otpd_actors::code::CodePolicy;
-use otpd_actors::devices::DevicePolicy;
-use otpd_actors::dispatch::DispatchHandle;
-use otpd_actors::identifier::Normalizer;
-use otpd_actors::keys::Keys;
-use otpd_actors::limits::LimitPolicy;
-use otpd_actors::shard::ShardConfig;
+use otpd_actors::actors::dispatch::DispatchHandle;
+use otpd_actors::actors::shard::ShardConfig;
+use otpd_actors::rules::clock::{Clock, SystemClock};
+use otpd_actors::rules::code::CodePolicy;
+use otpd_actors::rules::device_key::DevicePolicy;
+use otpd_actors::rules::identifier::Normalizer;
+use otpd_actors::rules::keys::Keys;
+use otpd_actors::rules::limits::LimitPolicy;
 use otpd_actors::{Engine, EngineConfig, EnginePorts};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -193,6 +193,7 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         audit: ports.audit,
         limiter,
         notifier: Arc::new(delivery.clone()),
+        dispatcher: Some(delivery.actor()),
     };
     let started_at = clock.now();
     let engine = Engine::start(engine_config(config)?, Keys::from_master(&secrets.master), clock, normalizer, ports)

@@ -15,8 +15,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use otpd_actors::clock::Timestamp;
-use otpd_actors::ports::{SessionId, UserId};
+use otpd_actors::rules::clock::Timestamp;
+use otpd_actors::rules::ids::{SessionId, UserId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

@@ -4,44 +4,38 @@
 //! This crate knows nothing of HTTP or JSON; the `otpd` binary converts wire types into the
 //! calls of [`Engine`] and maps [`EngineError`] to responses.
 //!
-//! Map of the crate:
-//! * [`engine`]: the API flows (register, verify, login, resend, current user);
-//! * [`supervisor`] and [`shard`]: the actor tree holding live challenges;
-//! * [`cluster`]: membership, ownership (rendezvous hashing) and forwarding across nodes;
-//! * [`challenge`] and [`code`]: the state machine and the code rules it enforces;
-//! * [`identifier`] and [`keys`]: normalisation and keyed hashing of identifiers;
-//! * [`ports`]: the traits adapters implement; [`limits`]: the anti-abuse rules every limiter
-//!   applies; [`limiter`]: the in-process limiter;
-//! * [`dispatch`]: the delivery dispatcher (queue, batches, retries, breakers, failover) and
-//!   the provider port its adapters implement;
-//! * [`refresh`]: the refresh-token format; [`clock`]: time as an argument;
-//! * [`sessions`]: refresh rotation, logout, session listing;
-//! * [`devices`] and [`device_key`]: device enrolment and fingerprint (device-key) login;
-//! * [`metrics`]: the metric names and handles the engine records; [`metered`]: a timing
-//!   wrapper around any store adapter.
+//! The crate is built in layers. Each imports only the layers below it, never one above, so
+//! there is no import cycle between them:
+//!
+//! ```text
+//! testkit     conformance suites every adapter runs; fault injection (feature `testkit`)
+//! flows       engine, sessions, devices: every API call as a straight line through the ports
+//! actors      supervisor, shards, delivery dispatcher, cluster
+//! adapters    the in-process limiter; the timing wrapper around any store
+//! metrics     every metric name, its catalogue entry, and the handles the layers above record through
+//! ports       the traits adapters implement and the records they exchange (no actor named)
+//! rules       pure values and decisions: challenge, code, keys, identifier, device keys,
+//!             limits, refresh tokens, ids, the audit vocabulary, breaker, backoff, clock
+//! ```
+//!
+//! * [`rules`]: the rules; nothing here holds an actor, a port or a metric handle;
+//! * [`ports`]: `UserStore`, `SessionStore`, `DeviceStore`, `AuditLog`, `CensusSource`,
+//!   `Limiter`, `Notifier`;
+//! * [`metrics`]: the engine's metric names and handles;
+//! * [`adapters`]: `LocalLimiter` and `MeteredStore`;
+//! * [`actors`]: the actor tree holding live challenges, the delivery dispatcher and the
+//!   cluster;
+//! * [`flows`]: the API flows ([`Engine`]) and their error ([`EngineError`]).
 
-pub mod challenge;
-pub mod clock;
-pub mod cluster;
-pub mod code;
-pub mod device_key;
-pub mod devices;
-pub mod dispatch;
-pub mod engine;
-pub mod error;
-pub mod identifier;
-pub mod keys;
-pub mod limiter;
-pub mod limits;
-pub mod metered;
+pub mod actors;
+pub mod adapters;
+pub mod flows;
 pub mod metrics;
 pub mod ports;
-pub mod refresh;
-pub mod sessions;
-pub mod shard;
-pub mod supervisor;
+pub mod rules;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use engine::{Api, Engine, EngineConfig, EnginePorts, Grant, Registration, RequestContext, SendReceipt};
-pub use error::EngineError;
+pub use flows::engine::{Engine, EngineConfig, EnginePorts, Grant, Registration, RequestContext, SendReceipt};
+pub use flows::error::EngineError;
+pub use rules::audit::Api;

@@ -20,11 +20,12 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
-use crate::challenge::{Purpose, VerifyOutcome};
-use crate::dispatch::BreakerState;
-use crate::engine::Api;
-use crate::identifier::Channel;
-use crate::ports::{AuthMethod, Decision, LimitAction, LimiterError, RevokeReason};
+use crate::ports::{AuthMethod, LimiterError, RevokeReason};
+use crate::rules::audit::Api;
+use crate::rules::breaker::BreakerState;
+use crate::rules::challenge::{Purpose, VerifyOutcome};
+use crate::rules::identifier::Channel;
+use crate::rules::limits::{Decision, LimitAction};
 
 /// Codes handed to delivery.
 pub const OTP_CODES_ISSUED: &str = "otpd_otp_codes_issued_total";
@@ -67,7 +68,7 @@ pub const DELIVERY_PROVIDER_DURATION: &str = "otpd_delivery_provider_duration_se
 pub const DELIVERY_BREAKER_STATE: &str = "otpd_delivery_breaker_state";
 /// Times a breaker opened.
 pub const DELIVERY_BREAKER_OPENED: &str = "otpd_delivery_breaker_opened_total";
-/// Store port calls, timed ([`crate::metered::MeteredStore`]).
+/// Store port calls, timed (`adapters::metered::MeteredStore`).
 pub const STORE_DURATION: &str = "otpd_store_operation_duration_seconds";
 /// Store port calls that failed.
 pub const STORE_ERRORS: &str = "otpd_store_errors_total";
@@ -504,14 +505,13 @@ impl EngineMetrics {
         }
     }
 
-    /// Sets the live-challenge gauges from the shards' stats.
-    pub(crate) fn challenges(&self, stats: &[crate::shard::ShardStats]) {
-        let mut pending = 0;
-        for s in stats {
-            if let Some(g) = self.challenges_live.get(s.index) {
-                g.set(s.challenges as f64);
+    /// Sets the live-challenge gauges from the shards' stats: `(shard index, live challenges)`
+    /// of each shard that answered, and the pending challenges of them all.
+    pub(crate) fn challenges(&self, live: impl IntoIterator<Item = (usize, usize)>, pending: usize) {
+        for (index, challenges) in live {
+            if let Some(g) = self.challenges_live.get(index) {
+                g.set(challenges as f64);
             }
-            pending += s.pending;
         }
         self.challenges_pending.set(pending as f64);
     }
@@ -582,6 +582,18 @@ impl DeliveryMetrics {
     }
 }
 
+/// A per-message result of a provider call, for [`DELIVERY_SENDS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendOutcome {
+    Delivered = 0,
+    /// Retryable: the provider's fault.
+    Failed = 1,
+    /// Refused for good.
+    Rejected = 2,
+}
+
+/// Label values of [`DELIVERY_SENDS`], indexed by [`SendOutcome`].
+const SEND_OUTCOMES: [&str; 3] = ["delivered", "failed", "rejected"];
 const BREAKER_STATES: [BreakerState; 3] = [BreakerState::Closed, BreakerState::HalfOpen, BreakerState::Open];
 
 /// One provider's handles.
@@ -603,8 +615,7 @@ impl LaneMetrics {
         let p = provider.to_owned();
         LaneMetrics {
             batch_size: histogram!(DELIVERY_BATCH_SIZE, "provider" => p.clone()),
-            sends: ["delivered", "failed", "rejected"]
-                .map(|o| counter!(DELIVERY_SENDS, "provider" => p.clone(), "outcome" => o)),
+            sends: SEND_OUTCOMES.map(|o| counter!(DELIVERY_SENDS, "provider" => p.clone(), "outcome" => o)),
             retries: counter!(DELIVERY_RETRIES, "provider" => p.clone()),
             failovers: counter!(DELIVERY_FAILOVERS, "provider" => p.clone()),
             duration: histogram!(DELIVERY_PROVIDER_DURATION, "provider" => p.clone()),
@@ -628,13 +639,8 @@ impl LaneMetrics {
     }
 
     /// One message's result within a call.
-    pub(crate) fn result(&self, result: &crate::dispatch::SendResult) {
-        let i = match result {
-            Ok(()) => 0,
-            Err(e) if e.is_retryable() => 1,
-            Err(_) => 2,
-        };
-        self.sends[i].increment(1);
+    pub(crate) fn send(&self, outcome: SendOutcome) {
+        self.sends[outcome as usize].increment(1);
     }
 
     pub(crate) fn failover(&self) {

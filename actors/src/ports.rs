@@ -1,13 +1,16 @@
-//! Ports: what the engine needs from the outside world, as traits the adapters implement.
+//! Ports: what the engine needs from the outside world, as traits the adapters implement, and
+//! the records they exchange.
 //!
 //! | port | embedded default (in `otpd`) | distributed |
 //! | --- | --- | --- |
 //! | [`UserStore`], [`SessionStore`], [`DeviceStore`], [`AuditLog`], [`CensusSource`] | fjall (LSM tree) with group commit | ScyllaDB |
-//! | [`Limiter`] | [`crate::limiter::LocalLimiter`] | Redis |
-//! | [`Notifier`] | [`crate::dispatch`] dispatcher → development outbox | dispatcher → Twilio, webhook, SMTP |
+//! | [`Limiter`] | `adapters::limiter::LocalLimiter` | Redis |
+//! | [`Notifier`] | `actors::dispatch` dispatcher → development outbox | dispatcher → Twilio, webhook, SMTP |
 //!
-//! Contracts every implementation keeps (checked by the conformance suite in
-//! [`crate::testkit`]):
+//! This module sits just above the rules: it names no actor, no adapter and no flow (the
+//! crate doc lists the layers), so an adapter depends on the ports and the rules only.
+//!
+//! Contracts every implementation keeps (checked by the conformance suites in `testkit`):
 //! * a write method returns `Ok` only once the write is durable (it survives `kill -9`);
 //! * [`UserStore::insert_user`] is atomic per identifier: of two concurrent inserts for one
 //!   identifier exactly one is `Inserted`;
@@ -18,50 +21,20 @@
 //!   exceed a limit, only as many as the limit allows are let through;
 //! * [`Notifier::enqueue`] never blocks and never drops silently: it accepts or says why not.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
-use crate::challenge::Purpose;
-use crate::clock::Timestamp;
-use crate::code::Code;
-use crate::device_key::DeviceKey;
-use crate::identifier::Identifier;
-use crate::keys::IdentHash;
-
-/// A user's stable id (UUID v7: time-ordered, so new users land at the end of indexes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct UserId(pub Uuid);
-
-/// A session's id; also the `sid` claim of its access tokens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SessionId(pub Uuid);
-
-/// An enrolled device's id (UUID v7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct DeviceId(pub Uuid);
-
-impl fmt::Display for DeviceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+use crate::rules::audit::AuditOutcome;
+use crate::rules::challenge::Purpose;
+use crate::rules::clock::Timestamp;
+use crate::rules::code::Code;
+use crate::rules::device_key::DeviceKey;
+use crate::rules::identifier::Identifier;
+use crate::rules::ids::{DeviceId, SessionId, UserId};
+use crate::rules::keys::IdentHash;
+use crate::rules::limits::{Decision, LimitRequest};
 
 /// An account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,30 +252,6 @@ pub enum InsertDevice {
     DuplicateKey(DeviceId),
 }
 
-/// How an audited call ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AuditOutcome {
-    /// Did what was asked.
-    Ok,
-    /// Refused because of the request (bad input, wrong code, no account).
-    Rejected,
-    /// Refused by a cooldown or rate limit.
-    Limited,
-    /// Could not be served because of the service (a dependency down, a queue full).
-    Failed,
-}
-
-impl AuditOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditOutcome::Ok => "ok",
-            AuditOutcome::Rejected => "rejected",
-            AuditOutcome::Limited => "limited",
-            AuditOutcome::Failed => "failed",
-        }
-    }
-}
-
 /// One line of the audit trail. Never holds an identifier or a code in clear: the identifier
 /// only as its keyed hash.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -420,133 +369,6 @@ pub trait CensusSource: Send + Sync + 'static {
     async fn census(&self, now: Timestamp) -> Result<Option<Census>, StoreError>;
 }
 
-/// What a request wants to do, as far as limits are concerned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LimitAction {
-    /// Issue a code (`/v1/register`, `/v1/login`).
-    Send(Purpose),
-    /// Issue a new code through `/v1/otp/resend` (shares the cooldown of `Send(purpose)`).
-    Resend(Purpose),
-    /// Check a code.
-    Verify(Purpose),
-}
-
-impl LimitAction {
-    /// Whether the action sends a code.
-    pub fn sends(self) -> bool {
-        matches!(self, LimitAction::Send(_) | LimitAction::Resend(_))
-    }
-}
-
-/// Everything a limit can be keyed by.
-#[derive(Clone, Copy, Debug)]
-pub struct LimitRequest {
-    pub action: LimitAction,
-    pub ident: IdentHash,
-    pub client_ip: Option<IpAddr>,
-    /// The SMS recipient, for the number-prefix and country rules (`None` for e-mail).
-    pub sms: Option<SmsTarget>,
-    pub now: Timestamp,
-}
-
-/// An SMS recipient as the limits see it: its country calling code and the digits of its
-/// E.164 number (for number-prefix rules and the destination lists). `Debug` shows only the
-/// country: a phone number is personal data.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SmsTarget {
-    country_code: u16,
-    digits: u64,
-    len: u8,
-}
-
-impl SmsTarget {
-    /// The SMS target of a phone identifier; `None` for an e-mail address.
-    pub fn of(identifier: &Identifier) -> Option<SmsTarget> {
-        match identifier {
-            Identifier::Phone { e164, country_code } => Self::from_e164(e164, *country_code),
-            Identifier::Email(_) => None,
-        }
-    }
-
-    /// From `+<digits>` (at most 15 digits, as E.164 allows).
-    pub fn from_e164(e164: &str, country_code: u16) -> Option<SmsTarget> {
-        let digits = e164.strip_prefix('+')?;
-        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        Some(SmsTarget { country_code, digits: digits.parse().ok()?, len: digits.len() as u8 })
-    }
-
-    pub fn country_code(&self) -> u16 {
-        self.country_code
-    }
-
-    /// The first `n` digits of the number, country code included (all of them if `n` is
-    /// longer than the number), as a value and a digit count.
-    pub fn prefix(&self, n: u8) -> (u64, u8) {
-        let n = n.min(self.len);
-        (self.digits / 10u64.pow(u32::from(self.len - n)), n)
-    }
-}
-
-impl fmt::Debug for SmsTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SmsTarget(+{}…)", self.country_code)
-    }
-}
-
-/// Which rule refused a request. The name is part of the API (the problem `code`); none of
-/// them depends on whether the identifier has an account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LimitRule {
-    /// A code was sent for this identifier and purpose too recently.
-    ResendCooldown,
-    /// Too many codes sent to this identifier within the window.
-    IdentifierSends,
-    /// Too many login codes sent to this identifier.
-    IdentifierLogins,
-    /// Too many registration codes sent to this identifier.
-    IdentifierRegistrations,
-    /// Too many resends to this identifier.
-    IdentifierResends,
-    /// Too many codes checked for this identifier.
-    IdentifierVerifies,
-    /// Too many codes sent on behalf of this client IP address (IPv6: its /64).
-    IpSends,
-    /// Too many codes checked from this client IP address (IPv6: its /64).
-    IpVerifies,
-    /// Too many codes sent to numbers sharing this number's prefix.
-    PrefixSends,
-    /// Too many codes sent to this country.
-    CountrySends,
-    /// SMS to this country or number range is not allowed (destination lists).
-    DestinationNotAllowed,
-}
-
-impl LimitRule {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LimitRule::ResendCooldown => "resend_cooldown",
-            LimitRule::IdentifierSends => "identifier_send_limit",
-            LimitRule::IdentifierLogins => "identifier_login_limit",
-            LimitRule::IdentifierRegistrations => "identifier_register_limit",
-            LimitRule::IdentifierResends => "identifier_resend_limit",
-            LimitRule::IdentifierVerifies => "identifier_verify_limit",
-            LimitRule::IpSends => "ip_send_limit",
-            LimitRule::IpVerifies => "ip_verify_limit",
-            LimitRule::PrefixSends => "prefix_send_limit",
-            LimitRule::CountrySends => "country_send_limit",
-            LimitRule::DestinationNotAllowed => "destination_not_allowed",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
-    Allow,
-    Deny { rule: LimitRule, retry_after: Duration },
-}
-
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("limiter unavailable: {0}")]
 pub struct LimiterError(pub String);
@@ -581,10 +403,4 @@ pub enum NotifyError {
 pub trait Notifier: Send + Sync + 'static {
     /// Hands a message to the delivery pipeline without waiting for delivery.
     fn enqueue(&self, message: OutboundMessage) -> Result<(), NotifyError>;
-
-    /// The dispatcher actor behind this notifier, which the engine's supervisor starts and
-    /// restarts ([`crate::dispatch`]); `None` for a notifier that needs no actor.
-    fn dispatcher(&self) -> Option<crate::dispatch::DispatcherActor> {
-        None
-    }
 }

@@ -11,17 +11,19 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::challenge::Purpose;
-use crate::clock::Timestamp;
-use crate::device_key::{DeviceKey, KeyAlgorithm};
-use crate::identifier::Identifier;
-use crate::keys::IdentHash;
-use crate::limits::{LimitPolicy, NumberPrefix, Rule};
 use crate::ports::{
-    AuditEvent, AuditLog, AuditOutcome, AuthMethod, Census, CensusSource, Decision, Device, DeviceId, DeviceStore,
-    InsertDevice, InsertUser, LimitAction, LimitRequest, LimitRule, Limiter, Platform, RETIRED_REFRESH_DIGESTS,
-    RevokeReason, Rotation, Session, SessionId, SessionStore, SmsTarget, User, UserId, UserStore,
+    AuditEvent, AuditLog, AuthMethod, Census, CensusSource, Device, DeviceStore, InsertDevice, InsertUser, Limiter,
+    Platform, RETIRED_REFRESH_DIGESTS, RevokeReason, Rotation, Session, SessionStore, User, UserStore,
 };
+use crate::rules::audit::AuditOutcome;
+use crate::rules::challenge::Purpose;
+use crate::rules::clock::Timestamp;
+use crate::rules::device_key::{DeviceKey, KeyAlgorithm};
+use crate::rules::identifier::Identifier;
+use crate::rules::ids::{DeviceId, SessionId, UserId};
+use crate::rules::keys::IdentHash;
+use crate::rules::limits::{Decision, LimitAction, LimitRequest, LimitRule, SmsTarget};
+use crate::rules::limits::{LimitPolicy, NumberPrefix, Rule};
 
 fn user(n: u8, at: Timestamp) -> User {
     User {
@@ -395,7 +397,7 @@ pub async fn census<S: UserStore + SessionStore + CensusSource>(store: Arc<S>) {
 // Limiters
 // ---------------------------------------------------------------------------------------------
 
-/// Limiters: every rule of `crate::limits` with its exact `Retry-After`, blocks, the
+/// Limiters: every rule of `crate::rules::limits` with its exact `Retry-After`, blocks, the
 /// destination lists, all-or-nothing recording across rules, and atomicity under concurrency.
 ///
 /// `make(policy)` returns a fresh, empty limiter enforcing `policy`. Time is only ever the

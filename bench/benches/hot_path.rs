@@ -11,13 +11,13 @@ use otpd::config::Config;
 use otpd::http::wire::LoginRequest;
 use otpd::secrets::SigningKey;
 use otpd::tokens::TokenService;
-use otpd_actors::challenge::Purpose;
-use otpd_actors::clock::Timestamp;
-use otpd_actors::code::{Alphabet, CodePolicy, Sealed};
-use otpd_actors::identifier::Normalizer;
-use otpd_actors::keys::{IdentHash, Keys};
-use otpd_actors::ports::{SessionId, UserId};
-use otpd_actors::shard::{ChallengeKey, ShardMsg};
+use otpd_actors::actors::shard::{ChallengeKey, ShardMsg};
+use otpd_actors::rules::challenge::Purpose;
+use otpd_actors::rules::clock::Timestamp;
+use otpd_actors::rules::code::{Alphabet, CodePolicy, Sealed};
+use otpd_actors::rules::identifier::Normalizer;
+use otpd_actors::rules::ids::{SessionId, UserId};
+use otpd_actors::rules::keys::{IdentHash, Keys};
 
 /// Code generation + sealing: what every send pays to make a code and its keyed BLAKE3 digest.
 fn code_generation(c: &mut Criterion) {

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpd_actors::clock::SystemClock;
-use otpd_actors::keys::Keys;
-use otpd_actors::shard::{ShardActor, ShardConfig};
-use otpd_actors::supervisor::{EngineSupervisor, ShardRouter, SupervisorArgs};
+use otpd_actors::actors::shard::{ShardActor, ShardConfig};
+use otpd_actors::actors::supervisor::{EngineSupervisor, ShardRouter, SupervisorArgs};
+use otpd_actors::rules::clock::SystemClock;
+use otpd_actors::rules::keys::Keys;
 
 /// A supervision tree of `shards` challenge shards, as the engine starts it.
 pub async fn shard_tree(shards: usize) -> Arc<ShardRouter> {
@@ -24,7 +24,7 @@ pub async fn shard_tree(shards: usize) -> Arc<ShardRouter> {
 async fn ractor_spawn(
     shard: ShardActor,
     router: Arc<ShardRouter>,
-) -> (ractor::ActorRef<otpd_actors::supervisor::SupervisorMsg>, tokio::task::JoinHandle<()>) {
+) -> (ractor::ActorRef<otpd_actors::actors::supervisor::SupervisorMsg>, tokio::task::JoinHandle<()>) {
     ractor::Actor::spawn(None, EngineSupervisor, SupervisorArgs { shard, router, dispatcher: None })
         .await
         .expect("the tree starts")

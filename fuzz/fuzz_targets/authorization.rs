@@ -15,7 +15,7 @@ use otpd::config::Config;
 use otpd::http::routes::bearer;
 use otpd::secrets::SigningKey;
 use otpd::tokens::TokenService;
-use otpd_actors::clock::Timestamp;
+use otpd_actors::rules::clock::Timestamp;
 
 /// PKCS#8 v1 of an Ed25519 private key: this prefix, then the 32-byte seed.
 const PKCS8_ED25519_PREFIX: [u8; 16] =

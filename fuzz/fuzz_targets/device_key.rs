@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use otpd::http::wire;
-use otpd_actors::device_key::{DeviceKey, KeyInput, Nonce, Verifier, login_message};
+use otpd_actors::rules::device_key::{DeviceKey, KeyInput, Nonce, Verifier, login_message};
 
 #[derive(Arbitrary, Debug)]
 enum Input<'a> {

@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use otpd_actors::identifier::{Identifier, MAX_EMAIL, MIN_INTERNATIONAL_DIGITS, Normalizer};
+use otpd_actors::rules::identifier::{Identifier, MAX_EMAIL, MIN_INTERNATIONAL_DIGITS, Normalizer};
 
 fn normalizer() -> &'static Normalizer {
     static N: OnceLock<Normalizer> = OnceLock::new();

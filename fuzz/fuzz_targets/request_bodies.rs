@@ -11,9 +11,9 @@ use libfuzzer_sys::fuzz_target;
 use otpd::http::problem::ApiError;
 use otpd::http::routes::decode_json;
 use otpd::http::wire::{self, RawIdentifier};
-use otpd_actors::device_key::DeviceKey;
-use otpd_actors::identifier::Normalizer;
-use otpd_actors::refresh::RefreshToken;
+use otpd_actors::rules::device_key::DeviceKey;
+use otpd_actors::rules::identifier::Normalizer;
+use otpd_actors::rules::refresh::RefreshToken;
 
 fn normalizer() -> &'static Normalizer {
     static N: OnceLock<Normalizer> = OnceLock::new();

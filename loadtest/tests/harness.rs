@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use otpd::config::Config;
-use otpd_actors::clock::SystemClock;
+use otpd_actors::rules::clock::SystemClock;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_otpd-loadtest");

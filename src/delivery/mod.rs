@@ -1,5 +1,5 @@
 //! Delivery adapters: the providers behind the engine's dispatcher
-//! ([`otpd_actors::dispatch`]), and [`start`], which builds the pipeline from `[delivery]`.
+//! ([`otpd_actors::actors::dispatch`]), and [`start`], which builds the pipeline from `[delivery]`.
 //!
 //! | provider | channel | batches | module |
 //! | --- | --- | --- | --- |
@@ -22,9 +22,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpd_actors::clock::Clock;
-use otpd_actors::dispatch::{Backoff, BreakerConfig, DispatchConfig, DispatchHandle, ProviderSpec, Routes, SendError};
+use otpd_actors::actors::dispatch::{DispatchConfig, DispatchHandle, ProviderSpec, Routes, SendError};
 use otpd_actors::ports::AuditLog;
+use otpd_actors::rules::backoff::Backoff;
+use otpd_actors::rules::breaker::BreakerConfig;
+use otpd_actors::rules::clock::Clock;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use crate::config::Config;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use async_trait::async_trait;
-use otpd_actors::clock::Clock;
-use otpd_actors::dispatch::{Delivery, Provider, SendError, SendResult};
+use otpd_actors::actors::dispatch::{Delivery, Provider, SendError, SendResult};
+use otpd_actors::rules::clock::Clock;
 use serde::Serialize;
 use tokio::sync::oneshot;
 

@@ -22,7 +22,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::Tls;
 use lettre::transport::smtp::{AsyncSmtpTransport, PoolConfig};
 use lettre::{AsyncTransport, Tokio1Executor};
-use otpd_actors::dispatch::{Delivery, Provider, SendError, SendResult};
+use otpd_actors::actors::dispatch::{Delivery, Provider, SendError, SendResult};
 
 use crate::config::SmtpConfig;
 

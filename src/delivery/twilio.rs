@@ -24,7 +24,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use otpd_actors::dispatch::{Delivery, Provider, SendError, SendResult};
+use otpd_actors::actors::dispatch::{Delivery, Provider, SendError, SendResult};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;

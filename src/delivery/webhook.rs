@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use async_trait::async_trait;
-use otpd_actors::dispatch::{Delivery, Provider, SendError, SendResult};
+use otpd_actors::actors::dispatch::{Delivery, Provider, SendError, SendResult};
 use serde::{Deserialize, Serialize};
 
 use super::{http_client, read_capped, retry_after, transport_error};

@@ -15,9 +15,9 @@
 use hyper::header::{HeaderValue, LOCATION};
 use hyper::http::request::Parts;
 use hyper::{Method, StatusCode};
-use otpd_actors::clock::Timestamp;
-use otpd_actors::devices::{Bearer, Enrolment};
-use otpd_actors::ports::DeviceId;
+use otpd_actors::flows::devices::{Bearer, Enrolment};
+use otpd_actors::rules::clock::Timestamp;
+use otpd_actors::rules::ids::DeviceId;
 use otpd_actors::{Api, EngineError, Grant, RequestContext};
 
 use super::problem::ApiError;

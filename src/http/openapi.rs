@@ -21,8 +21,8 @@
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use otpd_actors::dispatch::BreakerState;
 use otpd_actors::ports::Platform;
+use otpd_actors::rules::breaker::BreakerState;
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi as _;
 
@@ -641,9 +641,11 @@ struct Derived;
 /// Schema helpers for `#[schema(schema_with = …)]` in the wire types: enums whose values come
 /// from the engine's own spellings.
 pub mod schema {
-    use otpd_actors::device_key::KeyAlgorithm;
-    use otpd_actors::identifier::Channel;
-    use otpd_actors::ports::{AuditOutcome, AuthMethod, DeviceId, Platform};
+    use otpd_actors::ports::{AuthMethod, Platform};
+    use otpd_actors::rules::audit::AuditOutcome;
+    use otpd_actors::rules::device_key::KeyAlgorithm;
+    use otpd_actors::rules::identifier::Channel;
+    use otpd_actors::rules::ids::DeviceId;
     use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
     /// A real P-256 public key (SPKI DER, base64), so that generated requests can enrol one.
@@ -1218,7 +1220,7 @@ fn inline_values(values: &[Value]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use otpd_actors::identifier::{MAX_EMAIL, MAX_RAW_PHONE};
+    use otpd_actors::rules::identifier::{MAX_EMAIL, MAX_RAW_PHONE};
 
     use super::*;
 
@@ -1319,7 +1321,7 @@ mod tests {
         assert_eq!(max("DeviceVerifyRequest", "signature"), Some(wire::MAX_SIGNATURE_CHARS as u64));
         assert_eq!(
             s["DeviceVerifyRequest"]["properties"]["nonce"]["pattern"],
-            format!("^[0-9a-fA-F]{{{}}}$", otpd_actors::device_key::NONCE_HEX_LEN)
+            format!("^[0-9a-fA-F]{{{}}}$", otpd_actors::rules::device_key::NONCE_HEX_LEN)
         );
         assert_eq!(s["DeviceChallengeRequest"]["properties"]["device_id"]["pattern"], UUID_PATTERN);
         for k in ["RegisterRequest", "LoginRequest", "VerifyRequest", "ResendRequest", "EnrolRequest"] {
@@ -1343,7 +1345,7 @@ mod tests {
         assert!(
             wire::key_input(&Some(schema::EXAMPLE_SPKI.into()), &None)
                 .ok()
-                .and_then(|k| otpd_actors::device_key::DeviceKey::parse(&k).ok())
+                .and_then(|k| otpd_actors::rules::device_key::DeviceKey::parse(&k).ok())
                 .is_some(),
             "the example public key is a real key"
         );

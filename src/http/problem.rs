@@ -15,8 +15,8 @@ use http_body_util::Full;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use otpd_actors::EngineError;
-use otpd_actors::identifier::IdentifierError;
-use otpd_actors::ports::LimitRule;
+use otpd_actors::rules::identifier::IdentifierError;
+use otpd_actors::rules::limits::LimitRule;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -404,7 +404,7 @@ impl From<EngineError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use otpd_actors::ports::LimitRule;
+    use otpd_actors::rules::limits::LimitRule;
 
     #[test]
     fn limits_carry_retry_after_rounded_up() {
@@ -420,7 +420,7 @@ mod tests {
     /// variant stops this compiling until it gets an index, and the test fails until an
     /// instance of it is listed: no error can reach a client without a catalogue row.
     fn every_engine_error() -> Vec<EngineError> {
-        use otpd_actors::identifier::IdentifierError as I;
+        use otpd_actors::rules::identifier::IdentifierError as I;
         fn variant(e: &EngineError) -> usize {
             match e {
                 EngineError::Identifier(_) => 0,

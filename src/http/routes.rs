@@ -31,8 +31,9 @@ use hyper::header::{
 };
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
-use otpd_actors::dispatch::{BreakerState, DispatchHandle};
-use otpd_actors::identifier::Identifier;
+use otpd_actors::actors::dispatch::DispatchHandle;
+use otpd_actors::rules::breaker::BreakerState;
+use otpd_actors::rules::identifier::Identifier;
 use otpd_actors::{Api, Engine, EngineError, Registration, RequestContext};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -341,7 +342,7 @@ pub fn readiness(app: &App) -> (bool, serde_json::Value) {
         body["cluster"] = serde_json::json!({
             "node": status.node,
             "members": status.members,
-            "partitions": otpd_actors::cluster::ring::PARTITIONS,
+            "partitions": otpd_actors::actors::cluster::ring::PARTITIONS,
             "partitions_owned": status.partitions_owned,
         });
     }

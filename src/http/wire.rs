@@ -8,13 +8,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use otpd_actors::challenge::Purpose;
-use otpd_actors::clock::Timestamp;
-use otpd_actors::device_key::{KeyInput, NONCE_HEX_LEN, Nonce};
-use otpd_actors::dispatch::DispatchStats;
-use otpd_actors::identifier::Identifier;
+use otpd_actors::actors::dispatch::DispatchStats;
 use otpd_actors::metrics::OtpStats;
-use otpd_actors::ports::{AuditEvent, AuthMethod, Device, DeviceId, Platform, Session, SessionId, User};
+use otpd_actors::ports::{AuditEvent, AuthMethod, Device, Platform, Session, User};
+use otpd_actors::rules::challenge::Purpose;
+use otpd_actors::rules::clock::Timestamp;
+use otpd_actors::rules::device_key::{KeyInput, NONCE_HEX_LEN, Nonce};
+use otpd_actors::rules::identifier::Identifier;
+use otpd_actors::rules::ids::{DeviceId, SessionId};
 use otpd_actors::{EngineError, SendReceipt};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -1,7 +1,7 @@
 //! Limiter adapters: the in-process limiter (embedded default) or Redis, chosen by
 //! configuration, and the [`LimiterHealth`] flag that readiness reads.
 //!
-//! * no `[redis]` URL or cluster nodes: [`otpd_actors::limiter::LocalLimiter`], as before;
+//! * no `[redis]` URL or cluster nodes: [`otpd_actors::adapters::limiter::LocalLimiter`], as before;
 //! * a URL or cluster nodes: [`redis::RedisLimiter`], which falls back to an in-process limiter
 //!   while Redis is unreachable (see its module doc and ARCHITECTURE.md for why).
 
@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use otpd_actors::clock::Clock;
-use otpd_actors::limiter::LocalLimiter;
-use otpd_actors::limits::{LimitPolicy, NumberPrefix, Rule};
+use otpd_actors::adapters::limiter::LocalLimiter;
 use otpd_actors::ports::Limiter;
+use otpd_actors::rules::clock::Clock;
+use otpd_actors::rules::limits::{LimitPolicy, NumberPrefix, Rule};
 use parking_lot::Mutex;
 
 use self::redis::{RedisLimiter, RedisSettings};

@@ -66,12 +66,13 @@ use async_trait::async_trait;
 use fred::prelude::{Builder, ClientLike, ClusterInterface, Config, LuaInterface, Options, ServerConfig, Value};
 use fred::types::config::ReconnectPolicy;
 use futures::future::join_all;
-use otpd_actors::challenge::Purpose;
-use otpd_actors::clock::Timestamp;
-use otpd_actors::keys::IdentHash;
-use otpd_actors::limiter::LocalLimiter;
-use otpd_actors::limits::{Check, CheckKind, Group, LimitPolicy, Subject, plan, strongest};
-use otpd_actors::ports::{Decision, LimitRequest, LimitRule, Limiter, LimiterError};
+use otpd_actors::adapters::limiter::LocalLimiter;
+use otpd_actors::ports::{Limiter, LimiterError};
+use otpd_actors::rules::challenge::Purpose;
+use otpd_actors::rules::clock::Timestamp;
+use otpd_actors::rules::keys::IdentHash;
+use otpd_actors::rules::limits::{Check, CheckKind, Group, LimitPolicy, Subject, plan, strongest};
+use otpd_actors::rules::limits::{Decision, LimitRequest, LimitRule};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
@@ -503,7 +504,7 @@ impl Limiter for RedisLimiter {
 
 #[cfg(test)]
 mod tests {
-    use otpd_actors::limits::{IpBlock, Rule};
+    use otpd_actors::rules::limits::{IpBlock, Rule};
 
     use super::*;
 

@@ -65,12 +65,13 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use fjall::{PersistMode, Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace, Snapshot};
-use otpd_actors::clock::Timestamp;
-use otpd_actors::keys::IdentHash;
 use otpd_actors::ports::{
-    AuditEvent, AuditLog, AuthMethod, Census, CensusSource, Device, DeviceId, DeviceStore, InsertDevice, InsertUser,
-    RevokeReason, Rotation, RotationVerdict, Session, SessionId, SessionStore, StoreError, User, UserId, UserStore,
+    AuditEvent, AuditLog, AuthMethod, Census, CensusSource, Device, DeviceStore, InsertDevice, InsertUser,
+    RevokeReason, Rotation, RotationVerdict, Session, SessionStore, StoreError, User, UserStore,
 };
+use otpd_actors::rules::clock::Timestamp;
+use otpd_actors::rules::ids::{DeviceId, SessionId, UserId};
+use otpd_actors::rules::keys::IdentHash;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -1030,7 +1031,7 @@ mod tests {
         let at = Timestamp::from_millis(1_700_000_000_000);
         User {
             id: UserId(uuid::Uuid::now_v7()),
-            identifier: otpd_actors::identifier::Identifier::Email("a@example.com".into()),
+            identifier: otpd_actors::rules::identifier::Identifier::Email("a@example.com".into()),
             ident_hash: IdentHash([4; 16]),
             first_name: first_name.into(),
             last_name: "B".into(),

@@ -9,7 +9,7 @@ pub mod scylla;
 
 use std::sync::Arc;
 
-use otpd_actors::metered::MeteredStore;
+use otpd_actors::adapters::metered::MeteredStore;
 use otpd_actors::ports::{AuditLog, CensusSource, DeviceStore, SessionStore, UserStore};
 
 use crate::config::Config;

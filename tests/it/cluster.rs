@@ -8,7 +8,7 @@
 //!
 //! Ownership is checked against the definition, not against what the nodes say of
 //! themselves: the test computes each identifier's partition and owner from the shared hash
-//! key and the member names (`otpd_actors::cluster::ring`), then looks at where the
+//! key and the member names (`otpd_actors::actors::cluster::ring`), then looks at where the
 //! challenges really are (each node's live challenge count).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use kassandra_tester::KassandraTester;
 use kassandra_tester::kassandra::KassandraSession;
-use otpd_actors::cluster::ring::{Ring, partition_of};
-use otpd_actors::keys::Keys;
+use otpd_actors::actors::cluster::ring::{Ring, partition_of};
+use otpd_actors::rules::keys::Keys;
 use serde_json::{Value, json};
 
 use crate::redis_server::{Redis, SHARED_HASH_KEY};

@@ -45,7 +45,7 @@ async fn embedded_census() {
 /// The timing wrapper the node puts around its store passes every suite too.
 #[tokio::test]
 async fn metered_embedded_store() {
-    use otpd_actors::metered::MeteredStore;
+    use otpd_actors::adapters::metered::MeteredStore;
     let metered = |s| Arc::new(MeteredStore::new("embedded", s));
     let (_d1, s) = store();
     testkit::user_store(metered(s)).await;
@@ -63,8 +63,8 @@ async fn metered_embedded_store() {
 /// are neither revoked nor expired), then follows new writes.
 #[tokio::test]
 async fn embedded_census_counts_what_a_reopened_store_holds() {
-    use otpd_actors::clock::Timestamp;
     use otpd_actors::ports::{Census, CensusSource, SessionStore};
+    use otpd_actors::rules::clock::Timestamp;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     let t = Timestamp::from_millis(1_700_000_000_000);
@@ -82,10 +82,10 @@ async fn embedded_census_counts_what_a_reopened_store_holds() {
         "the suite left three users, one verified"
     );
     // A session written before the reopen that is still active counts after it.
-    let sessions = s.sessions_of_user(otpd_actors::ports::UserId(uuid_of_user(&s).await)).await.unwrap();
+    let sessions = s.sessions_of_user(otpd_actors::rules::ids::UserId(uuid_of_user(&s).await)).await.unwrap();
     assert!(sessions.iter().all(|x| !x.is_active(at(7400))));
     let mut fresh = sessions[0].clone();
-    fresh.id = otpd_actors::ports::SessionId(uuid::Uuid::now_v7());
+    fresh.id = otpd_actors::rules::ids::SessionId(uuid::Uuid::now_v7());
     fresh.revoked_at = None;
     fresh.revoke_reason = None;
     fresh.expires_at = at(90_000);
@@ -100,7 +100,7 @@ async fn embedded_census_counts_what_a_reopened_store_holds() {
 /// The id of the first account the census suite created (identifier hash 101…).
 async fn uuid_of_user(s: &EmbeddedStore) -> uuid::Uuid {
     use otpd_actors::ports::UserStore;
-    s.user_by_identifier(&otpd_actors::keys::IdentHash([101; 16])).await.unwrap().unwrap().id.0
+    s.user_by_identifier(&otpd_actors::rules::keys::IdentHash([101; 16])).await.unwrap().unwrap().id.0
 }
 
 #[tokio::test]
@@ -114,20 +114,20 @@ async fn embedded_store_reopens_with_its_data_and_continues_the_audit_sequence()
     }
     let s = EmbeddedStore::open(&path, EmbeddedOptions::default()).unwrap();
     use otpd_actors::ports::AuditLog;
-    let before = s.by_identifier(&otpd_actors::keys::IdentHash([0xaa; 16]), 100).await.unwrap();
+    let before = s.by_identifier(&otpd_actors::rules::keys::IdentHash([0xaa; 16]), 100).await.unwrap();
     assert_eq!(before.len(), 5, "events survive a reopen");
     // Appending after a reopen must not overwrite earlier events.
     let mut e = before[0].clone();
     e.message = "after reopen".into();
     s.append(e).await.unwrap();
-    let after = s.by_identifier(&otpd_actors::keys::IdentHash([0xaa; 16]), 100).await.unwrap();
+    let after = s.by_identifier(&otpd_actors::rules::keys::IdentHash([0xaa; 16]), 100).await.unwrap();
     assert_eq!(after.len(), 6);
     assert_eq!(after[0].message, "after reopen");
 }
 
 #[tokio::test]
 async fn in_process_limiter() {
-    use otpd_actors::limiter::LocalLimiter;
+    use otpd_actors::adapters::limiter::LocalLimiter;
     use otpd_actors::ports::Limiter;
     testkit::limiter(
         |policy| async move { std::sync::Arc::new(LocalLimiter::new(policy)) as std::sync::Arc<dyn Limiter> },

@@ -109,7 +109,7 @@ fn the_readme_lists_every_problem_code() {
 fn the_fuzz_seed_token_verifies() {
     use otpd::secrets::SigningKey;
     use otpd::tokens::TokenService;
-    use otpd_actors::clock::Timestamp;
+    use otpd_actors::rules::clock::Timestamp;
     let mut pkcs8 =
         vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
     pkcs8.extend_from_slice(&[7; 32]);

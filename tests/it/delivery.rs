@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use otpd::config::{Config, Dur, Secret};
-use otpd_actors::dispatch::DispatchStats;
+use otpd_actors::actors::dispatch::DispatchStats;
 use otpd_actors::ports::AuditEvent;
 use serde_json::json;
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use otpd::config::Dur;
-use otpd_actors::limits::Preset;
+use otpd_actors::rules::limits::Preset;
 use serde_json::json;
 
 use crate::support::*;

@@ -409,7 +409,10 @@ fn allowed_label_values(shards: usize, providers: &[&str]) -> BTreeMap<&'static 
     allowed.insert("provider", set(providers));
     allowed.insert("state", set(&["closed", "half_open", "open"]));
     allowed.insert("store", set(&["embedded"]));
-    allowed.insert("operation", otpd_actors::metered::Operation::ALL.iter().map(|o| o.as_str().to_owned()).collect());
+    allowed.insert(
+        "operation",
+        otpd_actors::adapters::metered::Operation::ALL.iter().map(|o| o.as_str().to_owned()).collect(),
+    );
     allowed.insert("kind", set(&["unavailable", "corrupt"]));
     allowed.insert("actor", set(&["shard", "dispatcher"]));
     allowed.insert("dependency", set(&["store", "limiter", "delivery"]));

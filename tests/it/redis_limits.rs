@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use otpd::config::{Config, Dur, RuleConfig};
 use otpd::limits::redis::{RedisLimiter, RedisSettings};
-use otpd_actors::clock::{ManualClock, Timestamp};
-use otpd_actors::limiter::LocalLimiter;
+use otpd_actors::adapters::limiter::LocalLimiter;
 use otpd_actors::ports::Limiter;
+use otpd_actors::rules::clock::{ManualClock, Timestamp};
 use otpd_actors::testkit;
 use parking_lot::Mutex;
 use serde_json::{Value, json};

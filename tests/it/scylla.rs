@@ -27,14 +27,15 @@ use kassandra_tester::KassandraTester;
 use kassandra_tester::kassandra::KassandraSession;
 use otpd::config::{Config, Dur, ScyllaConfig};
 use otpd::store::scylla::{self, ConnectError, SchemaError, ScyllaOptions, ScyllaStore};
-use otpd_actors::clock::Timestamp;
-use otpd_actors::device_key::{DeviceKey, KeyAlgorithm};
-use otpd_actors::identifier::Identifier;
-use otpd_actors::keys::IdentHash;
 use otpd_actors::ports::{
-    AuthMethod, Device, DeviceId, DeviceStore, InsertDevice, InsertUser, Platform, RevokeReason, Rotation, Session,
-    SessionId, SessionStore, StoreError, User, UserId, UserStore,
+    AuthMethod, Device, DeviceStore, InsertDevice, InsertUser, Platform, RevokeReason, Rotation, Session, SessionStore,
+    StoreError, User, UserStore,
 };
+use otpd_actors::rules::clock::Timestamp;
+use otpd_actors::rules::device_key::{DeviceKey, KeyAlgorithm};
+use otpd_actors::rules::identifier::Identifier;
+use otpd_actors::rules::ids::{DeviceId, SessionId, UserId};
+use otpd_actors::rules::keys::IdentHash;
 use otpd_actors::testkit;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -558,7 +559,7 @@ async fn a_node_that_cannot_reach_its_cluster_does_not_start_and_says_where() {
     let mut config = test_config(dir.path());
     config.store.kind = "scylla".into();
     config.scylla = kassandra_config(free, "otpd");
-    let err = otpd::server::start(config, Arc::new(otpd_actors::clock::ManualClock::starting_now()))
+    let err = otpd::server::start(config, Arc::new(otpd_actors::rules::clock::ManualClock::starting_now()))
         .await
         .err()
         .expect("no cluster, no node");

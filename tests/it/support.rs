@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use otpd::config::Config;
 use otpd::server::{self, Node};
-use otpd_actors::clock::{ManualClock, Timestamp};
+use otpd_actors::rules::clock::{ManualClock, Timestamp};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 

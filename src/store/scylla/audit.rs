@@ -24,9 +24,11 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use otpd_actors::clock::Timestamp;
-use otpd_actors::keys::IdentHash;
-use otpd_actors::ports::{AuditEvent, AuditLog, AuditOutcome, StoreError, UserId};
+use otpd_actors::ports::{AuditEvent, AuditLog, StoreError};
+use otpd_actors::rules::audit::AuditOutcome;
+use otpd_actors::rules::clock::Timestamp;
+use otpd_actors::rules::ids::UserId;
+use otpd_actors::rules::keys::IdentHash;
 use parking_lot::Mutex;
 use scylla::DeserializeRow;
 use scylla::value::CqlTimestamp;

@@ -13,8 +13,9 @@
 //! replaced whole, never queried by field.
 
 use async_trait::async_trait;
-use otpd_actors::clock::Timestamp;
-use otpd_actors::ports::{Device, DeviceId, DeviceStore, InsertDevice, StoreError, UserId};
+use otpd_actors::ports::{Device, DeviceStore, InsertDevice, StoreError};
+use otpd_actors::rules::clock::Timestamp;
+use otpd_actors::rules::ids::{DeviceId, UserId};
 use uuid::Uuid;
 
 use super::{ScyllaStore, StoreFailure, cql_ts};
@@ -164,8 +165,8 @@ impl DeviceStore for ScyllaStore {
 
 #[cfg(test)]
 mod tests {
-    use otpd_actors::device_key::{DeviceKey, KeyAlgorithm};
     use otpd_actors::ports::Platform;
+    use otpd_actors::rules::device_key::{DeviceKey, KeyAlgorithm};
 
     use super::*;
 

@@ -53,8 +53,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpd_actors::clock::Timestamp;
 use otpd_actors::ports::StoreError;
+use otpd_actors::rules::clock::Timestamp;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -285,7 +285,7 @@ pub async fn migrate_command(config: &crate::config::Config) -> Result<String, S
 }
 
 fn now_ms() -> i64 {
-    i64::try_from(otpd_actors::clock::Timestamp::system_now().as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(otpd_actors::rules::clock::Timestamp::system_now().as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The ScyllaDB store: all four ports over one driver session.

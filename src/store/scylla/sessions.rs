@@ -20,11 +20,11 @@ use std::net::IpAddr;
 
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use otpd_actors::clock::Timestamp;
 use otpd_actors::ports::{
-    AuthMethod, DeviceId, RETIRED_REFRESH_DIGESTS, RevokeReason, Rotation, RotationVerdict, Session, SessionId,
-    SessionStore, StoreError, UserId,
+    AuthMethod, RETIRED_REFRESH_DIGESTS, RevokeReason, Rotation, RotationVerdict, Session, SessionStore, StoreError,
 };
+use otpd_actors::rules::clock::Timestamp;
+use otpd_actors::rules::ids::{DeviceId, SessionId, UserId};
 use scylla::DeserializeRow;
 use scylla::value::CqlTimestamp;
 use uuid::Uuid;

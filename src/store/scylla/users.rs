@@ -5,9 +5,10 @@
 //! device login) two: the id's identifier hash, then the record.
 
 use async_trait::async_trait;
-use otpd_actors::identifier::Identifier;
-use otpd_actors::keys::IdentHash;
-use otpd_actors::ports::{InsertUser, StoreError, User, UserId, UserStore};
+use otpd_actors::ports::{InsertUser, StoreError, User, UserStore};
+use otpd_actors::rules::identifier::Identifier;
+use otpd_actors::rules::ids::UserId;
+use otpd_actors::rules::keys::IdentHash;
 
 use super::lwt::{Columns, LwtError};
 use super::{ScyllaStore, StoreFailure, cql_ts, from_cql_ts, unset_if_none};
@@ -29,7 +30,7 @@ pub fn user_from_columns(c: &Columns) -> Result<User, LwtError> {
         },
         None => Identifier::Email(identifier),
     };
-    let ts = |name: &str| -> Result<Option<otpd_actors::clock::Timestamp>, LwtError> {
+    let ts = |name: &str| -> Result<Option<otpd_actors::rules::clock::Timestamp>, LwtError> {
         c.timestamp(name)?
             .map(|ms| from_cql_ts(ms, "read account").map_err(|e| LwtError::Decode(e.to_string())))
             .transpose()

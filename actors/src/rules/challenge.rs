@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::Timestamp;
-use crate::code::{Code, Sealed};
-use crate::keys::Keys;
+use crate::rules::clock::Timestamp;
+use crate::rules::code::{Code, Sealed};
+use crate::rules::keys::Keys;
 
 /// What a code was sent for. A login code cannot complete a registration, and vice versa.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -140,7 +140,7 @@ impl Challenge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::code::{Alphabet, CodePolicy};
+    use crate::rules::code::{Alphabet, CodePolicy};
 
     const LIFE: Duration = Duration::from_secs(300);
 

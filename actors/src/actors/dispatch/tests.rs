@@ -14,12 +14,13 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::*;
-use crate::challenge::Purpose;
-use crate::clock::{ManualClock, Timestamp};
-use crate::code::{Alphabet, CodePolicy};
-use crate::identifier::Identifier;
-use crate::keys::IdentHash;
-use crate::ports::{AuditEvent, AuditOutcome, StoreError};
+use crate::ports::{AuditEvent, StoreError};
+use crate::rules::audit::AuditOutcome;
+use crate::rules::challenge::Purpose;
+use crate::rules::clock::{ManualClock, Timestamp};
+use crate::rules::code::{Alphabet, CodePolicy};
+use crate::rules::identifier::Identifier;
+use crate::rules::keys::IdentHash;
 
 /// An audit log in memory.
 #[derive(Default)]

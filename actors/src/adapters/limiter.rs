@@ -1,4 +1,4 @@
-//! The in-process [`Limiter`]: every rule of [`crate::limits`] for a single node.
+//! The in-process [`Limiter`]: every rule of [`crate::rules::limits`] for a single node.
 //!
 //! It is the embedded default, and the fallback of the Redis limiter while Redis is
 //! unreachable (which also feeds it every decision it allowed, through [`LocalLimiter::record`],
@@ -18,10 +18,11 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
-use crate::clock::{Clock, Timestamp};
-use crate::limits::{Check, CheckKind, Subject, plan, strongest};
-pub use crate::limits::{LimitPolicy, Rule};
-use crate::ports::{Decision, LimitRequest, LimitRule, Limiter, LimiterError};
+use crate::ports::{Limiter, LimiterError};
+use crate::rules::clock::{Clock, Timestamp};
+use crate::rules::limits::{Check, CheckKind, Subject, plan, strongest};
+use crate::rules::limits::{Decision, LimitRequest, LimitRule};
+pub use crate::rules::limits::{LimitPolicy, Rule};
 
 /// A counter or a cooldown: one rule applied to one subject.
 type Key = (LimitRule, Subject);
@@ -189,9 +190,9 @@ impl Limiter for LocalLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::challenge::Purpose;
-    use crate::keys::IdentHash;
-    use crate::ports::LimitAction;
+    use crate::rules::challenge::Purpose;
+    use crate::rules::keys::IdentHash;
+    use crate::rules::limits::LimitAction;
 
     fn req(ident: u8, purpose: Purpose, now: u64) -> LimitRequest {
         LimitRequest {

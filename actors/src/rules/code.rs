@@ -3,7 +3,7 @@
 //! * Codes come from `rand::rng()` (ChaCha12 reseeded from the OS: a CSPRNG), drawn uniformly
 //!   per character with no modulo bias.
 //! * A code is never stored: a challenge keeps `salt` (16 random bytes) and the keyed BLAKE3
-//!   digest of `salt ‖ code` (see [`crate::keys`]); verification recomputes the digest and
+//!   digest of `salt ‖ code` (see [`crate::rules::keys`]); verification recomputes the digest and
 //!   compares in constant time.
 //! * [`Code`] is the only type that holds a code in clear. Its `Debug` prints `Code(******)`, so
 //!   no log line can carry one by accident; the clear text leaves the process only through the
@@ -15,7 +15,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::keys::Keys;
+use crate::rules::keys::Keys;
 
 /// Characters a code may contain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::identifier::IdentifierError;
-use crate::ports::LimitRule;
+use crate::rules::identifier::IdentifierError;
+use crate::rules::limits::LimitRule;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {

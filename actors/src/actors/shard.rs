@@ -19,11 +19,11 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rustc_hash::FxHashMap;
 
-use crate::challenge::{Challenge, Purpose, Status, VerifyOutcome};
-use crate::clock::{Clock, Timestamp};
-use crate::code::{Code, Sealed};
-use crate::device_key::Nonce;
-use crate::keys::{IdentHash, Keys};
+use crate::rules::challenge::{Challenge, Purpose, Status, VerifyOutcome};
+use crate::rules::clock::{Clock, Timestamp};
+use crate::rules::code::{Code, Sealed};
+use crate::rules::device_key::Nonce;
+use crate::rules::keys::{IdentHash, Keys};
 
 /// What a challenge is keyed by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -71,7 +71,7 @@ impl ractor::Message for ShardMsg {}
 
 /// A request to the shard that holds a challenge, as data: what [`ShardMsg`] carries without
 /// its reply port. The engine runs it on the local shard or, in a cluster, ships it to the
-/// node that owns the challenge (`crate::cluster::wire` encodes it).
+/// node that owns the challenge (the cluster's `wire` module encodes it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShardCommand {
     Issue { key: ChallengeKey, sealed: Sealed, now: Timestamp },
@@ -94,27 +94,6 @@ impl ShardCommand {
             ShardCommand::Issue { key, .. } | ShardCommand::Verify { key, .. } | ShardCommand::Redeem { key, .. } => {
                 key
             }
-        }
-    }
-
-    /// Runs the command on the local shard of its key.
-    pub async fn run_local(
-        self,
-        router: &crate::supervisor::ShardRouter,
-    ) -> Result<ShardAnswer, crate::supervisor::ShardError> {
-        let index = router.index_for(self.key().subject.shard_bits());
-        match self {
-            ShardCommand::Issue { key, sealed, now } => {
-                router.call(index, |reply| ShardMsg::Issue { key, sealed, now, reply }).await.map(ShardAnswer::Issued)
-            }
-            ShardCommand::Verify { key, attempt, now } => router
-                .call(index, |reply| ShardMsg::Verify { key, attempt: attempt.clone(), now, reply })
-                .await
-                .map(ShardAnswer::Checked),
-            ShardCommand::Redeem { key, nonce, signature_valid, now } => router
-                .call(index, |reply| ShardMsg::Redeem { key, nonce, signature_valid, now, reply })
-                .await
-                .map(ShardAnswer::Checked),
         }
     }
 }
@@ -300,8 +279,8 @@ fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(map: &mut FxHashMap<K, V>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
-    use crate::code::{Alphabet, CodePolicy};
+    use crate::rules::clock::ManualClock;
+    use crate::rules::code::{Alphabet, CodePolicy};
 
     fn actor(clock: Arc<ManualClock>) -> ShardActor {
         ShardActor { config: ShardConfig::default(), keys: Arc::new(Keys::from_master(&[5; 32])), clock }

@@ -23,6 +23,7 @@
 //! Keys are stored as canonical SPKI DER whatever form they arrived in.
 
 use std::fmt;
+use std::time::Duration;
 
 use ed25519_dalek::pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
 use p256::ecdsa::signature::Verifier as _;
@@ -30,7 +31,24 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
-use crate::keys::hex;
+use crate::rules::keys::hex;
+
+/// The device rules (from the `[devices]` config section).
+#[derive(Clone, Debug)]
+pub struct DevicePolicy {
+    /// Active devices per account.
+    pub max_per_user: usize,
+    /// Oldest login by code (and access token) that may enrol a device.
+    pub enrol_max_auth_age: Duration,
+    /// Second line of the signed message; the node's token audience.
+    pub audience: String,
+}
+
+impl Default for DevicePolicy {
+    fn default() -> Self {
+        DevicePolicy { max_per_user: 5, enrol_max_auth_age: Duration::from_secs(300), audience: "otpd".into() }
+    }
+}
 
 /// First line of every signed message; changes only with an incompatible format.
 pub const MESSAGE_PREFIX: &str = "otpd-device-login-v1";

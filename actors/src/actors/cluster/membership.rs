@@ -10,6 +10,11 @@ use super::gateway::GatewayMsg;
 use super::ring::Ring;
 use super::{GATEWAY_PREFIX, GROUP, Shared, View};
 
+/// The target of this module's log lines, as operators filter them (`otpd_actors::cluster::membership=debug`):
+/// kept as it was before the crate was split into layers, so that log filters and log
+/// queries keep working whatever folder the module lives in.
+const LOG_TARGET: &str = "otpd_actors::cluster::membership";
+
 pub(crate) struct MembershipActor;
 
 /// A departure is acted on after this long, so that a connection ractor_cluster replaces
@@ -89,7 +94,7 @@ fn refresh(shared: &Shared) {
             continue;
         }
         if found.iter().any(|(n, _)| *n == name) {
-            tracing::error!(node = %name, "two cluster members share one node name; ignoring the second");
+            tracing::error!(target: LOG_TARGET, node = %name, "two cluster members share one node name; ignoring the second");
             continue;
         }
         found.push((name, Some(ActorRef::from(cell))));
@@ -100,6 +105,6 @@ fn refresh(shared: &Shared) {
     let members = ring.members().join(",");
     let moved = shared.publish(View { ring, gateways });
     if moved > 0 {
-        tracing::info!(members = %members, partitions_moved = moved, "cluster membership changed");
+        tracing::info!(target: LOG_TARGET, members = %members, partitions_moved = moved, "cluster membership changed");
     }
 }

@@ -1,4 +1,6 @@
-//! A circuit breaker per provider.
+//! A circuit breaker per provider: a pure state machine the delivery dispatcher consults.
+//! It lives with the rules so that the metrics (which label its state) need nothing above
+//! them.
 //!
 //! ```text
 //!            failure (n < threshold)
@@ -13,8 +15,8 @@
 //!                               └──────────┘  (one probe call at a time)
 //! ```
 //!
-//! Only provider failures ([`super::SendError::Retryable`]) count; a message the provider
-//! refused for good says nothing about the provider. While a breaker is open the dispatcher
+//! Only provider failures (`SendError::Retryable` of the dispatcher's provider port) count; a
+//! message the provider refused for good says nothing about the provider. While a breaker is open the dispatcher
 //! routes the provider's traffic to the next provider of the channel (failover), or holds it
 //! until the breaker lets a probe through. Time is an argument (tokio's clock, so tests can
 //! pause it).

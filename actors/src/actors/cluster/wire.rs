@@ -18,13 +18,13 @@
 //! node that sends the code; `Verify` carries what the user typed, which is why the link can
 //! be TLS (`cluster.tls_*`).
 
-use crate::challenge::{Purpose, VerifyOutcome};
-use crate::clock::Timestamp;
-use crate::code::{Code, Sealed};
-use crate::device_key::Nonce;
-use crate::keys::IdentHash;
-use crate::shard::{ChallengeKey, ShardAnswer, ShardCommand};
-use crate::supervisor::ShardError;
+use crate::actors::shard::{ChallengeKey, ShardAnswer, ShardCommand};
+use crate::actors::supervisor::ShardError;
+use crate::rules::challenge::{Purpose, VerifyOutcome};
+use crate::rules::clock::Timestamp;
+use crate::rules::code::{Code, Sealed};
+use crate::rules::device_key::Nonce;
+use crate::rules::keys::IdentHash;
 
 const VERSION: u8 = 1;
 

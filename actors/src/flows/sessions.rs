@@ -1,7 +1,7 @@
 //! Sessions after login: refresh-token rotation with reuse detection, logout, listing.
 //!
 //! Every login (OTP or device) opens a session holding the keyed digest of its refresh token
-//! (`ort1.<session>.<secret>`, see [`crate::refresh`]). A refresh rotates it:
+//! (`ort1.<session>.<secret>`, see [`crate::rules::refresh`]). A refresh rotates it:
 //!
 //! ```text
 //!                 present current token: new token issued, old digest retired
@@ -28,11 +28,14 @@
 //! * A revoked or expired session's access tokens are refused by every authenticated endpoint
 //!   (each call reads the session), within their remaining lifetime.
 
-use crate::engine::{Api, Engine, Grant, RequestContext, Trail, unavailable};
-use crate::error::EngineError;
+use crate::flows::engine::{Engine, Grant, RequestContext, Trail, unavailable};
+
+use crate::flows::error::EngineError;
 use crate::metrics::RefreshOutcome;
-use crate::ports::{RevokeReason, Rotation, Session, SessionId, User, UserId};
-use crate::refresh::RefreshToken;
+use crate::ports::{RevokeReason, Rotation, Session, User};
+use crate::rules::audit::Api;
+use crate::rules::ids::{SessionId, UserId};
+use crate::rules::refresh::RefreshToken;
 
 impl Engine {
     /// `POST /v1/token/refresh`: a new access and refresh token for the session; the

@@ -50,8 +50,6 @@
 //!   `delivered` | `given_up` | `expired`) with the message's trace id and identifier hash,
 //!   never the code or the recipient, and is counted in [`DispatchStats`].
 
-pub mod backoff;
-pub mod breaker;
 mod dispatcher;
 mod ledger;
 pub mod provider;
@@ -66,16 +64,16 @@ use parking_lot::Mutex;
 use ractor::ActorRef;
 use tokio::time::Instant;
 
-pub use self::backoff::Backoff;
-pub use self::breaker::{Breaker, BreakerConfig, BreakerState};
 pub use self::dispatcher::{DispatcherActor, DispatcherMsg, DispatcherState};
 use self::ledger::Ledger;
 pub use self::provider::{Delivery, Provider, SendError, SendResult};
 pub use self::template::{Rendered, TemplateTexts, Templates};
-use crate::clock::Clock;
-use crate::identifier::Channel;
 use crate::metrics::{DeliveryMetrics, LaneMetrics};
 use crate::ports::{AuditLog, Notifier, NotifyError, OutboundMessage};
+use crate::rules::backoff::Backoff;
+use crate::rules::breaker::{Breaker, BreakerConfig, BreakerState};
+use crate::rules::clock::Clock;
+use crate::rules::identifier::Channel;
 
 /// Fixed configuration of the dispatcher.
 #[derive(Clone, Debug)]
@@ -255,8 +253,8 @@ pub struct ProviderHealth {
 }
 
 impl DispatchHandle {
-    /// Builds the pipeline (no actor yet: the engine's supervisor starts it, see
-    /// [`Notifier::dispatcher`]).
+    /// Builds the pipeline (no actor yet: the engine's supervisor starts [`Self::actor`], given
+    /// as `EnginePorts::dispatcher`).
     pub fn new(
         config: DispatchConfig,
         providers: Vec<ProviderSpec>,
@@ -445,10 +443,6 @@ impl Notifier for DispatchHandle {
             let _ = actor.cast(DispatcherMsg::Enqueued { id });
         }
         Ok(())
-    }
-
-    fn dispatcher(&self) -> Option<DispatcherActor> {
-        Some(self.actor())
     }
 }
 

@@ -18,8 +18,14 @@ use tokio::time::Instant;
 use super::ledger::Stage;
 use super::provider::{Delivery, SendError, SendResult};
 use super::{Shared, route_index};
-use crate::metrics::MessageOutcome;
-use crate::ports::{AuditEvent, AuditOutcome};
+use crate::metrics::{MessageOutcome, SendOutcome};
+use crate::ports::AuditEvent;
+use crate::rules::audit::AuditOutcome;
+
+/// The target of this module's log lines, as operators filter them (`otpd_actors::dispatch::dispatcher=debug`):
+/// kept as it was before the crate was split into layers, so that log filters and log
+/// queries keep working whatever folder the module lives in.
+const LOG_TARGET: &str = "otpd_actors::dispatch::dispatcher";
 
 /// The actor: a handle on the shared pipeline. Cloned for every (re)spawn.
 #[derive(Clone)]
@@ -91,7 +97,7 @@ impl Actor for DispatcherActor {
         };
         let adopted = self.adopt(&myself, &mut state);
         if s.starts.fetch_add(1, Ordering::Relaxed) > 0 {
-            tracing::warn!(adopted, "delivery dispatcher restarted; it adopted the messages of its predecessor");
+            tracing::warn!(target: LOG_TARGET, adopted, "delivery dispatcher restarted; it adopted the messages of its predecessor");
         }
         Ok(state)
     }
@@ -421,13 +427,13 @@ impl DispatcherActor {
         s.closed.store(true, Ordering::SeqCst);
         let left = s.ledger.lock().ids();
         if !left.is_empty() {
-            tracing::warn!(messages = left.len(), "node shutting down: giving up messages not yet delivered");
+            tracing::warn!(target: LOG_TARGET, messages = left.len(), "node shutting down: giving up messages not yet delivered");
         }
         for id in left {
             if let Some(event) = s.finish(id, Final::GivenUp("the node shut down before it could be sent".into()))
                 && let Err(e) = s.audit.append(event).await
             {
-                tracing::warn!(error = %e, "could not audit a delivery outcome");
+                tracing::warn!(target: LOG_TARGET, error = %e, "could not audit a delivery outcome");
             }
         }
         while s.audits_pending.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
@@ -469,9 +475,9 @@ impl Shared {
         };
         let message = &entry.message;
         if result == AuditOutcome::Ok {
-            tracing::debug!(trace_id = %message.trace_id, channel = message.to.channel().as_str(), "{text}");
+            tracing::debug!(target: LOG_TARGET, trace_id = %message.trace_id, channel = message.to.channel().as_str(), "{text}");
         } else {
-            tracing::warn!(trace_id = %message.trace_id, channel = message.to.channel().as_str(), step, "{text}");
+            tracing::warn!(target: LOG_TARGET, trace_id = %message.trace_id, channel = message.to.channel().as_str(), step, "{text}");
         }
         Some(AuditEvent {
             at: self.clock.now(),
@@ -492,7 +498,7 @@ impl Shared {
         let shared = self.clone();
         tokio::spawn(async move {
             if let Err(e) = shared.audit.append(event).await {
-                tracing::warn!(error = %e, "could not audit a delivery outcome");
+                tracing::warn!(target: LOG_TARGET, error = %e, "could not audit a delivery outcome");
             }
             shared.audits_pending.fetch_sub(1, Ordering::AcqRel);
         });
@@ -513,7 +519,7 @@ impl Shared {
             // results from the ledger, so this only shortens the wait.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tracing::error!(lane, "no delivery dispatcher to report a finished call to");
+        tracing::error!(target: LOG_TARGET, lane, "no delivery dispatcher to report a finished call to");
     }
 }
 
@@ -563,7 +569,7 @@ impl Call {
             if provider_failed {
                 if breaker.on_failure(Instant::now()) {
                     l.metrics.breaker_opened();
-                    tracing::warn!(
+                    tracing::warn!(target: LOG_TARGET,
                         provider = %l.name,
                         open_for = ?s.config.breaker.open_for,
                         "circuit breaker opened: sends go to the next provider of the channel"
@@ -574,15 +580,15 @@ impl Call {
             }
         }
         for r in &results {
-            let counter = match r {
-                Ok(()) => &l.counters.delivered,
-                Err(SendError::Retryable { .. }) => &l.counters.failed,
-                Err(SendError::Permanent { .. }) => &l.counters.rejected,
+            let (counter, outcome) = match r {
+                Ok(()) => (&l.counters.delivered, SendOutcome::Delivered),
+                Err(SendError::Retryable { .. }) => (&l.counters.failed, SendOutcome::Failed),
+                Err(SendError::Permanent { .. }) => (&l.counters.rejected, SendOutcome::Rejected),
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            l.metrics.result(r);
+            l.metrics.send(outcome);
             if let Err(e) = r {
-                tracing::debug!(provider = %l.name, error = %e, "provider did not take a message");
+                tracing::debug!(target: LOG_TARGET, provider = %l.name, error = %e, "provider did not take a message");
             }
         }
         {

@@ -14,13 +14,14 @@ use std::time::Instant;
 use async_trait::async_trait;
 use metrics::{Histogram, counter, histogram};
 
-use crate::clock::Timestamp;
-use crate::keys::IdentHash;
 use crate::metrics::{STORE_DURATION, STORE_ERRORS};
 use crate::ports::{
-    AuditEvent, AuditLog, Census, CensusSource, Device, DeviceId, DeviceStore, InsertDevice, InsertUser, RevokeReason,
-    Rotation, Session, SessionId, SessionStore, StoreError, User, UserId, UserStore,
+    AuditEvent, AuditLog, Census, CensusSource, Device, DeviceStore, InsertDevice, InsertUser, RevokeReason, Rotation,
+    Session, SessionStore, StoreError, User, UserStore,
 };
+use crate::rules::clock::Timestamp;
+use crate::rules::ids::{DeviceId, SessionId, UserId};
+use crate::rules::keys::IdentHash;
 
 /// The store port operations, as the `operation` label names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 //! Partitions (rather than hashing each identifier over the members) make a membership
 //! change cost `PARTITIONS × members` hashes once, and a request one array read.
 
-use crate::keys::IdentHash;
+use crate::rules::keys::IdentHash;
 
 /// Number of partitions. Fixed: every node of a cluster must use the same number.
 pub const PARTITIONS: usize = 1024;

@@ -11,10 +11,10 @@
 //! and Android's SMS Retriever / User Consent read to fill the code in automatically. E-mail
 //! bodies do not carry it.
 
-use crate::challenge::Purpose;
-use crate::clock::Timestamp;
-use crate::identifier::Channel;
 use crate::ports::OutboundMessage;
+use crate::rules::challenge::Purpose;
+use crate::rules::clock::Timestamp;
+use crate::rules::identifier::Channel;
 
 pub const DEFAULT_REGISTER: &str =
     "Your {app_name} verification code is {code}. It expires in {lifetime}. Never share it.";
@@ -233,9 +233,9 @@ pub fn check_origin(origin: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::code::{Alphabet, CodePolicy};
-    use crate::identifier::Identifier;
-    use crate::keys::IdentHash;
+    use crate::rules::code::{Alphabet, CodePolicy};
+    use crate::rules::identifier::Identifier;
+    use crate::rules::keys::IdentHash;
     use std::time::Duration;
 
     fn message(to: Identifier, purpose: Purpose, resend: bool) -> (OutboundMessage, String) {

@@ -36,33 +36,17 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::challenge::{Purpose, VerifyOutcome};
-use crate::clock::Timestamp;
-use crate::code::Sealed;
-use crate::device_key::{DeviceKey, KeyInput, Nonce, Verifier, login_message};
-use crate::engine::{Api, Engine, Grant, RequestContext, Trail, unavailable};
-use crate::error::EngineError;
-use crate::ports::{
-    AuthMethod, Device, DeviceId, InsertDevice, LimitAction, Platform, RevokeReason, SessionId, UserId,
-};
-use crate::shard::{ChallengeKey, ShardCommand};
-
-/// The device rules (from the `[devices]` config section).
-#[derive(Clone, Debug)]
-pub struct DevicePolicy {
-    /// Active devices per account.
-    pub max_per_user: usize,
-    /// Oldest login by code (and access token) that may enrol a device.
-    pub enrol_max_auth_age: Duration,
-    /// Second line of the signed message; the node's token audience.
-    pub audience: String,
-}
-
-impl Default for DevicePolicy {
-    fn default() -> Self {
-        DevicePolicy { max_per_user: 5, enrol_max_auth_age: Duration::from_secs(300), audience: "otpd".into() }
-    }
-}
+use crate::actors::shard::{ChallengeKey, ShardCommand};
+use crate::flows::engine::{Engine, Grant, RequestContext, Trail, unavailable};
+use crate::flows::error::EngineError;
+use crate::ports::{AuthMethod, Device, InsertDevice, Platform, RevokeReason};
+use crate::rules::audit::Api;
+use crate::rules::challenge::{Purpose, VerifyOutcome};
+use crate::rules::clock::Timestamp;
+use crate::rules::code::Sealed;
+use crate::rules::device_key::{DeviceKey, KeyInput, Nonce, Verifier, login_message};
+use crate::rules::ids::{DeviceId, SessionId, UserId};
+use crate::rules::limits::LimitAction;
 
 /// What a client asks to enrol.
 #[derive(Clone, Debug)]

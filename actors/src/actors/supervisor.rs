@@ -7,7 +7,7 @@
 //!  ├── …                │ (IdentHash::shard_bits() % shard_count)
 //!  ├── ShardActor N-1   ┘
 //!  └── DispatcherActor    delivery: queue, batches, retries, breakers, failover
-//!                         (when the notifier is the dispatcher; see crate::dispatch)
+//!                         (when the notifier is the dispatcher; see crate::actors::dispatch)
 //! ```
 //!
 //! A dispatcher that fails is restarted the same way; the new actor adopts every message the
@@ -28,8 +28,13 @@ use arc_swap::ArcSwapOption;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
-use crate::dispatch::{DispatcherActor, DispatcherMsg};
-use crate::shard::{ShardActor, ShardMsg, ShardStats};
+use crate::actors::dispatch::{DispatcherActor, DispatcherMsg};
+use crate::actors::shard::{ShardActor, ShardAnswer, ShardCommand, ShardMsg, ShardStats};
+
+/// The target of this module's log lines, as operators filter them (`otpd_actors::supervisor=debug`):
+/// kept as it was before the crate was split into layers, so that log filters and log
+/// queries keep working whatever folder the module lives in.
+const LOG_TARGET: &str = "otpd_actors::supervisor";
 
 /// Why a shard call did not produce an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +108,24 @@ impl ShardRouter {
             Ok(CallResult::Success(v)) => Ok(v),
             Ok(CallResult::Timeout) => Err(ShardError::Timeout),
             Ok(CallResult::SenderError) | Err(_) => Err(ShardError::Unavailable),
+        }
+    }
+
+    /// Runs a challenge command on the local shard of its key.
+    pub async fn run(&self, cmd: ShardCommand) -> Result<ShardAnswer, ShardError> {
+        let index = self.index_for(cmd.key().subject.shard_bits());
+        match cmd {
+            ShardCommand::Issue { key, sealed, now } => {
+                self.call(index, |reply| ShardMsg::Issue { key, sealed, now, reply }).await.map(ShardAnswer::Issued)
+            }
+            ShardCommand::Verify { key, attempt, now } => self
+                .call(index, |reply| ShardMsg::Verify { key, attempt: attempt.clone(), now, reply })
+                .await
+                .map(ShardAnswer::Checked),
+            ShardCommand::Redeem { key, nonce, signature_valid, now } => self
+                .call(index, |reply| ShardMsg::Redeem { key, nonce, signature_valid, now, reply })
+                .await
+                .map(ShardAnswer::Checked),
         }
     }
 
@@ -190,13 +213,13 @@ impl Actor for EngineSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(cell, reason) => {
-                tracing::error!(actor = %cell.get_id(), %reason, "engine actor failed; restarting it");
+                tracing::error!(target: LOG_TARGET, actor = %cell.get_id(), %reason, "engine actor failed; restarting it");
                 self.restart(&myself, cell, state).await?;
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 // Shards only stop on their own when the node shuts down, which stops the
                 // supervisor first; anything else is a failure to repair.
-                tracing::warn!(actor = %cell.get_id(), ?reason, "engine actor stopped; restarting it");
+                tracing::warn!(target: LOG_TARGET, actor = %cell.get_id(), ?reason, "engine actor stopped; restarting it");
                 self.restart(&myself, cell, state).await?;
             }
             _ => {}
@@ -218,7 +241,7 @@ impl EngineSupervisor {
             let (actor, _) = Actor::spawn_linked(None, dispatcher.clone(), (), myself.get_cell()).await?;
             *current = actor;
             crate::metrics::actor_restarted("dispatcher");
-            tracing::info!("delivery dispatcher restarted");
+            tracing::info!(target: LOG_TARGET, "delivery dispatcher restarted");
             return Ok(());
         }
         let index =
@@ -230,7 +253,7 @@ impl EngineSupervisor {
         state.router.set(index, actor);
         state.restarts += 1;
         crate::metrics::actor_restarted("shard");
-        tracing::info!(shard = index, restarts = state.restarts, "challenge shard restarted");
+        tracing::info!(target: LOG_TARGET, shard = index, restarts = state.restarts, "challenge shard restarted");
         Ok(())
     }
 }

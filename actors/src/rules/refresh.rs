@@ -2,15 +2,15 @@
 //!
 //! Format: `ort1.<session id, 32 hex>.<secret, 64 hex>` (101 ASCII characters). The session id
 //! lets the store find the session with a point read; the 256-bit secret is stored only as its
-//! keyed digest ([`crate::keys::Keys::token_digest`]) and compared in constant time, so a leak of
+//! keyed digest ([`crate::rules::keys::Keys::token_digest`]) and compared in constant time, so a leak of
 //! the session table cannot be turned into working tokens.
 
 use rand::RngExt;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use crate::keys::{Keys, hex};
-use crate::ports::SessionId;
+use crate::rules::ids::SessionId;
+use crate::rules::keys::{Keys, hex};
 
 const PREFIX: &str = "ort1.";
 const ENCODED_LEN: usize = PREFIX.len() + 32 + 1 + 64;

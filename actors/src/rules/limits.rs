@@ -1,8 +1,9 @@
 //! The anti-abuse rules: which checks one request is subject to, and what they mean.
 //!
-//! Every [`crate::ports::Limiter`] (the in-process one and the Redis one) turns a request into
-//! the same list of [`Check`]s with [`plan`] and applies the same semantics to it, so the two
-//! cannot drift apart; the conformance suite in `testkit` runs against both.
+//! Every limiter (implementations of the `ports::Limiter` port: the in-process one and the
+//! Redis one) turns a request into the same list of [`Check`]s with [`plan`] and applies the
+//! same semantics to it, so the two cannot drift apart; the conformance suite in `testkit`
+//! runs against both.
 //!
 //! # Rules
 //!
@@ -41,14 +42,143 @@
 //! "The longest wait" is reported because `Retry-After` must say when a retry can succeed,
 //! not merely when the first of several refusals ends.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::challenge::Purpose;
-use crate::keys::IdentHash;
-use crate::ports::{Decision, LimitAction, LimitRequest, LimitRule, SmsTarget};
+use crate::rules::challenge::Purpose;
+use crate::rules::clock::Timestamp;
+use crate::rules::identifier::Identifier;
+use crate::rules::keys::IdentHash;
+
+/// What a request wants to do, as far as limits are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LimitAction {
+    /// Issue a code (`/v1/register`, `/v1/login`).
+    Send(Purpose),
+    /// Issue a new code through `/v1/otp/resend` (shares the cooldown of `Send(purpose)`).
+    Resend(Purpose),
+    /// Check a code.
+    Verify(Purpose),
+}
+
+impl LimitAction {
+    /// Whether the action sends a code.
+    pub fn sends(self) -> bool {
+        matches!(self, LimitAction::Send(_) | LimitAction::Resend(_))
+    }
+}
+
+/// Everything a limit can be keyed by.
+#[derive(Clone, Copy, Debug)]
+pub struct LimitRequest {
+    pub action: LimitAction,
+    pub ident: IdentHash,
+    pub client_ip: Option<IpAddr>,
+    /// The SMS recipient, for the number-prefix and country rules (`None` for e-mail).
+    pub sms: Option<SmsTarget>,
+    pub now: Timestamp,
+}
+
+/// An SMS recipient as the limits see it: its country calling code and the digits of its
+/// E.164 number (for number-prefix rules and the destination lists). `Debug` shows only the
+/// country: a phone number is personal data.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SmsTarget {
+    country_code: u16,
+    digits: u64,
+    len: u8,
+}
+
+impl SmsTarget {
+    /// The SMS target of a phone identifier; `None` for an e-mail address.
+    pub fn of(identifier: &Identifier) -> Option<SmsTarget> {
+        match identifier {
+            Identifier::Phone { e164, country_code } => Self::from_e164(e164, *country_code),
+            Identifier::Email(_) => None,
+        }
+    }
+
+    /// From `+<digits>` (at most 15 digits, as E.164 allows).
+    pub fn from_e164(e164: &str, country_code: u16) -> Option<SmsTarget> {
+        let digits = e164.strip_prefix('+')?;
+        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(SmsTarget { country_code, digits: digits.parse().ok()?, len: digits.len() as u8 })
+    }
+
+    pub fn country_code(&self) -> u16 {
+        self.country_code
+    }
+
+    /// The first `n` digits of the number, country code included (all of them if `n` is
+    /// longer than the number), as a value and a digit count.
+    pub fn prefix(&self, n: u8) -> (u64, u8) {
+        let n = n.min(self.len);
+        (self.digits / 10u64.pow(u32::from(self.len - n)), n)
+    }
+}
+
+impl fmt::Debug for SmsTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SmsTarget(+{}…)", self.country_code)
+    }
+}
+
+/// Which rule refused a request. The name is part of the API (the problem `code`); none of
+/// them depends on whether the identifier has an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LimitRule {
+    /// A code was sent for this identifier and purpose too recently.
+    ResendCooldown,
+    /// Too many codes sent to this identifier within the window.
+    IdentifierSends,
+    /// Too many login codes sent to this identifier.
+    IdentifierLogins,
+    /// Too many registration codes sent to this identifier.
+    IdentifierRegistrations,
+    /// Too many resends to this identifier.
+    IdentifierResends,
+    /// Too many codes checked for this identifier.
+    IdentifierVerifies,
+    /// Too many codes sent on behalf of this client IP address (IPv6: its /64).
+    IpSends,
+    /// Too many codes checked from this client IP address (IPv6: its /64).
+    IpVerifies,
+    /// Too many codes sent to numbers sharing this number's prefix.
+    PrefixSends,
+    /// Too many codes sent to this country.
+    CountrySends,
+    /// SMS to this country or number range is not allowed (destination lists).
+    DestinationNotAllowed,
+}
+
+impl LimitRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitRule::ResendCooldown => "resend_cooldown",
+            LimitRule::IdentifierSends => "identifier_send_limit",
+            LimitRule::IdentifierLogins => "identifier_login_limit",
+            LimitRule::IdentifierRegistrations => "identifier_register_limit",
+            LimitRule::IdentifierResends => "identifier_resend_limit",
+            LimitRule::IdentifierVerifies => "identifier_verify_limit",
+            LimitRule::IpSends => "ip_send_limit",
+            LimitRule::IpVerifies => "ip_verify_limit",
+            LimitRule::PrefixSends => "prefix_send_limit",
+            LimitRule::CountrySends => "country_send_limit",
+            LimitRule::DestinationNotAllowed => "destination_not_allowed",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny { rule: LimitRule, retry_after: Duration },
+}
 
 /// A count within a window that opens with the first event; `limit == 0` turns the rule off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,7 +491,7 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::*;
-    use crate::clock::Timestamp;
+    use crate::rules::clock::Timestamp;
 
     fn req(action: LimitAction, sms: Option<&str>) -> LimitRequest {
         LimitRequest {

@@ -8,10 +8,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::GROUP;
 use super::wire::{self, RemoteError};
+use crate::actors::supervisor::ShardRouter;
 use crate::metrics::CLUSTER_SERVED;
-use crate::supervisor::ShardRouter;
 
-/// What crosses the wire: an encoded [`crate::shard::ShardCommand`], answered with an encoded
+/// What crosses the wire: an encoded [`crate::actors::shard::ShardCommand`], answered with an encoded
 /// `Result<ShardAnswer, RemoteError>` (see [`wire`]).
 pub enum GatewayMsg {
     Forward(Vec<u8>, RpcReplyPort<Vec<u8>>),
@@ -71,7 +71,7 @@ impl Actor for GatewayActor {
         let router = router.clone();
         tokio::spawn(async move {
             let answer = match wire::decode_command(&bytes) {
-                Some(cmd) => cmd.run_local(&router).await.map_err(RemoteError::Shard),
+                Some(cmd) => router.run(cmd).await.map_err(RemoteError::Shard),
                 None => Err(RemoteError::Malformed),
             };
             let _ = reply.send(wire::encode_answer(&answer));
