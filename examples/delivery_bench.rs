@@ -122,7 +122,7 @@ fn message(i: u64, clock: &dyn Clock) -> OutboundMessage {
         resend: false,
         code: CodePolicy::new(6, Alphabet::Numeric).unwrap().generate(),
         expires_at: clock.now().plus(Duration::from_secs(300)),
-        trace_id: i.to_string(),
+        trace_id: i.to_string().into(),
         ident_hash: IdentHash([1; 16]),
     }
 }

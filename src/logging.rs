@@ -23,18 +23,19 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::NodeConfig;
+use otpd_actors::rules::ids::TraceId;
 
 tokio::task_local! {
-    static TRACE_ID: String;
+    static TRACE_ID: TraceId;
 }
 
 /// Runs `fut` (a request's handling) with `trace_id` on every log line it writes.
-pub async fn with_trace_id<F: Future>(trace_id: String, fut: F) -> F::Output {
+pub async fn with_trace_id<F: Future>(trace_id: TraceId, fut: F) -> F::Output {
     TRACE_ID.scope(trace_id, fut).await
 }
 
 /// The trace id of the request being handled on this task, if any.
-pub fn current_trace_id() -> Option<String> {
+pub fn current_trace_id() -> Option<TraceId> {
     TRACE_ID.try_with(Clone::clone).ok()
 }
 

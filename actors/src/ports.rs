@@ -21,18 +21,20 @@
 //!   exceed a limit, only as many as the limit allows are let through;
 //! * [`Notifier::enqueue`] never blocks and never drops silently: it accepts or says why not.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::rules::audit::AuditOutcome;
+use crate::rules::audit::{Api, AuditOutcome, Step};
 use crate::rules::challenge::Purpose;
 use crate::rules::clock::Timestamp;
 use crate::rules::code::Code;
 use crate::rules::device_key::DeviceKey;
 use crate::rules::identifier::Identifier;
-use crate::rules::ids::{DeviceId, SessionId, UserId};
+use crate::rules::ids::{DeviceId, SessionId, TraceId, UserId};
 use crate::rules::keys::IdentHash;
 use crate::rules::limits::{Decision, LimitRequest};
 
@@ -254,19 +256,24 @@ pub enum InsertDevice {
 
 /// One line of the audit trail. Never holds an identifier or a code in clear: the identifier
 /// only as its keyed hash.
+///
+/// Built once per call on the request path, so it borrows or shares what it can: the API and
+/// step are `Copy` enums, the message is a `&'static str` unless it had to be formatted, and
+/// the trace id and user agent share the request context's allocations. Serialised, every
+/// field is what it was when they were all `String`s (see `rules::audit`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
     pub at: Timestamp,
-    pub trace_id: String,
-    /// The API called (`login`, `register_verify`, …).
-    pub api: String,
+    pub trace_id: TraceId,
+    /// The API called (`login`, `register_verify`, …, or `delivery`).
+    pub api: Api,
     /// How far the call got (`parse`, `limit`, `challenge`, `done`, …).
-    pub step: String,
+    pub step: Step,
     pub outcome: AuditOutcome,
     /// A short human sentence; never contains a code or an identifier.
-    pub message: String,
+    pub message: Cow<'static, str>,
     pub client_ip: Option<IpAddr>,
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Arc<str>>,
     pub ident_hash: Option<IdentHash>,
     pub user_id: Option<UserId>,
 }
@@ -388,7 +395,7 @@ pub struct OutboundMessage {
     pub resend: bool,
     pub code: Code,
     pub expires_at: Timestamp,
-    pub trace_id: String,
+    pub trace_id: TraceId,
     pub ident_hash: IdentHash,
 }
 
@@ -403,4 +410,76 @@ pub enum NotifyError {
 pub trait Notifier: Send + Sync + 'static {
     /// Hands a message to the delivery pipeline without waiting for delivery.
     fn enqueue(&self, message: OutboundMessage) -> Result<(), NotifyError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    /// `AuditEvent` as it was when its text fields were `String`s: what stores hold.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct StoredBefore {
+        at: Timestamp,
+        trace_id: String,
+        api: String,
+        step: String,
+        outcome: AuditOutcome,
+        message: String,
+        client_ip: Option<IpAddr>,
+        user_agent: Option<String>,
+        ident_hash: Option<IdentHash>,
+        user_id: Option<UserId>,
+    }
+
+    /// The embedded store's bytes (postcard through serde) are those of the `String` fields,
+    /// both ways, for every API and step.
+    #[test]
+    fn audit_events_serialise_as_they_did_with_strings() {
+        for (i, (api, step)) in Api::ALL.iter().zip(Step::ALL.iter().cycle()).enumerate() {
+            let user_agent = (i % 2 == 0).then_some("curl/8.5");
+            let new = AuditEvent {
+                at: Timestamp::from_millis(1_700_000_000_000 + i as u64),
+                trace_id: TraceId::from("trace-1"),
+                api: *api,
+                step: *step,
+                outcome: AuditOutcome::Rejected,
+                message: Cow::Borrowed("the code is not correct"),
+                client_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                user_agent: user_agent.map(Arc::from),
+                ident_hash: Some(IdentHash([9; 16])),
+                user_id: None,
+            };
+            let old = StoredBefore {
+                at: new.at,
+                trace_id: "trace-1".into(),
+                api: api.as_str().into(),
+                step: step.as_str().into(),
+                outcome: AuditOutcome::Rejected,
+                message: "the code is not correct".into(),
+                client_ip: new.client_ip,
+                user_agent: user_agent.map(str::to_owned),
+                ident_hash: new.ident_hash,
+                user_id: None,
+            };
+            let bytes = postcard::to_allocvec(&old).unwrap();
+            assert_eq!(postcard::to_allocvec(&new).unwrap(), bytes, "{api} {step}");
+            assert_eq!(postcard::from_bytes::<AuditEvent>(&bytes).unwrap(), new);
+        }
+        let unknown = postcard::to_allocvec(&StoredBefore {
+            at: Timestamp::from_millis(0),
+            trace_id: String::new(),
+            api: "teleport".into(),
+            step: "done".into(),
+            outcome: AuditOutcome::Ok,
+            message: String::new(),
+            client_ip: None,
+            user_agent: None,
+            ident_hash: None,
+            user_id: None,
+        })
+        .unwrap();
+        assert!(postcard::from_bytes::<AuditEvent>(&unknown).is_err(), "an unknown API is an error, not a guess");
+    }
 }

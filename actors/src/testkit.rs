@@ -15,15 +15,16 @@ use crate::ports::{
     AuditEvent, AuditLog, AuthMethod, Census, CensusSource, Device, DeviceStore, InsertDevice, InsertUser, Limiter,
     Platform, RETIRED_REFRESH_DIGESTS, RevokeReason, Rotation, Session, SessionStore, User, UserStore,
 };
-use crate::rules::audit::AuditOutcome;
+use crate::rules::audit::{Api, AuditOutcome, Step};
 use crate::rules::challenge::Purpose;
 use crate::rules::clock::Timestamp;
 use crate::rules::device_key::{DeviceKey, KeyAlgorithm};
 use crate::rules::identifier::Identifier;
 use crate::rules::ids::{DeviceId, SessionId, UserId};
 use crate::rules::keys::IdentHash;
-use crate::rules::limits::{Decision, LimitAction, LimitRequest, LimitRule, SmsTarget};
-use crate::rules::limits::{LimitPolicy, NumberPrefix, Rule};
+use crate::rules::limits::{
+    Decision, LimitAction, LimitPolicy, LimitRequest, LimitRule, NumberPrefix, Rule, SmsTarget,
+};
 
 fn user(n: u8, at: Timestamp) -> User {
     User {
@@ -287,10 +288,10 @@ fn event(i: u32, trace: &str, ident: Option<IdentHash>) -> AuditEvent {
     AuditEvent {
         at: Timestamp::from_millis(1_700_000_000_000 + u64::from(i)),
         trace_id: trace.into(),
-        api: "login".into(),
-        step: "done".into(),
+        api: Api::Login,
+        step: Step::Done,
         outcome: if i.is_multiple_of(3) { AuditOutcome::Rejected } else { AuditOutcome::Ok },
-        message: format!("event {i}"),
+        message: format!("event {i}").into(),
         client_ip: Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))),
         user_agent: Some("conformance/1".into()),
         ident_hash: ident,

@@ -16,6 +16,7 @@ use hyper::header::{HeaderValue, LOCATION};
 use hyper::http::request::Parts;
 use hyper::{Method, StatusCode};
 use otpd_actors::flows::devices::{Bearer, Enrolment};
+use otpd_actors::rules::audit::Step;
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::ids::DeviceId;
 use otpd_actors::{Api, EngineError, Grant, RequestContext};
@@ -87,7 +88,7 @@ pub async fn handle<B: RequestBody>(
 fn authenticate(app: &App, ctx: &RequestContext, api: Api, parts: &Parts) -> Result<AccessClaims, ApiError> {
     let token = bearer(&parts.headers).ok_or_else(ApiError::missing_token)?;
     app.tokens.verify(token, app.engine.now()).map_err(|e| {
-        app.engine.record_rejection(ctx, api, "token", e.to_string(), None);
+        app.engine.record_rejection(ctx, api, Step::Token, e.to_string(), None);
         ApiError::invalid_token(e.to_string())
     })
 }
@@ -150,7 +151,7 @@ async fn enrol<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, b
             key: wire::key_input(&req.public_key, &req.jwk)?,
         })
     })();
-    let enrolment = checked.map_err(|e| reject(app, ctx, api, "validate", e))?;
+    let enrolment = checked.map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
     let device = app.engine.enrol_device(ctx, bearer_of(&claims), enrolment).await?;
     let mut resp = json(StatusCode::CREATED, &wire::DeviceView::from(&device));
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/devices/{}", device.id)) {
@@ -169,7 +170,7 @@ async fn devices(app: &App, ctx: &RequestContext, parts: &Parts) -> Result<Resp,
 async fn revoke(app: &App, ctx: &RequestContext, parts: &Parts, id: Option<DeviceId>) -> Result<Resp, ApiError> {
     let api = Api::DeviceRevoke;
     let claims = authenticate(app, ctx, api, parts)?;
-    let id = id.ok_or_else(|| reject(app, ctx, api, "validate", EngineError::DeviceNotFound))?;
+    let id = id.ok_or_else(|| reject(app, ctx, api, Step::Validate, EngineError::DeviceNotFound))?;
     app.engine.revoke_device(ctx, bearer_of(&claims), id).await?;
     Ok(no_content())
 }
@@ -177,7 +178,7 @@ async fn revoke(app: &App, ctx: &RequestContext, parts: &Parts, id: Option<Devic
 async fn challenge<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let api = Api::DeviceChallenge;
     let req: wire::DeviceChallengeRequest = read_json(app, ctx, api, parts, body).await?;
-    let id = wire::device_id(&req.device_id).map_err(|e| reject(app, ctx, api, "validate", e))?;
+    let id = wire::device_id(&req.device_id).map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
     let c = app.engine.device_challenge(ctx, id).await?;
     let body = wire::DeviceChallengeResponse {
         device_id: c.device_id.to_string(),
@@ -202,7 +203,7 @@ async fn device_verify<B: RequestBody>(
         let signature = wire::base64_any("signature", &req.signature, wire::MAX_SIGNATURE_CHARS)?;
         Ok::<_, EngineError>((id, nonce, signature))
     })();
-    let (id, nonce, signature) = checked.map_err(|e| reject(app, ctx, api, "validate", e))?;
+    let (id, nonce, signature) = checked.map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
     let grant = app.engine.device_login(ctx, id, nonce, &signature).await?;
     let now = grant.login_at;
     tokens(app, ctx, grant, now)

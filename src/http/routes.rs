@@ -32,8 +32,10 @@ use hyper::header::{
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use otpd_actors::actors::dispatch::DispatchHandle;
+use otpd_actors::rules::audit::Step;
 use otpd_actors::rules::breaker::BreakerState;
 use otpd_actors::rules::identifier::Identifier;
+use otpd_actors::rules::ids::TraceId;
 use otpd_actors::{Api, Engine, EngineError, Registration, RequestContext};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -224,7 +226,7 @@ async fn register<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts
         };
         Ok(Registration { identifier, first_name, last_name, email })
     })();
-    let registration = checked.map_err(|e| reject(app, ctx, api, "validate", e))?;
+    let registration = checked.map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
     let receipt = app.engine.register(ctx, registration).await?;
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
@@ -232,7 +234,7 @@ async fn register<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts
 async fn login<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let api = Api::Login;
     let req: wire::LoginRequest = read_json(app, ctx, api, parts, body).await?;
-    let identifier = identify(app, &req.phone, &req.email).map_err(|e| reject(app, ctx, api, "validate", e))?;
+    let identifier = identify(app, &req.phone, &req.email).map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
     let receipt = app.engine.login(ctx, identifier).await?;
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
@@ -240,7 +242,7 @@ async fn login<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, b
 async fn resend<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
     let api = Api::OtpResend;
     let req: wire::ResendRequest = read_json(app, ctx, api, parts, body).await?;
-    let identifier = identify(app, &req.phone, &req.email).map_err(|e| reject(app, ctx, api, "validate", e))?;
+    let identifier = identify(app, &req.phone, &req.email).map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
     let receipt = app.engine.resend(ctx, identifier, req.purpose.into()).await?;
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
@@ -254,7 +256,7 @@ async fn verify<B: RequestBody>(
 ) -> Result<Resp, ApiError> {
     let req: wire::VerifyRequest = read_json(app, ctx, api, parts, body).await?;
     let checked = identify(app, &req.phone, &req.email).and_then(|id| Ok((id, wire::code(&req.code)?)));
-    let (identifier, code) = checked.map_err(|e| reject(app, ctx, api, "validate", e))?;
+    let (identifier, code) = checked.map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
     let grant = match api {
         Api::RegisterVerify => app.engine.verify_registration(ctx, identifier, code).await?,
         _ => app.engine.verify_login(ctx, identifier, code).await?,
@@ -278,7 +280,7 @@ async fn verify<B: RequestBody>(
 async fn me(app: &App, ctx: &RequestContext, parts: &Parts) -> Result<Resp, ApiError> {
     let token = bearer(&parts.headers).ok_or_else(ApiError::missing_token)?;
     let claims = app.tokens.verify(token, app.engine.now()).map_err(|e| {
-        app.engine.record_rejection(ctx, Api::Me, "token", e.to_string(), None);
+        app.engine.record_rejection(ctx, Api::Me, Step::Token, e.to_string(), None);
         match e {
             TokenError::Expired | TokenError::Invalid => ApiError::invalid_token(e.to_string()),
         }
@@ -466,7 +468,7 @@ fn identify(app: &App, phone: &Option<String>, email: &Option<String>) -> Result
 }
 
 /// Records a refusal that happened before the engine, and converts it.
-pub(super) fn reject(app: &App, ctx: &RequestContext, api: Api, step: &'static str, e: EngineError) -> ApiError {
+pub(super) fn reject(app: &App, ctx: &RequestContext, api: Api, step: Step, e: EngineError) -> ApiError {
     app.engine.record_rejection(ctx, api, step, e.to_string(), None);
     ApiError::from(e)
 }
@@ -481,7 +483,7 @@ pub(super) async fn read_json<T: DeserializeOwned, B: RequestBody>(
 ) -> Result<T, ApiError> {
     let result = read_json_inner(app, parts, body).await;
     if let Err(e) = &result {
-        app.engine.record_rejection(ctx, api, "parse", e.detail.clone(), None);
+        app.engine.record_rejection(ctx, api, Step::Parse, e.detail.clone(), None);
     }
     result
 }
@@ -542,14 +544,14 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// The caller's `X-Request-Id` if it is a sane token (1–128 of `[A-Za-z0-9._:-]`), else a new
 /// one, so the trace id in the audit trail can never carry arbitrary text.
-fn request_id(headers: &HeaderMap) -> String {
+fn request_id(headers: &HeaderMap) -> TraceId {
     let given = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).filter(|v| {
         (1..=128).contains(&v.len())
             && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
     });
     match given {
-        Some(v) => v.to_owned(),
-        None => uuid::Uuid::new_v4().simple().to_string(),
+        Some(v) => TraceId::from(v),
+        None => TraceId::from(&*uuid::Uuid::new_v4().simple().encode_lower(&mut uuid::Uuid::encode_buffer())),
     }
 }
 
@@ -564,14 +566,14 @@ fn client_ip(trusted: &[IpAddr], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
     hops.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer)
 }
 
-fn user_agent(headers: &HeaderMap) -> Option<String> {
+fn user_agent(headers: &HeaderMap) -> Option<Arc<str>> {
     let raw = headers.get(USER_AGENT)?;
     let text = String::from_utf8_lossy(raw.as_bytes());
     let mut end = text.len().min(256);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    Some(text[..end].to_owned())
+    Some(Arc::from(&text[..end]))
 }
 
 pub(super) fn json<T: Serialize>(status: StatusCode, body: &T) -> Resp {

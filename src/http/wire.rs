@@ -283,13 +283,13 @@ impl From<&AuditEvent> for AuditView {
     fn from(e: &AuditEvent) -> Self {
         AuditView {
             at: rfc3339(e.at),
-            trace_id: e.trace_id.clone(),
-            api: e.api.clone(),
-            step: e.step.clone(),
+            trace_id: e.trace_id.to_string(),
+            api: e.api.as_str().to_owned(),
+            step: e.step.as_str().to_owned(),
             outcome: e.outcome.as_str().to_owned(),
-            message: e.message.clone(),
+            message: e.message.to_string(),
             client_ip: e.client_ip.map(|ip| ip.to_string()),
-            user_agent: e.user_agent.clone(),
+            user_agent: e.user_agent.as_deref().map(str::to_owned),
             ident_hash: e.ident_hash.map(|h| h.to_hex()),
             user_id: e.user_id.map(|u| u.to_string()),
         }

@@ -97,7 +97,7 @@ async fn twilio_receives_its_rest_shape_and_the_code_verifies() {
     let r = verify(&t, &p, &code_in(&body)).await;
     assert_eq!(r.status, 200, "the code Twilio was asked to send is the one that verifies: {}", r.raw);
     let events = delivery_events(&t, "trace-twilio-1").await;
-    assert_eq!((events[0].step.as_str(), events[0].message.as_str()), ("delivered", "handed to twilio on attempt 1"));
+    assert_eq!((events[0].step.as_str(), &*events[0].message), ("delivered", "handed to twilio on attempt 1"));
     assert!(t.messages_for(&p).is_empty(), "nothing went to the outbox");
 }
 
@@ -388,7 +388,7 @@ async fn an_expired_code_is_never_sent() {
     assert_eq!(requests[0].form("To"), Some(phone(4401)));
     let e = &delivery_events(&t, "expiry-2").await[0];
     assert_eq!(
-        (e.step.as_str(), e.message.as_str()),
+        (e.step.as_str(), &*e.message),
         ("expired", "the code expired before it could be sent (after 0 attempt(s))")
     );
 }

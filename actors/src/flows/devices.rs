@@ -40,7 +40,7 @@ use crate::actors::shard::{ChallengeKey, ShardCommand};
 use crate::flows::engine::{Engine, Grant, RequestContext, Trail, unavailable};
 use crate::flows::error::EngineError;
 use crate::ports::{AuthMethod, Device, InsertDevice, Platform, RevokeReason};
-use crate::rules::audit::Api;
+use crate::rules::audit::{Api, Step};
 use crate::rules::challenge::{Purpose, VerifyOutcome};
 use crate::rules::clock::Timestamp;
 use crate::rules::code::Sealed;
@@ -97,7 +97,7 @@ impl Engine {
     async fn enrol_flow(&self, trail: &mut Trail, bearer: Bearer, enrolment: Enrolment) -> Result<Device, EngineError> {
         let now = self.now();
         let (user, session) = self.authenticate(trail, bearer.user, bearer.session).await?;
-        trail.step = "freshness";
+        trail.step = Step::Freshness;
         let policy = &self.inner.config.devices;
         let max_age = policy.enrol_max_auth_age;
         let fresh = session.method == AuthMethod::Otp
@@ -106,9 +106,9 @@ impl Engine {
         if !fresh {
             return Err(EngineError::FreshLoginRequired { max_age });
         }
-        trail.step = "key";
+        trail.step = Step::Key;
         let key = DeviceKey::parse(&enrolment.key).map_err(|e| EngineError::InvalidPublicKey(e.0))?;
-        trail.step = "store";
+        trail.step = Step::Store;
         let device = Device {
             id: DeviceId(Uuid::now_v7()),
             user_id: user.id,
@@ -125,7 +125,7 @@ impl Engine {
             InsertDevice::DuplicateKey(_) => return Err(EngineError::DeviceExists),
         }
         trail.note = "device enrolled";
-        trail.step = "done";
+        trail.step = Step::Done;
         Ok(device)
     }
 
@@ -134,9 +134,9 @@ impl Engine {
         let mut trail = Trail::new(Api::DeviceList, None);
         let result = async {
             self.authenticate(&mut trail, bearer.user, bearer.session).await?;
-            trail.step = "list";
+            trail.step = Step::List;
             let all = self.inner.ports.devices.devices_of_user(bearer.user).await.map_err(unavailable)?;
-            trail.step = "done";
+            trail.step = Step::Done;
             Ok(all.into_iter().filter(Device::is_active).collect())
         }
         .await;
@@ -150,14 +150,14 @@ impl Engine {
         let result = async {
             let now = self.now();
             self.authenticate(&mut trail, bearer.user, bearer.session).await?;
-            trail.step = "revoke";
+            trail.step = Step::Revoke;
             let devices = &self.inner.ports.devices;
             devices
                 .revoke_device(bearer.user, id, now)
                 .await
                 .map_err(unavailable)?
                 .ok_or(EngineError::DeviceNotFound)?;
-            trail.step = "sessions";
+            trail.step = Step::Sessions;
             let sessions = &self.inner.ports.sessions;
             let n = sessions
                 .revoke_user_sessions(bearer.user, Some(id), RevokeReason::DeviceRevoked, now)
@@ -165,7 +165,7 @@ impl Engine {
                 .map_err(unavailable)?;
             self.inner.metrics.sessions_revoked(RevokeReason::DeviceRevoked, n);
             trail.note = "device revoked with its sessions";
-            trail.step = "done";
+            trail.step = Step::Done;
             Ok(())
         }
         .await;
@@ -182,16 +182,16 @@ impl Engine {
         let mut trail = Trail::new(Api::DeviceChallenge, None);
         let result = async {
             let now = self.now();
-            trail.step = "device";
+            trail.step = Step::Device;
             let device = self.inner.ports.devices.device(device_id).await.map_err(unavailable)?;
             self.note_device(&mut trail, device.as_ref()).await;
-            trail.step = "challenge";
+            trail.step = Step::Challenge;
             let nonce = Nonce::generate();
             let sealed = Sealed::seal_secret(&self.inner.keys, nonce.as_bytes());
             let subject = self.inner.keys.device_subject(device_id.0.as_bytes());
             let key = ChallengeKey { subject, purpose: Purpose::DeviceLogin };
             let expires_at = self.issue_on_owner(ShardCommand::Issue { key, sealed, now }).await?;
-            trail.step = "done";
+            trail.step = Step::Done;
             Ok(DeviceChallenge {
                 device_id,
                 nonce,
@@ -227,14 +227,14 @@ impl Engine {
     ) -> Result<Grant, EngineError> {
         let now = self.now();
         let subject = self.inner.keys.device_subject(device_id.0.as_bytes());
-        trail.step = "limit";
+        trail.step = Step::Limit;
         self.limit(LimitAction::Verify(Purpose::DeviceLogin), subject, None, ctx, now).await?;
 
-        trail.step = "device";
+        trail.step = Step::Device;
         let device = self.inner.ports.devices.device(device_id).await.map_err(unavailable)?;
         self.note_device(trail, device.as_ref()).await;
 
-        trail.step = "signature";
+        trail.step = Step::Signature;
         let message = login_message(&self.inner.config.devices.audience, &device_id.0, &nonce);
         let signature_valid = match &device {
             Some(d) => d.key.verifier().map_err(unavailable)?.verify(&message, signature),
@@ -245,7 +245,7 @@ impl Engine {
             }
         };
 
-        trail.step = "challenge";
+        trail.step = Step::Challenge;
         let key = ChallengeKey { subject, purpose: Purpose::DeviceLogin };
         let outcome = self.check_on_owner(ShardCommand::Redeem { key, nonce, signature_valid, now }).await?;
         self.inner.metrics.device_login(&outcome);
@@ -263,13 +263,13 @@ impl Engine {
             return Err(EngineError::DeviceRevoked);
         }
 
-        trail.step = "account";
+        trail.step = Step::Account;
         let user = self.inner.ports.users.user_by_id(device.user_id).await.map_err(unavailable)?;
         let user = user.filter(|u| u.verified).ok_or(EngineError::DeviceRevoked)?;
-        trail.step = "session";
+        trail.step = Step::Session;
         let grant = self.open_session(ctx, user, AuthMethod::Device(device.id), now).await?;
         trail.note = "session opened by device key";
-        trail.step = "done";
+        trail.step = Step::Done;
         Ok(grant)
     }
 

@@ -26,6 +26,7 @@
 //! account, whose profile is left untouched. An unverified account is refused (403) only after
 //! its code was verified, i.e. only to someone holding the phone.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -43,12 +44,12 @@ use crate::ports::{
     AuditEvent, AuditLog, AuthMethod, DeviceStore, InsertUser, Limiter, Notifier, NotifyError, OutboundMessage,
     Session, SessionStore, User, UserStore,
 };
-use crate::rules::audit::{Api, AuditOutcome};
+use crate::rules::audit::{Api, AuditOutcome, Step};
 use crate::rules::challenge::{Purpose, VerifyOutcome};
 use crate::rules::clock::{Clock, Timestamp};
 use crate::rules::code::{CodePolicy, Sealed};
 use crate::rules::identifier::{Channel, Identifier, Normalizer};
-use crate::rules::ids::{SessionId, UserId};
+use crate::rules::ids::{SessionId, TraceId, UserId};
 use crate::rules::keys::{IdentHash, Keys};
 use crate::rules::limits::{Decision, LimitAction, LimitRequest, LimitRule, SmsTarget};
 use crate::rules::refresh::RefreshToken;
@@ -96,10 +97,13 @@ pub struct EnginePorts {
 
 /// Who is calling, for limits and the audit trail.
 #[derive(Clone, Debug, Default)]
+///
+/// Built once per request by the front end; the trace id and user agent are shared (not
+/// copied) by the audit event and the message handed to delivery.
 pub struct RequestContext {
-    pub trace_id: String,
+    pub trace_id: TraceId,
     pub client_ip: Option<IpAddr>,
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Arc<str>>,
 }
 
 /// A sign-up request.
@@ -152,7 +156,7 @@ pub(crate) struct Inner {
 /// What the audit event of a call will say, filled in as the flow advances.
 pub(crate) struct Trail {
     pub(crate) api: Api,
-    pub(crate) step: &'static str,
+    pub(crate) step: Step,
     pub(crate) ident: Option<IdentHash>,
     pub(crate) user: Option<UserId>,
     pub(crate) note: &'static str,
@@ -160,7 +164,7 @@ pub(crate) struct Trail {
 
 impl Trail {
     pub(crate) fn new(api: Api, ident: Option<IdentHash>) -> Self {
-        Trail { api, step: "start", ident, user: None, note: "" }
+        Trail { api, step: Step::Start, ident, user: None, note: "" }
     }
 }
 
@@ -262,11 +266,11 @@ impl Engine {
         ident: IdentHash,
     ) -> Result<SendReceipt, EngineError> {
         let now = self.now();
-        trail.step = "limit";
+        trail.step = Step::Limit;
         let sms = SmsTarget::of(&reg.identifier);
         self.limit(LimitAction::Send(Purpose::Register), ident, sms, ctx, now).await?;
 
-        trail.step = "account";
+        trail.step = Step::Account;
         let users = &self.inner.ports.users;
         let existing = users.user_by_identifier(&ident).await.map_err(unavailable)?;
         let user = match existing {
@@ -357,11 +361,11 @@ impl Engine {
         resend: bool,
     ) -> Result<SendReceipt, EngineError> {
         let now = self.now();
-        trail.step = "limit";
+        trail.step = Step::Limit;
         let action = if resend { LimitAction::Resend(purpose) } else { LimitAction::Send(purpose) };
         self.limit(action, ident, SmsTarget::of(identifier), ctx, now).await?;
 
-        trail.step = "account";
+        trail.step = Step::Account;
         let user = self.inner.ports.users.user_by_identifier(&ident).await.map_err(unavailable)?;
         trail.user = user.as_ref().map(|u| u.id);
         let reveal = self.inner.config.reveal_accounts;
@@ -392,13 +396,13 @@ impl Engine {
         resend: bool,
         now: Timestamp,
     ) -> Result<SendReceipt, EngineError> {
-        trail.step = "challenge";
+        trail.step = Step::Challenge;
         let code = self.inner.config.code.generate();
         let sealed = Sealed::seal(&self.inner.keys, &code);
         let key = ChallengeKey { subject: ident, purpose };
         let expires_at = self.issue_on_owner(ShardCommand::Issue { key, sealed, now }).await?;
         if deliver {
-            trail.step = "dispatch";
+            trail.step = Step::Dispatch;
             let message = OutboundMessage {
                 to: identifier.clone(),
                 purpose,
@@ -417,7 +421,7 @@ impl Engine {
             }
             self.inner.metrics.code_issued(purpose, identifier.channel(), resend);
         }
-        trail.step = "done";
+        trail.step = Step::Done;
         Ok(SendReceipt {
             channel: identifier.channel(),
             expires_in: now.until(expires_at),
@@ -460,10 +464,10 @@ impl Engine {
         code: &str,
     ) -> Result<Grant, EngineError> {
         let now = self.now();
-        trail.step = "limit";
+        trail.step = Step::Limit;
         self.limit(LimitAction::Verify(purpose), ident, None, ctx, now).await?;
 
-        trail.step = "challenge";
+        trail.step = Step::Challenge;
         let attempt = self.inner.config.code.normalise_attempt(code);
         let key = ChallengeKey { subject: ident, purpose };
         let outcome = self.check_on_owner(ShardCommand::Verify { key, attempt, now }).await?;
@@ -477,7 +481,7 @@ impl Engine {
             VerifyOutcome::NoChallenge => return Err(EngineError::NoPendingCode),
         }
 
-        trail.step = "account";
+        trail.step = Step::Account;
         let users = &self.inner.ports.users;
         // A verified code without an account is a decoy challenge whose code was guessed.
         let mut user = users
@@ -498,9 +502,9 @@ impl Engine {
             _ => trail.note = "session opened",
         }
 
-        trail.step = "session";
+        trail.step = Step::Session;
         let grant = self.open_session(ctx, user, AuthMethod::Otp, now).await?;
-        trail.step = "done";
+        trail.step = Step::Done;
         Ok(grant)
     }
 
@@ -517,7 +521,7 @@ impl Engine {
         let expires_at = now.plus(self.inner.config.session_ttl);
         let mut session = Session::new(id, user.id, digest, method, now, expires_at);
         session.client_ip = ctx.client_ip;
-        session.user_agent = ctx.user_agent.clone();
+        session.user_agent = ctx.user_agent.as_deref().map(str::to_owned);
         self.inner.ports.sessions.insert_session(&session).await.map_err(unavailable)?;
         self.inner.metrics.tokens_issued(method);
         Ok(Grant { user, session, refresh_token: token.encode(), login_at: now })
@@ -544,16 +548,16 @@ impl Engine {
         session_id: SessionId,
     ) -> Result<User, EngineError> {
         let now = self.now();
-        trail.step = "session";
+        trail.step = Step::Session;
         let session = self.inner.ports.sessions.session(session_id).await.map_err(unavailable)?;
         if !session.is_some_and(|s| s.user_id == user_id && s.is_active(now)) {
             return Err(EngineError::SessionInvalid);
         }
-        trail.step = "account";
+        trail.step = Step::Account;
         let user = self.inner.ports.users.user_by_id(user_id).await.map_err(unavailable)?;
         let user = user.ok_or(EngineError::SessionInvalid)?;
         trail.ident = Some(user.ident_hash);
-        trail.step = "done";
+        trail.step = Step::Done;
         Ok(user)
     }
 
@@ -563,11 +567,12 @@ impl Engine {
         &self,
         ctx: &RequestContext,
         api: Api,
-        step: &'static str,
-        message: String,
+        step: Step,
+        message: impl Into<Cow<'static, str>>,
         ident: Option<IdentHash>,
     ) {
-        let event = self.event(ctx, api.as_str(), step, AuditOutcome::Rejected, message, ident, None);
+        let trail = Trail { api, step, ident, user: None, note: "" };
+        let event = self.event(ctx, &trail, AuditOutcome::Rejected, message.into());
         let audit = self.inner.ports.audit.clone();
         tokio::spawn(async move {
             if let Err(e) = audit.append(event).await {
@@ -662,12 +667,12 @@ impl Engine {
         result: Result<T, EngineError>,
     ) -> Result<T, EngineError> {
         let (outcome, message) = match &result {
-            Ok(_) => (AuditOutcome::Ok, if trail.note.is_empty() { "ok".to_owned() } else { trail.note.to_owned() }),
-            Err(e @ EngineError::Limited { .. }) => (AuditOutcome::Limited, e.to_string()),
-            Err(e) if e.is_server_side() => (AuditOutcome::Failed, e.to_string()),
-            Err(e) => (AuditOutcome::Rejected, e.to_string()),
+            Ok(_) => (AuditOutcome::Ok, Cow::Borrowed(if trail.note.is_empty() { "ok" } else { trail.note })),
+            Err(e @ EngineError::Limited { .. }) => (AuditOutcome::Limited, Cow::Owned(e.to_string())),
+            Err(e) if e.is_server_side() => (AuditOutcome::Failed, Cow::Owned(e.to_string())),
+            Err(e) => (AuditOutcome::Rejected, Cow::Owned(e.to_string())),
         };
-        let event = self.event(ctx, trail.api.as_str(), trail.step, outcome, message, trail.ident, trail.user);
+        let event = self.event(ctx, &trail, outcome, message);
         match self.inner.ports.audit.append(event).await {
             Ok(()) => result,
             Err(e) => {
@@ -680,28 +685,26 @@ impl Engine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The call's audit event. Allocates nothing but a formatted message: the trace id and
+    /// user agent are shared with the request context.
     fn event(
         &self,
         ctx: &RequestContext,
-        api: &str,
-        step: &str,
+        trail: &Trail,
         outcome: AuditOutcome,
-        message: String,
-        ident: Option<IdentHash>,
-        user: Option<UserId>,
+        message: Cow<'static, str>,
     ) -> AuditEvent {
         AuditEvent {
             at: self.now(),
             trace_id: ctx.trace_id.clone(),
-            api: api.to_owned(),
-            step: step.to_owned(),
+            api: trail.api,
+            step: trail.step,
             outcome,
             message,
             client_ip: ctx.client_ip,
             user_agent: ctx.user_agent.clone(),
-            ident_hash: ident,
-            user_id: user,
+            ident_hash: trail.ident,
+            user_id: trail.user,
         }
     }
 

@@ -33,7 +33,7 @@ use crate::flows::engine::{Engine, Grant, RequestContext, Trail, unavailable};
 use crate::flows::error::EngineError;
 use crate::metrics::RefreshOutcome;
 use crate::ports::{RevokeReason, Rotation, Session, User};
-use crate::rules::audit::Api;
+use crate::rules::audit::{Api, Step};
 use crate::rules::ids::{SessionId, UserId};
 use crate::rules::refresh::RefreshToken;
 
@@ -49,9 +49,9 @@ impl Engine {
 
     async fn refresh_flow(&self, trail: &mut Trail, refresh_token: &str) -> Result<Grant, EngineError> {
         let now = self.now();
-        trail.step = "parse";
+        trail.step = Step::Parse;
         let presented = RefreshToken::parse(refresh_token).map_err(|_| EngineError::InvalidRefreshToken)?;
-        trail.step = "rotate";
+        trail.step = Step::Rotate;
         let keys = &self.inner.keys;
         let next = RefreshToken::generate(presented.session);
         let sessions = &self.inner.ports.sessions;
@@ -72,12 +72,12 @@ impl Engine {
             Rotation::Mismatch | Rotation::Inactive => return Err(EngineError::InvalidRefreshToken),
         };
         trail.user = Some(session.user_id);
-        trail.step = "account";
+        trail.step = Step::Account;
         let user = self.inner.ports.users.user_by_id(session.user_id).await.map_err(unavailable)?;
         let user = user.filter(|u| u.verified).ok_or(EngineError::InvalidRefreshToken)?;
         trail.ident = Some(user.ident_hash);
         trail.note = "refresh token rotated";
-        trail.step = "done";
+        trail.step = Step::Done;
         let login_at = session.created_at;
         Ok(Grant { user, session, refresh_token: next.encode(), login_at })
     }
@@ -88,12 +88,12 @@ impl Engine {
         let result = async {
             let now = self.now();
             self.authenticate(&mut trail, user, session).await?;
-            trail.step = "revoke";
+            trail.step = Step::Revoke;
             let sessions = &self.inner.ports.sessions;
             let revoked = sessions.revoke_session(session, RevokeReason::Logout, now).await.map_err(unavailable)?;
             self.inner.metrics.sessions_revoked(RevokeReason::Logout, usize::from(revoked));
             trail.note = "session revoked";
-            trail.step = "done";
+            trail.step = Step::Done;
             Ok(())
         }
         .await;
@@ -111,13 +111,13 @@ impl Engine {
         let result = async {
             let now = self.now();
             self.authenticate(&mut trail, user, session).await?;
-            trail.step = "revoke";
+            trail.step = Step::Revoke;
             let sessions = &self.inner.ports.sessions;
             let n =
                 sessions.revoke_user_sessions(user, None, RevokeReason::LogoutAll, now).await.map_err(unavailable)?;
             self.inner.metrics.sessions_revoked(RevokeReason::LogoutAll, n);
             trail.note = "every session revoked";
-            trail.step = "done";
+            trail.step = Step::Done;
             Ok(n)
         }
         .await;
@@ -135,11 +135,11 @@ impl Engine {
         let result = async {
             let now = self.now();
             self.authenticate(&mut trail, user, session).await?;
-            trail.step = "list";
+            trail.step = Step::List;
             let all = self.inner.ports.sessions.sessions_of_user(user).await.map_err(unavailable)?;
             let mut active: Vec<Session> = all.into_iter().filter(|s| s.is_active(now)).collect();
             active.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-            trail.step = "done";
+            trail.step = Step::Done;
             Ok(active)
         }
         .await;
@@ -170,11 +170,11 @@ impl Engine {
     ) -> Result<(User, Session), EngineError> {
         let now = self.now();
         trail.user = Some(user_id);
-        trail.step = "session";
+        trail.step = Step::Session;
         let session = self.inner.ports.sessions.session(session_id).await.map_err(unavailable)?;
         let session =
             session.filter(|s| s.user_id == user_id && s.is_active(now)).ok_or(EngineError::SessionInvalid)?;
-        trail.step = "account";
+        trail.step = Step::Account;
         let user = self.inner.ports.users.user_by_id(user_id).await.map_err(unavailable)?;
         let user = user.ok_or(EngineError::SessionInvalid)?;
         trail.ident = Some(user.ident_hash);

@@ -6,6 +6,7 @@
 //! writes its results into the ledger and then tells whichever actor is current.
 //! See the [module doc](super) for a message's life.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use super::provider::{Delivery, SendError, SendResult};
 use super::{Shared, route_index};
 use crate::metrics::{MessageOutcome, SendOutcome};
 use crate::ports::AuditEvent;
-use crate::rules::audit::AuditOutcome;
+use crate::rules::audit::{Api, AuditOutcome, Step};
 
 /// The target of this module's log lines, as operators filter them (`otpd_actors::dispatch::dispatcher=debug`):
 /// kept as it was before the crate was split into layers, so that log filters and log
@@ -460,32 +461,32 @@ impl Shared {
                 self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 self.metrics.finished(entry.message.to.channel(), MessageOutcome::Delivered);
                 let name = &self.lanes[lane].name;
-                ("delivered", AuditOutcome::Ok, format!("handed to {name} on attempt {attempts}"))
+                (Step::Delivered, AuditOutcome::Ok, format!("handed to {name} on attempt {attempts}"))
             }
             Final::GivenUp(reason) => {
                 self.counters.given_up.fetch_add(1, Ordering::Relaxed);
                 self.metrics.finished(entry.message.to.channel(), MessageOutcome::GivenUp);
-                ("given_up", AuditOutcome::Failed, format!("given up after {attempts} attempt(s): {reason}"))
+                (Step::GivenUp, AuditOutcome::Failed, format!("given up after {attempts} attempt(s): {reason}"))
             }
             Final::Expired(reason) => {
                 self.counters.expired.fetch_add(1, Ordering::Relaxed);
                 self.metrics.finished(entry.message.to.channel(), MessageOutcome::Expired);
-                ("expired", AuditOutcome::Failed, format!("{reason} (after {attempts} attempt(s))"))
+                (Step::Expired, AuditOutcome::Failed, format!("{reason} (after {attempts} attempt(s))"))
             }
         };
         let message = &entry.message;
         if result == AuditOutcome::Ok {
             tracing::debug!(target: LOG_TARGET, trace_id = %message.trace_id, channel = message.to.channel().as_str(), "{text}");
         } else {
-            tracing::warn!(target: LOG_TARGET, trace_id = %message.trace_id, channel = message.to.channel().as_str(), step, "{text}");
+            tracing::warn!(target: LOG_TARGET, trace_id = %message.trace_id, channel = message.to.channel().as_str(), step = step.as_str(), "{text}");
         }
         Some(AuditEvent {
             at: self.clock.now(),
             trace_id: message.trace_id.clone(),
-            api: "delivery".into(),
-            step: step.into(),
+            api: Api::Delivery,
+            step,
             outcome: result,
-            message: text,
+            message: Cow::Owned(text),
             client_ip: None,
             user_agent: None,
             ident_hash: Some(message.ident_hash),

@@ -115,7 +115,7 @@ impl Provider for Scripted {
     async fn send(&self, batch: &[Delivery]) -> Vec<SendResult> {
         self.calls.lock().push(Call {
             at: Instant::now(),
-            traces: batch.iter().map(|d| d.message.trace_id.clone()).collect(),
+            traces: batch.iter().map(|d| d.message.trace_id.to_string()).collect(),
             attempts: batch.iter().map(|d| d.attempt).collect(),
         });
         if let Some(gate) = &self.gate {
@@ -451,7 +451,7 @@ async fn an_expired_code_is_never_sent() {
     assert_eq!((s.delivered, s.expired), (1, 1));
     let e = &r.events("queued")[0];
     assert_eq!(
-        (e.step.as_str(), e.message.as_str()),
+        (e.step.as_str(), &*e.message),
         ("expired", "the code expired before it could be sent (after 0 attempt(s))")
     );
 }
