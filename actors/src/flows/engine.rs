@@ -631,12 +631,9 @@ impl Engine {
                 let Route::Remote { owner, gateway } = cluster.route(&subject) else { break };
                 match cluster.forward(&owner, &gateway, &cmd).await {
                     Ok(answer) => return Ok(answer),
-                    Err(ForwardError::Unreachable { why: "left the cluster", .. })
+                    Err(ForwardError::OwnerLeft { .. })
                         if attempt == 0 && cluster.wait_for_new_owner(&subject, &owner, OWNER_HANDOVER).await => {}
-                    Err(e @ ForwardError::Unreachable { .. }) => {
-                        return Err(EngineError::OwnerUnreachable(e.to_string()));
-                    }
-                    Err(e @ ForwardError::Remote { .. }) => return Err(EngineError::Unavailable(e.to_string())),
+                    Err(e) => return Err(e.into()),
                 }
             }
         }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::actors::cluster::ForwardError;
 use crate::rules::identifier::IdentifierError;
 use crate::rules::limits::LimitRule;
 
@@ -82,5 +83,18 @@ impl EngineError {
     /// Whether the failure is the service's fault rather than the caller's.
     pub fn is_server_side(&self) -> bool {
         matches!(self, EngineError::Unavailable(_) | EngineError::OwnerUnreachable(_) | EngineError::DeliveryBusy)
+    }
+}
+
+/// A forwarded challenge command that got no answer: an owner that cannot be reached (timed
+/// out, or left and no other node took over in time) is `OwnerUnreachable`; an owner that
+/// answered with its own failure is `Unavailable`. Both are the service's fault (503).
+impl From<ForwardError> for EngineError {
+    fn from(e: ForwardError) -> Self {
+        if e.is_unreachable() {
+            EngineError::OwnerUnreachable(e.to_string())
+        } else {
+            EngineError::Unavailable(e.to_string())
+        }
     }
 }

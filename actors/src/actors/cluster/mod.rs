@@ -96,15 +96,27 @@ impl ClusterError {
     }
 }
 
-/// Why a forwarded command got no answer.
+/// Why a forwarded command got no answer. The engine matches on the variant (it retries
+/// only `OwnerLeft`, on the key's next owner) and maps each to its error in one place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardError {
-    /// No answer in time, or the owner left while we waited.
-    #[error("owner {owner} did not answer: {why}")]
-    Unreachable { owner: String, why: &'static str },
-    /// The owner answered with a failure of its own shard.
+    /// The owner did not answer within `forward_timeout`.
+    #[error("owner {owner} did not answer: timed out")]
+    Timeout { owner: String },
+    /// The owner's gateway went away while we waited: it left the cluster (or its connection
+    /// closed). Its partitions go to other members, so the command can be sent again.
+    #[error("owner {owner} did not answer: left the cluster")]
+    OwnerLeft { owner: String },
+    /// The owner answered with a failure of its own shard, or with bytes we could not read.
     #[error("owner {owner}: {error}")]
     Remote { owner: String, error: RemoteError },
+}
+
+impl ForwardError {
+    /// Whether the owner could not be reached at all (as opposed to answering with a failure).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ForwardError::Timeout { .. } | ForwardError::OwnerLeft { .. })
+    }
 }
 
 /// The members as one node sees them, and how to reach each.
@@ -248,7 +260,6 @@ impl Cluster {
     ) -> Result<ShardAnswer, ForwardError> {
         let started = Instant::now();
         let bytes = wire::encode_command(cmd);
-        let unreachable = |why| ForwardError::Unreachable { owner: owner.to_owned(), why };
         let result =
             match gateway.call(|reply| GatewayMsg::Forward(bytes, reply), Some(self.shared.forward_timeout)).await {
                 Ok(CallResult::Success(answer)) => match wire::decode_answer(&answer) {
@@ -256,14 +267,14 @@ impl Cluster {
                     Some(Err(error)) => Err(ForwardError::Remote { owner: owner.to_owned(), error }),
                     None => Err(ForwardError::Remote { owner: owner.to_owned(), error: RemoteError::Malformed }),
                 },
-                Ok(CallResult::Timeout) => Err(unreachable("timed out")),
-                Ok(CallResult::SenderError) | Err(_) => Err(unreachable("left the cluster")),
+                Ok(CallResult::Timeout) => Err(ForwardError::Timeout { owner: owner.to_owned() }),
+                Ok(CallResult::SenderError) | Err(_) => Err(ForwardError::OwnerLeft { owner: owner.to_owned() }),
             };
         self.shared.forward_duration.record(started.elapsed());
         let outcome = match &result {
             Ok(_) => OK,
-            Err(ForwardError::Unreachable { .. }) => UNREACHABLE,
-            Err(ForwardError::Remote { .. }) => ERROR,
+            Err(e) if e.is_unreachable() => UNREACHABLE,
+            Err(_) => ERROR,
         };
         self.shared.forwarded[outcome].increment(1);
         result
