@@ -36,7 +36,7 @@ pub async fn run(config: &Config, query: &AuditQuery) -> Result<String, String> 
 }
 
 fn identifier(config: &Config, raw: &str) -> Result<Identifier, String> {
-    let n = Normalizer::new(config.default_region(), 16)?;
+    let n = Normalizer::new(config.default_region(), 16).map_err(|e| e.to_string())?;
     let parsed = if raw.contains('@') { n.email(raw) } else { n.phone(raw) };
     parsed.map_err(|e| e.to_string())
 }

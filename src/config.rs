@@ -1032,7 +1032,7 @@ impl Config {
             resend: d.template_resend.clone(),
             email_subject: d.email_subject.clone(),
         };
-        template::Templates::new(&d.app_name, &texts, Some(d.origin.as_str()))
+        template::Templates::new(&d.app_name, &texts, Some(d.origin.as_str())).map_err(|e| e.to_string())
     }
 
     /// Every provider some route names, once each.

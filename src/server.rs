@@ -106,7 +106,7 @@ impl Node {
 /// The engine's view of the configuration.
 pub fn engine_config(config: &Config) -> Result<EngineConfig, StartupError> {
     let otp = &config.otp;
-    let code = CodePolicy::new(otp.code_length, otp.alphabet).map_err(StartupError::Config)?;
+    let code = CodePolicy::new(otp.code_length, otp.alphabet).map_err(|e| StartupError::Config(e.to_string()))?;
     Ok(EngineConfig {
         code,
         shard: ShardConfig {
@@ -177,8 +177,8 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         crate::delivery::DeliveryError::Setup(e) => StartupError::Delivery(e),
     })?;
 
-    let normalizer =
-        Normalizer::new(config.default_region(), config.identifiers.verdict_cache).map_err(StartupError::Config)?;
+    let normalizer = Normalizer::new(config.default_region(), config.identifiers.verdict_cache)
+        .map_err(|e| StartupError::Config(e.to_string()))?;
     let normalizer = Arc::new(normalizer);
     {
         let n = normalizer.clone();

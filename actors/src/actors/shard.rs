@@ -19,7 +19,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rustc_hash::FxHashMap;
 
-use crate::rules::challenge::{Challenge, Purpose, Status, VerifyOutcome};
+use crate::rules::challenge::{Challenge, MAX_ATTEMPTS, Purpose, Status, VerifyOutcome};
 use crate::rules::clock::{Clock, Timestamp};
 use crate::rules::code::{Code, Sealed};
 use crate::rules::device_key::Nonce;
@@ -120,7 +120,7 @@ impl Default for ShardConfig {
         ShardConfig {
             lifetime: Duration::from_secs(300),
             device_lifetime: Duration::from_secs(60),
-            max_attempts: 5,
+            max_attempts: MAX_ATTEMPTS,
             grace: Duration::from_secs(60),
             reclaim_every: Duration::from_secs(1),
             reclaim_batch: 20_000,

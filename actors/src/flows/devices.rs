@@ -5,7 +5,8 @@
 //! challenge {device_id}:             device lookup → nonce + seal → shard Issue (DeviceLogin, 60 s) → audit
 //! verify {device_id, nonce, sig}:    limiter → device lookup → signature check (here, off the shard)
 //!                                    → shard Redeem (nonce must open the seal AND the signature
-//!                                      must hold, else one wrong attempt; 5 burn the challenge)
+//!                                      must hold, else one wrong attempt;
+//!                                      `max_attempts` of them burn the challenge)
 //!                                    → account → session (method device) → audit
 //! ```
 //!

@@ -28,6 +28,10 @@ use crate::rules::clock::Timestamp;
 use crate::rules::code::{Code, Sealed};
 use crate::rules::keys::Keys;
 
+/// Wrong answers (typed codes, or device-login signatures) that burn a challenge, unless the
+/// configuration says otherwise (`otp.max_attempts`). The one place this default is written.
+pub const MAX_ATTEMPTS: u8 = 5;
+
 /// What a code was sent for. A login code cannot complete a registration, and vice versa.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[repr(u8)]
@@ -49,7 +53,7 @@ impl Purpose {
     }
 }
 
-/// The four statuses of DESIGN.md.
+/// The four statuses of the state machine in the module doc.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     Pending,

@@ -44,6 +44,11 @@ impl Alphabet {
 pub const MIN_CODE_LENGTH: u8 = 4;
 pub const MAX_CODE_LENGTH: u8 = 10;
 
+/// A code length outside `MIN_CODE_LENGTH..=MAX_CODE_LENGTH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("code length must be {MIN_CODE_LENGTH}..={MAX_CODE_LENGTH}, got {0}")]
+pub struct CodeLengthError(pub u8);
+
 /// How codes look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CodePolicy {
@@ -52,9 +57,9 @@ pub struct CodePolicy {
 }
 
 impl CodePolicy {
-    pub fn new(length: u8, alphabet: Alphabet) -> Result<Self, String> {
+    pub fn new(length: u8, alphabet: Alphabet) -> Result<Self, CodeLengthError> {
         if !(MIN_CODE_LENGTH..=MAX_CODE_LENGTH).contains(&length) {
-            return Err(format!("code length must be {MIN_CODE_LENGTH}..={MAX_CODE_LENGTH}, got {length}"));
+            return Err(CodeLengthError(length));
         }
         Ok(CodePolicy { length, alphabet })
     }

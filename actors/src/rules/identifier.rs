@@ -121,6 +121,11 @@ impl fmt::Debug for Normalizer {
     }
 }
 
+/// A default region that is not an ISO 3166 code `phonenumber` knows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown region {0:?} (expected an ISO 3166 code such as \"US\")")]
+pub struct UnknownRegion(pub String);
+
 /// Capacity of the `phonenumber` crate's process-wide regex cache: every pattern of every
 /// region fits (about 2 000), so no rotation of countries can make it thrash.
 const REGEX_CACHE_CAPACITY: usize = 4096;
@@ -128,7 +133,7 @@ const REGEX_CACHE_CAPACITY: usize = 4096;
 impl Normalizer {
     /// `default_region` is an ISO 3166 code (`"US"`, `"GB"`) used for numbers given without
     /// a country code; `None` refuses them. `cache_capacity` bounds the verdict cache.
-    pub fn new(default_region: Option<&str>, cache_capacity: usize) -> Result<Self, String> {
+    pub fn new(default_region: Option<&str>, cache_capacity: usize) -> Result<Self, UnknownRegion> {
         static ENLARGE: Once = Once::new();
         ENLARGE.call_once(|| {
             let cache = phonenumber::metadata::DATABASE.cache();
@@ -138,8 +143,7 @@ impl Normalizer {
         let default_region = match default_region {
             None => None,
             Some(r) => Some(
-                phonenumber::country::Id::from_str(&r.to_ascii_uppercase())
-                    .map_err(|_| format!("unknown region {r:?} (expected an ISO 3166 code such as \"US\")"))?,
+                phonenumber::country::Id::from_str(&r.to_ascii_uppercase()).map_err(|_| UnknownRegion(r.to_owned()))?,
             ),
         };
         Ok(Normalizer { default_region, verdicts: quick_cache::sync::Cache::new(cache_capacity.max(16)) })

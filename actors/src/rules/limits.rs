@@ -205,6 +205,11 @@ impl Rule {
     }
 }
 
+/// A destination-list entry that is not a number prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a number prefix (write it like \"+44\" or \"+1876\")")]
+pub struct BadNumberPrefix(pub String);
+
 /// A leading part of an E.164 number (country code included), for the destination lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NumberPrefix {
@@ -214,13 +219,13 @@ pub struct NumberPrefix {
 
 impl NumberPrefix {
     /// Parses `+44`, `44`, `+1 876`: 1–15 digits, the first not zero.
-    pub fn parse(text: &str) -> Result<NumberPrefix, String> {
+    pub fn parse(text: &str) -> Result<NumberPrefix, BadNumberPrefix> {
         let digits: String = text.trim().trim_start_matches('+').chars().filter(|c| *c != ' ').collect();
         let ok =
             (1..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
         match ok {
             true => Ok(NumberPrefix { value: digits.parse().expect("checked digits"), len: digits.len() as u8 }),
-            false => Err(format!("{text:?} is not a number prefix (write it like \"+44\" or \"+1876\")")),
+            false => Err(BadNumberPrefix(text.to_owned())),
         }
     }
 

@@ -26,6 +26,29 @@ pub const DEFAULT_EMAIL_SUBJECT: &str = "Your {app_name} code: {code}";
 /// Longest template accepted (an SMS body over 1 600 characters is refused by Twilio).
 pub const MAX_TEMPLATE_LEN: usize = 1000;
 
+/// Why a template or the origin was refused; the text names the template
+/// (`template_login: must contain {code}`), as configuration errors print it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("{name}: {problem}")]
+    Template { name: String, problem: TemplateProblem },
+    #[error("origin: {0:?} is not a host name like \"example.com\" (no scheme, no path)")]
+    Origin(String),
+}
+
+/// What is wrong with one template's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateProblem {
+    #[error("longer than {MAX_TEMPLATE_LEN} characters")]
+    TooLong,
+    #[error("unknown placeholder {{{0}}} (known: {{code}}, {{app_name}}, {{lifetime}}, {{minutes}})")]
+    UnknownPlaceholder(String),
+    #[error("a lone '}}' (write '}}}}' for a literal brace)")]
+    LoneBrace,
+    #[error("must contain {{code}}")]
+    NoCode,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
     Text(String),
@@ -43,9 +66,9 @@ pub struct Template {
 
 impl Template {
     /// Parses `text`; the error names the problem (unknown placeholder, unbalanced brace).
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub fn parse(text: &str) -> Result<Template, TemplateProblem> {
         if text.len() > MAX_TEMPLATE_LEN {
-            return Err(format!("longer than {MAX_TEMPLATE_LEN} characters"));
+            return Err(TemplateProblem::TooLong);
         }
         let mut parts = Vec::new();
         let mut literal = String::new();
@@ -67,18 +90,14 @@ impl Template {
                         "app_name" => Part::AppName,
                         "lifetime" => Part::Lifetime,
                         "minutes" => Part::Minutes,
-                        other => {
-                            return Err(format!(
-                                "unknown placeholder {{{other}}} (known: {{code}}, {{app_name}}, {{lifetime}}, {{minutes}})"
-                            ));
-                        }
+                        _ => return Err(TemplateProblem::UnknownPlaceholder(name)),
                     };
                     if !literal.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut literal)));
                     }
                     parts.push(part);
                 }
-                '}' => return Err("a lone '}' (write '}}' for a literal brace)".into()),
+                '}' => return Err(TemplateProblem::LoneBrace),
                 c => literal.push(c),
             }
         }
@@ -148,7 +167,7 @@ pub struct Rendered {
 
 impl Templates {
     /// Parses and checks every template; the error names the template (`template_login: …`).
-    pub fn new(app_name: &str, texts: &TemplateTexts, origin: Option<&str>) -> Result<Templates, String> {
+    pub fn new(app_name: &str, texts: &TemplateTexts, origin: Option<&str>) -> Result<Templates, TemplateError> {
         let origin = match origin.map(str::trim).filter(|o| !o.is_empty()) {
             Some(o) => Some(check_origin(o)?),
             None => None,
@@ -201,14 +220,15 @@ impl Templates {
 
 /// Parses one template; a body (`needs_code`) must contain `{code}`. The error starts with
 /// `name`.
-pub fn check_template(name: &str, text: &str, needs_code: bool) -> Result<Template, String> {
-    let t = Template::parse(text).map_err(|e| format!("{name}: {e}"))?;
-    if needs_code && !t.has_code() { Err(format!("{name}: must contain {{code}}")) } else { Ok(t) }
+pub fn check_template(name: &str, text: &str, needs_code: bool) -> Result<Template, TemplateError> {
+    let named = |problem| TemplateError::Template { name: name.to_owned(), problem };
+    let t = Template::parse(text).map_err(named)?;
+    if needs_code && !t.has_code() { Err(named(TemplateProblem::NoCode)) } else { Ok(t) }
 }
 
 /// An origin for the WebOTP line: a host name (`example.com`, `login.example.co.uk`) with an
 /// optional port, no scheme or path. Returns it lower-cased.
-pub fn check_origin(origin: &str) -> Result<String, String> {
+pub fn check_origin(origin: &str) -> Result<String, TemplateError> {
     let lower = origin.to_ascii_lowercase();
     let (host, port) = match lower.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
@@ -223,11 +243,7 @@ pub fn check_origin(origin: &str) -> Result<String, String> {
     };
     let host_ok = host.len() <= 253 && host.split('.').all(label_ok);
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
-    if host_ok && port_ok {
-        Ok(lower)
-    } else {
-        Err(format!("origin: {origin:?} is not a host name like \"example.com\" (no scheme, no path)"))
-    }
+    if host_ok && port_ok { Ok(lower) } else { Err(TemplateError::Origin(origin.to_owned())) }
 }
 
 #[cfg(test)]
@@ -299,7 +315,7 @@ mod tests {
 
     #[test]
     fn bad_templates_are_named() {
-        let bad = |texts: TemplateTexts| Templates::new("X", &texts, None).unwrap_err();
+        let bad = |texts: TemplateTexts| Templates::new("X", &texts, None).unwrap_err().to_string();
         let e = bad(TemplateTexts { login: "no code here".into(), ..Default::default() });
         assert_eq!(e, "template_login: must contain {code}");
         let e = bad(TemplateTexts { register: "{code} {nope}".into(), ..Default::default() });
