@@ -31,9 +31,8 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 use crate::actors::dispatch::{DispatcherActor, DispatcherMsg};
 use crate::actors::shard::{ShardActor, ShardAnswer, ShardCommand, ShardMsg, ShardStats};
 
-/// The target of this module's log lines, as operators filter them (`otpd_actors::supervisor=debug`):
-/// kept as it was before the crate was split into layers, so that log filters and log
-/// queries keep working whatever folder the module lives in.
+/// The target of this module's log lines, kept as it was before the crate was split into
+/// layers: operators filter and query logs by it, whatever folder the module lives in.
 const LOG_TARGET: &str = "otpd_actors::supervisor";
 
 /// Why a shard call did not produce an answer.

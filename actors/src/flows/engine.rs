@@ -54,9 +54,8 @@ use crate::rules::keys::{IdentHash, Keys};
 use crate::rules::limits::{Decision, LimitAction, LimitRequest, LimitRule, SmsTarget};
 use crate::rules::refresh::RefreshToken;
 
-/// The target of this module's log lines, as operators filter them (`otpd_actors::engine=debug`):
-/// kept as it was before the crate was split into layers, so that log filters and log
-/// queries keep working whatever folder the module lives in.
+/// The target of this module's log lines, kept as it was before the crate was split into
+/// layers: operators filter and query logs by it, whatever folder the module lives in.
 const LOG_TARGET: &str = "otpd_actors::engine";
 
 /// How long a command waits for membership to name a new owner after its owner left.

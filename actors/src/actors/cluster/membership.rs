@@ -10,9 +10,8 @@ use super::gateway::GatewayMsg;
 use super::ring::Ring;
 use super::{GATEWAY_PREFIX, GROUP, Shared, View};
 
-/// The target of this module's log lines, as operators filter them (`otpd_actors::cluster::membership=debug`):
-/// kept as it was before the crate was split into layers, so that log filters and log
-/// queries keep working whatever folder the module lives in.
+/// The target of this module's log lines, kept as it was before the crate was split into
+/// layers: operators filter and query logs by it, whatever folder the module lives in.
 const LOG_TARGET: &str = "otpd_actors::cluster::membership";
 
 pub(crate) struct MembershipActor;

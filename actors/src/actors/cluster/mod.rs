@@ -12,7 +12,7 @@
 //!   not connected every `reconnect_interval`.
 //! * Each node runs one [`gateway::GatewayActor`], named `otpd-gateway:<node name>` and
 //!   joined to the process group [`GROUP`]; the group, kept in step by ractor_cluster, is the
-//!   membership. The [`membership::MembershipActor`] watches it and publishes a new
+//!   membership. The `membership::MembershipActor` watches it and publishes a new
 //!   [`View`] (a [`ring::Ring`] of the member names plus a handle on each gateway) whenever
 //!   it changes; requests read the view without a lock.
 //! * A challenge command for an identifier whose partition another node owns is encoded
@@ -54,9 +54,8 @@ use membership::MembershipActor;
 use ring::Ring;
 use wire::RemoteError;
 
-/// The target of this module's log lines, as operators filter them (`otpd_actors::cluster=debug`):
-/// kept as it was before the crate was split into layers, so that log filters and log
-/// queries keep working whatever folder the module lives in.
+/// The target of this module's log lines, kept as it was before the crate was split into
+/// layers: operators filter and query logs by it, whatever folder the module lives in.
 const LOG_TARGET: &str = "otpd_actors::cluster";
 
 /// The process group every node's gateway joins.

@@ -18,14 +18,13 @@ use tokio::time::Instant;
 
 use super::ledger::Stage;
 use super::provider::{Delivery, SendError, SendResult};
-use super::{Shared, route_index};
+use super::shared::{DispatcherMsg, Shared, route_index};
 use crate::metrics::{MessageOutcome, SendOutcome};
 use crate::ports::AuditEvent;
 use crate::rules::audit::{Api, AuditOutcome, Step};
 
-/// The target of this module's log lines, as operators filter them (`otpd_actors::dispatch::dispatcher=debug`):
-/// kept as it was before the crate was split into layers, so that log filters and log
-/// queries keep working whatever folder the module lives in.
+/// The target of this module's log lines, kept as it was before the crate was split into
+/// layers: operators filter and query logs by it, whatever folder the module lives in.
 const LOG_TARGET: &str = "otpd_actors::dispatch::dispatcher";
 
 /// The actor: a handle on the shared pipeline. Cloned for every (re)spawn.
@@ -33,27 +32,6 @@ const LOG_TARGET: &str = "otpd_actors::dispatch::dispatcher";
 pub struct DispatcherActor {
     pub(crate) shared: Arc<Shared>,
 }
-
-pub enum DispatcherMsg {
-    /// Message `id` entered the ledger: route it to a provider's lane.
-    Enqueued { id: u64 },
-    /// A call to the provider of `lane` finished; the results for `ids` are in the ledger.
-    Returned { lane: usize, ids: Vec<u64> },
-    /// The oldest message in `lane` may have waited `batch_max_age`: flush if so.
-    FlushDue { lane: usize },
-    /// The earliest retry wait may be over.
-    WakeDue,
-    /// The node is shutting down: send what waits now, ignoring batch age and backoff.
-    Drain,
-    /// Panics inside the handler, to prove that supervision restarts the dispatcher and that
-    /// the new actor adopts the messages of the old one.
-    #[cfg(feature = "testkit")]
-    Panic,
-}
-
-// Local only: the cluster feature of ractor asks every message type to say whether it
-// can cross nodes; this one never does.
-impl ractor::Message for DispatcherMsg {}
 
 /// What the actor changes: scheduling only.
 pub struct DispatcherState {

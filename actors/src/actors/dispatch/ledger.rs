@@ -1,6 +1,6 @@
 //! The ledger: every message the dispatcher accepted and has not yet finished with.
 //!
-//! It lives outside the dispatcher actor (in [`super::Shared`]) so that a restarted actor
+//! It lives outside the dispatcher actor (in the dispatcher's shared state) so that a restarted actor
 //! adopts every message where the failed one left it, and its size is the bound of the
 //! delivery queue. A `parking_lot` mutex, held only for map operations, never across an
 //! `.await`.

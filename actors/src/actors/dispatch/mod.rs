@@ -43,16 +43,18 @@
 //!   again just before each send, and a wait that would end after the expiry ends the message
 //!   at once.
 //! * **Crash safety**: the ledger, the breakers and the counters live outside the actor (in
-//!   [`Shared`]). When the actor fails, the engine's supervisor starts a new one, which adopts
+//!   `shared::Shared`). When the actor fails, the engine's supervisor starts a new one, which adopts
 //!   every message of the ledger where it stood; calls in flight report to whichever actor is
 //!   current when they finish.
 //! * **Audit**: every final outcome writes one audit event (`api` = `delivery`, `step` =
 //!   `delivered` | `given_up` | `expired`) with the message's trace id and identifier hash,
 //!   never the code or the recipient, and is counted in [`DispatchStats`].
 
+mod config;
 mod dispatcher;
 mod ledger;
 pub mod provider;
+mod shared;
 pub mod template;
 
 use std::sync::Arc;
@@ -61,133 +63,20 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
-use ractor::ActorRef;
 use tokio::time::Instant;
 
-pub use self::dispatcher::{DispatcherActor, DispatcherMsg, DispatcherState};
+pub use self::config::{DispatchConfig, ProviderSpec, RouteError, Routes};
+pub use self::dispatcher::{DispatcherActor, DispatcherState};
 use self::ledger::Ledger;
 pub use self::provider::{Delivery, Provider, SendError, SendResult};
+pub use self::shared::DispatcherMsg;
+use self::shared::{Counters, Lane, ProviderCounters, Shared};
 pub use self::template::{Rendered, TemplateTexts, Templates};
 use crate::metrics::{DeliveryMetrics, LaneMetrics};
 use crate::ports::{AuditLog, Notifier, NotifyError, OutboundMessage};
-use crate::rules::backoff::Backoff;
-use crate::rules::breaker::{Breaker, BreakerConfig, BreakerState};
+use crate::rules::breaker::{Breaker, BreakerState};
 use crate::rules::clock::Clock;
 use crate::rules::identifier::Channel;
-
-/// Fixed configuration of the dispatcher.
-#[derive(Clone, Debug)]
-pub struct DispatchConfig {
-    /// Messages accepted and not yet finally delivered, given up or expired; beyond it
-    /// `enqueue` refuses (503).
-    pub queue_capacity: usize,
-    /// A lane flushes once it holds this many messages (capped by the provider's own batch
-    /// limit). 1 turns batching off.
-    pub batch_max_size: usize,
-    /// … or once its oldest message has waited this long.
-    pub batch_max_age: Duration,
-    /// Attempts per message, all providers together.
-    pub max_attempts: u32,
-    pub backoff: Backoff,
-    pub breaker: BreakerConfig,
-    /// Longest a provider call may take; after it the call counts as a retryable failure.
-    pub send_timeout: Duration,
-}
-
-impl Default for DispatchConfig {
-    fn default() -> Self {
-        DispatchConfig {
-            queue_capacity: 10_000,
-            batch_max_size: 100,
-            batch_max_age: Duration::from_millis(10),
-            max_attempts: 5,
-            backoff: Backoff::default(),
-            breaker: BreakerConfig::default(),
-            send_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// A provider and how many calls it may have in flight.
-#[derive(Clone)]
-pub struct ProviderSpec {
-    pub provider: Arc<dyn Provider>,
-    pub concurrency: usize,
-}
-
-/// Which providers serve which channel, by name, primary first.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Routes {
-    pub sms: Vec<String>,
-    pub email: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("delivery routes: {0}")]
-pub struct RouteError(String);
-
-/// Counters of one provider.
-#[derive(Default)]
-struct ProviderCounters {
-    calls: AtomicU64,
-    messages: AtomicU64,
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    rejected: AtomicU64,
-}
-
-/// A provider as the dispatcher holds it: the adapter, its limits, breaker and counters.
-pub(crate) struct Lane {
-    provider: Arc<dyn Provider>,
-    name: String,
-    concurrency: usize,
-    batch: usize,
-    breaker: Mutex<Breaker>,
-    in_flight: AtomicUsize,
-    counters: ProviderCounters,
-    metrics: LaneMetrics,
-}
-
-#[derive(Default)]
-struct Counters {
-    accepted: AtomicU64,
-    refused: AtomicU64,
-    delivered: AtomicU64,
-    given_up: AtomicU64,
-    expired: AtomicU64,
-    attempts: AtomicU64,
-    retries: AtomicU64,
-    failovers: AtomicU64,
-}
-
-/// Everything that outlives a dispatcher actor: what was accepted, the breakers, the counters,
-/// and which actor is current.
-pub struct Shared {
-    config: DispatchConfig,
-    lanes: Vec<Lane>,
-    /// Lane indexes per channel, primary first: `[sms, email]`.
-    routes: [Vec<usize>; 2],
-    templates: Templates,
-    audit: Arc<dyn AuditLog>,
-    clock: Arc<dyn Clock>,
-    ledger: Mutex<Ledger>,
-    current: ArcSwapOption<ActorRef<DispatcherMsg>>,
-    counters: Counters,
-    metrics: DeliveryMetrics,
-    /// Actor starts (the first one included).
-    starts: AtomicU64,
-    /// Set at shutdown: calls finishing later stop looking for an actor to report to.
-    closed: AtomicBool,
-    /// Audit appends spawned and not yet done (shutdown waits for them).
-    audits_pending: AtomicUsize,
-}
-
-fn route_index(channel: Channel) -> usize {
-    match channel {
-        Channel::Sms => 0,
-        Channel::Email => 1,
-    }
-}
 
 /// The engine's [`Notifier`] when deliveries go through the dispatcher: bounded, non-blocking
 /// enqueue, plus stats and health. Cheap to clone.

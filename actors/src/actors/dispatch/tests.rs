@@ -16,6 +16,8 @@ use tokio::time::Instant;
 use super::*;
 use crate::ports::{AuditEvent, StoreError};
 use crate::rules::audit::AuditOutcome;
+use crate::rules::backoff::Backoff;
+use crate::rules::breaker::BreakerConfig;
 use crate::rules::challenge::Purpose;
 use crate::rules::clock::{ManualClock, Timestamp};
 use crate::rules::code::{Alphabet, CodePolicy};
