@@ -45,7 +45,7 @@ pub enum DispatcherMsg {
 // can cross nodes; this one never does.
 impl ractor::Message for DispatcherMsg {}
 
-/// Counters of one provider.
+/// Counters of one provider (what `ProviderStats` shows).
 #[derive(Default)]
 pub(super) struct ProviderCounters {
     pub(super) calls: AtomicU64,
@@ -67,6 +67,7 @@ pub(super) struct Lane {
     pub(super) metrics: LaneMetrics,
 }
 
+/// The dispatcher's counters since the node started (what `DispatchStats` shows).
 #[derive(Default)]
 pub(super) struct Counters {
     pub(super) accepted: AtomicU64,
