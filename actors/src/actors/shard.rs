@@ -19,7 +19,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rustc_hash::FxHashMap;
 
-use crate::rules::challenge::{Challenge, MAX_ATTEMPTS, Purpose, Status, VerifyOutcome};
+use crate::rules::challenge::{CODE_LIFETIME, Challenge, MAX_ATTEMPTS, NONCE_LIFETIME, Purpose, Status, VerifyOutcome};
 use crate::rules::clock::{Clock, Timestamp};
 use crate::rules::code::{Code, Sealed};
 use crate::rules::device_key::Nonce;
@@ -115,16 +115,21 @@ pub struct ShardConfig {
     pub reclaim_batch: usize,
 }
 
+impl ShardConfig {
+    /// The shipped defaults (`[otp]`, `[devices]` and `[engine]` start from these).
+    pub const DEFAULT: ShardConfig = ShardConfig {
+        lifetime: CODE_LIFETIME,
+        device_lifetime: NONCE_LIFETIME,
+        max_attempts: MAX_ATTEMPTS,
+        grace: Duration::from_secs(60),
+        reclaim_every: Duration::from_secs(1),
+        reclaim_batch: 20_000,
+    };
+}
+
 impl Default for ShardConfig {
     fn default() -> Self {
-        ShardConfig {
-            lifetime: Duration::from_secs(300),
-            device_lifetime: Duration::from_secs(60),
-            max_attempts: MAX_ATTEMPTS,
-            grace: Duration::from_secs(60),
-            reclaim_every: Duration::from_secs(1),
-            reclaim_batch: 20_000,
-        }
+        ShardConfig::DEFAULT
     }
 }
 

@@ -18,9 +18,14 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+impl Backoff {
+    /// The shipped defaults (`[delivery]` starts from these).
+    pub const DEFAULT: Backoff = Backoff { base: Duration::from_millis(200), max: Duration::from_secs(30) };
+}
+
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { base: Duration::from_millis(200), max: Duration::from_secs(30) }
+        Backoff::DEFAULT
     }
 }
 

@@ -33,9 +33,14 @@ pub struct BreakerConfig {
     pub open_for: Duration,
 }
 
+impl BreakerConfig {
+    /// The shipped defaults (`[delivery]` starts from these).
+    pub const DEFAULT: BreakerConfig = BreakerConfig { failures: 5, open_for: Duration::from_secs(30) };
+}
+
 impl Default for BreakerConfig {
     fn default() -> Self {
-        BreakerConfig { failures: 5, open_for: Duration::from_secs(30) }
+        BreakerConfig::DEFAULT
     }
 }
 

@@ -32,6 +32,17 @@ use crate::rules::keys::Keys;
 /// configuration says otherwise (`otp.max_attempts`). The one place this default is written.
 pub const MAX_ATTEMPTS: u8 = 5;
 
+/// How long a one-time code works unless configured otherwise.
+pub const CODE_LIFETIME: Duration = Duration::from_secs(300);
+
+/// The range a code's configured lifetime must fall in: long enough to type it, short
+/// enough that a code read off a lost phone is soon worthless (NIST SP 800-63B).
+pub const CODE_LIFETIME_RANGE: std::ops::RangeInclusive<Duration> = Duration::from_secs(10)..=Duration::from_secs(600);
+
+/// How long a device-login nonce works unless configured otherwise: a signature is made by the
+/// device in a moment, so a short life costs nothing and narrows replay.
+pub const NONCE_LIFETIME: Duration = Duration::from_secs(60);
+
 /// What a code was sent for. A login code cannot complete a registration, and vice versa.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[repr(u8)]

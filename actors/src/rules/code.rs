@@ -41,6 +41,8 @@ impl Alphabet {
 }
 
 /// Shortest and longest code allowed by configuration.
+/// Characters in a code unless configured otherwise (≈ 20 bits when numeric).
+pub const DEFAULT_CODE_LENGTH: u8 = 6;
 pub const MIN_CODE_LENGTH: u8 = 4;
 pub const MAX_CODE_LENGTH: u8 = 10;
 

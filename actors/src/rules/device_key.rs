@@ -44,9 +44,20 @@ pub struct DevicePolicy {
     pub audience: String,
 }
 
+impl DevicePolicy {
+    /// Active devices per account unless configured otherwise.
+    pub const MAX_PER_USER: usize = 5;
+    /// How fresh a login by code must be to enrol a device, unless configured otherwise.
+    pub const ENROL_MAX_AUTH_AGE: Duration = Duration::from_secs(300);
+}
+
 impl Default for DevicePolicy {
     fn default() -> Self {
-        DevicePolicy { max_per_user: 5, enrol_max_auth_age: Duration::from_secs(300), audience: "otpd".into() }
+        DevicePolicy {
+            max_per_user: Self::MAX_PER_USER,
+            enrol_max_auth_age: Self::ENROL_MAX_AUTH_AGE,
+            audience: "otpd".into(),
+        }
     }
 }
 

@@ -235,7 +235,8 @@ impl NumberPrefix {
 }
 
 /// A preset: the defaults of every rule in [`LimitPolicy`] but the cooldown and the overall
-/// per-identifier send cap (those are OTP rules, configured in `[otp]`).
+/// per-identifier send cap, which are OTP rules ([`RESEND_COOLDOWN`], [`SEND_CAP`]; configured
+/// in `[otp]`) and the same whatever the preset.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
@@ -247,6 +248,12 @@ pub enum Preset {
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
+
+/// Minimum time between two codes for one identifier and purpose, unless configured otherwise.
+pub const RESEND_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// Codes per identifier, every purpose together, unless configured otherwise.
+pub const SEND_CAP: Rule = Rule::per(5, Duration::from_secs(600));
 
 /// Every rule a limiter enforces.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -271,9 +278,14 @@ pub struct LimitPolicy {
     pub sms_deny: Vec<NumberPrefix>,
 }
 
+/// The default preset with the default OTP rules.
 impl Default for LimitPolicy {
     fn default() -> Self {
-        LimitPolicy::preset(Preset::Medium)
+        LimitPolicy {
+            resend_cooldown: RESEND_COOLDOWN,
+            identifier_sends: SEND_CAP,
+            ..LimitPolicy::preset(Preset::Medium)
+        }
     }
 }
 
@@ -297,17 +309,13 @@ impl LimitPolicy {
         }
     }
 
-    /// The shipped presets (the README has the same table). The cooldown (30 s) and the
-    /// overall send cap (5 per 10 minutes) are the same in every preset. The country rule is
-    /// off in every preset: any fixed number is either no protection for a small app or an
-    /// outage for a large one in its home market; the destination lists and the prefix rule
-    /// are the default defence against SMS pumping.
+    /// The shipped presets (`docs/limits.md` is generated from them), with the OTP rules
+    /// (cooldown, overall send cap) off: those come from `[otp]`, not from a preset. The
+    /// country rule is off in every preset: any fixed number is either no protection for a
+    /// small app or an outage for a large one in its home market; the destination lists and
+    /// the prefix rule are the default defence against SMS pumping.
     pub fn preset(preset: Preset) -> Self {
-        let base = LimitPolicy {
-            resend_cooldown: Duration::from_secs(30),
-            identifier_sends: Rule::per(5, 10 * MINUTE),
-            ..LimitPolicy::off()
-        };
+        let base = LimitPolicy::off();
         match preset {
             Preset::Low => LimitPolicy {
                 identifier_logins: Rule::per(20, HOUR),

@@ -27,17 +27,22 @@ pub struct DispatchConfig {
     pub send_timeout: Duration,
 }
 
+impl DispatchConfig {
+    /// The shipped defaults (`[delivery]` starts from these).
+    pub const DEFAULT: DispatchConfig = DispatchConfig {
+        queue_capacity: 10_000,
+        batch_max_size: 100,
+        batch_max_age: Duration::from_millis(10),
+        max_attempts: 5,
+        backoff: Backoff::DEFAULT,
+        breaker: BreakerConfig::DEFAULT,
+        send_timeout: Duration::from_secs(10),
+    };
+}
+
 impl Default for DispatchConfig {
     fn default() -> Self {
-        DispatchConfig {
-            queue_capacity: 10_000,
-            batch_max_size: 100,
-            batch_max_age: Duration::from_millis(10),
-            max_attempts: 5,
-            backoff: Backoff::default(),
-            breaker: BreakerConfig::default(),
-            send_timeout: Duration::from_secs(10),
-        }
+        DispatchConfig::DEFAULT
     }
 }
 
