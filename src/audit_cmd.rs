@@ -6,14 +6,44 @@
 //! asks the node instead, over `GET /v1/admin/audit` on its listen address with the admin
 //! token from the data directory. Either way the output is the same.
 
-use otpd_actors::rules::identifier::{Identifier, Normalizer};
+use otpd_actors::ports::StoreError;
+use otpd_actors::rules::identifier::{Identifier, IdentifierError, Normalizer, UnknownRegion};
 use otpd_actors::rules::keys::Keys;
 
 use crate::config::Config;
 use crate::http::wire::{AuditListResponse, AuditView};
-use crate::secrets;
+use crate::secrets::{self, SecretsError};
 use crate::store::embedded::{AuditReader, OpenReadOnlyError};
-use crate::store::scylla::{ScyllaOptions, ScyllaStore};
+use crate::store::scylla::{ConnectError, ScyllaOptions, ScyllaStore};
+
+/// Why `otpd audit` printed no events.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditCmdError {
+    #[error("give exactly one of --identifier and --trace-id")]
+    Query,
+    #[error("{0}")]
+    Region(#[from] UnknownRegion),
+    #[error("{0}")]
+    Identifier(#[from] IdentifierError),
+    #[error("{0}")]
+    Secrets(#[from] SecretsError),
+    #[error("cannot open the store: {0}")]
+    Open(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Scylla(#[from] ConnectError),
+    #[error("a node holds the store, but its admin token cannot be read")]
+    NoAdminToken,
+    #[error("the store is in use by a node, and the node at {addr} did not answer: {source}")]
+    NodeSilent { addr: std::net::SocketAddr, source: reqwest::Error },
+    #[error("{0}")]
+    NodeBody(reqwest::Error),
+    #[error("the node answered {status}: {body}")]
+    NodeRefused { status: reqwest::StatusCode, body: String },
+    #[error("unexpected answer from the node: {0}")]
+    NodeAnswer(serde_json::Error),
+}
 
 pub struct AuditQuery {
     pub identifier: Option<String>,
@@ -23,63 +53,55 @@ pub struct AuditQuery {
 }
 
 /// Runs the query and returns what to print.
-pub async fn run(config: &Config, query: &AuditQuery) -> Result<String, String> {
+pub async fn run(config: &Config, query: &AuditQuery) -> Result<String, AuditCmdError> {
     if config.store.kind == "scylla" {
         return Ok(render(&scylla(config, query).await?, query.json));
     }
-    let events = match AuditReader::open(&config.store_path()) {
+    let events = match AuditReader::open(&config.node.store_path()) {
         Ok(reader) => local(config, &reader, query)?,
         Err(OpenReadOnlyError::InUse) => remote(config, query).await?,
-        Err(OpenReadOnlyError::Other(e)) => return Err(format!("cannot open the store: {e}")),
+        Err(OpenReadOnlyError::Other(e)) => return Err(AuditCmdError::Open(e)),
     };
     Ok(render(&events, query.json))
 }
 
-fn identifier(config: &Config, raw: &str) -> Result<Identifier, String> {
-    let n = Normalizer::new(config.default_region(), 16).map_err(|e| e.to_string())?;
-    let parsed = if raw.contains('@') { n.email(raw) } else { n.phone(raw) };
-    parsed.map_err(|e| e.to_string())
+/// The identifier's hash, with the node's key.
+fn identifier_hash(config: &Config, raw: &str) -> Result<otpd_actors::rules::keys::IdentHash, AuditCmdError> {
+    let n = Normalizer::new(config.identifiers.default_region(), 16)?;
+    let id: Identifier = if raw.contains('@') { n.email(raw) } else { n.phone(raw) }?;
+    let keys = Keys::from_master(&secrets::master_key(&config.secrets, &config.node.secrets_dir())?);
+    Ok(keys.identifier_hash(id.as_str()))
 }
 
-fn local(config: &Config, reader: &AuditReader, q: &AuditQuery) -> Result<Vec<AuditView>, String> {
+fn local(config: &Config, reader: &AuditReader, q: &AuditQuery) -> Result<Vec<AuditView>, AuditCmdError> {
     let events = match (&q.identifier, &q.trace_id) {
-        (Some(raw), None) => {
-            let keys = Keys::from_master(&secrets::master_key(config).map_err(|e| e.to_string())?);
-            let hash = keys.identifier_hash(identifier(config, raw)?.as_str());
-            reader.by_identifier(&hash, q.limit)
-        }
+        (Some(raw), None) => reader.by_identifier(&identifier_hash(config, raw)?, q.limit),
         (None, Some(trace)) => reader.by_trace(trace, q.limit),
-        _ => return Err("give exactly one of --identifier and --trace-id".into()),
-    }
-    .map_err(|e| e.to_string())?;
+        _ => return Err(AuditCmdError::Query),
+    }?;
     Ok(events.iter().map(AuditView::from).collect())
 }
 
 /// With ScyllaDB every node and this command read the same cluster: no node is asked.
-async fn scylla(config: &Config, q: &AuditQuery) -> Result<Vec<AuditView>, String> {
+async fn scylla(config: &Config, q: &AuditQuery) -> Result<Vec<AuditView>, AuditCmdError> {
     use otpd_actors::ports::AuditLog as _;
     let mut c = config.scylla.clone();
     // A reader changes nothing: no keyspace creation, no migration.
     c.create_keyspace = false;
     c.migrate_on_start = false;
     let options = ScyllaOptions { config: c, session_ttl: config.tokens.session_ttl.0 };
-    let store = ScyllaStore::connect(&options).await.map_err(|e| e.to_string())?;
+    let store = ScyllaStore::connect(&options).await?;
     let events = match (&q.identifier, &q.trace_id) {
-        (Some(raw), None) => {
-            let keys = Keys::from_master(&secrets::master_key(config).map_err(|e| e.to_string())?);
-            let hash = keys.identifier_hash(identifier(config, raw)?.as_str());
-            store.by_identifier(&hash, q.limit).await
-        }
+        (Some(raw), None) => store.by_identifier(&identifier_hash(config, raw)?, q.limit).await,
         (None, Some(trace)) => store.by_trace(trace, q.limit).await,
-        _ => return Err("give exactly one of --identifier and --trace-id".into()),
-    }
-    .map_err(|e| e.to_string())?;
+        _ => return Err(AuditCmdError::Query),
+    }?;
     store.close();
     Ok(events.iter().map(AuditView::from).collect())
 }
 
-async fn remote(config: &Config, q: &AuditQuery) -> Result<Vec<AuditView>, String> {
-    let token = secrets::admin_token(config).ok_or("a node holds the store, but its admin token cannot be read")?;
+async fn remote(config: &Config, q: &AuditQuery) -> Result<Vec<AuditView>, AuditCmdError> {
+    let token = secrets::admin_token(&config.secrets, &config.node.secrets_dir()).ok_or(AuditCmdError::NoAdminToken)?;
     let mut addr = config.http.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -98,14 +120,13 @@ async fn remote(config: &Config, q: &AuditQuery) -> Result<Vec<AuditView>, Strin
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|e| format!("the store is in use by a node, and the node at {addr} did not answer: {e}"))?;
+        .map_err(|source| AuditCmdError::NodeSilent { addr, source })?;
     let status = resp.status();
-    let body = resp.text().await.map_err(|e| e.to_string())?;
+    let body = resp.text().await.map_err(AuditCmdError::NodeBody)?;
     if !status.is_success() {
-        return Err(format!("the node answered {status}: {body}"));
+        return Err(AuditCmdError::NodeRefused { status, body });
     }
-    let list: AuditListResponse =
-        serde_json::from_str(&body).map_err(|e| format!("unexpected answer from the node: {e}"))?;
+    let list: AuditListResponse = serde_json::from_str(&body).map_err(AuditCmdError::NodeAnswer)?;
     Ok(list.events)
 }
 

@@ -5,19 +5,23 @@
 //! `tls_ca_file` signed; a node dials a seed by its host name and checks the seed's
 //! certificate against that name, so node certificates name their advertised host.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use otpd_actors::actors::cluster::{ClusterSettings, ClusterTls};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::Config;
+use crate::config::ClusterConfig;
+use crate::tls_files::{TlsFileError, certificates, private_key};
+
+/// Why the cluster's TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster TLS: {0}")]
+pub struct ClusterTlsError(#[from] TlsFileError);
 
 /// The settings to join with, or `None` when `cluster.enabled` is false.
-pub fn settings(config: &Config) -> Result<Option<ClusterSettings>, String> {
-    let c = &config.cluster;
+pub fn settings(c: &ClusterConfig) -> Result<Option<ClusterSettings>, ClusterTlsError> {
     if !c.enabled {
         return Ok(None);
     }
@@ -37,41 +41,27 @@ pub fn settings(config: &Config) -> Result<Option<ClusterSettings>, String> {
     }))
 }
 
-fn tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> Result<ClusterTls, String> {
-    let read_certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, String> {
-        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("cluster TLS: cannot read {}: {e}", path.display()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("cluster TLS: {}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("cluster TLS: no certificate in {}", path.display()));
-        }
-        Ok(certs)
-    };
-    let chain = read_certs(cert)?;
+fn tls(cert: &Path, key: &Path, ca: &Path) -> Result<ClusterTls, TlsFileError> {
+    let chain = certificates(cert)?;
     let mut roots = RootCertStore::empty();
-    for ca_cert in read_certs(ca)? {
-        roots.add(ca_cert).map_err(|e| format!("cluster TLS: {}: {e}", ca.display()))?;
+    for ca_cert in certificates(ca)? {
+        roots.add(ca_cert).map_err(TlsFileError::refused(ca))?;
     }
     let roots = Arc::new(roots);
-    let key_der =
-        || PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cluster TLS: cannot read {}: {e}", key.display()));
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
         .build()
-        .map_err(|e| format!("cluster TLS: {e}"))?;
+        .map_err(TlsFileError::from)?;
     let server = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cluster TLS: {e}"))?
+        .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain.clone(), key_der()?)
-        .map_err(|e| format!("cluster TLS: {}: {e}", cert.display()))?;
+        .with_single_cert(chain.clone(), private_key(key)?)
+        .map_err(TlsFileError::refused(cert))?;
     let client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cluster TLS: {e}"))?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key_der()?)
-        .map_err(|e| format!("cluster TLS: {}: {e}", cert.display()))?;
+        .with_client_auth_cert(chain, private_key(key)?)
+        .map_err(TlsFileError::refused(cert))?;
     Ok(ClusterTls {
         acceptor: otpd_actors::actors::cluster::tokio_rustls::TlsAcceptor::from(Arc::new(server)),
         connector: otpd_actors::actors::cluster::tokio_rustls::TlsConnector::from(Arc::new(client)),

@@ -23,4 +23,5 @@ pub mod metrics;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod tls_files;
 pub mod tokens;

@@ -96,7 +96,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Openapi { .. } => unreachable!("handled before the configuration is loaded"),
-        Command::Migrate => match runtime.block_on(otpd::store::scylla::migrate_command(&config)) {
+        Command::Migrate => match runtime.block_on(otpd::store::scylla::migrate_command(&config.store, &config.scylla))
+        {
             Ok(out) => {
                 print!("{out}");
                 ExitCode::SUCCESS

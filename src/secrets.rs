@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::config::Config;
+use crate::config::{SecretsConfig, TokensConfig};
 
 /// Material for signing access tokens.
 pub enum SigningKey {
@@ -82,9 +82,8 @@ pub fn hex_decode<const N: usize>(text: &str) -> Option<[u8; N]> {
 }
 
 /// Loads the node's secrets, creating the missing ones.
-pub fn load_or_create(config: &Config) -> Result<NodeSecrets, SecretsError> {
-    let dir = config.secrets_dir();
-    let master = match &config.secrets.hash_key {
+pub fn load_or_create(secrets: &SecretsConfig, tokens: &TokensConfig, dir: &Path) -> Result<NodeSecrets, SecretsError> {
+    let master = match &secrets.hash_key {
         Some(s) => hex_decode::<32>(&s.0)
             .ok_or_else(|| SecretsError::Invalid("secrets.hash_key is not 64 hex characters".into()))?,
         None => {
@@ -93,8 +92,8 @@ pub fn load_or_create(config: &Config) -> Result<NodeSecrets, SecretsError> {
                 .ok_or_else(|| file_err(&dir.join("hash.key"), "not 64 hex characters"))?
         }
     };
-    let signing = match config.tokens.algorithm.as_str() {
-        "HS256" => match &config.tokens.hs256_secret {
+    let signing = match tokens.algorithm.as_str() {
+        "HS256" => match &tokens.hs256_secret {
             Some(s) => SigningKey::Hs256(s.0.as_bytes().to_vec()),
             None => {
                 let path = dir.join("jwt-hs256.key");
@@ -107,7 +106,7 @@ pub fn load_or_create(config: &Config) -> Result<NodeSecrets, SecretsError> {
             }
         },
         _ => {
-            let der = match &config.tokens.signing_key_file {
+            let der = match &tokens.signing_key_file {
                 Some(path) => pkcs8_from_file(path)?,
                 None => read_or_create(&dir.join("jwt-ed25519.pk8"), || {
                     let rng = aws_lc_rs::rand::SystemRandom::new();
@@ -122,7 +121,7 @@ pub fn load_or_create(config: &Config) -> Result<NodeSecrets, SecretsError> {
             SigningKey::Ed25519(der)
         }
     };
-    let admin_token = match &config.secrets.admin_token {
+    let admin_token = match &secrets.admin_token {
         Some(s) => s.0.clone(),
         None => {
             let bytes =
@@ -134,20 +133,20 @@ pub fn load_or_create(config: &Config) -> Result<NodeSecrets, SecretsError> {
 }
 
 /// Reads the admin token the way a running node would, for `otpd audit`'s fallback.
-pub fn admin_token(config: &Config) -> Option<String> {
-    match &config.secrets.admin_token {
+pub fn admin_token(secrets: &SecretsConfig, dir: &Path) -> Option<String> {
+    match &secrets.admin_token {
         Some(s) => Some(s.0.clone()),
-        None => fs::read_to_string(config.secrets_dir().join("admin.token")).ok().map(|s| s.trim().to_owned()),
+        None => fs::read_to_string(dir.join("admin.token")).ok().map(|s| s.trim().to_owned()),
     }
 }
 
 /// Reads the master hashing key without creating anything (for `otpd audit`).
-pub fn master_key(config: &Config) -> Result<[u8; 32], SecretsError> {
-    if let Some(s) = &config.secrets.hash_key {
+pub fn master_key(secrets: &SecretsConfig, dir: &Path) -> Result<[u8; 32], SecretsError> {
+    if let Some(s) = &secrets.hash_key {
         return hex_decode::<32>(&s.0)
             .ok_or_else(|| SecretsError::Invalid("secrets.hash_key is not 64 hex characters".into()));
     }
-    let path = config.secrets_dir().join("hash.key");
+    let path = dir.join("hash.key");
     let text = fs::read_to_string(&path).map_err(|e| file_err(&path, e))?;
     hex_decode::<32>(&text).ok_or_else(|| file_err(&path, "not 64 hex characters"))
 }
@@ -204,6 +203,7 @@ pub fn create_private_dir(dir: &Path) -> Result<(), SecretsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn config_in(dir: &Path) -> Config {
         let mut c = Config::default();
@@ -211,22 +211,26 @@ mod tests {
         c
     }
 
+    fn load(c: &Config) -> Result<NodeSecrets, SecretsError> {
+        load_or_create(&c.secrets, &c.tokens, &c.node.secrets_dir())
+    }
+
     #[test]
     fn generated_once_then_reused() {
         let tmp = tempfile::tempdir().unwrap();
         let c = config_in(tmp.path());
-        let a = load_or_create(&c).unwrap();
-        let b = load_or_create(&c).unwrap();
+        let a = load(&c).unwrap();
+        let b = load(&c).unwrap();
         assert_eq!(a.master, b.master);
         assert_eq!(a.admin_token, b.admin_token);
         assert!(matches!((&a.signing, &b.signing), (SigningKey::Ed25519(x), SigningKey::Ed25519(y)) if x == y));
-        assert_eq!(master_key(&c).unwrap(), a.master);
+        assert_eq!(master_key(&c.secrets, &c.node.secrets_dir()).unwrap(), a.master);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(c.secrets_dir().join("hash.key")).unwrap().permissions().mode();
+            let mode = fs::metadata(c.node.secrets_dir().join("hash.key")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
-            let mode = fs::metadata(c.secrets_dir()).unwrap().permissions().mode();
+            let mode = fs::metadata(c.node.secrets_dir()).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o700);
         }
     }
@@ -238,10 +242,10 @@ mod tests {
         c.secrets.hash_key = Some(crate::config::Secret("ab".repeat(32)));
         c.tokens.algorithm = "HS256".into();
         c.tokens.hs256_secret = Some(crate::config::Secret("x".repeat(40)));
-        let s = load_or_create(&c).unwrap();
+        let s = load(&c).unwrap();
         assert_eq!(s.master, [0xab; 32]);
         assert!(matches!(s.signing, SigningKey::Hs256(ref k) if k.len() == 40));
-        assert!(!c.secrets_dir().join("hash.key").exists());
+        assert!(!c.node.secrets_dir().join("hash.key").exists());
     }
 
     #[test]

@@ -11,12 +11,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use otpd_actors::actors::cluster::ClusterError;
 use otpd_actors::actors::dispatch::DispatchHandle;
 use otpd_actors::actors::shard::ShardConfig;
+use otpd_actors::flows::engine::StartError;
 use otpd_actors::rules::clock::{Clock, SystemClock};
-use otpd_actors::rules::code::CodePolicy;
+use otpd_actors::rules::code::{CodeLengthError, CodePolicy};
 use otpd_actors::rules::device_key::DevicePolicy;
-use otpd_actors::rules::identifier::Normalizer;
+use otpd_actors::rules::identifier::{Normalizer, UnknownRegion};
 use otpd_actors::rules::keys::Keys;
 use otpd_actors::rules::limits::LimitPolicy;
 use otpd_actors::{Engine, EngineConfig, EnginePorts};
@@ -24,34 +26,57 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::cluster::ClusterTlsError;
 use crate::config::Config;
+use crate::delivery::{DeliveryError, ProviderSections};
 use crate::http::App;
 use crate::http::routes::{DegradationCheck, ReadinessCheck};
+use crate::limits::redis::RedisStartError;
 use crate::limits::{LimiterHealth, Limits};
 use crate::secrets;
 use crate::store::Store;
-use crate::tokens::TokenService;
+use crate::tokens::{SigningKeyError, TokenService};
 
+/// Why a node did not start; each adapter's own error inside.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("secrets: {0}")]
     Secrets(#[from] secrets::SecretsError),
     #[error("store: {0}")]
-    Store(String),
+    Store(#[from] crate::store::OpenError),
     #[error("outbox {path}: {error}")]
     Outbox { path: PathBuf, error: std::io::Error },
     #[error("delivery: {0}")]
-    Delivery(String),
+    Delivery(DeliveryError),
     #[error("{0}")]
-    Config(String),
+    Code(#[from] CodeLengthError),
+    #[error("{0}")]
+    Region(#[from] UnknownRegion),
+    #[error("{0}")]
+    SigningKey(#[from] SigningKeyError),
     #[error("engine: {0}")]
-    Engine(String),
+    Engine(#[from] StartError),
+    #[error("engine: {0}")]
+    Warmup(#[from] tokio::task::JoinError),
     #[error("limiter: {0}")]
-    Limits(String),
+    Limits(#[from] RedisStartError),
     #[error("{0}")]
-    Cluster(String),
+    ClusterTls(#[from] ClusterTlsError),
+    #[error("{0}")]
+    Cluster(#[from] ClusterError),
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: SocketAddr, error: std::io::Error },
+}
+
+impl From<DeliveryError> for StartupError {
+    /// An outbox that cannot be opened is named as such; every other delivery problem is
+    /// a `delivery:` one.
+    fn from(e: DeliveryError) -> StartupError {
+        match e {
+            DeliveryError::Outbox { path, error } => StartupError::Outbox { path, error },
+            other => StartupError::Delivery(other),
+        }
+    }
 }
 
 /// A running node.
@@ -104,9 +129,9 @@ impl Node {
 }
 
 /// The engine's view of the configuration.
-pub fn engine_config(config: &Config) -> Result<EngineConfig, StartupError> {
+pub fn engine_config(config: &Config) -> Result<EngineConfig, CodeLengthError> {
     let otp = &config.otp;
-    let code = CodePolicy::new(otp.code_length, otp.alphabet).map_err(|e| StartupError::Config(e.to_string()))?;
+    let code = CodePolicy::new(otp.code_length, otp.alphabet)?;
     Ok(EngineConfig {
         code,
         shard: ShardConfig {
@@ -130,8 +155,9 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, StartupError> {
     })
 }
 
+/// The limiter's rules: `[limits]` with `[otp]`'s cooldown and send cap.
 pub fn limit_policy(config: &Config) -> LimitPolicy {
-    crate::limits::policy(config)
+    config.limits.policy(&config.otp)
 }
 
 /// Everything a node is made of except its listener: what benchmarks drive in-process.
@@ -162,27 +188,25 @@ impl Assembly {
 pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly, StartupError> {
     // First: every metrics handle created from here on records into it.
     let prometheus = crate::metrics::install();
-    let secrets = secrets::load_or_create(config)?;
+    let secrets = secrets::load_or_create(&config.secrets, &config.tokens, &config.node.secrets_dir())?;
 
-    let store = Store::open(config).await.map_err(StartupError::Store)?;
+    let store =
+        Store::open(&config.store, &config.scylla, &config.node.store_path(), config.tokens.session_ttl.0).await?;
     // Every port call timed and its failures counted, whatever the store.
     let ports = store.ports();
 
-    let limits = Limits::start(config, &secrets.master, clock.clone()).await.map_err(StartupError::Limits)?;
+    let limits = Limits::start(&config.redis, limit_policy(config), &secrets.master, clock.clone()).await?;
     let limiter = limits.limiter.clone();
 
     let outbox_path = config.outbox_path();
-    let delivery = crate::delivery::start(config, clock.clone(), ports.audit.clone()).map_err(|e| match e {
-        crate::delivery::DeliveryError::Outbox { path, error } => StartupError::Outbox { path, error },
-        crate::delivery::DeliveryError::Setup(e) => StartupError::Delivery(e),
-    })?;
+    let sections = ProviderSections { twilio: &config.twilio, webhook: &config.webhook, smtp: &config.smtp };
+    let delivery =
+        crate::delivery::start(&config.delivery, sections, &outbox_path, clock.clone(), ports.audit.clone())?;
 
-    let normalizer = Normalizer::new(config.default_region(), config.identifiers.verdict_cache)
-        .map_err(|e| StartupError::Config(e.to_string()))?;
-    let normalizer = Arc::new(normalizer);
+    let normalizer = Arc::new(Normalizer::new(config.identifiers.default_region(), config.identifiers.verdict_cache)?);
     {
         let n = normalizer.clone();
-        tokio::task::spawn_blocking(move || n.warm()).await.map_err(|e| StartupError::Engine(e.to_string()))?;
+        tokio::task::spawn_blocking(move || n.warm()).await?;
     }
 
     let census = ports.census.clone();
@@ -196,17 +220,16 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         dispatcher: Some(delivery.actor()),
     };
     let started_at = clock.now();
-    let engine = Engine::start(engine_config(config)?, Keys::from_master(&secrets.master), clock, normalizer, ports)
-        .await
-        .map_err(|e| StartupError::Engine(e.to_string()))?;
-    let tokens = TokenService::new(&secrets.signing, &config.tokens).map_err(StartupError::Config)?;
-    if let Some(settings) = crate::cluster::settings(config).map_err(StartupError::Cluster)?
+    let engine =
+        Engine::start(engine_config(config)?, Keys::from_master(&secrets.master), clock, normalizer, ports).await?;
+    let tokens = TokenService::new(&secrets.signing, &config.tokens)?;
+    if let Some(settings) = crate::cluster::settings(&config.cluster)?
         && let Err(e) = engine.join_cluster(settings).await
     {
         engine.stop().await;
         limits.stop().await;
         store.close();
-        return Err(StartupError::Cluster(e.to_string()));
+        return Err(e.into());
     }
 
     let store_check = store.clone();
@@ -299,13 +322,13 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     tracing::info!(
         addr = %addr,
         data_dir = %config.node.data_dir.display(),
-        store = %store.describe(&config),
+        store = %store.describe(&config.node.store_path(), &config.scylla),
         "otpd node listening"
     );
     if let Some(admin_addr) = admin_addr {
         tracing::info!(addr = %admin_addr, "admin listener (metrics, health, admin API)");
     }
-    crate::delivery::log_routes(&config);
+    crate::delivery::log_routes(&config.delivery, &outbox_path);
     Ok(Node {
         addr,
         admin_addr,

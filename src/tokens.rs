@@ -65,18 +65,23 @@ pub struct TokenService {
     jwks: Bytes,
 }
 
+/// The configured Ed25519 signing key was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SigningKeyError(#[from] aws_lc_rs::error::KeyRejected);
+
 /// Leeway for clocks of other verifiers; applied to `iat` only (expiry is exact).
 const IAT_LEEWAY_SECS: u64 = 60;
 
 impl TokenService {
-    pub fn new(key: &SigningKey, config: &TokensConfig) -> Result<Self, String> {
+    pub fn new(key: &SigningKey, config: &TokensConfig) -> Result<Self, SigningKeyError> {
         // With only the aws_lc_rs feature, jsonwebtoken picks its provider itself; installing it
         // explicitly keeps that true if another crate ever enables rust_crypto as well.
         let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
         let (algorithm, encoding, decoding, kid, jwks) = match key {
             SigningKey::Ed25519(pkcs8) => {
                 use aws_lc_rs::signature::KeyPair as _;
-                let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| e.to_string())?;
+                let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8)?;
                 let public = pair.public_key().as_ref().to_vec();
                 let x = URL_SAFE_NO_PAD.encode(&public);
                 let kid = ed25519_thumbprint(&x);
@@ -125,7 +130,12 @@ impl TokenService {
         self.jwks.clone()
     }
 
-    pub fn issue(&self, user: UserId, session: SessionId, now: Timestamp) -> Result<String, String> {
+    pub fn issue(
+        &self,
+        user: UserId,
+        session: SessionId,
+        now: Timestamp,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = now.as_secs();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -139,7 +149,7 @@ impl TokenService {
         let mut header = Header::new(self.algorithm);
         header.kid = Some(self.kid.clone());
         header.typ = Some("JWT".into());
-        jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| e.to_string())
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
     }
 
     /// Checks signature, `kid`, `iss`, `aud` and expiry against `now`.

@@ -18,58 +18,85 @@ pub mod smtp;
 pub mod twilio;
 pub mod webhook;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use otpd_actors::actors::dispatch::{DispatchConfig, DispatchHandle, ProviderSpec, Routes, SendError};
+use otpd_actors::actors::dispatch::template::TemplateError;
+use otpd_actors::actors::dispatch::{DispatchHandle, ProviderSpec, RouteError, Routes, SendError};
 use otpd_actors::ports::AuditLog;
-use otpd_actors::rules::backoff::Backoff;
-use otpd_actors::rules::breaker::BreakerConfig;
 use otpd_actors::rules::clock::Clock;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use crate::config::Config;
+use crate::config::{DeliveryConfig, SmtpConfig, TwilioConfig, WebhookConfig};
 
 /// Why the delivery pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
     #[error("outbox {path}: {error}")]
     Outbox { path: PathBuf, error: std::io::Error },
+    #[error(transparent)]
+    Provider(#[from] SetupError),
     #[error("{0}")]
-    Setup(String),
+    Templates(#[from] TemplateError),
+    #[error("{0}")]
+    Routes(#[from] RouteError),
+}
+
+/// Why a provider could not be built from its section.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot build an HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("twilio.auth_token is required")]
+    TwilioAuthToken,
+    #[error("smtp.from: {0}")]
+    SmtpFrom(#[source] lettre::address::AddressError),
+    #[error("smtp: {0}")]
+    SmtpRelay(#[source] lettre::transport::smtp::Error),
+    /// Configuration validation admits none; a `Config` built in code might.
+    #[error("unknown provider {0:?}")]
+    Unknown(String),
+}
+
+/// The provider sections a route may name.
+#[derive(Clone, Copy)]
+pub struct ProviderSections<'a> {
+    pub twilio: &'a TwilioConfig,
+    pub webhook: &'a WebhookConfig,
+    pub smtp: &'a SmtpConfig,
 }
 
 /// Builds every provider some route names and the dispatcher over them. The dispatcher actor
 /// itself is started (and supervised) by the engine. [`log_routes`] says what was built.
 pub fn start(
-    config: &Config,
+    d: &DeliveryConfig,
+    sections: ProviderSections<'_>,
+    outbox_path: &Path,
     clock: Arc<dyn Clock>,
     audit: Arc<dyn AuditLog>,
 ) -> Result<DispatchHandle, DeliveryError> {
-    let d = &config.delivery;
     let mut providers = Vec::new();
-    for name in config.providers_in_use() {
+    for name in d.providers_in_use() {
         let spec = match name {
             "outbox" => {
-                let path = config.outbox_path();
-                let outbox = outbox::Outbox::open(&path, clock.clone())
-                    .map_err(|error| DeliveryError::Outbox { path: path.clone(), error })?;
+                let outbox = outbox::Outbox::open(outbox_path, clock.clone())
+                    .map_err(|error| DeliveryError::Outbox { path: outbox_path.to_owned(), error })?;
                 ProviderSpec { provider: outbox, concurrency: 1 }
             }
             "twilio" => ProviderSpec {
-                provider: Arc::new(twilio::Twilio::new(&config.twilio).map_err(DeliveryError::Setup)?),
-                concurrency: config.twilio.concurrency,
+                provider: Arc::new(twilio::Twilio::new(sections.twilio)?),
+                concurrency: sections.twilio.concurrency,
             },
             "webhook" => ProviderSpec {
-                provider: Arc::new(webhook::Webhook::new(&config.webhook).map_err(DeliveryError::Setup)?),
-                concurrency: config.webhook.concurrency,
+                provider: Arc::new(webhook::Webhook::new(sections.webhook)?),
+                concurrency: sections.webhook.concurrency,
             },
             "smtp" => ProviderSpec {
-                provider: Arc::new(smtp::Smtp::new(&config.smtp, d.send_timeout.0).map_err(DeliveryError::Setup)?),
-                concurrency: config.smtp.concurrency,
+                provider: Arc::new(smtp::Smtp::new(sections.smtp, d.send_timeout.0)?),
+                concurrency: sections.smtp.concurrency,
             },
-            other => return Err(DeliveryError::Setup(format!("unknown provider {other:?}"))),
+            other => return Err(SetupError::Unknown(other.to_owned()).into()),
         };
         providers.push(spec);
     }
@@ -77,28 +104,17 @@ pub fn start(
         [primary, secondary].into_iter().filter(|n| !n.is_empty()).map(str::to_owned).collect::<Vec<_>>()
     };
     let routes = Routes { sms: route(&d.provider, &d.secondary), email: route(&d.email_provider, &d.email_secondary) };
-    let dispatch = DispatchConfig {
-        queue_capacity: d.queue_capacity,
-        batch_max_size: d.batch_max_size,
-        batch_max_age: d.batch_max_age.0,
-        max_attempts: d.max_attempts,
-        backoff: Backoff { base: d.backoff_base.0, max: d.backoff_max.0 },
-        breaker: BreakerConfig { failures: d.breaker_failures, open_for: d.breaker_open_for.0 },
-        send_timeout: d.send_timeout.0,
-    };
-    let templates = config.templates().map_err(DeliveryError::Setup)?;
-    DispatchHandle::new(dispatch, providers, &routes, templates, audit, clock)
-        .map_err(|e| DeliveryError::Setup(e.to_string()))
+    let templates = d.templates()?;
+    Ok(DispatchHandle::new(d.dispatch(), providers, &routes, templates, audit, clock)?)
 }
 
 /// Logs the routes, and where the development outbox writes when it is in use (after the
 /// node's "listening" line, which tools wait for first).
-pub fn log_routes(config: &Config) {
-    let d = &config.delivery;
+pub fn log_routes(d: &DeliveryConfig, outbox_path: &Path) {
     let join = |a: &str, b: &str| if b.is_empty() { a.to_owned() } else { format!("{a} → {b}") };
-    if config.providers_in_use().contains(&"outbox") {
+    if d.providers_in_use().contains(&"outbox") {
         tracing::info!(
-            outbox = %config.outbox_path().display(),
+            outbox = %outbox_path.display(),
             "development outbox: codes are appended to this file as JSON lines"
         );
     }
@@ -111,14 +127,14 @@ pub fn log_routes(config: &Config) {
 
 /// An HTTP client for providers: rustls (no OpenSSL), bounded connect time, no redirects (a
 /// redirect would resend credentials somewhere else).
-pub(crate) fn http_client() -> Result<reqwest::Client, String> {
+pub(crate) fn http_client() -> Result<reqwest::Client, SetupError> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(60))
         .user_agent(concat!("otpd/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+        .map_err(SetupError::HttpClient)
 }
 
 /// `Retry-After` as seconds or an HTTP date.

@@ -24,6 +24,7 @@ use lettre::transport::smtp::{AsyncSmtpTransport, PoolConfig};
 use lettre::{AsyncTransport, Tokio1Executor};
 use otpd_actors::actors::dispatch::{Delivery, Provider, SendError, SendResult};
 
+use super::SetupError;
 use crate::config::SmtpConfig;
 
 pub struct Smtp {
@@ -43,8 +44,8 @@ impl fmt::Debug for Smtp {
 const AUTH_REPLIES: &[&str] = &["530", "534", "535", "538"];
 
 impl Smtp {
-    pub fn new(config: &SmtpConfig, timeout: Duration) -> Result<Smtp, String> {
-        let from: Mailbox = config.from.parse().map_err(|e| format!("smtp.from: {e}"))?;
+    pub fn new(config: &SmtpConfig, timeout: Duration) -> Result<Smtp, SetupError> {
+        let from: Mailbox = config.from.parse().map_err(SetupError::SmtpFrom)?;
         let builder = match config.tls.as_str() {
             "none" => {
                 if !matches!(config.host.as_str(), "localhost" | "127.0.0.1" | "::1") {
@@ -52,10 +53,8 @@ impl Smtp {
                 }
                 AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host).tls(Tls::None)
             }
-            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(|e| format!("smtp: {e}"))?,
-            _ => {
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host).map_err(|e| format!("smtp: {e}"))?
-            }
+            "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(SetupError::SmtpRelay)?,
+            _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host).map_err(SetupError::SmtpRelay)?,
         };
         let mut builder = builder
             .port(config.port)

@@ -29,7 +29,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 
-use super::{http_client, read_capped, retry_after, transport_error};
+use super::{SetupError, http_client, read_capped, retry_after, transport_error};
 use crate::config::TwilioConfig;
 
 pub struct Twilio {
@@ -71,8 +71,8 @@ const ACCOUNT_ERRORS: &[u32] = &[20003, 20404, 21212, 21606, 21659];
 const BUSY_ERRORS: &[u32] = &[20429, 20500, 20503];
 
 impl Twilio {
-    pub fn new(config: &TwilioConfig) -> Result<Twilio, String> {
-        let secret = config.auth_token.as_ref().map(|s| s.0.clone()).ok_or("twilio.auth_token is required")?;
+    pub fn new(config: &TwilioConfig) -> Result<Twilio, SetupError> {
+        let secret = config.auth_token.as_ref().map(|s| s.0.clone()).ok_or(SetupError::TwilioAuthToken)?;
         let user = if config.api_key_sid.is_empty() { config.account_sid.clone() } else { config.api_key_sid.clone() };
         let sender = if config.messaging_service_sid.is_empty() {
             Sender::From(config.from.clone())

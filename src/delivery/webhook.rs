@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use otpd_actors::actors::dispatch::{Delivery, Provider, SendError, SendResult};
 use serde::{Deserialize, Serialize};
 
-use super::{http_client, read_capped, retry_after, transport_error};
+use super::{SetupError, http_client, read_capped, retry_after, transport_error};
 use crate::config::WebhookConfig;
 use crate::http::wire::rfc3339;
 
@@ -73,7 +73,7 @@ struct ItemResult {
 }
 
 impl Webhook {
-    pub fn new(config: &WebhookConfig) -> Result<Webhook, String> {
+    pub fn new(config: &WebhookConfig) -> Result<Webhook, SetupError> {
         Ok(Webhook {
             client: http_client()?,
             url: config.url.clone(),

@@ -15,43 +15,11 @@ use std::time::Duration;
 use otpd_actors::adapters::limiter::LocalLimiter;
 use otpd_actors::ports::Limiter;
 use otpd_actors::rules::clock::Clock;
-use otpd_actors::rules::limits::{LimitPolicy, NumberPrefix, Rule};
+use otpd_actors::rules::limits::LimitPolicy;
 use parking_lot::Mutex;
 
-use self::redis::{RedisLimiter, RedisSettings};
-use crate::config::{Config, RuleConfig};
-
-/// The effective rules: `[otp]` gives the cooldown and the overall send cap, `[limits]` the
-/// preset and its overrides. Assumes a validated configuration.
-pub fn policy(config: &Config) -> LimitPolicy {
-    let l = &config.limits;
-    let preset = LimitPolicy::preset(l.preset);
-    let prefixes = |list: &[String]| list.iter().filter_map(|p| NumberPrefix::parse(p).ok()).collect();
-    LimitPolicy {
-        resend_cooldown: config.otp.resend_cooldown.0,
-        identifier_sends: Rule::per(config.otp.max_sends_per_window, config.otp.send_window.0),
-        identifier_logins: merge(preset.identifier_logins, &l.identifier_login),
-        identifier_registrations: merge(preset.identifier_registrations, &l.identifier_register),
-        identifier_resends: merge(preset.identifier_resends, &l.identifier_resend),
-        identifier_verifies: merge(preset.identifier_verifies, &l.identifier_verify),
-        ip_sends: merge(preset.ip_sends, &l.ip_send),
-        ip_verifies: merge(preset.ip_verifies, &l.ip_verify),
-        prefix_sends: merge(preset.prefix_sends, &l.prefix_send),
-        country_sends: merge(preset.country_sends, &l.country_send),
-        prefix_digits: l.prefix_digits,
-        sms_allow: prefixes(&l.sms_allow),
-        sms_deny: prefixes(&l.sms_deny),
-    }
-}
-
-/// A preset's rule with the configured parts replaced.
-pub fn merge(preset: Rule, over: &RuleConfig) -> Rule {
-    Rule {
-        limit: over.limit.unwrap_or(preset.limit),
-        window: over.window.map_or(preset.window, |d| d.0),
-        block: over.block.map_or(preset.block, |d| d.0),
-    }
-}
+use self::redis::{RedisLimiter, RedisSettings, RedisStartError};
+use crate::config::RedisConfig;
 
 /// Whether the limiter is bypassing its shared store. Cheap to read from any thread; the metrics
 /// issue turns it into a gauge.
@@ -129,11 +97,16 @@ pub struct Limits {
 impl Limits {
     /// Builds the configured limiter. With Redis, the node starts even when Redis does not
     /// answer yet: it starts degraded, and switches to Redis as soon as it answers.
-    pub async fn start(config: &Config, master: &[u8; 32], clock: Arc<dyn Clock>) -> Result<Limits, String> {
-        let policy = policy(config);
+    /// `policy` is `[limits]` with `[otp]`'s cooldown and send cap (`LimitsConfig::policy`).
+    pub async fn start(
+        redis: &RedisConfig,
+        policy: LimitPolicy,
+        master: &[u8; 32],
+        clock: Arc<dyn Clock>,
+    ) -> Result<Limits, RedisStartError> {
         let local = Arc::new(LocalLimiter::new(policy.clone()));
         local.spawn_sweeper(clock, Duration::from_secs(64));
-        match RedisSettings::from_config(&config.redis) {
+        match RedisSettings::from_config(redis) {
             None => Ok(Limits { limiter: local, redis: None }),
             Some(settings) => {
                 let key = blake3::derive_key("otpd limiter keys v1", master);

@@ -85,6 +85,18 @@ static SCRIPT_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(SCR
 /// Longest wait for the first connection at start; fred keeps trying afterwards.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Why the Redis limiter could not be built (an unreachable Redis is not one: the node starts
+/// degraded and connects when Redis answers).
+#[derive(Debug, thiserror::Error)]
+pub enum RedisStartError {
+    #[error("redis.url is not usable: {0}")]
+    Url(String),
+    #[error("redis.cluster_nodes: {0:?} is not host:port")]
+    ClusterNode(String),
+    #[error("redis client: {0}")]
+    Client(String),
+}
+
 /// Where Redis is and how patient to be with it.
 #[derive(Clone, Debug)]
 pub struct RedisSettings {
@@ -99,7 +111,7 @@ pub struct RedisSettings {
 impl RedisSettings {
     /// `None` when no Redis is configured (limits stay in-process).
     pub fn from_config(c: &RedisConfig) -> Option<RedisSettings> {
-        if c.url.0.is_empty() && c.cluster_nodes.is_empty() {
+        if !c.enabled() {
             return None;
         }
         Some(RedisSettings {
@@ -112,14 +124,14 @@ impl RedisSettings {
         })
     }
 
-    fn client(&self) -> Result<fred::clients::Client, String> {
+    fn client(&self) -> Result<fred::clients::Client, RedisStartError> {
         let mut config = if self.cluster_nodes.is_empty() {
-            Config::from_url(&self.url).map_err(|e| format!("redis.url is not usable: {}", e.details()))?
+            Config::from_url(&self.url).map_err(|e| RedisStartError::Url(e.details().to_owned()))?
         } else {
             let mut hosts = Vec::new();
             for node in &self.cluster_nodes {
                 let parsed = node.rsplit_once(':').and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)));
-                hosts.push(parsed.ok_or_else(|| format!("redis.cluster_nodes: {node:?} is not host:port"))?);
+                hosts.push(parsed.ok_or_else(|| RedisStartError::ClusterNode(node.clone()))?);
             }
             Config { server: ServerConfig::new_clustered(hosts), ..Config::default() }
         };
@@ -141,7 +153,7 @@ impl RedisSettings {
             })
             .with_performance_config(|p| p.default_command_timeout = self.timeout)
             .set_policy(ReconnectPolicy::new_exponential(0, 10, max_delay, 2));
-        builder.build().map_err(|e| format!("redis client: {}", e.details()))
+        builder.build().map_err(|e| RedisStartError::Client(e.details().to_owned()))
     }
 }
 
@@ -166,7 +178,7 @@ impl RedisLimiter {
         policy: LimitPolicy,
         key: [u8; 32],
         local: Arc<LocalLimiter>,
-    ) -> Result<Arc<RedisLimiter>, String> {
+    ) -> Result<Arc<RedisLimiter>, RedisStartError> {
         let client = settings.client()?;
         let limiter = Arc::new(RedisLimiter {
             clustered: client.is_clustered(),

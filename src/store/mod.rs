@@ -7,14 +7,25 @@
 pub mod embedded;
 pub mod scylla;
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use otpd_actors::adapters::metered::MeteredStore;
-use otpd_actors::ports::{AuditLog, CensusSource, DeviceStore, SessionStore, UserStore};
+use otpd_actors::ports::{AuditLog, CensusSource, DeviceStore, SessionStore, StoreError, UserStore};
 
-use crate::config::Config;
+use crate::config::{ScyllaConfig, StoreConfig};
 use embedded::{EmbeddedOptions, EmbeddedStore};
-use scylla::{ScyllaOptions, ScyllaStore};
+use scylla::{ConnectError, ScyllaOptions, ScyllaStore};
+
+/// Why the configured store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}")]
+    Embedded(#[from] StoreError),
+    #[error("{0}")]
+    Scylla(#[from] ConnectError),
+}
 
 /// A store's ports as the engine takes them.
 pub struct StorePorts {
@@ -35,36 +46,38 @@ pub enum Store {
 }
 
 impl Store {
-    /// Opens the configured store: the embedded one in `<data_dir>/store/`, or a connection
-    /// to the ScyllaDB cluster of `[scylla]` (schema checked and migrated, statements prepared).
-    pub async fn open(config: &Config) -> Result<Store, String> {
-        match config.store.kind.as_str() {
+    /// Opens the store `store.kind` names: the embedded one in `path` (`<data_dir>/store/`),
+    /// or a connection to the ScyllaDB cluster of `[scylla]` (schema checked and migrated,
+    /// statements prepared), whose session rows live `session_ttl`.
+    pub async fn open(
+        store: &StoreConfig,
+        scylla: &ScyllaConfig,
+        path: &Path,
+        session_ttl: Duration,
+    ) -> Result<Store, OpenError> {
+        Ok(match store.kind.as_str() {
             "scylla" => {
-                let options = ScyllaOptions { config: config.scylla.clone(), session_ttl: config.tokens.session_ttl.0 };
-                ScyllaStore::connect(&options).await.map(Store::Scylla).map_err(|e| e.to_string())
+                let options = ScyllaOptions { config: scylla.clone(), session_ttl };
+                Store::Scylla(ScyllaStore::connect(&options).await?)
             }
-            _ => EmbeddedStore::open(
-                &config.store_path(),
+            _ => Store::Embedded(EmbeddedStore::open(
+                path,
                 EmbeddedOptions {
-                    group_commit_max: config.store.group_commit_max,
-                    queue_capacity: config.store.queue_capacity,
-                    cache_bytes: config.store.cache_bytes,
-                    memtable_bytes: config.store.memtable_bytes,
-                    user_cache_entries: config.store.user_cache,
+                    group_commit_max: store.group_commit_max,
+                    queue_capacity: store.queue_capacity,
+                    cache_bytes: store.cache_bytes,
+                    memtable_bytes: store.memtable_bytes,
+                    user_cache_entries: store.user_cache,
                 },
-            )
-            .map(Store::Embedded)
-            .map_err(|e| e.to_string()),
-        }
+            )?),
+        })
     }
 
     /// Where the data is, for the start-up log line.
-    pub fn describe(&self, config: &Config) -> String {
+    pub fn describe(&self, path: &Path, scylla: &ScyllaConfig) -> String {
         match self {
-            Store::Embedded(_) => config.store_path().display().to_string(),
-            Store::Scylla(_) => {
-                format!("scylla://{}/{}", config.scylla.contact_points.join(","), config.scylla.keyspace)
-            }
+            Store::Embedded(_) => path.display().to_string(),
+            Store::Scylla(_) => format!("scylla://{}/{}", scylla.contact_points.join(","), scylla.keyspace),
         }
     }
 

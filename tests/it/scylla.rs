@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use kassandra_tester::KassandraTester;
 use kassandra_tester::kassandra::KassandraSession;
-use otpd::config::{Config, Dur, ScyllaConfig};
+use otpd::config::{Dur, ScyllaConfig};
 use otpd::store::scylla::{self, ConnectError, SchemaError, ScyllaOptions, ScyllaStore};
 use otpd_actors::ports::{
     AuthMethod, Device, DeviceStore, InsertDevice, InsertUser, Platform, RevokeReason, Rotation, Session, SessionStore,
@@ -320,11 +320,8 @@ async fn kassandra_refuses_a_newer_schema_and_a_missing_migration() {
             Err(ConnectError::Schema(SchemaError::Pending { current: 0, needed: 1 })) => {}
             other => panic!("expected a refusal naming `otpd migrate`, got {:?}", other.err()),
         }
-        let out = scylla::migrate_command(&Config {
-            store: otpd::config::StoreConfig { kind: "scylla".into(), ..Default::default() },
-            scylla: config.clone(),
-            ..Config::default()
-        })
+        let store_kind = otpd::config::StoreConfig { kind: "scylla".into(), ..Default::default() };
+        let out = scylla::migrate_command(&store_kind, &config)
         .await
         .unwrap();
         assert_eq!(out, "applied 1: accounts, sessions, devices, audit trail\nkeyspace otpd_versions migrated from schema version 0 to 1\n");

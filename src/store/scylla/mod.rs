@@ -223,7 +223,7 @@ pub enum ConnectError {
     #[error("cannot connect to ScyllaDB at {contact_points}: {error}")]
     Session { contact_points: String, error: String },
     #[error("TLS set-up: {0}")]
-    Tls(String),
+    Tls(#[from] crate::tls_files::TlsFileError),
     #[error("schema: {0}")]
     Schema(#[from] SchemaError),
     #[error("{0}")]
@@ -243,7 +243,7 @@ pub async fn open_session(c: &ScyllaConfig) -> Result<Session, ConnectError> {
         builder = builder.user(c.username.clone(), password.0.clone());
     }
     if c.tls {
-        builder = builder.tls_context(Some(tls::client_config(c).map_err(ConnectError::Tls)?));
+        builder = builder.tls_context(Some(tls::client_config(c)?));
     }
     builder
         .build()
@@ -259,16 +259,21 @@ pub async fn migrate(c: &ScyllaConfig) -> Result<MigrationReport, ConnectError> 
     Ok(schema::apply_pending(&session, &c.keyspace, &state, now_ms()).await?)
 }
 
+/// Why `otpd migrate` did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("store.kind is {0:?}: migrations are for store.kind = \"scylla\" (the embedded store needs none)")]
+    NotScylla(String),
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+}
+
 /// `otpd migrate`: what it prints, or why it failed.
-pub async fn migrate_command(config: &crate::config::Config) -> Result<String, String> {
-    if config.store.kind != "scylla" {
-        return Err(format!(
-            "store.kind is {:?}: migrations are for store.kind = \"scylla\" (the embedded store needs none)",
-            config.store.kind
-        ));
+pub async fn migrate_command(store: &crate::config::StoreConfig, c: &ScyllaConfig) -> Result<String, MigrateError> {
+    if store.kind != "scylla" {
+        return Err(MigrateError::NotScylla(store.kind.clone()));
     }
-    let c = &config.scylla;
-    let report = migrate(c).await.map_err(|e| e.to_string())?;
+    let report = migrate(c).await?;
     let mut out = String::new();
     for (version, name) in &report.applied {
         out.push_str(&format!("applied {version}: {name}\n"));

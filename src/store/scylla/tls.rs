@@ -5,36 +5,24 @@
 //! every node's certificate is checked against that one DNS name instead (the common case of
 //! clusters whose certificates name a service, not addresses).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::config::ScyllaConfig;
-
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate in it", path.display()));
-    }
-    Ok(certs)
-}
+use crate::tls_files::{TlsFileError, certificates, private_key};
 
 /// The rustls client configuration `[scylla]` describes.
-pub fn client_config(c: &ScyllaConfig) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn client_config(c: &ScyllaConfig) -> Result<Arc<rustls::ClientConfig>, TlsFileError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
     match &c.tls_ca_file {
         Some(path) => {
-            for cert in read_certs(path)? {
-                roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+            for cert in certificates(path)? {
+                roots.add(cert).map_err(TlsFileError::refused(path))?;
             }
         }
         None => {
@@ -43,28 +31,25 @@ pub fn client_config(c: &ScyllaConfig) -> Result<Arc<rustls::ClientConfig>, Stri
                 let _ = roots.add(cert);
             }
             if roots.is_empty() {
-                return Err("no CA certificates found on the system; set scylla.tls_ca_file".into());
+                return Err(TlsFileError::NoSystemRoots);
             }
         }
     }
     let roots = Arc::new(roots);
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let builder = if c.tls_server_name.is_empty() {
         builder.with_root_certificates(roots)
     } else {
         let name = ServerName::try_from(c.tls_server_name.clone())
-            .map_err(|e| format!("scylla.tls_server_name {:?}: {e}", c.tls_server_name))?;
-        let inner = WebPkiServerVerifier::builder_with_provider(roots, provider).build().map_err(|e| e.to_string())?;
+            .map_err(|source| TlsFileError::ServerName { name: c.tls_server_name.clone(), source })?;
+        let inner = WebPkiServerVerifier::builder_with_provider(roots, provider).build()?;
         builder.dangerous().with_custom_certificate_verifier(Arc::new(FixedName { name, inner }))
     };
     let config = match (&c.tls_cert_file, &c.tls_key_file) {
-        (Some(cert), Some(key)) => {
-            let chain = read_certs(cert)?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| e.to_string())?
-        }
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(certificates(cert)?, private_key(key)?)
+            .map_err(TlsFileError::refused(cert))?,
         _ => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))

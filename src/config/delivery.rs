@@ -1,0 +1,158 @@
+//! `[delivery]`: where codes go, and how the dispatcher gets them there.
+
+use std::path::{Path, PathBuf};
+
+use otpd_actors::actors::dispatch::DispatchConfig;
+use otpd_actors::actors::dispatch::template;
+use otpd_actors::rules::backoff::Backoff;
+use otpd_actors::rules::breaker::BreakerConfig;
+
+use super::value::{Dur, check, section};
+
+section! {
+    /// Where codes go, and how the dispatcher gets them there.
+    pub struct DeliveryConfig {
+        /// SMS provider: `outbox` (development: JSON lines in a file), `twilio` or `webhook`.
+        provider: String = "outbox".into(),
+        /// Name in the messages ("Your <app_name> login code is …").
+        app_name: String = "otpd".into(),
+        /// Default: `<data_dir>/outbox.jsonl`.
+        outbox_path: Option<PathBuf> = None,
+        /// Messages accepted and not yet delivered (or given up) before sends are refused (503).
+        queue_capacity: usize = DispatchConfig::DEFAULT.queue_capacity,
+        /// SMS failover when the primary's circuit breaker is open: `""` (none), `twilio`,
+        /// `webhook` or `outbox`.
+        secondary: String = String::new(),
+        /// E-mail provider: `outbox`, `smtp` or `webhook`.
+        email_provider: String = "outbox".into(),
+        /// E-mail failover: `""` (none), `smtp`, `webhook` or `outbox`.
+        email_secondary: String = String::new(),
+        /// A provider call carries at most this many messages (1 turns batching off)…
+        batch_max_size: usize = DispatchConfig::DEFAULT.batch_max_size,
+        /// … and leaves once its oldest message has waited this long.
+        batch_max_age: Dur = Dur(DispatchConfig::DEFAULT.batch_max_age),
+        /// Attempts per message, every provider together.
+        max_attempts: u32 = DispatchConfig::DEFAULT.max_attempts,
+        /// Ceiling of the first retry's delay (full jitter; doubles per attempt).
+        backoff_base: Dur = Dur(Backoff::DEFAULT.base),
+        /// Largest backoff ceiling (a provider's Retry-After may ask for more).
+        backoff_max: Dur = Dur(Backoff::DEFAULT.max),
+        /// Longest a provider call may take before it counts as a failure.
+        send_timeout: Dur = Dur(DispatchConfig::DEFAULT.send_timeout),
+        /// Consecutive failed calls that open a provider's circuit breaker.
+        breaker_failures: u32 = BreakerConfig::DEFAULT.failures,
+        /// How long an open breaker sends the provider's traffic elsewhere before a probe.
+        breaker_open_for: Dur = Dur(BreakerConfig::DEFAULT.open_for),
+        /// Host for the origin-bound last line of SMS (`@example.com #123456`, WebOTP / SMS
+        /// Retriever); empty: no such line.
+        origin: String = String::new(),
+        /// Body of a registration code (placeholders: {code}, {app_name}, {lifetime}, {minutes}).
+        template_register: String = template::DEFAULT_REGISTER.into(),
+        /// Body of a login code.
+        template_login: String = template::DEFAULT_LOGIN.into(),
+        /// Body of a resent code (either purpose).
+        template_resend: String = template::DEFAULT_RESEND.into(),
+        /// Subject of a code sent by e-mail.
+        email_subject: String = template::DEFAULT_EMAIL_SUBJECT.into(),
+    }
+}
+
+/// What `delivery.provider` accepts.
+pub const SMS_PROVIDERS: &[&str] = &["outbox", "twilio", "webhook"];
+/// What `delivery.email_provider` accepts.
+pub const EMAIL_PROVIDERS: &[&str] = &["outbox", "smtp", "webhook"];
+
+impl DeliveryConfig {
+    /// The `[delivery]` rules (the provider sections in use are checked by `Config`).
+    pub(super) fn validate(&self, errors: &mut Vec<String>) {
+        let choice = |errors: &mut Vec<String>, key: &str, value: &str, allowed: &[&str]| {
+            check(errors, allowed.contains(&value), || {
+                let list: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+                format!("delivery.{key}: must be one of {}, got {value:?}", list.join(", "))
+            });
+        };
+        choice(errors, "provider", &self.provider, SMS_PROVIDERS);
+        choice(errors, "secondary", &self.secondary, &["", "outbox", "twilio", "webhook"]);
+        check(errors, self.secondary != self.provider, || {
+            "delivery.secondary: must differ from delivery.provider".into()
+        });
+        choice(errors, "email_provider", &self.email_provider, EMAIL_PROVIDERS);
+        choice(errors, "email_secondary", &self.email_secondary, &["", "outbox", "smtp", "webhook"]);
+        check(errors, self.email_secondary != self.email_provider, || {
+            "delivery.email_secondary: must differ from delivery.email_provider".into()
+        });
+        check(errors, self.queue_capacity >= 1, || "delivery.queue_capacity: must be at least 1".into());
+        check(errors, (1..=10_000).contains(&self.batch_max_size), || {
+            format!("delivery.batch_max_size: must be 1..=10000, got {}", self.batch_max_size)
+        });
+        check(errors, (1..=20).contains(&self.max_attempts), || {
+            format!("delivery.max_attempts: must be 1..=20, got {}", self.max_attempts)
+        });
+        check(errors, !self.backoff_base.0.is_zero(), || "delivery.backoff_base: must be more than zero".into());
+        check(errors, self.backoff_max.0 >= self.backoff_base.0, || {
+            "delivery.backoff_max: must be at least delivery.backoff_base".into()
+        });
+        check(errors, !self.send_timeout.0.is_zero(), || "delivery.send_timeout: must be more than zero".into());
+        check(errors, self.breaker_failures >= 1, || "delivery.breaker_failures: must be at least 1".into());
+        check(errors, !self.breaker_open_for.0.is_zero(), || {
+            "delivery.breaker_open_for: must be more than zero".into()
+        });
+        let templates = [
+            ("template_register", &self.template_register, true),
+            ("template_login", &self.template_login, true),
+            ("template_resend", &self.template_resend, true),
+            ("email_subject", &self.email_subject, false),
+        ];
+        for (name, text, body) in templates {
+            if let Err(e) = template::check_template(name, text, body) {
+                errors.push(format!("delivery.{e}"));
+            }
+        }
+        if !self.origin.trim().is_empty()
+            && let Err(e) = template::check_origin(self.origin.trim())
+        {
+            errors.push(format!("delivery.{e}"));
+        }
+        check(errors, !self.app_name.trim().is_empty(), || "delivery.app_name: must not be empty".into());
+    }
+
+    /// The message templates, parsed.
+    pub fn templates(&self) -> Result<template::Templates, template::TemplateError> {
+        let texts = template::TemplateTexts {
+            register: self.template_register.clone(),
+            login: self.template_login.clone(),
+            resend: self.template_resend.clone(),
+            email_subject: self.email_subject.clone(),
+        };
+        template::Templates::new(&self.app_name, &texts, Some(self.origin.as_str()))
+    }
+
+    /// Every provider some route names, once each.
+    pub fn providers_in_use(&self) -> Vec<&str> {
+        let mut used: Vec<&str> = Vec::new();
+        for name in [&self.provider, &self.secondary, &self.email_provider, &self.email_secondary] {
+            if !name.is_empty() && !used.contains(&name.as_str()) {
+                used.push(name);
+            }
+        }
+        used
+    }
+
+    /// The development outbox file: `outbox_path`, or `outbox.jsonl` in the data directory.
+    pub fn outbox_path(&self, data_dir: &Path) -> PathBuf {
+        self.outbox_path.clone().unwrap_or_else(|| data_dir.join("outbox.jsonl"))
+    }
+
+    /// The dispatcher's limits, retries and breakers.
+    pub fn dispatch(&self) -> DispatchConfig {
+        DispatchConfig {
+            queue_capacity: self.queue_capacity,
+            batch_max_size: self.batch_max_size,
+            batch_max_age: self.batch_max_age.0,
+            max_attempts: self.max_attempts,
+            backoff: Backoff { base: self.backoff_base.0, max: self.backoff_max.0 },
+            breaker: BreakerConfig { failures: self.breaker_failures, open_for: self.breaker_open_for.0 },
+            send_timeout: self.send_timeout.0,
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! `[node]`: where the node keeps its data, and how it logs.
+
+use std::path::PathBuf;
+
+use super::value::{check, section};
+
+section! {
+    /// Where the node keeps its data, and how it logs.
+    pub struct NodeConfig {
+        /// Directory of the embedded store, the outbox and generated secrets.
+        data_dir: PathBuf = PathBuf::from("data"),
+        /// `tracing` filter: `info`, `otpd=debug,info`, …
+        log_level: String = "info".into(),
+        /// `json` (one object per line) or `text`.
+        log_format: String = "json".into(),
+    }
+}
+
+impl NodeConfig {
+    pub(super) fn validate(&self, errors: &mut Vec<String>) {
+        check(errors, matches!(self.log_format.as_str(), "json" | "text"), || {
+            format!("node.log_format: must be \"json\" or \"text\", got {:?}", self.log_format)
+        });
+        check(errors, tracing_subscriber::EnvFilter::try_new(&self.log_level).is_ok(), || {
+            format!("node.log_level: not a valid filter: {:?}", self.log_level)
+        });
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.data_dir.join("secrets")
+    }
+}

@@ -1,0 +1,348 @@
+//! Loading, overrides and validation of the whole tree.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use otpd_actors::rules::code::Alphabet;
+use otpd_actors::rules::limits::Preset;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn empty_config_is_the_documented_default() {
+    let c = Config::from_sources("", env(&[])).unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.otp.lifetime.0, Duration::from_secs(300));
+    assert_eq!(c.outbox_path(), PathBuf::from("data/outbox.jsonl"));
+}
+
+#[test]
+fn file_values_and_env_overrides_combine() {
+    let text = "[otp]\ncode_length = 8\nlifetime = \"2m\"\n[http]\nlisten = \"127.0.0.1:9000\"\n";
+    let c = Config::from_sources(
+        text,
+        env(&[
+            ("OTPD_HTTP__LISTEN", "127.0.0.1:9100"),
+            ("OTPD_OTP__ALPHABET", "alphanumeric"),
+            ("OTPD_TEST_SCYLLA", "x"),
+            ("HOME", "/root"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.otp.code_length, 8);
+    assert_eq!(c.otp.lifetime.0, Duration::from_secs(120));
+    assert_eq!(c.otp.alphabet, Alphabet::Alphanumeric);
+    assert_eq!(c.http.listen.port(), 9100);
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_name() {
+    let text = r#"
+        colour = "blue"
+        [otp]
+        code_length = 3
+        lifetime = "forever"
+        max_attempts = "five"
+        surprise = 1
+        [http]
+        listen = "nowhere"
+        [tokens]
+        algorithm = "RS256"
+    "#;
+    let err =
+        Config::from_sources(text, env(&[("OTPD_ENGINE__SHARDS", "0"), ("OTPD_NODE__COLOR", "red")])).unwrap_err();
+    let all = err.0.join("\n");
+    for needle in [
+        "colour: unknown section",
+        "otp.code_length: must be 4..=10, got 3",
+        "otp.lifetime:",
+        "otp.max_attempts:",
+        "otp.surprise: unknown key",
+        "http.listen:",
+        "tokens.algorithm: must be",
+        "engine.shards: must be 1..=4096, got 0",
+        "node.color (from OTPD_NODE__COLOR): unknown key",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+    assert_eq!(err.0.len(), 9, "{all}");
+}
+
+#[test]
+fn device_rules_are_bounded() {
+    let c = Config::from_sources("[devices]\nmax_per_user = 3\nchallenge_lifetime = \"30s\"", env(&[])).unwrap();
+    assert_eq!((c.devices.max_per_user, c.devices.challenge_lifetime.0), (3, Duration::from_secs(30)));
+    let text = "[devices]\nmax_per_user = 0\nenrol_max_auth_age = \"2h\"\nchallenge_lifetime = \"1s\"\nx = 1";
+    let err = Config::from_sources(text, env(&[])).unwrap_err();
+    let all = err.0.join("\n");
+    for needle in ["devices.max_per_user", "devices.enrol_max_auth_age", "devices.challenge_lifetime", "devices.x"] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn the_admin_listener_is_off_by_default_and_checked_when_set() {
+    let c = Config::from_sources("", env(&[])).unwrap();
+    assert_eq!((c.admin.listen, c.admin.metrics_on_main), (None, true));
+    let c = Config::from_sources(
+        "[admin]\nmetrics_on_main = false",
+        env(&[("OTPD_ADMIN__LISTEN", "127.0.0.1:9464"), ("OTPD_ADMIN__REFRESH_INTERVAL", "250ms")]),
+    )
+    .unwrap();
+    assert_eq!(c.admin.listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!((c.admin.metrics_on_main, c.admin.refresh_interval.0), (false, Duration::from_millis(250)));
+    let text = "[http]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\nrefresh_interval = \"0s\"";
+    let all = Config::from_sources(text, env(&[])).unwrap_err().0.join("\n");
+    for needle in ["admin.listen: must differ from http.listen", "admin.refresh_interval: must be at least 10ms"] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn lifetime_is_capped_at_ten_minutes() {
+    let err = Config::from_sources("[otp]\nlifetime = \"11m\"", env(&[])).unwrap_err();
+    assert!(err.0[0].contains("otp.lifetime"));
+}
+
+#[test]
+fn secrets_never_print() {
+    let c = Config::from_sources("[secrets]\nadmin_token = \"super-secret-admin-token\"", env(&[])).unwrap();
+    assert!(!format!("{c:?}").contains("super-secret"));
+}
+
+#[test]
+fn redis_and_limits_sections_load_merge_and_validate() {
+    let text = r#"
+        [redis]
+        url = "redis://:hunter2@127.0.0.1:6379"
+        timeout = "100ms"
+        [limits]
+        preset = "high"
+        ip_send = { limit = 50 }
+        country_send = { limit = 1000, window = "1h", block = "6h" }
+        sms_allow = ["+1", "+44"]
+        sms_deny = ["+1 876"]
+    "#;
+    let c = Config::from_sources(text, env(&[("OTPD_LIMITS__PREFIX_SEND", "{ limit = 0 }")])).unwrap();
+    assert!(!format!("{c:?}").contains("hunter2"), "the Redis password never prints");
+    let p = c.limits.policy(&c.otp);
+    let high = otpd_actors::rules::limits::LimitPolicy::preset(Preset::High);
+    assert_eq!(p.identifier_logins, high.identifier_logins);
+    assert_eq!(
+        (p.ip_sends.limit, p.ip_sends.window, p.ip_sends.block),
+        (50, high.ip_sends.window, high.ip_sends.block)
+    );
+    assert_eq!(p.country_sends.limit, 1000);
+    assert!(!p.prefix_sends.is_on(), "limit = 0 turns a rule off");
+    assert_eq!((p.sms_allow.len(), p.sms_deny.len()), (2, 1));
+    assert_eq!(p.resend_cooldown, Duration::from_secs(30), "the cooldown comes from [otp]");
+
+    let bad = r#"
+        [redis]
+        url = "http://example.com"
+        cluster_nodes = ["127.0.0.1"]
+        key_prefix = "a{b}"
+        [limits]
+        preset = "extreme"
+        country_send = { limit = 5 }
+        ip_send = { limt = 5 }
+        sms_deny = ["+0"]
+        prefix_digits = 1
+    "#;
+    let all = Config::from_sources(bad, env(&[])).unwrap_err().0.join("\n");
+    for needle in [
+        "redis.url: must start with",
+        "give either redis.url or redis.cluster_nodes",
+        "redis.cluster_nodes: \"127.0.0.1\" is not host:port",
+        "redis.key_prefix:",
+        "limits.preset: unknown variant `extreme`",
+        "limits.country_send.window: must be set",
+        "limits.ip_send: unknown field `limt`",
+        "limits.sms_deny:",
+        "limits.prefix_digits: must be 2..=15",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn delivery_defaults_to_the_outbox_for_both_channels() {
+    let c = Config::from_sources("", env(&[])).unwrap();
+    assert_eq!(c.delivery.providers_in_use(), ["outbox"]);
+    assert_eq!(c.delivery.batch_max_age.0, Duration::from_millis(10));
+    assert!(c.delivery.templates().is_ok());
+}
+
+#[test]
+fn providers_in_use_are_checked_and_their_secrets_come_from_the_environment() {
+    let sid = format!("AC{}", "a".repeat(32));
+    let c = Config::from_sources(
+        &format!(
+            "[delivery]\nprovider = \"twilio\"\nsecondary = \"webhook\"\nemail_provider = \"smtp\"\n\
+             [twilio]\naccount_sid = \"{sid}\"\nfrom = \"+15005550006\"\n\
+             [webhook]\nurl = \"http://127.0.0.1:9/hook\"\n[smtp]\nfrom = \"Acme <codes@acme.test>\"\n"
+        ),
+        env(&[("OTPD_TWILIO__AUTH_TOKEN", "env-only-auth-token"), ("OTPD_SMTP__TLS", "none")]),
+    )
+    .unwrap();
+    assert_eq!(c.delivery.providers_in_use(), ["twilio", "webhook", "smtp"]);
+    assert_eq!(c.twilio.auth_token.as_ref().unwrap().0, "env-only-auth-token");
+    assert!(!format!("{c:?}").contains("env-only-auth-token"), "check-config never prints a secret");
+    let c = Config::from_sources(
+        "",
+        env(&[
+            ("OTPD_TWILIO__FROM", "+15005550006"),
+            ("OTPD_DELIVERY__APP_NAME", "1234"),
+            ("OTPD_OTP__CODE_LENGTH", "8"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.twilio.from, "+15005550006", "a number meant as text keeps its text");
+    assert_eq!(c.delivery.app_name, "1234");
+    assert_eq!(c.otp.code_length, 8);
+}
+
+#[test]
+fn every_delivery_problem_is_named() {
+    let text = r#"
+        [delivery]
+        provider = "pigeon"
+        email_provider = "smtp"
+        email_secondary = "smtp"
+        batch_max_size = 0
+        template_login = "no code"
+        origin = "https://example.com"
+        [twilio]
+        account_sid = "nope"
+        [smtp]
+        tls = "maybe"
+        from = "not an address"
+        username = "u"
+    "#;
+    let err = Config::from_sources(text, env(&[("OTPD_DELIVERY__SECONDARY", "twilio")])).unwrap_err();
+    let all = err.0.join("\n");
+    for needle in [
+        "delivery.provider: must be one of \"outbox\", \"twilio\", \"webhook\", got \"pigeon\"",
+        "delivery.email_secondary: must differ from delivery.email_provider",
+        "delivery.batch_max_size: must be 1..=10000, got 0",
+        "delivery.template_login: must contain {code}",
+        "twilio.account_sid: must be the account SID",
+        "twilio.auth_token: required",
+        "twilio: set exactly one of twilio.from and twilio.messaging_service_sid",
+        "smtp.tls: must be",
+        "smtp.from: not an address",
+        "smtp: set both smtp.username and smtp.password, or neither",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+    let err = Config::from_sources("[delivery]\norigin = \"https://example.com\"", env(&[])).unwrap_err();
+    assert!(err.0[0].starts_with("delivery.origin:"), "{:?}", err.0);
+    let err = Config::from_sources("[delivery]\nprovider = \"webhook\"", env(&[])).unwrap_err();
+    assert_eq!(err.0, ["webhook.url: required, an http(s) URL; got \"\""]);
+}
+
+#[test]
+fn scylla_is_selected_by_store_kind_and_every_problem_is_named() {
+    let c = Config::from_sources(
+        "[store]\nkind = \"scylla\"\n[scylla]\ncontact_points = [\"10.0.0.7:9042\", \"scylla-2:9042\"]\n\
+         local_datacenter = \"eu-west\"\nusername = \"otpd\"\n",
+        env(&[("OTPD_SCYLLA__PASSWORD", "env-only-scylla-password")]),
+    )
+    .unwrap();
+    assert_eq!(c.store.kind, "scylla");
+    assert_eq!(c.scylla.keyspace, "otpd");
+    assert_eq!(c.scylla.consistency, "LOCAL_QUORUM", "writes that must not be lost");
+    assert_eq!(c.scylla.audit_retention.0, Duration::from_secs(90 * 86_400));
+    assert_eq!(c.scylla.password.as_ref().unwrap().0, "env-only-scylla-password");
+    assert!(!format!("{c:?}").contains("env-only-scylla-password"), "check-config never prints it");
+
+    // With the embedded store the section's values are not checked (its keys still are).
+    assert!(Config::from_sources("[scylla]\nconsistency = \"MAYBE\"", env(&[])).is_ok());
+    let text = r#"
+        [store]
+        kind = "scylla"
+        [scylla]
+        contact_points = ["nohost"]
+        keyspace = "Bad-Name"
+        consistency = "MAYBE"
+        serial_consistency = "QUORUM"
+        username = "otpd"
+        tls_ca_file = "/etc/ca.pem"
+        audit_retention = "1h"
+        replication_factor = 0
+    "#;
+    let err = Config::from_sources(text, env(&[])).unwrap_err();
+    let all = err.0.join("\n");
+    for needle in [
+        "scylla.contact_points: \"nohost\" is not host:port",
+        "scylla.keyspace: must be lower-case",
+        "scylla.consistency: must be one of",
+        "scylla.serial_consistency: must be LOCAL_SERIAL or SERIAL",
+        "scylla: set both scylla.username and scylla.password",
+        "scylla: tls_* keys are set but scylla.tls is false",
+        "scylla.audit_retention: must be between 1 day and 20 years",
+        "scylla.replication_factor: must be 1..=10, got 0",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+    assert_eq!(err.0.len(), 8, "{all}");
+    let err = Config::from_sources("[store]\nkind = \"cassandra\"", env(&[])).unwrap_err();
+    assert_eq!(err.0, ["store.kind: must be \"embedded\" or \"scylla\", got \"cassandra\""]);
+}
+
+#[test]
+fn a_cluster_node_needs_shared_secrets_store_and_limits() {
+    // Everything a node would otherwise keep for itself is refused, all at once.
+    let err = Config::from_sources(
+        "[cluster]\nenabled = true\nseeds = [\"otpd-2\"]\ntls_cert_file = \"/etc/otpd/node.pem\"\n",
+        env(&[]),
+    )
+    .unwrap_err();
+    let all = err.0.join("\n");
+    for needle in [
+        "cluster.node_name: required",
+        "cluster.cookie: required",
+        "cluster.seeds: \"otpd-2\" is not host:port",
+        "give all three or none",
+        "secrets.hash_key: required in a cluster",
+        "tokens.signing_key_file (or tokens.hs256_secret with HS256): required in a cluster",
+        "store.kind: a cluster needs the shared store",
+        "redis.url: a cluster needs shared limits",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+    assert_eq!(err.0.len(), 8, "{all}");
+
+    // The same node, complete, from the environment as the compose file sets it.
+    let c = Config::from_sources(
+        "",
+        env(&[
+            ("OTPD_CLUSTER__ENABLED", "true"),
+            ("OTPD_CLUSTER__NODE_NAME", "otpd-1"),
+            ("OTPD_CLUSTER__LISTEN", "0.0.0.0:4370"),
+            ("OTPD_CLUSTER__SEEDS", "[\"otpd-2:4370\", \"otpd-3:4370\"]"),
+            ("OTPD_CLUSTER__COOKIE", "a-cookie-of-some-length"),
+            ("OTPD_SECRETS__HASH_KEY", &"ab".repeat(32)),
+            ("OTPD_TOKENS__SIGNING_KEY_FILE", "/run/secrets/jwt.pem"),
+            ("OTPD_STORE__KIND", "scylla"),
+            ("OTPD_SCYLLA__CONTACT_POINTS", "[\"scylla-1:9042\"]"),
+            ("OTPD_REDIS__URL", "redis://redis:6379"),
+        ]),
+    )
+    .unwrap();
+    assert!(c.cluster.enabled);
+    assert_eq!(c.cluster.seeds, ["otpd-2:4370", "otpd-3:4370"]);
+    assert_eq!(format!("{:?}", c.cluster.cookie), "Some(Secret(..))");
+}
+
+#[test]
+fn invalid_toml_is_one_clear_error() {
+    let err = Config::from_sources("[otp\n", env(&[])).unwrap_err();
+    assert_eq!(err.0.len(), 1);
+    assert!(err.0[0].contains("not valid TOML"));
+}
