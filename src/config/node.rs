@@ -9,8 +9,11 @@ section! {
     pub struct NodeConfig {
         /// Directory of the embedded store, the outbox and generated secrets.
         data_dir: PathBuf = PathBuf::from("data"),
-        /// `tracing` filter: `info`, `otpd=debug,info`, …
-        log_level: String = "info".into(),
+        /// `tracing` filter (`RUST_LOG` syntax; `RUST_LOG` itself wins when set). The default
+        /// logs otpd's own events at info and its dependencies' at warn; name a target to
+        /// raise it: `"warn,otpd=debug"`, `"warn,otpd=info,otpd_actors=info,fjall=debug"`, or
+        /// `"info"` for everything at info.
+        log_level: String = "warn,otpd=info,otpd_actors=info".into(),
         /// `json` (one object per line) or `text`.
         log_format: String = "json".into(),
     }

@@ -258,6 +258,13 @@ fn the_start_up_log_names_the_outbox() {
     let parsed: Value = serde_json::from_str(outbox_line).expect("JSON log lines");
     assert_eq!(parsed["outbox"], dir.path().join("outbox.jsonl").display().to_string());
     assert!(lines.iter().any(|l| l.contains(&format!("127.0.0.1:{port}"))));
+    // A quiet start: on an empty data directory (where the storage library has most to say)
+    // every line up to the outbox is otpd's own; dependencies log at warn by default.
+    for line in &lines {
+        let parsed: Value = serde_json::from_str(line).expect("JSON log lines");
+        let target = parsed["target"].as_str().unwrap_or_default();
+        assert!(target == "otpd" || target.starts_with("otpd::") || target.starts_with("otpd_"), "{line}");
+    }
 }
 
 #[tokio::test]
