@@ -1,0 +1,267 @@
+//! The bytes on disk: keyspaces, keys and record encodings.
+//!
+//! | keyspace | key | value |
+//! | --- | --- | --- |
+//! | `users` | user id (16 B) | record |
+//! | `users_by_ident` | identifier hash (16 B) | user id |
+//! | `sessions` | session id (16 B) | record (format 2; format 1 from before refresh rotation is read and upgraded on its next write) |
+//! | `sessions_by_user` | user id ‖ session id (32 B) | empty |
+//! | `devices` | device id (16 B) | record |
+//! | `devices_by_user` | user id ‖ device id (32 B) | empty |
+//! | `audit` | sequence number (u64, big-endian) | record |
+//! | `audit_by_ident` | identifier hash ‖ sequence (24 B) | empty |
+//! | `audit_by_trace` | BLAKE3(trace id)[..16] ‖ sequence (24 B) | empty |
+//!
+//! Records are postcard-encoded behind a one-byte format version, so a format can change
+//! without a migration: the reader knows each version it was ever written in. The golden
+//! test below pins today's bytes, so a change of a record type that would make stored data
+//! unreadable fails here first.
+
+use fjall::{Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace};
+use otpd_actors::ports::{AuthMethod, Session, StoreError};
+use otpd_actors::rules::clock::Timestamp;
+use otpd_actors::rules::ids::{SessionId, UserId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The keyspaces, opened once and shared by the writer and the readers.
+#[derive(Clone)]
+pub(super) struct Spaces {
+    pub users: SingleWriterTxKeyspace,
+    pub users_by_ident: SingleWriterTxKeyspace,
+    pub sessions: SingleWriterTxKeyspace,
+    pub sessions_by_user: SingleWriterTxKeyspace,
+    pub devices: SingleWriterTxKeyspace,
+    pub devices_by_user: SingleWriterTxKeyspace,
+    pub audit: SingleWriterTxKeyspace,
+    pub audit_by_ident: SingleWriterTxKeyspace,
+    pub audit_by_trace: SingleWriterTxKeyspace,
+}
+
+impl Spaces {
+    pub fn open(db: &SingleWriterTxDatabase, memtable_bytes: usize) -> Result<Self, StoreError> {
+        let options = || fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes.max(1 << 20) as u64);
+        let ks = |name: &str| db.keyspace(name, options).map_err(unavailable);
+        Ok(Spaces {
+            users: ks("users")?,
+            users_by_ident: ks("users_by_ident")?,
+            sessions: ks("sessions")?,
+            sessions_by_user: ks("sessions_by_user")?,
+            devices: ks("devices")?,
+            devices_by_user: ks("devices_by_user")?,
+            audit: ks("audit")?,
+            audit_by_ident: ks("audit_by_ident")?,
+            audit_by_trace: ks("audit_by_trace")?,
+        })
+    }
+}
+
+/// Version byte in front of every record.
+const RECORD_V1: u8 = 1;
+/// Sessions since refresh rotation (more fields than format 1).
+const SESSION_V2: u8 = 2;
+
+pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+pub(super) fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![RECORD_V1];
+    out.extend(postcard::to_stdvec(value).map_err(corrupt)?);
+    Ok(out)
+}
+
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&RECORD_V1, rest)) => postcard::from_bytes(rest).map_err(corrupt),
+        Some((v, _)) => Err(corrupt(format!("unknown record version {v}"))),
+        None => Err(corrupt("empty record")),
+    }
+}
+
+/// Sessions are written in format 2; format 1 (before refresh rotation) is still read.
+pub(super) fn encode_session(session: &Session) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![SESSION_V2];
+    out.extend(postcard::to_stdvec(session).map_err(corrupt)?);
+    Ok(out)
+}
+
+pub(super) fn decode_session(bytes: &[u8]) -> Result<Session, StoreError> {
+    /// The session record of format 1.
+    #[derive(serde::Deserialize)]
+    struct SessionV1 {
+        id: SessionId,
+        user_id: UserId,
+        refresh_digest: [u8; 32],
+        method: AuthMethod,
+        created_at: Timestamp,
+        expires_at: Timestamp,
+        revoked_at: Option<Timestamp>,
+    }
+    match bytes.split_first() {
+        Some((&SESSION_V2, rest)) => postcard::from_bytes(rest).map_err(corrupt),
+        Some((&RECORD_V1, rest)) => {
+            let v1: SessionV1 = postcard::from_bytes(rest).map_err(corrupt)?;
+            let mut s = Session::new(v1.id, v1.user_id, v1.refresh_digest, v1.method, v1.created_at, v1.expires_at);
+            s.revoked_at = v1.revoked_at;
+            Ok(s)
+        }
+        Some((v, _)) => Err(corrupt(format!("unknown session record version {v}"))),
+        None => Err(corrupt("empty record")),
+    }
+}
+
+/// The key of an index entry that pairs two ids (`sessions_by_user`, `devices_by_user`).
+pub(super) fn pair_key(a: &[u8; 16], b: &[u8; 16]) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(a);
+    k[16..].copy_from_slice(b);
+    k
+}
+
+/// Every second half of the keys of `index` that start with `prefix`, in key order.
+pub(super) fn ids_with_prefix(
+    r: &impl Readable,
+    index: &SingleWriterTxKeyspace,
+    prefix: &[u8; 16],
+) -> Result<Vec<[u8; 16]>, StoreError> {
+    let mut out = Vec::new();
+    for guard in r.prefix(index, prefix) {
+        let key = guard.key().map_err(unavailable)?;
+        out.push(key.get(16..32).and_then(|k| k.try_into().ok()).ok_or_else(|| corrupt("index key is not 32 bytes"))?);
+    }
+    Ok(out)
+}
+
+/// The key of an audit index entry: the 16-byte prefix, then the event's sequence number.
+pub(super) fn index_key(prefix: &[u8; 16], seq: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(prefix);
+    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(super) fn trace_prefix(trace_id: &str) -> [u8; 16] {
+    blake3::hash(trace_id.as_bytes()).as_bytes()[..16].try_into().expect("16 of 32 bytes")
+}
+
+pub(super) fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
+    key.try_into().map(u64::from_be_bytes).map_err(|_| corrupt("audit key is not 8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use otpd_actors::ports::{AuditEvent, Device, Platform, RevokeReason, User};
+    use otpd_actors::rules::audit::{Api, AuditOutcome, Step};
+    use otpd_actors::rules::device_key::{DeviceKey, KeyAlgorithm};
+    use otpd_actors::rules::identifier::Identifier;
+    use otpd_actors::rules::ids::DeviceId;
+    use otpd_actors::rules::keys::IdentHash;
+
+    use super::*;
+
+    #[test]
+    fn records_carry_a_version() {
+        let bytes = encode(&42u32).unwrap();
+        assert_eq!(bytes[0], RECORD_V1);
+        assert_eq!(decode::<u32>(&bytes).unwrap(), 42);
+        assert!(matches!(decode::<u32>(&[9, 1]), Err(StoreError::Corrupt(_))));
+        assert!(matches!(decode::<u32>(&[]), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn index_keys_sort_by_prefix_then_sequence() {
+        let a = index_key(&[1; 16], 5);
+        let b = index_key(&[1; 16], 6);
+        let c = index_key(&[2; 16], 0);
+        assert!(a < b && b < c);
+    }
+
+    /// One record of each kind, every optional field set.
+    fn samples() -> (User, Session, Device, AuditEvent) {
+        let at = Timestamp::from_millis(1_700_000_000_000);
+        let uid = UserId(uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001));
+        let user = User {
+            id: uid,
+            identifier: Identifier::Phone { e164: "+12025550123".into(), country_code: 1 },
+            ident_hash: IdentHash([7; 16]),
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            email: Some("ada@example.com".into()),
+            verified: true,
+            created_at: at,
+            verified_at: Some(at),
+            updated_at: at,
+        };
+        let expires = Timestamp::from_millis(1_702_592_000_000);
+        let mut session = Session::new(SessionId(uuid::Uuid::from_u128(2)), uid, [9; 32], AuthMethod::Otp, at, expires);
+        session.generation = 2;
+        session.refreshed_at = Some(at);
+        session.retired_digests = vec![[1; 16], [2; 16]];
+        session.client_ip = Some("203.0.113.7".parse().unwrap());
+        session.user_agent = Some("curl/8".into());
+        session.revoked_at = Some(at);
+        session.revoke_reason = Some(RevokeReason::RefreshTokenReuse);
+        let device = Device {
+            id: DeviceId(uuid::Uuid::from_u128(3)),
+            user_id: uid,
+            name: "Ada's phone".into(),
+            platform: Platform::Ios,
+            key: DeviceKey { algorithm: KeyAlgorithm::Es256, spki_der: vec![0x30, 0x59, 0x01] },
+            created_at: at,
+            revoked_at: None,
+        };
+        let event = AuditEvent {
+            at,
+            trace_id: "trace-1".into(),
+            api: Api::LoginVerify,
+            step: Step::Done,
+            outcome: AuditOutcome::Ok,
+            message: "signed in".into(),
+            client_ip: Some("2001:db8::1".parse().unwrap()),
+            user_agent: Some("curl/8".into()),
+            ident_hash: Some(IdentHash([7; 16])),
+            user_id: Some(uid),
+        };
+        (user, session, device, event)
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect()
+    }
+
+    // The bytes the store wrote for `samples()` before this module was split out of one file
+    // (and before the audit trail's `api`/`step` became enums): stores written then must
+    // still read.
+    const USER: &str = "011001900000000070008000000000000001000c2b3132303235353530313233010707070707070707070707070707070703416461084c6f76656c616365010f616461406578616d706c652e636f6d0180d095ffbc310180d095ffbc3180d095ffbc31";
+    const SESSION: &str = "021000000000000000000000000000000002100190000000007000800000000000000109090909090909090909090909090909090909090909090909090909090909090080d095ffbc3180e090d3c6310180d095ffbc310102020180d095ffbc310201010101010101010101010101010101020202020202020202020202020202020100cb00710701066375726c2f38";
+    const DEVICE: &str = "01100000000000000000000000000000000310019000000000700080000000000000010b41646127732070686f6e6500000330590180d095ffbc3100";
+    const AUDIT: &str = "0180d095ffbc310774726163652d310c6c6f67696e5f76657269667904646f6e6500097369676e656420696e010120010db800000000000000000000000101066375726c2f380107070707070707070707070707070707011001900000000070008000000000000001";
+
+    #[test]
+    fn stored_records_keep_their_bytes() {
+        let (user, session, device, event) = samples();
+        assert_eq!(hex(&encode(&user).unwrap()), USER);
+        assert_eq!(hex(&encode_session(&session).unwrap()), SESSION);
+        assert_eq!(hex(&encode(&device).unwrap()), DEVICE);
+        assert_eq!(hex(&encode(&event).unwrap()), AUDIT);
+        assert_eq!(decode::<User>(&unhex(USER)).unwrap(), user);
+        assert_eq!(decode_session(&unhex(SESSION)).unwrap(), session);
+        assert_eq!(decode::<Device>(&unhex(DEVICE)).unwrap(), device);
+        let read: AuditEvent = decode(&unhex(AUDIT)).unwrap();
+        assert_eq!((read.api, read.step, read.outcome), (event.api, event.step, event.outcome));
+        assert_eq!((read.trace_id, read.message, read.client_ip), (event.trace_id, event.message, event.client_ip));
+        assert_eq!(
+            (read.user_agent, read.ident_hash, read.user_id),
+            (event.user_agent, event.ident_hash, Some(user.id))
+        );
+    }
+}
