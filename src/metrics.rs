@@ -164,6 +164,38 @@ pub fn all() -> impl Iterator<Item = &'static MetricDef> {
     CATALOGUE.iter().chain(otpd_actors::metrics::CATALOGUE)
 }
 
+/// `docs/metrics.md`: every metric with its type, labels, buckets and meaning.
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Metrics\n\n<!-- Generated from the metric catalogues (src/metrics.rs, actors/src/metrics.rs) by \
+         `OTPD_BLESS=1 cargo test --test it reference`; do not edit. -->\n\n\
+         `GET /metrics` (Prometheus text format) on the admin listener, and on the main one while \
+         `admin.metrics_on_main`. Every name has the `otpd_` prefix, base units (seconds) and `_total` on \
+         counters. Labels take values from fixed sets only: route *templates* (`/v1/devices/{id}`; any \
+         unknown path is `other`), eight methods, status classes, enum outcomes, configured provider \
+         names, shard indexes; never an identifier, code, IP, trace id or other id. Counters of fixed \
+         label sets are registered at zero when the node starts. The shipped dashboard and alert rules \
+         are in `deploy/`.\n",
+    );
+    let sections = [("The front end and the node", CATALOGUE), ("The engine", otpd_actors::metrics::CATALOGUE)];
+    for (title, defs) in sections {
+        out.push_str(&format!("\n## {title}\n\n| name | type | labels | meaning |\n| --- | --- | --- | --- |\n"));
+        for def in defs {
+            let labels = if def.labels.is_empty() {
+                "—".to_owned()
+            } else {
+                def.labels.iter().map(|l| format!("`{l}`")).collect::<Vec<_>>().join(", ")
+            };
+            let mut meaning = def.help.replace('|', "\\|");
+            if let (Some(first), Some(last)) = (def.buckets.first(), def.buckets.last()) {
+                meaning.push_str(&format!(" (buckets {first} to {last})"));
+            }
+            out.push_str(&format!("| `{}` | {} | {labels} | {meaning} |\n", def.name, def.kind.as_str()));
+        }
+    }
+    out
+}
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the Prometheus recorder as the process's `metrics` recorder (once; later calls
@@ -197,37 +229,9 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// The route templates the `route` label takes; index 0 is any other path.
-pub const ROUTES: &[&str] = &[
-    "other",
-    "/v1/register",
-    "/v1/register/verify",
-    "/v1/login",
-    "/v1/login/verify",
-    "/v1/otp/resend",
-    "/v1/me",
-    "/v1/token/refresh",
-    "/v1/logout",
-    "/v1/logout/all",
-    "/v1/sessions",
-    "/v1/devices",
-    "/v1/devices/{id}",
-    "/v1/device-login/challenge",
-    "/v1/device-login/verify",
-    "/.well-known/jwks.json",
-    "/health/live",
-    "/health/ready",
-    "/metrics",
-    "/v1/admin/audit",
-    "/v1/admin/stats",
-];
-
-/// The `route` label of a path: its template, or `other`.
-pub fn route_index(path: &str) -> usize {
-    if path.starts_with("/v1/devices/") {
-        return 12;
-    }
-    ROUTES.iter().position(|r| *r == path).unwrap_or(0)
+/// The values of the `route` label: `other`, then each labelled path of the route table.
+pub fn routes() -> &'static [&'static str] {
+    crate::http::table::route_labels()
 }
 
 const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"];
@@ -268,17 +272,18 @@ impl Default for HttpMetrics {
 impl HttpMetrics {
     pub fn new() -> Self {
         HttpMetrics {
-            requests: (0..ROUTES.len() * METHODS.len() * CLASSES.len()).map(|_| OnceLock::new()).collect(),
-            durations: (0..ROUTES.len()).map(|_| OnceLock::new()).collect(),
+            requests: (0..routes().len() * METHODS.len() * CLASSES.len()).map(|_| OnceLock::new()).collect(),
+            durations: (0..routes().len()).map(|_| OnceLock::new()).collect(),
             in_flight: gauge!(HTTP_IN_FLIGHT),
             connections: ["main", "admin"].map(|l| gauge!(HTTP_CONNECTIONS, "listener" => l)),
         }
     }
 
-    /// A request arrived: counts it in flight until the returned guard is dropped.
-    pub fn begin(&self, method: &Method, path: &str) -> InFlight<'_> {
+    /// A request for the route label `route` (an index into [`routes`], from the route
+    /// table's lookup) arrived: counts it in flight until the returned guard is dropped.
+    pub fn begin(&self, method: &Method, route: usize) -> InFlight<'_> {
         self.in_flight.increment(1.0);
-        InFlight { metrics: self, route: route_index(path), method: method_index(method), started: Instant::now() }
+        InFlight { metrics: self, route, method: method_index(method), started: Instant::now() }
     }
 
     /// A connection opened on the main (`admin = false`) or admin listener; closed when the
@@ -301,7 +306,7 @@ pub struct InFlight<'a> {
 impl InFlight<'_> {
     /// The request's route template.
     pub fn route(&self) -> &'static str {
-        ROUTES[self.route]
+        routes()[self.route]
     }
 
     /// The request's method as the `method` label names it.
@@ -317,11 +322,11 @@ impl InFlight<'_> {
         let i = (route * METHODS.len() + method) * CLASSES.len() + class;
         m.requests[i]
             .get_or_init(|| {
-                counter!(HTTP_REQUESTS, "route" => ROUTES[route], "method" => METHODS[method], "status" => CLASSES[class])
+                counter!(HTTP_REQUESTS, "route" => routes()[route], "method" => METHODS[method], "status" => CLASSES[class])
             })
             .increment(1);
         m.durations[route]
-            .get_or_init(|| histogram!(HTTP_DURATION, "route" => ROUTES[route]))
+            .get_or_init(|| histogram!(HTTP_DURATION, "route" => routes()[route]))
             .record(took.as_secs_f64());
         let reason = match status {
             StatusCode::PAYLOAD_TOO_LARGE => Some("too_large"),
@@ -330,7 +335,7 @@ impl InFlight<'_> {
         };
         if let Some(reason) = reason {
             // Rare: a body the node refused. No cache needed.
-            counter!(HTTP_BODY_REJECTIONS, "route" => ROUTES[route], "reason" => reason).increment(1);
+            counter!(HTTP_BODY_REJECTIONS, "route" => routes()[route], "reason" => reason).increment(1);
         }
         took
     }
@@ -386,7 +391,7 @@ pub async fn refresh(app: &App) {
     if let Err(e) = refresh_census(app).await {
         tracing::warn!(error = %e, "could not count users and sessions for the gauges");
     }
-    let _ = crate::http::routes::readiness(app);
+    let _ = crate::http::ops::readiness(app);
     if let Some(handle) = &app.observe.prometheus {
         handle.run_upkeep();
     }
@@ -410,15 +415,20 @@ pub fn spawn_refresher(app: &Arc<App>, every: Duration) -> JoinHandle<()> {
 mod tests {
     use super::*;
 
+    /// The `route` label the router gives a path.
+    fn route_index(path: &str) -> usize {
+        crate::http::table::lookup(&Method::GET, path, crate::http::Listener::Main, true).1
+    }
+
     #[test]
     fn routes_are_templates_and_everything_else_is_other() {
-        assert_eq!(ROUTES[route_index("/v1/login")], "/v1/login");
-        assert_eq!(ROUTES[route_index("/v1/devices/0192f0c4-1c7e-7f00-8000-000000000000")], "/v1/devices/{id}");
-        assert_eq!(ROUTES[route_index("/v1/devices/+12025550123")], "/v1/devices/{id}");
-        assert_eq!(ROUTES[route_index("/v1/devices")], "/v1/devices");
-        assert_eq!(ROUTES[route_index("/+12025550123")], "other");
-        assert_eq!(ROUTES[route_index("/v1/login/")], "other");
-        assert_eq!(ROUTES[12], "/v1/devices/{id}");
+        assert_eq!(routes()[route_index("/v1/login")], "/v1/login");
+        assert_eq!(routes()[route_index("/v1/devices/0192f0c4-1c7e-7f00-8000-000000000000")], "/v1/devices/{id}");
+        assert_eq!(routes()[route_index("/v1/devices/+12025550123")], "/v1/devices/{id}");
+        assert_eq!(routes()[route_index("/v1/devices")], "/v1/devices");
+        assert_eq!(routes()[route_index("/+12025550123")], "other");
+        assert_eq!(routes()[route_index("/v1/login/")], "other");
+        assert_eq!(routes()[12], "/v1/devices/{id}");
     }
 
     #[test]

@@ -1,106 +1,27 @@
-//! Handlers for sessions and devices: wire types in, engine calls, wire types out.
-//!
-//! | method and path | handler | auth |
-//! | --- | --- | --- |
-//! | `POST /v1/token/refresh` | [`refresh`] | refresh token in the body |
-//! | `POST /v1/logout` | [`logout`] | Bearer |
-//! | `POST /v1/logout/all` | [`logout_all`] | Bearer |
-//! | `GET /v1/sessions` | [`sessions`] | Bearer |
-//! | `POST /v1/devices` | [`enrol`] | Bearer, fresh login by code |
-//! | `GET /v1/devices` | [`devices`] | Bearer |
-//! | `DELETE /v1/devices/{id}` | [`revoke`] | Bearer |
-//! | `POST /v1/device-login/challenge` | [`challenge`] | none |
-//! | `POST /v1/device-login/verify` | [`device_verify`] | signature |
+//! Handlers of sessions and devices: wire types in, engine calls, wire types out. Rows
+//! with a Bearer token reach these already authenticated ([`Call::claims`]).
 
+use hyper::StatusCode;
 use hyper::header::{HeaderValue, LOCATION};
-use hyper::http::request::Parts;
-use hyper::{Method, StatusCode};
 use otpd_actors::flows::devices::{Bearer, Enrolment};
 use otpd_actors::rules::audit::Step;
 use otpd_actors::rules::clock::Timestamp;
-use otpd_actors::rules::ids::DeviceId;
-use otpd_actors::{Api, EngineError, Grant, RequestContext};
+use otpd_actors::{EngineError, Grant};
 
 use super::problem::ApiError;
-use super::routes::{App, RequestBody, Resp, bearer, json, read_json, reject};
+use super::routes::{App, Call, Resp, json};
 use super::wire;
 use crate::tokens::AccessClaims;
-
-/// The endpoints of this module.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    Refresh,
-    Logout,
-    LogoutAll,
-    Sessions,
-    Devices,
-    /// `/v1/devices/{id}`; `None` when the id is not a UUID (answered 404).
-    Device(Option<DeviceId>),
-    DeviceChallenge,
-    DeviceVerify,
-}
-
-impl Endpoint {
-    pub fn of(path: &str) -> Option<Endpoint> {
-        Some(match path {
-            "/v1/token/refresh" => Endpoint::Refresh,
-            "/v1/logout" => Endpoint::Logout,
-            "/v1/logout/all" => Endpoint::LogoutAll,
-            "/v1/sessions" => Endpoint::Sessions,
-            "/v1/devices" => Endpoint::Devices,
-            "/v1/device-login/challenge" => Endpoint::DeviceChallenge,
-            "/v1/device-login/verify" => Endpoint::DeviceVerify,
-            _ => {
-                let id = path.strip_prefix("/v1/devices/")?;
-                Endpoint::Device(wire::device_id(id).ok())
-            }
-        })
-    }
-}
-
-pub async fn handle<B: RequestBody>(
-    app: &App,
-    ctx: &RequestContext,
-    endpoint: Endpoint,
-    parts: &Parts,
-    body: B,
-) -> Result<Resp, ApiError> {
-    let m = &parts.method;
-    match (endpoint, m) {
-        (Endpoint::Refresh, &Method::POST) => refresh(app, ctx, parts, body).await,
-        (Endpoint::Logout, &Method::POST) => logout(app, ctx, parts).await,
-        (Endpoint::LogoutAll, &Method::POST) => logout_all(app, ctx, parts).await,
-        // HEAD like GET, as every other GET endpoint (`routes.rs`) and the document say.
-        (Endpoint::Sessions, &Method::GET | &Method::HEAD) => sessions(app, ctx, parts).await,
-        (Endpoint::Devices, &Method::POST) => enrol(app, ctx, parts, body).await,
-        (Endpoint::Devices, &Method::GET | &Method::HEAD) => devices(app, ctx, parts).await,
-        (Endpoint::Device(id), &Method::DELETE) => revoke(app, ctx, parts, id).await,
-        (Endpoint::DeviceChallenge, &Method::POST) => challenge(app, ctx, parts, body).await,
-        (Endpoint::DeviceVerify, &Method::POST) => device_verify(app, ctx, parts, body).await,
-        (Endpoint::Sessions, _) => Err(ApiError::method_not_allowed("GET")),
-        (Endpoint::Devices, _) => Err(ApiError::method_not_allowed("GET, POST")),
-        (Endpoint::Device(_), _) => Err(ApiError::method_not_allowed("DELETE")),
-        _ => Err(ApiError::method_not_allowed("POST")),
-    }
-}
-
-/// The signature-checked claims of the request's access token.
-fn authenticate(app: &App, ctx: &RequestContext, api: Api, parts: &Parts) -> Result<AccessClaims, ApiError> {
-    let token = bearer(&parts.headers).ok_or_else(ApiError::missing_token)?;
-    app.tokens.verify(token, app.engine.now()).map_err(|e| {
-        app.engine.record_rejection(ctx, api, Step::Token, e.to_string(), None);
-        ApiError::invalid_token(e.to_string())
-    })
-}
 
 fn bearer_of(claims: &AccessClaims) -> Bearer {
     Bearer { user: claims.user(), session: claims.session(), issued_at: Timestamp::from_millis(claims.iat * 1000) }
 }
 
-/// Signs an access token for `grant` (issued at `now`) and renders the token response.
-fn tokens(app: &App, ctx: &RequestContext, grant: Grant, now: Timestamp) -> Result<Resp, ApiError> {
+/// Signs an access token for `grant` (issued at `now`) and renders the token response: the
+/// one answer of every sign-in (code, refresh, device).
+pub(super) fn tokens(app: &App, call: &Call<'_>, grant: Grant, now: Timestamp) -> Result<Resp, ApiError> {
     let access_token = app.tokens.issue(grant.user.id, grant.session.id, now).map_err(|e| {
-        tracing::error!(error = %e, trace_id = %ctx.trace_id, "could not sign an access token");
+        tracing::error!(error = %e, trace_id = %call.ctx.trace_id, "could not sign an access token");
         ApiError::internal()
     })?;
     let body = wire::TokenResponse {
@@ -115,35 +36,38 @@ fn tokens(app: &App, ctx: &RequestContext, grant: Grant, now: Timestamp) -> Resu
     Ok(json(StatusCode::OK, &body))
 }
 
-async fn refresh<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
-    let req: wire::RefreshRequest = read_json(app, ctx, Api::TokenRefresh, parts, body).await?;
-    let grant = app.engine.refresh(ctx, &req.refresh_token).await?;
-    tokens(app, ctx, grant, app.engine.now())
+/// `POST /v1/token/refresh`.
+pub(super) async fn refresh(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let req: wire::RefreshRequest = call.json(app)?;
+    let grant = app.engine.refresh(call.ctx, &req.refresh_token).await?;
+    tokens(app, call, grant, app.engine.now())
 }
 
-async fn logout(app: &App, ctx: &RequestContext, parts: &Parts) -> Result<Resp, ApiError> {
-    let claims = authenticate(app, ctx, Api::Logout, parts)?;
-    app.engine.logout(ctx, claims.user(), claims.session()).await?;
+/// `POST /v1/logout`.
+pub(super) async fn logout(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let claims = call.claims();
+    app.engine.logout(call.ctx, claims.user(), claims.session()).await?;
     Ok(no_content())
 }
 
-async fn logout_all(app: &App, ctx: &RequestContext, parts: &Parts) -> Result<Resp, ApiError> {
-    let claims = authenticate(app, ctx, Api::LogoutAll, parts)?;
-    let revoked = app.engine.logout_all(ctx, claims.user(), claims.session()).await?;
+/// `POST /v1/logout/all`.
+pub(super) async fn logout_all(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let claims = call.claims();
+    let revoked = app.engine.logout_all(call.ctx, claims.user(), claims.session()).await?;
     Ok(json(StatusCode::OK, &wire::LogoutAllResponse { revoked }))
 }
 
-async fn sessions(app: &App, ctx: &RequestContext, parts: &Parts) -> Result<Resp, ApiError> {
-    let claims = authenticate(app, ctx, Api::Sessions, parts)?;
-    let list = app.engine.active_sessions(ctx, claims.user(), claims.session()).await?;
+/// `GET /v1/sessions`.
+pub(super) async fn sessions(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let claims = call.claims();
+    let list = app.engine.active_sessions(call.ctx, claims.user(), claims.session()).await?;
     let sessions = list.iter().map(|s| wire::SessionView::new(s, claims.session())).collect();
     Ok(json(StatusCode::OK, &wire::SessionListResponse { sessions }))
 }
 
-async fn enrol<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
-    let api = Api::DeviceEnrol;
-    let claims = authenticate(app, ctx, api, parts)?;
-    let req: wire::EnrolRequest = read_json(app, ctx, api, parts, body).await?;
+/// `POST /v1/devices`.
+pub(super) async fn enrol(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let req: wire::EnrolRequest = call.json(app)?;
     let checked = (|| {
         Ok::<_, EngineError>(Enrolment {
             name: wire::device_name(&req.name)?,
@@ -151,8 +75,8 @@ async fn enrol<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, b
             key: wire::key_input(&req.public_key, &req.jwk)?,
         })
     })();
-    let enrolment = checked.map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
-    let device = app.engine.enrol_device(ctx, bearer_of(&claims), enrolment).await?;
+    let enrolment = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
+    let device = app.engine.enrol_device(call.ctx, bearer_of(call.claims()), enrolment).await?;
     let mut resp = json(StatusCode::CREATED, &wire::DeviceView::from(&device));
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/devices/{}", device.id)) {
         resp.headers_mut().insert(LOCATION, location);
@@ -160,26 +84,25 @@ async fn enrol<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, b
     Ok(resp)
 }
 
-async fn devices(app: &App, ctx: &RequestContext, parts: &Parts) -> Result<Resp, ApiError> {
-    let claims = authenticate(app, ctx, Api::DeviceList, parts)?;
-    let list = app.engine.devices(ctx, bearer_of(&claims)).await?;
+/// `GET /v1/devices`.
+pub(super) async fn devices(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let list = app.engine.devices(call.ctx, bearer_of(call.claims())).await?;
     let devices = list.iter().map(wire::DeviceView::from).collect();
     Ok(json(StatusCode::OK, &wire::DeviceListResponse { devices }))
 }
 
-async fn revoke(app: &App, ctx: &RequestContext, parts: &Parts, id: Option<DeviceId>) -> Result<Resp, ApiError> {
-    let api = Api::DeviceRevoke;
-    let claims = authenticate(app, ctx, api, parts)?;
-    let id = id.ok_or_else(|| reject(app, ctx, api, Step::Validate, EngineError::DeviceNotFound))?;
-    app.engine.revoke_device(ctx, bearer_of(&claims), id).await?;
+/// `DELETE /v1/devices/{id}`: an id that is not a UUID names no device.
+pub(super) async fn revoke(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let id = wire::device_id(call.param).map_err(|_| call.reject(app, Step::Validate, EngineError::DeviceNotFound))?;
+    app.engine.revoke_device(call.ctx, bearer_of(call.claims()), id).await?;
     Ok(no_content())
 }
 
-async fn challenge<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
-    let api = Api::DeviceChallenge;
-    let req: wire::DeviceChallengeRequest = read_json(app, ctx, api, parts, body).await?;
-    let id = wire::device_id(&req.device_id).map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
-    let c = app.engine.device_challenge(ctx, id).await?;
+/// `POST /v1/device-login/challenge`.
+pub(super) async fn challenge(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let req: wire::DeviceChallengeRequest = call.json(app)?;
+    let id = wire::device_id(&req.device_id).map_err(|e| call.reject(app, Step::Validate, e))?;
+    let c = app.engine.device_challenge(call.ctx, id).await?;
     let body = wire::DeviceChallengeResponse {
         device_id: c.device_id.to_string(),
         nonce: c.nonce.to_hex(),
@@ -189,24 +112,19 @@ async fn challenge<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Part
     Ok(json(StatusCode::OK, &body))
 }
 
-async fn device_verify<B: RequestBody>(
-    app: &App,
-    ctx: &RequestContext,
-    parts: &Parts,
-    body: B,
-) -> Result<Resp, ApiError> {
-    let api = Api::DeviceVerify;
-    let req: wire::DeviceVerifyRequest = read_json(app, ctx, api, parts, body).await?;
+/// `POST /v1/device-login/verify`.
+pub(super) async fn device_verify(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let req: wire::DeviceVerifyRequest = call.json(app)?;
     let checked = (|| {
         let id = wire::device_id(&req.device_id)?;
         let nonce = wire::nonce(&req.nonce)?;
         let signature = wire::base64_any("signature", &req.signature, wire::MAX_SIGNATURE_CHARS)?;
         Ok::<_, EngineError>((id, nonce, signature))
     })();
-    let (id, nonce, signature) = checked.map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
-    let grant = app.engine.device_login(ctx, id, nonce, &signature).await?;
+    let (id, nonce, signature) = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
+    let grant = app.engine.device_login(call.ctx, id, nonce, &signature).await?;
     let now = grant.login_at;
-    tokens(app, ctx, grant, now)
+    tokens(app, call, grant, now)
 }
 
 fn no_content() -> Resp {

@@ -4,9 +4,12 @@
 //! backends, where HTTP/1.1 is universal and the cheapest to serve.
 
 pub mod account;
+pub mod codes;
 pub mod openapi;
+pub mod ops;
 pub mod problem;
 pub mod routes;
+pub mod table;
 pub mod wire;
 
 use std::convert::Infallible;

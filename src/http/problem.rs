@@ -1,12 +1,14 @@
 //! RFC 9457 problem details: the one place where failures become HTTP responses.
 //!
-//! Every error body carries a stable `code` (documented in the README) that clients branch
-//! on; `title` and `detail` are for humans and may change. `type` is `urn:otpd:problem:<code>`.
+//! Every error body carries a stable `code` (docs/errors.md) that clients branch on; `title`
+//! and `detail` are for humans and may change. `type` is `urn:otpd:problem:<code>`.
 //! Server-side failures never expose internal messages: those go to the log with the trace id.
 //!
-//! [`CATALOGUE`] lists every code with its status and meaning: the OpenAPI document
-//! (`super::openapi`) is built from it, and tests check that every error this module can
-//! produce is in it, with the same status and headers.
+//! Each code is one constant ([`ProblemKind`]: status, title, meaning, headers), listed in
+//! [`CATALOGUE`]; every error is built from its constant ([`ApiError::of`]), so a code's status
+//! is written once. Every engine, token and wire error reaches HTTP through the `From` impls
+//! here. The OpenAPI document (`super::openapi`) and docs/errors.md are built from the
+//! catalogue; tests check that every error this module can produce is in it.
 
 use std::time::Duration;
 
@@ -20,110 +22,309 @@ use otpd_actors::rules::limits::LimitRule;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// One stable problem `code`, as the API contract describes it.
+use crate::tokens::TokenError;
+
+/// One stable problem `code`: everything about it that does not depend on the request.
 #[derive(Debug, Clone, Copy)]
 pub struct ProblemKind {
     pub code: &'static str,
     pub status: u16,
-    /// What it means for the caller; one sentence, for the document and the README.
+    /// The document's `title` (for humans; may change).
+    pub title: &'static str,
+    /// What it means for the caller; one sentence, for the OpenAPI document and docs/errors.md.
     pub meaning: &'static str,
     /// The response carries `Retry-After` (seconds).
     pub retry_after: bool,
-    /// The response carries `WWW-Authenticate`.
-    pub www_authenticate: bool,
+    /// The response carries `WWW-Authenticate` with this challenge.
+    pub www_authenticate: Option<&'static str>,
 }
 
-const fn kind(code: &'static str, status: u16, meaning: &'static str) -> ProblemKind {
-    ProblemKind { code, status, meaning, retry_after: false, www_authenticate: false }
+const fn kind(code: &'static str, status: u16, title: &'static str, meaning: &'static str) -> ProblemKind {
+    ProblemKind { code, status, title, meaning, retry_after: false, www_authenticate: None }
 }
 
-const fn retry(code: &'static str, status: u16, meaning: &'static str) -> ProblemKind {
-    ProblemKind { retry_after: true, ..kind(code, status, meaning) }
+const fn retry(code: &'static str, status: u16, title: &'static str, meaning: &'static str) -> ProblemKind {
+    ProblemKind { retry_after: true, ..kind(code, status, title, meaning) }
 }
 
-const fn challenge(code: &'static str, status: u16, meaning: &'static str) -> ProblemKind {
-    ProblemKind { www_authenticate: true, ..kind(code, status, meaning) }
-}
-
-/// Every problem `code` the API can answer. Adding a code: a row here, then the operations
-/// that can answer it in `super::openapi`, then `otpd openapi > docs/openapi.json`.
-pub const CATALOGUE: &[ProblemKind] = &[
-    kind("invalid_json", 400, "the body is not JSON"),
-    kind("invalid_request", 400, "wrong type, missing or unknown field, or a field out of bounds; `detail` names it"),
-    kind("invalid_phone", 400, "the phone number cannot be an E.164 number"),
-    kind("invalid_email", 400, "the e-mail address is not acceptable"),
-    kind("invalid_code", 400, "wrong code; `attempts_left` says how many tries remain"),
-    kind("code_expired", 400, "the code's lifetime is over; request a new one"),
-    kind("code_already_used", 400, "codes work once"),
-    kind("no_pending_code", 400, "no code was requested for this identifier and purpose"),
-    kind("invalid_public_key", 400, "not an ECDSA P-256 or Ed25519 public key in an accepted form"),
-    kind(
-        "invalid_signature",
-        400,
-        "the signature does not verify for this device, nonce and audience; `attempts_left` says how many tries remain",
-    ),
-    kind("challenge_expired", 400, "the nonce's lifetime is over; request a new challenge"),
-    kind("challenge_already_used", 400, "nonces work once"),
-    kind("no_pending_challenge", 400, "no challenge was requested for this device"),
-    challenge("missing_token", 401, "no `Authorization: Bearer` token"),
-    challenge("invalid_token", 401, "bad, expired or revoked token (a logged-out or revoked session included)"),
-    kind("invalid_refresh_token", 401, "malformed, unknown, expired or revoked refresh token; log in again"),
-    kind(
-        "refresh_token_reused",
+pub const INVALID_JSON: ProblemKind =
+    kind("invalid_json", 400, "Request body is not valid JSON", "the body is not JSON");
+pub const INVALID_REQUEST: ProblemKind = kind(
+    "invalid_request",
+    400,
+    "Request is not acceptable",
+    "wrong type, missing or unknown field, or a field out of bounds; `detail` names it",
+);
+pub const INVALID_PHONE: ProblemKind =
+    kind("invalid_phone", 400, "Invalid phone number", "the phone number cannot be an E.164 number");
+pub const INVALID_EMAIL: ProblemKind =
+    kind("invalid_email", 400, "Invalid e-mail address", "the e-mail address is not acceptable");
+pub const INVALID_CODE: ProblemKind =
+    kind("invalid_code", 400, "Invalid code", "wrong code; `attempts_left` says how many tries remain");
+pub const CODE_EXPIRED: ProblemKind =
+    kind("code_expired", 400, "Code expired", "the code's lifetime is over; request a new one");
+pub const CODE_ALREADY_USED: ProblemKind = kind("code_already_used", 400, "Code already used", "codes work once");
+pub const NO_PENDING_CODE: ProblemKind =
+    kind("no_pending_code", 400, "No pending code", "no code was requested for this identifier and purpose");
+pub const INVALID_PUBLIC_KEY: ProblemKind = kind(
+    "invalid_public_key",
+    400,
+    "Invalid public key",
+    "not an ECDSA P-256 or Ed25519 public key in an accepted form",
+);
+pub const INVALID_SIGNATURE: ProblemKind = kind(
+    "invalid_signature",
+    400,
+    "Invalid signature",
+    "the signature does not verify for this device, nonce and audience; `attempts_left` says how many tries remain",
+);
+pub const CHALLENGE_EXPIRED: ProblemKind =
+    kind("challenge_expired", 400, "Challenge expired", "the nonce's lifetime is over; request a new challenge");
+pub const CHALLENGE_ALREADY_USED: ProblemKind =
+    kind("challenge_already_used", 400, "Challenge already used", "nonces work once");
+pub const NO_PENDING_CHALLENGE: ProblemKind =
+    kind("no_pending_challenge", 400, "No pending challenge", "no challenge was requested for this device");
+pub const MISSING_TOKEN: ProblemKind = ProblemKind {
+    www_authenticate: Some(r#"Bearer realm="otpd""#),
+    ..kind("missing_token", 401, "Authentication required", "no `Authorization: Bearer` token")
+};
+pub const INVALID_TOKEN: ProblemKind = ProblemKind {
+    www_authenticate: Some(r#"Bearer realm="otpd", error="invalid_token""#),
+    ..kind(
+        "invalid_token",
         401,
-        "this refresh token was already rotated away: the session is now revoked; log in again",
-    ),
-    kind("forbidden", 403, "the admin token is not valid"),
-    kind(
-        "destination_not_allowed",
-        403,
-        "SMS to this country or number range is not allowed (`limits.sms_allow`/`sms_deny`)",
-    ),
-    kind("account_not_verified", 403, "the account never finished registration"),
-    kind("fresh_login_required", 403, "enrolling a device needs a login by code within `devices.enrol_max_auth_age`"),
-    kind("device_revoked", 403, "the signature is right but the device was removed; enrol it again"),
-    kind("account_not_found", 404, "no account for this identifier (only with `otp.reveal_accounts = true`)"),
-    kind("not_found", 404, "no such endpoint"),
-    kind("device_not_found", 404, "no such device on this account"),
-    kind("method_not_allowed", 405, "the endpoint does not take this method; see `Allow`"),
-    kind("request_timeout", 408, "the body arrived too slowly"),
-    kind("account_exists", 409, "the identifier has an account (only with `otp.reveal_accounts = true`)"),
-    kind("device_limit", 409, "the account has `devices.max_per_user` devices; remove one first"),
-    kind("device_exists", 409, "this public key is already enrolled for the account"),
-    kind("payload_too_large", 413, "body over `http.max_body_bytes`"),
-    kind("unsupported_media_type", 415, "the body must be sent as `application/json`"),
-    retry("resend_cooldown", 429, "a code was sent for this identifier and purpose too recently; see `Retry-After`"),
-    retry("identifier_send_limit", 429, "too many codes for this identifier in the window; see `Retry-After`"),
-    retry("identifier_login_limit", 429, "too many login codes for this identifier (`[limits]`); see `Retry-After`"),
-    retry(
-        "identifier_register_limit",
-        429,
-        "too many registration codes for this identifier (`[limits]`); see `Retry-After`",
-    ),
-    retry("identifier_resend_limit", 429, "too many resends for this identifier (`[limits]`); see `Retry-After`"),
-    retry("identifier_verify_limit", 429, "too many code checks for this identifier or device; see `Retry-After`"),
-    retry("ip_send_limit", 429, "too many codes requested from this client address; see `Retry-After`"),
-    retry("ip_verify_limit", 429, "too many code checks from this client address; see `Retry-After`"),
-    retry("prefix_send_limit", 429, "too many codes to numbers sharing this number's prefix; see `Retry-After`"),
-    retry("country_send_limit", 429, "too many codes to this country; see `Retry-After`"),
-    kind(
-        "too_many_attempts",
-        429,
-        "too many wrong codes (or signatures) burned this code (or challenge); request a new one",
-    ),
-    kind("internal", 500, "a bug: never expected; report it with the `trace_id`"),
-    retry("delivery_busy", 503, "the delivery queue is full; retry after `Retry-After`"),
-    retry("unavailable", 503, "a dependency cannot serve the request now; retry after `Retry-After`"),
-    retry(
-        "owner_unreachable",
-        503,
-        "in a cluster, the node that holds this identifier's codes did not answer in time; retry after `Retry-After`",
-    ),
+        "Invalid access token",
+        "bad, expired or revoked token (a logged-out or revoked session included)",
+    )
+};
+pub const INVALID_REFRESH_TOKEN: ProblemKind = kind(
+    "invalid_refresh_token",
+    401,
+    "Invalid refresh token",
+    "malformed, unknown, expired or revoked refresh token; log in again",
+);
+pub const REFRESH_TOKEN_REUSED: ProblemKind = kind(
+    "refresh_token_reused",
+    401,
+    "Refresh token reused",
+    "this refresh token was already rotated away: the session is now revoked; log in again",
+);
+pub const FORBIDDEN: ProblemKind = kind("forbidden", 403, "Forbidden", "the admin token is not valid");
+pub const DESTINATION_NOT_ALLOWED: ProblemKind = kind(
+    "destination_not_allowed",
+    403,
+    "Destination not allowed",
+    "SMS to this country or number range is not allowed (`limits.sms_allow`/`sms_deny`)",
+);
+pub const ACCOUNT_NOT_VERIFIED: ProblemKind =
+    kind("account_not_verified", 403, "Account not verified", "the account never finished registration");
+pub const FRESH_LOGIN_REQUIRED: ProblemKind = kind(
+    "fresh_login_required",
+    403,
+    "Fresh login required",
+    "enrolling a device needs a login by code within `devices.enrol_max_auth_age`",
+);
+pub const DEVICE_REVOKED: ProblemKind =
+    kind("device_revoked", 403, "Device revoked", "the signature is right but the device was removed; enrol it again");
+pub const ACCOUNT_NOT_FOUND: ProblemKind = kind(
+    "account_not_found",
+    404,
+    "Account not found",
+    "no account for this identifier (only with `otp.reveal_accounts = true`)",
+);
+pub const NOT_FOUND: ProblemKind = kind("not_found", 404, "Not found", "no such endpoint");
+pub const DEVICE_NOT_FOUND: ProblemKind =
+    kind("device_not_found", 404, "Device not found", "no such device on this account");
+pub const METHOD_NOT_ALLOWED: ProblemKind =
+    kind("method_not_allowed", 405, "Method not allowed", "the endpoint does not take this method; see `Allow`");
+pub const REQUEST_TIMEOUT: ProblemKind =
+    kind("request_timeout", 408, "Request timed out", "the body arrived too slowly");
+pub const ACCOUNT_EXISTS: ProblemKind = kind(
+    "account_exists",
+    409,
+    "Account exists",
+    "the identifier has an account (only with `otp.reveal_accounts = true`)",
+);
+pub const DEVICE_LIMIT: ProblemKind =
+    kind("device_limit", 409, "Too many devices", "the account has `devices.max_per_user` devices; remove one first");
+pub const DEVICE_EXISTS: ProblemKind =
+    kind("device_exists", 409, "Device already enrolled", "this public key is already enrolled for the account");
+pub const PAYLOAD_TOO_LARGE: ProblemKind =
+    kind("payload_too_large", 413, "Request body too large", "body over `http.max_body_bytes`");
+pub const UNSUPPORTED_MEDIA_TYPE: ProblemKind =
+    kind("unsupported_media_type", 415, "Unsupported media type", "the body must be sent as `application/json`");
+pub const RESEND_COOLDOWN: ProblemKind = retry(
+    "resend_cooldown",
+    429,
+    "Too many requests",
+    "a code was sent for this identifier and purpose too recently; see `Retry-After`",
+);
+pub const IDENTIFIER_SEND_LIMIT: ProblemKind = retry(
+    "identifier_send_limit",
+    429,
+    "Too many requests",
+    "too many codes for this identifier in the window; see `Retry-After`",
+);
+pub const IDENTIFIER_LOGIN_LIMIT: ProblemKind = retry(
+    "identifier_login_limit",
+    429,
+    "Too many requests",
+    "too many login codes for this identifier (`[limits]`); see `Retry-After`",
+);
+pub const IDENTIFIER_REGISTER_LIMIT: ProblemKind = retry(
+    "identifier_register_limit",
+    429,
+    "Too many requests",
+    "too many registration codes for this identifier (`[limits]`); see `Retry-After`",
+);
+pub const IDENTIFIER_RESEND_LIMIT: ProblemKind = retry(
+    "identifier_resend_limit",
+    429,
+    "Too many requests",
+    "too many resends for this identifier (`[limits]`); see `Retry-After`",
+);
+pub const IDENTIFIER_VERIFY_LIMIT: ProblemKind = retry(
+    "identifier_verify_limit",
+    429,
+    "Too many requests",
+    "too many code checks for this identifier or device; see `Retry-After`",
+);
+pub const IP_SEND_LIMIT: ProblemKind = retry(
+    "ip_send_limit",
+    429,
+    "Too many requests",
+    "too many codes requested from this client address; see `Retry-After`",
+);
+pub const IP_VERIFY_LIMIT: ProblemKind = retry(
+    "ip_verify_limit",
+    429,
+    "Too many requests",
+    "too many code checks from this client address; see `Retry-After`",
+);
+pub const PREFIX_SEND_LIMIT: ProblemKind = retry(
+    "prefix_send_limit",
+    429,
+    "Too many requests",
+    "too many codes to numbers sharing this number's prefix; see `Retry-After`",
+);
+pub const COUNTRY_SEND_LIMIT: ProblemKind =
+    retry("country_send_limit", 429, "Too many requests", "too many codes to this country; see `Retry-After`");
+pub const TOO_MANY_ATTEMPTS: ProblemKind = kind(
+    "too_many_attempts",
+    429,
+    "Too many wrong codes",
+    "too many wrong codes (or signatures) burned this code (or challenge); request a new one",
+);
+pub const INTERNAL: ProblemKind =
+    kind("internal", 500, "Internal error", "a bug: never expected; report it with the `trace_id`");
+pub const DELIVERY_BUSY: ProblemKind =
+    retry("delivery_busy", 503, "Delivery queue full", "the delivery queue is full; retry after `Retry-After`");
+pub const UNAVAILABLE: ProblemKind = retry(
+    "unavailable",
+    503,
+    "Service unavailable",
+    "a dependency cannot serve the request now; retry after `Retry-After`",
+);
+pub const OWNER_UNREACHABLE: ProblemKind = retry(
+    "owner_unreachable",
+    503,
+    "Owner node unreachable",
+    "in a cluster, the node that holds this identifier's codes did not answer in time; retry after `Retry-After`",
+);
+
+/// Every problem `code` the API can answer. Adding a code: its constant above and a row here,
+/// then the operations that can answer it in the route table (`super::table`), then
+/// `otpd openapi > docs/openapi.json`.
+pub const CATALOGUE: &[ProblemKind] = &[
+    INVALID_JSON,
+    INVALID_REQUEST,
+    INVALID_PHONE,
+    INVALID_EMAIL,
+    INVALID_CODE,
+    CODE_EXPIRED,
+    CODE_ALREADY_USED,
+    NO_PENDING_CODE,
+    INVALID_PUBLIC_KEY,
+    INVALID_SIGNATURE,
+    CHALLENGE_EXPIRED,
+    CHALLENGE_ALREADY_USED,
+    NO_PENDING_CHALLENGE,
+    MISSING_TOKEN,
+    INVALID_TOKEN,
+    INVALID_REFRESH_TOKEN,
+    REFRESH_TOKEN_REUSED,
+    FORBIDDEN,
+    DESTINATION_NOT_ALLOWED,
+    ACCOUNT_NOT_VERIFIED,
+    FRESH_LOGIN_REQUIRED,
+    DEVICE_REVOKED,
+    ACCOUNT_NOT_FOUND,
+    NOT_FOUND,
+    DEVICE_NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+    REQUEST_TIMEOUT,
+    ACCOUNT_EXISTS,
+    DEVICE_LIMIT,
+    DEVICE_EXISTS,
+    PAYLOAD_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    RESEND_COOLDOWN,
+    IDENTIFIER_SEND_LIMIT,
+    IDENTIFIER_LOGIN_LIMIT,
+    IDENTIFIER_REGISTER_LIMIT,
+    IDENTIFIER_RESEND_LIMIT,
+    IDENTIFIER_VERIFY_LIMIT,
+    IP_SEND_LIMIT,
+    IP_VERIFY_LIMIT,
+    PREFIX_SEND_LIMIT,
+    COUNTRY_SEND_LIMIT,
+    TOO_MANY_ATTEMPTS,
+    INTERNAL,
+    DELIVERY_BUSY,
+    UNAVAILABLE,
+    OWNER_UNREACHABLE,
 ];
 
 /// The catalogue entry of `code`.
 pub fn kind_of(code: &str) -> Option<&'static ProblemKind> {
     CATALOGUE.iter().find(|k| k.code == code)
+}
+
+/// `docs/errors.md`: every problem code with its status, headers and meaning, and the
+/// operations that can answer it.
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Errors\n\n<!-- Generated from src/http/problem.rs and the route table by \
+         `OTPD_BLESS=1 cargo test --test it reference`; do not edit. -->\n\n\
+         Every error is an RFC 9457 `application/problem+json` document with a stable `code`, which \
+         clients branch on; `title` and `detail` are for humans and may change. `type` is \
+         `urn:otpd:problem:<code>`, and `trace_id` is the request's `X-Request-Id`:\n\n\
+         ```json\n{\"type\":\"urn:otpd:problem:invalid_code\",\"title\":\"Invalid code\",\"status\":400,\n \
+         \"detail\":\"the code is not correct\",\"code\":\"invalid_code\",\"trace_id\":\"…\",\"attempts_left\":4}\n```\n\n\
+         | status | code | meaning | headers | answered by |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for kind in CATALOGUE {
+        let mut headers = Vec::new();
+        if kind.retry_after {
+            headers.push("`Retry-After`");
+        }
+        if kind.www_authenticate.is_some() {
+            headers.push("`WWW-Authenticate`");
+        }
+        let ops: Vec<String> = super::table::ROUTES
+            .iter()
+            .filter(|r| r.problem_codes().contains(&kind.code))
+            .map(|r| format!("`{} {}`", r.method.to_ascii_uppercase(), r.path))
+            .collect();
+        let ops = match kind.code {
+            "not_found" | "method_not_allowed" => "any path".to_owned(),
+            _ if ops.is_empty() => "—".to_owned(),
+            _ => ops.join(", "),
+        };
+        let headers = if headers.is_empty() { "—".to_owned() } else { headers.join(", ") };
+        out.push_str(&format!("| {} | `{}` | {} | {headers} | {ops} |\n", kind.status, kind.code, kind.meaning));
+    }
+    out
 }
 
 /// The problem document (RFC 9457) of every error response, `application/problem+json`.
@@ -153,132 +354,88 @@ pub struct ProblemBody<'a> {
     retry_after: Option<u64>,
 }
 
-/// A failed request, ready to be rendered.
+/// A failed request, ready to be rendered: its catalogue entry and what this request adds.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub kind: &'static ProblemKind,
+    /// The kind's title, unless one error of the kind words it differently.
     pub title: &'static str,
     pub detail: String,
     pub retry_after: Option<Duration>,
     pub attempts_left: Option<u8>,
     pub allow: Option<&'static str>,
-    pub www_authenticate: Option<&'static str>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            title,
-            detail: detail.into(),
-            retry_after: None,
-            attempts_left: None,
-            allow: None,
-            www_authenticate: None,
-        }
+    /// An error of `kind`: status, code, title and authentication challenge come from it.
+    pub fn of(kind: &'static ProblemKind, detail: impl Into<String>) -> Self {
+        ApiError { kind, title: kind.title, detail: detail.into(), retry_after: None, attempts_left: None, allow: None }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.kind.status).expect("catalogue statuses are valid (a test checks each)")
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.kind.code
     }
 
     pub fn invalid_json(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_json", "Request body is not valid JSON", detail)
+        Self::of(&INVALID_JSON, detail)
     }
 
     pub fn invalid_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", "Request is not acceptable", detail)
+        Self::of(&INVALID_REQUEST, detail)
     }
 
     pub fn unsupported_media_type() -> Self {
-        Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Unsupported media type",
-            "send the body as application/json",
-        )
+        Self::of(&UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "Request body too large",
-            format!("the body must be at most {limit} bytes"),
-        )
+        Self::of(&PAYLOAD_TOO_LARGE, format!("the body must be at most {limit} bytes"))
     }
 
     pub fn request_timeout() -> Self {
-        Self::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "Request timed out",
-            "the request body arrived too slowly",
-        )
+        Self::of(&REQUEST_TIMEOUT, "the request body arrived too slowly")
     }
 
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", "no such endpoint")
+        Self::of(&NOT_FOUND, "no such endpoint")
     }
 
     pub fn method_not_allowed(allow: &'static str) -> Self {
-        ApiError {
-            allow: Some(allow),
-            ..Self::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "Method not allowed",
-                format!("this endpoint accepts {allow}"),
-            )
-        }
+        ApiError { allow: Some(allow), ..Self::of(&METHOD_NOT_ALLOWED, format!("this endpoint accepts {allow}")) }
     }
 
     pub fn missing_token() -> Self {
-        ApiError {
-            www_authenticate: Some(r#"Bearer realm="otpd""#),
-            ..Self::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_token",
-                "Authentication required",
-                "send Authorization: Bearer <access token>",
-            )
-        }
-    }
-
-    pub fn invalid_token(detail: impl Into<String>) -> Self {
-        ApiError {
-            www_authenticate: Some(r#"Bearer realm="otpd", error="invalid_token""#),
-            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_token", "Invalid access token", detail)
-        }
+        Self::of(&MISSING_TOKEN, "send Authorization: Bearer <access token>")
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+        Self::of(&FORBIDDEN, detail)
     }
 
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            "an unexpected error occurred; it has been logged",
-        )
+        Self::of(&INTERNAL, "an unexpected error occurred; it has been logged")
     }
 
     /// Renders the problem document.
     pub fn into_response(self, trace_id: &str) -> Response<Full<Bytes>> {
         let retry_secs = self.retry_after.map(|d| d.as_secs_f64().ceil().max(1.0) as u64);
         let body = ProblemBody {
-            kind: format!("urn:otpd:problem:{}", self.code),
+            kind: format!("urn:otpd:problem:{}", self.kind.code),
             title: self.title,
-            status: self.status.as_u16(),
+            status: self.kind.status,
             detail: &self.detail,
-            code: self.code,
+            code: self.kind.code,
             trace_id,
             attempts_left: self.attempts_left,
             retry_after: retry_secs,
         };
         let json = serde_json::to_vec(&body).expect("a problem document always serialises");
         let mut resp = Response::new(Full::new(Bytes::from(json)));
-        *resp.status_mut() = self.status;
+        *resp.status_mut() = self.status();
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(secs) = retry_secs {
@@ -287,117 +444,104 @@ impl ApiError {
         if let Some(allow) = self.allow {
             h.insert(ALLOW, HeaderValue::from_static(allow));
         }
-        if let Some(challenge) = self.www_authenticate {
+        if let Some(challenge) = self.kind.www_authenticate {
             h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         resp
     }
 }
 
+/// The kind of each engine outcome.
+fn kind_of_error(e: &EngineError) -> &'static ProblemKind {
+    match e {
+        EngineError::Identifier(IdentifierError::Email(_)) => &INVALID_EMAIL,
+        EngineError::Identifier(_) => &INVALID_PHONE,
+        EngineError::InvalidInput(_) => &INVALID_REQUEST,
+        // A destination list is a policy, not a rate: retrying cannot help, whichever way the
+        // refusal reached here.
+        EngineError::Limited { rule: LimitRule::DestinationNotAllowed, .. } | EngineError::DestinationNotAllowed => {
+            &DESTINATION_NOT_ALLOWED
+        }
+        EngineError::Limited { rule, .. } => limit_kind(*rule),
+        EngineError::InvalidCode { .. } => &INVALID_CODE,
+        EngineError::CodeExpired => &CODE_EXPIRED,
+        EngineError::TooManyAttempts | EngineError::ChallengeBurned => &TOO_MANY_ATTEMPTS,
+        EngineError::CodeAlreadyUsed => &CODE_ALREADY_USED,
+        EngineError::NoPendingCode => &NO_PENDING_CODE,
+        EngineError::AccountNotVerified => &ACCOUNT_NOT_VERIFIED,
+        EngineError::AccountNotFound => &ACCOUNT_NOT_FOUND,
+        EngineError::AccountExists => &ACCOUNT_EXISTS,
+        EngineError::SessionInvalid => &INVALID_TOKEN,
+        EngineError::InvalidRefreshToken => &INVALID_REFRESH_TOKEN,
+        EngineError::RefreshTokenReused => &REFRESH_TOKEN_REUSED,
+        EngineError::FreshLoginRequired { .. } => &FRESH_LOGIN_REQUIRED,
+        EngineError::InvalidPublicKey(_) => &INVALID_PUBLIC_KEY,
+        EngineError::DeviceLimit { .. } => &DEVICE_LIMIT,
+        EngineError::DeviceExists => &DEVICE_EXISTS,
+        EngineError::DeviceNotFound => &DEVICE_NOT_FOUND,
+        EngineError::InvalidSignature { .. } => &INVALID_SIGNATURE,
+        EngineError::ChallengeExpired => &CHALLENGE_EXPIRED,
+        EngineError::ChallengeAlreadyUsed => &CHALLENGE_ALREADY_USED,
+        EngineError::NoPendingChallenge => &NO_PENDING_CHALLENGE,
+        EngineError::DeviceRevoked => &DEVICE_REVOKED,
+        EngineError::DeliveryBusy => &DELIVERY_BUSY,
+        EngineError::Unavailable(_) => &UNAVAILABLE,
+        EngineError::OwnerUnreachable(_) => &OWNER_UNREACHABLE,
+    }
+}
+
+/// The kind of each rate-limit rule; its code is the rule's name (a test checks each).
+fn limit_kind(rule: LimitRule) -> &'static ProblemKind {
+    match rule {
+        LimitRule::ResendCooldown => &RESEND_COOLDOWN,
+        LimitRule::IdentifierSends => &IDENTIFIER_SEND_LIMIT,
+        LimitRule::IdentifierLogins => &IDENTIFIER_LOGIN_LIMIT,
+        LimitRule::IdentifierRegistrations => &IDENTIFIER_REGISTER_LIMIT,
+        LimitRule::IdentifierResends => &IDENTIFIER_RESEND_LIMIT,
+        LimitRule::IdentifierVerifies => &IDENTIFIER_VERIFY_LIMIT,
+        LimitRule::IpSends => &IP_SEND_LIMIT,
+        LimitRule::IpVerifies => &IP_VERIFY_LIMIT,
+        LimitRule::PrefixSends => &PREFIX_SEND_LIMIT,
+        LimitRule::CountrySends => &COUNTRY_SEND_LIMIT,
+        LimitRule::DestinationNotAllowed => &DESTINATION_NOT_ALLOWED,
+    }
+}
+
 /// The one mapping from engine outcomes to HTTP.
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        use StatusCode as S;
-        let detail = e.to_string();
-        match e {
-            EngineError::Identifier(IdentifierError::Email(_)) => {
-                ApiError::new(S::BAD_REQUEST, "invalid_email", "Invalid e-mail address", detail)
-            }
-            EngineError::Identifier(_) => {
-                ApiError::new(S::BAD_REQUEST, "invalid_phone", "Invalid phone number", detail)
-            }
-            EngineError::InvalidInput(_) => ApiError::invalid_request(detail),
-            // A destination list is a policy, not a rate: retrying cannot help, whichever way
-            // the refusal reached here.
-            EngineError::Limited { rule: LimitRule::DestinationNotAllowed, .. }
-            | EngineError::DestinationNotAllowed => {
-                ApiError::new(S::FORBIDDEN, "destination_not_allowed", "Destination not allowed", detail)
-            }
-            EngineError::Limited { rule, retry_after } => ApiError {
-                retry_after: Some(retry_after),
-                ..ApiError::new(S::TOO_MANY_REQUESTS, rule.as_str(), "Too many requests", detail)
-            },
-            EngineError::InvalidCode { attempts_left } => ApiError {
-                attempts_left: Some(attempts_left),
-                ..ApiError::new(S::BAD_REQUEST, "invalid_code", "Invalid code", detail)
-            },
-            EngineError::CodeExpired => ApiError::new(S::BAD_REQUEST, "code_expired", "Code expired", detail),
-            EngineError::TooManyAttempts => {
-                ApiError::new(S::TOO_MANY_REQUESTS, "too_many_attempts", "Too many wrong codes", detail)
-            }
-            EngineError::CodeAlreadyUsed => {
-                ApiError::new(S::BAD_REQUEST, "code_already_used", "Code already used", detail)
-            }
-            EngineError::NoPendingCode => ApiError::new(S::BAD_REQUEST, "no_pending_code", "No pending code", detail),
-            EngineError::AccountNotVerified => {
-                ApiError::new(S::FORBIDDEN, "account_not_verified", "Account not verified", detail)
-            }
-            EngineError::AccountNotFound => {
-                ApiError::new(S::NOT_FOUND, "account_not_found", "Account not found", detail)
-            }
-            EngineError::AccountExists => ApiError::new(S::CONFLICT, "account_exists", "Account exists", detail),
-            EngineError::SessionInvalid => ApiError::invalid_token(detail),
-            EngineError::InvalidRefreshToken => {
-                ApiError::new(S::UNAUTHORIZED, "invalid_refresh_token", "Invalid refresh token", detail)
-            }
-            EngineError::RefreshTokenReused => {
-                ApiError::new(S::UNAUTHORIZED, "refresh_token_reused", "Refresh token reused", detail)
-            }
-            EngineError::FreshLoginRequired { .. } => {
-                ApiError::new(S::FORBIDDEN, "fresh_login_required", "Fresh login required", detail)
-            }
-            EngineError::InvalidPublicKey(_) => {
-                ApiError::new(S::BAD_REQUEST, "invalid_public_key", "Invalid public key", detail)
-            }
-            EngineError::DeviceLimit { .. } => ApiError::new(S::CONFLICT, "device_limit", "Too many devices", detail),
-            EngineError::DeviceExists => ApiError::new(S::CONFLICT, "device_exists", "Device already enrolled", detail),
-            EngineError::DeviceNotFound => ApiError::new(S::NOT_FOUND, "device_not_found", "Device not found", detail),
-            EngineError::InvalidSignature { attempts_left } => ApiError {
-                attempts_left: Some(attempts_left),
-                ..ApiError::new(S::BAD_REQUEST, "invalid_signature", "Invalid signature", detail)
-            },
-            EngineError::ChallengeExpired => {
-                ApiError::new(S::BAD_REQUEST, "challenge_expired", "Challenge expired", detail)
-            }
-            EngineError::ChallengeAlreadyUsed => {
-                ApiError::new(S::BAD_REQUEST, "challenge_already_used", "Challenge already used", detail)
-            }
-            EngineError::NoPendingChallenge => {
-                ApiError::new(S::BAD_REQUEST, "no_pending_challenge", "No pending challenge", detail)
-            }
-            EngineError::ChallengeBurned => {
-                ApiError::new(S::TOO_MANY_REQUESTS, "too_many_attempts", "Too many wrong signatures", detail)
-            }
-            EngineError::DeviceRevoked => ApiError::new(S::FORBIDDEN, "device_revoked", "Device revoked", detail),
-            EngineError::DeliveryBusy => ApiError {
-                retry_after: Some(Duration::from_secs(1)),
-                ..ApiError::new(S::SERVICE_UNAVAILABLE, "delivery_busy", "Delivery queue full", detail)
-            },
+        let kind = kind_of_error(&e);
+        let mut out = match &e {
+            // Server-side failures never expose internal messages: those go to the log.
             EngineError::Unavailable(internal) => {
                 tracing::error!(error = %internal, "request failed on a dependency");
-                ApiError {
-                    retry_after: Some(Duration::from_secs(1)),
-                    ..ApiError::new(
-                        S::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "Service unavailable",
-                        "a dependency of the service is unavailable; retry shortly",
-                    )
-                }
+                ApiError::of(kind, "a dependency of the service is unavailable; retry shortly")
             }
             EngineError::OwnerUnreachable(internal) => {
                 tracing::warn!(error = %internal, "the owner of an identifier did not answer");
-                ApiError {
-                    retry_after: Some(Duration::from_secs(1)),
-                    ..ApiError::new(
-                        S::SERVICE_UNAVAILABLE,
-                        "owner_unreachable",
-                        "Owner node unreachable",
-                        "the node that holds this identifier's codes did not answer; retry shortly",
-                    )
-                }
+                ApiError::of(kind, "the node that holds this identifier's codes did not answer; retry shortly")
             }
+            _ => ApiError::of(kind, e.to_string()),
+        };
+        match e {
+            EngineError::Limited { retry_after, .. } if kind.retry_after => out.retry_after = Some(retry_after),
+            EngineError::DeliveryBusy | EngineError::Unavailable(_) | EngineError::OwnerUnreachable(_) => {
+                out.retry_after = Some(Duration::from_secs(1));
+            }
+            EngineError::InvalidCode { attempts_left } | EngineError::InvalidSignature { attempts_left } => {
+                out.attempts_left = Some(attempts_left);
+            }
+            EngineError::ChallengeBurned => out.title = "Too many wrong signatures",
+            _ => {}
         }
+        out
+    }
+}
+
+/// A refused access token (bad, expired, or signed by another key).
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        ApiError::of(&INVALID_TOKEN, e.to_string())
     }
 }
 
@@ -522,10 +666,11 @@ mod tests {
     }
 
     fn assert_catalogued(e: &ApiError) {
-        let kind = kind_of(e.code).unwrap_or_else(|| panic!("{} is not in CATALOGUE", e.code));
-        assert_eq!(kind.status, e.status.as_u16(), "{}", e.code);
-        assert_eq!(kind.retry_after, e.retry_after.is_some(), "{}: Retry-After", e.code);
-        assert_eq!(kind.www_authenticate, e.www_authenticate.is_some(), "{}: WWW-Authenticate", e.code);
+        let kind = kind_of(e.code()).unwrap_or_else(|| panic!("{} is not in CATALOGUE", e.code()));
+        assert_eq!(kind.status, e.status().as_u16(), "{}", e.code());
+        assert_eq!(kind.retry_after, e.retry_after.is_some(), "{}: Retry-After", e.code());
+        let r = e.clone().into_response("t");
+        assert_eq!(kind.www_authenticate.is_some(), r.headers().contains_key(WWW_AUTHENTICATE), "{}", e.code());
     }
 
     #[test]
@@ -542,11 +687,20 @@ mod tests {
             ApiError::not_found(),
             ApiError::method_not_allowed("GET"),
             ApiError::missing_token(),
-            ApiError::invalid_token("x"),
+            ApiError::from(TokenError::Invalid),
             ApiError::forbidden("x"),
             ApiError::internal(),
         ] {
             assert_catalogued(&e);
+        }
+    }
+
+    #[test]
+    fn each_limit_rule_answers_under_its_own_name() {
+        for e in every_engine_error() {
+            if let EngineError::Limited { rule, .. } = e {
+                assert_eq!(limit_kind(rule).code, rule.as_str());
+            }
         }
     }
 
@@ -567,6 +721,6 @@ mod tests {
     fn unavailable_hides_the_internal_message() {
         let e: ApiError = EngineError::Unavailable("store: disk on fire at /secret/path".into()).into();
         assert!(!e.detail.contains("secret"));
-        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -1,24 +1,12 @@
-//! Routing and handlers: wire types in, engine calls, wire types out.
+//! The request path: every request's trace id, client address and metrics, the route table
+//! lookup ([`super::table`]), the row's authentication and body, then its handler; and the
+//! helpers handlers share.
 //!
-//! | method and path | handler |
-//! | --- | --- |
-//! | `POST /v1/register` | [`register`] |
-//! | `POST /v1/register/verify` | [`verify`] (registration) |
-//! | `POST /v1/login` | [`login`] |
-//! | `POST /v1/login/verify` | [`verify`] (login) |
-//! | `POST /v1/otp/resend` | [`resend`] |
-//! | `GET /v1/me` | [`me`] |
-//! | sessions (`/v1/token/refresh`, `/v1/logout`, `/v1/logout/all`, `/v1/sessions`) and devices (`/v1/devices…`, `/v1/device-login/…`) | [`super::account`] |
-//! | `GET /.well-known/jwks.json` | the token service's JWKS |
-//! | `GET /health/live`, `GET /health/ready` | [`readiness`] (checks, and each delivery provider's breaker) |
-//! | `GET /metrics` | [`metrics`] (Prometheus text; also on the admin listener) |
-//! | `GET /v1/admin/audit` | [`admin_audit`] (admin token) |
-//! | `GET /v1/admin/stats` | [`admin_stats`] (admin token) |
-//! | `GET /openapi.json` | the API contract ([`super::openapi`]) |
-//!
-//! Every request runs with its `trace_id` in a task-local ([`crate::logging::with_trace_id`]),
-//! so every log line it causes names it; its route template, method, status class and latency are counted
-//! ([`crate::metrics::HttpMetrics`]).
+//! Handlers live by subject: [`super::codes`] (sign-up, login, codes, `me`),
+//! [`super::account`] (sessions and devices), [`super::ops`] (health, metrics, admin, keys,
+//! the document). Every request runs with its `trace_id` in a task-local
+//! ([`crate::logging::with_trace_id`]), so every log line it causes names it; its route
+//! template, method, status class and latency are counted ([`crate::metrics::HttpMetrics`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -30,20 +18,20 @@ use hyper::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
 };
 use hyper::http::request::Parts;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use otpd_actors::actors::dispatch::DispatchHandle;
 use otpd_actors::rules::audit::Step;
-use otpd_actors::rules::breaker::BreakerState;
 use otpd_actors::rules::identifier::Identifier;
 use otpd_actors::rules::ids::TraceId;
-use otpd_actors::{Api, Engine, EngineError, Registration, RequestContext};
+use otpd_actors::{Api, Engine, EngineError, RequestContext};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use super::problem::ApiError;
+use super::table::{Auth, Lookup, Route};
 use super::wire::{self, RawIdentifier};
-use crate::tokens::{TokenError, TokenService};
+use crate::tokens::{AccessClaims, TokenService};
 
 /// A named readiness check.
 pub type ReadinessCheck = (&'static str, Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
@@ -69,7 +57,7 @@ pub struct App {
     pub observe: crate::metrics::Observe,
 }
 
-pub(super) type Resp = Response<Full<Bytes>>;
+pub type Resp = Response<Full<Bytes>>;
 
 /// Any request body: hyper's `Incoming` on the wire, `Full<Bytes>` in benchmarks.
 pub trait RequestBody:
@@ -93,6 +81,43 @@ pub enum Listener {
     Admin,
 }
 
+/// One request as its handler sees it, once the router has matched, authenticated and read it.
+pub struct Call<'a> {
+    pub ctx: &'a RequestContext,
+    pub parts: &'a Parts,
+    pub route: &'static Route,
+    /// The path's parameter (`{id}`); empty when the template has none.
+    pub param: &'a str,
+    /// The body, when the row takes one (bounded in size and time); else empty.
+    pub body: Bytes,
+    claims: Option<AccessClaims>,
+}
+
+impl Call<'_> {
+    /// The access token's claims: present on every row with [`Auth::Bearer`], which the router
+    /// authenticates before the handler runs.
+    pub fn claims(&self) -> &AccessClaims {
+        self.claims.as_ref().expect("the router authenticates every Auth::Bearer row, and only those call claims()")
+    }
+
+    /// The body as JSON into `T`; a refusal is audited under the row's API, at step `parse`.
+    pub fn json<T: DeserializeOwned>(&self, app: &App) -> Result<T, ApiError> {
+        decode_json(&self.body).inspect_err(|e| {
+            if let Some(api) = self.route.api {
+                app.engine.record_rejection(self.ctx, api, Step::Parse, e.detail.clone(), None);
+            }
+        })
+    }
+
+    /// Records a refusal that happened before the engine (under the row's API), and converts it.
+    pub fn reject(&self, app: &App, step: Step, e: EngineError) -> ApiError {
+        if let Some(api) = self.route.api {
+            app.engine.record_rejection(self.ctx, api, step, e.to_string(), None);
+        }
+        ApiError::from(e)
+    }
+}
+
 /// Entry point for every request on the main listener.
 pub async fn handle<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketAddr) -> Resp {
     handle_on(app, req, peer, Listener::Main).await
@@ -104,8 +129,9 @@ pub async fn handle_admin<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: 
 }
 
 async fn handle_on<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketAddr, listener: Listener) -> Resp {
-    let observed = app.observe.http.begin(req.method(), req.uri().path());
     let (parts, body) = req.into_parts();
+    let (lookup, label) = super::table::lookup(&parts.method, parts.uri.path(), listener, app.observe.metrics_on_main);
+    let observed = app.observe.http.begin(&parts.method, label);
     let ctx = RequestContext {
         trace_id: request_id(&parts.headers),
         client_ip: Some(client_ip(&app.trusted_proxies, peer.ip(), &parts.headers)),
@@ -113,7 +139,11 @@ async fn handle_on<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketA
     };
     // Every line logged while the request is handled carries its trace id.
     crate::logging::with_trace_id(ctx.trace_id.clone(), async {
-        let result = route(&app, &ctx, &parts, body, listener).await;
+        let result = match lookup {
+            Lookup::Found(route, param) => dispatch(&app, &ctx, &parts, body, route, param).await,
+            Lookup::MethodNotAllowed(allow) => Err(ApiError::method_not_allowed(allow)),
+            Lookup::NotFound => Err(ApiError::not_found()),
+        };
         let mut resp = result.unwrap_or_else(|e| e.into_response(&ctx.trace_id));
         decorate(&mut resp, &ctx.trace_id);
         let (route, method, status) = (observed.route(), observed.method(), resp.status().as_u16());
@@ -124,287 +154,41 @@ async fn handle_on<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketA
     .await
 }
 
-/// The paths the admin listener serves.
-fn is_ops_path(path: &str) -> bool {
-    matches!(path, "/metrics" | "/health/live" | "/health/ready" | "/v1/admin/audit" | "/v1/admin/stats")
-}
-
-async fn route<B: RequestBody>(
+/// The row's authentication, then its body, then its handler.
+async fn dispatch<B: RequestBody>(
     app: &App,
     ctx: &RequestContext,
     parts: &Parts,
     body: B,
-    listener: Listener,
+    route: &'static Route,
+    param: &str,
 ) -> Result<Resp, ApiError> {
-    let path = parts.uri.path();
-    if listener == Listener::Admin && !is_ops_path(path) {
-        return Err(ApiError::not_found());
-    }
-    let post_api = match path {
-        "/v1/register" => Some(Api::Register),
-        "/v1/register/verify" => Some(Api::RegisterVerify),
-        "/v1/login" => Some(Api::Login),
-        "/v1/login/verify" => Some(Api::LoginVerify),
-        "/v1/otp/resend" => Some(Api::OtpResend),
-        _ => None,
-    };
-    if let Some(api) = post_api {
-        if parts.method != Method::POST {
-            return Err(ApiError::method_not_allowed("POST"));
-        }
-        return match api {
-            Api::Register => register(app, ctx, parts, body).await,
-            Api::Login => login(app, ctx, parts, body).await,
-            Api::OtpResend => resend(app, ctx, parts, body).await,
-            _ => verify(app, ctx, api, parts, body).await,
-        };
-    }
-    if let Some(endpoint) = super::account::Endpoint::of(path) {
-        return super::account::handle(app, ctx, endpoint, parts, body).await;
-    }
-    let get_only = |parts: &Parts| {
-        if parts.method == Method::GET || parts.method == Method::HEAD {
-            Ok(())
-        } else {
-            Err(ApiError::method_not_allowed("GET"))
+    let claims = match route.auth {
+        Auth::None => None,
+        Auth::Bearer => Some(authenticate(app, ctx, route.api, parts)?),
+        Auth::Admin => {
+            check_admin(app, parts)?;
+            None
         }
     };
-    match path {
-        "/v1/me" => {
-            get_only(parts)?;
-            me(app, ctx, parts).await
-        }
-        "/.well-known/jwks.json" => {
-            get_only(parts)?;
-            let mut resp = bytes_response(StatusCode::OK, app.tokens.jwks());
-            resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
-            Ok(resp)
-        }
-        "/health/live" => {
-            get_only(parts)?;
-            Ok(json(StatusCode::OK, &serde_json::json!({ "status": "live" })))
-        }
-        "/health/ready" => {
-            get_only(parts)?;
-            let (ready, body) = readiness(app);
-            Ok(json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body))
-        }
-        "/metrics" if listener == Listener::Admin || app.observe.metrics_on_main => {
-            get_only(parts)?;
-            metrics(app)
-        }
-        "/v1/admin/audit" => {
-            get_only(parts)?;
-            admin_audit(app, parts).await
-        }
-        "/v1/admin/stats" => {
-            get_only(parts)?;
-            admin_stats(app, parts).await
-        }
-        "/openapi.json" => {
-            get_only(parts)?;
-            Ok(bytes_response(StatusCode::OK, super::openapi::json()))
-        }
-        _ => Err(ApiError::not_found()),
-    }
-}
-
-async fn register<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
-    let api = Api::Register;
-    let req: wire::RegisterRequest = read_json(app, ctx, api, parts, body).await?;
-    let checked = (|| {
-        let first_name = wire::name("first_name", &req.first_name)?;
-        let last_name = wire::name("last_name", &req.last_name)?;
-        // With a phone number, `email` is a contact address; without one, it is the identifier.
-        let (identifier, email) = match (&req.phone, &req.email) {
-            (Some(phone), email) => {
-                let contact = email.as_deref().map(|e| app.engine.normalizer().email(e)).transpose()?;
-                (app.engine.normalizer().phone(phone)?, contact.map(|c| c.as_str().to_owned()))
-            }
-            (None, Some(email)) => (app.engine.normalizer().email(email)?, None),
-            (None, None) => return Err(EngineError::InvalidInput("phone or email is required".into())),
-        };
-        Ok(Registration { identifier, first_name, last_name, email })
-    })();
-    let registration = checked.map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
-    let receipt = app.engine.register(ctx, registration).await?;
-    Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
-}
-
-async fn login<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
-    let api = Api::Login;
-    let req: wire::LoginRequest = read_json(app, ctx, api, parts, body).await?;
-    let identifier = identify(app, &req.phone, &req.email).map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
-    let receipt = app.engine.login(ctx, identifier).await?;
-    Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
-}
-
-async fn resend<B: RequestBody>(app: &App, ctx: &RequestContext, parts: &Parts, body: B) -> Result<Resp, ApiError> {
-    let api = Api::OtpResend;
-    let req: wire::ResendRequest = read_json(app, ctx, api, parts, body).await?;
-    let identifier = identify(app, &req.phone, &req.email).map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
-    let receipt = app.engine.resend(ctx, identifier, req.purpose.into()).await?;
-    Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
-}
-
-async fn verify<B: RequestBody>(
-    app: &App,
-    ctx: &RequestContext,
-    api: Api,
-    parts: &Parts,
-    body: B,
-) -> Result<Resp, ApiError> {
-    let req: wire::VerifyRequest = read_json(app, ctx, api, parts, body).await?;
-    let checked = identify(app, &req.phone, &req.email).and_then(|id| Ok((id, wire::code(&req.code)?)));
-    let (identifier, code) = checked.map_err(|e| reject(app, ctx, api, Step::Validate, e))?;
-    let grant = match api {
-        Api::RegisterVerify => app.engine.verify_registration(ctx, identifier, code).await?,
-        _ => app.engine.verify_login(ctx, identifier, code).await?,
+    let body = match route.body {
+        Some(_) => read_body(app, ctx, route.api, parts, body).await?,
+        None => Bytes::new(),
     };
-    let access_token = app.tokens.issue(grant.user.id, grant.session.id, grant.login_at).map_err(|e| {
-        tracing::error!(error = %e, trace_id = %ctx.trace_id, "could not sign an access token");
-        ApiError::internal()
-    })?;
-    let body = wire::TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: app.tokens.access_ttl().as_secs(),
-        refresh_token: grant.refresh_token,
-        session_id: grant.session.id.to_string(),
-        login_at: wire::rfc3339(grant.login_at),
-        user: wire::UserView::from(&grant.user),
-    };
-    Ok(json(StatusCode::OK, &body))
+    let call = Call { ctx, parts, route, param, body, claims };
+    (route.handler)(app, &call).await
 }
 
-async fn me(app: &App, ctx: &RequestContext, parts: &Parts) -> Result<Resp, ApiError> {
+/// The signature-checked claims of the request's access token; a refused token is audited
+/// under `api` at step `token`.
+fn authenticate(app: &App, ctx: &RequestContext, api: Option<Api>, parts: &Parts) -> Result<AccessClaims, ApiError> {
     let token = bearer(&parts.headers).ok_or_else(ApiError::missing_token)?;
-    let claims = app.tokens.verify(token, app.engine.now()).map_err(|e| {
-        app.engine.record_rejection(ctx, Api::Me, Step::Token, e.to_string(), None);
-        match e {
-            TokenError::Expired | TokenError::Invalid => ApiError::invalid_token(e.to_string()),
+    app.tokens.verify(token, app.engine.now()).map_err(|e| {
+        if let Some(api) = api {
+            app.engine.record_rejection(ctx, api, Step::Token, e.to_string(), None);
         }
-    })?;
-    let user = app.engine.current_user(ctx, claims.user(), claims.session()).await?;
-    Ok(json(
-        StatusCode::OK,
-        &wire::MeResponse { user: wire::UserView::from(&user), session_id: claims.sid.to_string() },
-    ))
-}
-
-/// Runs every readiness check and reads each provider's breaker; sets `otpd_ready` and
-/// `otpd_dependency_up`. Ready means every check passes: the store answers a read, the
-/// limiter answers, and each channel has a provider whose breaker is not open (one provider
-/// down with a working failover is shown `down` under `providers` but does not make the node
-/// unready).
-pub fn readiness(app: &App) -> (bool, serde_json::Value) {
-    let mut all_ok = true;
-    let mut checks = serde_json::Map::new();
-    for (name, check) in &app.readiness {
-        let started = std::time::Instant::now();
-        let result = check();
-        all_ok &= result.is_ok();
-        metrics::gauge!(crate::metrics::DEPENDENCY_UP, "dependency" => *name).set(if result.is_ok() {
-            1.0
-        } else {
-            0.0
-        });
-        let mut entry = serde_json::json!({
-            "status": if result.is_ok() { "up" } else { "down" },
-            "latency_ms": started.elapsed().as_secs_f64() * 1000.0,
-        });
-        if let Err(e) = result {
-            entry["error"] = serde_json::Value::String(e);
-        }
-        checks.insert((*name).to_owned(), entry);
-    }
-    let mut degraded = false;
-    for (name, check) in &app.degradations {
-        let entry = match check() {
-            None => serde_json::json!({ "status": "up" }),
-            Some(reason) => {
-                degraded = true;
-                serde_json::json!({ "status": "degraded", "error": reason })
-            }
-        };
-        checks.insert((*name).to_owned(), entry);
-    }
-    metrics::gauge!(crate::metrics::READY).set(if all_ok { 1.0 } else { 0.0 });
-    let summary = match (all_ok, degraded) {
-        (false, _) => "not_ready",
-        (true, true) => "degraded",
-        (true, false) => "ready",
-    };
-    let mut body = serde_json::json!({ "status": summary, "checks": checks });
-    if let Some(delivery) = &app.delivery {
-        body["providers"] = providers(delivery);
-    }
-    if let Some(cluster) = app.engine.cluster() {
-        let status = cluster.status();
-        body["cluster"] = serde_json::json!({
-            "node": status.node,
-            "members": status.members,
-            "partitions": otpd_actors::actors::cluster::ring::PARTITIONS,
-            "partitions_owned": status.partitions_owned,
-        });
-    }
-    (all_ok, body)
-}
-
-/// `{"twilio": {"status": "down", "breaker": "open", "routes": ["sms:primary"],
-/// "consecutive_failures": 5, "retry_in_ms": 12000, "in_flight": 0, "latency_ms": 431.5}, …}`;
-/// `latency_ms` is the provider's latest call (`null` before the first).
-fn providers(delivery: &DispatchHandle) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    for p in delivery.health() {
-        let routes: Vec<String> = p
-            .routes
-            .iter()
-            .map(|(channel, rank)| format!("{}:{}", channel.as_str(), if *rank == 0 { "primary" } else { "secondary" }))
-            .collect();
-        let mut entry = serde_json::json!({
-            "status": if p.breaker == BreakerState::Open { "down" } else { "up" },
-            "latency_ms": p.last_call.map(|d| d.as_secs_f64() * 1000.0),
-            "breaker": p.breaker.as_str(),
-            "routes": routes,
-            "consecutive_failures": p.consecutive_failures,
-            "in_flight": p.in_flight,
-        });
-        if let Some(wait) = p.retry_in {
-            entry["retry_in_ms"] = serde_json::Value::from(wait.as_millis() as u64);
-        }
-        out.insert(p.name, entry);
-    }
-    serde_json::Value::Object(out)
-}
-
-/// `GET /v1/admin/audit?identifier=…|trace_id=…&limit=…` for `otpd audit` while the node runs.
-async fn admin_audit(app: &App, parts: &Parts) -> Result<Resp, ApiError> {
-    check_admin(app, parts)?;
-    let mut identifier = None;
-    let mut trace_id = None;
-    let mut limit = 100usize;
-    for (k, v) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
-        match &*k {
-            "identifier" => identifier = Some(v.into_owned()),
-            "trace_id" => trace_id = Some(v.into_owned()),
-            "limit" => limit = v.parse().map_err(|_| ApiError::invalid_request("limit must be a number"))?,
-            other => return Err(ApiError::invalid_request(format!("unknown query parameter {other:?}"))),
-        }
-    }
-    let limit = limit.clamp(1, 10_000);
-    let log = app.engine.audit_log();
-    let events = match (identifier, trace_id) {
-        (Some(raw), None) => {
-            let id = parse_any_identifier(&app.engine, &raw).map_err(ApiError::from)?;
-            log.by_identifier(&app.engine.identifier_hash(&id), limit).await
-        }
-        (None, Some(trace)) => log.by_trace(&trace, limit).await,
-        _ => return Err(ApiError::invalid_request("give exactly one of identifier and trace_id")),
-    }
-    .map_err(|e| ApiError::from(EngineError::Unavailable(e.to_string())))?;
-    let body = wire::AuditListResponse { events: events.iter().map(wire::AuditView::from).collect() };
-    Ok(json(StatusCode::OK, &body))
+        ApiError::from(e)
+    })
 }
 
 /// The admin token, compared in constant time.
@@ -416,83 +200,36 @@ fn check_admin(app: &App, parts: &Parts) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `GET /metrics`: the Prometheus text exposition.
-fn metrics(app: &App) -> Result<Resp, ApiError> {
-    let handle = app.observe.prometheus.as_ref().ok_or_else(|| {
-        ApiError::from(EngineError::Unavailable("another metrics recorder is installed in this process".into()))
-    })?;
-    let mut resp = bytes_response(StatusCode::OK, Bytes::from(handle.render()));
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-    Ok(resp)
-}
-
-/// `GET /v1/admin/stats`: users, sessions, one-time codes, challenges and delivery since start.
-async fn admin_stats(app: &App, parts: &Parts) -> Result<Resp, ApiError> {
-    check_admin(app, parts)?;
-    if let Some((k, _)) = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).next() {
-        return Err(ApiError::invalid_request(format!("unknown query parameter {k:?}")));
-    }
-    let now = app.engine.now();
-    let census = match &app.observe.census {
-        Some(c) => c.census(now).await.map_err(|e| ApiError::from(EngineError::Unavailable(e.to_string())))?,
-        None => None,
-    };
-    let shards = app.engine.shard_stats().await;
-    let body = wire::AdminStatsResponse {
-        at: wire::rfc3339(now),
-        uptime_s: now.since(app.observe.started_at).as_secs(),
-        users: census.map(|c| wire::UserCounts { total: c.users, verified: c.verified_users }),
-        sessions: census.map(|c| wire::SessionCounts { active: c.active_sessions }),
-        otp: app.engine.otp_stats().into(),
-        challenges: wire::ChallengeCounts {
-            shards: shards.len(),
-            live: shards.iter().map(|s| s.challenges).sum(),
-            pending: shards.iter().map(|s| s.pending).sum(),
-            shard_restarts: app.engine.shard_restarts().await.ok(),
-        },
-        delivery: app.delivery.as_ref().map(|d| d.stats().into()),
-    };
-    Ok(json(StatusCode::OK, &body))
-}
-
 /// An identifier from free text: an e-mail address if it has an `@`, else a phone number.
 pub fn parse_any_identifier(engine: &Engine, raw: &str) -> Result<Identifier, EngineError> {
     if raw.contains('@') { Ok(engine.normalizer().email(raw)?) } else { Ok(engine.normalizer().phone(raw)?) }
 }
 
-fn identify(app: &App, phone: &Option<String>, email: &Option<String>) -> Result<Identifier, EngineError> {
+/// The identifier of a body's `phone` or `email` (exactly one).
+pub(super) fn identify(app: &App, phone: &Option<String>, email: &Option<String>) -> Result<Identifier, EngineError> {
     match wire::raw_identifier(phone, email)? {
         RawIdentifier::Phone(p) => Ok(app.engine.normalizer().phone(p)?),
         RawIdentifier::Email(e) => Ok(app.engine.normalizer().email(e)?),
     }
 }
 
-/// Records a refusal that happened before the engine, and converts it.
-pub(super) fn reject(app: &App, ctx: &RequestContext, api: Api, step: Step, e: EngineError) -> ApiError {
-    app.engine.record_rejection(ctx, api, step, e.to_string(), None);
-    ApiError::from(e)
-}
-
-/// Content type, size limit, time limit, then JSON into `T`.
-pub(super) async fn read_json<T: DeserializeOwned, B: RequestBody>(
+/// Content type, size limit, time limit: the body of a row that takes one. A refusal is
+/// audited under the row's API, at step `parse`.
+async fn read_body<B: RequestBody>(
     app: &App,
     ctx: &RequestContext,
-    api: Api,
+    api: Option<Api>,
     parts: &Parts,
     body: B,
-) -> Result<T, ApiError> {
-    let result = read_json_inner(app, parts, body).await;
-    if let Err(e) = &result {
+) -> Result<Bytes, ApiError> {
+    let result = collect_body(app, parts, body).await;
+    if let (Err(e), Some(api)) = (&result, api) {
         app.engine.record_rejection(ctx, api, Step::Parse, e.detail.clone(), None);
     }
     result
 }
 
-async fn read_json_inner<T: DeserializeOwned, B: RequestBody>(
-    app: &App,
-    parts: &Parts,
-    body: B,
-) -> Result<T, ApiError> {
+async fn collect_body<B: RequestBody>(app: &App, parts: &Parts, body: B) -> Result<Bytes, ApiError> {
     if !is_json(&parts.headers) {
         return Err(ApiError::unsupported_media_type());
     }
@@ -504,12 +241,11 @@ async fn read_json_inner<T: DeserializeOwned, B: RequestBody>(
     let collected = tokio::time::timeout(app.request_timeout, Limited::new(body, limit).collect())
         .await
         .map_err(|_| ApiError::request_timeout())?;
-    let bytes = match collected {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(ApiError::payload_too_large(limit)),
-        Err(e) => return Err(ApiError::invalid_request(format!("could not read the request body: {e}"))),
-    };
-    decode_json(&bytes)
+    match collected {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::payload_too_large(limit)),
+        Err(e) => Err(ApiError::invalid_request(format!("could not read the request body: {e}"))),
+    }
 }
 
 /// A request body into `T`: `invalid_json` when it is not JSON, `invalid_request` when it is
@@ -581,7 +317,7 @@ pub(super) fn json<T: Serialize>(status: StatusCode, body: &T) -> Resp {
     bytes_response(status, Bytes::from(bytes))
 }
 
-fn bytes_response(status: StatusCode, bytes: Bytes) -> Resp {
+pub(super) fn bytes_response(status: StatusCode, bytes: Bytes) -> Resp {
     let mut resp = Response::new(Full::new(bytes));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -3,7 +3,8 @@
 //! an `Allow` header naming the documented ones). schemathesis checks the rest against a
 //! running node (`scripts/contract.sh`).
 
-use otpd::http::openapi::{self, OPERATIONS};
+use otpd::http::openapi;
+use otpd::http::table::ROUTES;
 use reqwest::Method;
 
 use crate::support::*;
@@ -34,7 +35,7 @@ fn concrete(path: &str) -> String {
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
     let t = start_node().await;
-    for op in OPERATIONS {
+    for op in ROUTES {
         let method = Method::from_bytes(op.method.to_uppercase().as_bytes()).unwrap();
         let r = into_reply(t.client.request(method, t.url(&concrete(op.path))).send().await.unwrap()).await;
         assert!(!["not_found", "method_not_allowed"].contains(&r.code()), "{} {}: {}", op.method, op.path, r.raw);
@@ -54,11 +55,11 @@ async fn every_documented_operation_is_routed() {
 #[tokio::test]
 async fn undocumented_methods_and_paths_are_refused() {
     let t = start_node().await;
-    let mut paths: Vec<&str> = OPERATIONS.iter().map(|o| o.path).collect();
+    let mut paths: Vec<&str> = ROUTES.iter().map(|o| o.path).collect();
     paths.dedup();
     for path in paths {
         let mut allowed: Vec<String> =
-            OPERATIONS.iter().filter(|o| o.path == path).map(|o| o.method.to_uppercase()).collect();
+            ROUTES.iter().filter(|o| o.path == path).map(|o| o.method.to_uppercase()).collect();
         allowed.sort();
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
             if allowed.iter().any(|m| m == method) {
@@ -90,16 +91,16 @@ fn the_committed_reference_is_the_generated_one() {
     );
 }
 
-/// The README's error table names every problem code a client can meet.
+/// The error page names every problem code a client can meet.
 #[test]
-fn the_readme_lists_every_problem_code() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+fn the_errors_page_lists_every_problem_code() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/errors.md")).unwrap();
     for kind in otpd::http::problem::CATALOGUE.iter().filter(|k| k.code != "internal") {
         let prefix = format!("| {} | ", kind.status);
         let code = format!("`{}`", kind.code);
         let listed =
             readme.lines().any(|l| l.starts_with(&prefix) && l.split('|').nth(2).is_some_and(|c| c.contains(&code)));
-        assert!(listed, "README's error table lacks `{}` under {}", kind.code, kind.status);
+        assert!(listed, "docs/errors.md lacks `{}` under {}", kind.code, kind.status);
     }
 }
 

@@ -1,0 +1,83 @@
+//! Handlers of sign-up and login by code, and of `GET /v1/me`: wire types in, engine calls,
+//! wire types out.
+
+use hyper::StatusCode;
+use otpd_actors::rules::audit::Step;
+use otpd_actors::{EngineError, Registration};
+
+use super::account::tokens;
+use super::problem::ApiError;
+use super::routes::{App, Call, Resp, identify, json};
+use super::wire;
+
+/// `POST /v1/register`.
+pub(super) async fn register(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let req: wire::RegisterRequest = call.json(app)?;
+    let checked = (|| {
+        let first_name = wire::name("first_name", &req.first_name)?;
+        let last_name = wire::name("last_name", &req.last_name)?;
+        // With a phone number, `email` is a contact address; without one, it is the identifier.
+        let (identifier, email) = match (&req.phone, &req.email) {
+            (Some(phone), email) => {
+                let contact = email.as_deref().map(|e| app.engine.normalizer().email(e)).transpose()?;
+                (app.engine.normalizer().phone(phone)?, contact.map(|c| c.as_str().to_owned()))
+            }
+            (None, Some(email)) => (app.engine.normalizer().email(email)?, None),
+            (None, None) => return Err(EngineError::InvalidInput("phone or email is required".into())),
+        };
+        Ok(Registration { identifier, first_name, last_name, email })
+    })();
+    let registration = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
+    let receipt = app.engine.register(call.ctx, registration).await?;
+    Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
+}
+
+/// `POST /v1/login`.
+pub(super) async fn login(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let req: wire::LoginRequest = call.json(app)?;
+    let identifier = identify(app, &req.phone, &req.email).map_err(|e| call.reject(app, Step::Validate, e))?;
+    let receipt = app.engine.login(call.ctx, identifier).await?;
+    Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
+}
+
+/// `POST /v1/otp/resend`.
+pub(super) async fn resend(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let req: wire::ResendRequest = call.json(app)?;
+    let identifier = identify(app, &req.phone, &req.email).map_err(|e| call.reject(app, Step::Validate, e))?;
+    let receipt = app.engine.resend(call.ctx, identifier, req.purpose.into()).await?;
+    Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
+}
+
+/// `POST /v1/register/verify`: activates the account and signs in.
+pub(super) async fn verify_registration(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    verify(app, call, true).await
+}
+
+/// `POST /v1/login/verify`.
+pub(super) async fn verify_login(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    verify(app, call, false).await
+}
+
+/// Either verify: `registration` picks which code the engine checks.
+async fn verify(app: &App, call: &Call<'_>, registration: bool) -> Result<Resp, ApiError> {
+    let req: wire::VerifyRequest = call.json(app)?;
+    let checked = identify(app, &req.phone, &req.email).and_then(|id| Ok((id, wire::code(&req.code)?)));
+    let (identifier, code) = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
+    let grant = if registration {
+        app.engine.verify_registration(call.ctx, identifier, code).await?
+    } else {
+        app.engine.verify_login(call.ctx, identifier, code).await?
+    };
+    let login_at = grant.login_at;
+    tokens(app, call, grant, login_at)
+}
+
+/// `GET /v1/me`.
+pub(super) async fn me(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let claims = call.claims();
+    let user = app.engine.current_user(call.ctx, claims.user(), claims.session()).await?;
+    Ok(json(
+        StatusCode::OK,
+        &wire::MeResponse { user: wire::UserView::from(&user), session_id: claims.sid.to_string() },
+    ))
+}

@@ -1,0 +1,190 @@
+//! Handlers of the operations endpoints (health, metrics, the admin API) and of the public
+//! keys and the API document. Which listener serves each is the route table's `Exposure`.
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use otpd_actors::EngineError;
+use otpd_actors::actors::dispatch::DispatchHandle;
+use otpd_actors::rules::breaker::BreakerState;
+
+use super::problem::ApiError;
+use super::routes::{App, Call, Resp, bytes_response, json, parse_any_identifier};
+use super::wire;
+
+/// `GET /health/live`.
+pub(super) async fn live(_: &App, _: &Call<'_>) -> Result<Resp, ApiError> {
+    Ok(json(StatusCode::OK, &serde_json::json!({ "status": "live" })))
+}
+
+/// `GET /health/ready`: 200 when ready, 503 when not.
+pub(super) async fn ready(app: &App, _: &Call<'_>) -> Result<Resp, ApiError> {
+    let (ready, body) = readiness(app);
+    Ok(json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body))
+}
+
+/// `GET /.well-known/jwks.json`.
+pub(super) async fn jwks(app: &App, _: &Call<'_>) -> Result<Resp, ApiError> {
+    let mut resp = bytes_response(StatusCode::OK, app.tokens.jwks());
+    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    Ok(resp)
+}
+
+/// `GET /openapi.json`.
+pub(super) async fn openapi(_: &App, _: &Call<'_>) -> Result<Resp, ApiError> {
+    Ok(bytes_response(StatusCode::OK, super::openapi::json()))
+}
+
+/// Runs every readiness check and reads each provider's breaker; sets `otpd_ready` and
+/// `otpd_dependency_up`. Ready means every check passes: the store answers a read, the
+/// limiter answers, and each channel has a provider whose breaker is not open (one provider
+/// down with a working failover is shown `down` under `providers` but does not make the node
+/// unready).
+pub fn readiness(app: &App) -> (bool, serde_json::Value) {
+    let mut all_ok = true;
+    let mut checks = serde_json::Map::new();
+    for (name, check) in &app.readiness {
+        let started = std::time::Instant::now();
+        let result = check();
+        all_ok &= result.is_ok();
+        metrics::gauge!(crate::metrics::DEPENDENCY_UP, "dependency" => *name).set(if result.is_ok() {
+            1.0
+        } else {
+            0.0
+        });
+        let mut entry = serde_json::json!({
+            "status": if result.is_ok() { "up" } else { "down" },
+            "latency_ms": started.elapsed().as_secs_f64() * 1000.0,
+        });
+        if let Err(e) = result {
+            entry["error"] = serde_json::Value::String(e);
+        }
+        checks.insert((*name).to_owned(), entry);
+    }
+    let mut degraded = false;
+    for (name, check) in &app.degradations {
+        let entry = match check() {
+            None => serde_json::json!({ "status": "up" }),
+            Some(reason) => {
+                degraded = true;
+                serde_json::json!({ "status": "degraded", "error": reason })
+            }
+        };
+        checks.insert((*name).to_owned(), entry);
+    }
+    metrics::gauge!(crate::metrics::READY).set(if all_ok { 1.0 } else { 0.0 });
+    let summary = match (all_ok, degraded) {
+        (false, _) => "not_ready",
+        (true, true) => "degraded",
+        (true, false) => "ready",
+    };
+    let mut body = serde_json::json!({ "status": summary, "checks": checks });
+    if let Some(delivery) = &app.delivery {
+        body["providers"] = providers(delivery);
+    }
+    if let Some(cluster) = app.engine.cluster() {
+        let status = cluster.status();
+        body["cluster"] = serde_json::json!({
+            "node": status.node,
+            "members": status.members,
+            "partitions": otpd_actors::actors::cluster::ring::PARTITIONS,
+            "partitions_owned": status.partitions_owned,
+        });
+    }
+    (all_ok, body)
+}
+
+/// `{"twilio": {"status": "down", "breaker": "open", "routes": ["sms:primary"],
+/// "consecutive_failures": 5, "retry_in_ms": 12000, "in_flight": 0, "latency_ms": 431.5}, …}`;
+/// `latency_ms` is the provider's latest call (`null` before the first).
+fn providers(delivery: &DispatchHandle) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for p in delivery.health() {
+        let routes: Vec<String> = p
+            .routes
+            .iter()
+            .map(|(channel, rank)| format!("{}:{}", channel.as_str(), if *rank == 0 { "primary" } else { "secondary" }))
+            .collect();
+        let mut entry = serde_json::json!({
+            "status": if p.breaker == BreakerState::Open { "down" } else { "up" },
+            "latency_ms": p.last_call.map(|d| d.as_secs_f64() * 1000.0),
+            "breaker": p.breaker.as_str(),
+            "routes": routes,
+            "consecutive_failures": p.consecutive_failures,
+            "in_flight": p.in_flight,
+        });
+        if let Some(wait) = p.retry_in {
+            entry["retry_in_ms"] = serde_json::Value::from(wait.as_millis() as u64);
+        }
+        out.insert(p.name, entry);
+    }
+    serde_json::Value::Object(out)
+}
+
+/// `GET /v1/admin/audit?identifier=…|trace_id=…&limit=…` for `otpd audit` while the node runs.
+pub(super) async fn admin_audit(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let parts = call.parts;
+    let mut identifier = None;
+    let mut trace_id = None;
+    let mut limit = 100usize;
+    for (k, v) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+        match &*k {
+            "identifier" => identifier = Some(v.into_owned()),
+            "trace_id" => trace_id = Some(v.into_owned()),
+            "limit" => limit = v.parse().map_err(|_| ApiError::invalid_request("limit must be a number"))?,
+            other => return Err(ApiError::invalid_request(format!("unknown query parameter {other:?}"))),
+        }
+    }
+    let limit = limit.clamp(1, 10_000);
+    let log = app.engine.audit_log();
+    let events = match (identifier, trace_id) {
+        (Some(raw), None) => {
+            let id = parse_any_identifier(&app.engine, &raw).map_err(ApiError::from)?;
+            log.by_identifier(&app.engine.identifier_hash(&id), limit).await
+        }
+        (None, Some(trace)) => log.by_trace(&trace, limit).await,
+        _ => return Err(ApiError::invalid_request("give exactly one of identifier and trace_id")),
+    }
+    .map_err(|e| ApiError::from(EngineError::Unavailable(e.to_string())))?;
+    let body = wire::AuditListResponse { events: events.iter().map(wire::AuditView::from).collect() };
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+pub(super) async fn metrics(app: &App, _: &Call<'_>) -> Result<Resp, ApiError> {
+    let handle = app.observe.prometheus.as_ref().ok_or_else(|| {
+        ApiError::from(EngineError::Unavailable("another metrics recorder is installed in this process".into()))
+    })?;
+    let mut resp = bytes_response(StatusCode::OK, Bytes::from(handle.render()));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(resp)
+}
+
+/// `GET /v1/admin/stats`: users, sessions, one-time codes, challenges and delivery since start.
+pub(super) async fn admin_stats(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let parts = call.parts;
+    if let Some((k, _)) = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).next() {
+        return Err(ApiError::invalid_request(format!("unknown query parameter {k:?}")));
+    }
+    let now = app.engine.now();
+    let census = match &app.observe.census {
+        Some(c) => c.census(now).await.map_err(|e| ApiError::from(EngineError::Unavailable(e.to_string())))?,
+        None => None,
+    };
+    let shards = app.engine.shard_stats().await;
+    let body = wire::AdminStatsResponse {
+        at: wire::rfc3339(now),
+        uptime_s: now.since(app.observe.started_at).as_secs(),
+        users: census.map(|c| wire::UserCounts { total: c.users, verified: c.verified_users }),
+        sessions: census.map(|c| wire::SessionCounts { active: c.active_sessions }),
+        otp: app.engine.otp_stats().into(),
+        challenges: wire::ChallengeCounts {
+            shards: shards.len(),
+            live: shards.iter().map(|s| s.challenges).sum(),
+            pending: shards.iter().map(|s| s.pending).sum(),
+            shard_restarts: app.engine.shard_restarts().await.ok(),
+        },
+        delivery: app.delivery.as_ref().map(|d| d.stats().into()),
+    };
+    Ok(json(StatusCode::OK, &body))
+}
