@@ -28,3 +28,13 @@ fn configuration_page_is_generated_from_the_config_sections() {
 fn limits_page_is_generated_from_the_presets() {
     check_page("limits.md", &otpd::config::LimitsConfig::presets_markdown());
 }
+
+#[test]
+fn errors_page_is_generated_from_the_problem_catalogue() {
+    check_page("errors.md", &otpd::http::problem::reference_markdown());
+}
+
+#[test]
+fn metrics_page_is_generated_from_the_metric_catalogues() {
+    check_page("metrics.md", &otpd::metrics::reference_markdown());
+}
