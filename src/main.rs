@@ -10,7 +10,7 @@ use otpd::config::Config;
 #[derive(Parser)]
 #[command(name = "otpd", version, about = "One-time-code authentication engine")]
 struct Cli {
-    /// TOML configuration file (every key is optional; see README).
+    /// TOML configuration file (every key is optional; see docs/configuration.md).
     #[arg(long, short, env = "OTPD_CONFIG", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]

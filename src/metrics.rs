@@ -1,8 +1,9 @@
 //! Metrics of the front end and the node, the whole catalogue, and the Prometheus recorder.
 //!
 //! * Names recorded by this crate are the `const`s below; [`CATALOGUE`] describes them and
-//!   [`all`] adds the engine's ([`otpd_actors::metrics::CATALOGUE`]). README.md's metric
-//!   catalogue, `deploy/`'s dashboard and alert rules are checked against [`all`] by tests.
+//!   [`all`] adds the engine's ([`otpd_actors::metrics::CATALOGUE`]). docs/metrics.md is
+//!   generated from [`all`] ([`reference_markdown`]); `deploy/`'s dashboard and alert rules are
+//!   checked against it by tests.
 //! * [`install`] builds the Prometheus recorder once per process (without its own HTTP
 //!   listener: `GET /metrics` renders from the handle), with bucket bounds per histogram from
 //!   the catalogue, and registers every `# HELP` text. It must run before any handle is

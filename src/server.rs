@@ -238,7 +238,7 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     let mut degradations: Vec<DegradationCheck> = Vec::new();
     match limits.health() {
         // Redis unreachable degrades the node (the in-process limiter stands in) but never
-        // makes it unready: see ARCHITECTURE.md.
+        // makes it unready: docs/decisions/2026-11-21-redis-fallback.md.
         Some(health) => degradations.push(("limiter", Arc::new(move || health.reason()))),
         // The in-process limiter is memory in this process: it cannot be unreachable.
         None => readiness.push(("limiter", Arc::new(|| Ok(())))),

@@ -3,7 +3,7 @@
 //!
 //! * Every name is a `const` here and has a [`MetricDef`] in [`CATALOGUE`] (type, labels,
 //!   buckets, meaning). The front end's catalogue adds its own; together they are the metric
-//!   catalogue in README.md, and the dashboard and alert rules in `deploy/` are checked
+//!   catalogue (docs/metrics.md is generated from it), and the dashboard and alert rules in `deploy/` are checked
 //!   against them.
 //! * **Labels never carry an unbounded value**: no identifier, code, IP, trace id, user,
 //!   session or device id. Label values come from fixed enums (purpose, channel, outcome,

@@ -3,7 +3,7 @@
 //!
 //! * no `[redis]` URL or cluster nodes: [`otpd_actors::adapters::limiter::LocalLimiter`], as before;
 //! * a URL or cluster nodes: [`redis::RedisLimiter`], which falls back to an in-process limiter
-//!   while Redis is unreachable (see its module doc and ARCHITECTURE.md for why).
+//!   while Redis is unreachable (see its module doc and docs/decisions/2026-11-21-redis-fallback.md for why).
 
 pub mod redis;
 

@@ -57,7 +57,7 @@
 //! probe (every `redis.probe_interval`, also while healthy, to notice an outage without
 //! traffic) switches back once every Redis node answers and holds the script. The in-process
 //! limiter is fed every decision Redis allowed, so a node that falls back still remembers what
-//! it let through itself. Why this, and not refusing: see ARCHITECTURE.md.
+//! it let through itself. Why this, and not refusing: docs/decisions/2026-11-21-redis-fallback.md.
 
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;

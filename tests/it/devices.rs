@@ -1,5 +1,5 @@
 //! Device enrolment and fingerprint (device-key) login over real HTTP, with P-256 and Ed25519
-//! keys generated here and messages built from the README's description, not the engine's code.
+//! keys generated here and messages built from the description in docs/USING.md, not the engine's code.
 
 use std::time::Duration;
 
@@ -68,7 +68,7 @@ impl Key {
     }
 }
 
-/// The message of the README: prefix, audience, device id, nonce, joined by LF.
+/// The message as docs/USING.md describes it: prefix, audience, device id, nonce, joined by LF.
 pub fn message(audience: &str, device_id: &str, nonce: &str) -> Vec<u8> {
     format!("otpd-device-login-v1\n{audience}\n{device_id}\n{nonce}").into_bytes()
 }

@@ -1,7 +1,7 @@
 //! `ShardActor`: owns the challenges of every identifier that hashes to it.
 //!
 //! One actor per identifier would cost ~10.9 KB and a 33 µs spawn each at a million live
-//! challenges; a shard owning a map costs ~100 B per challenge (see ARCHITECTURE.md). Messages
+//! challenges; a shard owning a map costs ~151 B per challenge (measured: docs/decisions/2026-11-21-challenges-in-shard-maps.md). Messages
 //! for one identifier all go to its shard and are handled one at a time, in arrival order, so
 //! every challenge behaves as if it had its own actor: 50 concurrent verifies of one code
 //! yield exactly one `Verified`.

@@ -10,7 +10,7 @@
 //! exactly the way an attacker can exploit: 6–7 µs per call behind one process-wide lock around
 //! its regex cache, and about 1.3 ms per call once requests rotate through more countries than
 //! its 100-entry regex cache holds (measured on the 2-core reference machine; see
-//! ARCHITECTURE.md). So a number passes three layers:
+//! docs/decisions/2026-11-21-layered-phone-validation.md). So a number passes three layers:
 //!
 //! 1. a shape check (`+` then 7–15 digits, or a national number of 4–15 digits) that costs
 //!    nanoseconds and rejects garbage before anything else runs;

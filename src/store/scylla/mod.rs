@@ -30,7 +30,7 @@
 //!
 //! The send and verify paths use none of these LWTs: a send reads the account and appends an
 //! audit event; a verify reads the account, inserts a session (plain, idempotent writes) and
-//! appends an audit event (ARCHITECTURE.md has the statement counts).
+//! appends an audit event (docs/decisions/2026-11-21-scylla-data-model.md has the statement counts).
 //!
 //! # Errors
 //!

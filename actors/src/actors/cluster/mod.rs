@@ -22,7 +22,7 @@
 //!   between them would be worse than serving them once.
 //! * A node that dies closes its connections; ractor_cluster removes its gateway from the
 //!   group on every survivor, and the survivors' rings give its partitions to the next
-//!   highest weights. Challenges it held are gone (see ARCHITECTURE.md, "Across nodes").
+//!   highest weights. Challenges it held are gone (see docs/decisions/2026-11-21-one-owner-per-identifier.md).
 
 pub mod gateway;
 mod membership;
