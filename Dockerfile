@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The otpd image: `docker build -t otpd .` (docker-compose.yml builds it as otpd:local).
 # Runs `otpd run` as the unprivileged user otpd (uid 10001) with its data in /var/lib/otpd;
-# configure it with OTPD_<SECTION>__<KEY> variables (README.md, "Configuration").
+# configure it with OTPD_<SECTION>__<KEY> variables (docs/configuration.md).
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The API-contract run: schemathesis (from PyPI) against a node on a loopback port, checking
 # every operation of the node's own `GET /openapi.json` with generated positive and negative
-# requests. Zero failures are required. Used by scripts/test.sh; documented in docs/API.md.
+# requests. Zero failures are required. Used by scripts/test.sh; documented in docs/CONTRACT.md.
 #
 #   scripts/contract.sh                 # bounded run (CI): OTPD_CONTRACT_EXAMPLES per operation
 #   OTPD_CONTRACT_EXAMPLES=1000 scripts/contract.sh    # a longer hunt

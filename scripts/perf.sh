@@ -25,7 +25,7 @@ if [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then
 fi
 
 # Cooldown and limits out of reach: the harness is one client address reusing a modest pool of
-# users on few number prefixes (README, "Rate limits"); everything else is the default.
+# users on few number prefixes (docs/USING.md, "Rate limits"); everything else is the default.
 unlimited='{ limit = 1000000000 }'
 node=""; data=""
 stop_node() {

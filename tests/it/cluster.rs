@@ -591,7 +591,7 @@ async fn a_joining_node_takes_over_only_its_share() {
         assert_eq!(ready.body["cluster"]["partitions_owned"].as_u64(), Some(after.owned_by("otpd-3") as u64));
         // … and on the identifiers themselves: those that stayed put still verify through
         // any node; those that moved to C find no code there (it is in their old owner's
-        // memory, see ARCHITECTURE.md) and get a new one at once.
+        // memory, see docs/decisions/2026-11-21-one-owner-per-identifier.md) and get a new one at once.
         let mut moved = BTreeSet::new();
         for (i, p) in phones.iter().enumerate() {
             let partition = partition_of(&fleet.keys.identifier_hash(p));
