@@ -10,24 +10,23 @@
 //!   created (handles taken earlier are no-ops); [`crate::server::assemble`] calls it first.
 //! * [`HttpMetrics`]: per-request handles, created on first use per (route template, method,
 //!   status class) and cached, so a request never builds a label set.
-//! * [`spawn_refresher`]: the gauges that are sampled rather than counted (users, sessions,
-//!   live challenges, breaker states, readiness), every `admin.refresh_interval`.
+//! * The gauges that are sampled rather than counted (users, sessions, live challenges, breaker
+//!   states, readiness) are set by the refresher in `crate::http::ops`, every
+//!   `admin.refresh_interval`. This module knows nothing of HTTP routing: the route labels are
+//!   given to [`HttpMetrics::new`] by the route table.
 //!
 //! Labels never carry an unbounded value: routes are templates (`/v1/devices/{id}`, and
 //! `other` for any path that is not a route), methods one of eight, statuses a class.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use otpd_actors::metrics::{Kind, LATENCY_BUCKETS, MetricDef};
-use otpd_actors::ports::{CensusSource, StoreError};
+use otpd_actors::ports::CensusSource;
 use otpd_actors::rules::clock::Timestamp;
-use tokio::task::JoinHandle;
-
-use crate::http::App;
 
 /// HTTP requests answered.
 pub const HTTP_REQUESTS: &str = "otpd_http_requests_total";
@@ -230,11 +229,6 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// The values of the `route` label: `other`, then each labelled path of the route table.
-pub fn routes() -> &'static [&'static str] {
-    crate::http::table::route_labels()
-}
-
 const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -258,23 +252,21 @@ fn class_index(status: StatusCode) -> usize {
 /// The front end's handles. Counters and histograms of a label combination are registered
 /// the first time it occurs, then read from a `OnceLock` (one atomic load).
 pub struct HttpMetrics {
+    /// The values of the `route` label, `other` first (the route table's `route_labels`).
+    routes: &'static [&'static str],
     requests: Vec<OnceLock<Counter>>,
     durations: Vec<OnceLock<Histogram>>,
     in_flight: Gauge,
     connections: [Gauge; 2],
 }
 
-impl Default for HttpMetrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl HttpMetrics {
-    pub fn new() -> Self {
+    /// Handles for the route labels `routes` (index 0 counts any other path).
+    pub fn new(routes: &'static [&'static str]) -> Self {
         HttpMetrics {
-            requests: (0..routes().len() * METHODS.len() * CLASSES.len()).map(|_| OnceLock::new()).collect(),
-            durations: (0..routes().len()).map(|_| OnceLock::new()).collect(),
+            routes,
+            requests: (0..routes.len() * METHODS.len() * CLASSES.len()).map(|_| OnceLock::new()).collect(),
+            durations: (0..routes.len()).map(|_| OnceLock::new()).collect(),
             in_flight: gauge!(HTTP_IN_FLIGHT),
             connections: ["main", "admin"].map(|l| gauge!(HTTP_CONNECTIONS, "listener" => l)),
         }
@@ -307,7 +299,7 @@ pub struct InFlight<'a> {
 impl InFlight<'_> {
     /// The request's route template.
     pub fn route(&self) -> &'static str {
-        routes()[self.route]
+        self.metrics.routes[self.route]
     }
 
     /// The request's method as the `method` label names it.
@@ -319,15 +311,16 @@ impl InFlight<'_> {
     pub fn finish(self, status: StatusCode) -> Duration {
         let took = self.started.elapsed();
         let m = self.metrics;
+        let routes = m.routes;
         let (route, method, class) = (self.route, self.method, class_index(status));
         let i = (route * METHODS.len() + method) * CLASSES.len() + class;
         m.requests[i]
             .get_or_init(|| {
-                counter!(HTTP_REQUESTS, "route" => routes()[route], "method" => METHODS[method], "status" => CLASSES[class])
+                counter!(HTTP_REQUESTS, "route" => routes[route], "method" => METHODS[method], "status" => CLASSES[class])
             })
             .increment(1);
         m.durations[route]
-            .get_or_init(|| histogram!(HTTP_DURATION, "route" => routes()[route]))
+            .get_or_init(|| histogram!(HTTP_DURATION, "route" => routes[route]))
             .record(took.as_secs_f64());
         let reason = match status {
             StatusCode::PAYLOAD_TOO_LARGE => Some("too_large"),
@@ -336,7 +329,7 @@ impl InFlight<'_> {
         };
         if let Some(reason) = reason {
             // Rare: a body the node refused. No cache needed.
-            counter!(HTTP_BODY_REJECTIONS, "route" => routes()[route], "reason" => reason).increment(1);
+            counter!(HTTP_BODY_REJECTIONS, "route" => routes[route], "reason" => reason).increment(1);
         }
         took
     }
@@ -371,66 +364,9 @@ pub struct Observe {
     pub started_at: Timestamp,
 }
 
-/// Sets the census gauges; `Ok(None)` while the store is still counting.
-async fn refresh_census(app: &App) -> Result<(), StoreError> {
-    let Some(census) = &app.observe.census else { return Ok(()) };
-    if let Some(c) = census.census(app.engine.now()).await? {
-        gauge!(USERS).set(c.users as f64);
-        gauge!(USERS_VERIFIED).set(c.verified_users as f64);
-        gauge!(SESSIONS_ACTIVE).set(c.active_sessions as f64);
-    }
-    Ok(())
-}
-
-/// Samples every gauge that is not counted on the way: users and sessions, live challenges,
-/// breaker states, readiness; and drains histogram samples into their buckets.
-pub async fn refresh(app: &App) {
-    app.engine.refresh_gauges().await;
-    if let Some(delivery) = &app.delivery {
-        delivery.refresh_gauges();
-    }
-    if let Err(e) = refresh_census(app).await {
-        tracing::warn!(error = %e, "could not count users and sessions for the gauges");
-    }
-    let _ = crate::http::ops::readiness(app);
-    if let Some(handle) = &app.observe.prometheus {
-        handle.run_upkeep();
-    }
-}
-
-/// Runs [`refresh`] every `every` until the app is dropped (the node stopped).
-pub fn spawn_refresher(app: &Arc<App>, every: Duration) -> JoinHandle<()> {
-    let weak: Weak<App> = Arc::downgrade(app);
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            let Some(app) = weak.upgrade() else { break };
-            refresh(&app).await;
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The `route` label the router gives a path.
-    fn route_index(path: &str) -> usize {
-        crate::http::table::lookup(&Method::GET, path, crate::http::Listener::Main, true).1
-    }
-
-    #[test]
-    fn routes_are_templates_and_everything_else_is_other() {
-        assert_eq!(routes()[route_index("/v1/login")], "/v1/login");
-        assert_eq!(routes()[route_index("/v1/devices/0192f0c4-1c7e-7f00-8000-000000000000")], "/v1/devices/{id}");
-        assert_eq!(routes()[route_index("/v1/devices/+12025550123")], "/v1/devices/{id}");
-        assert_eq!(routes()[route_index("/v1/devices")], "/v1/devices");
-        assert_eq!(routes()[route_index("/+12025550123")], "other");
-        assert_eq!(routes()[route_index("/v1/login/")], "other");
-        assert_eq!(routes()[12], "/v1/devices/{id}");
-    }
 
     #[test]
     fn statuses_are_classes() {

@@ -30,7 +30,7 @@ use crate::cluster::ClusterTlsError;
 use crate::config::Config;
 use crate::delivery::{DeliveryError, ProviderSections};
 use crate::http::App;
-use crate::http::routes::{DegradationCheck, ReadinessCheck};
+use crate::http::app::{DegradationCheck, ReadinessCheck};
 use crate::limits::redis::RedisStartError;
 use crate::limits::{LimiterHealth, Limits};
 use crate::secrets;
@@ -254,16 +254,17 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         readiness,
         degradations,
         delivery: Some(delivery.clone()),
+        document: crate::http::openapi::json(),
         observe: crate::metrics::Observe {
             prometheus,
-            http: crate::metrics::HttpMetrics::new(),
+            http: crate::metrics::HttpMetrics::new(crate::http::table::route_labels()),
             census,
             metrics_on_main: config.admin.metrics_on_main,
             started_at,
         },
     });
     // Ends by itself once the app is dropped (the node stopped).
-    crate::metrics::spawn_refresher(&app, config.admin.refresh_interval.0);
+    crate::http::ops::spawn_refresher(&app, config.admin.refresh_interval.0);
     Ok(Assembly { app, engine, store, outbox_path, delivery, admin_token: secrets.admin_token, limits })
 }
 

@@ -1,4 +1,4 @@
-//! The `Authorization` header and access-token (JWT) decoding: `routes::bearer` on arbitrary
+//! The `Authorization` header and access-token (JWT) decoding: `app::bearer` on arbitrary
 //! header bytes, then `TokenService::verify` on what it extracts (and on the raw text).
 //! Never a panic; a token that verifies carries this node's issuer and audience.
 //!
@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use hyper::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use otpd::config::Config;
-use otpd::http::routes::bearer;
+use otpd::http::app::bearer;
 use otpd::secrets::SigningKey;
 use otpd::tokens::TokenService;
 use otpd_actors::rules::clock::Timestamp;

@@ -1,4 +1,4 @@
-//! Request bodies: bytes into every wire type of API v1 (`routes::decode_json`, as the
+//! Request bodies: bytes into every wire type of API v1 (`app::decode_json`, as the
 //! handlers call it), then every check a handler runs before the engine sees the request.
 //! A body is either a 400 problem (`invalid_json` / `invalid_request`) or a typed request;
 //! what the checks accept keeps the bounds the API contract publishes.
@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use otpd::http::problem::ApiError;
-use otpd::http::routes::decode_json;
+use otpd::http::app::decode_json;
 use otpd::http::wire::{self, RawIdentifier};
 use otpd_actors::rules::device_key::DeviceKey;
 use otpd_actors::rules::identifier::Normalizer;
@@ -21,8 +21,8 @@ fn normalizer() -> &'static Normalizer {
 }
 
 fn refused(e: &ApiError) {
-    assert_eq!(e.status.as_u16(), 400, "{}", e.code);
-    assert!(["invalid_json", "invalid_request"].contains(&e.code), "{}", e.code);
+    assert_eq!(e.status().as_u16(), 400, "{}", e.code());
+    assert!(["invalid_json", "invalid_request"].contains(&e.code()), "{}", e.code());
 }
 
 fn decode<T: serde::de::DeserializeOwned>(data: &[u8]) -> Option<T> {

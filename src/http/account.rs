@@ -8,8 +8,8 @@ use otpd_actors::rules::audit::Step;
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::{EngineError, Grant};
 
+use super::app::{App, Call, Resp, json};
 use super::problem::ApiError;
-use super::routes::{App, Call, Resp, json};
 use super::wire;
 use crate::tokens::AccessClaims;
 

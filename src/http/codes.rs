@@ -6,8 +6,8 @@ use otpd_actors::rules::audit::Step;
 use otpd_actors::{EngineError, Registration};
 
 use super::account::tokens;
+use super::app::{App, Call, Resp, identify, json};
 use super::problem::ApiError;
-use super::routes::{App, Call, Resp, identify, json};
 use super::wire;
 
 /// `POST /v1/register`.

@@ -2,8 +2,14 @@
 //!
 //! HTTP/1.1 with keep-alive only: otpd sits behind a load balancer or is called by app
 //! backends, where HTTP/1.1 is universal and the cheapest to serve.
+//!
+//! The modules form layers, each using only those below it: `problem` and `wire` (errors and
+//! JSON types) ← `app` (the node's `App`, one request as a `Call`, shared helpers) ← the
+//! handlers (`codes`, `account`, `ops`) ← `table` (the route table) ← `routes` (the request
+//! path) and `openapi` (the document) ← this module's accept loops.
 
 pub mod account;
+pub mod app;
 pub mod codes;
 pub mod openapi;
 pub mod ops;
@@ -24,7 +30,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use routes::{App, Listener};
+pub use app::{App, Listener};
 
 /// Serves `listener` until `shutdown` completes, then lets open requests finish (up to
 /// `drain`) before returning. At most `max_connections` connections are served at once; the

@@ -21,7 +21,6 @@
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use otpd_actors::ports::Platform;
 use otpd_actors::rules::breaker::BreakerState;
 use serde_json::{Map, Value, json};
 use utoipa::OpenApi as _;
@@ -82,67 +81,6 @@ same answers, unless the operator turns on `otp.reveal_accounts`.
     problem::ProblemBody,
 )))]
 struct Derived;
-
-/// Schema helpers for `#[schema(schema_with = …)]` in the wire types: enums whose values come
-/// from the engine's own spellings.
-pub mod schema {
-    use otpd_actors::ports::{AuthMethod, Platform};
-    use otpd_actors::rules::audit::AuditOutcome;
-    use otpd_actors::rules::device_key::KeyAlgorithm;
-    use otpd_actors::rules::identifier::Channel;
-    use otpd_actors::rules::ids::DeviceId;
-    use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
-
-    /// A real P-256 public key (SPKI DER, base64), so that generated requests can enrol one.
-    pub const EXAMPLE_SPKI: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEfguw1pGn7KfAqTEASqLZY6d7OPqBsBHPIBOBAVDghkZpaiq8ymwtILhXjc9FLrHK2uPoTJUaLQkXxSsh4jodNQ==";
-
-    pub fn example_spki() -> &'static str {
-        EXAMPLE_SPKI
-    }
-
-    fn one_of<const N: usize>(values: [&'static str; N]) -> Object {
-        ObjectBuilder::new().schema_type(Type::String).enum_values(Some(values)).build()
-    }
-
-    pub fn send_status() -> Object {
-        one_of(["pending"])
-    }
-
-    pub fn channel() -> Object {
-        one_of([Channel::Sms, Channel::Email].map(Channel::as_str))
-    }
-
-    pub fn token_type() -> Object {
-        one_of(["Bearer"])
-    }
-
-    pub fn platform() -> Object {
-        one_of(super::PLATFORMS.map(Platform::as_str))
-    }
-
-    pub fn key_algorithm() -> Object {
-        one_of([KeyAlgorithm::Es256, KeyAlgorithm::Ed25519].map(KeyAlgorithm::as_str))
-    }
-
-    pub fn auth_method() -> Object {
-        one_of([AuthMethod::Otp, AuthMethod::Device(DeviceId(uuid::Uuid::nil()))].map(AuthMethod::as_str))
-    }
-
-    pub fn audit_outcome() -> Object {
-        use AuditOutcome as O;
-        one_of([O::Ok, O::Rejected, O::Limited, O::Failed].map(O::as_str))
-    }
-
-    /// A member that may only be absent or `null`.
-    pub fn forbidden_member() -> Object {
-        ObjectBuilder::new()
-            .schema_type(Type::Null)
-            .description(Some("Never send a private key: any value but null is refused."))
-            .build()
-    }
-}
-
-const PLATFORMS: [Platform; 4] = [Platform::Ios, Platform::Android, Platform::Web, Platform::Other];
 
 /// Every schema of the document.
 fn schemas() -> Map<String, Value> {
@@ -663,6 +601,43 @@ fn inline_values(values: &[Value]) -> String {
         .join(", ")
 }
 
+/// `docs/errors.md` (from the problem catalogue and the route table): every problem code with its status, headers and meaning, and the
+/// operations that can answer it.
+pub fn errors_markdown() -> String {
+    let mut out = String::from(
+        "# Errors\n\n<!-- Generated from src/http/problem.rs and the route table by \
+         `OTPD_BLESS=1 cargo test --test it reference`; do not edit. -->\n\n\
+         Every error is an RFC 9457 `application/problem+json` document with a stable `code`, which \
+         clients branch on; `title` and `detail` are for humans and may change. `type` is \
+         `urn:otpd:problem:<code>`, and `trace_id` is the request's `X-Request-Id`:\n\n\
+         ```json\n{\"type\":\"urn:otpd:problem:invalid_code\",\"title\":\"Invalid code\",\"status\":400,\n \
+         \"detail\":\"the code is not correct\",\"code\":\"invalid_code\",\"trace_id\":\"…\",\"attempts_left\":4}\n```\n\n\
+         | status | code | meaning | headers | answered by |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for kind in problem::CATALOGUE {
+        let mut headers = Vec::new();
+        if kind.retry_after {
+            headers.push("`Retry-After`");
+        }
+        if kind.www_authenticate.is_some() {
+            headers.push("`WWW-Authenticate`");
+        }
+        let ops: Vec<String> = ROUTES
+            .iter()
+            .filter(|r| r.problem_codes().contains(&kind.code))
+            .map(|r| format!("`{} {}`", r.method.to_ascii_uppercase(), r.path))
+            .collect();
+        let ops = match kind.code {
+            "not_found" | "method_not_allowed" => "any path".to_owned(),
+            _ if ops.is_empty() => "—".to_owned(),
+            _ => ops.join(", "),
+        };
+        let headers = if headers.is_empty() { "—".to_owned() } else { headers.join(", ") };
+        out.push_str(&format!("| {} | `{}` | {} | {headers} | {ops} |\n", kind.status, kind.code, kind.meaning));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use otpd_actors::rules::identifier::{MAX_EMAIL, MAX_RAW_PHONE};
@@ -781,7 +756,7 @@ mod tests {
     fn published_enums_are_what_the_requests_accept() {
         let doc = document();
         let s = &doc["components"]["schemas"];
-        for p in PLATFORMS {
+        for p in wire::PLATFORMS {
             let body = format!(r#"{{"name":"x","platform":"{}","public_key":"AA"}}"#, p.as_str());
             assert!(serde_json::from_str::<wire::EnrolRequest>(&body).is_ok(), "{body}");
             assert!(s["Platform"]["enum"].as_array().unwrap().contains(&json!(p.as_str())));
@@ -791,7 +766,7 @@ mod tests {
             assert!(serde_json::from_value::<wire::ResendRequest>(body).is_ok(), "{purpose}");
         }
         assert!(
-            wire::key_input(&Some(schema::EXAMPLE_SPKI.into()), &None)
+            wire::key_input(&Some(wire::schema::EXAMPLE_SPKI.into()), &None)
                 .ok()
                 .and_then(|k| otpd_actors::rules::device_key::DeviceKey::parse(&k).ok())
                 .is_some(),

@@ -1,15 +1,22 @@
 //! Handlers of the operations endpoints (health, metrics, the admin API) and of the public
-//! keys and the API document. Which listener serves each is the route table's `Exposure`.
+//! keys and the API document (which listener serves each is the route table's `Exposure`);
+//! and the refresher of the gauges that are sampled rather than counted.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::StatusCode;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use metrics::gauge;
 use otpd_actors::EngineError;
 use otpd_actors::actors::dispatch::DispatchHandle;
+use otpd_actors::ports::StoreError;
 use otpd_actors::rules::breaker::BreakerState;
+use tokio::task::JoinHandle;
 
+use super::app::{App, Call, Resp, bytes_response, json, parse_any_identifier};
 use super::problem::ApiError;
-use super::routes::{App, Call, Resp, bytes_response, json, parse_any_identifier};
 use super::wire;
 
 /// `GET /health/live`.
@@ -31,8 +38,8 @@ pub(super) async fn jwks(app: &App, _: &Call<'_>) -> Result<Resp, ApiError> {
 }
 
 /// `GET /openapi.json`.
-pub(super) async fn openapi(_: &App, _: &Call<'_>) -> Result<Resp, ApiError> {
-    Ok(bytes_response(StatusCode::OK, super::openapi::json()))
+pub(super) async fn openapi(app: &App, _: &Call<'_>) -> Result<Resp, ApiError> {
+    Ok(bytes_response(StatusCode::OK, app.document.clone()))
 }
 
 /// Runs every readiness check and reads each provider's breaker; sets `otpd_ready` and
@@ -187,4 +194,45 @@ pub(super) async fn admin_stats(app: &App, call: &Call<'_>) -> Result<Resp, ApiE
         delivery: app.delivery.as_ref().map(|d| d.stats().into()),
     };
     Ok(json(StatusCode::OK, &body))
+}
+
+/// Sets the census gauges; `Ok(None)` while the store is still counting.
+async fn refresh_census(app: &App) -> Result<(), StoreError> {
+    let Some(census) = &app.observe.census else { return Ok(()) };
+    if let Some(c) = census.census(app.engine.now()).await? {
+        gauge!(crate::metrics::USERS).set(c.users as f64);
+        gauge!(crate::metrics::USERS_VERIFIED).set(c.verified_users as f64);
+        gauge!(crate::metrics::SESSIONS_ACTIVE).set(c.active_sessions as f64);
+    }
+    Ok(())
+}
+
+/// Samples every gauge that is not counted on the way: users and sessions, live challenges,
+/// breaker states, readiness; and drains histogram samples into their buckets.
+pub async fn refresh(app: &App) {
+    app.engine.refresh_gauges().await;
+    if let Some(delivery) = &app.delivery {
+        delivery.refresh_gauges();
+    }
+    if let Err(e) = refresh_census(app).await {
+        tracing::warn!(error = %e, "could not count users and sessions for the gauges");
+    }
+    let _ = readiness(app);
+    if let Some(handle) = &app.observe.prometheus {
+        handle.run_upkeep();
+    }
+}
+
+/// Runs [`refresh`] every `every` until the app is dropped (the node stopped).
+pub fn spawn_refresher(app: &Arc<App>, every: Duration) -> JoinHandle<()> {
+    let weak: Weak<App> = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            refresh(&app).await;
+        }
+    })
 }

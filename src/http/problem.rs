@@ -290,43 +290,6 @@ pub fn kind_of(code: &str) -> Option<&'static ProblemKind> {
     CATALOGUE.iter().find(|k| k.code == code)
 }
 
-/// `docs/errors.md`: every problem code with its status, headers and meaning, and the
-/// operations that can answer it.
-pub fn reference_markdown() -> String {
-    let mut out = String::from(
-        "# Errors\n\n<!-- Generated from src/http/problem.rs and the route table by \
-         `OTPD_BLESS=1 cargo test --test it reference`; do not edit. -->\n\n\
-         Every error is an RFC 9457 `application/problem+json` document with a stable `code`, which \
-         clients branch on; `title` and `detail` are for humans and may change. `type` is \
-         `urn:otpd:problem:<code>`, and `trace_id` is the request's `X-Request-Id`:\n\n\
-         ```json\n{\"type\":\"urn:otpd:problem:invalid_code\",\"title\":\"Invalid code\",\"status\":400,\n \
-         \"detail\":\"the code is not correct\",\"code\":\"invalid_code\",\"trace_id\":\"…\",\"attempts_left\":4}\n```\n\n\
-         | status | code | meaning | headers | answered by |\n| --- | --- | --- | --- | --- |\n",
-    );
-    for kind in CATALOGUE {
-        let mut headers = Vec::new();
-        if kind.retry_after {
-            headers.push("`Retry-After`");
-        }
-        if kind.www_authenticate.is_some() {
-            headers.push("`WWW-Authenticate`");
-        }
-        let ops: Vec<String> = super::table::ROUTES
-            .iter()
-            .filter(|r| r.problem_codes().contains(&kind.code))
-            .map(|r| format!("`{} {}`", r.method.to_ascii_uppercase(), r.path))
-            .collect();
-        let ops = match kind.code {
-            "not_found" | "method_not_allowed" => "any path".to_owned(),
-            _ if ops.is_empty() => "—".to_owned(),
-            _ => ops.join(", "),
-        };
-        let headers = if headers.is_empty() { "—".to_owned() } else { headers.join(", ") };
-        out.push_str(&format!("| {} | `{}` | {} | {headers} | {ops} |\n", kind.status, kind.code, kind.meaning));
-    }
-    out
-}
-
 /// The problem document (RFC 9457) of every error response, `application/problem+json`.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Problem)]

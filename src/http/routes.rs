@@ -1,6 +1,5 @@
 //! The request path: every request's trace id, client address and metrics, the route table
-//! lookup ([`super::table`]), the row's authentication and body, then its handler; and the
-//! helpers handlers share.
+//! lookup ([`super::table`]), the row's authentication and body, then its handler.
 //!
 //! Handlers live by subject: [`super::codes`] (sign-up, login, codes, `me`),
 //! [`super::account`] (sessions and devices), [`super::ops`] (health, metrics, admin, keys,
@@ -10,113 +9,23 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT,
-};
+use http_body_util::{BodyExt, Limited};
+use hyper::Request;
+use hyper::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use hyper::http::request::Parts;
-use hyper::{Request, Response, StatusCode};
-use otpd_actors::actors::dispatch::DispatchHandle;
 use otpd_actors::rules::audit::Step;
-use otpd_actors::rules::identifier::Identifier;
 use otpd_actors::rules::ids::TraceId;
-use otpd_actors::{Api, Engine, EngineError, RequestContext};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use otpd_actors::{Api, RequestContext};
 use subtle::ConstantTimeEq;
 
+use super::app::{App, Call, Listener, RequestBody, Resp, bearer};
 use super::problem::ApiError;
 use super::table::{Auth, Lookup, Route};
-use super::wire::{self, RawIdentifier};
-use crate::tokens::{AccessClaims, TokenService};
-
-/// A named readiness check.
-pub type ReadinessCheck = (&'static str, Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
-
-/// A named check of a dependency the node can serve without, less well: `Some(reason)` while
-/// degraded. Readiness stays 200 (`"status":"degraded"`), so that an outage of a shared
-/// dependency does not take every node out of its load balancer at once.
-pub type DegradationCheck = (&'static str, Arc<dyn Fn() -> Option<String> + Send + Sync>);
-
-/// Everything a request handler needs.
-pub struct App {
-    pub engine: Engine,
-    pub tokens: TokenService,
-    pub max_body_bytes: usize,
-    pub request_timeout: Duration,
-    pub trusted_proxies: Vec<IpAddr>,
-    pub admin_token: String,
-    pub readiness: Vec<ReadinessCheck>,
-    pub degradations: Vec<DegradationCheck>,
-    /// Each delivery provider's circuit breaker, shown by `/health/ready`.
-    pub delivery: Option<DispatchHandle>,
-    /// Metrics, census and the operations endpoints' settings.
-    pub observe: crate::metrics::Observe,
-}
-
-pub type Resp = Response<Full<Bytes>>;
-
-/// Any request body: hyper's `Incoming` on the wire, `Full<Bytes>` in benchmarks.
-pub trait RequestBody:
-    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
-{
-}
-
-impl<T> RequestBody for T where
-    T: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send
-{
-}
+use crate::tokens::AccessClaims;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Which listener a request came in on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Listener {
-    /// `http.listen`: the API (and `/metrics` unless `admin.metrics_on_main = false`).
-    Main,
-    /// `admin.listen`: only `/metrics`, `/health/*` and `/v1/admin/*`.
-    Admin,
-}
-
-/// One request as its handler sees it, once the router has matched, authenticated and read it.
-pub struct Call<'a> {
-    pub ctx: &'a RequestContext,
-    pub parts: &'a Parts,
-    pub route: &'static Route,
-    /// The path's parameter (`{id}`); empty when the template has none.
-    pub param: &'a str,
-    /// The body, when the row takes one (bounded in size and time); else empty.
-    pub body: Bytes,
-    claims: Option<AccessClaims>,
-}
-
-impl Call<'_> {
-    /// The access token's claims: present on every row with [`Auth::Bearer`], which the router
-    /// authenticates before the handler runs.
-    pub fn claims(&self) -> &AccessClaims {
-        self.claims.as_ref().expect("the router authenticates every Auth::Bearer row, and only those call claims()")
-    }
-
-    /// The body as JSON into `T`; a refusal is audited under the row's API, at step `parse`.
-    pub fn json<T: DeserializeOwned>(&self, app: &App) -> Result<T, ApiError> {
-        decode_json(&self.body).inspect_err(|e| {
-            if let Some(api) = self.route.api {
-                app.engine.record_rejection(self.ctx, api, Step::Parse, e.detail.clone(), None);
-            }
-        })
-    }
-
-    /// Records a refusal that happened before the engine (under the row's API), and converts it.
-    pub fn reject(&self, app: &App, step: Step, e: EngineError) -> ApiError {
-        if let Some(api) = self.route.api {
-            app.engine.record_rejection(self.ctx, api, step, e.to_string(), None);
-        }
-        ApiError::from(e)
-    }
-}
 
 /// Entry point for every request on the main listener.
 pub async fn handle<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketAddr) -> Resp {
@@ -175,7 +84,7 @@ async fn dispatch<B: RequestBody>(
         Some(_) => read_body(app, ctx, route.api, parts, body).await?,
         None => Bytes::new(),
     };
-    let call = Call { ctx, parts, route, param, body, claims };
+    let call = Call { ctx, parts, api: route.api, param, body, claims };
     (route.handler)(app, &call).await
 }
 
@@ -198,19 +107,6 @@ fn check_admin(app: &App, parts: &Parts) -> Result<(), ApiError> {
         return Err(ApiError::forbidden("the admin token is not valid"));
     }
     Ok(())
-}
-
-/// An identifier from free text: an e-mail address if it has an `@`, else a phone number.
-pub fn parse_any_identifier(engine: &Engine, raw: &str) -> Result<Identifier, EngineError> {
-    if raw.contains('@') { Ok(engine.normalizer().email(raw)?) } else { Ok(engine.normalizer().phone(raw)?) }
-}
-
-/// The identifier of a body's `phone` or `email` (exactly one).
-pub(super) fn identify(app: &App, phone: &Option<String>, email: &Option<String>) -> Result<Identifier, EngineError> {
-    match wire::raw_identifier(phone, email)? {
-        RawIdentifier::Phone(p) => Ok(app.engine.normalizer().phone(p)?),
-        RawIdentifier::Email(e) => Ok(app.engine.normalizer().email(e)?),
-    }
 }
 
 /// Content type, size limit, time limit: the body of a row that takes one. A refusal is
@@ -248,34 +144,12 @@ async fn collect_body<B: RequestBody>(app: &App, parts: &Parts, body: B) -> Resu
     }
 }
 
-/// A request body into `T`: `invalid_json` when it is not JSON, `invalid_request` when it is
-/// JSON of the wrong shape. Public for the fuzz targets (`fuzz/`).
-pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        // serde reports the first problem it meets; a type error early in a body that is not
-        // JSON at all should still say "not JSON", so check the syntax on this (cold) path.
-        serde_json::error::Category::Data => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-            Ok(_) => ApiError::invalid_request(e.to_string()),
-            Err(syntax) => ApiError::invalid_json(syntax.to_string()),
-        },
-        _ => ApiError::invalid_json(e.to_string()),
-    })
-}
-
 fn is_json(headers: &HeaderMap) -> bool {
     let Some(v) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let essence = v.split(';').next().unwrap_or("").trim();
     essence.eq_ignore_ascii_case("application/json")
-}
-
-/// The token of an `Authorization: Bearer <token>` header. Public for the fuzz targets.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// The caller's `X-Request-Id` if it is a sane token (1–128 of `[A-Za-z0-9._:-]`), else a new
@@ -310,18 +184,6 @@ fn user_agent(headers: &HeaderMap) -> Option<Arc<str>> {
         end -= 1;
     }
     Some(Arc::from(&text[..end]))
-}
-
-pub(super) fn json<T: Serialize>(status: StatusCode, body: &T) -> Resp {
-    let bytes = serde_json::to_vec(body).expect("response types always serialise");
-    bytes_response(status, Bytes::from(bytes))
-}
-
-pub(super) fn bytes_response(status: StatusCode, bytes: Bytes) -> Resp {
-    let mut resp = Response::new(Full::new(bytes));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
 }
 
 /// Headers every response carries.

@@ -22,8 +22,8 @@ use hyper::Method;
 use otpd_actors::Api;
 use serde_json::{Value, json};
 
+use super::app::{App, Call, Listener, Resp};
 use super::problem::{self, ApiError};
-use super::routes::{App, Call, Listener, Resp};
 use super::{account, codes, ops};
 
 /// What a handler returns: boxed, so that every row's handler has one type.
@@ -794,6 +794,22 @@ pub fn lookup<'p>(method: &Method, path: &'p str, listener: Listener, metrics_on
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `route` label the router gives a path.
+    fn route_index(path: &str) -> usize {
+        lookup(&Method::GET, path, Listener::Main, true).1
+    }
+
+    #[test]
+    fn routes_are_templates_and_everything_else_is_other() {
+        assert_eq!(route_labels()[route_index("/v1/login")], "/v1/login");
+        assert_eq!(route_labels()[route_index("/v1/devices/0192f0c4-1c7e-7f00-8000-000000000000")], "/v1/devices/{id}");
+        assert_eq!(route_labels()[route_index("/v1/devices/+12025550123")], "/v1/devices/{id}");
+        assert_eq!(route_labels()[route_index("/v1/devices")], "/v1/devices");
+        assert_eq!(route_labels()[route_index("/+12025550123")], "other");
+        assert_eq!(route_labels()[route_index("/v1/login/")], "other");
+        assert_eq!(route_labels()[12], "/v1/devices/{id}");
+    }
 
     /// A request path for `template`, its parameter filled in.
     fn concrete(template: &str) -> String {

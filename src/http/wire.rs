@@ -20,7 +20,10 @@ use otpd_actors::{EngineError, SendReceipt};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::openapi::schema as doc;
+use self::schema as doc;
+
+/// Every platform a device can name, in the order the document lists them.
+pub const PLATFORMS: [Platform; 4] = [Platform::Ios, Platform::Android, Platform::Web, Platform::Other];
 
 /// `POST /v1/register`: a phone number or an e-mail address (or both: then the phone number
 /// is the identifier and `email` a contact address), and the person's names.
@@ -792,5 +795,64 @@ mod tests {
     #[test]
     fn timestamps_are_rfc3339() {
         assert_eq!(rfc3339(Timestamp::from_millis(1_700_000_000_123)), "2023-11-14T22:13:20.123Z");
+    }
+}
+
+/// Schema helpers for `#[schema(schema_with = …)]` in the wire types: enums whose values come
+/// from the engine's own spellings.
+pub mod schema {
+    use otpd_actors::ports::{AuthMethod, Platform};
+    use otpd_actors::rules::audit::AuditOutcome;
+    use otpd_actors::rules::device_key::KeyAlgorithm;
+    use otpd_actors::rules::identifier::Channel;
+    use otpd_actors::rules::ids::DeviceId;
+    use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+
+    /// A real P-256 public key (SPKI DER, base64), so that generated requests can enrol one.
+    pub const EXAMPLE_SPKI: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEfguw1pGn7KfAqTEASqLZY6d7OPqBsBHPIBOBAVDghkZpaiq8ymwtILhXjc9FLrHK2uPoTJUaLQkXxSsh4jodNQ==";
+
+    pub fn example_spki() -> &'static str {
+        EXAMPLE_SPKI
+    }
+
+    fn one_of<const N: usize>(values: [&'static str; N]) -> Object {
+        ObjectBuilder::new().schema_type(Type::String).enum_values(Some(values)).build()
+    }
+
+    pub fn send_status() -> Object {
+        one_of(["pending"])
+    }
+
+    pub fn channel() -> Object {
+        one_of([Channel::Sms, Channel::Email].map(Channel::as_str))
+    }
+
+    pub fn token_type() -> Object {
+        one_of(["Bearer"])
+    }
+
+    pub fn platform() -> Object {
+        one_of(super::PLATFORMS.map(Platform::as_str))
+    }
+
+    pub fn key_algorithm() -> Object {
+        one_of([KeyAlgorithm::Es256, KeyAlgorithm::Ed25519].map(KeyAlgorithm::as_str))
+    }
+
+    pub fn auth_method() -> Object {
+        one_of([AuthMethod::Otp, AuthMethod::Device(DeviceId(uuid::Uuid::nil()))].map(AuthMethod::as_str))
+    }
+
+    pub fn audit_outcome() -> Object {
+        use AuditOutcome as O;
+        one_of([O::Ok, O::Rejected, O::Limited, O::Failed].map(O::as_str))
+    }
+
+    /// A member that may only be absent or `null`.
+    pub fn forbidden_member() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::Null)
+            .description(Some("Never send a private key: any value but null is refused."))
+            .build()
     }
 }

@@ -76,7 +76,7 @@ use otpd_actors::rules::limits::{Decision, LimitRequest, LimitRule};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 
-use super::LimiterHealth;
+use super::health::LimiterHealth;
 use crate::config::RedisConfig;
 
 const SCRIPT: &str = include_str!("decide.lua");

@@ -370,7 +370,7 @@ fn promtool_check_metrics(text: &str) {
 fn allowed_label_values(shards: usize, providers: &[&str]) -> BTreeMap<&'static str, BTreeSet<String>> {
     let set = |values: &[&str]| values.iter().map(|v| (*v).to_owned()).collect::<BTreeSet<String>>();
     let mut allowed = BTreeMap::new();
-    allowed.insert("route", set(otpd::metrics::routes()));
+    allowed.insert("route", set(otpd::http::table::route_labels()));
     // HTTP methods, and the login method of `otpd_tokens_issued_total`.
     allowed
         .insert("method", set(&["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other", "otp", "device"]));

@@ -31,7 +31,7 @@ fn limits_page_is_generated_from_the_presets() {
 
 #[test]
 fn errors_page_is_generated_from_the_problem_catalogue() {
-    check_page("errors.md", &otpd::http::problem::reference_markdown());
+    check_page("errors.md", &otpd::http::openapi::errors_markdown());
 }
 
 #[test]

@@ -15,8 +15,8 @@ use otpd_actors::rules::ids::{DeviceId, SessionId, UserId};
 use otpd_actors::rules::keys::IdentHash;
 
 use super::codec::{Spaces, corrupt, decode, decode_session, ids_with_prefix, seq_of, trace_prefix, unavailable};
+use super::handle::{EmbeddedStore, open_db};
 use super::writer::Op;
-use super::{EmbeddedStore, open_db};
 
 #[async_trait]
 impl UserStore for EmbeddedStore {

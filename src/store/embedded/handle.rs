@@ -1,0 +1,175 @@
+//! The store's handle: opening (keyspaces, the census count, the writer thread), closing,
+//! readiness, and the queue every write goes through.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use fjall::{PersistMode, SingleWriterTxDatabase, Snapshot};
+use otpd_actors::ports::StoreError;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot};
+
+use super::cache::UserCache;
+use super::census::Counts;
+use super::codec::{Spaces, decode_session, pair_key, seq_of, unavailable};
+use super::writer::{Op, Reply, Writer, WriterMetrics};
+
+/// Group-commit and memory settings.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddedOptions {
+    pub group_commit_max: usize,
+    pub queue_capacity: usize,
+    /// The LSM tree's block cache.
+    pub cache_bytes: usize,
+    /// Largest in-memory table per keyspace before it is flushed to disk.
+    pub memtable_bytes: usize,
+    /// Accounts remembered by identifier hash (including "no account"), so a send reads none.
+    pub user_cache_entries: usize,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            group_commit_max: 512,
+            queue_capacity: 65_536,
+            cache_bytes: 128 * 1024 * 1024,
+            memtable_bytes: 4 * 1024 * 1024,
+            user_cache_entries: 100_000,
+        }
+    }
+}
+
+pub struct EmbeddedStore {
+    pub(super) db: SingleWriterTxDatabase,
+    pub(super) spaces: Spaces,
+    pub(super) users: Arc<UserCache>,
+    /// The writer's queue; `None` once closed. Read-locked per write, never cloned.
+    pub(super) ops: RwLock<Option<mpsc::Sender<Op>>>,
+    pub(super) writer: Mutex<Option<JoinHandle<()>>>,
+    pub(super) counts: Arc<Counts>,
+    /// Counts the baseline; holds a snapshot (and so the database) until done.
+    pub(super) counting: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in the directory `path` and starts its writer
+    /// thread.
+    pub fn open(path: &Path, options: EmbeddedOptions) -> Result<Arc<Self>, StoreError> {
+        std::fs::create_dir_all(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        let db = open_db(path, options.cache_bytes).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        let spaces = Spaces::open(&db, options.memtable_bytes)?;
+        backfill_sessions_by_user(&db, &spaces)?;
+        let next_seq = match spaces.audit.last_key_value() {
+            Some(guard) => seq_of(&guard.key().map_err(unavailable)?)? + 1,
+            None => 1,
+        };
+        // The baseline is what this snapshot holds: everything the writer commits from now on
+        // is added by the writer itself.
+        let counts = Arc::new(Counts::default());
+        let (snap, census_spaces, census_counts) = (db.read_tx(), spaces.clone(), counts.clone());
+        let counting = std::thread::Builder::new()
+            .name("otpd-store-census".into())
+            .spawn(move || {
+                if let Err(e) = census_counts.count_baseline(&snap, &census_spaces) {
+                    tracing::error!(error = %e, "could not count the store's users and sessions");
+                }
+            })
+            .map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let users = Arc::new(UserCache::new(options.user_cache_entries));
+        let writer = Writer {
+            db: db.clone(),
+            spaces: spaces.clone(),
+            users: users.clone(),
+            counts: counts.clone(),
+            meters: WriterMetrics {
+                batch: metrics::histogram!(crate::metrics::STORE_GROUP_COMMIT_BATCH),
+                commit: metrics::histogram!(crate::metrics::STORE_COMMIT_DURATION),
+            },
+            max: options.group_commit_max.max(1),
+        };
+        let writer = std::thread::Builder::new()
+            .name("otpd-store-writer".into())
+            .spawn(move || writer.run(rx, next_seq))
+            .map_err(unavailable)?;
+        Ok(Arc::new(EmbeddedStore {
+            db,
+            spaces,
+            users,
+            ops: RwLock::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            counts,
+            counting: Mutex::new(Some(counting)),
+        }))
+    }
+
+    /// Stops accepting writes, lets the writer commit what is queued, and waits for it.
+    pub fn close(&self) {
+        drop(self.ops.write().take());
+        if let Some(handle) = self.writer.lock().take() {
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.counting.lock().take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// A cheap check for readiness: the writer takes writes, and a point read answers.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if self.ops.read().as_ref().is_none_or(|ops| ops.is_closed()) {
+            return Err(unavailable("the store's writer is stopped: writes cannot be made durable"));
+        }
+        self.spaces.users.get([0u8; 16]).map(|_| ()).map_err(unavailable)
+    }
+
+    /// Queues a write and waits until it is durable. `try_send` does not block, so the read
+    /// lock is held for an enqueue only, and the sender is used in place rather than cloned.
+    pub(super) async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let ops = self.ops.read();
+            let sender = ops.as_ref().ok_or_else(|| unavailable("store is closed"))?;
+            sender.try_send(make(reply)).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => unavailable("store write queue is full"),
+                mpsc::error::TrySendError::Closed(_) => unavailable("store is closed"),
+            })?;
+        }
+        answer.await.map_err(|_| unavailable("store writer stopped"))?
+    }
+
+    /// Runs `f` on a snapshot: reads of an index and of the records it names agree.
+    pub(super) fn read<T>(&self, f: impl FnOnce(&Snapshot, &Spaces) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        f(&self.db.read_tx(), &self.spaces)
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The database with the node's settings: a bounded block cache, and background work on one
+/// thread (the reference machine has two cores and the request path needs them).
+pub(super) fn open_db(path: &Path, cache_bytes: usize) -> fjall::Result<SingleWriterTxDatabase> {
+    SingleWriterTxDatabase::builder(path)
+        .cache_size(cache_bytes as u64)
+        .worker_threads(1)
+        .manual_journal_persist(true)
+        .open()
+}
+
+/// Stores written before the `sessions_by_user` index existed get it built once, on open.
+fn backfill_sessions_by_user(db: &SingleWriterTxDatabase, spaces: &Spaces) -> Result<(), StoreError> {
+    if spaces.sessions_by_user.first_key_value().is_some() || spaces.sessions.first_key_value().is_none() {
+        return Ok(());
+    }
+    let mut tx = db.write_tx().durability(Some(PersistMode::SyncAll));
+    for guard in spaces.sessions.inner().iter() {
+        let (_, value) = guard.into_inner().map_err(unavailable)?;
+        let s = decode_session(&value)?;
+        tx.insert(&spaces.sessions_by_user, pair_key(s.user_id.0.as_bytes(), s.id.0.as_bytes()), []);
+    }
+    tx.commit().map_err(unavailable)
+}
