@@ -336,20 +336,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let summary = driver::drive(w.clone(), &mix, load, bounds, &label, !c.quiet).await;
 
     let report = Report {
-        tool: format!("otpd-loadtest {}", env!("CARGO_PKG_VERSION")),
-        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        targets: c.target.clone(),
-        mix,
-        load,
-        bounds,
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        setup: setup_summary,
         baseline_ratio: baseline.as_ref().map(|b| Report::ratio(b, &summary)),
         baseline,
         runs: vec![summary],
-        capacity: None,
         codes_delivered: w.codes.delivered(),
+        ..Report::new(c.target.clone(), mix, load, bounds, setup_summary)
     };
     report.write(&c.out)?;
     print!("{}", report.markdown());
@@ -441,21 +432,13 @@ async fn find_capacity(args: CapacityArgs) -> anyhow::Result<()> {
     if let (Some(b), Some(n)) = (baseline_capacity.as_ref().and_then(|b| b.capacity_rate), capacity.capacity_rate) {
         eprintln!("capacity: otpd {n:.0}/s vs bare hyper {b:.0}/s (×{:.3})", n / b);
     }
+    let load = Load::Open { rate: capacity.capacity_rate.unwrap_or(0.0), ramp_s: 0.0 };
+    let bounds = Bounds { duration_s: args.step.as_secs_f64(), max_scenarios: u64::MAX };
     let report = Report {
-        tool: format!("otpd-loadtest {}", env!("CARGO_PKG_VERSION")),
-        started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        targets: c.target.clone(),
-        mix,
-        load: Load::Open { rate: capacity.capacity_rate.unwrap_or(0.0), ramp_s: 0.0 },
-        bounds: Bounds { duration_s: args.step.as_secs_f64(), max_scenarios: u64::MAX },
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        setup: setup_summary,
-        baseline: None,
-        baseline_ratio: None,
         runs,
         capacity: Some(capacity),
         codes_delivered: w.codes.delivered(),
+        ..Report::new(c.target.clone(), mix, load, bounds, setup_summary)
     };
     report.write(&c.out)?;
     if let Some(b) = baseline_capacity {

@@ -60,6 +60,27 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report of this process's run (tool, time, command line, CPUs filled in) with no
+    /// results yet.
+    pub fn new(targets: Vec<String>, mix: Mix, load: Load, bounds: Bounds, setup: Option<RunSummary>) -> Report {
+        Report {
+            tool: format!("otpd-loadtest {}", env!("CARGO_PKG_VERSION")),
+            started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            targets,
+            mix,
+            load,
+            bounds,
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            setup,
+            baseline: None,
+            runs: Vec::new(),
+            baseline_ratio: None,
+            capacity: None,
+            codes_delivered: 0,
+        }
+    }
+
     pub fn ratio(baseline: &RunSummary, run: &RunSummary) -> Ratio {
         let div = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
         Ratio {

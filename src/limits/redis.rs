@@ -161,9 +161,8 @@ pub struct RedisLimiter {
     client: fred::clients::Client,
     clustered: bool,
     policy: LimitPolicy,
-    prefix: String,
-    /// Keys the hashes of IPs and prefixes in key names.
-    key: [u8; 32],
+    /// The decision script's calls; shared with the background undo of a refused decision.
+    script: Arc<Script>,
     timeout: Duration,
     local: Arc<LocalLimiter>,
     health: Arc<LimiterHealth>,
@@ -182,10 +181,9 @@ impl RedisLimiter {
         let client = settings.client()?;
         let limiter = Arc::new(RedisLimiter {
             clustered: client.is_clustered(),
+            script: Arc::new(Script { client: client.clone(), prefix: settings.key_prefix, key }),
             client,
             policy,
-            prefix: settings.key_prefix,
-            key,
             timeout: settings.timeout,
             local,
             health: Arc::new(LimiterHealth::default()),
@@ -270,7 +268,7 @@ impl RedisLimiter {
     /// The decision in Redis: one script per slot group, all at once.
     async fn decide(&self, checks: &[Check], now: Timestamp) -> Result<Decision, fred::error::Error> {
         let groups = self.groups(checks);
-        let replies = join_all(groups.iter().map(|g| self.run("check", checks, g, now, None))).await;
+        let replies = join_all(groups.iter().map(|g| self.script.run("check", checks, g, now, None))).await;
         let mut waits = Vec::new();
         let mut recorded = Vec::new();
         let mut failure = None;
@@ -289,7 +287,7 @@ impl RedisLimiter {
             // background (Redis is probably failing anyway).
             let undo: Vec<_> = recorded.into_iter().map(|(g, ends)| (g.clone(), ends)).collect();
             if !undo.is_empty() {
-                let (me, checks) = (self.clone_for_undo(), checks.to_vec());
+                let (me, checks) = (self.script.clone(), checks.to_vec());
                 tokio::spawn(async move { me.undo(&checks, &undo, now).await });
             }
             return Err(e);
@@ -299,13 +297,9 @@ impl RedisLimiter {
         let Some(denied) = denied else { return Ok(Decision::Allow) };
         if !recorded.is_empty() {
             let undo: Vec<_> = recorded.into_iter().map(|(g, ends)| (g.clone(), ends)).collect();
-            self.clone_for_undo().undo(checks, &undo, now).await;
+            self.script.undo(checks, &undo, now).await;
         }
         Ok(denied)
-    }
-
-    fn clone_for_undo(&self) -> Undoer {
-        Undoer { client: self.client.clone(), prefix: self.prefix.clone(), key: self.key }
     }
 
     /// Indices of `checks` per script call: all together on one server, per group on a cluster.
@@ -323,7 +317,36 @@ impl RedisLimiter {
         }
         groups.into_iter().map(|(_, members)| members).collect()
     }
+}
 
+fn unexpected(reply: &[i64]) -> fred::error::Error {
+    let what = format!("unexpected reply from the limiter script ({} values)", reply.len());
+    fred::error::Error::new(fred::error::ErrorKind::Protocol, what)
+}
+
+/// The decision script as the limiter calls it: the client, the key prefix, and the key that
+/// hashes IPs and prefixes in key names. Apart from the limiter so that the undo of a refused
+/// decision can run in the background.
+struct Script {
+    client: fred::clients::Client,
+    prefix: String,
+    /// Keys the hashes of IPs and prefixes in key names.
+    key: [u8; 32],
+}
+
+impl Script {
+    /// Takes back what a refused decision recorded.
+    async fn undo(&self, checks: &[Check], recorded: &[(Vec<usize>, Vec<i64>)], now: Timestamp) {
+        let calls = recorded.iter().map(|(g, ends)| self.run("undo", checks, g, now, Some(ends)));
+        for result in join_all(calls).await {
+            if let Err(e) = result {
+                // The recording stays until its key expires: stricter, never looser.
+                tracing::debug!(error = %e.details(), "could not take back a limiter recording");
+            }
+        }
+    }
+
+    /// Runs the script for the checks of one group; loads it once on `NOSCRIPT`.
     async fn run(
         &self,
         mode: &'static str,
@@ -332,98 +355,58 @@ impl RedisLimiter {
         now: Timestamp,
         ends: Option<&[i64]>,
     ) -> Result<Vec<i64>, fred::error::Error> {
-        run_script(&self.client, &self.prefix, &self.key, mode, checks, group, now, ends).await
-    }
-}
-
-/// What an undo needs, detached from the limiter so it can run in the background.
-struct Undoer {
-    client: fred::clients::Client,
-    prefix: String,
-    key: [u8; 32],
-}
-
-impl Undoer {
-    async fn undo(&self, checks: &[Check], recorded: &[(Vec<usize>, Vec<i64>)], now: Timestamp) {
-        let calls = recorded
-            .iter()
-            .map(|(g, ends)| run_script(&self.client, &self.prefix, &self.key, "undo", checks, g, now, Some(ends)));
-        for result in join_all(calls).await {
-            if let Err(e) = result {
-                // The recording stays until its key expires: stricter, never looser.
-                tracing::debug!(error = %e.details(), "could not take back a limiter recording");
+        let (client, prefix, key) = (&self.client, self.prefix.as_str(), &self.key);
+        let build = || {
+            let now_ms = now.as_millis() as i64;
+            let mut keys: Vec<String> = Vec::with_capacity(2);
+            let mut args: Vec<Value> = Vec::with_capacity(2 + 8 * group.len());
+            args.push(Value::from_static_str(mode));
+            args.push(Value::Integer(now_ms));
+            for (n, &i) in group.iter().enumerate() {
+                let check = &checks[i];
+                let subject = subject_key(prefix, key, &check.subject);
+                let index = match keys.iter().position(|k| *k == subject) {
+                    Some(index) => index,
+                    None => {
+                        keys.push(subject);
+                        keys.len() - 1
+                    }
+                };
+                let [f1, f2, f3] = field_names(check);
+                // The ends this decision would write; in undo mode, the end it wrote.
+                let (kind, limit, end, blocked) = match check.kind {
+                    CheckKind::Cooldown(d) => ("c", 0, now_ms + millis(d), 0),
+                    CheckKind::Window(r) => {
+                        let blocked = if r.block.is_zero() { 0 } else { now_ms + millis(r.block) };
+                        ("w", i64::from(r.limit), now_ms + millis(r.window), blocked)
+                    }
+                };
+                let (end, blocked) = match ends {
+                    Some(ends) => (ends[n], 0),
+                    None => (end, blocked),
+                };
+                args.extend([
+                    Value::Integer(index as i64 + 1),
+                    Value::from_static_str(kind),
+                    Value::from_static_str(f1),
+                    Value::from_static_str(f2),
+                    Value::from_static_str(f3),
+                    Value::Integer(limit),
+                    Value::Integer(end),
+                    Value::Integer(blocked),
+                ]);
             }
+            (keys, args)
+        };
+        let (keys, args) = build();
+        match client.evalsha::<Vec<i64>, _, _, _>(SCRIPT_SHA.as_str(), keys, args).await {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                client.script_load_cluster::<String, _>(SCRIPT).await?;
+                let (keys, args) = build();
+                client.evalsha(SCRIPT_SHA.as_str(), keys, args).await
+            }
+            other => other,
         }
-    }
-}
-
-fn unexpected(reply: &[i64]) -> fred::error::Error {
-    let what = format!("unexpected reply from the limiter script ({} values)", reply.len());
-    fred::error::Error::new(fred::error::ErrorKind::Protocol, what)
-}
-
-/// Runs the script for the checks of one group; loads it once on `NOSCRIPT`.
-#[allow(clippy::too_many_arguments)]
-async fn run_script(
-    client: &fred::clients::Client,
-    prefix: &str,
-    key: &[u8; 32],
-    mode: &'static str,
-    checks: &[Check],
-    group: &[usize],
-    now: Timestamp,
-    ends: Option<&[i64]>,
-) -> Result<Vec<i64>, fred::error::Error> {
-    let build = || {
-        let now_ms = now.as_millis() as i64;
-        let mut keys: Vec<String> = Vec::with_capacity(2);
-        let mut args: Vec<Value> = Vec::with_capacity(2 + 8 * group.len());
-        args.push(Value::from_static_str(mode));
-        args.push(Value::Integer(now_ms));
-        for (n, &i) in group.iter().enumerate() {
-            let check = &checks[i];
-            let subject = subject_key(prefix, key, &check.subject);
-            let index = match keys.iter().position(|k| *k == subject) {
-                Some(index) => index,
-                None => {
-                    keys.push(subject);
-                    keys.len() - 1
-                }
-            };
-            let [f1, f2, f3] = field_names(check);
-            // The ends this decision would write; in undo mode, the end it wrote.
-            let (kind, limit, end, blocked) = match check.kind {
-                CheckKind::Cooldown(d) => ("c", 0, now_ms + millis(d), 0),
-                CheckKind::Window(r) => {
-                    let blocked = if r.block.is_zero() { 0 } else { now_ms + millis(r.block) };
-                    ("w", i64::from(r.limit), now_ms + millis(r.window), blocked)
-                }
-            };
-            let (end, blocked) = match ends {
-                Some(ends) => (ends[n], 0),
-                None => (end, blocked),
-            };
-            args.extend([
-                Value::Integer(index as i64 + 1),
-                Value::from_static_str(kind),
-                Value::from_static_str(f1),
-                Value::from_static_str(f2),
-                Value::from_static_str(f3),
-                Value::Integer(limit),
-                Value::Integer(end),
-                Value::Integer(blocked),
-            ]);
-        }
-        (keys, args)
-    };
-    let (keys, args) = build();
-    match client.evalsha::<Vec<i64>, _, _, _>(SCRIPT_SHA.as_str(), keys, args).await {
-        Err(e) if e.details().starts_with("NOSCRIPT") => {
-            client.script_load_cluster::<String, _>(SCRIPT).await?;
-            let (keys, args) = build();
-            client.evalsha(SCRIPT_SHA.as_str(), keys, args).await
-        }
-        other => other,
     }
 }
 

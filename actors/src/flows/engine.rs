@@ -435,10 +435,7 @@ impl Engine {
         identifier: Identifier,
         code: &str,
     ) -> Result<Grant, EngineError> {
-        let ident = self.identifier_hash(&identifier);
-        let mut trail = Trail::new(Api::RegisterVerify, Some(ident));
-        let result = self.verify_flow(&mut trail, ctx, ident, Purpose::Register, code).await;
-        self.finish(ctx, trail, result).await
+        self.verify(ctx, Api::RegisterVerify, Purpose::Register, identifier, code).await
     }
 
     /// `POST /v1/login/verify`: signs a verified account in.
@@ -448,9 +445,21 @@ impl Engine {
         identifier: Identifier,
         code: &str,
     ) -> Result<Grant, EngineError> {
+        self.verify(ctx, Api::LoginVerify, Purpose::Login, identifier, code).await
+    }
+
+    /// Either verify, audited as `api`.
+    async fn verify(
+        &self,
+        ctx: &RequestContext,
+        api: Api,
+        purpose: Purpose,
+        identifier: Identifier,
+        code: &str,
+    ) -> Result<Grant, EngineError> {
         let ident = self.identifier_hash(&identifier);
-        let mut trail = Trail::new(Api::LoginVerify, Some(ident));
-        let result = self.verify_flow(&mut trail, ctx, ident, Purpose::Login, code).await;
+        let mut trail = Trail::new(api, Some(ident));
+        let result = self.verify_flow(&mut trail, ctx, ident, purpose, code).await;
         self.finish(ctx, trail, result).await
     }
 

@@ -137,6 +137,25 @@ pub(super) fn ids_with_prefix(
     Ok(out)
 }
 
+/// The records that `index` names under `prefix` (`sessions_by_user` → `sessions`, …), in
+/// key order, each read with `decode`; an index entry without its record is corruption.
+pub(super) fn indexed<T>(
+    r: &impl Readable,
+    index: &SingleWriterTxKeyspace,
+    records: &SingleWriterTxKeyspace,
+    prefix: &[u8; 16],
+    what: &str,
+    decode: impl Fn(&[u8]) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for id in ids_with_prefix(r, index, prefix)? {
+        let bytes =
+            r.get(records, id).map_err(unavailable)?.ok_or_else(|| corrupt(format!("index names a missing {what}")))?;
+        out.push(decode(&bytes)?);
+    }
+    Ok(out)
+}
+
 /// The key of an audit index entry: the 16-byte prefix, then the event's sequence number.
 pub(super) fn index_key(prefix: &[u8; 16], seq: u64) -> [u8; 24] {
     let mut k = [0u8; 24];

@@ -14,7 +14,7 @@ use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::ids::{DeviceId, SessionId, UserId};
 use otpd_actors::rules::keys::IdentHash;
 
-use super::codec::{Spaces, corrupt, decode, decode_session, ids_with_prefix, seq_of, trace_prefix, unavailable};
+use super::codec::{Spaces, corrupt, decode, decode_session, indexed, seq_of, trace_prefix, unavailable};
 use super::handle::{EmbeddedStore, open_db};
 use super::writer::Op;
 
@@ -92,15 +92,7 @@ impl SessionStore for EmbeddedStore {
 
     async fn sessions_of_user(&self, user: UserId) -> Result<Vec<Session>, StoreError> {
         self.read(|snap, sp| {
-            let mut out = Vec::new();
-            for sid in ids_with_prefix(snap, &sp.sessions_by_user, user.0.as_bytes())? {
-                let bytes = snap
-                    .get(&sp.sessions, sid)
-                    .map_err(unavailable)?
-                    .ok_or_else(|| corrupt("index names a missing session"))?;
-                out.push(decode_session(&bytes)?);
-            }
-            Ok(out)
+            indexed(snap, &sp.sessions_by_user, &sp.sessions, user.0.as_bytes(), "session", decode_session)
         })
     }
 }
@@ -119,17 +111,7 @@ impl DeviceStore for EmbeddedStore {
     }
 
     async fn devices_of_user(&self, user: UserId) -> Result<Vec<Device>, StoreError> {
-        self.read(|snap, sp| {
-            let mut out = Vec::new();
-            for did in ids_with_prefix(snap, &sp.devices_by_user, user.0.as_bytes())? {
-                let bytes = snap
-                    .get(&sp.devices, did)
-                    .map_err(unavailable)?
-                    .ok_or_else(|| corrupt("index names a missing device"))?;
-                out.push(decode(&bytes)?);
-            }
-            Ok(out)
-        })
+        self.read(|snap, sp| indexed(snap, &sp.devices_by_user, &sp.devices, user.0.as_bytes(), "device", decode))
     }
 
     async fn revoke_device(&self, user: UserId, id: DeviceId, now: Timestamp) -> Result<Option<Device>, StoreError> {

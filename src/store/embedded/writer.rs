@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cache::UserCache;
 use super::census::{Counts, CountsDelta};
 use super::codec::{
-    Spaces, corrupt, decode, decode_session, encode, encode_session, ids_with_prefix, index_key, pair_key,
+    Spaces, corrupt, decode, decode_session, encode, encode_session, ids_with_prefix, index_key, indexed, pair_key,
     trace_prefix, unavailable,
 };
 
@@ -400,13 +400,8 @@ impl Batch<'_> {
         let sp = self.sp;
         let mut active = 0;
         let mut duplicate = None;
-        for did in ids_with_prefix(&self.tx, &sp.devices_by_user, device.user_id.0.as_bytes())? {
-            let bytes = self
-                .tx
-                .get(&sp.devices, did)
-                .map_err(unavailable)?
-                .ok_or_else(|| corrupt("device index names a missing device"))?;
-            let existing: Device = decode(&bytes)?;
+        let prefix = device.user_id.0.as_bytes();
+        for existing in indexed(&self.tx, &sp.devices_by_user, &sp.devices, prefix, "device", decode::<Device>)? {
             if existing.is_active() {
                 active += 1;
                 if existing.key == device.key {

@@ -63,25 +63,22 @@ struct Scripted {
 
 impl Scripted {
     fn new(name: &str, max_batch: usize) -> Arc<Self> {
-        Arc::new(Scripted {
-            name: name.into(),
-            max_batch,
-            script: Mutex::new(VecDeque::new()),
-            otherwise: Mutex::new(None),
-            calls: Mutex::new(Vec::new()),
-            gate: None,
-        })
+        Self::with_gate(name, max_batch, None)
     }
 
     /// Calls wait until `release`d.
     fn held(name: &str, max_batch: usize) -> Arc<Self> {
+        Self::with_gate(name, max_batch, Some(Semaphore::new(0)))
+    }
+
+    fn with_gate(name: &str, max_batch: usize, gate: Option<Semaphore>) -> Arc<Self> {
         Arc::new(Scripted {
             name: name.into(),
             max_batch,
             script: Mutex::new(VecDeque::new()),
             otherwise: Mutex::new(None),
             calls: Mutex::new(Vec::new()),
-            gate: Some(Semaphore::new(0)),
+            gate,
         })
     }
 
@@ -299,15 +296,22 @@ async fn transient_failures_are_retried_with_jittered_exponential_backoff() {
     assert_eq!(events[0].ident_hash, Some(IdentHash([7; 16])));
 }
 
-#[tokio::test(start_paused = true)]
-async fn retry_after_is_a_floor_for_the_next_attempt() {
+/// A rig whose one provider answers its first call `429` with `Retry-After: secs`, and one
+/// message sent into it.
+async fn sent_into_429(secs: u64) -> (Arc<Scripted>, Rig) {
     let p = Scripted::new("twilio", 1);
     p.then(vec![Err(SendError::Retryable {
-        retry_after: Some(Duration::from_secs(7)),
+        retry_after: Some(Duration::from_secs(secs)),
         reason: "twilio: HTTP 429".into(),
     })]);
     let r = rig(config(), vec![(p.clone(), 1)]).await;
     r.send("m");
+    (p, r)
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_a_floor_for_the_next_attempt() {
+    let (p, r) = sent_into_429(7).await;
     r.until(Duration::from_secs(60), |s| s.delivered == 1).await;
     let calls = p.calls();
     assert_eq!(calls.len(), 2);
@@ -460,13 +464,7 @@ async fn an_expired_code_is_never_sent() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_that_would_outlive_the_code_ends_it_now() {
-    let p = Scripted::new("twilio", 1);
-    p.then(vec![Err(SendError::Retryable {
-        retry_after: Some(Duration::from_secs(400)),
-        reason: "twilio: HTTP 429".into(),
-    })]);
-    let r = rig(config(), vec![(p.clone(), 1)]).await;
-    r.send("m");
+    let (p, r) = sent_into_429(400).await;
     let s = r.until(Duration::from_secs(1), |s| s.expired == 1).await;
     assert_eq!(p.calls().len(), 1);
     assert_eq!(s.queued, 0, "not parked for 400 s");
