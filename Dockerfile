@@ -23,11 +23,13 @@ RUN groupadd --system --gid 10001 otpd \
        --shell /usr/sbin/nologin otpd \
     && install -d -o otpd -g otpd -m 0750 /var/lib/otpd /var/lib/otpd/outbox
 COPY --from=builder /usr/local/bin/otpd /usr/local/bin/otpd
-ENV OTPD_NODE__DATA_DIR=/var/lib/otpd OTPD_HTTP__LISTEN=0.0.0.0:8080
+# The API on 8080 for the world; metrics, readiness details and the admin API on 9464, which
+# only the private network (Prometheus, operators) may reach: never publish it.
+ENV OTPD_NODE__DATA_DIR=/var/lib/otpd OTPD_HTTP__LISTEN=0.0.0.0:8080 OTPD_ADMIN__LISTEN=0.0.0.0:9464
 WORKDIR /var/lib/otpd
 USER otpd
 # 8080: the API (http.listen); 4370: the other cluster nodes (cluster.listen);
-# 9464: metrics and health for Prometheus when admin.listen is set to it.
+# 9464: metrics, readiness details and the admin API (admin.listen; private network only).
 EXPOSE 8080 4370 9464
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD curl -fsS -o /dev/null http://127.0.0.1:8080/health/ready || exit 1

@@ -69,10 +69,10 @@ common=(OTPD_NODE__LOG_LEVEL=warn
   OTPD_SECRETS__HASH_KEY=5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a)
 e_port=$(free_port)
 r_port=$(free_port)
-env "${common[@]}" OTPD_NODE__DATA_DIR="$work/e" OTPD_HTTP__LISTEN="127.0.0.1:$e_port" "$bin" 2>"$work/e.log" &
+env "${common[@]}" OTPD_NODE__DATA_DIR="$work/e" OTPD_HTTP__LISTEN="127.0.0.1:$e_port" OTPD_ADMIN__LISTEN=127.0.0.1:0 "$bin" 2>"$work/e.log" &
 e_pid=$!
 pids+=($e_pid)
-env "${common[@]}" "${redis_env[@]}" OTPD_NODE__DATA_DIR="$work/r" OTPD_HTTP__LISTEN="127.0.0.1:$r_port" \
+env "${common[@]}" "${redis_env[@]}" OTPD_NODE__DATA_DIR="$work/r" OTPD_HTTP__LISTEN="127.0.0.1:$r_port" OTPD_ADMIN__LISTEN=127.0.0.1:0 \
   "$bin" 2>"$work/r.log" &
 r_pid=$!
 pids+=($r_pid)

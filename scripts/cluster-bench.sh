@@ -122,7 +122,8 @@ start_node() {
   alloc_port http; alloc_port cport
   data=$work/$tag-$name; mkdir -p "$data"
   env -u OTPD_CONFIG \
-    OTPD_HTTP__LISTEN=127.0.0.1:$http OTPD_NODE__DATA_DIR="$data" \
+    OTPD_HTTP__LISTEN=127.0.0.1:$http OTPD_ADMIN__LISTEN=127.0.0.1:0 OTPD_ADMIN__OPS_ON_PUBLIC_LISTENER=true \
+    OTPD_NODE__DATA_DIR="$data" \
     OTPD_NODE__LOG_FORMAT=text OTPD_NODE__LOG_LEVEL=warn,otpd_actors::cluster=info \
     OTPD_STORE__KIND=scylla OTPD_SCYLLA__CONTACT_POINTS="[\"$cql_addr\"]" OTPD_SCYLLA__KEYSPACE=otpd_bench \
     OTPD_SCYLLA__REPLICATION_FACTOR=1 OTPD_SCYLLA__AWAIT_SCHEMA_AGREEMENT=false \

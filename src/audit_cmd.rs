@@ -3,7 +3,7 @@
 //! With `store.kind = "scylla"` the command reads the cluster directly (every node writes
 //! there). With the embedded store, when no node holds it, the command opens it read-only
 //! itself; while a node runs, the store's lock file keeps other processes out, so the command
-//! asks the node instead, over `GET /v1/admin/audit` on its listen address with the admin
+//! asks the node instead, over `GET /v1/admin/audit` on its ops listener (`admin.listen`) with the admin
 //! token from the data directory. Either way the output is the same.
 
 use otpd_actors::ports::StoreError;
@@ -102,7 +102,7 @@ async fn scylla(config: &Config, q: &AuditQuery) -> Result<Vec<AuditView>, Audit
 
 async fn remote(config: &Config, q: &AuditQuery) -> Result<Vec<AuditView>, AuditCmdError> {
     let token = secrets::admin_token(&config.secrets, &config.node.secrets_dir()).ok_or(AuditCmdError::NoAdminToken)?;
-    let mut addr = config.http.listen;
+    let mut addr = config.admin.listen;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }

@@ -169,7 +169,7 @@ pub fn reference_markdown() -> String {
     let mut out = String::from(
         "# Metrics\n\n<!-- Generated from the metric catalogues (src/metrics.rs, actors/src/metrics.rs) by \
          `OTPD_BLESS=1 cargo test --test it reference`; do not edit. -->\n\n\
-         `GET /metrics` (Prometheus text format) on the admin listener, and on the main one while \
+         `GET /metrics` (Prometheus text format) on the ops listener (`admin.listen`), and on the public one only while \
          `admin.metrics_on_main`. Every name has the `otpd_` prefix, base units (seconds) and `_total` on \
          counters. Labels take values from fixed sets only: route *templates* (`/v1/devices/{id}`; any \
          unknown path is `other`), eight methods, status classes, enum outcomes, configured provider \
@@ -358,8 +358,8 @@ pub struct Observe {
     pub http: HttpMetrics,
     /// Users and sessions for the gauges and `GET /v1/admin/stats`.
     pub census: Option<Arc<dyn CensusSource>>,
-    /// Whether the main listener serves `GET /metrics` (the admin listener always does).
-    pub metrics_on_main: bool,
+    /// Whether the public listener also serves the ops routes (the ops listener always does).
+    pub ops_on_public_listener: bool,
     /// When the node started (uptime in the admin stats).
     pub started_at: Timestamp,
 }

@@ -82,8 +82,8 @@ impl From<DeliveryError> for StartupError {
 /// A running node.
 pub struct Node {
     pub addr: SocketAddr,
-    /// The admin listener's address, when `admin.listen` is set.
-    pub admin_addr: Option<SocketAddr>,
+    /// The ops listener's address (`admin.listen`).
+    pub admin_addr: SocketAddr,
     pub engine: Engine,
     pub outbox_path: PathBuf,
     /// The delivery dispatcher: stats, provider health.
@@ -147,6 +147,7 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, CodeLengthError> {
         resend_cooldown: otp.resend_cooldown.0,
         session_ttl: config.tokens.session_ttl.0,
         reveal_accounts: otp.reveal_accounts,
+        refusal_window: config.engine.audit_refusal_window.0,
         devices: DevicePolicy {
             max_per_user: config.devices.max_per_user,
             enrol_max_auth_age: config.devices.enrol_max_auth_age.0,
@@ -259,7 +260,7 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
             prometheus,
             http: crate::metrics::HttpMetrics::new(crate::http::table::route_labels()),
             census,
-            metrics_on_main: config.admin.metrics_on_main,
+            ops_on_public_listener: config.admin.ops_on_public_listener,
             started_at,
         },
     });
@@ -280,30 +281,28 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     };
     let addr = listener.local_addr().map_err(|error| StartupError::Listen { addr: config.http.listen, error })?;
 
-    let admin_listener = match config.admin.listen {
-        Some(admin_addr) => match TcpListener::bind(admin_addr).await {
-            Ok(l) => Some(l),
-            Err(error) => {
-                assembly.shutdown().await;
-                return Err(StartupError::Listen { addr: admin_addr, error });
-            }
-        },
-        None => None,
+    let admin_listener = match TcpListener::bind(config.admin.listen).await {
+        Ok(l) => l,
+        Err(error) => {
+            assembly.shutdown().await;
+            return Err(StartupError::Listen { addr: config.admin.listen, error });
+        }
     };
-    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let admin_addr =
+        admin_listener.local_addr().map_err(|error| StartupError::Listen { addr: config.admin.listen, error })?;
 
     let Assembly { app, engine, store, outbox_path, delivery, admin_token, limits } = assembly;
-    let admin = admin_listener.map(|listener| {
+    let admin = {
         let (stop, stopped) = oneshot::channel::<()>();
         let app = app.clone();
         let serving = tokio::spawn(async move {
-            crate::http::serve_admin(listener, app, async {
+            crate::http::serve_admin(admin_listener, app, async {
                 let _ = stopped.await;
             })
             .await
         });
         (stop, serving)
-    });
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let http = config.http.clone();
     let serving = tokio::spawn(async move {
@@ -326,9 +325,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         store = %store.describe(&config.node.store_path(), &config.scylla),
         "otpd node listening"
     );
-    if let Some(admin_addr) = admin_addr {
-        tracing::info!(addr = %admin_addr, "admin listener (metrics, health, admin API)");
-    }
+    tracing::info!(addr = %admin_addr, "ops listener (metrics, readiness details, admin API)");
     crate::delivery::log_routes(&config.delivery, &outbox_path);
     Ok(Node {
         addr,
@@ -341,7 +338,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         limits,
         stop: Some(stop),
         serving,
-        admin,
+        admin: Some(admin),
     })
 }
 

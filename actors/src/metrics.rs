@@ -383,7 +383,7 @@ fn verdict_index(outcome: &VerifyOutcome) -> usize {
 /// A resend is a send as far as limits are concerned (`otpd_otp_resends_total` counts them).
 fn action_index(action: LimitAction) -> usize {
     match action {
-        LimitAction::Send(_) | LimitAction::Resend(_) => 0,
+        LimitAction::Send(_) | LimitAction::Resend(_) | LimitAction::Challenge => 0,
         LimitAction::Verify(_) => 1,
     }
 }

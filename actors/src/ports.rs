@@ -410,6 +410,13 @@ pub enum NotifyError {
 pub trait Notifier: Send + Sync + 'static {
     /// Hands a message to the delivery pipeline without waiting for delivery.
     fn enqueue(&self, message: OutboundMessage) -> Result<(), NotifyError>;
+
+    /// Whether [`Notifier::enqueue`] would take a message now, without handing one over: what
+    /// a send for an identifier without an account asks, so that a full queue refuses it
+    /// exactly like a real send.
+    fn has_room(&self) -> Result<(), NotifyError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

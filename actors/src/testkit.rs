@@ -434,6 +434,16 @@ where
         .await,
     )
     .await;
+    limiter_device_challenges(
+        make(LimitPolicy {
+            device_challenges: Rule::per(2, MIN * 10),
+            ip_challenges: Rule::per(3, MIN * 10),
+            ip_sends: Rule::per(1, MIN * 10),
+            ..LimitPolicy::off()
+        })
+        .await,
+    )
+    .await;
     limiter_blocks(
         make(LimitPolicy { ip_sends: Rule::per(2, MIN).blocking(MIN * 10), ..LimitPolicy::off() }).await,
         make(LimitPolicy { ip_sends: Rule::per(2, MIN).blocking(SEC * 5), ..LimitPolicy::off() }).await,
@@ -610,6 +620,19 @@ async fn limiter_client_ip(l: Arc<dyn Limiter>) {
     }
     expect(&l, from_ip(lreq(VERIFY_LOGIN, 13, 4 * s), a), deny(LimitRule::IpVerifies, SEC * 600), "verify 4 of 3")
         .await;
+}
+
+/// Device-login challenges: per scoped device and per address, apart from code sends.
+async fn limiter_device_challenges(l: Arc<dyn Limiter>) {
+    let (a, b) = ("203.0.113.9", "198.51.100.7");
+    let challenge = |device: u8, ip: &str| from_ip(lreq(LimitAction::Challenge, device, 1000), ip);
+    expect(&l, challenge(1, a), Decision::Allow, "challenge 1 for device 1").await;
+    expect(&l, challenge(1, a), Decision::Allow, "challenge 2 for device 1").await;
+    expect(&l, challenge(1, a), deny(LimitRule::DeviceChallenges, SEC * 600), "challenge 3 for device 1").await;
+    expect(&l, challenge(2, a), Decision::Allow, "another device, same address (3 of 3)").await;
+    expect(&l, challenge(3, a), deny(LimitRule::IpChallenges, SEC * 600), "the address's 4th").await;
+    expect(&l, challenge(4, b), Decision::Allow, "another address").await;
+    expect(&l, from_ip(lreq(LOGIN, 9, 1000), a), Decision::Allow, "challenges do not spend the address's sends").await;
 }
 
 async fn limiter_blocks(long: Arc<dyn Limiter>, short: Arc<dyn Limiter>) {

@@ -86,7 +86,7 @@ fn challenge_round_trip(c: &mut Criterion) {
             async move {
                 let index = router.index_for(key.subject.shard_bits());
                 let now = Timestamp::system_now();
-                router.call(index, |reply| ShardMsg::Issue { key, sealed, now, reply }).await.unwrap();
+                router.call(index, |reply| ShardMsg::Issue { key, sealed, profile: None, now, reply }).await.unwrap();
                 let outcome = router
                     .call(index, |reply| ShardMsg::Verify { key, attempt: code.clone(), now, reply })
                     .await

@@ -1,4 +1,6 @@
-//! `[admin]`: what SREs use: Prometheus metrics, health and admin endpoints.
+//! `[admin]`: what SREs use: Prometheus metrics, readiness details and the admin API, on a
+//! listener of their own. The public listener does not serve them: what they count (codes sent
+//! to known accounts, sign-ups, users) would tell an outsider known accounts from unknown ones.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,12 +10,13 @@ use super::value::{Dur, check, secs, section};
 section! {
     /// What SREs use: Prometheus metrics, health and admin endpoints.
     pub struct AdminConfig {
-        /// A second listener serving only `/metrics`, `/health/*` and `/v1/admin/*`
-        /// (e.g. `"127.0.0.1:9464"`); unset: none.
-        listen: Option<SocketAddr> = None,
-        /// Whether the main listener also serves `GET /metrics` (turn it off when the main
-        /// listener is public and scrapers use `admin.listen`).
-        metrics_on_main: bool = true,
+        /// The ops listener: `/metrics`, `/health/*` with details and `/v1/admin/*`. Keep it
+        /// off the public network (`0.0.0.0:9464` only where a private network reaches it).
+        listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9464)),
+        /// Also serve `/metrics`, `/v1/admin/*` and readiness details on the public listener
+        /// (`http.listen`). Only for a public listener that no outsider reaches: the metrics
+        /// tell known accounts from unknown ones.
+        ops_on_public_listener: bool = false,
         /// How often sampled gauges are refreshed: users, sessions, live challenges, breaker
         /// states, readiness.
         refresh_interval: Dur = secs(5),

@@ -15,6 +15,10 @@ section! {
         reclaim_interval: Dur = Dur(ShardConfig::DEFAULT.reclaim_every),
         /// How long an expired challenge is kept so late attempts read "expired".
         expired_grace: Dur = Dur(ShardConfig::DEFAULT.grace),
+        /// Refusals of one kind (bad JSON, bad token, rate limited) from one client within
+        /// this window make one audit event and, when the window ends, one summary with the
+        /// count; `"0s"`: one event per refusal.
+        audit_refusal_window: Dur = secs(60),
     }
 }
 

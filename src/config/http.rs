@@ -1,8 +1,8 @@
 //! `[http]`: the HTTP listener.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
-use super::value::{Dur, check, secs, section};
+use super::value::{Dur, IpRange, check, secs, section};
 
 section! {
     /// The HTTP listener.
@@ -17,9 +17,10 @@ section! {
         header_read_timeout: Dur = secs(5),
         /// Time allowed for a whole request, body and handling included.
         request_timeout: Dur = secs(10),
-        /// Peers whose `X-Forwarded-For` is believed (load balancers). Empty: the socket
-        /// address is the client address.
-        trusted_proxies: Vec<IpAddr> = Vec::new(),
+        /// Peers whose `X-Forwarded-For` is believed (load balancers), as addresses or CIDR
+        /// ranges (`"10.0.0.0/8"`). The client is the right-most hop not in these ranges.
+        /// Empty: the socket address is the client address.
+        trusted_proxies: Vec<IpRange> = Vec::new(),
     }
 }
 

@@ -28,6 +28,11 @@ section! {
         prefix_send: RuleConfig = RuleConfig::default(),
         /// SMS per country calling code.
         country_send: RuleConfig = RuleConfig::default(),
+        /// Device-login challenges per device and client IP (a stranger's flood never locks
+        /// the owner out elsewhere).
+        device_challenge: RuleConfig = RuleConfig::default(),
+        /// Device-login challenges per client IP (IPv6: per /64).
+        ip_challenge: RuleConfig = RuleConfig::default(),
         /// Digits of an E.164 number, country code included, that make its prefix.
         prefix_digits: u8 = 7,
         /// SMS only to these country codes or number prefixes (`"+1"`, `"+44"`); empty: anywhere.
@@ -100,7 +105,7 @@ impl LimitsConfig {
     }
 
     /// Each configurable rule by its key: the preset's, with this section's overrides.
-    fn rules(&self, preset: &LimitPolicy) -> [(&'static str, Rule); 8] {
+    fn rules(&self, preset: &LimitPolicy) -> [(&'static str, Rule); 10] {
         [
             ("identifier_login", self.identifier_login.over(preset.identifier_logins)),
             ("identifier_register", self.identifier_register.over(preset.identifier_registrations)),
@@ -110,6 +115,8 @@ impl LimitsConfig {
             ("ip_verify", self.ip_verify.over(preset.ip_verifies)),
             ("prefix_send", self.prefix_send.over(preset.prefix_sends)),
             ("country_send", self.country_send.over(preset.country_sends)),
+            ("device_challenge", self.device_challenge.over(preset.device_challenges)),
+            ("ip_challenge", self.ip_challenge.over(preset.ip_challenges)),
         ]
     }
 
@@ -157,7 +164,7 @@ impl LimitsConfig {
     /// The effective rules: `[otp]` gives the cooldown and the overall send cap, this section
     /// the preset and its overrides. Assumes a validated configuration.
     pub fn policy(&self, otp: &OtpConfig) -> LimitPolicy {
-        let [login, register, resend, verify, ip_send, ip_verify, prefix, country] =
+        let [login, register, resend, verify, ip_send, ip_verify, prefix, country, device_challenge, ip_challenge] =
             self.rules(&LimitPolicy::preset(self.preset)).map(|(_, rule)| rule);
         let prefixes = |list: &[String]| list.iter().filter_map(|p| NumberPrefix::parse(p).ok()).collect();
         LimitPolicy {
@@ -171,6 +178,8 @@ impl LimitsConfig {
             ip_verifies: ip_verify,
             prefix_sends: prefix,
             country_sends: country,
+            device_challenges: device_challenge,
+            ip_challenges: ip_challenge,
             prefix_digits: self.prefix_digits,
             sms_allow: prefixes(&self.sms_allow),
             sms_deny: prefixes(&self.sms_deny),

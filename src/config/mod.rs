@@ -52,7 +52,7 @@ pub use self::smtp::SmtpConfig;
 pub use self::store::StoreConfig;
 pub use self::tokens::TokensConfig;
 pub use self::twilio::TwilioConfig;
-pub use self::value::{Dur, KeyDoc, RedisUrl, Secret};
+pub use self::value::{Dur, IpRange, KeyDoc, RedisUrl, Secret};
 use self::value::{Origins, check};
 pub use self::webhook::WebhookConfig;
 
@@ -187,7 +187,7 @@ impl Config {
 
     /// The rules that tie sections together.
     fn validate_across(&self, errors: &mut Vec<String>) {
-        check(errors, self.admin.listen.is_none_or(|a| a.port() == 0 || a != self.http.listen), || {
+        check(errors, self.admin.listen.port() == 0 || self.admin.listen != self.http.listen, || {
             "admin.listen: must differ from http.listen".into()
         });
         // A section that no route, store or option uses is not checked beyond its keys.

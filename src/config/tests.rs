@@ -86,16 +86,16 @@ fn device_rules_are_bounded() {
 }
 
 #[test]
-fn the_admin_listener_is_off_by_default_and_checked_when_set() {
+fn the_ops_listener_is_on_loopback_by_default_and_apart_from_the_public_one() {
     let c = Config::from_sources("", env(&[])).unwrap();
-    assert_eq!((c.admin.listen, c.admin.metrics_on_main), (None, true));
+    assert_eq!((c.admin.listen, c.admin.ops_on_public_listener), ("127.0.0.1:9464".parse().unwrap(), false));
     let c = Config::from_sources(
-        "[admin]\nmetrics_on_main = false",
-        env(&[("OTPD_ADMIN__LISTEN", "127.0.0.1:9464"), ("OTPD_ADMIN__REFRESH_INTERVAL", "250ms")]),
+        "[admin]\nops_on_public_listener = true",
+        env(&[("OTPD_ADMIN__LISTEN", "10.0.0.5:9100"), ("OTPD_ADMIN__REFRESH_INTERVAL", "250ms")]),
     )
     .unwrap();
-    assert_eq!(c.admin.listen, Some("127.0.0.1:9464".parse().unwrap()));
-    assert_eq!((c.admin.metrics_on_main, c.admin.refresh_interval.0), (false, Duration::from_millis(250)));
+    assert_eq!(c.admin.listen, "10.0.0.5:9100".parse().unwrap());
+    assert_eq!((c.admin.ops_on_public_listener, c.admin.refresh_interval.0), (true, Duration::from_millis(250)));
     let text = "[http]\nlisten = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\nrefresh_interval = \"0s\"";
     let all = Config::from_sources(text, env(&[])).unwrap_err().0.join("\n");
     for needle in ["admin.listen: must differ from http.listen", "admin.refresh_interval: must be at least 10ms"] {

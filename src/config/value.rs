@@ -43,6 +43,82 @@ pub(super) const fn millis(ms: u64) -> Dur {
     Dur(Duration::from_millis(ms))
 }
 
+/// An IP address range in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`), or one address.
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) are taken as the IPv4 address they carry,
+/// on both sides of [`IpRange::contains`]: a dual-stack listener reports IPv4 peers that way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// The range, its host bits cleared; `None` for a prefix longer than the address.
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<IpRange> {
+        let addr = addr.to_canonical();
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= bits).then(|| IpRange { addr: mask(addr, prefix), prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
+    }
+}
+
+fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & m).into())
+        }
+        IpAddr::V6(v6) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & m).into())
+        }
+    }
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = String;
+    fn from_str(text: &str) -> Result<IpRange, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{text:?} is not an IP address or CIDR range"))?;
+        let full = if addr.to_canonical().is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.trim().parse::<u8>().map_err(|_| format!("{text:?}: the prefix length is not a number"))?,
+            None => full,
+        };
+        // A mapped address with a mapped prefix (`::ffff:10.0.0.0/104`) is its IPv4 range.
+        let prefix = if !addr.is_ipv4() && addr.to_canonical().is_ipv4() { prefix.saturating_sub(96) } else { prefix };
+        IpRange::new(addr, prefix).ok_or_else(|| format!("{text:?}: the prefix is longer than the address"))
+    }
+}
+
+impl<'de> Deserialize<'de> for IpRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Debug for IpRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Shown for IpRange {
+    fn kind() -> String {
+        "IP range (CIDR)".into()
+    }
+    fn shown(&self) -> String {
+        format!("\"{self:?}\"")
+    }
+}
+
 /// A secret given in config: never printed by `Debug`.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]

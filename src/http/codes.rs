@@ -3,6 +3,7 @@
 
 use hyper::StatusCode;
 use otpd_actors::rules::audit::Step;
+use otpd_actors::rules::challenge::Profile;
 use otpd_actors::{EngineError, Registration};
 
 use super::account::tokens;
@@ -50,24 +51,37 @@ pub(super) async fn resend(app: &App, call: &Call<'_>) -> Result<Resp, ApiError>
 
 /// `POST /v1/register/verify`: activates the account and signs in.
 pub(super) async fn verify_registration(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
-    verify(app, call, true).await
+    let req: wire::RegisterVerifyRequest = call.json(app)?;
+    let checked = (|| {
+        let identifier = identify(app, &req.phone, &req.email)?;
+        let code = wire::code(&req.code)?;
+        let profile = match &req.profile {
+            None => None,
+            Some(p) => Some(Profile {
+                first_name: wire::name("profile.first_name", &p.first_name)?,
+                last_name: wire::name("profile.last_name", &p.last_name)?,
+                email: p
+                    .email
+                    .as_deref()
+                    .map(|e| app.engine.normalizer().email(e))
+                    .transpose()?
+                    .map(|e| e.as_str().to_owned()),
+            }),
+        };
+        Ok((identifier, code, profile))
+    })();
+    let (identifier, code, profile) = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
+    let grant = app.engine.verify_registration(call.ctx, identifier, code, profile).await?;
+    let login_at = grant.login_at;
+    tokens(app, call, grant, login_at)
 }
 
 /// `POST /v1/login/verify`.
 pub(super) async fn verify_login(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
-    verify(app, call, false).await
-}
-
-/// Either verify: `registration` picks which code the engine checks.
-async fn verify(app: &App, call: &Call<'_>, registration: bool) -> Result<Resp, ApiError> {
     let req: wire::VerifyRequest = call.json(app)?;
     let checked = identify(app, &req.phone, &req.email).and_then(|id| Ok((id, wire::code(&req.code)?)));
     let (identifier, code) = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
-    let grant = if registration {
-        app.engine.verify_registration(call.ctx, identifier, code).await?
-    } else {
-        app.engine.verify_login(call.ctx, identifier, code).await?
-    };
+    let grant = app.engine.verify_login(call.ctx, identifier, code).await?;
     let login_at = grant.login_at;
     tokens(app, call, grant, login_at)
 }

@@ -63,6 +63,7 @@ same answers, unless the operator turns on `otp.reveal_accounts`.
     wire::RegisterRequest,
     wire::LoginRequest,
     wire::VerifyRequest,
+    wire::RegisterVerifyRequest,
     wire::ResendRequest,
     wire::RefreshRequest,
     wire::EnrolRequest,
@@ -109,16 +110,17 @@ fn schemas() -> Map<String, Value> {
         "Readiness".into(),
         json!({
             "type": "object",
-            "required": ["status", "checks"],
+            "required": ["status"],
+            "description": "On the public listener only `status` (`ready` or `not_ready`); the details are for the ops listener.",
             "properties": {
                 "status": {
                     "type": "string",
                     "enum": ["ready", "degraded", "not_ready"],
-                    "description": "`degraded`: serving, with a fallback for a shared dependency (e.g. the in-process limiter while Redis is unreachable).",
+                    "description": "`degraded` (ops listener only): serving, with a fallback for a shared dependency (e.g. the in-process limiter while Redis is unreachable).",
                 },
                 "checks": {
                     "type": "object",
-                    "description": "One entry per dependency (`store`, `delivery`, …).",
+                    "description": "Ops listener only: one entry per dependency (`store`, `delivery`, …).",
                     "additionalProperties": { "$ref": "#/components/schemas/ReadinessCheck" },
                 },
                 "providers": {
@@ -205,7 +207,7 @@ fn refine(schemas: &mut Map<String, Value>) {
     let present = |field: &str, kind: &str| json!({ "required": [field], "properties": { field: { "type": kind } } });
     // `wire::raw_identifier`: exactly one of them (a `null` counts as absent).
     let exactly_one_identifier = json!([present("phone", "string"), present("email", "string")]);
-    for name in ["LoginRequest", "VerifyRequest", "ResendRequest"] {
+    for name in ["LoginRequest", "VerifyRequest", "RegisterVerifyRequest", "ResendRequest"] {
         schemas[name]["oneOf"] = exactly_one_identifier.clone();
     }
     // Registration: a phone number (with an optional contact address) or an e-mail address.

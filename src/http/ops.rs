@@ -25,9 +25,16 @@ pub(super) async fn live(_: &App, _: &Call<'_>) -> Result<Resp, ApiError> {
 }
 
 /// `GET /health/ready`: 200 when ready, 503 when not.
-pub(super) async fn ready(app: &App, _: &Call<'_>) -> Result<Resp, ApiError> {
+///
+/// The public listener says only `ready` or `not_ready`: the details name dependencies,
+/// members and provider states, which are for operators.
+pub(super) async fn ready(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
     let (ready, body) = readiness(app);
-    Ok(json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body))
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    if call.listener.serves_ops(app.observe.ops_on_public_listener) {
+        return Ok(json(status, &body));
+    }
+    Ok(json(status, &serde_json::json!({ "status": if ready { "ready" } else { "not_ready" } })))
 }
 
 /// `GET /.well-known/jwks.json`.

@@ -201,6 +201,18 @@ pub const IP_VERIFY_LIMIT: ProblemKind = retry(
     "Too many requests",
     "too many code checks from this client address; see `Retry-After`",
 );
+pub const DEVICE_CHALLENGE_LIMIT: ProblemKind = retry(
+    "device_challenge_limit",
+    429,
+    "Too many requests",
+    "too many device-login challenges for this device from this client address; see `Retry-After`",
+);
+pub const IP_CHALLENGE_LIMIT: ProblemKind = retry(
+    "ip_challenge_limit",
+    429,
+    "Too many requests",
+    "too many device-login challenges from this client address; see `Retry-After`",
+);
 pub const PREFIX_SEND_LIMIT: ProblemKind = retry(
     "prefix_send_limit",
     429,
@@ -276,6 +288,8 @@ pub const CATALOGUE: &[ProblemKind] = &[
     IDENTIFIER_VERIFY_LIMIT,
     IP_SEND_LIMIT,
     IP_VERIFY_LIMIT,
+    DEVICE_CHALLENGE_LIMIT,
+    IP_CHALLENGE_LIMIT,
     PREFIX_SEND_LIMIT,
     COUNTRY_SEND_LIMIT,
     TOO_MANY_ATTEMPTS,
@@ -466,6 +480,8 @@ fn limit_kind(rule: LimitRule) -> &'static ProblemKind {
         LimitRule::IpVerifies => &IP_VERIFY_LIMIT,
         LimitRule::PrefixSends => &PREFIX_SEND_LIMIT,
         LimitRule::CountrySends => &COUNTRY_SEND_LIMIT,
+        LimitRule::DeviceChallenges => &DEVICE_CHALLENGE_LIMIT,
+        LimitRule::IpChallenges => &IP_CHALLENGE_LIMIT,
         LimitRule::DestinationNotAllowed => &DESTINATION_NOT_ALLOWED,
     }
 }
@@ -544,6 +560,8 @@ mod tests {
                     LimitRule::PrefixSends => 34,
                     LimitRule::CountrySends => 35,
                     LimitRule::DestinationNotAllowed => 36,
+                    LimitRule::DeviceChallenges => 37,
+                    LimitRule::IpChallenges => 38,
                 },
                 EngineError::InvalidCode { .. } => 4,
                 EngineError::CodeExpired => 5,
@@ -592,6 +610,8 @@ mod tests {
             EngineError::Limited { rule: LimitRule::PrefixSends, retry_after: second },
             EngineError::Limited { rule: LimitRule::CountrySends, retry_after: second },
             EngineError::Limited { rule: LimitRule::DestinationNotAllowed, retry_after: second },
+            EngineError::Limited { rule: LimitRule::DeviceChallenges, retry_after: second },
+            EngineError::Limited { rule: LimitRule::IpChallenges, retry_after: second },
             EngineError::DestinationNotAllowed,
             EngineError::InvalidCode { attempts_left: 3 },
             EngineError::CodeExpired,

@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 use super::app::{App, Call, Listener, RequestBody, Resp, bearer};
 use super::problem::ApiError;
 use super::table::{Auth, Lookup, Route};
+use crate::config::IpRange;
 use crate::tokens::AccessClaims;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -39,7 +40,8 @@ pub async fn handle_admin<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: 
 
 async fn handle_on<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketAddr, listener: Listener) -> Resp {
     let (parts, body) = req.into_parts();
-    let (lookup, label) = super::table::lookup(&parts.method, parts.uri.path(), listener, app.observe.metrics_on_main);
+    let (lookup, label) =
+        super::table::lookup(&parts.method, parts.uri.path(), listener, app.observe.ops_on_public_listener);
     let observed = app.observe.http.begin(&parts.method, label);
     let ctx = RequestContext {
         trace_id: request_id(&parts.headers),
@@ -49,7 +51,7 @@ async fn handle_on<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketA
     // Every line logged while the request is handled carries its trace id.
     crate::logging::with_trace_id(ctx.trace_id.clone(), async {
         let result = match lookup {
-            Lookup::Found(route, param) => dispatch(&app, &ctx, &parts, body, route, param).await,
+            Lookup::Found(route, param) => dispatch(&app, &ctx, &parts, listener, body, route, param).await,
             Lookup::MethodNotAllowed(allow) => Err(ApiError::method_not_allowed(allow)),
             Lookup::NotFound => Err(ApiError::not_found()),
         };
@@ -68,6 +70,7 @@ async fn dispatch<B: RequestBody>(
     app: &App,
     ctx: &RequestContext,
     parts: &Parts,
+    listener: Listener,
     body: B,
     route: &'static Route,
     param: &str,
@@ -84,7 +87,7 @@ async fn dispatch<B: RequestBody>(
         Some(_) => read_body(app, ctx, route.api, parts, body).await?,
         None => Bytes::new(),
     };
-    let call = Call { ctx, parts, api: route.api, param, body, claims };
+    let call = Call { ctx, parts, listener, api: route.api, param, body, claims };
     (route.handler)(app, &call).await
 }
 
@@ -167,13 +170,30 @@ fn request_id(headers: &HeaderMap) -> TraceId {
 
 /// The socket peer, or, when the peer is a trusted proxy, the nearest untrusted address of
 /// `X-Forwarded-For` (read from the right, as each proxy appends).
-fn client_ip(trusted: &[IpAddr], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    if !trusted.contains(&peer) {
-        return peer;
+/// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+/// `X-Forwarded-For` hop outside the trusted ranges (each proxy appends who connected to it, so
+/// only hops right of the first untrusted one were written by proxies). A hop that does not
+/// parse ends the walk at the nearest trusted hop: skipping it would let a client-written
+/// value further left win. IPv4-mapped IPv6 addresses are taken as IPv4.
+fn client_ip(trusted: &[IpRange], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|r| r.contains(ip));
+    let mut nearest = peer.to_canonical();
+    if !is_trusted(nearest) {
+        return nearest;
     }
-    let hops = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
-    let hops: Vec<IpAddr> = hops.filter_map(|h| h.trim().parse().ok()).collect();
-    hops.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer)
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(text) = value.to_str() else { return nearest };
+        for hop in text.rsplit(',') {
+            let hop = hop.trim();
+            let parsed = hop.parse::<IpAddr>().ok().or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()));
+            let Some(ip) = parsed.map(|ip| ip.to_canonical()) else { return nearest };
+            if !is_trusted(ip) {
+                return ip;
+            }
+            nearest = ip;
+        }
+    }
+    nearest
 }
 
 fn user_agent(headers: &HeaderMap) -> Option<Arc<str>> {
@@ -221,15 +241,58 @@ mod tests {
         assert_eq!(request_id(&headers(&[])).len(), 32);
     }
 
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn ranges(list: &[&str]) -> Vec<IpRange> {
+        list.iter().map(|r| r.parse().unwrap()).collect()
+    }
+
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let lb: IpAddr = "10.0.0.1".parse().unwrap();
+        let lb = ip("10.0.0.1");
+        let trusted = ranges(&["10.0.0.1"]);
         let h = headers(&[("x-forwarded-for", "203.0.113.9, 10.0.0.1")]);
         assert_eq!(client_ip(&[], lb, &h), lb);
-        assert_eq!(client_ip(&[lb], lb, &h), "203.0.113.9".parse::<IpAddr>().unwrap());
-        assert_eq!(client_ip(&[lb], lb, &headers(&[])), lb);
+        assert_eq!(client_ip(&trusted, lb, &h), ip("203.0.113.9"));
+        assert_eq!(client_ip(&trusted, lb, &headers(&[])), lb);
         let spoofed = headers(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "198.51.100.7")]);
-        assert_eq!(client_ip(&[lb], lb, &spoofed), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(client_ip(&trusted, lb, &spoofed), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn proxies_are_ranges_and_mapped_addresses_are_their_ipv4_selves() {
+        let trusted = ranges(&["10.0.0.0/8", "2001:db8::/32"]);
+        let h = headers(&[("x-forwarded-for", "198.51.100.7, 10.1.2.3, 2001:db8::5")]);
+        assert_eq!(client_ip(&trusted, ip("10.9.9.9"), &h), ip("198.51.100.7"), "every hop of a range is trusted");
+        assert_eq!(client_ip(&trusted, ip("::ffff:10.0.0.1"), &h), ip("198.51.100.7"), "a dual-stack socket's peer");
+        let mapped = headers(&[("x-forwarded-for", "::ffff:198.51.100.7")]);
+        assert_eq!(client_ip(&trusted, ip("10.0.0.1"), &mapped), ip("198.51.100.7"), "one bucket per client");
+        assert_eq!(client_ip(&trusted, ip("::ffff:203.0.113.1"), &h), ip("203.0.113.1"), "an untrusted peer");
+        let ported = headers(&[("x-forwarded-for", "198.51.100.7:5123, [2001:db8::9]:443")]);
+        assert_eq!(client_ip(&trusted, ip("10.0.0.1"), &ported), ip("198.51.100.7"));
+    }
+
+    #[test]
+    fn an_unparseable_hop_never_lets_a_value_left_of_it_win() {
+        let trusted = ranges(&["10.0.0.0/8"]);
+        for xff in ["1.1.1.1, garbage, 10.0.0.2", "1.1.1.1, , 10.0.0.2", "1.1.1.1,unknown,10.0.0.2"] {
+            let h = headers(&[("x-forwarded-for", xff)]);
+            assert_eq!(client_ip(&trusted, ip("10.0.0.1"), &h), ip("10.0.0.2"), "{xff}");
+        }
+        let h = headers(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "nonsense")]);
+        assert_eq!(client_ip(&trusted, ip("10.0.0.1"), &h), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn ranges_parse_and_refuse_what_is_not_one() {
+        assert_eq!(format!("{:?}", "10.1.2.3/8".parse::<IpRange>().unwrap()), "10.0.0.0/8");
+        assert_eq!(format!("{:?}", "::ffff:10.0.0.0/104".parse::<IpRange>().unwrap()), "10.0.0.0/8");
+        assert!("10.0.0.0/33".parse::<IpRange>().is_err());
+        assert!("host.example/8".parse::<IpRange>().is_err());
+        assert!("0.0.0.0/0".parse::<IpRange>().unwrap().contains(ip("203.0.113.1")));
+        assert!(!"0.0.0.0/0".parse::<IpRange>().unwrap().contains(ip("2001:db8::1")));
     }
 
     #[test]

@@ -47,10 +47,23 @@ macro_rules! handler {
 pub enum Exposure {
     /// The public listener (`http.listen`) only: the API.
     Api,
-    /// Both listeners: health and the admin API.
+    /// Both listeners: health (the handler says less on the public one).
+    Health,
+    /// The ops listener (`admin.listen`), and the public one only with
+    /// `admin.ops_on_public_listener`: metrics and the admin API, whose counters tell known
+    /// accounts from unknown ones.
     Ops,
-    /// The ops listener (`admin.listen`), and the public one while `admin.metrics_on_main`.
-    Metrics,
+}
+
+impl Exposure {
+    /// Whether a row of this exposure is served on `listener`.
+    pub fn served_on(self, listener: Listener, ops_on_public_listener: bool) -> bool {
+        match self {
+            Exposure::Api => listener == Listener::Main,
+            Exposure::Health => true,
+            Exposure::Ops => listener.serves_ops(ops_on_public_listener),
+        }
+    }
 }
 
 /// Who may call an operation.
@@ -218,7 +231,7 @@ pub static ROUTES: &[Route] = &[
         labelled: true,
         handler: handler!(codes::verify_registration),
         params: &[],
-        body: Some("VerifyRequest"),
+        body: Some("RegisterVerifyRequest"),
         replies: &[TOKENS],
         problems: &[BODY, IDENTIFIER, VERIFY_LIMITS, CODE_ANSWERS, CHALLENGE_UNAVAILABLE],
         links: &[],
@@ -493,7 +506,7 @@ pub static ROUTES: &[Route] = &[
             schema: Some("DeviceChallengeResponse"),
             headers: &[],
         }],
-        problems: &[BODY, CHALLENGE_UNAVAILABLE],
+        problems: &[BODY, &["device_challenge_limit", "ip_challenge_limit"], CHALLENGE_UNAVAILABLE],
         links: &[],
     },
     Route {
@@ -555,7 +568,7 @@ pub static ROUTES: &[Route] = &[
         description: "",
         auth: Auth::None,
         api: None,
-        exposure: Exposure::Ops,
+        exposure: Exposure::Health,
         labelled: true,
         handler: handler!(ops::live),
         params: &[],
@@ -573,7 +586,7 @@ pub static ROUTES: &[Route] = &[
         description: "",
         auth: Auth::None,
         api: None,
-        exposure: Exposure::Ops,
+        exposure: Exposure::Health,
         labelled: true,
         handler: handler!(ops::ready),
         params: &[],
@@ -661,10 +674,10 @@ pub static ROUTES: &[Route] = &[
         tag: "meta",
         summary: "Prometheus metrics",
         description: "The text exposition of every `otpd_*` metric (catalogue in docs/metrics.md). With \
-            `admin.metrics_on_main = false` the main listener answers `404` here and only the admin listener serves it.",
+            the default configuration only the ops listener (`admin.listen`) serves it; the public one answers `404`.",
         auth: Auth::None,
         api: None,
-        exposure: Exposure::Metrics,
+        exposure: Exposure::Ops,
         labelled: true,
         handler: handler!(ops::metrics),
         params: &[],
@@ -767,18 +780,14 @@ pub enum Lookup<'p> {
 
 /// The row for `method` and `path` on `listener`, and the path's metric label (whatever the
 /// method or listener: a refusal counts under the path it was for).
-pub fn lookup<'p>(method: &Method, path: &'p str, listener: Listener, metrics_on_main: bool) -> (Lookup<'p>, usize) {
+pub fn lookup<'p>(method: &Method, path: &'p str, listener: Listener, ops_on_public: bool) -> (Lookup<'p>, usize) {
     let table: &'static Table = &TABLE;
     let found = table.groups.iter().find_map(|g| match g.param {
         false => (path == g.prefix).then_some((g, "")),
         true => path.strip_prefix(g.prefix).map(|rest| (g, rest)),
     });
     let Some((group, param)) = found else { return (Lookup::NotFound, 0) };
-    let served = |r: &Route| match r.exposure {
-        Exposure::Api => listener == Listener::Main,
-        Exposure::Ops => true,
-        Exposure::Metrics => listener == Listener::Admin || metrics_on_main,
-    };
+    let served = |r: &Route| r.exposure.served_on(listener, ops_on_public);
     if !group.rows.iter().any(|(_, r)| served(r)) {
         return (Lookup::NotFound, group.label);
     }
@@ -820,16 +829,12 @@ mod tests {
     fn every_row_is_routed_to_itself_where_it_is_served() {
         for route in ROUTES {
             let method = Method::from_bytes(route.method.to_ascii_uppercase().as_bytes()).unwrap();
-            for (listener, metrics_on_main) in
+            for (listener, ops_on_public) in
                 [(Listener::Main, true), (Listener::Main, false), (Listener::Admin, true), (Listener::Admin, false)]
             {
-                let served = match route.exposure {
-                    Exposure::Api => listener == Listener::Main,
-                    Exposure::Ops => true,
-                    Exposure::Metrics => listener == Listener::Admin || metrics_on_main,
-                };
+                let served = route.exposure.served_on(listener, ops_on_public);
                 let path = concrete(route.path);
-                let (found, _) = lookup(&method, &path, listener, metrics_on_main);
+                let (found, _) = lookup(&method, &path, listener, ops_on_public);
                 match found {
                     Lookup::Found(r, _) => assert!(served && std::ptr::eq(r, route), "{} {}", route.method, route.path),
                     Lookup::NotFound => assert!(!served, "{} {} on {listener:?}", route.method, route.path),

@@ -71,6 +71,42 @@ pub struct VerifyRequest {
     pub code: String,
 }
 
+/// `POST /v1/register/verify`: a [`VerifyRequest`], and the profile the new account is to have.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterVerifyRequest {
+    /// E.164 (`+12025550123`) or a national number in the node's default region.
+    #[schema(max_length = 32, examples("+12025550123"))]
+    pub phone: Option<String>,
+    #[schema(max_length = 254, format = "email", examples("ada@example.com"))]
+    pub email: Option<String>,
+    /// The code as typed: spaces and dashes are ignored, letters are case-insensitive.
+    #[schema(min_length = 1, max_length = 32, pattern = "^[A-Za-z0-9 -]+$", examples("725826"))]
+    pub code: String,
+    /// The profile of the account this code creates, as the registration sent it. Send it: the
+    /// account then has the profile of whoever holds the code, even if a stranger registered
+    /// the same number with another profile meanwhile. Without it, the account gets the
+    /// profile of the registration that issued the code. Ignored for an existing account.
+    pub profile: Option<ProfileWire>,
+}
+
+/// The names (and, for a phone registration, contact address) of a new account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Profile)]
+pub struct ProfileWire {
+    /// 1 to 100 characters (surrounding spaces are trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 100, examples("Ada"))]
+    pub first_name: String,
+    /// 1 to 100 characters (surrounding spaces are trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 100, examples("Lovelace"))]
+    pub last_name: String,
+    /// A contact address (phone registrations only; an e-mail registration's address is its
+    /// identifier).
+    #[schema(max_length = 254, format = "email", examples("ada@example.com"))]
+    pub email: Option<String>,
+}
+
 /// `POST /v1/otp/resend`: exactly one of `phone` and `email`, and what the code is for.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -456,6 +456,8 @@ fn field_names(check: &Check) -> [&'static str; 3] {
             LimitRule::IpVerifies => window!("ip_verify_limit"),
             LimitRule::PrefixSends => window!("prefix_send_limit"),
             LimitRule::CountrySends => window!("country_send_limit"),
+            LimitRule::DeviceChallenges => window!("device_challenge_limit"),
+            LimitRule::IpChallenges => window!("ip_challenge_limit"),
             LimitRule::DestinationNotAllowed => window!("destination_not_allowed"),
         },
     }

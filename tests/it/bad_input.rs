@@ -59,6 +59,67 @@ async fn malformed_json_wrong_types_missing_and_extra_fields() {
     }
 }
 
+/// A malformed request's refusal names the field and the problem; neither the answer nor the
+/// audit trail (through the admin API and in the store's files) holds a value it carried.
+#[tokio::test]
+async fn refusals_and_their_audit_events_hold_no_input_value() {
+    // Every refusal written (not aggregated), so that every one is searched.
+    let t = start_node_with(|c| c.engine.audit_refusal_window = otpd::config::Dur(Duration::ZERO)).await;
+    let (code, digits, email) = ("918273", "12025550177", "leak.918273@example.com");
+    let bodies = [
+        format!(r#"{{"phone":"+{digits}","code":{code}}}"#),
+        format!(r#"{{"phone":{digits}}}"#),
+        format!(r#"{{"email":["{email}"]}}"#),
+        format!(r#"{{"phone":"+{digits}","code":"{code}","x{code}":"{email}"}}"#),
+        format!(r#"{{"phone":"+{digits}","code":"{code}""#),
+        format!(r#"{{"phone":"+{digits}" "code":"{code}"}}"#),
+        format!(r#"{{"purpose":"{code}","phone":"+{digits}"}}"#),
+    ];
+    let paths = [
+        "/v1/login/verify",
+        "/v1/login",
+        "/v1/login",
+        "/v1/login/verify",
+        "/v1/login/verify",
+        "/v1/login",
+        "/v1/otp/resend",
+    ];
+    for (i, (path, body)) in paths.iter().zip(&bodies).enumerate() {
+        let r = t
+            .client
+            .post(t.url(path))
+            .header("content-type", "application/json")
+            .header("x-request-id", format!("leak-{i}"))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let r = into_reply(r).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.raw);
+        for value in [code, digits, email] {
+            assert!(!r.raw.contains(value), "{body}: the answer quotes {value}: {}", r.raw);
+        }
+    }
+    let mut trail = String::new();
+    for i in 0..bodies.len() {
+        let url = format!("/v1/admin/audit?trace_id=leak-{i}");
+        let r = t.ops_get(&url, Some(&t.node.admin_token)).await;
+        assert_eq!(r.body["events"].as_array().map(Vec::len), Some(1), "leak-{i} is audited once: {}", r.raw);
+        assert_eq!(r.body["events"][0]["step"], "parse");
+        trail.push_str(&r.raw);
+    }
+    for value in [code, digits, email] {
+        assert!(!trail.contains(value), "the audit trail quotes {value}: {trail}");
+    }
+    t.node.shutdown().await;
+    for file in crate::flows::files_under(&t.dir.path().join("store")) {
+        let bytes = String::from_utf8_lossy(&std::fs::read(&file).unwrap()).into_owned();
+        for value in [code, digits, email] {
+            assert!(!bytes.contains(value), "{} holds {value}", file.display());
+        }
+    }
+}
+
 #[tokio::test]
 async fn field_rules_are_explained() {
     let t = start_node().await;
@@ -185,4 +246,67 @@ async fn garbage_on_the_socket_does_not_hurt_the_node() {
     let r = t.post("/v1/login", json!({ "phone": phone(501) })).await;
     assert_eq!(r.status, 202);
     assert_eq!(t.get("/health/live", None).await.status, 200);
+}
+
+/// A flood of refusals from one client costs two audit writes per kind and window: the first
+/// refusal, then one summary with the count.
+#[tokio::test]
+async fn a_flood_of_refusals_is_aggregated_in_the_audit_trail() {
+    let t = start_node().await;
+    let send = |i: usize, body: String| {
+        let req = t
+            .client
+            .post(t.url("/v1/login"))
+            .header("content-type", "application/json")
+            .header("x-request-id", format!("flood-{i}"))
+            .body(body);
+        async move { into_reply(req.send().await.unwrap()).await }
+    };
+    for i in 0..300 {
+        assert_eq!(send(i, "{not json".into()).await.status, 400);
+    }
+    // Rate-limit denials too: one number, again and again, inside its cooldown.
+    let p = phone(9911);
+    for i in 300..400 {
+        let r = send(i, format!(r#"{{"phone":"{p}"}}"#)).await;
+        assert_eq!(r.status, if i == 300 { 202 } else { 429 }, "{}", r.raw);
+    }
+    let log = t.node.engine.audit_log();
+    let mut written = Vec::new();
+    for i in 0..400 {
+        let events = log.by_trace(&format!("flood-{i}"), 10).await.unwrap();
+        if !events.is_empty() {
+            written.push(i);
+        }
+    }
+    assert_eq!(written, vec![0, 300, 301], "the first of each kind (and the one login that was served)");
+    // The window ends: one summary per kind, with its count.
+    t.advance(Duration::from_secs(61));
+    let mut summaries = Vec::new();
+    for _ in 0..300 {
+        summaries = log.by_trace("refusals", 10).await.unwrap();
+        if summaries.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut seen: Vec<(String, String, String)> =
+        summaries.iter().map(|e| (e.step.as_str().into(), e.outcome.as_str().into(), e.message.to_string())).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "limit".into(),
+                "limited".into(),
+                "98 more refused like this from this client in the window of the first".into()
+            ),
+            (
+                "parse".into(),
+                "rejected".into(),
+                "299 more refused like this from this client in the window of the first".into()
+            ),
+        ]
+    );
+    assert!(summaries.iter().all(|e| e.client_ip == Some("127.0.0.1".parse().unwrap()) && e.ident_hash.is_none()));
 }

@@ -129,7 +129,8 @@ struct Fleet {
     redis: Redis,
     dir: tempfile::TempDir,
     /// (name, http port, cluster port) of every node the test may start.
-    slots: Vec<(String, u16, u16)>,
+    /// Name, HTTP port, cluster port, ops port.
+    slots: Vec<(String, u16, u16, u16)>,
     keys: Keys,
 }
 
@@ -143,7 +144,7 @@ impl Fleet {
             cql,
             redis,
             dir: tempfile::tempdir().unwrap(),
-            slots: (1..=nodes).map(|i| (format!("otpd-{i}"), free_port(), free_port())).collect(),
+            slots: (1..=nodes).map(|i| (format!("otpd-{i}"), free_port(), free_port(), free_port())).collect(),
             keys: Keys::from_master(&master),
         }
     }
@@ -155,7 +156,7 @@ impl Fleet {
 
     /// [`Fleet::start`] with more environment variables.
     async fn start_with(&self, i: usize, extra: &[(&str, String)]) -> NodeProc {
-        let (name, http, cport) = self.slots[i].clone();
+        let (name, http, cport, ops) = self.slots[i].clone();
         let data = self.dir.path().join(&name);
         std::fs::create_dir_all(&data).unwrap();
         let seeds: Vec<String> =
@@ -164,6 +165,9 @@ impl Fleet {
         let child = Command::new(BIN)
             .env_remove("OTPD_CONFIG")
             .env("OTPD_HTTP__LISTEN", format!("127.0.0.1:{http}"))
+            // The test reads members, stats and metrics through the one listener it knows.
+            .env("OTPD_ADMIN__LISTEN", format!("127.0.0.1:{ops}"))
+            .env("OTPD_ADMIN__OPS_ON_PUBLIC_LISTENER", "true")
             .env("OTPD_NODE__DATA_DIR", &data)
             .env("OTPD_NODE__LOG_FORMAT", "text")
             .env("OTPD_NODE__LOG_LEVEL", "warn,otpd_actors::cluster=info")

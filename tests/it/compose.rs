@@ -695,25 +695,19 @@ fn every_port_agrees_between_the_nodes_nginx_the_seeds_the_health_check_and_prom
     let stack = Stack::load();
     let nodes = stack.nodes();
     let configs: BTreeMap<&str, Config> = nodes.iter().map(|n| (*n, stack.config(n))).collect();
-    let metrics_port = |c: &Config| match c.admin.listen {
-        Some(admin) => admin.port(),
-        None => {
-            assert!(c.admin.metrics_on_main, "/metrics is served nowhere");
-            c.http.listen.port()
-        }
+    let metrics_port = |c: &Config| {
+        assert!(!c.admin.ops_on_public_listener, "{COMPOSE}: the metrics must not be served where nginx proxies");
+        assert_ne!(c.admin.listen.port(), c.http.listen.port());
+        c.admin.listen.port()
     };
     for (name, c) in &configs {
-        for (what, addr) in [
-            ("http.listen", Some(c.http.listen)),
-            ("cluster.listen", Some(c.cluster.listen)),
-            ("admin.listen", c.admin.listen),
-        ] {
-            if let Some(addr) = addr {
-                assert!(
-                    addr.ip().is_unspecified(),
-                    "{COMPOSE}: {name}: {what} = {addr}: the other containers cannot reach it"
-                );
-            }
+        for (what, addr) in
+            [("http.listen", c.http.listen), ("cluster.listen", c.cluster.listen), ("admin.listen", c.admin.listen)]
+        {
+            assert!(
+                addr.ip().is_unspecified(),
+                "{COMPOSE}: {name}: {what} = {addr}: the other containers cannot reach it"
+            );
         }
         assert_eq!(&c.cluster.advertise_host, name, "{COMPOSE}: {name}: the other nodes reach it by its service name");
         // Seeds: exactly the other nodes, at their cluster ports.
@@ -774,7 +768,7 @@ fn every_port_agrees_between_the_nodes_nginx_the_seeds_the_health_check_and_prom
         .expect("nginx has a fixed ipv4_address, which the nodes trust as a proxy");
     for (name, c) in &configs {
         assert!(
-            c.http.trusted_proxies.contains(&nginx_ip),
+            c.http.trusted_proxies.iter().any(|r| r.contains(nginx_ip)),
             "{COMPOSE}: {name}: http.trusted_proxies must hold nginx's address {nginx_ip}, or every client is nginx"
         );
     }
@@ -966,4 +960,66 @@ fn the_interpolation_reader_follows_compose() {
         probe_url("curl -fsS http://127.0.0.1:8080/health/ready || exit 1"),
         Some((8080, "/health/ready".into()))
     );
+}
+
+/// The image's configuration (its `ENV`, with the data directory and both ports moved to a
+/// temporary directory and loopback), started in-process: what the internet sees of it.
+#[tokio::test]
+async fn the_images_public_listener_tells_no_account_from_another() {
+    use crate::support::{Reply, phone, start_node_with};
+    use serde_json::json;
+
+    let image = Config::from_sources("", Dockerfile::read(&repo("Dockerfile")).env())
+        .unwrap_or_else(|e| panic!("otpd refuses the image's ENV: {e}"));
+    assert_ne!(image.http.listen.port(), image.admin.listen.port(), "the image has an ops listener of its own");
+    assert!(!image.admin.ops_on_public_listener);
+    let t = start_node_with(|c| {
+        let (data_dir, http, admin) = (c.node.data_dir.clone(), c.http.listen, c.admin.listen);
+        *c = image.clone();
+        (c.node.data_dir, c.http.listen, c.admin.listen) = (data_dir, http, admin);
+    })
+    .await;
+    let (known, unknown) = (phone(9801), phone(9802));
+    t.signed_up(&known).await;
+    t.advance(std::time::Duration::from_secs(3600));
+
+    // Everything a response carries except what differs by request anyway.
+    let seen = |r: &Reply| {
+        let mut headers: Vec<String> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| !["x-request-id", "date"].contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+            .collect();
+        headers.sort();
+        let mut body = r.body.clone();
+        if let Some(fields) = body.as_object_mut() {
+            fields.remove("trace_id");
+        }
+        (r.status, headers, body)
+    };
+    type Body = fn(&str) -> serde_json::Value;
+    let calls: Vec<(&str, Body)> = vec![
+        ("/v1/login", |p| json!({ "phone": p })),
+        ("/v1/login", |p| json!({ "phone": p })),
+        ("/v1/otp/resend", |p| json!({ "phone": p, "purpose": "login" })),
+        ("/v1/login/verify", |p| json!({ "phone": p, "code": "000000" })),
+        ("/v1/register", |p| json!({ "phone": p, "first_name": "Ada", "last_name": "L" })),
+    ];
+    let before = t.get("/health/ready", None).await;
+    for (path, body) in calls {
+        let a = t.post(path, body(&known)).await;
+        let b = t.post(path, body(&unknown)).await;
+        assert_eq!(seen(&a), seen(&b), "POST {path}: the answers differ");
+    }
+    for path in ["/metrics", "/v1/admin/stats", "/v1/admin/audit?trace_id=x"] {
+        let r = t.get(path, Some(&t.node.admin_token)).await;
+        assert_eq!((r.status, r.code()), (404, "not_found"), "{path} on the public listener");
+    }
+    let after = t.get("/health/ready", None).await;
+    assert_eq!((after.status, &after.body), (200, &json!({ "status": "ready" })));
+    assert_eq!(seen(&before), seen(&after), "readiness says nothing of the traffic");
+    // The ops listener still has everything.
+    assert_eq!(t.ops_get("/metrics", None).await.status, 200);
+    assert!(t.ops_get("/health/ready", None).await.body["checks"].is_object());
 }

@@ -4,7 +4,7 @@
 //! running node (`scripts/contract.sh`).
 
 use otpd::http::openapi;
-use otpd::http::table::ROUTES;
+use otpd::http::table::{Exposure, ROUTES};
 use reqwest::Method;
 
 use crate::support::*;
@@ -30,6 +30,13 @@ fn concrete(path: &str) -> String {
     path.replace("{id}", "00000000-0000-0000-0000-000000000000")
 }
 
+/// A path's URL on the listener that serves it: the ops routes on the ops listener, the rest
+/// on the public one.
+fn url_of(t: &TestNode, path: &str) -> String {
+    let ops = ROUTES.iter().any(|r| r.path == path && r.exposure == Exposure::Ops);
+    if ops { t.ops_url(&concrete(path)) } else { t.url(&concrete(path)) }
+}
+
 /// Every documented operation reaches its handler and answers one of its documented statuses
 /// (without credentials or a body: a refusal, but the operation's own).
 #[tokio::test]
@@ -37,15 +44,25 @@ async fn every_documented_operation_is_routed() {
     let t = start_node().await;
     for op in ROUTES {
         let method = Method::from_bytes(op.method.to_uppercase().as_bytes()).unwrap();
-        let r = into_reply(t.client.request(method, t.url(&concrete(op.path))).send().await.unwrap()).await;
+        let r = into_reply(t.client.request(method.clone(), url_of(&t, op.path)).send().await.unwrap()).await;
         assert!(!["not_found", "method_not_allowed"].contains(&r.code()), "{} {}: {}", op.method, op.path, r.raw);
         let mut documented: Vec<u16> = op.replies.iter().map(|r| r.status).collect();
         documented.extend(op.problem_codes().iter().filter_map(|c| otpd::http::problem::kind_of(c)).map(|k| k.status));
         assert!(documented.contains(&r.status), "{} {} answered {}: {}", op.method, op.path, r.status, r.raw);
         assert!(r.header("x-request-id").is_some());
         if op.method == "get" {
-            let head = t.client.head(t.url(&concrete(op.path))).send().await.unwrap();
+            let head = t.client.head(url_of(&t, op.path)).send().await.unwrap();
             assert_eq!(head.status().as_u16(), r.status, "HEAD {} answers like GET", op.path);
+        }
+        if op.exposure == Exposure::Ops {
+            let public = into_reply(t.client.request(method, t.url(&concrete(op.path))).send().await.unwrap()).await;
+            assert_eq!(
+                (public.status, public.code()),
+                (404, "not_found"),
+                "{} {} on the public listener",
+                op.method,
+                op.path
+            );
         }
     }
 }
@@ -66,7 +83,7 @@ async fn undocumented_methods_and_paths_are_refused() {
                 continue;
             }
             let m = Method::from_bytes(method.as_bytes()).unwrap();
-            let r = into_reply(t.client.request(m, t.url(&concrete(path))).send().await.unwrap()).await;
+            let r = into_reply(t.client.request(m, url_of(&t, path)).send().await.unwrap()).await;
             assert_eq!((r.status, r.code()), (405, "method_not_allowed"), "{method} {path}: {}", r.raw);
             let mut allow: Vec<String> =
                 r.header("allow").unwrap_or_default().split(',').map(|m| m.trim().to_owned()).collect();

@@ -244,7 +244,7 @@ async fn an_open_breaker_fails_over_to_the_secondary_and_readiness_shows_it() {
     assert_eq!(twilio.requests().len(), 2, "no request to an open breaker");
     assert_eq!(hook.requests()[1].json()["messages"][0]["attempt"], 1);
 
-    let ready = t.get("/health/ready", None).await;
+    let ready = t.ops_get("/health/ready", None).await;
     assert_eq!(ready.status, 200, "the secondary delivers, so the node is ready: {}", ready.raw);
     assert_eq!(ready.body["checks"]["delivery"]["status"], "up");
     assert_eq!(ready.body["providers"]["twilio"]["breaker"], "open");
@@ -268,8 +268,10 @@ async fn with_no_provider_left_readiness_is_503_and_names_it() {
     assert_eq!(t.get("/health/ready", None).await.status, 200);
     assert_eq!(register(&t, &phone(4009), "trace-down").await.status, 202);
     wait_stats(&t, |s| s.given_up == 1).await;
-    let ready = t.get("/health/ready", None).await;
+    let ready = t.ops_get("/health/ready", None).await;
     assert_eq!(ready.status, 503, "{}", ready.raw);
+    let public = t.get("/health/ready", None).await;
+    assert_eq!((public.status, public.body.clone()), (503, json!({ "status": "not_ready" })), "no details in public");
     assert_eq!(ready.body["checks"]["delivery"]["status"], "down");
     assert_eq!(ready.body["checks"]["delivery"]["error"], "no sms provider available (twilio open)");
     assert_eq!(ready.body["checks"]["store"]["status"], "up");
@@ -356,7 +358,13 @@ async fn a_full_queue_answers_503_and_frees_up_after_delivery() {
     assert_eq!((r.status, r.code()), (503, "delivery_busy"), "{}", r.raw);
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
     assert_eq!(r.header("retry-after"), Some("1"));
-    assert_eq!(t.node.delivery.stats().refused, 1);
+    // A login for a number without an account meets the same full queue, and says so alike.
+    let unknown = t.post("/v1/login", json!({ "phone": phone(4309) })).await;
+    let known = t.post("/v1/login", json!({ "phone": phone(4301) })).await;
+    assert_eq!((unknown.status, unknown.code()), (503, "delivery_busy"), "{}", unknown.raw);
+    assert_eq!((unknown.status, &unknown.body["detail"]), (known.status, &known.body["detail"]));
+    assert_eq!(unknown.header("retry-after"), known.header("retry-after"));
+    assert_eq!(t.node.delivery.stats().refused, 3);
     let events = t.node.engine.audit_log().by_trace("queue-2", 5).await.unwrap();
     assert_eq!((events[0].step.as_str(), events[0].outcome.as_str()), ("dispatch", "failed"), "the refusal is audited");
 
@@ -438,8 +446,10 @@ async fn credentials_never_appear_in_logs_or_outputs() {
     twilio.then([Fault::Status { status: 401, code: Some(20003), retry_after: None }, Fault::status(500)]);
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ops_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let env: Vec<(&str, String)> = vec![
         ("OTPD_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+        ("OTPD_ADMIN__LISTEN", format!("127.0.0.1:{ops_port}")),
         ("OTPD_NODE__DATA_DIR", dir.path().display().to_string()),
         ("OTPD_NODE__LOG_LEVEL", "trace".into()),
         ("OTPD_DELIVERY__PROVIDER", "twilio".into()),
@@ -478,12 +488,13 @@ async fn credentials_never_appear_in_logs_or_outputs() {
     assert_eq!(r.unwrap().status(), 202);
     let batch = hook.wait_requests(1).await;
     assert_eq!(twilio.requests().len(), 2, "401 and 500 from Twilio, then the webhook");
-    let ready = client.get(format!("{base}/health/ready")).send().await.unwrap().text().await.unwrap();
+    let ops = format!("http://127.0.0.1:{ops_port}");
+    let ready = client.get(format!("{ops}/health/ready")).send().await.unwrap().text().await.unwrap();
     let admin = std::fs::read_to_string(dir.path().join("secrets/admin.token")).unwrap();
     let mut audit = String::new();
     for _ in 0..200 {
         audit = client
-            .get(format!("{base}/v1/admin/audit?trace_id=secrets-1"))
+            .get(format!("{ops}/v1/admin/audit?trace_id=secrets-1"))
             .bearer_auth(admin.trim())
             .send()
             .await

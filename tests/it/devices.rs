@@ -218,30 +218,97 @@ async fn wrong_key_tampered_nonce_other_audience_and_five_wrong_signatures() {
     let r = verify(&t, &id, &nonce, &Key::p256().sign(&message(&aud, &id, &nonce))).await;
     assert_eq!((r.status, r.code()), (400, "invalid_signature"), "{}", r.raw);
     assert_eq!(r.body["attempts_left"], 4);
-    // The right key over a tampered nonce (which is also what is presented).
+    // The right key over a tampered nonce (which is also what is presented): no challenge has
+    // that nonce, so nothing is counted against the real one.
     let mut tampered = nonce.clone().into_bytes();
     tampered[10] = if tampered[10] == b'0' { b'1' } else { b'0' };
     let tampered = String::from_utf8(tampered).unwrap();
     let r = verify(&t, &id, &tampered, &key.sign(&message(&aud, &id, &tampered))).await;
-    assert_eq!((r.status, r.code(), r.body["attempts_left"].as_u64()), (400, "invalid_signature", Some(3)));
+    assert_eq!((r.status, r.code()), (400, "no_pending_challenge"), "{}", r.raw);
     // The right key over the right nonce for another audience.
     let r = verify(&t, &id, &nonce, &key.sign(&message("elsewhere", &id, &nonce))).await;
-    assert_eq!((r.code(), r.body["attempts_left"].as_u64()), ("invalid_signature", Some(2)));
+    assert_eq!((r.code(), r.body["attempts_left"].as_u64()), ("invalid_signature", Some(3)));
     // Garbage that is valid base64.
     let r = verify(&t, &id, &nonce, &STANDARD.encode([0u8; 64])).await;
+    assert_eq!((r.code(), r.body["attempts_left"].as_u64()), ("invalid_signature", Some(2)));
+    let r = verify(&t, &id, &nonce, &STANDARD.encode([1u8; 64])).await;
     assert_eq!((r.code(), r.body["attempts_left"].as_u64()), ("invalid_signature", Some(1)));
     let r = verify(&t, &id, &nonce, &Key::p256().sign(&message(&aud, &id, &nonce))).await;
     assert_eq!((r.status, r.code()), (429, "too_many_attempts"), "the fifth wrong signature burns the challenge");
     let r = verify(&t, &id, &nonce, &key.sign(&message(&aud, &id, &nonce))).await;
     assert_eq!((r.status, r.code()), (429, "too_many_attempts"), "even the right signature is refused now");
 
-    // A new challenge starts afresh and replaces any earlier one.
+    // Challenges stand alone: a later one does not replace an earlier one, each opens once.
     let (old, _) = challenge(&t, &id).await;
     let (new, _) = challenge(&t, &id).await;
-    let r = verify(&t, &id, &old, &key.sign(&message(&aud, &id, &old))).await;
-    assert_eq!(r.code(), "invalid_signature", "the replaced nonce no longer opens");
     let r = verify(&t, &id, &new, &key.sign(&message(&aud, &id, &new))).await;
     assert_eq!(r.status, 200, "{}", r.raw);
+    let r = verify(&t, &id, &old, &key.sign(&message(&aud, &id, &old))).await;
+    assert_eq!(r.status, 200, "the earlier challenge still opens: {}", r.raw);
+}
+
+/// A stranger who knows a device id floods it from one address: they are refused after their
+/// limit, the live challenges and the audit trail stay bounded, and the owner, elsewhere,
+/// signs in all the while.
+#[tokio::test]
+async fn a_challenge_flood_is_bounded_and_never_locks_the_owner_out() {
+    let t = start_node_with(|c| c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]).await;
+    let tokens = t.signed_up(&phone(215)).await;
+    let key = Key::ed25519();
+    let id = enrol(&t, &access(&tokens), &key).await;
+    let from = |ip: &'static str, trace: String, body: Value| {
+        let req = t
+            .client
+            .post(t.url("/v1/device-login/challenge"))
+            .header("x-forwarded-for", ip)
+            .header("x-request-id", trace)
+            .json(&body);
+        async move { into_reply(req.send().await.unwrap()).await }
+    };
+    let live = || async { t.node.engine.shard_stats().await.iter().map(|s| s.challenges).sum::<usize>() };
+    let before = live().await;
+
+    // The owner's device id, from the stranger's address: the per-device rule (Medium: 20 per
+    // 10 minutes for one device and one address) refuses the 21st.
+    let mut codes = Vec::new();
+    for i in 0..30 {
+        let r = from("203.0.113.9", format!("flood-dev-{i}"), json!({ "device_id": id })).await;
+        codes.push(r.code().to_owned());
+    }
+    assert_eq!(codes.iter().filter(|c| c.is_empty()).count(), 20, "{codes:?}");
+    assert!(codes[20..].iter().all(|c| c == "device_challenge_limit"), "{codes:?}");
+    // Random device ids from one address: the per-address rule (120 per 10 minutes) refuses the
+    // rest, whatever ids they name.
+    let mut refused = 0;
+    for i in 0..500 {
+        let r = from("203.0.113.9", format!("flood-ip-{i}"), json!({ "device_id": uuid::Uuid::now_v7() })).await;
+        match r.status {
+            200 => {}
+            429 => {
+                assert_eq!(r.code(), "ip_challenge_limit");
+                refused += 1;
+            }
+            other => panic!("{other}: {}", r.raw),
+        }
+    }
+    assert_eq!(refused, 500 - (120 - 20), "the address's 120 challenges, then refusals");
+    assert_eq!(live().await - before, 120, "live challenges: what the limit let through, no more");
+
+    // The owner, from another address, gets a challenge and signs in.
+    let r = from("198.51.100.7", "owner".into(), json!({ "device_id": id })).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let (nonce, aud) = (r.body["nonce"].as_str().unwrap().to_owned(), r.body["audience"].as_str().unwrap().to_owned());
+    let signed = verify(&t, &id, &nonce, &key.sign(&message(&aud, &id, &nonce))).await;
+    assert_eq!(signed.status, 200, "{}", signed.raw);
+
+    // The trail: one event per challenge served, one for the first refusal of each kind.
+    let log = t.node.engine.audit_log();
+    let mut written = 0;
+    for trace in (0..30).map(|i| format!("flood-dev-{i}")).chain((0..500).map(|i| format!("flood-ip-{i}"))) {
+        written += log.by_trace(&trace, 10).await.unwrap().len();
+    }
+    // (Refusals aggregate by API, step and outcome: both rules' denials are one kind.)
+    assert_eq!(written, 120 + 1, "120 challenges and the first refusal");
 }
 
 #[tokio::test]
@@ -447,35 +514,50 @@ async fn malformed_device_requests_are_4xx_problems() {
 }
 
 #[tokio::test]
-async fn every_device_step_is_audited_under_the_owners_identifier() {
+async fn every_device_step_is_audited_under_the_owner() {
     let t = start_node().await;
     let p = phone(211);
     let tokens = t.signed_up(&p).await;
     let key = Key::p256();
     let id = enrol(&t, &access(&tokens), &key).await;
-    let (nonce, aud) = challenge(&t, &id).await;
-    verify(&t, &id, &nonce, &Key::p256().sign(&message(&aud, &id, &nonce))).await;
+    let traced = |path: &'static str, trace: &'static str, body: Value| {
+        let req = t.client.post(t.url(path)).header("x-request-id", trace).json(&body);
+        async move { into_reply(req.send().await.unwrap()).await }
+    };
+    let r = traced("/v1/device-login/challenge", "dev-challenge", json!({ "device_id": id })).await;
+    let (nonce, aud) = (r.body["nonce"].as_str().unwrap().to_owned(), r.body["audience"].as_str().unwrap().to_owned());
+    let wrong = Key::p256().sign(&message(&aud, &id, &nonce));
+    traced("/v1/device-login/verify", "dev-wrong", json!({ "device_id": id, "nonce": nonce, "signature": wrong }))
+        .await;
     verify(&t, &id, &nonce, &key.sign(&message(&aud, &id, &nonce))).await;
     t.get("/v1/devices", Some(&access(&tokens))).await;
     delete(&t, &format!("/v1/devices/{id}"), &access(&tokens)).await;
 
+    // Under the identifier: every step of the signed-in owner. Before a signature verified the
+    // account is not read (reading it only for known devices would tell them apart by time),
+    // so a challenge and a refused signature are filed under the device's owner, by user id.
+    let log = t.node.engine.audit_log();
     let ident = t.node.engine.identifier_hash(&t.node.engine.normalizer().phone(&p).unwrap());
-    let events = t.node.engine.audit_log().by_identifier(&ident, 20).await.unwrap();
+    let events = log.by_identifier(&ident, 20).await.unwrap();
     let steps: Vec<(&str, &str, &str)> =
         events.iter().map(|e| (e.api.as_str(), e.step.as_str(), e.outcome.as_str())).collect();
     assert_eq!(
-        &steps[..6],
+        &steps[..4],
         &[
             ("device_revoke", "done", "ok"),
             ("device_list", "done", "ok"),
             ("device_verify", "done", "ok"),
-            ("device_verify", "challenge", "rejected"),
-            ("device_challenge", "done", "ok"),
             ("device_enrol", "done", "ok"),
         ],
         "{steps:?}"
     );
+    let mut before = log.by_trace("dev-challenge", 5).await.unwrap();
+    before.extend(log.by_trace("dev-wrong", 5).await.unwrap());
+    let steps: Vec<(&str, &str, &str)> =
+        before.iter().map(|e| (e.api.as_str(), e.step.as_str(), e.outcome.as_str())).collect();
+    assert_eq!(steps, [("device_challenge", "done", "ok"), ("device_verify", "challenge", "rejected")]);
     let user = tokens["user"]["id"].as_str().unwrap();
-    assert!(events[..6].iter().all(|e| e.user_id.map(|u| u.to_string()).as_deref() == Some(user)));
-    assert!(!format!("{events:?}").contains(&nonce), "nonces are not written to the trail");
+    let all = events[..4].iter().chain(&before);
+    assert!(all.clone().all(|e| e.user_id.map(|u| u.to_string()).as_deref() == Some(user)));
+    assert!(!format!("{events:?}{before:?}").contains(&nonce), "nonces are not written to the trail");
 }

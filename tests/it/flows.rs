@@ -232,16 +232,51 @@ async fn registering_a_verified_identifier_again_answers_like_a_new_one_and_sign
 }
 
 #[tokio::test]
-async fn an_unverified_account_cannot_log_in() {
+async fn a_registration_is_no_account_until_its_code_verifies() {
     let t = start_node().await;
     let p = phone(10);
     t.post("/v1/register", json!({ "phone": p, "first_name": "A", "last_name": "B" })).await;
-    t.code_for(&p).await;
+    let code = t.code_for(&p).await;
     let r = t.post("/v1/login", json!({ "phone": p })).await;
     assert_eq!(r.status, 202, "the send answers like any other");
-    let code = t.wait_for_messages(&p, 2).await[1]["code"].as_str().unwrap().to_owned();
     let r = t.post("/v1/login/verify", json!({ "phone": p, "code": code })).await;
-    assert_eq!((r.status, r.code()), (403, "account_not_verified"), "{}", r.raw);
+    assert_eq!((r.status, r.code()), (400, "invalid_code"), "no account, so no login code: {}", r.raw);
+    assert_eq!(t.messages_for(&p).len(), 1, "no login code was sent");
+    // The registration is still pending: its code completes it.
+    let r = t.post("/v1/register/verify", json!({ "phone": p, "code": code })).await;
+    assert_eq!((r.status, r.body["user"]["first_name"].as_str()), (200, Some("A")), "{}", r.raw);
+}
+
+/// A stranger registers the owner's number with another profile: the owner's first code
+/// stops working, and whatever code the owner then uses, the profile the owner's app sends
+/// with it is the one the account gets.
+#[tokio::test]
+async fn a_strangers_registration_cannot_choose_the_owners_profile() {
+    let t = start_node().await;
+    let p = phone(14);
+    let owner = json!({ "phone": p, "first_name": "Owner", "last_name": "Real", "email": "owner@example.com" });
+    assert_eq!(t.post("/v1/register", owner).await.status, 202);
+    let first = t.code_for(&p).await;
+    t.advance(Duration::from_secs(31));
+    let stranger = json!({ "phone": p, "first_name": "Mallory", "last_name": "X", "email": "mallory@example.com" });
+    assert_eq!(t.post("/v1/register", stranger).await.status, 202);
+    let second = t.wait_for_messages(&p, 2).await[1]["code"].as_str().unwrap().to_owned();
+    let r = t.post("/v1/register/verify", json!({ "phone": p, "code": first })).await;
+    assert_eq!(r.code(), "invalid_code", "the stranger's registration replaced the owner's code");
+    let profile = json!({ "first_name": "Owner", "last_name": "Real", "email": "owner@example.com" });
+    let r = t.post("/v1/register/verify", json!({ "phone": p, "code": second, "profile": profile })).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(
+        (r.body["user"]["first_name"].as_str(), r.body["user"]["email"].as_str()),
+        (Some("Owner"), Some("owner@example.com"))
+    );
+    // Without a profile in the verification, a code activates the profile of the registration
+    // that issued it (here: the second number's own).
+    let q = phone(15);
+    t.post("/v1/register", json!({ "phone": q, "first_name": "Quinn", "last_name": "Q" })).await;
+    let code = t.code_for(&q).await;
+    let r = t.post("/v1/register/verify", json!({ "phone": q, "code": code })).await;
+    assert_eq!(r.body["user"]["first_name"], "Quinn");
 }
 
 #[tokio::test]
@@ -257,7 +292,7 @@ async fn reveal_mode_answers_404_409_and_403_up_front() {
     let q = phone(13);
     t.post("/v1/register", json!({ "phone": q, "first_name": "A", "last_name": "B" })).await;
     let r = t.post("/v1/login", json!({ "phone": q })).await;
-    assert_eq!((r.status, r.code()), (403, "account_not_verified"));
+    assert_eq!((r.status, r.code()), (404, "account_not_found"), "a registration is no account until verified");
 }
 
 #[tokio::test]
@@ -403,7 +438,7 @@ async fn every_call_is_audited_without_codes_or_identifiers_in_clear() {
 }
 
 /// Every file below `dir`.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();

@@ -24,3 +24,4 @@ mod sessions;
 mod smtp;
 mod supervision;
 mod support;
+mod timing;

@@ -22,7 +22,7 @@ use crate::support::*;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Scrapes a node's admin listener.
+/// Scrapes a node's ops listener.
 struct Scraper {
     client: reqwest::Client,
     url: String,
@@ -30,8 +30,7 @@ struct Scraper {
 
 impl Scraper {
     fn of(t: &TestNode) -> Scraper {
-        let admin = t.node.admin_addr.expect("the test node has an admin listener");
-        Scraper { client: reqwest::Client::new(), url: format!("http://{admin}/metrics") }
+        Scraper { client: reqwest::Client::new(), url: t.ops_url("/metrics") }
     }
 
     async fn scrape(&self) -> Exposition {
@@ -90,7 +89,6 @@ async fn every_metric_family_appears_after_the_traffic_that_produces_it() {
         c.delivery.breaker_failures = 2;
         c.delivery.breaker_open_for = Dur(Duration::from_secs(600));
         c.engine.shards = 8;
-        c.admin.listen = Some("127.0.0.1:0".parse().unwrap());
         c.admin.refresh_interval = Dur(Duration::from_millis(20));
     })
     .await;
@@ -125,7 +123,6 @@ async fn every_metric_family_appears_after_the_traffic_that_produces_it() {
     let s = m
         .settle("the registration's delivery and gauges", |s| {
             s.sum("otpd_delivery_messages_total", &[("outcome", "delivered")]) == 1.0
-                && s.sum("otpd_users", &[]) == 1.0
                 && s.sum("otpd_challenges_pending", &[]) == 1.0
         })
         .await;
@@ -141,12 +138,14 @@ async fn every_metric_family_appears_after_the_traffic_that_produces_it() {
     one("otpd_delivery_messages_total", &[("channel", "sms"), ("outcome", "delivered")]);
     one("otpd_delivery_batch_size_count", &[("provider", "twilio")]);
     one("otpd_delivery_provider_duration_seconds_count", &[("provider", "twilio")]);
-    one("otpd_store_operation_duration_seconds_count", &[("store", "embedded"), ("operation", "insert_user")]);
     one("otpd_store_operation_duration_seconds_count", &[("store", "embedded"), ("operation", "user_by_identifier")]);
+    // A registration writes no account: its code does, when it verifies.
+    assert_eq!(s.sum("otpd_store_operation_duration_seconds_count", &[("operation", "insert_user")]), 0.0);
+    assert_eq!(s.sum("otpd_users", &[]), 0.0);
     assert_eq!(s.sum("otpd_delivery_queue_depth", &[]), 0.0, "delivered: nothing queued");
     assert!(s.sum("otpd_store_operation_duration_seconds_count", &[("operation", "audit_append")]) >= 1.0);
-    assert!(s.sum("otpd_store_group_commit_batch_size_count", &[]) >= 2.0, "insert_user, audit appends");
-    assert!(s.sum("otpd_store_commit_duration_seconds_count", &[]) >= 2.0);
+    assert!(s.sum("otpd_store_group_commit_batch_size_count", &[]) >= 1.0, "the audit appends");
+    assert!(s.sum("otpd_store_commit_duration_seconds_count", &[]) >= 1.0);
     assert_eq!(s.sum("otpd_challenges_live", &[]), 1.0);
     assert_eq!(s.sum("otpd_users_verified", &[]), 0.0);
 
@@ -164,6 +163,10 @@ async fn every_metric_family_appears_after_the_traffic_that_produces_it() {
             s.sum("otpd_users_verified", &[]) == 1.0 && s.sum("otpd_sessions_active", &[]) == 1.0
         })
         .await;
+    assert_eq!(s.sum("otpd_users", &[]), 1.0);
+    let inserts =
+        s.sum("otpd_store_operation_duration_seconds_count", &[("store", "embedded"), ("operation", "insert_user")]);
+    assert_eq!(inserts, 1.0, "the verified code created the account");
     for outcome in ["wrong", "ok", "used"] {
         assert_eq!(s.sum("otpd_otp_verifications_total", &[("purpose", "register"), ("outcome", outcome)]), 1.0);
     }
@@ -298,7 +301,8 @@ async fn every_metric_family_appears_after_the_traffic_that_produces_it() {
     hook.then([Fault::Hold, Fault::status(400)]);
     let g = phone(7006);
     t.advance(Duration::from_secs(31));
-    assert_eq!(t.post("/v1/login", json!({ "phone": f })).await.status, 202);
+    // (`f` only registered, which makes no account: the login is `a`'s.)
+    assert_eq!(t.post("/v1/login", json!({ "phone": a })).await.status, 202);
     hook.wait_requests(2).await;
     m.settle("a queued message", |s| s.sum("otpd_delivery_queue_depth", &[]) == 1.0).await;
     hook.release(1);
@@ -432,7 +436,6 @@ async fn no_label_value_ever_carries_an_identifier() {
         c.delivery.provider = "webhook".into();
         use_webhook(c, &hook);
         c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
-        c.admin.listen = Some("127.0.0.1:0".parse().unwrap());
         c.admin.refresh_interval = Dur(Duration::from_millis(20));
     })
     .await;
@@ -480,7 +483,8 @@ async fn no_label_value_ever_carries_an_identifier() {
     devices::challenge(&t, &device_path["/v1/devices/".len()..]).await;
     hook.wait_requests(2).await;
     let email_code = t.code_for(email).await;
-    let s = m.settle("the gauges after the traffic", |s| s.sum("otpd_users", &[]) == 2.0).await;
+    // One account: the e-mail registration is not one until its code verifies.
+    let s = m.settle("the gauges after the traffic", |s| s.sum("otpd_users", &[]) == 1.0).await;
 
     let user_id = tokens["user"]["id"].as_str().unwrap();
     let session_id = tokens["session_id"].as_str().unwrap();
@@ -536,13 +540,12 @@ async fn readiness_flips_to_503_when_the_provider_fails_and_back_when_it_returns
         c.delivery.breaker_open_for = Dur(Duration::from_millis(500));
         // The message keeps probing (one attempt per half-open breaker) until Twilio is back.
         c.delivery.max_attempts = 20;
-        c.admin.listen = Some("127.0.0.1:0".parse().unwrap());
         c.admin.refresh_interval = Dur(Duration::from_millis(20));
     })
     .await;
     let m = Scraper::of(&t);
     let ready = |t: &TestNode| {
-        let url = format!("http://{}/health/ready", t.node.admin_addr.unwrap());
+        let url = t.ops_url("/health/ready");
         let client = t.client.clone();
         async move { into_reply(client.get(url).send().await.unwrap()).await }
     };
@@ -579,7 +582,12 @@ async fn readiness_flips_to_503_when_the_provider_fails_and_back_when_it_returns
     let r = ready(&t).await;
     assert_eq!(r.status, 200, "{}", r.raw);
     assert_eq!(r.body["providers"]["twilio"]["status"], "up");
-    assert_eq!(t.get("/health/ready", None).await.status, 200, "the main listener agrees");
+    let public = t.get("/health/ready", None).await;
+    assert_eq!(
+        (public.status, public.body),
+        (200, json!({ "status": "ready" })),
+        "the public listener agrees, briefly"
+    );
 }
 
 #[tokio::test]
@@ -784,13 +792,9 @@ fn promtool_accepts_the_shipped_rules_config_and_rule_tests() {
 }
 
 #[tokio::test]
-async fn the_admin_listener_and_the_admin_stats() {
-    let t = start_node_with(|c| {
-        c.admin.listen = Some("127.0.0.1:0".parse().unwrap());
-        c.admin.metrics_on_main = false;
-    })
-    .await;
-    let admin = format!("http://{}", t.node.admin_addr.unwrap());
+async fn the_ops_listener_and_the_admin_stats() {
+    let t = start_node().await;
+    let admin = t.ops_url("");
     let get = |url: String, token: Option<String>| {
         let mut req = t.client.get(url);
         if let Some(token) = token {
@@ -799,7 +803,7 @@ async fn the_admin_listener_and_the_admin_stats() {
         async move { into_reply(req.send().await.unwrap()).await }
     };
 
-    // Operations on the admin listener; the API and /metrics only where they belong.
+    // Operations on the ops listener; the API and /metrics only where they belong.
     let metrics = t.client.get(format!("{admin}/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
     assert_eq!(metrics.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
@@ -811,8 +815,8 @@ async fn the_admin_listener_and_the_admin_stats() {
         t.client.post(format!("{admin}/v1/login")).json(&json!({ "phone": phone(1) })).send().await.unwrap(),
     )
     .await;
-    assert_eq!((r.status, r.code()), (404, "not_found"), "the admin listener serves no API");
-    assert_eq!(t.get("/metrics", None).await.status, 404, "admin.metrics_on_main = false");
+    assert_eq!((r.status, r.code()), (404, "not_found"), "the ops listener serves no API");
+    assert_eq!(t.get("/metrics", None).await.status, 404, "no metrics on the public listener");
 
     // The stats: admin token only, no unknown parameters.
     let stats_url = format!("{admin}/v1/admin/stats");
@@ -820,7 +824,8 @@ async fn the_admin_listener_and_the_admin_stats() {
     assert_eq!(get(stats_url.clone(), Some("not-the-token".into())).await.status, 403);
     let token = Some(t.node.admin_token.clone());
     assert_eq!(get(format!("{stats_url}?verbose=1"), token.clone()).await.code(), "invalid_request");
-    assert_eq!(t.get("/v1/admin/stats", Some(&t.node.admin_token)).await.status, 200, "also on the main listener");
+    let public = t.get("/v1/admin/stats", Some(&t.node.admin_token)).await;
+    assert_eq!(public.status, 404, "not on the public listener, even with the token");
 
     let p = phone(7301);
     t.signed_up(&p).await;
@@ -835,7 +840,8 @@ async fn the_admin_listener_and_the_admin_stats() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(stats["users"], json!({ "total": 2, "verified": 1 }), "{stats}");
+    // The pending registration (7303) is no account yet.
+    assert_eq!(stats["users"], json!({ "total": 1, "verified": 1 }), "{stats}");
     assert_eq!(stats["sessions"], json!({ "active": 1 }));
     assert_eq!(stats["otp"]["issued"]["register"], json!({ "sms": 2, "email": 0 }));
     assert_eq!(stats["otp"]["verifications"]["register"]["ok"], 1);
@@ -889,10 +895,11 @@ async fn a_real_prometheus_scrapes_otpd_and_counts_the_traffic_sent() {
     };
     // otpd, the real binary, alone in its process: its counters hold only this test's traffic.
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let (port, ops_port) = (free_port(), free_port());
     let _otpd = Child(
         Command::new(env!("CARGO_BIN_EXE_otpd"))
             .env("OTPD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("OTPD_ADMIN__LISTEN", format!("127.0.0.1:{ops_port}"))
             .env("OTPD_NODE__DATA_DIR", data.path())
             .env("OTPD_NODE__LOG_LEVEL", "warn")
             .env("OTPD_ADMIN__REFRESH_INTERVAL", "100ms")
@@ -918,7 +925,7 @@ async fn a_real_prometheus_scrapes_otpd_and_counts_the_traffic_sent() {
     let config = format!(
         "global:\n  scrape_interval: 200ms\n  scrape_timeout: 200ms\n  evaluation_interval: 200ms\n\
          rule_files: [alerts.yml]\n\
-         scrape_configs:\n  - job_name: otpd\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+         scrape_configs:\n  - job_name: otpd\n    static_configs:\n      - targets: ['127.0.0.1:{ops_port}']\n"
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let prom_port = free_port();
@@ -977,7 +984,7 @@ async fn a_real_prometheus_scrapes_otpd_and_counts_the_traffic_sent() {
         assert_eq!(*got, Some(*want), "Prometheus's {q}");
     }
     // Every bucket of the latency histogram, and its sum, as otpd exposes them.
-    let own = scrape(&client, &format!("{otpd}/metrics")).await;
+    let own = scrape(&client, &format!("http://127.0.0.1:{ops_port}/metrics")).await;
     let buckets: Vec<&Sample> =
         own.matching("otpd_http_request_duration_seconds_bucket", &[("route", "/v1/login")]).collect();
     assert_eq!(buckets.len(), otpd_actors::metrics::LATENCY_BUCKETS.len() + 1);

@@ -112,7 +112,7 @@ fn registration(p: &str) -> Value {
 }
 
 async fn ready(node: &TestNode) -> Reply {
-    node.get("/health/ready", None).await
+    node.ops_get("/health/ready", None).await
 }
 
 /// Waits until the node's readiness says `status` (its probe runs every 50 ms).

@@ -467,7 +467,7 @@ async fn a_node_on_scylla_serves_the_send_path_and_answers_503_when_the_cluster_
         })
         .await;
 
-        let r = t.get("/health/ready", None).await;
+        let r = t.ops_get("/health/ready", None).await;
         assert_eq!(r.status, 200, "{}", r.raw);
         assert_eq!(r.body["checks"]["store"]["status"], "up");
 
@@ -485,7 +485,7 @@ async fn a_node_on_scylla_serves_the_send_path_and_answers_503_when_the_cluster_
         assert_eq!(r.status, 202, "{}", r.raw);
         let audit = t
             .client
-            .get(t.url("/v1/admin/audit?trace_id=smoke-trace-1"))
+            .get(t.ops_url("/v1/admin/audit?trace_id=smoke-trace-1"))
             .bearer_auth(&t.node.admin_token)
             .send()
             .await
@@ -497,7 +497,7 @@ async fn a_node_on_scylla_serves_the_send_path_and_answers_503_when_the_cluster_
         assert_eq!((events[0]["api"].as_str(), events[0]["outcome"].as_str()), (Some("login"), Some("ok")));
         let by_phone = t
             .client
-            .get(t.url(&format!("/v1/admin/audit?identifier={}", p.replace('+', "%2B"))))
+            .get(t.ops_url(&format!("/v1/admin/audit?identifier={}", p.replace('+', "%2B"))))
             .bearer_auth(&t.node.admin_token)
             .send()
             .await
@@ -514,13 +514,13 @@ async fn a_node_on_scylla_serves_the_send_path_and_answers_503_when_the_cluster_
         for leak in ["127.0.0.1", "scylla", "Scylla", "driver", "connection"] {
             assert!(!r.raw.contains(leak), "the answer leaks {leak:?}: {}", r.raw);
         }
-        let mut ready = t.get("/health/ready", None).await;
+        let mut ready = t.ops_get("/health/ready", None).await;
         for _ in 0..50 {
             if ready.status == 503 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            ready = t.get("/health/ready", None).await;
+            ready = t.ops_get("/health/ready", None).await;
         }
         assert_eq!(ready.status, 503, "{}", ready.raw);
         assert_eq!(ready.body["checks"]["store"]["status"], "down");
@@ -702,6 +702,7 @@ async fn the_binary_migrates_then_runs_on_scylla_and_never_prints_the_password()
                 .env_remove("RUST_LOG")
                 .env("OTPD_NODE__DATA_DIR", dir.path())
                 .env("OTPD_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+                .env("OTPD_ADMIN__LISTEN", "127.0.0.1:0")
                 .env("OTPD_STORE__KIND", "scylla")
                 .env("OTPD_SCYLLA__CONTACT_POINTS", format!("[\"{cql}\"]"))
                 .env("OTPD_SCYLLA__KEYSPACE", "otpd_bin")

@@ -20,12 +20,13 @@ pub struct TestNode {
     pub dir: TempDir,
 }
 
-/// The configuration every in-process test node starts from: port 0 and a temporary data
-/// directory; everything else is the shipped default.
+/// The configuration every in-process test node starts from: port 0 for both listeners and a
+/// temporary data directory; everything else is the shipped default.
 pub fn test_config(dir: &Path) -> Config {
     let mut config = Config::default();
     config.node.data_dir = dir.to_owned();
     config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config
 }
 
@@ -45,6 +46,15 @@ pub async fn start_node_on(clock: Arc<ManualClock>, adjust: impl FnOnce(&mut Con
     let node = server::start(config, clock.clone()).await.expect("the node starts");
     let base = node.base_url();
     TestNode { node, clock, client: reqwest::Client::new(), base, dir }
+}
+
+/// `GET url`, with a bearer token when given.
+pub async fn get_with(client: &reqwest::Client, url: String, bearer: Option<&str>) -> Reply {
+    let mut req = client.get(url);
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    into_reply(req.send().await.expect("request sent")).await
 }
 
 /// A response, reduced to what tests look at.
@@ -83,11 +93,17 @@ impl TestNode {
     }
 
     pub async fn get(&self, path: &str, bearer: Option<&str>) -> Reply {
-        let mut req = self.client.get(self.url(path));
-        if let Some(t) = bearer {
-            req = req.bearer_auth(t);
-        }
-        into_reply(req.send().await.expect("request sent")).await
+        get_with(&self.client, self.url(path), bearer).await
+    }
+
+    /// `path` on the ops listener (`admin.listen`).
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.node.admin_addr)
+    }
+
+    /// `GET path` on the ops listener: metrics, readiness details, the admin API.
+    pub async fn ops_get(&self, path: &str, bearer: Option<&str>) -> Reply {
+        get_with(&self.client, self.ops_url(path), bearer).await
     }
 
     pub fn advance(&self, d: Duration) {

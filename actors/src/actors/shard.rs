@@ -10,6 +10,11 @@
 //! min-heap, and a periodic `Reclaim` pops only the entries whose time (plus a grace period,
 //! so a late attempt still reads "expired" rather than "no code") has come. A heap entry made
 //! stale by a re-issue is recognised by its deadline and skipped.
+//!
+//! A registration's profile waits beside its challenge (a side map: only registrations pay
+//! for it) until its code verifies, when the verdict hands it to the engine (see
+//! [`Profile`]). A resend, which carries no profile, keeps the one of a registration not yet
+//! completed; the profile goes when its code verifies or its challenge is reclaimed.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -19,7 +24,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rustc_hash::FxHashMap;
 
-use crate::rules::challenge::{CODE_LIFETIME, Challenge, MAX_ATTEMPTS, NONCE_LIFETIME, Purpose, Status, VerifyOutcome};
+use crate::rules::challenge::{
+    CODE_LIFETIME, Challenge, MAX_ATTEMPTS, NONCE_LIFETIME, Profile, Purpose, Status, VerifyOutcome,
+};
 use crate::rules::clock::{Clock, Timestamp};
 use crate::rules::code::{Code, Sealed};
 use crate::rules::device_key::Nonce;
@@ -41,11 +48,19 @@ pub struct ShardStats {
 }
 
 pub enum ShardMsg {
-    /// Stores a freshly sealed code for `key`, replacing (and so invalidating) any earlier one.
-    /// Replies with the new code's expiry.
-    Issue { key: ChallengeKey, sealed: Sealed, now: Timestamp, reply: RpcReplyPort<Timestamp> },
-    /// Checks one attempt against `key`'s challenge.
-    Verify { key: ChallengeKey, attempt: Code, now: Timestamp, reply: RpcReplyPort<VerifyOutcome> },
+    /// Stores a freshly sealed code for `key`, replacing (and so invalidating) any earlier one,
+    /// with the registration's profile (`None`: keep the pending one's). Replies with the new
+    /// code's expiry and whether a registration (a profile) waits for it.
+    Issue {
+        key: ChallengeKey,
+        sealed: Sealed,
+        profile: Option<Box<Profile>>,
+        now: Timestamp,
+        reply: RpcReplyPort<Issued>,
+    },
+    /// Checks one attempt against `key`'s challenge; a verified registration hands over its
+    /// profile.
+    Verify { key: ChallengeKey, attempt: Code, now: Timestamp, reply: RpcReplyPort<Checked> },
     /// Checks one device-login answer against `key`'s challenge: the echoed nonce must open
     /// the seal and `signature_valid` (checked by the engine, off the shard's mailbox) must
     /// hold; anything else counts as one wrong attempt, like a wrong code.
@@ -74,18 +89,26 @@ impl ractor::Message for ShardMsg {}
 /// node that owns the challenge (the cluster's `wire` module encodes it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShardCommand {
-    Issue { key: ChallengeKey, sealed: Sealed, now: Timestamp },
+    Issue { key: ChallengeKey, sealed: Sealed, profile: Option<Box<Profile>>, now: Timestamp },
     Verify { key: ChallengeKey, attempt: Code, now: Timestamp },
     Redeem { key: ChallengeKey, nonce: Nonce, signature_valid: bool, now: Timestamp },
 }
 
+/// A verdict, with the profile of a registration whose code verified.
+pub type Checked = (VerifyOutcome, Option<Box<Profile>>);
+
+/// A new code's expiry, and whether a registration waits for it (a resend of a registration
+/// whose account does not exist yet is delivered only then).
+pub type Issued = (Timestamp, bool);
+
 /// What a [`ShardCommand`] answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ShardAnswer {
-    /// The new code's expiry (answer to `Issue`).
-    Issued(Timestamp),
-    /// The attempt's outcome (answer to `Verify` and `Redeem`).
-    Checked(VerifyOutcome),
+    /// The new code's expiry and whether a registration waits for it (answer to `Issue`).
+    Issued(Timestamp, bool),
+    /// The attempt's outcome (answer to `Verify` and `Redeem`), and a verified registration's
+    /// profile.
+    Checked(VerifyOutcome, Option<Box<Profile>>),
 }
 
 impl ShardCommand {
@@ -155,12 +178,19 @@ pub struct ShardActor {
 pub struct ShardState {
     index: usize,
     challenges: FxHashMap<ChallengeKey, Challenge>,
+    /// The profiles of pending registrations, by their challenge's key.
+    profiles: FxHashMap<ChallengeKey, Box<Profile>>,
     expiries: BinaryHeap<Reverse<(Timestamp, ChallengeKey)>>,
 }
 
 impl ShardState {
     fn new(index: usize) -> Self {
-        ShardState { index, challenges: FxHashMap::default(), expiries: BinaryHeap::new() }
+        ShardState {
+            index,
+            challenges: FxHashMap::default(),
+            profiles: FxHashMap::default(),
+            expiries: BinaryHeap::new(),
+        }
     }
 }
 
@@ -182,8 +212,8 @@ impl Actor for ShardActor {
         state: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ShardMsg::Issue { key, sealed, now, reply } => {
-                let _ = reply.send(self.issue(state, key, sealed, now));
+            ShardMsg::Issue { key, sealed, profile, now, reply } => {
+                let _ = reply.send(self.issue_with(state, key, sealed, profile, now));
             }
             ShardMsg::Verify { key, attempt, now, reply } => {
                 let _ = reply.send(self.verify(state, key, &attempt, now));
@@ -208,19 +238,44 @@ impl Actor for ShardActor {
 }
 
 impl ShardActor {
+    #[cfg(test)]
     fn issue(&self, state: &mut ShardState, key: ChallengeKey, sealed: Sealed, now: Timestamp) -> Timestamp {
-        let challenge = Challenge::issue(sealed, now, self.config.lifetime_of(key.purpose));
-        let expires_at = challenge.expires_at();
-        state.challenges.insert(key, challenge);
-        state.expiries.push(Reverse((expires_at, key)));
-        expires_at
+        self.issue_with(state, key, sealed, None, now).0
     }
 
-    fn verify(&self, state: &mut ShardState, key: ChallengeKey, attempt: &Code, now: Timestamp) -> VerifyOutcome {
-        match state.challenges.get_mut(&key) {
+    fn issue_with(
+        &self,
+        state: &mut ShardState,
+        key: ChallengeKey,
+        sealed: Sealed,
+        profile: Option<Box<Profile>>,
+        now: Timestamp,
+    ) -> Issued {
+        let challenge = Challenge::issue(sealed, now, self.config.lifetime_of(key.purpose));
+        let expires_at = challenge.expires_at();
+        let replaced = state.challenges.insert(key, challenge);
+        match profile {
+            Some(profile) => {
+                state.profiles.insert(key, profile);
+            }
+            // A resend keeps the profile of a registration not yet completed (its code pending,
+            // burned or expired but not yet reclaimed); a completed one's is gone already.
+            None if replaced.is_some_and(|c| c.status(now) != Status::Verified) => {}
+            None => {
+                state.profiles.remove(&key);
+            }
+        }
+        state.expiries.push(Reverse((expires_at, key)));
+        (expires_at, state.profiles.contains_key(&key))
+    }
+
+    fn verify(&self, state: &mut ShardState, key: ChallengeKey, attempt: &Code, now: Timestamp) -> Checked {
+        let outcome = match state.challenges.get_mut(&key) {
             Some(challenge) => challenge.verify(&self.keys, attempt, now, self.config.max_attempts),
             None => VerifyOutcome::NoChallenge,
-        }
+        };
+        let profile = if outcome == VerifyOutcome::Verified { state.profiles.remove(&key) } else { None };
+        (outcome, profile)
     }
 
     fn redeem(
@@ -252,11 +307,13 @@ impl ShardActor {
             // A re-issued challenge has a later deadline and its own heap entry.
             if state.challenges.get(&key).is_some_and(|c| c.expires_at() == deadline) {
                 state.challenges.remove(&key);
+                state.profiles.remove(&key);
             }
         }
         let more = state.expiries.peek().is_some_and(|Reverse((d, _))| d.plus(self.config.grace) <= now);
         if !more {
             shrink_if_sparse(&mut state.challenges);
+            shrink_if_sparse(&mut state.profiles);
             if state.expiries.capacity() > 4 * state.expiries.len().max(1024) {
                 state.expiries.shrink_to_fit();
             }
@@ -373,6 +430,44 @@ mod tests {
         let a = actor(clock);
         let mut s = ShardState::new(0);
         let code = CodePolicy::new(6, Alphabet::Numeric).unwrap().generate();
-        assert_eq!(a.verify(&mut s, key(9), &code, Timestamp::from_millis(0)), VerifyOutcome::NoChallenge);
+        assert_eq!(a.verify(&mut s, key(9), &code, Timestamp::from_millis(0)), (VerifyOutcome::NoChallenge, None));
+    }
+
+    #[test]
+    fn a_registration_hands_over_the_profile_sent_with_its_code() {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(0)));
+        let a = actor(clock);
+        let mut s = ShardState::new(0);
+        let policy = CodePolicy::new(6, Alphabet::Numeric).unwrap();
+        let reg = ChallengeKey { subject: IdentHash([3; 16]), purpose: Purpose::Register };
+        let profile =
+            |name: &str| Some(Box::new(Profile { first_name: name.into(), last_name: "L".into(), email: None }));
+        let at = |ms| Timestamp::from_millis(ms);
+        let owners = policy.generate();
+        a.issue_with(&mut s, reg, Sealed::seal(&a.keys, &owners), profile("Owner"), at(0));
+        // A stranger registers the same number: a code of their own, with their profile.
+        let strangers = policy.generate();
+        a.issue_with(&mut s, reg, Sealed::seal(&a.keys, &strangers), profile("Stranger"), at(30_000));
+        assert!(matches!(a.verify(&mut s, reg, &owners, at(31_000)).0, VerifyOutcome::Wrong { .. }));
+        // The owner asks for a resend (no profile): the pending profile stays with the new code.
+        let resent = policy.generate();
+        a.issue_with(&mut s, reg, Sealed::seal(&a.keys, &resent), None, at(62_000));
+        assert_eq!(a.verify(&mut s, reg, &resent, at(63_000)), (VerifyOutcome::Verified, profile("Stranger")));
+        assert_eq!(a.verify(&mut s, reg, &resent, at(63_000)), (VerifyOutcome::AlreadyUsed, None), "handed over once");
+        // A resend after the registration was completed carries no profile.
+        a.issue_with(&mut s, reg, Sealed::seal(&a.keys, &owners), None, at(64_000));
+        assert_eq!(a.verify(&mut s, reg, &owners, at(65_000)), (VerifyOutcome::Verified, None));
+        // One after its code was burned or expired (not yet reclaimed) keeps it.
+        let (burned, again) = (policy.generate(), policy.generate());
+        a.issue_with(&mut s, reg, Sealed::seal(&a.keys, &burned), profile("Again"), at(66_000));
+        for _ in 0..5 {
+            a.verify(&mut s, reg, &owners, at(66_500));
+        }
+        assert_eq!(a.verify(&mut s, reg, &burned, at(66_600)).0, VerifyOutcome::Blocked);
+        a.issue_with(&mut s, reg, Sealed::seal(&a.keys, &again), None, at(67_000));
+        assert_eq!(a.verify(&mut s, reg, &again, at(68_000)), (VerifyOutcome::Verified, profile("Again")));
+        a.issue_with(&mut s, reg, Sealed::seal(&a.keys, &owners), profile("Late"), at(70_000));
+        a.reclaim(&mut s, at(10_000_000));
+        assert!(s.challenges.is_empty() && s.profiles.is_empty(), "reclaimed together");
     }
 }

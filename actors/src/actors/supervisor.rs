@@ -114,17 +114,18 @@ impl ShardRouter {
     pub async fn run(&self, cmd: ShardCommand) -> Result<ShardAnswer, ShardError> {
         let index = self.index_for(cmd.key().subject.shard_bits());
         match cmd {
-            ShardCommand::Issue { key, sealed, now } => {
-                self.call(index, |reply| ShardMsg::Issue { key, sealed, now, reply }).await.map(ShardAnswer::Issued)
-            }
+            ShardCommand::Issue { key, sealed, profile, now } => self
+                .call(index, |reply| ShardMsg::Issue { key, sealed, profile: profile.clone(), now, reply })
+                .await
+                .map(|(expires_at, registration)| ShardAnswer::Issued(expires_at, registration)),
             ShardCommand::Verify { key, attempt, now } => self
                 .call(index, |reply| ShardMsg::Verify { key, attempt: attempt.clone(), now, reply })
                 .await
-                .map(ShardAnswer::Checked),
+                .map(|(outcome, profile)| ShardAnswer::Checked(outcome, profile)),
             ShardCommand::Redeem { key, nonce, signature_valid, now } => self
                 .call(index, |reply| ShardMsg::Redeem { key, nonce, signature_valid, now, reply })
                 .await
-                .map(ShardAnswer::Checked),
+                .map(|outcome| ShardAnswer::Checked(outcome, None)),
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! enrol  (Bearer, fresh OTP login):  key parse → cap/duplicate check (atomic in the store) → audit
-//! challenge {device_id}:             device lookup → nonce + seal → shard Issue (DeviceLogin, 60 s) → audit
+//! challenge {device_id}:             limiter → device lookup → nonce + seal
+//!                                    → shard Issue (DeviceLogin, 60 s) → audit
 //! verify {device_id, nonce, sig}:    limiter → device lookup → signature check (here, off the shard)
 //!                                    → shard Redeem (nonce must open the seal AND the signature
 //!                                      must hold, else one wrong attempt;
@@ -10,20 +11,30 @@
 //!                                    → account → session (method device) → audit
 //! ```
 //!
-//! The challenge of a device lives in the same shards as OTP challenges, under the subject
-//! `Keys::device_subject(device id)` and [`Purpose::DeviceLogin`]; it is single use, has its own
-//! lifetime, and a new challenge for the same device replaces the previous one.
+//! A challenge lives in the same shards as OTP challenges, under [`Purpose::DeviceLogin`] and a
+//! subject made of the device id *and its nonce*: each challenge stands alone, so whoever knows
+//! a device id can ask for challenges of their own but never replace or burn its owner's. It
+//! is single use and has its own lifetime.
+//!
+//! # What a stranger can do to someone else's device
+//!
+//! Every limit a request for a device can trigger is counted per device *and client address*
+//! (challenges, verifications), beside the per-address limits: a stranger who floods a device
+//! id locks out only themselves, and the owner signs in from anywhere else. Live challenges
+//! are bounded by the per-address challenge limit times their lifetime.
 //!
 //! # Device ids cannot be probed
 //!
 //! `POST /v1/device-login/challenge` answers every well-formed device id the same way: known,
-//! unknown, revoked or another user's, the engine does the same work (lookup, nonce, seal,
-//! shard, audit) and returns a nonce of the same shape. At verification an unknown device's
-//! signature is checked against a fixed decoy P-256 key, so it costs the same time and fails
-//! like a wrong signature (`invalid_signature`, counted). Only a caller whose signature
-//! verifies under a revoked device's own key learns `device_revoked`: that is proof of holding
-//! the device's private key, the same rule as "not verified" being told only to the holder of
-//! the phone.
+//! unknown, revoked or another user's, the engine does the same work (limiter, lookup, nonce,
+//! seal, shard, audit) and returns a nonce of the same shape. Verification does the same work
+//! for every device id too: it parses and checks the signature under one P-256 key and one
+//! Ed25519 key, the device's own in its algorithm's slot and fixed decoys elsewhere, so an
+//! unknown device, a P-256 one and an Ed25519 one cost the same and fail alike
+//! (`invalid_signature`, counted). The account is read only after a signature verified. Only a
+//! caller whose signature verifies under a revoked device's own key learns `device_revoked`:
+//! that is proof of holding the device's private key, the same rule as "not verified" being
+//! told only to the holder of the phone.
 //!
 //! # Enrolment needs a fresh login by code
 //!
@@ -45,9 +56,10 @@ use crate::rules::audit::{Api, Step};
 use crate::rules::challenge::{Purpose, VerifyOutcome};
 use crate::rules::clock::Timestamp;
 use crate::rules::code::Sealed;
-use crate::rules::device_key::{DeviceKey, KeyInput, Nonce, Verifier, login_message};
+use crate::rules::device_key::{DeviceKey, KeyAlgorithm, KeyInput, Nonce, login_message};
 use crate::rules::ids::{DeviceId, SessionId, UserId};
-use crate::rules::limits::LimitAction;
+use crate::rules::keys::IdentHash;
+use crate::rules::limits::{IpBlock, LimitAction};
 
 /// What a client asks to enrol.
 #[derive(Clone, Debug)]
@@ -75,12 +87,38 @@ pub struct DeviceChallenge {
     pub audience: String,
 }
 
-/// Checks signatures of unknown devices so they cost what a real check costs. Its private key
-/// is a fixed public constant: nobody needs it, since a decoy check is never allowed to pass.
-static DECOY_KEY: LazyLock<Verifier> = LazyLock::new(|| {
-    let sk = p256::ecdsa::SigningKey::from_slice(&[0x5a; 32]).expect("a valid P-256 scalar");
-    Verifier::P256(*sk.verifying_key())
+/// The keys a verification checks a signature under where the device has none of that
+/// algorithm (all of them for an unknown device), so every verification costs one P-256 and one
+/// Ed25519 check. Their private keys are fixed public constants: nobody needs them, since a
+/// decoy's verdict is never used.
+static DECOYS: LazyLock<(DeviceKey, DeviceKey)> = LazyLock::new(|| {
+    use p256::pkcs8::EncodePublicKey;
+    let p256 = p256::ecdsa::SigningKey::from_slice(&[0x5a; 32]).expect("a valid P-256 scalar");
+    let p256 = p256.verifying_key().to_public_key_der().expect("a P-256 key encodes").into_vec();
+    let ed25519 = ed25519_dalek::SigningKey::from_bytes(&[0x5a; 32]).verifying_key();
+    let ed25519 = ed25519.to_public_key_der().expect("an Ed25519 key encodes").into_vec();
+    let parse = |der: Vec<u8>| DeviceKey::parse(&KeyInput::SpkiDer(der)).expect("the decoy keys parse");
+    (parse(p256), parse(ed25519))
 });
+
+/// Whether `signature` verifies under the device's key, after the same work whatever the device
+/// (see the module doc): one P-256 and one Ed25519 key parsed and checked.
+fn signature_holds(device: Option<&Device>, message: &[u8], signature: &[u8]) -> Result<bool, EngineError> {
+    let (decoy_p256, decoy_ed25519) = &*DECOYS;
+    let own = device.map(|d| (&d.key, d.key.algorithm));
+    let (p256, ed25519) = match own {
+        Some((key, KeyAlgorithm::Es256)) => (key, decoy_ed25519),
+        Some((key, KeyAlgorithm::Ed25519)) => (decoy_p256, key),
+        None => (decoy_p256, decoy_ed25519),
+    };
+    let p256_holds = p256.verifier().map_err(unavailable)?.verify(message, signature);
+    let ed25519_holds = ed25519.verifier().map_err(unavailable)?.verify(message, signature);
+    Ok(match own {
+        Some((_, KeyAlgorithm::Es256)) => p256_holds,
+        Some((_, KeyAlgorithm::Ed25519)) => ed25519_holds,
+        None => false,
+    })
+}
 
 impl Engine {
     /// `POST /v1/devices`: enrols a public key for the caller's account.
@@ -183,15 +221,18 @@ impl Engine {
         let mut trail = Trail::new(Api::DeviceChallenge, None);
         let result = async {
             let now = self.now();
+            trail.step = Step::Limit;
+            let scoped = self.scoped_device_subject(device_id, ctx);
+            self.limit(LimitAction::Challenge, scoped, None, ctx, now).await?;
             trail.step = Step::Device;
             let device = self.inner.ports.devices.device(device_id).await.map_err(unavailable)?;
-            self.note_device(&mut trail, device.as_ref()).await;
+            note_device(&mut trail, device.as_ref(), self);
             trail.step = Step::Challenge;
             let nonce = Nonce::generate();
             let sealed = Sealed::seal_secret(&self.inner.keys, nonce.as_bytes());
-            let subject = self.inner.keys.device_subject(device_id.0.as_bytes());
-            let key = ChallengeKey { subject, purpose: Purpose::DeviceLogin };
-            let expires_at = self.issue_on_owner(ShardCommand::Issue { key, sealed, now }).await?;
+            let key =
+                ChallengeKey { subject: self.challenge_subject(device_id, &nonce), purpose: Purpose::DeviceLogin };
+            let (expires_at, _) = self.issue_on_owner(ShardCommand::Issue { key, sealed, profile: None, now }).await?;
             trail.step = Step::Done;
             Ok(DeviceChallenge {
                 device_id,
@@ -227,28 +268,21 @@ impl Engine {
         signature: &[u8],
     ) -> Result<Grant, EngineError> {
         let now = self.now();
-        let subject = self.inner.keys.device_subject(device_id.0.as_bytes());
         trail.step = Step::Limit;
-        self.limit(LimitAction::Verify(Purpose::DeviceLogin), subject, None, ctx, now).await?;
+        let scoped = self.scoped_device_subject(device_id, ctx);
+        self.limit(LimitAction::Verify(Purpose::DeviceLogin), scoped, None, ctx, now).await?;
 
         trail.step = Step::Device;
         let device = self.inner.ports.devices.device(device_id).await.map_err(unavailable)?;
-        self.note_device(trail, device.as_ref()).await;
+        note_device(trail, device.as_ref(), self);
 
         trail.step = Step::Signature;
         let message = login_message(&self.inner.config.devices.audience, &device_id.0, &nonce);
-        let signature_valid = match &device {
-            Some(d) => d.key.verifier().map_err(unavailable)?.verify(&message, signature),
-            None => {
-                // Same cost as a real check; never allowed to pass.
-                let _ = DECOY_KEY.verify(&message, signature);
-                false
-            }
-        };
+        let signature_valid = signature_holds(device.as_ref(), &message, signature)?;
 
         trail.step = Step::Challenge;
-        let key = ChallengeKey { subject, purpose: Purpose::DeviceLogin };
-        let outcome = self.check_on_owner(ShardCommand::Redeem { key, nonce, signature_valid, now }).await?;
+        let key = ChallengeKey { subject: self.challenge_subject(device_id, &nonce), purpose: Purpose::DeviceLogin };
+        let (outcome, _) = self.check_on_owner(ShardCommand::Redeem { key, nonce, signature_valid, now }).await?;
         self.inner.metrics.device_login(&outcome);
         match outcome {
             VerifyOutcome::Verified => {}
@@ -267,6 +301,7 @@ impl Engine {
         trail.step = Step::Account;
         let user = self.inner.ports.users.user_by_id(device.user_id).await.map_err(unavailable)?;
         let user = user.filter(|u| u.verified).ok_or(EngineError::DeviceRevoked)?;
+        trail.ident = Some(user.ident_hash);
         trail.step = Step::Session;
         let grant = self.open_session(ctx, user, AuthMethod::Device(device.id), now).await?;
         trail.note = "session opened by device key";
@@ -274,20 +309,38 @@ impl Engine {
         Ok(grant)
     }
 
-    /// Files the event under the device owner's identifier (when the device exists), so
-    /// `otpd audit --identifier` shows device logins next to code logins.
-    async fn note_device(&self, trail: &mut Trail, device: Option<&Device>) {
-        let Some(device) = device else {
-            trail.note = "unknown device; decoy";
-            self.inner.metrics.enumeration_safe(trail.api);
-            return;
-        };
-        trail.user = Some(device.user_id);
-        if let Ok(Some(user)) = self.inner.ports.users.user_by_id(device.user_id).await {
-            trail.ident = Some(user.ident_hash);
+    /// The subject of one challenge: the device id and its nonce, so that challenges of one
+    /// device never replace each other (see the module doc).
+    fn challenge_subject(&self, device_id: DeviceId, nonce: &Nonce) -> IdentHash {
+        let mut material = [0u8; 16 + 32];
+        material[..16].copy_from_slice(device_id.0.as_bytes());
+        material[16..].copy_from_slice(&nonce.as_bytes()[..32]);
+        self.inner.keys.device_subject(&material)
+    }
+
+    /// What the limits count a device request under: the device id and the client's address
+    /// (IPv6 by /64), so that nobody's flood locks the device's owner out (see the module doc).
+    fn scoped_device_subject(&self, device_id: DeviceId, ctx: &RequestContext) -> IdentHash {
+        let mut material = [0u8; 16 + 16];
+        material[..16].copy_from_slice(device_id.0.as_bytes());
+        if let Some(ip) = ctx.client_ip {
+            material[16..].copy_from_slice(&IpBlock::of(ip).0);
         }
-        if !device.is_active() {
-            trail.note = "revoked device";
-        }
+        self.inner.keys.device_subject(&material)
+    }
+}
+
+/// Files the event under the device's owner (its user id; the identifier is added only after a
+/// signature verified, when the account is read anyway: reading it for every request would be
+/// work that only known devices cost).
+fn note_device(trail: &mut Trail, device: Option<&Device>, engine: &Engine) {
+    let Some(device) = device else {
+        trail.note = "unknown device; decoy";
+        engine.inner.metrics.enumeration_safe(trail.api);
+        return;
+    };
+    trail.user = Some(device.user_id);
+    if !device.is_active() {
+        trail.note = "revoked device";
     }
 }

@@ -4,9 +4,11 @@
 //!
 //! ```text
 //! send (register, login, resend):
-//!   limiter.check(Send) → user lookup → code + seal → shard Issue → notifier.enqueue → audit
+//!   limiter.check(Send) → user lookup → code + seal → shard Issue (a registration: with its
+//!   profile) → notifier.enqueue (or, for no account, notifier.has_room) → audit
 //! verify (register/verify, login/verify):
-//!   limiter.check(Verify) → shard Verify → user lookup/update → session insert → audit
+//!   limiter.check(Verify) → shard Verify → user lookup (a registration: create or complete
+//!   the account, verified, with the profile bound to the code) → session insert → audit
 //! ```
 //!
 //! Sessions (refresh, logout, listing) are in `flows::sessions`, device enrolment and
@@ -14,17 +16,21 @@
 //! module, never the reverse).
 //!
 //! Every call ends with exactly one audit event, awaited before the call returns, so an answer
-//! the client saw is always in the trail.
+//! the client saw is always in the trail; refusals that repeat at a client's pace are
+//! aggregated (`rules::refusals`).
 //!
 //! # Enumeration safety
 //!
 //! Unless `reveal_accounts` is set, a send for an identifier without an account does all the
-//! work a real one does (limiter, lookup, code, seal, shard, audit) and skips only the enqueue
-//! (tens of nanoseconds), then answers with the same receipt; its challenge can never verify
-//! because nobody knows the code. A registration for an identifier that already has a verified
-//! account also answers like a fresh one: the code it sends signs the owner in to the existing
-//! account, whose profile is left untouched. An unverified account is refused (403) only after
-//! its code was verified, i.e. only to someone holding the phone.
+//! work a real one does (limiter, lookup, code, seal, shard, audit) and, instead of the
+//! enqueue, asks the notifier whether it would take a message (so a full queue refuses both
+//! alike), then answers with the same receipt; its challenge can never verify because nobody
+//! knows the code. A registration does one lookup and no write whatever the identifier's state:
+//! the account is created only when its code verifies, with the profile sent with that code
+//! (or with the verification), so a stranger's registration of the same number cannot choose
+//! the owner's profile. A registration for a verified account answers like a fresh one: its
+//! code signs the owner in, profile untouched. An account left unverified by an older version
+//! is refused (403) on login only after its code was verified, i.e. only to the phone's holder.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -45,7 +51,7 @@ use crate::ports::{
     Session, SessionStore, User, UserStore,
 };
 use crate::rules::audit::{Api, AuditOutcome, Step};
-use crate::rules::challenge::{Purpose, VerifyOutcome};
+use crate::rules::challenge::{Profile, Purpose, VerifyOutcome};
 use crate::rules::clock::{Clock, Timestamp};
 use crate::rules::code::{CodePolicy, Sealed};
 use crate::rules::identifier::{Channel, Identifier, Normalizer};
@@ -53,6 +59,7 @@ use crate::rules::ids::{SessionId, TraceId, UserId};
 use crate::rules::keys::{IdentHash, Keys};
 use crate::rules::limits::{Decision, LimitAction, LimitRequest, LimitRule, SmsTarget};
 use crate::rules::refresh::RefreshToken;
+use crate::rules::refusals::{Admit, RefusalKey, Refusals, Summary};
 
 /// The target of this module's log lines, kept as it was before the crate was split into
 /// layers: operators filter and query logs by it, whatever folder the module lives in.
@@ -77,6 +84,9 @@ pub struct EngineConfig {
     pub reveal_accounts: bool,
     /// Device enrolment and fingerprint login.
     pub devices: crate::rules::device_key::DevicePolicy,
+    /// Refusals of one kind from one client within this window make one audit event and a
+    /// count (`rules::refusals`); zero: an event each.
+    pub refusal_window: Duration,
 }
 
 /// The adapters the engine runs on.
@@ -112,6 +122,23 @@ pub struct Registration {
     pub first_name: String,
     pub last_name: String,
     pub email: Option<String>,
+}
+
+/// What a code is checked for, and the profile the client sent with a registration's code.
+struct Target<'a> {
+    identifier: &'a Identifier,
+    ident: IdentHash,
+    purpose: Purpose,
+    sent: Option<Profile>,
+}
+
+/// What a code is sent for.
+#[derive(Clone, Copy)]
+struct Send<'a> {
+    identifier: &'a Identifier,
+    ident: IdentHash,
+    purpose: Purpose,
+    resend: bool,
 }
 
 /// What a client is told after a send.
@@ -150,6 +177,7 @@ pub(crate) struct Inner {
     supervisor: ActorRef<SupervisorMsg>,
     dispatcher: Option<DispatcherActor>,
     pub(crate) metrics: EngineMetrics,
+    refusals: parking_lot::Mutex<Refusals>,
 }
 
 /// What the audit event of a call will say, filled in as the flow advances.
@@ -188,7 +216,8 @@ impl Engine {
         let args = SupervisorArgs { shard, router: router.clone(), dispatcher: dispatcher.clone() };
         let (supervisor, _) =
             Actor::spawn(None, EngineSupervisor, args).await.map_err(|e| StartError(e.to_string()))?;
-        Ok(Engine {
+        let refusals = parking_lot::Mutex::new(Refusals::new(config.refusal_window, Refusals::CAPACITY));
+        let engine = Engine {
             inner: Arc::new(Inner {
                 config,
                 keys,
@@ -200,13 +229,37 @@ impl Engine {
                 supervisor,
                 dispatcher,
                 metrics,
+                refusals,
             }),
-        })
+        };
+        engine.spawn_refusal_flusher();
+        Ok(engine)
+    }
+
+    /// Writes the summaries of ended refusal windows as they end (checked at least every
+    /// second, on the engine's clock); ends with the engine.
+    fn spawn_refusal_flusher(&self) {
+        let window = self.inner.config.refusal_window;
+        if window.is_zero() {
+            return;
+        }
+        let tick = window.min(Duration::from_secs(1));
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                Engine { inner }.flush_refusals(false).await;
+            }
+        });
     }
 
     /// Stops the supervision tree: drains the delivery dispatcher (what is queued goes out, at
     /// most 5 s), then the supervisor (so it restarts nothing), then shards.
     pub async fn stop(&self) {
+        self.flush_refusals(true).await;
         let inner = &self.inner;
         if let Some(cluster) = inner.cluster.get() {
             cluster.stop().await;
@@ -269,56 +322,27 @@ impl Engine {
         let sms = SmsTarget::of(&reg.identifier);
         self.limit(LimitAction::Send(Purpose::Register), ident, sms, ctx, now).await?;
 
+        // One read, and no write, whatever the number's state: the account is created when its
+        // code verifies, with the profile sent with that code (`Profile`), so a new number, an
+        // unverified one and a verified one cost the same.
         trail.step = Step::Account;
-        let users = &self.inner.ports.users;
-        let existing = users.user_by_identifier(&ident).await.map_err(unavailable)?;
-        let user = match existing {
-            Some(user) => user,
-            None => {
-                let user = User {
-                    id: UserId(Uuid::now_v7()),
-                    identifier: reg.identifier.clone(),
-                    ident_hash: ident,
-                    first_name: reg.first_name.clone(),
-                    last_name: reg.last_name.clone(),
-                    email: reg.email.clone(),
-                    verified: false,
-                    created_at: now,
-                    verified_at: None,
-                    updated_at: now,
-                };
-                match users.insert_user(&user).await.map_err(unavailable)? {
-                    InsertUser::Inserted => {
-                        trail.note = "account created";
-                        user
-                    }
-                    InsertUser::Exists(other) => *other,
+        let user = self.inner.ports.users.user_by_identifier(&ident).await.map_err(unavailable)?;
+        trail.user = user.as_ref().map(|u| u.id);
+        match &user {
+            Some(u) if u.verified => {
+                if self.inner.config.reveal_accounts {
+                    return Err(EngineError::AccountExists);
                 }
+                // The code will sign the owner in to the existing account; profile untouched.
+                trail.note = "account exists and is verified; code signs in";
+                self.inner.metrics.enumeration_safe(trail.api);
             }
-        };
-        trail.user = Some(user.id);
-        if user.verified {
-            if self.inner.config.reveal_accounts {
-                return Err(EngineError::AccountExists);
-            }
-            // The code will sign the owner in to the existing account; profile untouched.
-            trail.note = "account exists and is verified; code signs in";
-            self.inner.metrics.enumeration_safe(trail.api);
-        } else if trail.note.is_empty() {
-            let profile = (&reg.first_name, &reg.last_name, &reg.email);
-            if profile != (&user.first_name, &user.last_name, &user.email) {
-                let updated = User {
-                    first_name: reg.first_name,
-                    last_name: reg.last_name,
-                    email: reg.email,
-                    updated_at: now,
-                    ..user.clone()
-                };
-                users.update_user(&updated).await.map_err(unavailable)?;
-            }
-            trail.note = "unverified account; new code";
+            Some(_) => trail.note = "unverified account; new code",
+            None => trail.note = "new registration; code sent",
         }
-        self.issue(trail, ctx, &reg.identifier, ident, Purpose::Register, true, false, now).await
+        let profile = Profile { first_name: reg.first_name, last_name: reg.last_name, email: reg.email };
+        let send = Send { identifier: &reg.identifier, ident, purpose: Purpose::Register, resend: false };
+        self.issue(trail, ctx, send, Some(Box::new(profile)), true, now).await
     }
 
     /// `POST /v1/login`: sends a login code (or, for an unknown identifier, pretends to).
@@ -379,29 +403,37 @@ impl Engine {
             (Some(u), Purpose::Register) if u.verified && reveal => return Err(EngineError::AccountExists),
             (Some(_), _) => true,
         };
-        self.issue(trail, ctx, identifier, ident, purpose, deliver, resend, now).await
+        self.issue(trail, ctx, Send { identifier, ident, purpose, resend }, None, deliver, now).await
     }
 
-    /// Issues a code: seal, store in the shard, hand to the notifier.
-    #[allow(clippy::too_many_arguments)]
+    /// Issues a code: seal, store in the shard (with a registration's profile), hand to the
+    /// notifier (`deliver`; else only ask whether it would take it).
     async fn issue(
         &self,
         trail: &mut Trail,
         ctx: &RequestContext,
-        identifier: &Identifier,
-        ident: IdentHash,
-        purpose: Purpose,
+        send: Send<'_>,
+        profile: Option<Box<Profile>>,
         deliver: bool,
-        resend: bool,
         now: Timestamp,
     ) -> Result<SendReceipt, EngineError> {
+        let Send { identifier, ident, purpose, resend } = send;
         trail.step = Step::Challenge;
         let code = self.inner.config.code.generate();
         let sealed = Sealed::seal(&self.inner.keys, &code);
         let key = ChallengeKey { subject: ident, purpose };
-        let expires_at = self.issue_on_owner(ShardCommand::Issue { key, sealed, now }).await?;
-        if deliver {
-            trail.step = Step::Dispatch;
+        let (expires_at, registration) = self.issue_on_owner(ShardCommand::Issue { key, sealed, profile, now }).await?;
+        // A resend of a registration whose account does not exist yet: the registration waits.
+        let deliver = deliver || registration;
+        let notify_error = |e| match e {
+            NotifyError::QueueFull => EngineError::DeliveryBusy,
+            NotifyError::Closed => EngineError::Unavailable("delivery pipeline closed".into()),
+        };
+        trail.step = Step::Dispatch;
+        if !deliver {
+            // A full queue refuses an identifier without an account exactly like one with.
+            self.inner.ports.notifier.has_room().map_err(notify_error)?;
+        } else {
             let message = OutboundMessage {
                 to: identifier.clone(),
                 purpose,
@@ -411,10 +443,7 @@ impl Engine {
                 trace_id: ctx.trace_id.clone(),
                 ident_hash: ident,
             };
-            self.inner.ports.notifier.enqueue(message).map_err(|e| match e {
-                NotifyError::QueueFull => EngineError::DeliveryBusy,
-                NotifyError::Closed => EngineError::Unavailable("delivery pipeline closed".into()),
-            })?;
+            self.inner.ports.notifier.enqueue(message).map_err(notify_error)?;
             if trail.note.is_empty() {
                 trail.note = "code queued for delivery";
             }
@@ -428,14 +457,17 @@ impl Engine {
         })
     }
 
-    /// `POST /v1/register/verify`: activates the account and signs it in.
+    /// `POST /v1/register/verify`: activates the account and signs it in. A new account gets
+    /// `profile` when the client sent one, else the profile of the registration that issued
+    /// the code (see [`Profile`]).
     pub async fn verify_registration(
         &self,
         ctx: &RequestContext,
         identifier: Identifier,
         code: &str,
+        profile: Option<Profile>,
     ) -> Result<Grant, EngineError> {
-        self.verify(ctx, Api::RegisterVerify, Purpose::Register, identifier, code).await
+        self.verify(ctx, Api::RegisterVerify, Purpose::Register, identifier, code, profile).await
     }
 
     /// `POST /v1/login/verify`: signs a verified account in.
@@ -445,7 +477,7 @@ impl Engine {
         identifier: Identifier,
         code: &str,
     ) -> Result<Grant, EngineError> {
-        self.verify(ctx, Api::LoginVerify, Purpose::Login, identifier, code).await
+        self.verify(ctx, Api::LoginVerify, Purpose::Login, identifier, code, None).await
     }
 
     /// Either verify, audited as `api`.
@@ -456,10 +488,12 @@ impl Engine {
         purpose: Purpose,
         identifier: Identifier,
         code: &str,
+        sent: Option<Profile>,
     ) -> Result<Grant, EngineError> {
         let ident = self.identifier_hash(&identifier);
         let mut trail = Trail::new(api, Some(ident));
-        let result = self.verify_flow(&mut trail, ctx, ident, purpose, code).await;
+        let target = Target { identifier: &identifier, ident, purpose, sent };
+        let result = self.verify_flow(&mut trail, ctx, target, code).await;
         self.finish(ctx, trail, result).await
     }
 
@@ -467,10 +501,10 @@ impl Engine {
         &self,
         trail: &mut Trail,
         ctx: &RequestContext,
-        ident: IdentHash,
-        purpose: Purpose,
+        target: Target<'_>,
         code: &str,
     ) -> Result<Grant, EngineError> {
+        let Target { identifier, ident, purpose, sent } = target;
         let now = self.now();
         trail.step = Step::Limit;
         self.limit(LimitAction::Verify(purpose), ident, None, ctx, now).await?;
@@ -478,7 +512,7 @@ impl Engine {
         trail.step = Step::Challenge;
         let attempt = self.inner.config.code.normalise_attempt(code);
         let key = ChallengeKey { subject: ident, purpose };
-        let outcome = self.check_on_owner(ShardCommand::Verify { key, attempt, now }).await?;
+        let (outcome, profile) = self.check_on_owner(ShardCommand::Verify { key, attempt, now }).await?;
         self.inner.metrics.verification(purpose, &outcome);
         match outcome {
             VerifyOutcome::Verified => {}
@@ -490,30 +524,88 @@ impl Engine {
         }
 
         trail.step = Step::Account;
-        let users = &self.inner.ports.users;
-        // A verified code without an account is a decoy challenge whose code was guessed.
-        let mut user = users
-            .user_by_identifier(&ident)
-            .await
-            .map_err(unavailable)?
-            .ok_or(EngineError::InvalidCode { attempts_left: 0 })?;
-        trail.user = Some(user.id);
-        match purpose {
-            Purpose::Register if !user.verified => {
-                user.verified = true;
-                user.verified_at = Some(now);
-                user.updated_at = now;
-                users.update_user(&user).await.map_err(unavailable)?;
-                trail.note = "account verified; session opened";
+        let user = match purpose {
+            Purpose::Register => self.activate(trail, identifier, ident, sent.map(Box::new).or(profile), now).await?,
+            _ => {
+                // A verified code without an account is a decoy challenge whose code was guessed.
+                let user = self.inner.ports.users.user_by_identifier(&ident).await.map_err(unavailable)?;
+                let user = user.ok_or(EngineError::InvalidCode { attempts_left: 0 })?;
+                trail.user = Some(user.id);
+                if !user.verified {
+                    return Err(EngineError::AccountNotVerified);
+                }
+                trail.note = "session opened";
+                user
             }
-            Purpose::Login if !user.verified => return Err(EngineError::AccountNotVerified),
-            _ => trail.note = "session opened",
-        }
+        };
 
         trail.step = Step::Session;
         let grant = self.open_session(ctx, user, AuthMethod::Otp, now).await?;
         trail.step = Step::Done;
         Ok(grant)
+    }
+
+    /// The account a registration's verified code signs in to: a verified one as it is; else
+    /// created (or, one an older version left unverified, completed) verified, with the
+    /// profile sent with this code.
+    async fn activate(
+        &self,
+        trail: &mut Trail,
+        identifier: &Identifier,
+        ident: IdentHash,
+        profile: Option<Box<Profile>>,
+        now: Timestamp,
+    ) -> Result<User, EngineError> {
+        let users = &self.inner.ports.users;
+        let existing = users.user_by_identifier(&ident).await.map_err(unavailable)?;
+        if let Some(user) = &existing
+            && user.verified
+        {
+            trail.user = Some(user.id);
+            trail.note = "session opened";
+            return Ok(user.clone());
+        }
+        // Without a profile the code was a decoy's or a resend's with no registration pending:
+        // nothing to create, like a wrong code.
+        let profile = profile.ok_or(EngineError::InvalidCode { attempts_left: 0 })?;
+        let Profile { first_name, last_name, email } = *profile;
+        let user = match existing {
+            Some(user) => {
+                let completed = User {
+                    first_name,
+                    last_name,
+                    email,
+                    verified: true,
+                    verified_at: Some(now),
+                    updated_at: now,
+                    ..user
+                };
+                users.update_user(&completed).await.map_err(unavailable)?;
+                completed
+            }
+            None => {
+                let user = User {
+                    id: UserId(Uuid::now_v7()),
+                    identifier: identifier.clone(),
+                    ident_hash: ident,
+                    first_name,
+                    last_name,
+                    email,
+                    verified: true,
+                    created_at: now,
+                    verified_at: Some(now),
+                    updated_at: now,
+                };
+                match users.insert_user(&user).await.map_err(unavailable)? {
+                    InsertUser::Inserted => user,
+                    // Another node's verification of the same registration won the race.
+                    InsertUser::Exists(other) => *other,
+                }
+            }
+        };
+        trail.user = Some(user.id);
+        trail.note = "account verified; session opened";
+        Ok(user)
     }
 
     pub(crate) async fn open_session(
@@ -570,7 +662,8 @@ impl Engine {
     }
 
     /// Records a call that the front end refused before it reached a flow (bad JSON, an
-    /// invalid identifier, a bad token). Not awaited by the caller: nothing was acknowledged.
+    /// invalid identifier, a bad token), aggregated with its kind (`rules::refusals`). Not
+    /// awaited by the caller: nothing was acknowledged.
     pub fn record_rejection(
         &self,
         ctx: &RequestContext,
@@ -579,12 +672,46 @@ impl Engine {
         message: impl Into<Cow<'static, str>>,
         ident: Option<IdentHash>,
     ) {
+        let key = RefusalKey::new(api, step, AuditOutcome::Rejected, ctx.client_ip);
+        if self.admit_refusal(key) == Admit::Count {
+            return;
+        }
         let trail = Trail { api, step, ident, user: None, note: "" };
         let event = self.event(ctx, &trail, AuditOutcome::Rejected, message.into());
+        self.append_later(vec![event]);
+    }
+
+    /// Whether to write a refusal's event; writes the summary of the window it closes.
+    fn admit_refusal(&self, key: RefusalKey) -> Admit {
+        let (admit, closed) = self.inner.refusals.lock().admit(key, self.now());
+        if let Some(summary) = closed {
+            self.append_later(vec![summary_event(&summary, self.now())]);
+        }
+        admit
+    }
+
+    /// Writes the summaries of ended refusal windows (`all`: of every window, at shutdown).
+    pub async fn flush_refusals(&self, all: bool) {
+        let now = self.now();
+        let due = match all {
+            true => self.inner.refusals.lock().drain(),
+            false => self.inner.refusals.lock().due(now),
+        };
+        for summary in due {
+            if let Err(e) = self.inner.ports.audit.append(summary_event(&summary, now)).await {
+                tracing::warn!(target: LOG_TARGET, error = %e, "could not record a refusal summary in the audit trail");
+            }
+        }
+    }
+
+    /// Appends events off the request's path (refusals: nothing was acknowledged).
+    fn append_later(&self, events: Vec<AuditEvent>) {
         let audit = self.inner.ports.audit.clone();
         tokio::spawn(async move {
-            if let Err(e) = audit.append(event).await {
-                tracing::warn!(target: LOG_TARGET, error = %e, "could not record a rejected request in the audit trail");
+            for event in events {
+                if let Err(e) = audit.append(event).await {
+                    tracing::warn!(target: LOG_TARGET, error = %e, "could not record a refused request in the audit trail");
+                }
             }
         });
     }
@@ -611,21 +738,28 @@ impl Engine {
         }
     }
 
-    /// Stores a sealed code on the node that owns its key; returns its expiry.
-    pub(crate) async fn issue_on_owner(&self, cmd: ShardCommand) -> Result<Timestamp, EngineError> {
+    /// Stores a sealed code on the node that owns its key; returns its expiry and whether a
+    /// registration waits for it.
+    pub(crate) async fn issue_on_owner(&self, cmd: ShardCommand) -> Result<(Timestamp, bool), EngineError> {
         match self.on_owner(cmd).await? {
-            ShardAnswer::Issued(expires_at) => Ok(expires_at),
-            ShardAnswer::Checked(_) => {
+            ShardAnswer::Issued(expires_at, registration) => Ok((expires_at, registration)),
+            ShardAnswer::Checked(..) => {
                 Err(EngineError::Unavailable("the owner answered an issue with a verdict".into()))
             }
         }
     }
 
-    /// Checks an attempt (a code or a device signature) on the node that owns its key.
-    pub(crate) async fn check_on_owner(&self, cmd: ShardCommand) -> Result<VerifyOutcome, EngineError> {
+    /// Checks an attempt (a code or a device signature) on the node that owns its key; a
+    /// verified registration comes with its profile.
+    pub(crate) async fn check_on_owner(
+        &self,
+        cmd: ShardCommand,
+    ) -> Result<(VerifyOutcome, Option<Box<Profile>>), EngineError> {
         match self.on_owner(cmd).await? {
-            ShardAnswer::Checked(outcome) => Ok(outcome),
-            ShardAnswer::Issued(_) => Err(EngineError::Unavailable("the owner answered a check with an expiry".into())),
+            ShardAnswer::Checked(outcome, profile) => Ok((outcome, profile)),
+            ShardAnswer::Issued(..) => {
+                Err(EngineError::Unavailable("the owner answered a check with an expiry".into()))
+            }
         }
     }
 
@@ -671,6 +805,13 @@ impl Engine {
         trail: Trail,
         result: Result<T, EngineError>,
     ) -> Result<T, EngineError> {
+        if let Err(EngineError::Limited { .. }) = &result {
+            // Denials repeat at the client's pace: aggregated like the front end's refusals.
+            let key = RefusalKey::new(trail.api, trail.step, AuditOutcome::Limited, ctx.client_ip);
+            if self.admit_refusal(key) == Admit::Count {
+                return result;
+            }
+        }
         let (outcome, message) = match &result {
             Ok(_) => (AuditOutcome::Ok, Cow::Borrowed(if trail.note.is_empty() { "ok" } else { trail.note })),
             Err(e @ EngineError::Limited { .. }) => (AuditOutcome::Limited, Cow::Owned(e.to_string())),
@@ -751,6 +892,23 @@ impl Engine {
             let _ = shard.cast(crate::actors::shard::ShardMsg::Panic);
         }
         index
+    }
+}
+
+/// The audit event that closes a window of aggregated refusals (`rules::refusals`).
+fn summary_event(summary: &Summary, now: Timestamp) -> AuditEvent {
+    let key = summary.key;
+    AuditEvent {
+        at: now,
+        trace_id: TraceId::from("refusals"),
+        api: key.api,
+        step: key.step,
+        outcome: key.outcome,
+        message: Cow::Owned(summary.message()),
+        client_ip: key.client,
+        user_agent: None,
+        ident_hash: None,
+        user_id: None,
     }
 }
 

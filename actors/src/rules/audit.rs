@@ -184,7 +184,7 @@ vocabulary! {
 }
 
 /// How an audited call ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AuditOutcome {
     /// Did what was asked.
     Ok,

@@ -73,6 +73,24 @@ pub enum Status {
     Blocked,
 }
 
+/// What a registration's code activates: the profile sent with the request that issued it.
+/// The account is created (or, for one an older version left unverified, completed) with it
+/// when the code verifies, so a stranger who registers the same number later cannot change
+/// the profile the owner's code activates: their registration comes with a code of its own.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub first_name: String,
+    pub last_name: String,
+    pub email: Option<String>,
+}
+
+impl std::fmt::Debug for Profile {
+    /// Personal data: only its shape.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Profile(…, email: {})", self.email.is_some())
+    }
+}
+
 /// Result of one verification attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VerifyOutcome {

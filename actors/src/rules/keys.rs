@@ -73,8 +73,8 @@ impl Keys {
         IdentHash(truncate16(h.as_bytes()))
     }
 
-    /// The challenge subject (shard key) of a device's login nonces.
-    pub fn device_subject(&self, device_id: &[u8; 16]) -> IdentHash {
+    /// A subject derived from a device id (with whatever else scopes it: a nonce, an address).
+    pub fn device_subject(&self, device_id: &[u8]) -> IdentHash {
         IdentHash(truncate16(blake3::keyed_hash(&self.device, device_id).as_bytes()))
     }
 

@@ -15,6 +15,8 @@
 //! | `identifier_resend_limit` | `/v1/otp/resend` sends | identifier |
 //! | `identifier_verify_limit` | code checks | identifier |
 //! | `ip_send_limit`, `ip_verify_limit` | sends, code checks | client IP (IPv6: its /64) |
+//! | `device_challenge_limit` | device-login challenges | device id + client IP (IPv6: its /64) |
+//! | `ip_challenge_limit` | device-login challenges | client IP (IPv6: its /64) |
 //! | `prefix_send_limit` | SMS sends | first `prefix_digits` digits of the number |
 //! | `country_send_limit` | SMS sends | country calling code |
 //! | `destination_not_allowed` | — | the SMS allow-list / deny-list |
@@ -62,6 +64,8 @@ pub enum LimitAction {
     Resend(Purpose),
     /// Check a code.
     Verify(Purpose),
+    /// Issue a device-login challenge (`ident` is the device id scoped by the client address).
+    Challenge,
 }
 
 impl LimitAction {
@@ -152,6 +156,10 @@ pub enum LimitRule {
     PrefixSends,
     /// Too many codes sent to this country.
     CountrySends,
+    /// Too many device-login challenges for this device from this client address.
+    DeviceChallenges,
+    /// Too many device-login challenges from this client address (IPv6: its /64).
+    IpChallenges,
     /// SMS to this country or number range is not allowed (destination lists).
     DestinationNotAllowed,
 }
@@ -169,6 +177,8 @@ impl LimitRule {
             LimitRule::IpVerifies => "ip_verify_limit",
             LimitRule::PrefixSends => "prefix_send_limit",
             LimitRule::CountrySends => "country_send_limit",
+            LimitRule::DeviceChallenges => "device_challenge_limit",
+            LimitRule::IpChallenges => "ip_challenge_limit",
             LimitRule::DestinationNotAllowed => "destination_not_allowed",
         }
     }
@@ -270,6 +280,10 @@ pub struct LimitPolicy {
     pub ip_verifies: Rule,
     pub prefix_sends: Rule,
     pub country_sends: Rule,
+    /// Device-login challenges per device and client address.
+    pub device_challenges: Rule,
+    /// Device-login challenges per client address.
+    pub ip_challenges: Rule,
     /// Digits of the E.164 number (country code included) that make its prefix.
     pub prefix_digits: u8,
     /// SMS only to numbers matching one of these (empty: everywhere).
@@ -303,6 +317,8 @@ impl LimitPolicy {
             ip_verifies: Rule::OFF,
             prefix_sends: Rule::OFF,
             country_sends: Rule::OFF,
+            device_challenges: Rule::OFF,
+            ip_challenges: Rule::OFF,
             prefix_digits: 7,
             sms_allow: Vec::new(),
             sms_deny: Vec::new(),
@@ -325,6 +341,8 @@ impl LimitPolicy {
                 ip_sends: Rule::per(500, 10 * MINUTE),
                 ip_verifies: Rule::per(1000, 10 * MINUTE),
                 prefix_sends: Rule::per(1000, HOUR),
+                device_challenges: Rule::per(60, 10 * MINUTE),
+                ip_challenges: Rule::per(600, 10 * MINUTE),
                 ..base
             },
             Preset::Medium => LimitPolicy {
@@ -335,6 +353,8 @@ impl LimitPolicy {
                 ip_sends: Rule::per(100, 10 * MINUTE).blocking(15 * MINUTE),
                 ip_verifies: Rule::per(300, 10 * MINUTE).blocking(15 * MINUTE),
                 prefix_sends: Rule::per(300, HOUR).blocking(HOUR),
+                device_challenges: Rule::per(20, 10 * MINUTE),
+                ip_challenges: Rule::per(120, 10 * MINUTE).blocking(15 * MINUTE),
                 ..base
             },
             Preset::High => LimitPolicy {
@@ -345,6 +365,8 @@ impl LimitPolicy {
                 ip_sends: Rule::per(30, 10 * MINUTE).blocking(HOUR),
                 ip_verifies: Rule::per(60, 10 * MINUTE).blocking(HOUR),
                 prefix_sends: Rule::per(100, HOUR).blocking(6 * HOUR),
+                device_challenges: Rule::per(10, 10 * MINUTE),
+                ip_challenges: Rule::per(30, 10 * MINUTE).blocking(HOUR),
                 ..base
             },
         }
@@ -476,6 +498,12 @@ pub fn plan(policy: &LimitPolicy, req: &LimitRequest) -> Result<Vec<Check>, Deci
                     kind: CheckKind::Cooldown(policy.resend_cooldown),
                 };
                 checks.insert(0, cooldown);
+            }
+        }
+        LimitAction::Challenge => {
+            window(LimitRule::DeviceChallenges, Subject::Ident(ident), policy.device_challenges);
+            if let Some(ip) = req.client_ip {
+                window(LimitRule::IpChallenges, Subject::Ip(IpBlock::of(ip)), policy.ip_challenges);
             }
         }
         LimitAction::Verify(_) => {

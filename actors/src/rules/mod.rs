@@ -27,3 +27,4 @@ pub mod ids;
 pub mod keys;
 pub mod limits;
 pub mod refresh;
+pub mod refusals;

@@ -6,12 +6,13 @@
 //!
 //! ```text
 //! command: version(1) kind(1) subject(16) purpose(1) now_ms(8) body
-//!   Issue  body: salt(16) digest(16)
+//!   Issue  body: salt(16) digest(16) profile
 //!   Verify body: len(1) attempt(len ≤ MAX_CODE_LENGTH)
 //!   Redeem body: nonce(32) signature_valid(1)
 //! answer:  version(1) tag(1) body
-//!   Issued(0):  expires_ms(8)     Checked(1): outcome(1) attempts_left(1)
+//!   Issued(0):  expires_ms(8) registration(1)     Checked(1): outcome(1) attempts_left(1) profile
 //!   ShardTimeout(2), ShardUnavailable(3), Malformed(4): no body
+//! profile: 0 (none) | 1 first(text) last(text) email(0 | 1 text);  text: len(2, LE) UTF-8
 //! ```
 //!
 //! The clear code never travels: `Issue` carries the seal (salt and keyed digest) made by the
@@ -20,13 +21,39 @@
 
 use crate::actors::shard::{ChallengeKey, ShardAnswer, ShardCommand};
 use crate::actors::supervisor::ShardError;
-use crate::rules::challenge::{Purpose, VerifyOutcome};
+use crate::rules::challenge::{Profile, Purpose, VerifyOutcome};
 use crate::rules::clock::Timestamp;
 use crate::rules::code::{Code, Sealed};
 use crate::rules::device_key::Nonce;
 use crate::rules::keys::IdentHash;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+
+/// Longest text of a profile field on the wire (the API bounds them far lower).
+const MAX_TEXT: usize = 1024;
+
+fn put_text(out: &mut Vec<u8>, text: &str) {
+    let bytes = &text.as_bytes()[..text.len().min(MAX_TEXT)];
+    out.extend_from_slice(&(bytes.len() as u16).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_profile(out: &mut Vec<u8>, profile: Option<&Profile>) {
+    let Some(p) = profile else {
+        out.push(0);
+        return;
+    };
+    out.push(1);
+    put_text(out, &p.first_name);
+    put_text(out, &p.last_name);
+    match &p.email {
+        Some(email) => {
+            out.push(1);
+            put_text(out, email);
+        }
+        None => out.push(0),
+    }
+}
 
 /// Why a remote node did not produce an answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -49,9 +76,10 @@ pub fn encode_command(cmd: &ShardCommand) -> Vec<u8> {
     out.push(key.purpose as u8);
     out.extend_from_slice(&now.as_millis().to_le_bytes());
     match cmd {
-        ShardCommand::Issue { sealed, .. } => {
+        ShardCommand::Issue { sealed, profile, .. } => {
             out.extend_from_slice(&sealed.salt);
             out.extend_from_slice(&sealed.digest);
+            put_profile(&mut out, profile.as_deref());
         }
         ShardCommand::Verify { attempt, .. } => {
             let bytes = attempt.as_bytes();
@@ -90,6 +118,31 @@ impl<'a> Reader<'a> {
     fn millis(&mut self) -> Option<Timestamp> {
         self.array::<8>().map(|b| Timestamp::from_millis(u64::from_le_bytes(b)))
     }
+
+    fn text(&mut self) -> Option<String> {
+        let len = usize::from(u16::from_le_bytes(self.array()?));
+        if len > MAX_TEXT {
+            return None;
+        }
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+
+    fn flag(&mut self) -> Option<bool> {
+        match self.byte()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+
+    fn profile(&mut self) -> Option<Option<Box<Profile>>> {
+        if !self.flag()? {
+            return Some(None);
+        }
+        let (first_name, last_name) = (self.text()?, self.text()?);
+        let email = if self.flag()? { Some(self.text()?) } else { None };
+        Some(Some(Box::new(Profile { first_name, last_name, email })))
+    }
 }
 
 fn purpose(byte: u8) -> Option<Purpose> {
@@ -105,7 +158,10 @@ pub fn decode_command(bytes: &[u8]) -> Option<ShardCommand> {
     let key = ChallengeKey { subject: IdentHash(r.array()?), purpose: purpose(r.byte()?)? };
     let now = r.millis()?;
     let cmd = match kind {
-        1 => ShardCommand::Issue { key, sealed: Sealed { salt: r.array()?, digest: r.array()? }, now },
+        1 => {
+            let sealed = Sealed { salt: r.array()?, digest: r.array()? };
+            ShardCommand::Issue { key, sealed, profile: r.profile()?, now }
+        }
         2 => {
             let len = usize::from(r.byte()?);
             ShardCommand::Verify { key, attempt: Code::from_bytes(r.take(len)?)?, now }
@@ -150,13 +206,15 @@ fn outcome(tag: u8, attempts_left: u8) -> Option<VerifyOutcome> {
 pub fn encode_answer(answer: &Result<ShardAnswer, RemoteError>) -> Vec<u8> {
     let mut out = vec![VERSION];
     match answer {
-        Ok(ShardAnswer::Issued(at)) => {
+        Ok(ShardAnswer::Issued(at, registration)) => {
             out.push(0);
             out.extend_from_slice(&at.as_millis().to_le_bytes());
+            out.push(u8::from(*registration));
         }
-        Ok(ShardAnswer::Checked(o)) => {
+        Ok(ShardAnswer::Checked(o, profile)) => {
             out.push(1);
             out.extend_from_slice(&outcome_bytes(*o));
+            put_profile(&mut out, profile.as_deref());
         }
         Err(RemoteError::Shard(ShardError::Timeout)) => out.push(2),
         Err(RemoteError::Shard(ShardError::Unavailable)) => out.push(3),
@@ -172,10 +230,10 @@ pub fn decode_answer(bytes: &[u8]) -> Option<Result<ShardAnswer, RemoteError>> {
         return None;
     }
     let answer = match r.byte()? {
-        0 => Ok(ShardAnswer::Issued(r.millis()?)),
+        0 => Ok(ShardAnswer::Issued(r.millis()?, r.flag()?)),
         1 => {
             let [tag, left] = r.array()?;
-            Ok(ShardAnswer::Checked(outcome(tag, left)?))
+            Ok(ShardAnswer::Checked(outcome(tag, left)?, r.profile()?))
         }
         2 => Err(RemoteError::Shard(ShardError::Timeout)),
         3 => Err(RemoteError::Shard(ShardError::Unavailable)),
@@ -196,7 +254,22 @@ mod tests {
     fn commands() -> Vec<ShardCommand> {
         let now = Timestamp::from_millis(1_790_000_000_123);
         vec![
-            ShardCommand::Issue { key: key(Purpose::Register), sealed: Sealed { salt: [1; 16], digest: [2; 16] }, now },
+            ShardCommand::Issue {
+                key: key(Purpose::Register),
+                sealed: Sealed { salt: [1; 16], digest: [2; 16] },
+                profile: Some(Box::new(Profile {
+                    first_name: "Zoë".into(),
+                    last_name: "O'Brien".into(),
+                    email: Some("zoe@example.com".into()),
+                })),
+                now,
+            },
+            ShardCommand::Issue {
+                key: key(Purpose::Login),
+                sealed: Sealed { salt: [1; 16], digest: [2; 16] },
+                profile: None,
+                now,
+            },
             ShardCommand::Verify { key: key(Purpose::Login), attempt: Code::from_bytes(b"12A4Z6").unwrap(), now },
             ShardCommand::Verify { key: key(Purpose::Login), attempt: Code::from_bytes(b"").unwrap(), now },
             ShardCommand::Redeem {
@@ -218,13 +291,18 @@ mod tests {
     #[test]
     fn answers_round_trip() {
         let answers = [
-            Ok(ShardAnswer::Issued(Timestamp::from_millis(42))),
-            Ok(ShardAnswer::Checked(VerifyOutcome::Verified)),
-            Ok(ShardAnswer::Checked(VerifyOutcome::Wrong { attempts_left: 3 })),
-            Ok(ShardAnswer::Checked(VerifyOutcome::Blocked)),
-            Ok(ShardAnswer::Checked(VerifyOutcome::Expired)),
-            Ok(ShardAnswer::Checked(VerifyOutcome::AlreadyUsed)),
-            Ok(ShardAnswer::Checked(VerifyOutcome::NoChallenge)),
+            Ok(ShardAnswer::Issued(Timestamp::from_millis(42), false)),
+            Ok(ShardAnswer::Issued(Timestamp::from_millis(43), true)),
+            Ok(ShardAnswer::Checked(VerifyOutcome::Verified, None)),
+            Ok(ShardAnswer::Checked(
+                VerifyOutcome::Verified,
+                Some(Box::new(Profile { first_name: "A".into(), last_name: "B".into(), email: None })),
+            )),
+            Ok(ShardAnswer::Checked(VerifyOutcome::Wrong { attempts_left: 3 }, None)),
+            Ok(ShardAnswer::Checked(VerifyOutcome::Blocked, None)),
+            Ok(ShardAnswer::Checked(VerifyOutcome::Expired, None)),
+            Ok(ShardAnswer::Checked(VerifyOutcome::AlreadyUsed, None)),
+            Ok(ShardAnswer::Checked(VerifyOutcome::NoChallenge, None)),
             Err(RemoteError::Shard(ShardError::Timeout)),
             Err(RemoteError::Shard(ShardError::Unavailable)),
             Err(RemoteError::Malformed),
@@ -245,7 +323,7 @@ mod tests {
             longer.push(0);
             assert_eq!(decode_command(&longer), None);
         }
-        let bytes = encode_answer(&Ok(ShardAnswer::Issued(Timestamp::from_millis(1))));
+        let bytes = encode_answer(&Ok(ShardAnswer::Issued(Timestamp::from_millis(1), true)));
         for n in 0..bytes.len() {
             assert_eq!(decode_answer(&bytes[..n]), None);
         }
@@ -253,18 +331,20 @@ mod tests {
 
     #[test]
     fn unknown_versions_kinds_and_purposes_are_refused() {
-        let mut bytes = encode_command(&commands()[0]);
-        bytes[0] = 2;
-        assert_eq!(decode_command(&bytes), None);
+        for version in [VERSION - 1, VERSION + 1] {
+            let mut bytes = encode_command(&commands()[0]);
+            bytes[0] = version;
+            assert_eq!(decode_command(&bytes), None, "version {version}");
+        }
         let mut bytes = encode_command(&commands()[0]);
         bytes[1] = 9;
         assert_eq!(decode_command(&bytes), None);
         let mut bytes = encode_command(&commands()[0]);
         bytes[18] = 0;
         assert_eq!(decode_command(&bytes), None);
-        assert_eq!(decode_answer(&[VERSION, 1, 6, 0]), None);
+        assert_eq!(decode_answer(&[VERSION, 1, 6, 0, 0]), None);
         // An attempt longer than any code.
-        let mut bytes = encode_command(&commands()[1]);
+        let mut bytes = encode_command(&commands()[2]);
         bytes[27] = 200;
         assert_eq!(decode_command(&bytes), None);
     }

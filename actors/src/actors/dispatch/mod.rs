@@ -308,6 +308,19 @@ impl DispatchHandle {
 }
 
 impl Notifier for DispatchHandle {
+    fn has_room(&self) -> Result<(), NotifyError> {
+        let s = &self.shared;
+        if s.closed.load(Ordering::Relaxed) {
+            return Err(NotifyError::Closed);
+        }
+        if s.ledger.lock().len() >= s.config.queue_capacity {
+            s.counters.refused.fetch_add(1, Ordering::Relaxed);
+            s.metrics.enqueued(false);
+            return Err(NotifyError::QueueFull);
+        }
+        Ok(())
+    }
+
     fn enqueue(&self, message: OutboundMessage) -> Result<(), NotifyError> {
         let s = &self.shared;
         if s.closed.load(Ordering::Relaxed) {
