@@ -48,6 +48,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    otpd::private_fs::private_umask();
     let cli = Cli::parse();
     if let Some(Command::Openapi { markdown }) = cli.command {
         // Needs no configuration: the document is the same for every node.

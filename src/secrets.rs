@@ -152,6 +152,7 @@ pub fn master_key(secrets: &SecretsConfig, dir: &Path) -> Result<[u8; 32], Secre
 }
 
 fn pkcs8_from_file(path: &Path) -> Result<Vec<u8>, SecretsError> {
+    crate::private_fs::check_secret_mode(path).map_err(|e| file_err(path, e))?;
     let bytes = fs::read(path).map_err(|e| file_err(path, e))?;
     let text = String::from_utf8_lossy(&bytes);
     if !text.contains("-----BEGIN") {
@@ -167,6 +168,7 @@ fn pkcs8_from_file(path: &Path) -> Result<Vec<u8>, SecretsError> {
 /// is atomic (temporary file, fsync, rename, fsync of the directory) so a crash never leaves a
 /// half-written key behind.
 fn read_or_create(path: &Path, make: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>, SecretsError> {
+    crate::private_fs::check_secret_mode(path).map_err(|e| file_err(path, e))?;
     match fs::read(path) {
         Ok(bytes) => return Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -193,11 +195,7 @@ fn read_or_create(path: &Path, make: impl FnOnce() -> Vec<u8>) -> Result<Vec<u8>
 }
 
 pub fn create_private_dir(dir: &Path) -> Result<(), SecretsError> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|e| file_err(dir, e))
+    crate::private_fs::create_dir(dir).map_err(|e| file_err(dir, e))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ async fn node_with(dir: &std::path::Path, adjust: impl FnOnce(&mut Config)) -> o
     let mut config = Config::default();
     config.node.data_dir = dir.to_owned();
     config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
     adjust(&mut config);
     otpd::server::start(config, Arc::new(SystemClock)).await.unwrap()
 }

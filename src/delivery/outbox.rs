@@ -8,7 +8,7 @@
 //! appended and flushed by a dedicated thread (file I/O stays off the async workers) before
 //! the call returns, so a line is in the file once the message counts as delivered.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -45,10 +45,8 @@ struct Line<'a> {
 impl Outbox {
     /// Opens (creating) the file for appending and starts the writer thread.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> std::io::Result<Arc<Self>> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        // Codes in clear: created 0600 in a 0700 directory whatever the umask.
+        let file = crate::private_fs::append(path)?;
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new().name("otpd-outbox".into()).spawn(move || {
             let mut out = BufWriter::new(file);

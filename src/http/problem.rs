@@ -600,7 +600,7 @@ mod tests {
                 EngineError::OwnerUnreachable(_) => 38,
             }
         }
-        const VARIANTS: usize = 39;
+        const VARIANTS: usize = 40;
         let second = Duration::from_secs(1);
         let all = vec![
             EngineError::Identifier(I::PhoneShape("empty")),

@@ -360,3 +360,83 @@ async fn rotations_revocations_and_devices_survive_kill_9() {
     assert_eq!(r.code(), "refresh_token_reused", "and so did the retired digest");
     assert_eq!(me(access).await, 401);
 }
+
+/// Every mode under `dir` that gives group or others any access.
+fn shared_modes(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            out.push(format!("{} {mode:o}", path.display()));
+        }
+        if path.is_dir() {
+            out.extend(shared_modes(&path));
+        }
+    }
+    out
+}
+
+/// Started under the most permissive umask, the node still creates its data directory, store,
+/// outbox and secrets for its own user only.
+#[tokio::test]
+async fn the_data_directory_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = Ports::free();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask 000 && exec {BIN}"))
+        .envs(port.env())
+        .env("OTPD_NODE__DATA_DIR", &data)
+        .env("OTPD_NODE__LOG_LEVEL", "warn")
+        .env_remove("OTPD_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("otpd starts");
+    let base = format!("http://127.0.0.1:{}", port.http);
+    let client = reqwest::Client::new();
+    for _ in 0..500 {
+        if client.get(format!("{base}/health/live")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let p = phone(990);
+    let r =
+        client.post(format!("{base}/v1/register")).json(&json!({ "phone": p, "first_name": "U", "last_name": "M" }));
+    assert_eq!(r.send().await.unwrap().status(), 202);
+    wait_for_outbox(&data.join("outbox.jsonl"), &p, 1).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the data directory");
+    let shared = shared_modes(&data);
+    assert!(shared.is_empty(), "readable by group or others:\n{}", shared.join("\n"));
+    assert!(data.join("store").is_dir() && data.join("secrets/hash.key").is_file(), "the test looked at something");
+}
+
+/// A secret file others can read stops the start, naming the file and the fix.
+#[test]
+fn a_secret_file_others_can_read_stops_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let key = secrets.join("hash.key");
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let port = Ports::free();
+    let out = Command::new(BIN)
+        .envs(port.env())
+        .env("OTPD_NODE__DATA_DIR", dir.path())
+        .env_remove("OTPD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hash.key") && err.contains("mode 0644") && err.contains("chmod 600"), "{err}");
+}

@@ -56,7 +56,7 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the store in the directory `path` and starts its writer
     /// thread.
     pub fn open(path: &Path, options: EmbeddedOptions) -> Result<Arc<Self>, StoreError> {
-        std::fs::create_dir_all(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+        crate::private_fs::create_dir(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let db = open_db(path, options.cache_bytes).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let spaces = Spaces::open(&db, options.memtable_bytes)?;
         backfill_sessions_by_user(&db, &spaces)?;
