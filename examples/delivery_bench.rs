@@ -147,7 +147,10 @@ async fn throughput(provider: Arc<dyn Provider>, batch: usize, concurrency: usiz
     let mut i = 0;
     while i < n {
         match handle.enqueue(message(i, clock.as_ref())) {
-            Ok(()) => i += 1,
+            Ok(held) => {
+                handle.start(held);
+                i += 1;
+            }
             Err(NotifyError::QueueFull) => tokio::task::yield_now().await,
             Err(e) => panic!("{e}"),
         }

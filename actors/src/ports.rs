@@ -390,6 +390,11 @@ pub trait Limiter: Send + Sync + 'static {
     async fn record_wrong_guess(&self, ident: IdentHash, now: Timestamp) -> Result<(), LimiterError>;
 }
 
+/// A message the delivery pipeline holds and has not started (see [`Notifier::enqueue`]).
+#[must_use = "a held message is delivered only once started"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Held(pub u64);
+
 /// A code to deliver.
 #[derive(Clone, Debug)]
 pub struct OutboundMessage {
@@ -412,8 +417,15 @@ pub enum NotifyError {
 }
 
 pub trait Notifier: Send + Sync + 'static {
-    /// Hands a message to the delivery pipeline without waiting for delivery.
-    fn enqueue(&self, message: OutboundMessage) -> Result<(), NotifyError>;
+    /// Hands a message to the delivery pipeline (it is held from now on, and counted against
+    /// the queue) without starting its delivery: [`Notifier::start`] does, once the call that
+    /// sent it has written its audit event. A call whose code is delivered must not take
+    /// longer than one whose code is not: delivery work (a provider call, its own audit event)
+    /// starting inside the call would tell a known account from an unknown one.
+    fn enqueue(&self, message: OutboundMessage) -> Result<Held, NotifyError>;
+
+    /// Starts the delivery of a message [`Notifier::enqueue`] holds.
+    fn start(&self, held: Held);
 
     /// Whether [`Notifier::enqueue`] would take a message now, without handing one over: what
     /// a send for an identifier without an account asks, so that a full queue refuses it

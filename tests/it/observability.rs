@@ -138,7 +138,12 @@ async fn every_metric_family_appears_after_the_traffic_that_produces_it() {
     one("otpd_delivery_messages_total", &[("channel", "sms"), ("outcome", "delivered")]);
     one("otpd_delivery_batch_size_count", &[("provider", "twilio")]);
     one("otpd_delivery_provider_duration_seconds_count", &[("provider", "twilio")]);
-    one("otpd_store_operation_duration_seconds_count", &[("store", "embedded"), ("operation", "user_by_identifier")]);
+    // The account's read and its decoy (equal work whether the account exists).
+    let reads = s.sum(
+        "otpd_store_operation_duration_seconds_count",
+        &[("store", "embedded"), ("operation", "user_by_identifier")],
+    );
+    assert_eq!(reads, 2.0);
     // A registration writes no account: its code does, when it verifies.
     assert_eq!(s.sum("otpd_store_operation_duration_seconds_count", &[("operation", "insert_user")]), 0.0);
     assert_eq!(s.sum("otpd_users", &[]), 0.0);

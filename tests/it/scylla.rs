@@ -652,15 +652,22 @@ async fn statements_per_request_on_the_send_and_verify_paths() {
             ("POST /v1/login, unknown identifier", &unknown),
         ] {
             let total: u64 = stmts.iter().map(|s| s.2).sum();
-            let list: Vec<String> = stmts.iter().map(|(n, l, k)| format!("{n}×{k}{}", if *l { " (LWT)" } else { "" })).collect();
+            let list: Vec<String> =
+                stmts.iter().map(|(n, l, k)| format!("{n}×{k}{}", if *l { " (LWT)" } else { "" })).collect();
             table.push_str(&format!("  {what}: {total} = {}\n", list.join(" + ")));
         }
         let _ = std::io::stderr().write_all(table.as_bytes());
 
         assert_eq!(
             send,
-            vec![("insert_audit_day", false, 2), ("insert_audit_ident", false, 1), ("insert_audit_trace", false, 1), ("user_by_ident", false, 1)],
-            "send: one account read, the event by trace and by identifier, the two day-index rows (first event of the day)"
+            vec![
+                ("insert_audit_day", false, 2),
+                ("insert_audit_ident", false, 1),
+                ("insert_audit_trace", false, 1),
+                ("user_by_ident", false, 2)
+            ],
+            "send: the account read and its decoy (equal work with or without an account), the event by trace and \
+             by identifier, the two day-index rows (first event of the day)"
         );
         assert_eq!(
             delivery,
@@ -679,7 +686,8 @@ async fn statements_per_request_on_the_send_and_verify_paths() {
             ],
             "verify: one account read, the session and its index row, the event (a new trace id's day row)"
         );
-        assert_eq!(unknown.iter().map(|s| s.2).sum::<u64>(), 5, "{unknown:?}");
+        assert_eq!(unknown.iter().map(|s| s.2).sum::<u64>(), 6, "{unknown:?}");
+        assert_eq!(send.iter().map(|s| s.2).sum::<u64>(), 6, "as many statements with an account as without");
         for (name, lwt, _) in send.iter().chain(&delivery).chain(&verify).chain(&unknown) {
             assert!(!lwt, "no lightweight transaction on the send or verify path: {name}");
         }

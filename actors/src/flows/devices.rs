@@ -225,7 +225,7 @@ impl Engine {
             let scoped = self.scoped_device_subject(device_id, ctx);
             self.limit(LimitAction::Challenge, scoped, None, ctx, now).await?;
             trail.step = Step::Device;
-            let device = self.inner.ports.devices.device(device_id).await.map_err(unavailable)?;
+            let device = self.lookup_device(device_id).await?;
             note_device(&mut trail, device.as_ref(), self);
             trail.step = Step::Challenge;
             let nonce = Nonce::generate();
@@ -273,7 +273,7 @@ impl Engine {
         self.limit(LimitAction::Verify(Purpose::DeviceLogin), scoped, None, ctx, now).await?;
 
         trail.step = Step::Device;
-        let device = self.inner.ports.devices.device(device_id).await.map_err(unavailable)?;
+        let device = self.lookup_device(device_id).await?;
         note_device(trail, device.as_ref(), self);
 
         trail.step = Step::Signature;
@@ -307,6 +307,22 @@ impl Engine {
         trail.note = "session opened by device key";
         trail.step = Step::Done;
         Ok(grant)
+    }
+
+    /// The device `id`, after one read that finds a device and one that finds none, whichever
+    /// it is (see `Engine::lookup_user`).
+    async fn lookup_device(&self, id: DeviceId) -> Result<Option<Device>, EngineError> {
+        let devices = &self.inner.ports.devices;
+        let device = devices.device(id).await.map_err(unavailable)?;
+        let decoy = match &device {
+            Some(_) => {
+                self.inner.known.lock().1 = Some(id);
+                DeviceId(Uuid::from_bytes(rand::random()))
+            }
+            None => self.inner.known.lock().1.unwrap_or(DeviceId(Uuid::from_bytes(rand::random()))),
+        };
+        let _ = devices.device(decoy).await.map_err(unavailable)?;
+        Ok(device)
     }
 
     /// The subject of one challenge: the device id and its nonce, so that challenges of one

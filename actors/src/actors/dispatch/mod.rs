@@ -73,7 +73,7 @@ pub use self::shared::DispatcherMsg;
 use self::shared::{Counters, Lane, ProviderCounters, Shared};
 pub use self::template::{Rendered, TemplateTexts, Templates};
 use crate::metrics::{DeliveryMetrics, LaneMetrics};
-use crate::ports::{AuditLog, Notifier, NotifyError, OutboundMessage};
+use crate::ports::{AuditLog, Held, Notifier, NotifyError, OutboundMessage};
 use crate::rules::breaker::{Breaker, BreakerState};
 use crate::rules::clock::Clock;
 use crate::rules::identifier::Channel;
@@ -321,7 +321,7 @@ impl Notifier for DispatchHandle {
         Ok(())
     }
 
-    fn enqueue(&self, message: OutboundMessage) -> Result<(), NotifyError> {
+    fn enqueue(&self, message: OutboundMessage) -> Result<Held, NotifyError> {
         let s = &self.shared;
         if s.closed.load(Ordering::Relaxed) {
             return Err(NotifyError::Closed);
@@ -339,12 +339,15 @@ impl Notifier for DispatchHandle {
         };
         s.counters.accepted.fetch_add(1, Ordering::Relaxed);
         s.metrics.enqueued(true);
+        Ok(Held(id))
+    }
+
+    fn start(&self, held: Held) {
         // If no actor is current (it is being restarted) the new one adopts the message from
         // the ledger when it starts.
-        if let Some(actor) = s.current.load_full() {
-            let _ = actor.cast(DispatcherMsg::Enqueued { id });
+        if let Some(actor) = self.shared.current.load_full() {
+            let _ = actor.cast(DispatcherMsg::Enqueued { id: held.0 });
         }
-        Ok(())
     }
 }
 

@@ -179,7 +179,8 @@ impl Rig {
     }
 
     fn send(&self, trace: &str) {
-        self.handle.enqueue(self.message(trace)).expect("accepted");
+        let held = self.handle.enqueue(self.message(trace)).expect("accepted");
+        self.handle.start(held);
     }
 
     /// Lets virtual time run (in `step`s) until `done` holds; panics after `limit`.
@@ -327,7 +328,8 @@ async fn a_permanent_error_is_not_retried() {
     let r = rig(config(), vec![(p.clone(), 1)]).await;
     let message = r.message("m");
     let code = message.code.expose().to_owned();
-    r.handle.enqueue(message).unwrap();
+    let held = r.handle.enqueue(message).unwrap();
+    r.handle.start(held);
     let s = r.until(Duration::from_secs(1), |s| s.given_up == 1).await;
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert_eq!(p.calls().len(), 1, "never retried");
