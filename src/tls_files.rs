@@ -1,10 +1,14 @@
-//! PEM files for TLS: the certificates and keys of the cluster link and of the ScyllaDB
-//! driver, read the same way, with one error type that names the file and what was wrong.
+//! PEM files for TLS: the certificates and keys of the cluster link, of the ScyllaDB driver
+//! and of Redis, read the same way, with one error type that names the file and what was
+//! wrong. A client's private key must be its owner's only ([`secret_private_key`]).
 
 use std::path::{Path, PathBuf};
 
+use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::private_fs::{ExposedSecret, check_secret_mode};
 
 /// A TLS set-up that could not be built from its files.
 #[derive(Debug, thiserror::Error)]
@@ -21,10 +25,14 @@ pub enum TlsFileError {
     Config(#[from] rustls::Error),
     #[error("{0}")]
     Verifier(#[from] rustls::client::VerifierBuilderError),
-    #[error("no CA certificates found on the system; set scylla.tls_ca_file")]
-    NoSystemRoots,
+    /// No `<key>` was given and the system has no CA certificates to use instead.
+    #[error("no CA certificates found on the system; set {key}")]
+    NoSystemRoots { key: &'static str },
     #[error("scylla.tls_server_name {name:?}: {source}")]
     ServerName { name: String, source: rustls::pki_types::InvalidDnsNameError },
+    /// A private key file other users can open.
+    #[error("{0}")]
+    Exposed(#[from] ExposedSecret),
 }
 
 impl TlsFileError {
@@ -46,4 +54,57 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFile
 /// The private key in a PEM file.
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsFileError> {
     PrivateKeyDer::from_pem_file(path).map_err(|source| TlsFileError::Pem { path: path.to_owned(), source })
+}
+
+/// The private key in a PEM file that only its owner may open: a key other users can read is
+/// refused ([`TlsFileError::Exposed`]) before it is read.
+pub fn secret_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsFileError> {
+    check_secret_mode(path)?;
+    private_key(path)
+}
+
+/// The certificates a client trusts: those of `ca_file`, or the system's when it is `None`
+/// (`key` names the setting to give when the system has none).
+pub fn roots(ca_file: Option<&Path>, key: &'static str) -> Result<RootCertStore, TlsFileError> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in certificates(path)? {
+                roots.add(cert).map_err(TlsFileError::refused(path))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // One unusable system certificate does not make the others unusable.
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(TlsFileError::NoSystemRoots { key });
+            }
+        }
+    }
+    Ok(roots)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_private_key_others_can_read_is_refused_before_it_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("client.key");
+        // Not even a key: the mode is checked first.
+        std::fs::write(&key, "not a key").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = secret_private_key(&key).unwrap_err();
+        assert!(
+            matches!(e, TlsFileError::Exposed(ref x) if x.path == key.display().to_string() && x.mode == 0o644),
+            "{e}"
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(secret_private_key(&key), Err(TlsFileError::Pem { .. })), "then read");
+    }
 }

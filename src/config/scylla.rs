@@ -39,7 +39,8 @@ section! {
         tls_ca_file: Option<PathBuf> = None,
         /// Client certificate (PEM) for clusters that require one, with `tls_key_file`.
         tls_cert_file: Option<PathBuf> = None,
-        /// PEM private key of `tls_cert_file`.
+        /// PEM private key of `tls_cert_file`; readable by its owner only (mode 0600), or the
+        /// node refuses to start.
         tls_key_file: Option<PathBuf> = None,
         /// Name the nodes' certificates are checked against; empty: each node's IP address.
         tls_server_name: String = String::new(),

@@ -171,6 +171,31 @@ fn redis_and_limits_sections_load_merge_and_validate() {
 }
 
 #[test]
+fn redis_over_tls_is_a_url_scheme_and_its_files_go_with_it() {
+    for url in ["rediss://:pw@redis.internal:6380/2", "rediss-cluster://h:7000?node=h:7001", "valkeys://h:6380"] {
+        let text = format!("[redis]\nurl = {url:?}\ntls_ca_file = \"/etc/otpd/redis-ca.pem\"");
+        let c = Config::from_sources(&text, env(&[])).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert!(c.redis.tls(), "{url}");
+    }
+    let c = Config::from_sources("[redis]\nurl = \"redis://h:6379\"", env(&[])).unwrap();
+    assert!(!c.redis.tls());
+
+    let bad = r#"
+        [redis]
+        url = "redis://h:6379"
+        tls_ca_file = "/etc/otpd/redis-ca.pem"
+        tls_cert_file = "/etc/otpd/redis-client.pem"
+    "#;
+    let all = Config::from_sources(bad, env(&[])).unwrap_err().0.join("\n");
+    for needle in [
+        "redis: set both redis.tls_cert_file and redis.tls_key_file, or neither",
+        "redis: tls_* keys are set but redis.url is not a rediss:// (or rediss-cluster://) URL",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
+#[test]
 fn delivery_defaults_to_the_outbox_for_both_channels() {
     let c = Config::from_sources("", env(&[])).unwrap();
     assert_eq!(c.delivery.providers_in_use(), ["outbox"]);

@@ -49,6 +49,15 @@
 //! seconds). Redis's own clock only expires keys, which never changes a decision: a key still
 //! present but past its end reads as absent.
 //!
+//! # TLS
+//!
+//! A `rediss://` (or `rediss-cluster://`) URL connects over TLS with rustls on aws-lc-rs,
+//! like every other TLS client of the node. otpd builds the TLS set-up itself rather than
+//! letting fred build one from the scheme: the CA is `redis.tls_ca_file` (the system's roots
+//! without it), a client certificate is sent when `redis.tls_cert_file` is set, and its key
+//! must be its owner's only. The server is checked against the host it is dialled by (the
+//! URL's, or on a cluster the address each node announces), so certificates must name it.
+//!
 //! # When Redis does not answer
 //!
 //! A decision that fails or takes longer than `redis.timeout` is made by the in-process limiter
@@ -59,12 +68,15 @@
 //! limiter is fed every decision Redis allowed, so a node that falls back still remembers what
 //! it let through itself. Why this, and not refusing: docs/decisions/2026-11-21-redis-fallback.md.
 
+use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fred::prelude::{Builder, ClientLike, ClusterInterface, Config, LuaInterface, Options, ServerConfig, Value};
-use fred::types::config::ReconnectPolicy;
+use fred::prelude::{
+    Builder, ClientLike, ClusterInterface, Config, EventInterface, LuaInterface, Options, ServerConfig, Value,
+};
+use fred::types::config::{ReconnectPolicy, TlsConfig, TlsConnector, TlsHostMapping};
 use futures::future::join_all;
 use otpd_actors::adapters::limiter::LocalLimiter;
 use otpd_actors::ports::{Limiter, LimiterError};
@@ -78,6 +90,7 @@ use tokio::task::JoinHandle;
 
 use super::health::LimiterHealth;
 use crate::config::RedisConfig;
+use crate::tls_files::{TlsFileError, certificates, roots, secret_private_key};
 
 const SCRIPT: &str = include_str!("decide.lua");
 static SCRIPT_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(SCRIPT));
@@ -100,6 +113,8 @@ pub enum RedisStartError {
     ClusterNode(String),
     #[error("redis client: {0}")]
     Client(String),
+    #[error("redis TLS: {0}")]
+    Tls(#[from] TlsFileError),
 }
 
 /// Where Redis is and how patient to be with it.
@@ -111,6 +126,10 @@ pub struct RedisSettings {
     pub timeout: Duration,
     pub probe_interval: Duration,
     pub key_prefix: String,
+    /// CA file of a `rediss://` URL (`None`: the system's roots).
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key files of a `rediss://` URL, for mutual TLS.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
 }
 
 impl RedisSettings {
@@ -126,12 +145,35 @@ impl RedisSettings {
             timeout: c.timeout.0,
             probe_interval: c.probe_interval.0,
             key_prefix: c.key_prefix.clone(),
+            tls_ca_file: c.tls_ca_file.clone(),
+            tls_client: c.tls_cert_file.clone().zip(c.tls_key_file.clone()),
         })
+    }
+
+    /// The rustls set-up of a `rediss://` URL.
+    fn tls(&self) -> Result<TlsConfig, TlsFileError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots(self.tls_ca_file.as_deref(), "redis.tls_ca_file")?);
+        let config = match &self.tls_client {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(certificates(cert)?, secret_private_key(key)?)
+                .map_err(TlsFileError::refused(cert))?,
+            None => builder.with_no_client_auth(),
+        };
+        // Each node is checked against the host it is dialled by (see the module doc).
+        Ok(TlsConfig { connector: TlsConnector::from(config), hostnames: TlsHostMapping::None })
     }
 
     fn client(&self) -> Result<fred::clients::Client, RedisStartError> {
         let mut config = if self.cluster_nodes.is_empty() {
-            Config::from_url(&self.url).map_err(|e| RedisStartError::Url(e.details().to_owned()))?
+            let (url, tls) = without_tls(&self.url);
+            let mut config = Config::from_url(&url).map_err(|e| RedisStartError::Url(e.details().to_owned()))?;
+            if tls {
+                config.tls = Some(self.tls()?);
+            }
+            config
         } else {
             let mut hosts = Vec::new();
             for node in &self.cluster_nodes {
@@ -172,6 +214,11 @@ pub struct RedisLimiter {
     local: Arc<LocalLimiter>,
     health: Arc<LimiterHealth>,
     probe: Mutex<Option<JoinHandle<()>>>,
+    /// Why the last connection attempt failed (a refused TLS handshake, a wrong password):
+    /// fred reports it as an event, and readiness names it.
+    last_error: Arc<Mutex<Option<String>>>,
+    /// Copies fred's connection errors into `last_error`.
+    errors: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl RedisLimiter {
@@ -193,7 +240,11 @@ impl RedisLimiter {
             local,
             health: Arc::new(LimiterHealth::default()),
             probe: Mutex::new(None),
+            last_error: Arc::default(),
+            errors: Mutex::new(None),
         });
+        // Listening before the first connection, so its failure is heard.
+        *limiter.errors.lock() = Some(limiter.spawn_error_listener());
         // Waits for the first connection at most CONNECT_TIMEOUT; fred goes on trying after that
         // (its task outlives this future).
         let _ = tokio::time::timeout(CONNECT_TIMEOUT, limiter.client.init()).await;
@@ -213,6 +264,9 @@ impl RedisLimiter {
     pub async fn stop(&self) {
         if let Some(probe) = self.probe.lock().take() {
             probe.abort();
+        }
+        if let Some(errors) = self.errors.lock().take() {
+            errors.abort();
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.quit()).await;
     }
@@ -234,11 +288,26 @@ impl RedisLimiter {
         })
     }
 
+    fn spawn_error_listener(&self) -> JoinHandle<()> {
+        let mut errors = self.client.error_rx();
+        let last = self.last_error.clone();
+        tokio::spawn(async move {
+            loop {
+                match errors.recv().await {
+                    Ok((error, _server)) => *last.lock() = Some(error.details().to_owned()),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        })
+    }
+
     /// Connected, every primary answering (and, on a cluster, serving every slot), and the
     /// script loaded everywhere (after a restart Redis has forgotten it).
     async fn check_health(&self) -> Result<(), String> {
         if !self.client.is_connected() {
-            return Err(format!("cannot connect (fred: {:?})", self.client.state()));
+            let why = self.last_error.lock().as_ref().map(|e| format!(": {e}")).unwrap_or_default();
+            return Err(format!("cannot connect (fred: {:?}){why}", self.client.state()));
         }
         let checks = async {
             if self.clustered {
@@ -323,6 +392,18 @@ impl RedisLimiter {
         }
         groups.into_iter().map(|(_, members)| members).collect()
     }
+}
+
+/// `rediss…://` as `redis…://`, and whether it was TLS: fred would build its own TLS set-up
+/// from the scheme (the system's roots only, the process's default crypto provider); the
+/// limiter builds one from `[redis]` instead.
+fn without_tls(url: &str) -> (String, bool) {
+    for (tls, plain) in [("rediss", "redis"), ("valkeys", "valkey")] {
+        if let Some(rest) = url.strip_prefix(tls) {
+            return (format!("{plain}{rest}"), true);
+        }
+    }
+    (url.to_owned(), false)
 }
 
 fn unexpected(reply: &[i64]) -> fred::error::Error {
@@ -581,5 +662,28 @@ mod tests {
         assert!(!pfx.contains("1202200"), "{pfx}");
         assert_ne!(pfx, subject_key("otpd", &[1u8; 32], &Subject::Prefix(1_202_200, 7)), "keyed by the node secret");
         assert_eq!(subject_key("x", &k, &Subject::Country(44)), "x:{cc:44}");
+    }
+
+    #[test]
+    fn a_tls_url_is_parsed_without_tls_and_the_limiter_builds_the_tls_set_up() {
+        for (url, plain) in [
+            ("rediss://h:6380/1", "redis://h:6380/1"),
+            ("rediss-cluster://h:7000?node=g:7001", "redis-cluster://h:7000?node=g:7001"),
+            ("valkeys://h", "valkey://h"),
+        ] {
+            assert_eq!(without_tls(url), (plain.to_owned(), true));
+        }
+        assert_eq!(without_tls("redis://h:6379"), ("redis://h:6379".to_owned(), false));
+        assert_eq!(without_tls("redis-cluster://h:7000"), ("redis-cluster://h:7000".to_owned(), false));
+
+        let mut config = crate::config::Config::default();
+        config.redis.url = crate::config::RedisUrl("rediss://127.0.0.1:6380".into());
+        config.redis.tls_ca_file = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let settings = RedisSettings::from_config(&config.redis).unwrap();
+        let e = settings.client().expect_err("the CA file is read when the client is built");
+        assert!(
+            matches!(e, RedisStartError::Tls(TlsFileError::Pem { ref path, .. }) if path.ends_with("ca.pem")),
+            "{e}"
+        );
     }
 }

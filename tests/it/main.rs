@@ -18,6 +18,7 @@ mod observability;
 mod process;
 mod redis_limits;
 mod redis_server;
+mod redis_tls;
 mod reference;
 mod scylla;
 mod sessions;

@@ -290,3 +290,96 @@ pub async fn scrape(client: &reqwest::Client, url: &str) -> Exposition {
 pub fn program(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file())
 }
+
+/// Runs `openssl` with `args` in `dir`; panics with its output if it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A test CA named `ca` in `dir` (`<ca>.pem`, `<ca>.key`; ECDSA P-256, two days), made once;
+/// returns its certificate's path. Needs `openssl` (check with [`program`]).
+pub fn test_ca(dir: &Path, ca: &str) -> PathBuf {
+    let pem = dir.join(format!("{ca}.pem"));
+    if !pem.exists() {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ],
+        );
+    }
+    pem
+}
+
+/// A certificate for 127.0.0.1, usable by a server and a client, signed by the CA `ca` of
+/// `dir` (made first if needed): `(<name>.pem, <name>.key)`. openssl writes the key 0600.
+pub fn test_cert(dir: &Path, ca: &str, name: &str) -> (PathBuf, PathBuf) {
+    test_ca(dir, ca);
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let (csr, ext) = (format!("{name}.csr"), format!("{name}.ext"));
+    let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
+    let subject = format!("/CN={name}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &subject,
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+    );
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ],
+    );
+    (dir.join(pem), dir.join(key))
+}

@@ -1,4 +1,5 @@
-//! TLS to the cluster with rustls (aws-lc-rs, like the rest of the binary).
+//! TLS to the cluster with rustls (aws-lc-rs, like the rest of the binary). A client key
+//! other users can read is refused ([`crate::tls_files::secret_private_key`]).
 //!
 //! The driver names each node by its IP address when it checks a certificate, so a node's
 //! certificate must carry that address — unless `scylla.tls_server_name` is set, in which case
@@ -10,31 +11,15 @@ use std::sync::Arc;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use crate::config::ScyllaConfig;
-use crate::tls_files::{TlsFileError, certificates, private_key};
+use crate::tls_files::{TlsFileError, certificates, roots, secret_private_key};
 
 /// The rustls client configuration `[scylla]` describes.
 pub fn client_config(c: &ScyllaConfig) -> Result<Arc<rustls::ClientConfig>, TlsFileError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = RootCertStore::empty();
-    match &c.tls_ca_file {
-        Some(path) => {
-            for cert in certificates(path)? {
-                roots.add(cert).map_err(TlsFileError::refused(path))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err(TlsFileError::NoSystemRoots);
-            }
-        }
-    }
+    let roots = roots(c.tls_ca_file.as_deref(), "scylla.tls_ca_file")?;
     let roots = Arc::new(roots);
     let builder =
         rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
@@ -48,7 +33,7 @@ pub fn client_config(c: &ScyllaConfig) -> Result<Arc<rustls::ClientConfig>, TlsF
     };
     let config = match (&c.tls_cert_file, &c.tls_key_file) {
         (Some(cert), Some(key)) => builder
-            .with_client_auth_cert(certificates(cert)?, private_key(key)?)
+            .with_client_auth_cert(certificates(cert)?, secret_private_key(key)?)
             .map_err(TlsFileError::refused(cert))?,
         _ => builder.with_no_client_auth(),
     };
