@@ -384,10 +384,6 @@ pub struct LimiterError(pub String);
 pub trait Limiter: Send + Sync + 'static {
     /// Checks every rule that applies to `req` and, if all allow, records it, atomically.
     async fn check(&self, req: &LimitRequest) -> Result<Decision, LimiterError>;
-
-    /// Counts a wrong code for `ident` and starts the block it earns
-    /// (`rules::limits::GuessBudget`).
-    async fn record_wrong_guess(&self, ident: IdentHash, now: Timestamp) -> Result<(), LimiterError>;
 }
 
 /// A message the delivery pipeline holds and has not started (see [`Notifier::enqueue`]).

@@ -23,7 +23,7 @@ use crate::rules::identifier::Identifier;
 use crate::rules::ids::{DeviceId, SessionId, UserId};
 use crate::rules::keys::IdentHash;
 use crate::rules::limits::{
-    Decision, GuessBudget, LimitAction, LimitPolicy, LimitRequest, LimitRule, NumberPrefix, Rule, SmsTarget,
+    Decision, LimitAction, LimitPolicy, LimitRequest, LimitRule, NumberPrefix, Rule, SmsTarget,
 };
 
 fn user(n: u8, at: Timestamp) -> User {
@@ -434,14 +434,6 @@ where
         .await,
     )
     .await;
-    limiter_guess_budget(
-        make(LimitPolicy {
-            identifier_guesses: GuessBudget { free: 2, first_block: MIN, max_block: MIN * 3, forget_after: HOUR },
-            ..LimitPolicy::off()
-        })
-        .await,
-    )
-    .await;
     limiter_device_challenges(
         make(LimitPolicy {
             device_challenges: Rule::per(2, MIN * 10),
@@ -628,36 +620,6 @@ async fn limiter_client_ip(l: Arc<dyn Limiter>) {
     }
     expect(&l, from_ip(lreq(VERIFY_LOGIN, 13, 4 * s), a), deny(LimitRule::IpVerifies, SEC * 600), "verify 4 of 3")
         .await;
-}
-
-/// Wrong codes: free ones, then blocks that double up to the longest, per identifier and
-/// across purposes; forgotten after a quiet period.
-async fn limiter_guess_budget(l: Arc<dyn Limiter>) {
-    let (one, other) = (IdentHash([1; 16]), IdentHash([2; 16]));
-    let at = |ms: u64| Timestamp::from_millis(T0 + ms);
-    let wrong = |ident, ms| {
-        let l = l.clone();
-        async move { l.record_wrong_guess(ident, at(ms)).await.expect("the limiter counts") }
-    };
-    let verify = |ident: u8, purpose, ms| lreq(LimitAction::Verify(purpose), ident, ms);
-    wrong(one, 0).await;
-    wrong(one, 0).await;
-    expect(&l, verify(1, Purpose::Login, 0), Decision::Allow, "two wrong codes are free").await;
-    wrong(one, 0).await;
-    let blocked = deny(LimitRule::IdentifierGuesses, MIN);
-    expect(&l, verify(1, Purpose::Register, 0), blocked, "the third blocks a minute, every purpose").await;
-    expect(&l, verify(2, Purpose::Login, 0), Decision::Allow, "another identifier").await;
-    expect(&l, verify(1, Purpose::DeviceLogin, 0), Decision::Allow, "device logins are not code guesses").await;
-    expect(&l, verify(1, Purpose::Login, 60_000), Decision::Allow, "the block is over").await;
-    wrong(one, 60_000).await;
-    expect(&l, verify(1, Purpose::Login, 60_000), deny(LimitRule::IdentifierGuesses, MIN * 2), "doubled").await;
-    wrong(one, 180_000).await;
-    expect(&l, verify(1, Purpose::Login, 180_000), deny(LimitRule::IdentifierGuesses, MIN * 3), "at most 3 min").await;
-    // An hour without a wrong code: forgotten, the free ones again.
-    wrong(one, 180_000 + 3_600_000).await;
-    expect(&l, verify(1, Purpose::Login, 180_000 + 3_600_000), Decision::Allow, "forgotten after an hour").await;
-    wrong(other, 0).await;
-    expect(&l, verify(2, Purpose::Login, 0), Decision::Allow, "another identifier's one wrong code is free").await;
 }
 
 /// Device-login challenges: per scoped device and per address, apart from code sends.

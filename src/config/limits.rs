@@ -1,6 +1,6 @@
 //! `[limits]`: anti-abuse rate limits. `preset` sets every rule; each rule can be overridden in part,
 
-use otpd_actors::rules::limits::{GuessBudget, LimitPolicy, NumberPrefix, Preset, Rule};
+use otpd_actors::rules::limits::{LimitPolicy, NumberPrefix, Preset, Rule};
 use serde::Deserialize;
 
 use super::otp::OtpConfig;
@@ -20,9 +20,6 @@ section! {
         identifier_resend: RuleConfig = RuleConfig::default(),
         /// Code checks per identifier.
         identifier_verify: RuleConfig = RuleConfig::default(),
-        /// Wrong codes per identifier, every purpose: `{ free, first_block, max_block,
-        /// forget_after }` (see docs/limits.md); `first_block = "0s"` turns it off.
-        identifier_guess: GuessConfig = GuessConfig::default(),
         /// Codes sent per client IP (IPv6: per /64).
         ip_send: RuleConfig = RuleConfig::default(),
         /// Code checks per client IP (IPv6: per /64).
@@ -67,21 +64,6 @@ impl RuleConfig {
     }
 }
 
-/// The most wrong codes an attacker who guesses the moment each block ends gets in the first
-/// 24 hours (the worst window: the count starts at zero).
-pub fn most_guesses_in_a_day(g: GuessBudget) -> u32 {
-    let day = std::time::Duration::from_secs(24 * 3600);
-    let (mut at, mut count) = (std::time::Duration::ZERO, 0u32);
-    while at < day {
-        count += 1;
-        at += g.block_after(count).unwrap_or_default();
-        if count > 100_000 {
-            break;
-        }
-    }
-    count
-}
-
 /// A rule as the presets page writes it: `100 / 10m, block 15m`, or `off`.
 fn describe(rule: Rule) -> String {
     if !rule.is_on() {
@@ -92,39 +74,6 @@ fn describe(rule: Rule) -> String {
         out.push_str(&format!(", block {}", humantime::format_duration(rule.block)));
     }
     out
-}
-
-/// Overrides of the guess budget; what is left out comes from the preset.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GuessConfig {
-    /// Wrong codes that cost nothing.
-    pub free: Option<u32>,
-    /// The block after the first wrong code past `free`; doubles with each further one.
-    pub first_block: Option<Dur>,
-    pub max_block: Option<Dur>,
-    /// The count is forgotten this long after the latest wrong code.
-    pub forget_after: Option<Dur>,
-}
-
-impl GuessConfig {
-    pub fn over(&self, preset: GuessBudget) -> GuessBudget {
-        GuessBudget {
-            free: self.free.unwrap_or(preset.free),
-            first_block: self.first_block.map_or(preset.first_block, |d| d.0),
-            max_block: self.max_block.map_or(preset.max_block, |d| d.0),
-            forget_after: self.forget_after.map_or(preset.forget_after, |d| d.0),
-        }
-    }
-}
-
-impl super::value::Shown for GuessConfig {
-    fn kind() -> String {
-        "`{ free, first_block, max_block, forget_after }`".into()
-    }
-    fn shown(&self) -> String {
-        "from `preset`".into()
-    }
 }
 
 impl super::value::Shown for RuleConfig {
@@ -201,25 +150,6 @@ impl LimitsConfig {
             }
             out.push('\n');
         }
-        out.push_str(
-            "\n**Wrong codes** (`identifier_guess`): per identifier, every purpose together; past `free` \
-             wrong codes each one blocks the identifier's code checks for `first_block`, doubling with each \
-             further one up to `max_block`; the count is forgotten `forget_after` after the latest wrong code.\n\n\
-             | preset | free | first block | longest block | forgotten after | most wrong codes in any 24 h |\n\
-             | --- | --- | --- | --- | --- | --- |\n",
-        );
-        for (preset, policy) in &presets {
-            let g = policy.identifier_guesses;
-            out.push_str(&format!(
-                "| `{}` | {} | {} | {} | {} | {} |\n",
-                preset.shown().trim_matches('"'),
-                g.free,
-                humantime::format_duration(g.first_block),
-                humantime::format_duration(g.max_block),
-                humantime::format_duration(g.forget_after),
-                most_guesses_in_a_day(g),
-            ));
-        }
         let cap = Rule::per(OtpConfig::default().max_sends_per_window, OtpConfig::default().send_window.0);
         out.push_str(&format!(
             "\nThe same in every preset, from `[otp]`: a cooldown of {} per identifier and purpose \
@@ -244,7 +174,6 @@ impl LimitsConfig {
             identifier_registrations: register,
             identifier_resends: resend,
             identifier_verifies: verify,
-            identifier_guesses: self.identifier_guess.over(LimitPolicy::preset(self.preset).identifier_guesses),
             ip_sends: ip_send,
             ip_verifies: ip_verify,
             prefix_sends: prefix,

@@ -9,8 +9,7 @@ use super::value::{Dur, check, section};
 section! {
     /// The one-time-code rules.
     pub struct OtpConfig {
-        /// Characters per code, 4..=10, and enough for a million possible codes: at least 6
-        /// digits (`numeric`) or 5 characters (`alphanumeric`).
+        /// Characters per code, 4..=10.
         code_length: u8 = DEFAULT_CODE_LENGTH,
         /// `numeric` or `alphanumeric`.
         alphabet: Alphabet = Alphabet::Numeric,
@@ -34,18 +33,6 @@ impl OtpConfig {
     pub(super) fn validate(&self, errors: &mut Vec<String>) {
         check(errors, (MIN_CODE_LENGTH..=MAX_CODE_LENGTH).contains(&self.code_length), || {
             format!("otp.code_length: must be {MIN_CODE_LENGTH}..={MAX_CODE_LENGTH}, got {}", self.code_length)
-        });
-        // A guess budget is only as good as the space it is spent in: 10^6 codes at least.
-        let shortest = match self.alphabet {
-            Alphabet::Numeric => 6,
-            Alphabet::Alphanumeric => 5,
-        };
-        check(errors, self.code_length >= shortest || self.code_length < MIN_CODE_LENGTH, || {
-            format!(
-                "otp.code_length: a {} code needs at least {shortest} characters (a million possible codes), got {}",
-                if self.alphabet == Alphabet::Numeric { "numeric" } else { "alphanumeric" },
-                self.code_length
-            )
         });
         check(errors, CODE_LIFETIME_RANGE.contains(&self.lifetime.0), || {
             format!("otp.lifetime: must be between 10s and 10m, got {:?}", self.lifetime)

@@ -371,34 +371,3 @@ fn invalid_toml_is_one_clear_error() {
     assert_eq!(err.0.len(), 1);
     assert!(err.0[0].contains("not valid TOML"));
 }
-
-#[test]
-fn codes_have_at_least_a_million_values() {
-    for (text, refused) in [
-        ("[otp]\ncode_length = 5", true),
-        ("[otp]\ncode_length = 4", true),
-        ("[otp]\ncode_length = 6", false),
-        ("[otp]\ncode_length = 4\nalphabet = \"alphanumeric\"", true),
-        ("[otp]\ncode_length = 5\nalphabet = \"alphanumeric\"", false),
-    ] {
-        let result = Config::from_sources(text, env(&[]));
-        assert_eq!(result.is_err(), refused, "{text}: {:?}", result.err());
-        if let Err(e) = result {
-            assert!(e.0.join("\n").contains("a million possible codes"), "{e:?}");
-        }
-    }
-}
-
-#[test]
-fn the_guess_budget_comes_from_the_preset_and_can_be_overridden() {
-    let c = Config::from_sources("", env(&[])).unwrap();
-    let g = c.limits.policy(&c.otp).identifier_guesses;
-    assert_eq!((g.free, g.first_block, g.max_block), (5, Duration::from_secs(60), Duration::from_secs(4 * 3600)));
-    let c = Config::from_sources("[limits]\nidentifier_guess = { free = 3, max_block = \"1h\" }", env(&[])).unwrap();
-    let g = c.limits.policy(&c.otp).identifier_guesses;
-    assert_eq!((g.free, g.first_block, g.max_block), (3, Duration::from_secs(60), Duration::from_secs(3600)));
-    let c = Config::from_sources("[limits]\nidentifier_guess = { first_block = \"0s\" }", env(&[])).unwrap();
-    assert!(!c.limits.policy(&c.otp).identifier_guesses.is_on(), "off");
-    let medium = otpd_actors::rules::limits::LimitPolicy::preset(Preset::Medium).identifier_guesses;
-    assert_eq!(super::limits::most_guesses_in_a_day(medium), 18, "the documented worst case");
-}

@@ -201,12 +201,6 @@ pub const IP_VERIFY_LIMIT: ProblemKind = retry(
     "Too many requests",
     "too many code checks from this client address; see `Retry-After`",
 );
-pub const IDENTIFIER_GUESS_LIMIT: ProblemKind = retry(
-    "identifier_guess_limit",
-    429,
-    "Too many requests",
-    "too many wrong codes for this identifier: code checks are blocked for a while; see `Retry-After`",
-);
 pub const DEVICE_CHALLENGE_LIMIT: ProblemKind = retry(
     "device_challenge_limit",
     429,
@@ -294,7 +288,6 @@ pub const CATALOGUE: &[ProblemKind] = &[
     IDENTIFIER_VERIFY_LIMIT,
     IP_SEND_LIMIT,
     IP_VERIFY_LIMIT,
-    IDENTIFIER_GUESS_LIMIT,
     DEVICE_CHALLENGE_LIMIT,
     IP_CHALLENGE_LIMIT,
     PREFIX_SEND_LIMIT,
@@ -488,7 +481,6 @@ fn limit_kind(rule: LimitRule) -> &'static ProblemKind {
         LimitRule::PrefixSends => &PREFIX_SEND_LIMIT,
         LimitRule::CountrySends => &COUNTRY_SEND_LIMIT,
         LimitRule::DeviceChallenges => &DEVICE_CHALLENGE_LIMIT,
-        LimitRule::IdentifierGuesses => &IDENTIFIER_GUESS_LIMIT,
         LimitRule::IpChallenges => &IP_CHALLENGE_LIMIT,
         LimitRule::DestinationNotAllowed => &DESTINATION_NOT_ALLOWED,
     }
@@ -570,7 +562,6 @@ mod tests {
                     LimitRule::DestinationNotAllowed => 36,
                     LimitRule::DeviceChallenges => 37,
                     LimitRule::IpChallenges => 38,
-                    LimitRule::IdentifierGuesses => 39,
                 },
                 EngineError::InvalidCode { .. } => 4,
                 EngineError::CodeExpired => 5,
@@ -621,7 +612,6 @@ mod tests {
             EngineError::Limited { rule: LimitRule::DestinationNotAllowed, retry_after: second },
             EngineError::Limited { rule: LimitRule::DeviceChallenges, retry_after: second },
             EngineError::Limited { rule: LimitRule::IpChallenges, retry_after: second },
-            EngineError::Limited { rule: LimitRule::IdentifierGuesses, retry_after: second },
             EngineError::DestinationNotAllowed,
             EngineError::InvalidCode { attempts_left: 3 },
             EngineError::CodeExpired,

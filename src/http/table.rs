@@ -150,7 +150,7 @@ pub const SEND_LIMITS: &[&str] = &[
     "destination_not_allowed",
 ];
 /// Limits checked before a code (or a device signature) is checked.
-pub const VERIFY_LIMITS: &[&str] = &["identifier_verify_limit", "ip_verify_limit", "identifier_guess_limit"];
+pub const VERIFY_LIMITS: &[&str] = &["identifier_verify_limit", "ip_verify_limit"];
 /// The answers of a wrong, late or spent code.
 pub const CODE_ANSWERS: &[&str] =
     &["invalid_code", "code_expired", "code_already_used", "no_pending_code", "too_many_attempts"];

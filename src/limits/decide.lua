@@ -11,7 +11,6 @@
 -- ARGV[1]  "check" or "undo";  ARGV[2]  now (ms)
 -- then eight values per check i, from ARGV[3 + 8 * (i - 1)]:
 --   cooldown: key index, "c", field, "", "", 0, now + cooldown, 0
---   blocked:  key index, "b", field, "", "", 0, 0, 0   (checks a block guess.lua wrote; records nothing)
 --   window:   key index, "w", count field, end field, block field, limit, now + window,
 --             now + block (0: no block)
 --   in undo mode the seventh value is the end check mode wrote.
@@ -43,7 +42,6 @@ for i = 1, n do
     list[#list + 1] = ARGV[o + 5]
   end
 end
-
 local values, kept, expiry, expiry_text = {}, {}, {}, {}
 for k, list in pairs(wanted) do
   values[k] = redis.call('HMGET', KEYS[k], unpack(list))
@@ -60,9 +58,7 @@ if mode == 'undo' then
   for i = 1, n do
     local o, p = 2 + 8 * (i - 1), at[i]
     local k, written = tonumber(ARGV[o + 1]), ARGV[o + 7]
-    if ARGV[o + 2] == 'b' then
-      -- nothing was recorded
-    elseif ARGV[o + 2] == 'c' then
+    if ARGV[o + 2] == 'c' then
       if values[k][p] == written then
         redis.call('HDEL', KEYS[k], ARGV[o + 3])
       end
@@ -113,7 +109,7 @@ for i = 1, n do
   local o, p = 2 + 8 * (i - 1), at[i]
   local k = tonumber(ARGV[o + 1])
   local wait = 0
-  if ARGV[o + 2] == 'c' or ARGV[o + 2] == 'b' then
+  if ARGV[o + 2] == 'c' then
     local u = num(k, p)
     if u > now then
       wait = u - now
@@ -155,9 +151,7 @@ for i = 1, n do
   local o, p = 2 + 8 * (i - 1), at[i]
   local k = tonumber(ARGV[o + 1])
   local u
-  if ARGV[o + 2] == 'b' then
-    u = 0
-  elseif ARGV[o + 2] == 'c' then
+  if ARGV[o + 2] == 'c' then
     u = tonumber(ARGV[o + 7])
     put(k, ARGV[o + 3], ARGV[o + 7])
     keep_until(k, u, ARGV[o + 7])

@@ -94,11 +94,6 @@ use crate::tls_files::{TlsFileError, certificates, roots, secret_private_key};
 
 const SCRIPT: &str = include_str!("decide.lua");
 static SCRIPT_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(SCRIPT));
-/// Counts a wrong code (`GuessBudget`); run only when a code was wrong.
-const GUESS_SCRIPT: &str = include_str!("guess.lua");
-static GUESS_SHA: LazyLock<String> = LazyLock::new(|| fred::util::sha1_hash(GUESS_SCRIPT));
-/// The fields of the guess budget in an identifier's hash.
-const GUESS_FIELDS: [&str; 3] = ["identifier_guess_limit:c", "identifier_guess_limit:u", "identifier_guess_limit:b"];
 
 /// Longest wait for the first connection at start; fred keeps trying afterwards.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -336,8 +331,7 @@ impl RedisLimiter {
     }
 
     async fn load_script(&self) -> Result<(), fred::error::Error> {
-        self.client.script_load_cluster::<String, _>(SCRIPT).await?;
-        self.client.script_load_cluster::<String, _>(GUESS_SCRIPT).await.map(|_| ())
+        self.client.script_load_cluster::<String, _>(SCRIPT).await.map(|_| ())
     }
 
     /// The decision in Redis: one script per slot group, all at once.
@@ -463,7 +457,6 @@ impl Script {
                 // The ends this decision would write; in undo mode, the end it wrote.
                 let (kind, limit, end, blocked) = match check.kind {
                     CheckKind::Cooldown(d) => ("c", 0, now_ms + millis(d), 0),
-                    CheckKind::Blocked => ("b", 0, 0, 0),
                     CheckKind::Window(r) => {
                         let blocked = if r.block.is_zero() { 0 } else { now_ms + millis(r.block) };
                         ("w", i64::from(r.limit), now_ms + millis(r.window), blocked)
@@ -533,7 +526,6 @@ fn field_names(check: &Check) -> [&'static str; 3] {
             ["resend_cooldown:device_login", "", ""]
         }
         (CheckKind::Cooldown(_), _) => [check.rule.as_str(), "", ""],
-        (CheckKind::Blocked, _) => [GUESS_FIELDS[2], "", ""],
         (CheckKind::Window(_), _) => match check.rule {
             LimitRule::ResendCooldown => window!("resend_cooldown"),
             LimitRule::IdentifierSends => window!("identifier_send_limit"),
@@ -541,7 +533,6 @@ fn field_names(check: &Check) -> [&'static str; 3] {
             LimitRule::IdentifierRegistrations => window!("identifier_register_limit"),
             LimitRule::IdentifierResends => window!("identifier_resend_limit"),
             LimitRule::IdentifierVerifies => window!("identifier_verify_limit"),
-            LimitRule::IdentifierGuesses => window!("identifier_guess_limit"),
             LimitRule::IpSends => window!("ip_send_limit"),
             LimitRule::IpVerifies => window!("ip_verify_limit"),
             LimitRule::PrefixSends => window!("prefix_send_limit"),
@@ -586,46 +577,6 @@ impl Limiter for RedisLimiter {
         }
         self.health.count_fallback();
         Ok(self.local.decide_checks(&checks, req.now))
-    }
-
-    /// One more round trip, only after a wrong code; the in-process limiter counts it too (so a
-    /// node that falls back remembers), and alone while Redis is unavailable.
-    async fn record_wrong_guess(&self, ident: IdentHash, now: Timestamp) -> Result<(), LimiterError> {
-        self.local.wrong_guess(ident, now);
-        let budget = self.policy.identifier_guesses;
-        if !budget.is_on() || self.health.is_degraded() {
-            return Ok(());
-        }
-        let key = subject_key(&self.script.prefix, &self.script.key, &Subject::Ident(ident));
-        let now_ms = now.as_millis() as i64;
-        let args = || -> Vec<Value> {
-            vec![
-                Value::Integer(now_ms),
-                Value::from_static_str(GUESS_FIELDS[0]),
-                Value::from_static_str(GUESS_FIELDS[1]),
-                Value::from_static_str(GUESS_FIELDS[2]),
-                Value::Integer(now_ms + millis(budget.forget_after)),
-                Value::Integer(i64::from(budget.free)),
-                Value::Integer(millis(budget.first_block)),
-                Value::Integer(millis(budget.max_block)),
-            ]
-        };
-        let client = &self.client;
-        let run = async {
-            match client.evalsha::<i64, _, _, _>(GUESS_SHA.as_str(), vec![key.clone()], args()).await {
-                Err(e) if e.details().starts_with("NOSCRIPT") => {
-                    client.script_load_cluster::<String, _>(GUESS_SCRIPT).await?;
-                    client.evalsha::<i64, _, _, _>(GUESS_SHA.as_str(), vec![key.clone()], args()).await
-                }
-                other => other,
-            }
-        };
-        match tokio::time::timeout(self.timeout, run).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => self.health.degrade(&e.details()),
-            Err(_) => self.health.degrade(&format!("no answer within {:?}", self.timeout)),
-        }
-        Ok(())
     }
 }
 

@@ -20,7 +20,6 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::ports::{Limiter, LimiterError};
 use crate::rules::clock::{Clock, Timestamp};
-use crate::rules::keys::IdentHash;
 use crate::rules::limits::{Check, CheckKind, Subject, plan, strongest};
 use crate::rules::limits::{Decision, LimitRequest, LimitRule};
 pub use crate::rules::limits::{LimitPolicy, Rule};
@@ -96,7 +95,6 @@ impl LocalLimiter {
             let key = (check.rule, check.subject);
             let wait_until = match check.kind {
                 CheckKind::Cooldown(_) => state.get(&key).map(|e| e.until).filter(|u| *u > now),
-                CheckKind::Blocked => state.get(&key).map(|e| e.blocked_until).filter(|u| *u > now),
                 CheckKind::Window(rule) => match state.get(&key) {
                     Some(e) if e.blocked_until > now => Some(e.blocked_until),
                     Some(e) if e.until > now && e.count >= rule.limit => {
@@ -178,29 +176,7 @@ fn record_all(state: &mut State, checks: &[Check], now: Timestamp) {
                 entry.until = now.plus(rule.window);
                 entry.count = 1;
             }
-            CheckKind::Blocked => {}
         }
-    }
-}
-
-impl LocalLimiter {
-    /// Counts a wrong code and starts the block it earns; returns the count.
-    pub fn wrong_guess(&self, ident: IdentHash, now: Timestamp) -> u32 {
-        let budget = self.policy.identifier_guesses;
-        if !budget.is_on() {
-            return 0;
-        }
-        let mut state = self.state.lock();
-        let entry = state.entry((LimitRule::IdentifierGuesses, Subject::Ident(ident)));
-        if entry.until <= now {
-            entry.count = 0;
-        }
-        entry.count = entry.count.saturating_add(1);
-        entry.until = now.plus(budget.forget_after);
-        if let Some(block) = budget.block_after(entry.count) {
-            entry.blocked_until = entry.blocked_until.max(now.plus(block));
-        }
-        entry.count
     }
 }
 
@@ -209,17 +185,13 @@ impl Limiter for LocalLimiter {
     async fn check(&self, req: &LimitRequest) -> Result<Decision, LimiterError> {
         Ok(self.decide(req))
     }
-
-    async fn record_wrong_guess(&self, ident: IdentHash, now: Timestamp) -> Result<(), LimiterError> {
-        self.wrong_guess(ident, now);
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rules::challenge::Purpose;
+    use crate::rules::keys::IdentHash;
     use crate::rules::limits::LimitAction;
 
     fn req(ident: u8, purpose: Purpose, now: u64) -> LimitRequest {
@@ -230,32 +202,6 @@ mod tests {
             sms: None,
             now: Timestamp::from_millis(now),
         }
-    }
-
-    /// An attacker who guesses the moment each block ends, for a week, against the default
-    /// preset: never more than 20 wrong codes in any 24 hours (18 on the first day), 6 a day
-    /// once the blocks are at their longest.
-    #[test]
-    fn the_default_guess_budget_allows_at_most_twenty_wrong_codes_a_day() {
-        let l = LocalLimiter::new(LimitPolicy::default());
-        let ident = IdentHash([9; 16]);
-        let (day, week) = (24 * 3_600_000u64, 7 * 24 * 3_600_000u64);
-        let mut guesses = Vec::new();
-        let mut now = 0u64;
-        while now < week {
-            let verify = LimitRequest { action: LimitAction::Verify(Purpose::Login), ..req(9, Purpose::Login, now) };
-            match l.decide(&verify) {
-                Decision::Allow => {
-                    l.wrong_guess(ident, Timestamp::from_millis(now));
-                    guesses.push(now);
-                }
-                Decision::Deny { retry_after, .. } => now += retry_after.as_millis() as u64,
-            }
-        }
-        let most = guesses.iter().map(|&start| guesses.iter().filter(|&&t| t >= start && t < start + day).count());
-        assert_eq!(most.max(), Some(18), "the worst 24 hours");
-        let last_day = guesses.iter().filter(|&&t| t >= week - day).count();
-        assert_eq!(last_day, 6, "one every 4 hours once the blocks are longest");
     }
 
     /// The backbone's two rules only: 30 s cooldown, 5 sends per 10 minutes.

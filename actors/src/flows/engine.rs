@@ -525,14 +525,7 @@ impl Engine {
         self.inner.metrics.verification(purpose, &outcome);
         match outcome {
             VerifyOutcome::Verified => {}
-            VerifyOutcome::Wrong { attempts_left } => {
-                // Counted for the identifier across its challenges (`GuessBudget`); a limiter
-                // that fails here has already counted it in-process.
-                if let Err(e) = self.inner.ports.limiter.record_wrong_guess(ident, now).await {
-                    tracing::warn!(target: LOG_TARGET, error = %e, "could not count a wrong code");
-                }
-                return Err(EngineError::InvalidCode { attempts_left });
-            }
+            VerifyOutcome::Wrong { attempts_left } => return Err(EngineError::InvalidCode { attempts_left }),
             VerifyOutcome::Blocked => return Err(EngineError::TooManyAttempts),
             VerifyOutcome::Expired => return Err(EngineError::CodeExpired),
             VerifyOutcome::AlreadyUsed => return Err(EngineError::CodeAlreadyUsed),

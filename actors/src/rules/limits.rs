@@ -14,7 +14,6 @@
 //! | `identifier_login_limit`, `identifier_register_limit` | `/v1/login`, `/v1/register` sends | identifier |
 //! | `identifier_resend_limit` | `/v1/otp/resend` sends | identifier |
 //! | `identifier_verify_limit` | code checks | identifier |
-//! | `identifier_guess_limit` | wrong codes, every purpose, escalating ([`GuessBudget`]) | identifier |
 //! | `ip_send_limit`, `ip_verify_limit` | sends, code checks | client IP (IPv6: its /64) |
 //! | `device_challenge_limit` | device-login challenges | device id + client IP (IPv6: its /64) |
 //! | `ip_challenge_limit` | device-login challenges | client IP (IPv6: its /64) |
@@ -149,8 +148,6 @@ pub enum LimitRule {
     IdentifierResends,
     /// Too many codes checked for this identifier.
     IdentifierVerifies,
-    /// Too many wrong codes for this identifier: blocked for a while (see [`GuessBudget`]).
-    IdentifierGuesses,
     /// Too many codes sent on behalf of this client IP address (IPv6: its /64).
     IpSends,
     /// Too many codes checked from this client IP address (IPv6: its /64).
@@ -176,7 +173,6 @@ impl LimitRule {
             LimitRule::IdentifierRegistrations => "identifier_register_limit",
             LimitRule::IdentifierResends => "identifier_resend_limit",
             LimitRule::IdentifierVerifies => "identifier_verify_limit",
-            LimitRule::IdentifierGuesses => "identifier_guess_limit",
             LimitRule::IpSends => "ip_send_limit",
             LimitRule::IpVerifies => "ip_verify_limit",
             LimitRule::PrefixSends => "prefix_send_limit",
@@ -216,44 +212,6 @@ impl Rule {
 
     pub fn is_on(&self) -> bool {
         self.limit > 0 && !self.window.is_zero()
-    }
-}
-
-/// How many wrong codes one identifier may take, across its challenges and purposes, before
-/// its code checks are blocked, and for how long.
-///
-/// Every wrong code counts; the count is forgotten `forget_after` after the latest wrong code.
-/// The first `free` cost nothing; each one after them blocks the identifier's code checks for
-/// `first_block`, doubling with each further one, up to `max_block`. While blocked, a check
-/// is refused before any code is compared (`identifier_guess_limit`, with `Retry-After`), the
-/// same for an identifier with or without an account.
-///
-/// With the default (5 free, 1 minute doubling up to 4 hours, forgotten after 24 hours) an
-/// attacker gets at most 18 wrong codes in any 24 hours (6 at once, then at 1, 3, 7, 15, 31,
-/// 63, 127, 255, 495, 735, 975 and 1215 minutes) and 6 a day after that, however many
-/// addresses and resends they use. The owner meanwhile waits out the current block (at most
-/// `max_block`) before a code is checked again, and can sign in with a device key at any time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GuessBudget {
-    pub free: u32,
-    pub first_block: Duration,
-    pub max_block: Duration,
-    pub forget_after: Duration,
-}
-
-impl GuessBudget {
-    pub const OFF: GuessBudget =
-        GuessBudget { free: 0, first_block: Duration::ZERO, max_block: Duration::ZERO, forget_after: Duration::ZERO };
-
-    pub fn is_on(&self) -> bool {
-        !self.first_block.is_zero() && !self.forget_after.is_zero()
-    }
-
-    /// The block that the `count`-th wrong code (counted from 1) starts, if any.
-    pub fn block_after(&self, count: u32) -> Option<Duration> {
-        let doublings = count.checked_sub(self.free)?.checked_sub(1)?;
-        let factor = 1u32.checked_shl(doublings.min(31)).unwrap_or(u32::MAX);
-        Some(self.first_block.saturating_mul(factor).min(self.max_block))
     }
 }
 
@@ -318,8 +276,6 @@ pub struct LimitPolicy {
     pub identifier_registrations: Rule,
     pub identifier_resends: Rule,
     pub identifier_verifies: Rule,
-    /// Wrong codes per identifier, escalating.
-    pub identifier_guesses: GuessBudget,
     pub ip_sends: Rule,
     pub ip_verifies: Rule,
     pub prefix_sends: Rule,
@@ -357,7 +313,6 @@ impl LimitPolicy {
             identifier_registrations: Rule::OFF,
             identifier_resends: Rule::OFF,
             identifier_verifies: Rule::OFF,
-            identifier_guesses: GuessBudget::OFF,
             ip_sends: Rule::OFF,
             ip_verifies: Rule::OFF,
             prefix_sends: Rule::OFF,
@@ -383,12 +338,6 @@ impl LimitPolicy {
                 identifier_registrations: Rule::per(10, HOUR),
                 identifier_resends: Rule::per(10, HOUR),
                 identifier_verifies: Rule::per(100, HOUR),
-                identifier_guesses: GuessBudget {
-                    free: 10,
-                    first_block: MINUTE,
-                    max_block: HOUR,
-                    forget_after: 24 * HOUR,
-                },
                 ip_sends: Rule::per(500, 10 * MINUTE),
                 ip_verifies: Rule::per(1000, 10 * MINUTE),
                 prefix_sends: Rule::per(1000, HOUR),
@@ -401,12 +350,6 @@ impl LimitPolicy {
                 identifier_registrations: Rule::per(5, HOUR),
                 identifier_resends: Rule::per(5, HOUR),
                 identifier_verifies: Rule::per(60, HOUR),
-                identifier_guesses: GuessBudget {
-                    free: 5,
-                    first_block: MINUTE,
-                    max_block: 4 * HOUR,
-                    forget_after: 24 * HOUR,
-                },
                 ip_sends: Rule::per(100, 10 * MINUTE).blocking(15 * MINUTE),
                 ip_verifies: Rule::per(300, 10 * MINUTE).blocking(15 * MINUTE),
                 prefix_sends: Rule::per(300, HOUR).blocking(HOUR),
@@ -419,12 +362,6 @@ impl LimitPolicy {
                 identifier_registrations: Rule::per(2, HOUR),
                 identifier_resends: Rule::per(2, HOUR),
                 identifier_verifies: Rule::per(5, HOUR),
-                identifier_guesses: GuessBudget {
-                    free: 3,
-                    first_block: 5 * MINUTE,
-                    max_block: 24 * HOUR,
-                    forget_after: 24 * HOUR,
-                },
                 ip_sends: Rule::per(30, 10 * MINUTE).blocking(HOUR),
                 ip_verifies: Rule::per(60, 10 * MINUTE).blocking(HOUR),
                 prefix_sends: Rule::per(100, HOUR).blocking(6 * HOUR),
@@ -509,9 +446,6 @@ pub enum CheckKind {
     Cooldown(Duration),
     /// Denies at the limit (or while blocked); records one event.
     Window(Rule),
-    /// Denies while a block recorded elsewhere (a wrong code: [`GuessBudget`]) runs; records
-    /// nothing.
-    Blocked,
 }
 
 /// One rule applied to one subject.
@@ -572,14 +506,10 @@ pub fn plan(policy: &LimitPolicy, req: &LimitRequest) -> Result<Vec<Check>, Deci
                 window(LimitRule::IpChallenges, Subject::Ip(IpBlock::of(ip)), policy.ip_challenges);
             }
         }
-        LimitAction::Verify(purpose) => {
+        LimitAction::Verify(_) => {
             window(LimitRule::IdentifierVerifies, Subject::Ident(ident), policy.identifier_verifies);
             if let Some(ip) = req.client_ip {
                 window(LimitRule::IpVerifies, Subject::Ip(IpBlock::of(ip)), policy.ip_verifies);
-            }
-            if purpose != Purpose::DeviceLogin && policy.identifier_guesses.is_on() {
-                let rule = LimitRule::IdentifierGuesses;
-                checks.push(Check { rule, subject: Subject::Ident(ident), kind: CheckKind::Blocked });
             }
         }
     }
@@ -640,20 +570,7 @@ mod tests {
         );
         assert_eq!(resend[0].subject, Subject::IdentPurpose(IdentHash([1; 16]), Purpose::Register));
         let verify = plan(&p, &req(LimitAction::Verify(Purpose::Login), Some("+12022001234"))).unwrap();
-        assert_eq!(rules(&verify), ["identifier_verify_limit", "ip_verify_limit", "identifier_guess_limit"]);
-        assert_eq!(verify[2].kind, CheckKind::Blocked, "checked, never recorded by a verification");
-        let device = plan(&p, &req(LimitAction::Verify(Purpose::DeviceLogin), None)).unwrap();
-        assert_eq!(rules(&device), ["identifier_verify_limit", "ip_verify_limit"], "a signature is no code guess");
-    }
-
-    #[test]
-    fn the_guess_budget_blocks_past_its_free_codes_doubling_to_the_longest() {
-        let g = LimitPolicy::default().identifier_guesses;
-        let blocks: Vec<Option<u64>> = (1..=16).map(|n| g.block_after(n).map(|d| d.as_secs() / 60)).collect();
-        let want = [None, None, None, None, None, Some(1), Some(2), Some(4), Some(8), Some(16), Some(32)];
-        assert_eq!(&blocks[..11], want);
-        assert_eq!(&blocks[11..], [Some(64), Some(128), Some(240), Some(240), Some(240)]);
-        assert_eq!(g.block_after(u32::MAX), Some(g.max_block), "no overflow");
+        assert_eq!(rules(&verify), ["identifier_verify_limit", "ip_verify_limit"]);
     }
 
     #[test]
