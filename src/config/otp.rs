@@ -1,7 +1,7 @@
 //! `[otp]`: the one-time-code rules.
 
 use otpd_actors::rules::challenge::{CODE_LIFETIME, CODE_LIFETIME_RANGE, MAX_ATTEMPTS};
-use otpd_actors::rules::code::{Alphabet, DEFAULT_CODE_LENGTH, MAX_CODE_LENGTH, MIN_CODE_LENGTH};
+use otpd_actors::rules::code::{Alphabet, CodePolicy, DEFAULT_CODE_LENGTH};
 use otpd_actors::rules::limits::{RESEND_COOLDOWN, SEND_CAP};
 
 use super::value::{Dur, check, section};
@@ -9,7 +9,8 @@ use super::value::{Dur, check, section};
 section! {
     /// The one-time-code rules.
     pub struct OtpConfig {
-        /// Characters per code, 4..=10.
+        /// Characters per code, up to 10, with at least 10^6 possible codes: numeric 6..=10,
+        /// alphanumeric 5..=10.
         code_length: u8 = DEFAULT_CODE_LENGTH,
         /// `numeric` or `alphanumeric`.
         alphabet: Alphabet = Alphabet::Numeric,
@@ -31,9 +32,10 @@ section! {
 
 impl OtpConfig {
     pub(super) fn validate(&self, errors: &mut Vec<String>) {
-        check(errors, (MIN_CODE_LENGTH..=MAX_CODE_LENGTH).contains(&self.code_length), || {
-            format!("otp.code_length: must be {MIN_CODE_LENGTH}..={MAX_CODE_LENGTH}, got {}", self.code_length)
-        });
+        // The engine's own rule (`CodePolicy::new`), so the two cannot disagree.
+        if let Err(e) = CodePolicy::new(self.code_length, self.alphabet) {
+            errors.push(format!("otp.code_length: {e}"));
+        }
         check(errors, CODE_LIFETIME_RANGE.contains(&self.lifetime.0), || {
             format!("otp.lifetime: must be between 10s and 10m, got {:?}", self.lifetime)
         });

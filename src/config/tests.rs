@@ -59,7 +59,7 @@ fn every_problem_is_reported_at_once_with_its_name() {
     let all = err.0.join("\n");
     for needle in [
         "colour: unknown section",
-        "otp.code_length: must be 4..=10, got 3",
+        "otp.code_length: numeric codes must be 6..=10 characters long (at least 10^6 possible codes), got 3",
         "otp.lifetime:",
         "otp.max_attempts:",
         "otp.surprise: unknown key",
@@ -193,6 +193,18 @@ fn redis_over_tls_is_a_url_scheme_and_its_files_go_with_it() {
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
+}
+
+#[test]
+fn codes_have_at_least_a_million_values() {
+    let problems = |text: &str| Config::from_sources(text, env(&[])).err().map(|e| e.0.join("\n"));
+    for short in [4, 5] {
+        let all = problems(&format!("[otp]\ncode_length = {short}")).expect("refused");
+        assert!(all.contains("otp.code_length: numeric codes must be 6..=10"), "{all}");
+    }
+    assert_eq!(problems("[otp]\ncode_length = 5\nalphabet = \"alphanumeric\""), None, "31^5 > 10^6");
+    let all = problems("[otp]\ncode_length = 4\nalphabet = \"alphanumeric\"").expect("31^4 < 10^6");
+    assert!(all.contains("otp.code_length: alphanumeric codes must be 5..=10"), "{all}");
 }
 
 #[test]

@@ -38,18 +38,42 @@ impl Alphabet {
             Alphabet::Alphanumeric => ALPHANUMERIC,
         }
     }
+
+    /// The shortest code with at least [`MIN_CODE_SPACE`] possible values: 6 digits, or 5
+    /// alphanumeric characters (31⁵ ≈ 2.9 × 10⁷; 31⁴ ≈ 9.2 × 10⁵ is too few).
+    pub fn min_length(self) -> u8 {
+        let base = self.symbols().len() as u64;
+        (1..=MAX_CODE_LENGTH).find(|&n| base.pow(u32::from(n)) >= MIN_CODE_SPACE).expect("10 characters are enough")
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alphabet::Numeric => "numeric",
+            Alphabet::Alphanumeric => "alphanumeric",
+        }
+    }
 }
 
-/// Shortest and longest code allowed by configuration.
 /// Characters in a code unless configured otherwise (≈ 20 bits when numeric).
 pub const DEFAULT_CODE_LENGTH: u8 = 6;
-pub const MIN_CODE_LENGTH: u8 = 4;
+/// The longest code allowed by configuration.
 pub const MAX_CODE_LENGTH: u8 = 10;
+/// The fewest possible codes a configuration may allow: one guess wins with chance at most
+/// 10⁻⁶, the figure the guess budget (`rules::limits`) is sized against. So numeric codes
+/// have at least 6 digits (NIST SP 800-63B asks for 20 bits; 4 digits give 13).
+pub const MIN_CODE_SPACE: u64 = 1_000_000;
 
-/// A code length outside `MIN_CODE_LENGTH..=MAX_CODE_LENGTH`.
+/// A code length outside `alphabet.min_length()..=MAX_CODE_LENGTH`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("code length must be {MIN_CODE_LENGTH}..={MAX_CODE_LENGTH}, got {0}")]
-pub struct CodeLengthError(pub u8);
+#[error(
+    "{} codes must be {}..={MAX_CODE_LENGTH} characters long (at least 10^6 possible codes), got {length}",
+    alphabet.as_str(),
+    alphabet.min_length()
+)]
+pub struct CodeLengthError {
+    pub length: u8,
+    pub alphabet: Alphabet,
+}
 
 /// How codes look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,8 +84,8 @@ pub struct CodePolicy {
 
 impl CodePolicy {
     pub fn new(length: u8, alphabet: Alphabet) -> Result<Self, CodeLengthError> {
-        if !(MIN_CODE_LENGTH..=MAX_CODE_LENGTH).contains(&length) {
-            return Err(CodeLengthError(length));
+        if !(alphabet.min_length()..=MAX_CODE_LENGTH).contains(&length) {
+            return Err(CodeLengthError { length, alphabet });
         }
         Ok(CodePolicy { length, alphabet })
     }
@@ -72,6 +96,11 @@ impl CodePolicy {
 
     pub fn alphabet(&self) -> Alphabet {
         self.alphabet
+    }
+
+    /// How many codes there are: one guess wins with chance 1 / this.
+    pub fn code_space(&self) -> u64 {
+        (self.alphabet.symbols().len() as u64).pow(u32::from(self.length))
     }
 
     /// Bits of entropy of one code (NIST SP 800-63B asks for at least 20).
@@ -190,16 +219,27 @@ mod tests {
 
     #[test]
     fn policy_bounds() {
-        assert!(CodePolicy::new(3, Alphabet::Numeric).is_err());
         assert!(CodePolicy::new(11, Alphabet::Numeric).is_err());
-        assert!(CodePolicy::new(4, Alphabet::Numeric).is_ok());
+        for short in [3, 4, 5] {
+            assert_eq!(
+                CodePolicy::new(short, Alphabet::Numeric),
+                Err(CodeLengthError { length: short, alphabet: Alphabet::Numeric }),
+                "numeric codes shorter than 6 digits are refused"
+            );
+        }
+        assert!(CodePolicy::new(4, Alphabet::Alphanumeric).is_err(), "31^4 < 10^6");
+        assert!(CodePolicy::new(5, Alphabet::Alphanumeric).is_ok(), "31^5 ≥ 10^6");
+        assert_eq!((Alphabet::Numeric.min_length(), Alphabet::Alphanumeric.min_length()), (6, 5));
         assert!(CodePolicy::new(10, Alphabet::Alphanumeric).is_ok());
+        assert_eq!(CodePolicy::new(6, Alphabet::Numeric).unwrap().code_space(), MIN_CODE_SPACE);
         assert!(CodePolicy::new(6, Alphabet::Numeric).unwrap().entropy_bits() > 19.9);
+        let e = CodeLengthError { length: 4, alphabet: Alphabet::Numeric }.to_string();
+        assert_eq!(e, "numeric codes must be 6..=10 characters long (at least 10^6 possible codes), got 4");
     }
 
     #[test]
     fn generated_codes_have_the_policy_shape() {
-        for (len, alphabet) in [(4, Alphabet::Numeric), (6, Alphabet::Numeric), (10, Alphabet::Alphanumeric)] {
+        for (len, alphabet) in [(5, Alphabet::Alphanumeric), (6, Alphabet::Numeric), (10, Alphabet::Alphanumeric)] {
             let p = CodePolicy::new(len, alphabet).unwrap();
             for _ in 0..200 {
                 let c = p.generate();
