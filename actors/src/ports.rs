@@ -384,6 +384,10 @@ pub struct LimiterError(pub String);
 pub trait Limiter: Send + Sync + 'static {
     /// Checks every rule that applies to `req` and, if all allow, records it, atomically.
     async fn check(&self, req: &LimitRequest) -> Result<Decision, LimiterError>;
+
+    /// Forgets the guess count of `ident` and lifts its block: a code for it was right
+    /// (`rules::limits`, the guess budget).
+    async fn clear_guesses(&self, ident: IdentHash) -> Result<(), LimiterError>;
 }
 
 /// A message the delivery pipeline holds and has not started (see [`Notifier::enqueue`]).

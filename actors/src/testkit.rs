@@ -23,7 +23,7 @@ use crate::rules::identifier::Identifier;
 use crate::rules::ids::{DeviceId, SessionId, UserId};
 use crate::rules::keys::IdentHash;
 use crate::rules::limits::{
-    Decision, LimitAction, LimitPolicy, LimitRequest, LimitRule, NumberPrefix, Rule, SmsTarget,
+    Decision, GuessBudget, LimitAction, LimitPolicy, LimitRequest, LimitRule, NumberPrefix, Rule, SmsTarget,
 };
 
 fn user(n: u8, at: Timestamp) -> User {
@@ -399,7 +399,8 @@ pub async fn census<S: UserStore + SessionStore + CensusSource>(store: Arc<S>) {
 // ---------------------------------------------------------------------------------------------
 
 /// Limiters: every rule of `crate::rules::limits` with its exact `Retry-After`, blocks, the
-/// destination lists, all-or-nothing recording across rules, and atomicity under concurrency.
+/// destination lists, all-or-nothing recording across rules, atomicity under concurrency, and
+/// the guess budget (escalating blocks, clearing, forgetting, one budget for both purposes).
 ///
 /// `make(policy)` returns a fresh, empty limiter enforcing `policy`. Time is only ever the
 /// request's `now`, so an implementation whose store expires keys on its own clock must still
@@ -477,6 +478,21 @@ where
         make(LimitPolicy { ip_sends: Rule::per(5, MIN * 10), ..LimitPolicy::off() }).await,
     )
     .await;
+    limiter_guess_budget(make(guess_policy()).await).await;
+    limiter_guess_budget_all_or_nothing(
+        make(LimitPolicy { ip_verifies: Rule::per(1, MIN * 10), ..guess_policy() }).await,
+    )
+    .await;
+    limiter_guess_budget_concurrency(make(guess_policy()).await).await;
+}
+
+/// Two free checks, then blocks of 10, 20, 40, 40 … seconds; forgotten 10 minutes after the
+/// latest counted check.
+fn guess_policy() -> LimitPolicy {
+    LimitPolicy {
+        identifier_guesses: GuessBudget { free: 2, first_block: SEC * 10, max_block: SEC * 40, forget_after: MIN * 10 },
+        ..LimitPolicy::off()
+    }
 }
 
 const SEC: Duration = Duration::from_secs(1);
@@ -744,4 +760,76 @@ async fn limiter_concurrency(one_identifier: Arc<dyn Limiter>, one_ip: Arc<dyn L
     assert_eq!(run(one_identifier, same).await, 1, "32 concurrent sends for one identifier: one code");
     let spread = (0..32).map(|i| from_ip(lreq(LOGIN, i, 0), "192.0.2.77")).collect();
     assert_eq!(run(one_ip, spread).await, 5, "32 concurrent sends from one IP with a limit of 5");
+}
+
+const VERIFY_REGISTER: LimitAction = LimitAction::Verify(Purpose::Register);
+const GUESSED: LimitRule = LimitRule::IdentifierGuesses;
+
+async fn clear(l: &Arc<dyn Limiter>, ident: u8) {
+    l.clear_guesses(IdentHash([ident; 16])).await.expect("the limiter clears a guess count");
+}
+
+async fn limiter_guess_budget(l: Arc<dyn Limiter>) {
+    let s = 1000;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 0), Decision::Allow, "check 1 is free").await;
+    expect(&l, lreq(VERIFY_REGISTER, 1, s), Decision::Allow, "check 2 is free (every purpose counts)").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 2 * s), Decision::Allow, "check 3 is let through and starts a block").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 3 * s), deny(GUESSED, SEC * 9), "blocked 10 s from check 3").await;
+    expect(&l, lreq(VERIFY_REGISTER, 1, 3 * s), deny(GUESSED, SEC * 9), "for both purposes").await;
+    for i in 0..20 {
+        let got = l.check(&lreq(VERIFY_LOGIN, 1, 4 * s + i)).await.unwrap();
+        assert!(matches!(got, Decision::Deny { rule: GUESSED, .. }), "refusals are not counted: {got:?}");
+    }
+    expect(&l, lreq(VERIFY_LOGIN, 2, 3 * s), Decision::Allow, "another identifier has its own budget").await;
+    expect(&l, lreq(LOGIN, 1, 3 * s), Decision::Allow, "sending a code is not a guess").await;
+    expect(&l, lreq(LimitAction::Verify(Purpose::DeviceLogin), 1, 3 * s), Decision::Allow, "nor is a signature").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 12 * s - 1), deny(GUESSED, Duration::from_millis(1)), "1 ms of block left").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 12 * s), Decision::Allow, "check 4 when the block ends: the next is 20 s").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 13 * s), deny(GUESSED, SEC * 19), "doubled").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 32 * s), Decision::Allow, "check 5: 40 s").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 33 * s), deny(GUESSED, SEC * 39), "doubled again").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 72 * s), Decision::Allow, "check 6: capped at 40 s").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 73 * s), deny(GUESSED, SEC * 39), "the longest block, not 80 s").await;
+
+    clear(&l, 1).await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 74 * s), Decision::Allow, "a right code lifted the block").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 75 * s), Decision::Allow, "and the count: two free checks again").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 76 * s), Decision::Allow, "the third starts a block").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 77 * s), deny(GUESSED, SEC * 9), "of 10 s: the escalation started over").await;
+    clear(&l, 9).await;
+
+    // The count is kept 10 minutes after the latest counted check (76 s), blocks or not.
+    expect(&l, lreq(VERIFY_LOGIN, 1, 675 * s), Decision::Allow, "check 4, 1 s before it is forgotten").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 676 * s), deny(GUESSED, SEC * 19), "blocks 20 s: it was remembered").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 1275 * s), Decision::Allow, "forgotten 10 minutes after check 4: check 1").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 1276 * s), Decision::Allow, "check 2").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 1277 * s), Decision::Allow, "check 3").await;
+    expect(&l, lreq(VERIFY_LOGIN, 1, 1278 * s), deny(GUESSED, SEC * 9), "a first block again").await;
+}
+
+async fn limiter_guess_budget_all_or_nothing(l: Arc<dyn Limiter>) {
+    let s = 1000;
+    let check = |ip: &str, ms: u64| from_ip(lreq(VERIFY_LOGIN, 5, ms), ip);
+    expect(&l, check("192.0.2.1", 0), Decision::Allow, "check 1 from a").await;
+    expect(&l, check("192.0.2.2", s), Decision::Allow, "check 2 from b").await;
+    expect(&l, check("192.0.2.1", 2 * s), deny(LimitRule::IpVerifies, SEC * 598), "a is at its own limit").await;
+    expect(&l, check("192.0.2.3", 3 * s), Decision::Allow, "the IP refusal neither counted nor blocked").await;
+    expect(&l, check("192.0.2.4", 4 * s), deny(GUESSED, SEC * 9), "check 3 started the block").await;
+}
+
+async fn limiter_guess_budget_concurrency(l: Arc<dyn Limiter>) {
+    let handles: Vec<_> = (0..32u8)
+        .map(|i| {
+            let (l, action) = (l.clone(), if i % 2 == 0 { VERIFY_LOGIN } else { VERIFY_REGISTER });
+            tokio::spawn(async move { l.check(&from_ip(lreq(action, 6, 0), &format!("198.51.100.{i}"))).await })
+        })
+        .collect();
+    let mut allowed = 0;
+    for h in handles {
+        match h.await.expect("no panic").expect("the limiter answers") {
+            Decision::Allow => allowed += 1,
+            Decision::Deny { rule, .. } => assert_eq!(rule, GUESSED),
+        }
+    }
+    assert_eq!(allowed, 3, "32 concurrent checks with two free: the third is let through and blocks the rest");
 }

@@ -1,6 +1,9 @@
 //! `[limits]`: anti-abuse rate limits. `preset` sets every rule; each rule can be overridden in part,
 
-use otpd_actors::rules::limits::{LimitPolicy, NumberPrefix, Preset, Rule};
+use std::time::Duration;
+
+use otpd_actors::rules::code::{Alphabet, CodePolicy};
+use otpd_actors::rules::limits::{GuessBudget, LimitPolicy, NumberPrefix, Preset, Rule};
 use serde::Deserialize;
 
 use super::otp::OtpConfig;
@@ -20,6 +23,9 @@ section! {
         identifier_resend: RuleConfig = RuleConfig::default(),
         /// Code checks per identifier.
         identifier_verify: RuleConfig = RuleConfig::default(),
+        /// Failed code checks per identifier, across codes and purposes, with blocks that
+        /// double (`docs/limits.md`); `first_block = "0s"` turns it off.
+        identifier_guess: GuessConfig = GuessConfig::default(),
         /// Codes sent per client IP (IPv6: per /64).
         ip_send: RuleConfig = RuleConfig::default(),
         /// Code checks per client IP (IPv6: per /64).
@@ -64,6 +70,41 @@ impl RuleConfig {
     }
 }
 
+/// Overrides of the guess budget; what is left out comes from the preset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuessConfig {
+    /// Counted checks before the first block.
+    pub free: Option<u32>,
+    /// The first block; "0s" turns the budget off.
+    pub first_block: Option<Dur>,
+    /// The longest block.
+    pub max_block: Option<Dur>,
+    /// The count is forgotten this long after the latest counted check.
+    pub forget_after: Option<Dur>,
+}
+
+impl GuessConfig {
+    /// A preset's budget with the configured parts replaced.
+    pub fn over(&self, preset: GuessBudget) -> GuessBudget {
+        GuessBudget {
+            free: self.free.unwrap_or(preset.free),
+            first_block: self.first_block.map_or(preset.first_block, |d| d.0),
+            max_block: self.max_block.map_or(preset.max_block, |d| d.0),
+            forget_after: self.forget_after.map_or(preset.forget_after, |d| d.0),
+        }
+    }
+}
+
+impl super::value::Shown for GuessConfig {
+    fn kind() -> String {
+        "guess budget `{ free, first_block, max_block, forget_after }`".into()
+    }
+    fn shown(&self) -> String {
+        "from `preset`".into()
+    }
+}
+
 /// A rule as the presets page writes it: `100 / 10m, block 15m`, or `off`.
 fn describe(rule: Rule) -> String {
     if !rule.is_on() {
@@ -101,6 +142,20 @@ impl LimitsConfig {
             if rule.limit > 0 && rule.window.is_zero() {
                 errors.push(format!("limits.{key}.window: must be set (more than zero) while the rule is on"));
             }
+        }
+        // A count forgotten sooner than the floor lets a stranger who waits for it guess more
+        // than one who never stops (and one forgotten during a block hands the free checks back).
+        let b = self.identifier_guess.over(LimitPolicy::preset(self.preset).identifier_guesses);
+        if b.is_on() && b.first_block > b.max_block {
+            errors.push("limits.identifier_guess: first_block must not be longer than max_block".into());
+        }
+        if b.is_on() && b.forget_after < b.forget_floor() {
+            errors.push(format!(
+                "limits.identifier_guess.forget_after: must be at least {} with these blocks (or waiting for \
+                 the count to be forgotten lets more guesses through than guessing every max_block), got {}",
+                humantime::format_duration(b.forget_floor()),
+                humantime::format_duration(b.forget_after),
+            ));
         }
     }
 
@@ -158,6 +213,7 @@ impl LimitsConfig {
             humantime::format_duration(OtpConfig::default().resend_cooldown.0),
             describe(cap),
         ));
+        out.push_str(&guess_budget_markdown(&presets));
         out
     }
 
@@ -180,9 +236,77 @@ impl LimitsConfig {
             country_sends: country,
             device_challenges: device_challenge,
             ip_challenges: ip_challenge,
+            identifier_guesses: self.identifier_guess.over(LimitPolicy::preset(self.preset).identifier_guesses),
             prefix_digits: self.prefix_digits,
             sms_allow: prefixes(&self.sms_allow),
             sms_deny: prefixes(&self.sms_deny),
         }
     }
+}
+
+/// The guess budget's part of `docs/limits.md`: the rule, each preset's values, and what
+/// [`GuessBudget::attacker`] finds an attacker can do with them, in a year, with Redis and with
+/// in-process limits on a node restarted daily.
+fn guess_budget_markdown(presets: &[(Preset, LimitPolicy); 3]) -> String {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let year = 365 * DAY;
+    let space = CodePolicy::new(6, Alphabet::Numeric).expect("6 digits are allowed").code_space();
+    let chance = |n: u64| 1.0 - (1.0 - 1.0 / space as f64).powf(n as f64);
+    let mut out = String::from(
+        "\n## The guess budget (`identifier_guess`)\n\n\
+         Each code brings `otp.max_attempts` tries, and codes can be sent again, so the tries per code do not \
+         bound how many codes a stranger can try for one account. The guess budget does: per identifier, across \
+         codes, resends, both purposes (register and login) and client addresses, and across nodes with Redis. \
+         Every code check that the limits let through counts *before* its code is compared (so concurrent \
+         checks cannot slip past the first block); a right code clears the count. Once the count exceeds `free`, \
+         each counted check blocks code checks for that identifier for `first_block × 2^(count − free − 1)`, at \
+         most `max_block`; the count is forgotten `forget_after` after the latest counted check. While blocked, a \
+         check is refused with `429 identifier_guess_limit` and `Retry-After` before any code is compared, the \
+         same for an identifier with or without an account. Device-login signatures are not counted.\n\n\
+         | | `low` | `medium` (default) | `high` |\n| --- | --- | --- | --- |\n",
+    );
+    let budgets = presets.each_ref().map(|(_, p)| p.identifier_guesses);
+    let row = |name: &str, cell: &dyn Fn(&GuessBudget) -> String| {
+        let cells: Vec<String> = budgets.iter().map(cell).collect();
+        format!("| {name} | {} |\n", cells.join(" | "))
+    };
+    let d = |d: Duration| humantime::format_duration(d).to_string();
+    out.push_str(&row("`free`", &|b| b.free.to_string()));
+    out.push_str(&row("`first_block`", &|b| d(b.first_block)));
+    out.push_str(&row("`max_block`", &|b| d(b.max_block)));
+    out.push_str(&row("`forget_after`", &|b| d(b.forget_after)));
+    out.push_str(&row("shortest `forget_after` allowed with these blocks", &|b| d(b.forget_floor())));
+    let bound = |b: &GuessBudget, restart: Option<Duration>| b.attacker(year, restart).expect("every preset has one");
+    out.push_str(&row("most failed checks in any 24 h", &|b| bound(b, None).most_in_a_day.to_string()));
+    out.push_str(&row("most in a year, with Redis (or one node that keeps running)", &|b| {
+        bound(b, None).total.to_string()
+    }));
+    out.push_str(&row("chance to guess a 6-digit code in a year, with Redis", &|b| {
+        format!("{:.2} %", 100.0 * chance(bound(b, None).total))
+    }));
+    out.push_str(&row("most in a year, in-process limits, node restarted daily", &|b| {
+        bound(b, Some(DAY)).total.to_string()
+    }));
+    out.push_str(&row("chance in a year, in-process limits, node restarted daily", &|b| {
+        format!("{:.2} %", 100.0 * chance(bound(b, Some(DAY)).total))
+    }));
+    out.push_str(
+        "\nThe attacker of these rows never has the code and guesses as fast as the budget allows, from any \
+         number of addresses, trying every strategy that can pay (guess whenever not blocked, or guess in bursts \
+         and wait for the count to be forgotten); each guess at a fresh 6-digit code wins with chance 10⁻⁶, so \
+         the chance in a year is 1 − (1 − 10⁻⁶)^N for N guesses. The other rules only lower N (each code's \
+         `otp.max_attempts`, the send caps, `identifier_verify`). With in-process limits a restart forgets every \
+         count, so the rows assume the attacker starts over after a daily restart; each node counts on its own, \
+         so a deployment of n nodes without Redis (or while Redis is away) allows up to n times as many.\n\n\
+         While a stranger guesses, the account's owner is refused code checks whenever the identifier is \
+         blocked: at most `max_block` at a time, after which the first check (the owner's or the stranger's) \
+         goes through, and a right code clears the count and the block. Sessions already open, refreshing them, \
+         and device login are not affected. Nothing locks an account for good: a stranger could otherwise lock \
+         out any owner whose number they know.\n\n\
+         `forget_after` must be long enough that waiting for the count to be forgotten never beats guessing \
+         every `max_block` (configuration refuses less: the floor is `max_block × (free + 1 + k) − T(k)` at its \
+         largest, `T(k)` being the time the first `k` blocks take). In the default preset it is 3 days: with \
+         24 hours, bursts of 13 guesses every 26 hours would allow about 12 a day instead of 6.\n",
+    );
+    out
 }

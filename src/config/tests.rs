@@ -208,6 +208,35 @@ fn codes_have_at_least_a_million_values() {
 }
 
 #[test]
+fn the_guess_budget_comes_from_the_preset_and_is_overridden_in_part() {
+    use otpd_actors::rules::limits::{GUESS_BUDGET, GuessBudget, LimitPolicy};
+    let c = Config::from_sources("", env(&[])).unwrap();
+    assert_eq!(c.limits.policy(&c.otp).identifier_guesses, GUESS_BUDGET, "on by default");
+    let text = "[limits]\npreset = \"high\"\nidentifier_guess = { free = 4 }";
+    let c = Config::from_sources(text, env(&[])).unwrap();
+    let high = LimitPolicy::preset(Preset::High).identifier_guesses;
+    assert_eq!(c.limits.policy(&c.otp).identifier_guesses, GuessBudget { free: 4, ..high });
+    let all = Config::from_sources(&text.replace("4", "8"), env(&[])).unwrap_err().0.join("\n");
+    assert!(all.contains("must be at least 16days 5h 25m"), "more free checks give more back when forgotten: {all}");
+    let c = Config::from_sources("[limits]\nidentifier_guess = { first_block = \"0s\" }", env(&[])).unwrap();
+    assert!(!c.limits.policy(&c.otp).identifier_guesses.is_on(), "a zero first block turns it off");
+
+    let bad = r#"
+        [limits]
+        identifier_guess = { first_block = "1h", max_block = "1m", forget_after = "1d" }
+    "#;
+    let all = Config::from_sources(bad, env(&[])).unwrap_err().0.join("\n");
+    assert!(all.contains("limits.identifier_guess: first_block must not be longer than max_block"), "{all}");
+    let all = Config::from_sources("[limits]\nidentifier_guess = { forget_after = \"1d\" }", env(&[]))
+        .unwrap_err()
+        .0
+        .join("\n");
+    assert!(all.contains("limits.identifier_guess.forget_after: must be at least 2days 3h 45m"), "{all}");
+    let all = Config::from_sources("[limits]\nidentifier_guess = { fre = 1 }", env(&[])).unwrap_err().0.join("\n");
+    assert!(all.contains("limits.identifier_guess: unknown field `fre`"), "{all}");
+}
+
+#[test]
 fn delivery_defaults_to_the_outbox_for_both_channels() {
     let c = Config::from_sources("", env(&[])).unwrap();
     assert_eq!(c.delivery.providers_in_use(), ["outbox"]);

@@ -189,6 +189,12 @@ pub const IDENTIFIER_VERIFY_LIMIT: ProblemKind = retry(
     "Too many requests",
     "too many code checks for this identifier or device; see `Retry-After`",
 );
+pub const IDENTIFIER_GUESS_LIMIT: ProblemKind = retry(
+    "identifier_guess_limit",
+    429,
+    "Too many requests",
+    "too many failed code checks for this identifier: blocked for a while, longer each time; see `Retry-After`",
+);
 pub const IP_SEND_LIMIT: ProblemKind = retry(
     "ip_send_limit",
     429,
@@ -286,6 +292,7 @@ pub const CATALOGUE: &[ProblemKind] = &[
     IDENTIFIER_REGISTER_LIMIT,
     IDENTIFIER_RESEND_LIMIT,
     IDENTIFIER_VERIFY_LIMIT,
+    IDENTIFIER_GUESS_LIMIT,
     IP_SEND_LIMIT,
     IP_VERIFY_LIMIT,
     DEVICE_CHALLENGE_LIMIT,
@@ -476,6 +483,7 @@ fn limit_kind(rule: LimitRule) -> &'static ProblemKind {
         LimitRule::IdentifierRegistrations => &IDENTIFIER_REGISTER_LIMIT,
         LimitRule::IdentifierResends => &IDENTIFIER_RESEND_LIMIT,
         LimitRule::IdentifierVerifies => &IDENTIFIER_VERIFY_LIMIT,
+        LimitRule::IdentifierGuesses => &IDENTIFIER_GUESS_LIMIT,
         LimitRule::IpSends => &IP_SEND_LIMIT,
         LimitRule::IpVerifies => &IP_VERIFY_LIMIT,
         LimitRule::PrefixSends => &PREFIX_SEND_LIMIT,
@@ -555,6 +563,7 @@ mod tests {
                     LimitRule::IdentifierRegistrations => 29,
                     LimitRule::IdentifierResends => 30,
                     LimitRule::IdentifierVerifies => 31,
+                    LimitRule::IdentifierGuesses => 39,
                     LimitRule::IpSends => 32,
                     LimitRule::IpVerifies => 33,
                     LimitRule::PrefixSends => 34,
@@ -605,6 +614,7 @@ mod tests {
             EngineError::Limited { rule: LimitRule::IdentifierRegistrations, retry_after: second },
             EngineError::Limited { rule: LimitRule::IdentifierResends, retry_after: second },
             EngineError::Limited { rule: LimitRule::IdentifierVerifies, retry_after: second },
+            EngineError::Limited { rule: LimitRule::IdentifierGuesses, retry_after: second },
             EngineError::Limited { rule: LimitRule::IpSends, retry_after: second },
             EngineError::Limited { rule: LimitRule::IpVerifies, retry_after: second },
             EngineError::Limited { rule: LimitRule::PrefixSends, retry_after: second },

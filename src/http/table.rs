@@ -233,7 +233,7 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         body: Some("RegisterVerifyRequest"),
         replies: &[TOKENS],
-        problems: &[BODY, IDENTIFIER, VERIFY_LIMITS, CODE_ANSWERS, CHALLENGE_UNAVAILABLE],
+        problems: &[BODY, IDENTIFIER, VERIFY_LIMITS, &["identifier_guess_limit"], CODE_ANSWERS, CHALLENGE_UNAVAILABLE],
         links: &[],
     },
     Route {
@@ -277,7 +277,15 @@ pub static ROUTES: &[Route] = &[
         params: &[],
         body: Some("VerifyRequest"),
         replies: &[TOKENS],
-        problems: &[BODY, IDENTIFIER, VERIFY_LIMITS, CODE_ANSWERS, &["account_not_verified"], CHALLENGE_UNAVAILABLE],
+        problems: &[
+            BODY,
+            IDENTIFIER,
+            VERIFY_LIMITS,
+            &["identifier_guess_limit"],
+            CODE_ANSWERS,
+            &["account_not_verified"],
+            CHALLENGE_UNAVAILABLE,
+        ],
         links: &[],
     },
     Route {

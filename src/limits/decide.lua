@@ -9,11 +9,16 @@
 --          three fields; `x` holds the latest end of any field, the key's expiry, which is
 --          only ever extended. One HMGET and at most one HSET (+ PEXPIRE) per key.
 -- ARGV[1]  "check" or "undo";  ARGV[2]  now (ms)
--- then eight values per check i, from ARGV[3 + 8 * (i - 1)]:
---   cooldown: key index, "c", field, "", "", 0, now + cooldown, 0
+-- then nine values per check i, from ARGV[3 + 9 * (i - 1)]:
+--   cooldown: key index, "c", field, "", "", 0, now + cooldown, 0, 0
 --   window:   key index, "w", count field, end field, block field, limit, now + window,
---             now + block (0: no block)
+--             now + block (0: no block), 0
+--   guesses:  key index, "g", count field, forget-at field, block field, free,
+--             now + forget_after, first block (ms), longest block (ms)
 --   in undo mode the seventh value is the end check mode wrote.
+-- A guess budget (otpd_actors::rules::limits, the guess budget) refuses only while blocked;
+-- recording counts one more check (from 1 once forgotten), moves the forget-at, and past
+-- `free` blocks for first × 2^(count - free - 1), at most the longest block.
 -- The caller computes every field name and every end, so this script formats nothing (Lua
 -- string work is what a decision costs most here): it compares numbers and stores the strings
 -- it was given.
@@ -23,12 +28,12 @@
 
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
-local n = (#ARGV - 2) / 8
+local n = (#ARGV - 2) / 9
 
 -- Read every field of every check: one HMGET per key, `x` first.
 local wanted, at = {}, {}
 for i = 1, n do
-  local o = 2 + 8 * (i - 1)
+  local o = 2 + 9 * (i - 1)
   local k = tonumber(ARGV[o + 1])
   local list = wanted[k]
   if not list then
@@ -37,7 +42,7 @@ for i = 1, n do
   end
   at[i] = #list + 1
   list[#list + 1] = ARGV[o + 3]
-  if ARGV[o + 2] == 'w' then
+  if ARGV[o + 2] ~= 'c' then
     list[#list + 1] = ARGV[o + 4]
     list[#list + 1] = ARGV[o + 5]
   end
@@ -51,16 +56,39 @@ end
 local function num(k, pos)
   return tonumber(values[k][pos] or 0)
 end
+-- The block the count-th counted check of a guess budget starts (0 up to `free`).
+local function guess_block(o, count)
+  local free, first, longest = tonumber(ARGV[o + 6]), tonumber(ARGV[o + 8]), tonumber(ARGV[o + 9])
+  if count <= free then
+    return 0
+  end
+  return math.min(first * 2 ^ math.min(count - free - 1, 31), math.max(longest, first))
+end
 
 if mode == 'undo' then
   -- Takes back a recording whose request another slot refused (Redis Cluster only), unless the
   -- field has moved on since (a new cooldown or a new window).
   for i = 1, n do
-    local o, p = 2 + 8 * (i - 1), at[i]
+    local o, p = 2 + 9 * (i - 1), at[i]
     local k, written = tonumber(ARGV[o + 1]), ARGV[o + 7]
     if ARGV[o + 2] == 'c' then
       if values[k][p] == written then
         redis.call('HDEL', KEYS[k], ARGV[o + 3])
+      end
+    elseif ARGV[o + 2] == 'g' then
+      -- Unless another check was counted since (it moved the forget-at): one less, and the
+      -- block this check started lifted.
+      if values[k][p + 1] == written then
+        local c = num(k, p)
+        local block = guess_block(o, c)
+        if block > 0 and num(k, p + 2) == now + block then
+          redis.call('HDEL', KEYS[k], ARGV[o + 5])
+        end
+        if c > 1 then
+          redis.call('HSET', KEYS[k], ARGV[o + 3], c - 1)
+        else
+          redis.call('HDEL', KEYS[k], ARGV[o + 3], ARGV[o + 4])
+        end
       end
     elseif values[k][p + 1] == written then
       local c = num(k, p) - 1
@@ -106,13 +134,18 @@ end
 local waits = {}
 local refused = false
 for i = 1, n do
-  local o, p = 2 + 8 * (i - 1), at[i]
+  local o, p = 2 + 9 * (i - 1), at[i]
   local k = tonumber(ARGV[o + 1])
   local wait = 0
   if ARGV[o + 2] == 'c' then
     local u = num(k, p)
     if u > now then
       wait = u - now
+    end
+  elseif ARGV[o + 2] == 'g' then
+    local b = num(k, p + 2)
+    if b > now then
+      wait = b - now
     end
   else
     local c, u, b = num(k, p), num(k, p + 1), num(k, p + 2)
@@ -148,13 +181,29 @@ end
 
 local written = {0}
 for i = 1, n do
-  local o, p = 2 + 8 * (i - 1), at[i]
+  local o, p = 2 + 9 * (i - 1), at[i]
   local k = tonumber(ARGV[o + 1])
   local u
   if ARGV[o + 2] == 'c' then
     u = tonumber(ARGV[o + 7])
     put(k, ARGV[o + 3], ARGV[o + 7])
     keep_until(k, u, ARGV[o + 7])
+  elseif ARGV[o + 2] == 'g' then
+    local c = 1
+    if num(k, p + 1) > now then
+      c = num(k, p) + 1
+    end
+    u = tonumber(ARGV[o + 7])
+    put(k, ARGV[o + 3], c)
+    put(k, ARGV[o + 4], ARGV[o + 7])
+    keep_until(k, u, ARGV[o + 7])
+    local block = guess_block(o, c)
+    if block > 0 then
+      local b = now + block
+      local text = string.format('%d', b)
+      put(k, ARGV[o + 5], text)
+      keep_until(k, b, text)
+    end
   else
     u = num(k, p + 1)
     if u > now then

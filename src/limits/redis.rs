@@ -9,8 +9,8 @@
 //! the same instant are serialised and exactly one gets the cooldown.
 //!
 //! Each subject is one hash, whose fields are its rules (`resend_cooldown:<purpose>` holds a
-//! cooldown's end; `<rule>:c`, `:u`, `:b` a window's count, end and block; `x` the key's
-//! expiry), so a decision reads a subject with one `HMGET` and writes it with one `HSET`. The
+//! cooldown's end; `<rule>:c`, `:u`, `:b` a window's count, end and block, and the guess
+//! budget's count, forget-at and block; `x` the key's expiry), so a decision reads a subject with one `HMGET` and writes it with one `HSET`. The
 //! script formats nothing: field names and candidate ends come from here. The key is its own
 //! hash tag:
 //!
@@ -36,6 +36,9 @@
 //!   so "a refused request counts nowhere" holds as on one server. Between the record and the
 //!   undo (one round trip) a concurrent request may see the extra count and be refused: the
 //!   error is on the side of refusing.
+//!
+//! A right code clears the guess budget with one `HDEL` of its fields: the one extra round
+//! trip of the budget, on a successful check only (a wrong one was counted by the decision).
 //!
 //! Keys expire by themselves (`PEXPIRE` to the moment they stop mattering); nothing sweeps.
 //! Identifiers appear only as their keyed hash, IPs and prefixes only as a keyed hash (key
@@ -74,7 +77,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::{
-    Builder, ClientLike, ClusterInterface, Config, EventInterface, LuaInterface, Options, ServerConfig, Value,
+    Builder, ClientLike, ClusterInterface, Config, EventInterface, HashesInterface, LuaInterface, Options, ServerConfig, Value,
 };
 use fred::types::config::{ReconnectPolicy, TlsConfig, TlsConnector, TlsHostMapping};
 use futures::future::join_all;
@@ -440,7 +443,7 @@ impl Script {
         let build = || {
             let now_ms = now.as_millis() as i64;
             let mut keys: Vec<String> = Vec::with_capacity(2);
-            let mut args: Vec<Value> = Vec::with_capacity(2 + 8 * group.len());
+            let mut args: Vec<Value> = Vec::with_capacity(2 + 9 * group.len());
             args.push(Value::from_static_str(mode));
             args.push(Value::Integer(now_ms));
             for (n, &i) in group.iter().enumerate() {
@@ -455,17 +458,20 @@ impl Script {
                 };
                 let [f1, f2, f3] = field_names(check);
                 // The ends this decision would write; in undo mode, the end it wrote.
-                let (kind, limit, end, blocked) = match check.kind {
-                    CheckKind::Cooldown(d) => ("c", 0, now_ms + millis(d), 0),
+                let (kind, limit, end, blocked, longest) = match check.kind {
+                    CheckKind::Cooldown(d) => ("c", 0, now_ms + millis(d), 0, 0),
                     CheckKind::Window(r) => {
                         let blocked = if r.block.is_zero() { 0 } else { now_ms + millis(r.block) };
-                        ("w", i64::from(r.limit), now_ms + millis(r.window), blocked)
+                        ("w", i64::from(r.limit), now_ms + millis(r.window), blocked, 0)
+                    }
+                    // The block depends on the count, which only the script reads: it gets the
+                    // first and the longest block instead of an end.
+                    CheckKind::Guesses(b) => {
+                        let forget_at = now_ms + millis(b.forget_after);
+                        ("g", i64::from(b.free), forget_at, millis(b.first_block), millis(b.max_block))
                     }
                 };
-                let (end, blocked) = match ends {
-                    Some(ends) => (ends[n], 0),
-                    None => (end, blocked),
-                };
+                let end = ends.map_or(end, |ends| ends[n]);
                 args.extend([
                     Value::Integer(index as i64 + 1),
                     Value::from_static_str(kind),
@@ -475,6 +481,7 @@ impl Script {
                     Value::Integer(limit),
                     Value::Integer(end),
                     Value::Integer(blocked),
+                    Value::Integer(longest),
                 ]);
             }
             (keys, args)
@@ -526,13 +533,14 @@ fn field_names(check: &Check) -> [&'static str; 3] {
             ["resend_cooldown:device_login", "", ""]
         }
         (CheckKind::Cooldown(_), _) => [check.rule.as_str(), "", ""],
-        (CheckKind::Window(_), _) => match check.rule {
+        (CheckKind::Window(_) | CheckKind::Guesses(_), _) => match check.rule {
             LimitRule::ResendCooldown => window!("resend_cooldown"),
             LimitRule::IdentifierSends => window!("identifier_send_limit"),
             LimitRule::IdentifierLogins => window!("identifier_login_limit"),
             LimitRule::IdentifierRegistrations => window!("identifier_register_limit"),
             LimitRule::IdentifierResends => window!("identifier_resend_limit"),
             LimitRule::IdentifierVerifies => window!("identifier_verify_limit"),
+            LimitRule::IdentifierGuesses => window!("identifier_guess_limit"),
             LimitRule::IpSends => window!("ip_send_limit"),
             LimitRule::IpVerifies => window!("ip_verify_limit"),
             LimitRule::PrefixSends => window!("prefix_send_limit"),
@@ -577,6 +585,29 @@ impl Limiter for RedisLimiter {
         }
         self.health.count_fallback();
         Ok(self.local.decide_checks(&checks, req.now))
+    }
+
+    /// One `HDEL` of the budget's three fields (the local copy is cleared too, so a fallback
+    /// does not remember what Redis forgot). If Redis does not answer, the count stays there
+    /// until it is forgotten: stricter, never looser.
+    async fn clear_guesses(&self, ident: IdentHash) -> Result<(), LimiterError> {
+        self.local.clear_guesses(ident);
+        if self.health.is_degraded() {
+            return Ok(());
+        }
+        let key = subject_key(&self.script.prefix, &self.script.key, &Subject::Ident(ident));
+        let check = Check {
+            rule: LimitRule::IdentifierGuesses,
+            subject: Subject::Ident(ident),
+            kind: CheckKind::Guesses(self.policy.identifier_guesses),
+        };
+        let fields: Vec<&'static str> = field_names(&check).to_vec();
+        match tokio::time::timeout(self.timeout, self.client.hdel::<i64, _, _>(key, fields)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => self.health.degrade(&e.details()),
+            Err(_) => self.health.degrade(&format!("no answer within {:?}", self.timeout)),
+        }
+        Ok(())
     }
 }
 

@@ -119,10 +119,14 @@ async fn the_sixth_attempt_is_refused_even_with_the_right_code() {
     let r = t.post("/v1/register/verify", json!({ "phone": p, "code": code })).await;
     assert_eq!((r.status, r.code()), (429, "too_many_attempts"), "the right code no longer works");
 
-    // A new code (after the cooldown) starts a fresh challenge.
+    // A new code (after the cooldown) starts a fresh challenge; it is checked once the
+    // one-minute block of the guess budget (started by the sixth check) is over.
     t.advance(Duration::from_secs(30));
     assert_eq!(t.post("/v1/otp/resend", json!({ "phone": p, "purpose": "register" })).await.status, 202);
     let fresh = t.wait_for_messages(&p, 2).await[1]["code"].as_str().unwrap().to_owned();
+    let r = t.post("/v1/register/verify", json!({ "phone": p, "code": fresh })).await;
+    assert_eq!((r.status, r.code(), r.header("retry-after")), (429, "identifier_guess_limit", Some("30")), "{}", r.raw);
+    t.advance(Duration::from_secs(30));
     assert_eq!(t.post("/v1/register/verify", json!({ "phone": p, "code": fresh })).await.status, 200);
 }
 
@@ -173,6 +177,8 @@ async fn fifty_concurrent_verifies_of_one_code_yield_one_success() {
         match r.status {
             200 => ok += 1,
             400 => assert_eq!(r.code(), "code_already_used", "{}", r.raw),
+            // Checks beyond the guess budget's free ones, until the right code clears it.
+            429 => assert_eq!(r.code(), "identifier_guess_limit", "{}", r.raw),
             other => panic!("unexpected status {other}: {}", r.raw),
         }
     }

@@ -90,6 +90,8 @@ async fn every_metric_family_appears_after_the_traffic_that_produces_it() {
         c.delivery.breaker_open_for = Dur(Duration::from_secs(600));
         c.engine.shards = 8;
         c.admin.refresh_interval = Dur(Duration::from_millis(20));
+        // Nine code checks below, none blocked: this test counts verdicts, not the guess budget.
+        c.limits.identifier_guess.free = Some(10);
     })
     .await;
     let m = Scraper::of(&t);

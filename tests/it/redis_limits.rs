@@ -1,7 +1,7 @@
 //! Limits on real Redis: the limiter conformance suite, then two otpd nodes sharing one Redis
 //! (standalone, and a 3-master Redis Cluster): cross-node cooldowns and limits, one code for
-//! concurrent sends, prefix and IP rules, round trips per decision, and Redis failing under a
-//! running node (stopped, then paused).
+//! concurrent sends, prefix and IP rules, the guess budget, round trips per decision, and Redis
+//! failing under a running node (stopped, then paused).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +54,7 @@ on_standalone_and_cluster!(
     a_decision_costs_one_script_call_per_slot_group,
     redis_stopped_mid_test_falls_back_reports_degraded_and_recovers,
     a_redis_that_does_not_answer_times_out_to_the_fallback,
+    both_nodes_count_one_guess_budget_and_a_right_code_clears_it_for_both,
 );
 
 fn settings(redis: &Redis, key_prefix: String) -> RedisSettings {
@@ -351,4 +352,63 @@ async fn a_node_starts_degraded_without_redis_and_switches_when_it_answers() {
     wait_for_readiness(&t, "ready").await;
     assert_eq!(t.post("/v1/login", json!({ "phone": phone(11) })).await.status, 202);
     assert_eq!(redis.calls("evalsha"), 1, "decided in redis once it answered");
+}
+
+/// Whether a code check was let through by the limits (its code compared, or found missing,
+/// late or burned).
+fn let_through(r: &Reply) -> bool {
+    matches!(r.code(), "invalid_code" | "no_pending_code" | "code_expired" | "too_many_attempts")
+}
+
+async fn both_nodes_count_one_guess_budget_and_a_right_code_clears_it_for_both(redis: Redis) {
+    let (a, b) = two_nodes(&redis, |_| {}).await;
+    let p = phone(12);
+    a.signed_up(&p).await;
+    a.advance(Duration::from_secs(30));
+    // Each node has its own store and challenges (these two are not a cluster; the account
+    // is on A), the budget is in Redis: checks through A (which holds a login code) and B
+    // (which knows no account) count alike.
+    assert_eq!(a.post("/v1/login", json!({ "phone": p })).await.status, 202);
+    let typo = wrong_code(a.wait_for_messages(&p, 2).await[1]["code"].as_str().unwrap());
+    for i in 0..6 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let r = node.post("/v1/login/verify", json!({ "phone": p, "code": typo })).await;
+        assert!(let_through(&r), "check {} of 6 free: {}", i + 1, r.raw);
+    }
+    for node in [&a, &b] {
+        let r = node.post("/v1/register/verify", json!({ "phone": p, "code": typo })).await;
+        assert_eq!(
+            (r.status, r.code(), r.header("retry-after")),
+            (429, "identifier_guess_limit", Some("60")),
+            "blocked on both nodes: {}",
+            r.raw
+        );
+    }
+
+    // After the block: a new code through A, a seventh check through B (it starts a 2-minute
+    // block), then the right code through A.
+    a.advance(Duration::from_secs(60));
+    assert_eq!(a.post("/v1/login", json!({ "phone": p })).await.status, 202);
+    let code = a.wait_for_messages(&p, 3).await[2]["code"].as_str().unwrap().to_owned();
+    let r = b.post("/v1/login/verify", json!({ "phone": p, "code": typo })).await;
+    assert!(let_through(&r), "the seventh check: {}", r.raw);
+    let r = a.post("/v1/login/verify", json!({ "phone": p, "code": code })).await;
+    assert_eq!((r.code(), r.header("retry-after")), ("identifier_guess_limit", Some("120")), "{}", r.raw);
+    a.advance(Duration::from_secs(120));
+    let (evalsha, hdel) = (redis.calls("evalsha"), redis.calls("hdel"));
+    let r = a.post("/v1/login/verify", json!({ "phone": p, "code": code })).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    let groups = if redis.cluster { 2 } else { 1 };
+    assert_eq!(
+        (redis.calls("evalsha") - evalsha, redis.calls("hdel") - hdel),
+        (groups, 1),
+        "a right code costs its decision (one script per slot group) and one HDEL"
+    );
+    // Cleared in Redis, so for B too: six free checks again, then a first block of a minute.
+    for i in 0..6 {
+        let r = b.post("/v1/login/verify", json!({ "phone": p, "code": typo })).await;
+        assert!(let_through(&r), "check {} after the right code: {}", i + 1, r.raw);
+    }
+    let r = b.post("/v1/login/verify", json!({ "phone": p, "code": typo })).await;
+    assert_eq!((r.code(), r.header("retry-after")), ("identifier_guess_limit", Some("60")), "{}", r.raw);
 }

@@ -20,6 +20,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::ports::{Limiter, LimiterError};
 use crate::rules::clock::{Clock, Timestamp};
+use crate::rules::keys::IdentHash;
 use crate::rules::limits::{Check, CheckKind, Subject, plan, strongest};
 use crate::rules::limits::{Decision, LimitRequest, LimitRule};
 pub use crate::rules::limits::{LimitPolicy, Rule};
@@ -28,7 +29,8 @@ pub use crate::rules::limits::{LimitPolicy, Rule};
 type Key = (LimitRule, Subject);
 
 /// Until when an entry matters, how many events its window has seen, and until when it is
-/// blocked. A cooldown uses `until` only.
+/// blocked. A cooldown uses `until` only; a guess budget keeps its count until `until` (when
+/// it is forgotten) and its block in `blocked_until`.
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
     until: Timestamp,
@@ -95,6 +97,7 @@ impl LocalLimiter {
             let key = (check.rule, check.subject);
             let wait_until = match check.kind {
                 CheckKind::Cooldown(_) => state.get(&key).map(|e| e.until).filter(|u| *u > now),
+                CheckKind::Guesses(_) => state.get(&key).map(|e| e.blocked_until).filter(|b| *b > now),
                 CheckKind::Window(rule) => match state.get(&key) {
                     Some(e) if e.blocked_until > now => Some(e.blocked_until),
                     Some(e) if e.until > now && e.count >= rule.limit => {
@@ -124,6 +127,12 @@ impl LocalLimiter {
     /// decided, so that this limiter can take over with the node's own history.
     pub fn record(&self, checks: &[Check], now: Timestamp) {
         record_all(&mut self.state.lock(), checks, now);
+    }
+
+    /// Forgets the guess count of `ident` and its block (a right code).
+    pub fn clear_guesses(&self, ident: IdentHash) {
+        let key = (LimitRule::IdentifierGuesses, Subject::Ident(ident));
+        self.state.lock().buckets[State::bucket(&key)].remove(&key);
     }
 
     /// Drops the expired entries of one bucket; call repeatedly to cover them all.
@@ -171,6 +180,15 @@ fn record_all(state: &mut State, checks: &[Check], now: Timestamp) {
         let entry = state.entry((check.rule, check.subject));
         match check.kind {
             CheckKind::Cooldown(cooldown) => entry.until = now.plus(cooldown),
+            CheckKind::Guesses(budget) => {
+                // `until` is when the count is forgotten; a block only ever starts here.
+                entry.count = if entry.until > now { entry.count.saturating_add(1) } else { 1 };
+                entry.until = now.plus(budget.forget_after);
+                let block = budget.block_after(entry.count);
+                if !block.is_zero() {
+                    entry.blocked_until = now.plus(block);
+                }
+            }
             CheckKind::Window(_) if entry.until > now => entry.count += 1,
             CheckKind::Window(rule) => {
                 entry.until = now.plus(rule.window);
@@ -185,13 +203,18 @@ impl Limiter for LocalLimiter {
     async fn check(&self, req: &LimitRequest) -> Result<Decision, LimiterError> {
         Ok(self.decide(req))
     }
+
+    async fn clear_guesses(&self, ident: IdentHash) -> Result<(), LimiterError> {
+        LocalLimiter::clear_guesses(self, ident);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rules::challenge::Purpose;
-    use crate::rules::keys::IdentHash;
+    use crate::rules::clock::ManualClock;
     use crate::rules::limits::LimitAction;
 
     fn req(ident: u8, purpose: Purpose, now: u64) -> LimitRequest {
@@ -272,6 +295,83 @@ mod tests {
             l.decide(&req(1, Purpose::Login, 1_000)),
             Decision::Deny { rule: LimitRule::ResendCooldown, retry_after: Duration::from_secs(29) }
         );
+    }
+
+    /// A stranger who never has the code, against the default preset, guessing register and
+    /// login codes from a new address every time, as fast as the limiter lets them: after
+    /// every burst of `rest_at` counted guesses it waits until the count is forgotten, or, with
+    /// `None`, never waits longer than it is told. Returns the instants of its counted guesses.
+    fn stranger(limiter: &LocalLimiter, clock: &ManualClock, days: u64, rest_at: Option<u32>) -> Vec<Timestamp> {
+        let end = clock.now().plus(Duration::from_secs(days * 24 * 3600));
+        let forget = limiter.policy().identifier_guesses.forget_after;
+        let (mut counted, mut burst) = (Vec::new(), 0);
+        for n in 0u32.. {
+            let now = clock.now();
+            if now >= end {
+                break;
+            }
+            let purpose = if n % 2 == 0 { Purpose::Login } else { Purpose::Register };
+            let mut r = req(7, purpose, now.as_millis());
+            r.action = LimitAction::Verify(purpose);
+            r.client_ip = Some(std::net::IpAddr::from(n.to_be_bytes()));
+            match limiter.decide(&r) {
+                Decision::Allow => {
+                    counted.push(now);
+                    burst += 1;
+                    if rest_at == Some(burst) {
+                        clock.advance(forget);
+                        burst = 0;
+                    }
+                }
+                Decision::Deny { retry_after, .. } => clock.advance(retry_after),
+            }
+        }
+        counted
+    }
+
+    fn most_in_a_day(times: &[Timestamp]) -> usize {
+        let day = Duration::from_secs(24 * 3600);
+        (0..times.len()).map(|i| times[i..].iter().take_while(|t| **t < times[i].plus(day)).count()).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_stranger_gets_at_most_18_guesses_in_any_day_whatever_the_strategy() {
+        let days = 30;
+        let model = LimitPolicy::default().identifier_guesses.attacker(Duration::from_secs(days * 24 * 3600), None);
+        let mut worst = (0, 0);
+        for rest_at in std::iter::once(None).chain((6..=16).map(Some)) {
+            let clock = ManualClock::new(Timestamp::from_millis(1_700_000_000_000));
+            let limiter = LocalLimiter::new(LimitPolicy::default());
+            let times = stranger(&limiter, &clock, days, rest_at);
+            let most = most_in_a_day(&times);
+            assert!(most <= 20, "issue 15 allows 20 a day; {most} with rests after {rest_at:?}");
+            worst = (worst.0.max(most), worst.1.max(times.len()));
+        }
+        assert_eq!(worst.0, 18, "6 at once, then at 1, 3, 7, … 1 215 minutes");
+        // Over 30 days, 6 a day after the first: what docs/limits.md quotes comes from the model.
+        assert_eq!(worst.1, 14 + (30 * 1440 - 255 - 1) / 240);
+        let model = model.expect("the default preset has a budget");
+        assert_eq!((model.most_in_a_day as usize, model.total as usize), worst, "the model is the limiter");
+    }
+
+    #[test]
+    fn a_right_code_clears_the_count_and_the_block() {
+        let l = LocalLimiter::new(LimitPolicy::default());
+        let verify = |ms: u64| {
+            let mut r = req(3, Purpose::Login, ms);
+            r.action = LimitAction::Verify(Purpose::Login);
+            l.decide(&r)
+        };
+        for i in 0..6 {
+            assert_eq!(verify(i), Decision::Allow, "check {i} is free");
+        }
+        let blocked = Decision::Deny { rule: LimitRule::IdentifierGuesses, retry_after: Duration::from_millis(59_995) };
+        assert_eq!(verify(10), blocked, "the sixth check started a one-minute block");
+        l.clear_guesses(IdentHash([3; 16]));
+        for i in 0..6 {
+            assert_eq!(verify(20 + i), Decision::Allow, "cleared: six free checks again ({i})");
+        }
+        assert!(matches!(verify(30), Decision::Deny { rule: LimitRule::IdentifierGuesses, .. }));
     }
 
     #[test]

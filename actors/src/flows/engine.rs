@@ -524,7 +524,13 @@ impl Engine {
         let (outcome, profile) = self.check_on_owner(ShardCommand::Verify { key, attempt, now }).await?;
         self.inner.metrics.verification(purpose, &outcome);
         match outcome {
-            VerifyOutcome::Verified => {}
+            // The limit call above counted this check against the guess budget; a right code
+            // clears the count, before the account is read, so with or without an account.
+            VerifyOutcome::Verified => {
+                if let Err(e) = self.inner.ports.limiter.clear_guesses(ident).await {
+                    tracing::warn!(target: LOG_TARGET, error = %e, "could not clear a guess count");
+                }
+            }
             VerifyOutcome::Wrong { attempts_left } => return Err(EngineError::InvalidCode { attempts_left }),
             VerifyOutcome::Blocked => return Err(EngineError::TooManyAttempts),
             VerifyOutcome::Expired => return Err(EngineError::CodeExpired),

@@ -14,6 +14,7 @@
 //! | `identifier_login_limit`, `identifier_register_limit` | `/v1/login`, `/v1/register` sends | identifier |
 //! | `identifier_resend_limit` | `/v1/otp/resend` sends | identifier |
 //! | `identifier_verify_limit` | code checks | identifier |
+//! | `identifier_guess_limit` | code checks not followed by a right code (the guess budget, below) | identifier |
 //! | `ip_send_limit`, `ip_verify_limit` | sends, code checks | client IP (IPv6: its /64) |
 //! | `device_challenge_limit` | device-login challenges | device id + client IP (IPv6: its /64) |
 //! | `ip_challenge_limit` | device-login challenges | client IP (IPv6: its /64) |
@@ -43,6 +44,43 @@
 //! one window length; a `block` longer than the window is the answer where that matters.
 //! "The longest wait" is reported because `Retry-After` must say when a retry can succeed,
 //! not merely when the first of several refusals ends.
+//!
+//! # The guess budget (`identifier_guess_limit`)
+//!
+//! Each code brings `otp.max_attempts` tries, and codes can be re-sent, so the tries per code
+//! do not bound how many codes a stranger can guess for one account. The guess budget does,
+//! per identifier, across challenges, resends, both purposes (register, login) and client
+//! addresses, and (with Redis) across nodes. It is a state machine per identifier, kept in the
+//! identifier's limiter entry:
+//!
+//! ```text
+//! state: count, forget_at, blocked_until            (absent = count 0, not blocked)
+//!
+//! code check (register or login):
+//!   now < blocked_until          → refuse identifier_guess_limit, Retry-After = the rest of
+//!                                  the block; nothing counted, no code compared
+//!   otherwise, if every other rule allows (one decision, like every rule):
+//!     count    := (now < forget_at ? count : 0) + 1
+//!     forget_at := now + forget_after
+//!     count > free → blocked_until := now + min(first_block × 2^(count − free − 1), max_block)
+//!   then the code is compared (this check itself is let through)
+//! the code was right             → the count and the block are cleared
+//! ```
+//!
+//! A check counts *when it is let through, before its code is compared*, not when the answer
+//! turns out wrong: counted afterwards, a burst of concurrent checks would all pass the
+//! limiter before the first wrong answer was recorded (two live challenges, register and
+//! login, take 10 of them at once after every block). Counted up front, the check that starts
+//! a block is recorded in the same atomic step that refuses the next one. So "a guess" is any
+//! code check let through that is not followed by a right code: a late or spent code counts
+//! too (NIST SP 800-63B counts failed attempts, not wrong digits), and a right code clears all.
+//! Device-login signatures are not counted: they cannot be guessed, and that flow has its own
+//! per-challenge cap.
+//!
+//! The block applies before any code is compared and before the account is read, so an
+//! identifier without an account is refused exactly like one with. `forget_after` must be
+//! long enough that waiting for the count to be forgotten does not pay: [`GuessBudget::attacker`]
+//! simulates every such strategy, and `docs/limits.md` prints what each preset allows.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -148,6 +186,8 @@ pub enum LimitRule {
     IdentifierResends,
     /// Too many codes checked for this identifier.
     IdentifierVerifies,
+    /// The identifier's guess budget is spent: blocked until the block ends.
+    IdentifierGuesses,
     /// Too many codes sent on behalf of this client IP address (IPv6: its /64).
     IpSends,
     /// Too many codes checked from this client IP address (IPv6: its /64).
@@ -173,6 +213,7 @@ impl LimitRule {
             LimitRule::IdentifierRegistrations => "identifier_register_limit",
             LimitRule::IdentifierResends => "identifier_resend_limit",
             LimitRule::IdentifierVerifies => "identifier_verify_limit",
+            LimitRule::IdentifierGuesses => "identifier_guess_limit",
             LimitRule::IpSends => "ip_send_limit",
             LimitRule::IpVerifies => "ip_verify_limit",
             LimitRule::PrefixSends => "prefix_send_limit",
@@ -213,6 +254,139 @@ impl Rule {
     pub fn is_on(&self) -> bool {
         self.limit > 0 && !self.window.is_zero()
     }
+}
+
+/// The guess budget of one identifier (the module doc draws it): `free` counted checks, then
+/// each one blocks for `first_block`, doubling up to `max_block`; the count is forgotten
+/// `forget_after` after the latest counted check, and cleared by a right code. Off when
+/// `first_block` or `forget_after` is zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuessBudget {
+    pub free: u32,
+    pub first_block: Duration,
+    pub max_block: Duration,
+    pub forget_after: Duration,
+}
+
+impl GuessBudget {
+    pub const OFF: GuessBudget =
+        GuessBudget { free: 0, first_block: Duration::ZERO, max_block: Duration::ZERO, forget_after: Duration::ZERO };
+
+    pub fn is_on(&self) -> bool {
+        !self.first_block.is_zero() && !self.forget_after.is_zero()
+    }
+
+    /// The block that the `count`-th counted check starts: none up to `free`, then
+    /// `first_block × 2^(count − free − 1)`, at most `max_block` (never less than `first_block`).
+    pub fn block_after(&self, count: u32) -> Duration {
+        if count <= self.free || !self.is_on() {
+            return Duration::ZERO;
+        }
+        let doublings = (count - self.free - 1).min(31);
+        self.first_block.saturating_mul(1 << doublings).min(self.max_block.max(self.first_block))
+    }
+
+    /// The shortest `forget_after` with which waiting for the count to be forgotten never
+    /// lets more guesses through than guessing every `max_block` forever.
+    ///
+    /// A stranger who guesses `free + 1 + k` times as early as allowed (taking `T(k)`, the sum
+    /// of the first `k` blocks) and then waits `forget_after` gets `free + 1 + k` guesses per
+    /// `T(k) + forget_after`; guessing forever gets one per `max_block`. The first is never more
+    /// when `forget_after ≥ max_block × (free + 1 + k) − T(k)` for every `k`, which grows with
+    /// `k` until the blocks reach `max_block` and stays put after.
+    pub fn forget_floor(&self) -> Duration {
+        if !self.is_on() {
+            return Duration::ZERO;
+        }
+        let longest = self.max_block.max(self.first_block);
+        let (mut floor, mut taken) = (Duration::ZERO, Duration::ZERO);
+        for k in 0..=64u32 {
+            let guesses = self.free.saturating_add(1).saturating_add(k);
+            floor = floor.max(longest.saturating_mul(guesses).saturating_sub(taken));
+            let block = self.block_after(guesses);
+            if block >= longest {
+                break;
+            }
+            taken += block;
+        }
+        floor
+    }
+
+    /// The most a stranger who never has the code can guess over `horizon`, by simulation;
+    /// `restart_every` also forgets the count at every multiple of it (in-process limits on a
+    /// node restarted that often). `None` when the budget is off (no bound).
+    ///
+    /// The strategies tried are all that can pay: guess whenever not blocked; or, for each
+    /// burst length until the blocks reach `max_block`, guess that many times as early as
+    /// allowed and then wait until the count is forgotten (or the node restarts), over and
+    /// over. Waiting any other way only loses time: a block depends on nothing but the count.
+    /// A longer burst than those tried adds `max_block` per guess, which pays exactly when
+    /// guessing forever does, so the two bracket it.
+    pub fn attacker(&self, horizon: Duration, restart_every: Option<Duration>) -> Option<AttackerBound> {
+        if !self.is_on() {
+            return None;
+        }
+        let mut to_max = 0;
+        while self.block_after(self.free + 1 + to_max) < self.max_block && to_max < 32 {
+            to_max += 1;
+        }
+        let strategies = std::iter::once(None).chain((0..=to_max + 1).map(|k| Some(self.free + 1 + k)));
+        let day = 24 * 3_600_000;
+        let mut worst = AttackerBound { most_in_a_day: 0, total: 0 };
+        for rest_at in strategies {
+            let times = self.guesses(millis(horizon), restart_every.map(millis), rest_at);
+            let mut most = 0;
+            let mut end = 0;
+            for (start, t) in times.iter().enumerate() {
+                while end < times.len() && times[end] < t + day {
+                    end += 1;
+                }
+                most = most.max(end - start);
+            }
+            worst.most_in_a_day = worst.most_in_a_day.max(most as u32);
+            worst.total = worst.total.max(times.len() as u64);
+        }
+        Some(worst)
+    }
+
+    /// The instants (ms from the start) of every counted check of one strategy: rest until
+    /// the count is forgotten whenever it reaches `rest_at`, else guess as soon as allowed.
+    fn guesses(&self, horizon: u64, restart_every: Option<u64>, rest_at: Option<u32>) -> Vec<u64> {
+        let restart = restart_every.filter(|r| *r > 0);
+        let epoch = |t: u64| restart.map_or(0, |r| t / r);
+        let next_restart = |t: u64| restart.map_or(u64::MAX, |r| (t / r + 1) * r);
+        let (mut t, mut count, mut forget_at, mut blocked_until, mut state_epoch) = (0, 0, 0, 0, 0);
+        let mut times = Vec::new();
+        while t < horizon {
+            if epoch(t) != state_epoch {
+                (count, forget_at, blocked_until, state_epoch) = (0, 0, 0, epoch(t));
+            }
+            if t < blocked_until {
+                t = blocked_until.min(next_restart(t));
+                continue;
+            }
+            count = if t < forget_at { count + 1 } else { 1 };
+            forget_at = t + millis(self.forget_after);
+            blocked_until = t + millis(self.block_after(count));
+            times.push(t);
+            let resume = if rest_at == Some(count) { forget_at.max(blocked_until) } else { blocked_until };
+            t = resume.min(next_restart(t));
+        }
+        times
+    }
+}
+
+/// What [`GuessBudget::attacker`] finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttackerBound {
+    /// Most counted checks within any 24 hours.
+    pub most_in_a_day: u32,
+    /// Most counted checks over the whole horizon.
+    pub total: u64,
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX / 4)) as u64
 }
 
 /// A destination-list entry that is not a number prefix.
@@ -256,6 +430,7 @@ pub enum Preset {
     High,
 }
 
+const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -264,6 +439,18 @@ pub const RESEND_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// Codes per identifier, every purpose together, unless configured otherwise.
 pub const SEND_CAP: Rule = Rule::per(5, Duration::from_secs(600));
+
+/// The default preset's guess budget: 6 checks at once, then blocks of 1, 2, 4 … minutes up
+/// to 4 hours: at most 18 counted checks in any 24 hours, 6 a day when it goes on. The count is
+/// kept 3 days (not 1) so that waiting for it to be forgotten never beats that (the floor,
+/// [`GuessBudget::forget_floor`], is 51 h 45 min): with 24 hours, bursts of 13 checks every
+/// 26 hours would give ~12 a day.
+pub const GUESS_BUDGET: GuessBudget = GuessBudget {
+    free: 5,
+    first_block: MINUTE,
+    max_block: Duration::from_secs(4 * 3600),
+    forget_after: Duration::from_secs(72 * 3600),
+};
 
 /// Every rule a limiter enforces.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -276,6 +463,8 @@ pub struct LimitPolicy {
     pub identifier_registrations: Rule,
     pub identifier_resends: Rule,
     pub identifier_verifies: Rule,
+    /// Failed code checks per identifier, with escalating blocks (register and login).
+    pub identifier_guesses: GuessBudget,
     pub ip_sends: Rule,
     pub ip_verifies: Rule,
     pub prefix_sends: Rule,
@@ -313,6 +502,7 @@ impl LimitPolicy {
             identifier_registrations: Rule::OFF,
             identifier_resends: Rule::OFF,
             identifier_verifies: Rule::OFF,
+            identifier_guesses: GuessBudget::OFF,
             ip_sends: Rule::OFF,
             ip_verifies: Rule::OFF,
             prefix_sends: Rule::OFF,
@@ -338,6 +528,12 @@ impl LimitPolicy {
                 identifier_registrations: Rule::per(10, HOUR),
                 identifier_resends: Rule::per(10, HOUR),
                 identifier_verifies: Rule::per(100, HOUR),
+                identifier_guesses: GuessBudget {
+                    free: 10,
+                    first_block: 30 * SECOND,
+                    max_block: HOUR,
+                    forget_after: 24 * HOUR,
+                },
                 ip_sends: Rule::per(500, 10 * MINUTE),
                 ip_verifies: Rule::per(1000, 10 * MINUTE),
                 prefix_sends: Rule::per(1000, HOUR),
@@ -350,6 +546,7 @@ impl LimitPolicy {
                 identifier_registrations: Rule::per(5, HOUR),
                 identifier_resends: Rule::per(5, HOUR),
                 identifier_verifies: Rule::per(60, HOUR),
+                identifier_guesses: GUESS_BUDGET,
                 ip_sends: Rule::per(100, 10 * MINUTE).blocking(15 * MINUTE),
                 ip_verifies: Rule::per(300, 10 * MINUTE).blocking(15 * MINUTE),
                 prefix_sends: Rule::per(300, HOUR).blocking(HOUR),
@@ -362,6 +559,12 @@ impl LimitPolicy {
                 identifier_registrations: Rule::per(2, HOUR),
                 identifier_resends: Rule::per(2, HOUR),
                 identifier_verifies: Rule::per(5, HOUR),
+                identifier_guesses: GuessBudget {
+                    free: 3,
+                    first_block: 5 * MINUTE,
+                    max_block: 24 * HOUR,
+                    forget_after: 14 * 24 * HOUR,
+                },
                 ip_sends: Rule::per(30, 10 * MINUTE).blocking(HOUR),
                 ip_verifies: Rule::per(60, 10 * MINUTE).blocking(HOUR),
                 prefix_sends: Rule::per(100, HOUR).blocking(6 * HOUR),
@@ -446,6 +649,9 @@ pub enum CheckKind {
     Cooldown(Duration),
     /// Denies at the limit (or while blocked); records one event.
     Window(Rule),
+    /// Denies while blocked; records one counted check, which may start a block (the guess
+    /// budget, see the module doc).
+    Guesses(GuessBudget),
 }
 
 /// One rule applied to one subject.
@@ -506,10 +712,15 @@ pub fn plan(policy: &LimitPolicy, req: &LimitRequest) -> Result<Vec<Check>, Deci
                 window(LimitRule::IpChallenges, Subject::Ip(IpBlock::of(ip)), policy.ip_challenges);
             }
         }
-        LimitAction::Verify(_) => {
+        LimitAction::Verify(purpose) => {
             window(LimitRule::IdentifierVerifies, Subject::Ident(ident), policy.identifier_verifies);
             if let Some(ip) = req.client_ip {
                 window(LimitRule::IpVerifies, Subject::Ip(IpBlock::of(ip)), policy.ip_verifies);
+            }
+            // Device-login signatures cannot be guessed, and that flow never clears the count.
+            if policy.identifier_guesses.is_on() && purpose != Purpose::DeviceLogin {
+                let kind = CheckKind::Guesses(policy.identifier_guesses);
+                checks.insert(0, Check { rule: LimitRule::IdentifierGuesses, subject: Subject::Ident(ident), kind });
             }
         }
     }
@@ -570,7 +781,69 @@ mod tests {
         );
         assert_eq!(resend[0].subject, Subject::IdentPurpose(IdentHash([1; 16]), Purpose::Register));
         let verify = plan(&p, &req(LimitAction::Verify(Purpose::Login), Some("+12022001234"))).unwrap();
-        assert_eq!(rules(&verify), ["identifier_verify_limit", "ip_verify_limit"]);
+        assert_eq!(rules(&verify), ["identifier_guess_limit", "identifier_verify_limit", "ip_verify_limit"]);
+        assert_eq!(verify[0].subject, Subject::Ident(IdentHash([1; 16])), "one budget for every purpose");
+        let device = plan(&p, &req(LimitAction::Verify(Purpose::DeviceLogin), None)).unwrap();
+        assert_eq!(rules(&device), ["identifier_verify_limit", "ip_verify_limit"], "signatures are not guesses");
+    }
+
+    #[test]
+    fn blocks_start_after_the_free_checks_and_double_up_to_the_cap() {
+        let b = GUESS_BUDGET;
+        let minutes: Vec<u64> = (1..=16).map(|n| b.block_after(n).as_secs() / 60).collect();
+        assert_eq!(minutes, [0, 0, 0, 0, 0, 1, 2, 4, 8, 16, 32, 64, 128, 240, 240, 240]);
+        assert_eq!(b.block_after(u32::MAX), Duration::from_secs(4 * 3600), "no overflow");
+        assert_eq!(GuessBudget::OFF.block_after(100), Duration::ZERO);
+        let odd = GuessBudget { max_block: Duration::ZERO, ..b };
+        assert_eq!(odd.block_after(6), MINUTE, "a cap below the first block never turns blocks off");
+    }
+
+    /// The numbers `docs/limits.md` and issue 15 quote, for the default preset.
+    #[test]
+    fn the_default_budget_allows_18_guesses_a_day_and_6_a_day_after() {
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let with_redis = GUESS_BUDGET.attacker(year, None).unwrap();
+        assert_eq!(with_redis.most_in_a_day, 18);
+        // 6 at once, 8 more by minute 255, then one every 4 hours for the rest of the year.
+        let steady = 6 + 8 + (525_600 - 255 - 1) / 240;
+        assert_eq!(with_redis.total, steady);
+        let restarted_daily = GUESS_BUDGET.attacker(year, Some(Duration::from_secs(24 * 3600))).unwrap();
+        assert_eq!(restarted_daily, AttackerBound { most_in_a_day: 18, total: 18 * 365 });
+        // Forgetting after 24 h instead of 3 days would let bursts of 13 every 1 567 minutes win.
+        let forgetful = GuessBudget { forget_after: Duration::from_secs(24 * 3600), ..GUESS_BUDGET };
+        let bursts = forgetful.attacker(year, None).unwrap();
+        assert_eq!(bursts.most_in_a_day, 18);
+        assert!(bursts.total > 4_300 && bursts.total > 2 * with_redis.total - 200, "{bursts:?}");
+        assert_eq!(GuessBudget::OFF.attacker(year, None), None);
+    }
+
+    #[test]
+    fn below_the_forget_floor_waiting_pays_and_above_it_does_not() {
+        let year = Duration::from_secs(365 * 24 * 3600);
+        assert_eq!(GUESS_BUDGET.forget_floor(), Duration::from_secs(3105 * 60), "240 × 14 − 255 minutes");
+        for preset in [Preset::Low, Preset::Medium, Preset::High] {
+            let b = LimitPolicy::preset(preset).identifier_guesses;
+            let floor = b.forget_floor();
+            assert!(b.forget_after >= floor, "{preset:?}: {:?} < {floor:?}", b.forget_after);
+            // Guessing every max_block after the first blocks: what the floor promises.
+            let forever = b.attacker(year, None).unwrap().total;
+            let at_floor = GuessBudget { forget_after: floor, ..b }.attacker(year, None).unwrap().total;
+            assert_eq!(at_floor, forever, "{preset:?}: at the floor, waiting does not pay");
+            // (A little below, the gain is a fraction of a guess per cycle: a year shows a fifth.)
+            let below = GuessBudget { forget_after: floor * 4 / 5, ..b }.attacker(year, None).unwrap().total;
+            assert!(below > forever, "{preset:?}: a fifth below the floor, it does ({below} > {forever})");
+        }
+        assert_eq!(GuessBudget::OFF.forget_floor(), Duration::ZERO);
+    }
+
+    #[test]
+    fn every_preset_budget_is_tighter_than_the_looser_one() {
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let bound = |p| LimitPolicy::preset(p).identifier_guesses.attacker(year, None).unwrap();
+        let (low, medium, high) = (bound(Preset::Low), bound(Preset::Medium), bound(Preset::High));
+        assert!(high.total < medium.total && medium.total < low.total, "{high:?} {medium:?} {low:?}");
+        assert!(high.most_in_a_day < medium.most_in_a_day && medium.most_in_a_day < low.most_in_a_day);
+        assert!(medium.most_in_a_day <= 20, "issue 15: at most 20 a day in the default preset");
     }
 
     #[test]
