@@ -57,11 +57,19 @@ if [ -z "${OTPD_TEST_SCYLLA:-}" ]; then
     "(set it to a contact point such as 127.0.0.1:9042 to run them against a real cluster)"
 fi
 
-echo "== cargo test (workspace, all targets)"
-cargo test --workspace --all-targets --locked
+# Each step says how long it took, so a slow CI run shows where its time went.
+step() {
+  local name="$1" started=$SECONDS
+  shift
+  echo "== $name"
+  "$@"
+  echo "== $name: $((SECONDS - started)) s (total $SECONDS s)"
+}
+
+step "cargo test (workspace, all targets)" cargo test --workspace --all-targets --locked
 
 # schemathesis against a node on a loopback port (the debug binary cargo test just built).
-./scripts/contract.sh
+step "API contract (schemathesis)" ./scripts/contract.sh
 
 # Every fuzz target for a few seconds from its seed corpus.
-./scripts/fuzz.sh
+step "fuzz" ./scripts/fuzz.sh
