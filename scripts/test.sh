@@ -46,7 +46,8 @@ fi
 # The fuzz targets (docs/FUZZING.md): cargo-fuzz from crates.io, pinned, installed when missing.
 CARGO_FUZZ_VERSION=0.13.2
 if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $NF}')" != "$CARGO_FUZZ_VERSION" ]; then
-  cargo install --quiet --locked "cargo-fuzz@$CARGO_FUZZ_VERSION" ||
+  # --debug: cargo-fuzz only starts cargo; an unoptimised build of it compiles sooner.
+  cargo install --quiet --locked --debug "cargo-fuzz@$CARGO_FUZZ_VERSION" ||
     echo "cargo-fuzz could not be installed: the fuzz run will report that it skipped"
 fi
 
