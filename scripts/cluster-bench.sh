@@ -45,7 +45,7 @@ unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 # Shared secrets of the bench cluster (not secret: loopback only, gone with the run).
 hash_key=5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a
 admin=cluster-bench-admin-token-0123456789
-cookie=cluster-bench-cookie-0123456789
+cookie=cluster-bench-cookie-0123456789-abcdefghijklmnop
 unlimited='{ limit = 1000000000 }'
 work=$(mktemp -d)
 

@@ -190,6 +190,9 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     // First: every metrics handle created from here on records into it.
     let prometheus = crate::metrics::install();
     let secrets = secrets::load_or_create(&config.secrets, &config.tokens, &config.node.secrets_dir())?;
+    // The cluster's files (TLS certificates and key) are read before anything is opened, so a
+    // bad or exposed one stops the node at once.
+    let cluster = crate::cluster::settings(&config.cluster, &secrets.master)?;
 
     let store =
         Store::open(&config.store, &config.scylla, &config.node.store_path(), config.tokens.session_ttl.0).await?;
@@ -224,7 +227,7 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     let engine =
         Engine::start(engine_config(config)?, Keys::from_master(&secrets.master), clock, normalizer, ports).await?;
     let tokens = TokenService::new(&secrets.signing, &config.tokens)?;
-    if let Some(settings) = crate::cluster::settings(&config.cluster)?
+    if let Some(settings) = cluster
         && let Err(e) = engine.join_cluster(settings).await
     {
         engine.stop().await;

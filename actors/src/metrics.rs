@@ -93,6 +93,8 @@ pub const CLUSTER_FORWARDED: &str = "otpd_cluster_forwarded_total";
 pub const CLUSTER_FORWARD_DURATION: &str = "otpd_cluster_forward_duration_seconds";
 /// Challenge commands this node ran for other nodes.
 pub const CLUSTER_SERVED: &str = "otpd_cluster_served_total";
+/// Requests from the cluster link this node refused (not authentic, or replays).
+pub const CLUSTER_REFUSED: &str = "otpd_cluster_refused_total";
 
 /// A metric's type, as Prometheus names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,7 +295,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef::counter(
         CLUSTER_FORWARDED,
         &["outcome"],
-        "Challenge commands forwarded to the node that owns the identifier, by outcome: ok, unreachable (timeout or owner gone: 503), error (the owner answered with a failure)",
+        "Challenge commands forwarded to the node that owns the identifier, by outcome: ok, unreachable (timeout or owner gone: 503), error (the owner answered with a failure), refused (the owner's answer did not authenticate, or the owner refused the request as not authentic: the nodes' cookie or hash key differ, or someone altered the link)",
     ),
     MetricDef::histogram(
         CLUSTER_FORWARD_DURATION,
@@ -302,6 +304,11 @@ pub const CATALOGUE: &[MetricDef] = &[
         "Round trip of a challenge command forwarded to its owner, in seconds",
     ),
     MetricDef::counter(CLUSTER_SERVED, &[], "Challenge commands this node ran on behalf of other nodes"),
+    MetricDef::counter(
+        CLUSTER_REFUSED,
+        &[],
+        "Requests from the cluster link this node refused: their tag did not verify (another cookie or hash key, or altered on the way) or they replayed an earlier request",
+    ),
 ];
 
 /// Registers the `# HELP` text of every metric in `catalogue` with the installed recorder.

@@ -375,6 +375,8 @@ fn a_cluster_node_needs_shared_secrets_store_and_limits() {
         "cluster.cookie: required",
         "cluster.seeds: \"otpd-2\" is not host:port",
         "give all three or none",
+        "cluster.tls_cert_file, tls_key_file, tls_ca_file: required, because the link between nodes would cross a \
+         network (seed \"otpd-2\" is not a loopback address)",
         "secrets.hash_key: required in a cluster",
         "tokens.signing_key_file (or tokens.hs256_secret with HS256): required in a cluster",
         "store.kind: a cluster needs the shared store",
@@ -382,28 +384,112 @@ fn a_cluster_node_needs_shared_secrets_store_and_limits() {
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
-    assert_eq!(err.0.len(), 8, "{all}");
+    assert_eq!(err.0.len(), 9, "{all}");
 
     // The same node, complete, from the environment as the compose file sets it.
-    let c = Config::from_sources(
-        "",
-        env(&[
-            ("OTPD_CLUSTER__ENABLED", "true"),
-            ("OTPD_CLUSTER__NODE_NAME", "otpd-1"),
-            ("OTPD_CLUSTER__LISTEN", "0.0.0.0:4370"),
-            ("OTPD_CLUSTER__SEEDS", "[\"otpd-2:4370\", \"otpd-3:4370\"]"),
-            ("OTPD_CLUSTER__COOKIE", "a-cookie-of-some-length"),
-            ("OTPD_SECRETS__HASH_KEY", &"ab".repeat(32)),
-            ("OTPD_TOKENS__SIGNING_KEY_FILE", "/run/secrets/jwt.pem"),
-            ("OTPD_STORE__KIND", "scylla"),
-            ("OTPD_SCYLLA__CONTACT_POINTS", "[\"scylla-1:9042\"]"),
-            ("OTPD_REDIS__URL", "redis://redis:6379"),
-        ]),
-    )
-    .unwrap();
+    let c = Config::from_sources("", env(&cluster_node(&[]))).unwrap();
     assert!(c.cluster.enabled);
     assert_eq!(c.cluster.seeds, ["otpd-2:4370", "otpd-3:4370"]);
     assert_eq!(format!("{:?}", c.cluster.cookie), "Some(Secret(..))");
+    assert!(!c.cluster.plaintext_by_opt_out());
+}
+
+/// A complete cluster node as the compose file configures one (mutual TLS, reachable by the
+/// other containers), with `changes` on top (an empty value removes the variable).
+fn cluster_node<'a>(changes: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut vars = vec![
+        ("OTPD_CLUSTER__ENABLED", "true"),
+        ("OTPD_CLUSTER__NODE_NAME", "otpd-1"),
+        ("OTPD_CLUSTER__LISTEN", "0.0.0.0:4370"),
+        ("OTPD_CLUSTER__SEEDS", "[\"otpd-2:4370\", \"otpd-3:4370\"]"),
+        ("OTPD_CLUSTER__COOKIE", "5f0c3a9e71d24b8a96e0f1c2d3b4a5968778695a4b3c2d1e0f9e8d7c6b5a4938"),
+        ("OTPD_CLUSTER__TLS_CERT_FILE", "/run/secrets/cluster-node.pem"),
+        ("OTPD_CLUSTER__TLS_KEY_FILE", "/run/secrets/cluster-node.key"),
+        ("OTPD_CLUSTER__TLS_CA_FILE", "/run/secrets/cluster-ca.pem"),
+        ("OTPD_SECRETS__HASH_KEY", "abababababababababababababababababababababababababababababababab"),
+        ("OTPD_TOKENS__SIGNING_KEY_FILE", "/run/secrets/jwt.pem"),
+        ("OTPD_STORE__KIND", "scylla"),
+        ("OTPD_SCYLLA__CONTACT_POINTS", "[\"scylla-1:9042\"]"),
+        ("OTPD_REDIS__URL", "redis://redis:6379"),
+    ];
+    for (key, value) in changes {
+        vars.retain(|(k, _)| k != key);
+        if !value.is_empty() {
+            vars.push((key, value));
+        }
+    }
+    vars
+}
+
+#[test]
+fn a_cluster_link_that_leaves_the_host_needs_mutual_tls_unless_loudly_opted_out() {
+    let no_tls =
+        [("OTPD_CLUSTER__TLS_CERT_FILE", ""), ("OTPD_CLUSTER__TLS_KEY_FILE", ""), ("OTPD_CLUSTER__TLS_CA_FILE", "")];
+    // Listening on every address, seeds by name, no TLS: refused, saying why and what to do.
+    let err = Config::from_sources("", env(&cluster_node(&no_tls))).unwrap_err();
+    assert_eq!(err.0.len(), 1, "{:?}", err.0);
+    for needle in [
+        "cluster.tls_cert_file, tls_key_file, tls_ca_file: required",
+        "listen = 0.0.0.0:4370 is not a loopback address",
+        "seed \"otpd-2:4370\" is not a loopback address",
+        "seed \"otpd-3:4370\" is not a loopback address",
+        "mutual TLS",
+        "Cluster link security",
+        "cluster.insecure_plaintext_on_private_network = true",
+    ] {
+        assert!(err.0[0].contains(needle), "missing {needle:?} in {}", err.0[0]);
+    }
+    // A listener on loopback is not enough when a seed is elsewhere: the dial crosses the network.
+    let mut remote_seed = no_tls.to_vec();
+    remote_seed.extend([("OTPD_CLUSTER__LISTEN", "127.0.0.1:4370"), ("OTPD_CLUSTER__SEEDS", "[\"10.0.0.2:4370\"]")]);
+    let err = Config::from_sources("", env(&cluster_node(&remote_seed))).unwrap_err();
+    assert_eq!(err.0.len(), 1, "{:?}", err.0);
+    assert!(err.0[0].contains("(seed \"10.0.0.2:4370\" is not a loopback address)"), "{}", err.0[0]);
+    // Everything on this host (loopback addresses, `localhost`): plaintext is allowed, silently.
+    let mut local = no_tls.to_vec();
+    local.extend([
+        ("OTPD_CLUSTER__LISTEN", "127.0.0.1:4370"),
+        ("OTPD_CLUSTER__SEEDS", "[\"127.0.0.1:4371\", \"localhost:4372\", \"[::1]:4373\"]"),
+    ]);
+    let c = Config::from_sources("", env(&cluster_node(&local))).unwrap();
+    assert!(c.cluster.exposed().is_empty() && !c.cluster.plaintext_by_opt_out());
+    // The opt-out: accepted, and marked for the start-up warning.
+    let mut opted_out = no_tls.to_vec();
+    opted_out.push(("OTPD_CLUSTER__INSECURE_PLAINTEXT_ON_PRIVATE_NETWORK", "true"));
+    let c = Config::from_sources("", env(&cluster_node(&opted_out))).unwrap();
+    assert!(c.cluster.plaintext_by_opt_out());
+    // The opt-out with TLS configured contradicts itself.
+    let err = Config::from_sources(
+        "",
+        env(&cluster_node(&[("OTPD_CLUSTER__INSECURE_PLAINTEXT_ON_PRIVATE_NETWORK", "true")])),
+    )
+    .unwrap_err();
+    assert_eq!(err.0.len(), 1, "{:?}", err.0);
+    assert!(err.0[0].contains("cluster.insecure_plaintext_on_private_network: set, but TLS is configured"));
+}
+
+#[test]
+fn a_cluster_cookie_is_at_least_32_random_bytes() {
+    let refused = |cookie: &str| {
+        Config::from_sources("", env(&cluster_node(&[("OTPD_CLUSTER__COOKIE", cookie)]))).unwrap_err().0.join("\n")
+    };
+    // 31 bytes of good randomness: too short, and the message says how to make one.
+    let short = refused("5f0c3a9e71d24b8a96e0f1c2d3b4a59");
+    assert!(short.contains("cluster.cookie: too short (31 bytes)"), "{short}");
+    assert!(short.contains("openssl rand -hex 32"), "{short}");
+    // Long but obviously weak.
+    for weak in ["a".repeat(64), "ab".repeat(32), "password".repeat(8)] {
+        let err = refused(&weak);
+        assert!(err.contains("too weak"), "{weak}: {err}");
+        assert!(!err.contains("too short"), "{weak}: {err}");
+    }
+    // What `openssl rand -hex 32` and `openssl rand -base64 32` print are accepted.
+    for good in [
+        "5f0c3a9e71d24b8a96e0f1c2d3b4a5968778695a4b3c2d1e0f9e8d7c6b5a4938",
+        "q0FJ8vN2Zr7+Yx1bT4kLm9Wc3Hs5Pd6Ge8uAiOo/VjE=",
+    ] {
+        assert!(Config::from_sources("", env(&cluster_node(&[("OTPD_CLUSTER__COOKIE", good)]))).is_ok(), "{good}");
+    }
 }
 
 #[test]

@@ -77,7 +77,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::{
-    Builder, ClientLike, ClusterInterface, Config, EventInterface, HashesInterface, LuaInterface, Options, ServerConfig, Value,
+    Builder, ClientLike, ClusterInterface, Config, EventInterface, HashesInterface, LuaInterface, Options,
+    ServerConfig, Value,
 };
 use fred::types::config::{ReconnectPolicy, TlsConfig, TlsConnector, TlsHostMapping};
 use futures::future::join_all;

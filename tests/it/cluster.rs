@@ -10,6 +10,11 @@
 //! themselves: the test computes each identifier's partition and owner from the shared hash
 //! key and the member names (`otpd_actors::actors::cluster::ring`), then looks at where the
 //! challenges really are (each node's live challenge count).
+//!
+//! The link's security is checked the same way, from outside: nodes with mutual TLS that know
+//! one seed each still meet every member (every dial is TLS), a plaintext ractor_cluster peer
+//! with the right cookie is kept out, and a node with the right cookie but another hash key
+//! gets nothing run and believes nothing it is answered.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
@@ -27,7 +32,8 @@ use crate::redis_server::{Redis, SHARED_HASH_KEY};
 use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_otpd");
-const COOKIE: &str = "cluster-test-cookie-0123456789";
+/// 32 bytes or more, with enough different characters: what the configuration accepts.
+const COOKIE: &str = "cluster-test-cookie-0123456789-abcdefghijklmnop";
 const ADMIN: &str = "cluster-test-admin-token-0123456789";
 const HS256: &str = "cluster-test-hs256-secret-0123456789abcdef";
 /// Short, so a test can watch a cooldown hold and then pass.
@@ -582,10 +588,27 @@ async fn a_joining_node_takes_over_only_its_share() {
             codes.insert(p.clone(), node.code_for(p, "register", 1).await);
         }
 
-        let c = fleet.start(2).await;
+        // C listens on every address (as in a container), in plaintext by the operator's
+        // explicit choice: it joins like the others and says at start what it does.
+        let cport = fleet.slots[2].2;
+        let c = fleet
+            .start_with(
+                2,
+                &[
+                    ("OTPD_CLUSTER__LISTEN", format!("0.0.0.0:{cport}")),
+                    ("OTPD_CLUSTER__ADVERTISE_HOST", "127.0.0.1".into()),
+                    ("OTPD_CLUSTER__INSECURE_PLAINTEXT_ON_PRIVATE_NETWORK", "true".into()),
+                ],
+            )
+            .await;
         let names = ["otpd-1", "otpd-2", "otpd-3"];
         converge(&[&a, &b, &c], &names, Duration::from_secs(20)).await;
         no_flap(&[&a, &b, &c]).await;
+        let warning =
+            c.log().lines().find(|l| l.contains("INSECURE: the cluster link is plaintext")).map(str::to_owned);
+        let warning = warning.unwrap_or_else(|| panic!("no start-up warning:\n{}", c.log()));
+        assert!(warning.contains("WARN") && warning.contains(&format!("listen = 0.0.0.0:{cport}")), "{warning}");
+        assert!(!a.log().contains("INSECURE"), "a node on loopback has nothing to warn about");
 
         // Only partitions that C now owns changed hands (the ring's promise, checked on the
         // ring the nodes report) …
@@ -629,90 +652,17 @@ async fn a_joining_node_takes_over_only_its_share() {
     .await;
 }
 
-/// Runs `openssl` with `args` in `dir`; panics with its output if it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 /// A CA named `ca` in `dir` and, signed by it, one certificate per node for 127.0.0.1 usable
-/// as server and client; returns the OTPD_CLUSTER__TLS_* variables of `node`.
+/// as server and client (its key private to this user); returns the OTPD_CLUSTER__TLS_*
+/// variables of `node`.
 fn node_tls(dir: &Path, ca: &str, node: &str) -> Vec<(&'static str, String)> {
-    if !dir.join(format!("{ca}.pem")).exists() {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={ca}"),
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.pem"),
-            ],
-        );
-    }
-    let ext = dir.join(format!("{node}.ext"));
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            &format!("/CN={node}"),
-            "-keyout",
-            &format!("{node}.key"),
-            "-out",
-            &format!("{node}.csr"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{node}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{node}.ext"),
-            "-out",
-            &format!("{node}.pem"),
-        ],
-    );
-    let path = |f: String| dir.join(f).to_string_lossy().into_owned();
+    let (cert, key) = test_cert(dir, ca, node);
+    let ca = test_ca(dir, ca);
+    let path = |f: &Path| f.to_string_lossy().into_owned();
     vec![
-        ("OTPD_CLUSTER__TLS_CERT_FILE", path(format!("{node}.pem"))),
-        ("OTPD_CLUSTER__TLS_KEY_FILE", path(format!("{node}.key"))),
-        ("OTPD_CLUSTER__TLS_CA_FILE", path(format!("{ca}.pem"))),
+        ("OTPD_CLUSTER__TLS_CERT_FILE", path(&cert)),
+        ("OTPD_CLUSTER__TLS_KEY_FILE", path(&key)),
+        ("OTPD_CLUSTER__TLS_CA_FILE", path(&ca)),
     ]
 }
 
@@ -749,5 +699,157 @@ async fn nodes_with_tls_join_and_serve_and_a_node_from_another_ca_is_kept_out() 
         }
         assert_eq!(c.members().await, ["otpd-3"]);
     })
+    .await;
+}
+
+/// The metric samples of `node` this file's link tests read, as (series → value).
+async fn cluster_counters(node: &NodeProc) -> BTreeMap<&'static str, f64> {
+    let m = node.get("/metrics", None).await.raw;
+    [
+        "otpd_cluster_forwarded_total{outcome=\"ok\"}",
+        "otpd_cluster_forwarded_total{outcome=\"refused\"}",
+        "otpd_cluster_served_total",
+        "otpd_cluster_refused_total",
+    ]
+    .into_iter()
+    .map(|series| (series, metric(&m, series)))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_nodes_that_know_one_seed_meet_every_member_over_tls_and_a_plaintext_peer_is_kept_out() {
+    let test = "cluster::tls_nodes_that_know_one_seed_meet_every_member_over_tls_and_a_plaintext_peer_is_kept_out";
+    if Command::new("openssl").arg("version").output().is_err() {
+        println!("SKIPPED {test}: openssl (to make test certificates) is not installed");
+        return;
+    }
+    with_services(test, |cql, redis| async move {
+        let fleet = Fleet::new(cql, redis, 3);
+        let certs = tempfile::tempdir().unwrap();
+        let seed_a = format!("[\"127.0.0.1:{}\"]", fleet.slots[0].2);
+        let with = |node: &str, seeds: &str| {
+            let mut env = node_tls(certs.path(), "ca", node);
+            env.push(("OTPD_CLUSTER__SEEDS", seeds.to_owned()));
+            env
+        };
+        // A knows nobody; B and C know only A. B and C can meet only through what A tells
+        // them, and only over TLS: their listeners accept nothing else (ractor_cluster's own
+        // transitive dial, in plaintext, would never get through).
+        let a = fleet.start_with(0, &with("otpd-1", "[]")).await;
+        let b = fleet.start_with(1, &with("otpd-2", &seed_a)).await;
+        let c = fleet.start_with(2, &with("otpd-3", &seed_a)).await;
+        let names = ["otpd-1", "otpd-2", "otpd-3"];
+        // A member shows in a node's view only through a connection of its own to it (each
+        // node announces only its own gateway), so three members everywhere is a full mesh.
+        converge(&[&a, &b, &c], &names, Duration::from_secs(20)).await;
+        no_flap(&[&a, &b, &c]).await;
+
+        // The mesh carries authenticated requests between the two that met through A.
+        let groups = by_owner(&fleet, 5000, 60, &names);
+        for owner in ["otpd-2", "otpd-3"] {
+            let p = &groups[owner][0];
+            let r = b.post("/v1/register", register_body(p)).await;
+            assert_eq!(r.status, 202, "{}", r.raw);
+            let code = b.code_for(p, "register", 1).await;
+            let r = c.post("/v1/register/verify", json!({ "phone": p, "code": code })).await;
+            assert_eq!(r.status, 200, "owner {owner}: {}", r.raw);
+        }
+        for n in [&b, &c] {
+            let counters = cluster_counters(n).await;
+            assert!(counters["otpd_cluster_forwarded_total{outcome=\"ok\"}"] > 0.0, "{}: {counters:?}", n.name);
+            assert_eq!(counters["otpd_cluster_forwarded_total{outcome=\"refused\"}"], 0.0, "{}", n.name);
+            assert_eq!(counters["otpd_cluster_refused_total"], 0.0, "{}", n.name);
+        }
+
+        // A ractor_cluster node with the right cookie, in plaintext: it never gets past A's
+        // listener (no session of its learns A's name), and A closes the connection.
+        plaintext_peer_is_kept_out(fleet.slots[0].2).await;
+        assert_eq!(a.members().await, names, "A's members after the plaintext attempt");
+    })
+    .await;
+}
+
+/// Dials `port` on loopback from a plaintext ractor_cluster node in this process (with the
+/// fleet's cookie) and checks that the connection closes without a handshake.
+async fn plaintext_peer_is_kept_out(port: u16) {
+    use otpd_actors::actors::cluster::ractor_cluster::{self, NodeServer, NodeServerMessage};
+    let server = NodeServer::new(free_port(), COOKIE.into(), "intruder".into(), "127.0.0.1".into(), None, None)
+        .with_listen_addr([127, 0, 0, 1].into());
+    let (server, handle) = ractor::Actor::spawn(None, server, ()).await.expect("a node server starts");
+    ractor_cluster::client_connect(&server, format!("127.0.0.1:{port}")).await.expect("the TCP connection opens");
+    let started = Instant::now();
+    loop {
+        let sessions = ractor::call_t!(server, NodeServerMessage::GetSessions, 1000).expect("the node server answers");
+        assert!(
+            sessions.values().all(|s| s.peer_name.is_none()),
+            "a plaintext peer got through the handshake: {:?}",
+            sessions.values().map(|s| s.peer_name.clone()).collect::<Vec<_>>()
+        );
+        if sessions.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the TLS listener kept a plaintext connection open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop(None);
+    handle.await.expect("the node server stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_cookie_but_another_hash_key_gets_nothing_run_and_believes_nothing() {
+    with_services(
+        "cluster::a_node_with_the_cookie_but_another_hash_key_gets_nothing_run_and_believes_nothing",
+        |cql, redis| async move {
+            let fleet = Fleet::new(cql, redis, 2);
+            let a = fleet.start(0).await;
+            // The cookie lets B in (ractor_cluster's handshake proves only the cookie), but
+            // the link's keys come from the cookie and the hash key.
+            let b = fleet.start_with(1, &[("OTPD_SECRETS__HASH_KEY", "cd".repeat(32))]).await;
+            let names = ["otpd-1", "otpd-2"];
+            converge(&[&a, &b], &names, Duration::from_secs(20)).await;
+
+            let b_keys = Keys::from_master(&[0xcd; 32]);
+            let ring = Ring::new(names);
+            // Registrations through each node: those it owns itself are accepted; those it
+            // forwards are refused by the other (B's requests do not authenticate at A), or
+            // the other's answer is (A's requests are refused by B under B's keys, and that
+            // refusal does not authenticate at A either), and the caller gets 503.
+            let mut forwarded = [0usize; 2];
+            for (i, node) in [&a, &b].into_iter().enumerate() {
+                let keys = if i == 0 { &fleet.keys } else { &b_keys };
+                let from = 6000 + 100 * i as u32;
+                for p in (from..from + 20).map(phone) {
+                    let r = node.post("/v1/register", register_body(&p)).await;
+                    if ring.owner(partition_of(&keys.identifier_hash(&p))) == node.name {
+                        assert_eq!(r.status, 202, "{} owns {p}: {}", node.name, r.raw);
+                    } else {
+                        assert_eq!(r.status, 503, "{} forwards {p}: {}", node.name, r.raw);
+                        forwarded[i] += 1;
+                    }
+                }
+            }
+            assert!(forwarded.iter().all(|n| *n > 0), "each node forwarded some: {forwarded:?}");
+            for (i, node) in [&a, &b].into_iter().enumerate() {
+                let counters = cluster_counters(node).await;
+                let at = |series: &str| counters[series];
+                let name = &node.name;
+                assert_eq!(at("otpd_cluster_served_total"), 0.0, "{name} ran nothing for the other: {counters:?}");
+                assert_eq!(at("otpd_cluster_forwarded_total{outcome=\"ok\"}"), 0.0, "{name}: {counters:?}");
+                assert_eq!(
+                    at("otpd_cluster_forwarded_total{outcome=\"refused\"}"),
+                    forwarded[i] as f64,
+                    "{name}: every request it forwarded ended refused: {counters:?}"
+                );
+                // Every request of the other was refused: its forwarded commands, and the
+                // questions its dialer asks every `reconnect_interval` (whom are you connected to?).
+                assert!(
+                    at("otpd_cluster_refused_total") >= forwarded[1 - i] as f64,
+                    "{name} refused every request of the other ({} forwarded): {counters:?}",
+                    forwarded[1 - i]
+                );
+                assert_eq!(node.live_challenges().await as usize, 20 - forwarded[i], "{name} holds only its own");
+            }
+        },
+    )
     .await;
 }

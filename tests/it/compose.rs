@@ -6,7 +6,9 @@
 //! service's environment is a configuration otpd accepts (with `.env.example`'s placeholders),
 //! and every port agrees between the nodes' listeners, nginx, the seeds, the health check
 //! and Prometheus. `promtool check config` runs on the compose Prometheus config when the
-//! machine has promtool.
+//! machine has promtool. The link between the nodes is mutual TLS with certificates that
+//! `deploy/cluster-tls.sh` makes (run, and the result loaded by otpd, when the machine has
+//! openssl), and `.env.example` asks for a cookie of at least 32 random bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -402,6 +404,34 @@ impl Stack {
         files
     }
 
+    /// The secrets a service mounts: (top-level secret name, path in the container).
+    fn secret_mounts(&self, name: &str) -> Vec<(String, String)> {
+        self.service(name)
+            .get("secrets")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                let source = text(s).or_else(|| s.get("source").and_then(text))?;
+                let target = s.get("target").and_then(text).unwrap_or_else(|| source.clone());
+                assert!(
+                    self.compose["secrets"].get(source.as_str()).is_some(),
+                    "{COMPOSE}: {name} mounts the secret {source}, which the top-level secrets: lacks"
+                );
+                let target = if target.starts_with('/') { target } else { format!("/run/secrets/{target}") };
+                Some((source, target))
+            })
+            .collect()
+    }
+
+    /// The host file of a top-level secret.
+    fn secret_file(&self, secret: &str) -> PathBuf {
+        let file = self.compose["secrets"][secret]["file"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{COMPOSE}: secrets.{secret} has no file"));
+        repo(file)
+    }
+
     fn published(&self, name: &str) -> Vec<String> {
         self.service(name).get("ports").map(strings).unwrap_or_default()
     }
@@ -595,22 +625,7 @@ fn the_compose_nodes_are_a_valid_otpd_cluster() {
         }
         // The signing key is a file every container has: a secret the service mounts.
         let key = c.tokens.signing_key_file.as_ref().expect("checked by the cluster rules").to_string_lossy();
-        let mounted: Vec<String> = stack
-            .service(name)
-            .get("secrets")
-            .and_then(Value::as_sequence)
-            .into_iter()
-            .flatten()
-            .filter_map(|s| {
-                let source = text(s).or_else(|| s.get("source").and_then(text))?;
-                let target = s.get("target").and_then(text).unwrap_or_else(|| source.clone());
-                assert!(
-                    stack.compose["secrets"].get(source.as_str()).is_some(),
-                    "{COMPOSE}: {name} mounts the secret {source}, which the top-level secrets: lacks"
-                );
-                Some(if target.starts_with('/') { target } else { format!("/run/secrets/{target}") })
-            })
-            .collect();
+        let mounted: Vec<String> = stack.secret_mounts(name).into_iter().map(|(_, target)| target).collect();
         assert!(
             mounted.iter().any(|m| *m == key),
             "{COMPOSE}: {name}: tokens.signing_key_file = {key}, but its secrets are mounted at {mounted:?}"
@@ -1022,4 +1037,112 @@ async fn the_images_public_listener_tells_no_account_from_another() {
     // The ops listener still has everything.
     assert_eq!(t.ops_get("/metrics", None).await.status, 200);
     assert!(t.ops_get("/health/ready", None).await.body["checks"].is_object());
+}
+
+#[test]
+fn the_compose_nodes_talk_over_mutual_tls_with_a_long_cookie() {
+    let stack = Stack::load();
+    let nodes = stack.nodes();
+    // Each node: all three TLS files, each a secret the service mounts; its own certificate
+    // and key, one CA for all; and no plaintext opt-out.
+    let mut cas = BTreeSet::new();
+    let mut own = BTreeMap::new();
+    for name in &nodes {
+        let c = stack.config(name);
+        assert!(c.cluster.tls_configured(), "{COMPOSE}: {name}: the cluster link needs cluster.tls_* (mutual TLS)");
+        assert!(
+            !c.cluster.insecure_plaintext_on_private_network,
+            "{COMPOSE}: {name}: insecure_plaintext_on_private_network must stay off"
+        );
+        let mounts = stack.secret_mounts(name);
+        let source_of = |what: &str, path: &Option<PathBuf>| {
+            let path = path.as_ref().expect("configured").to_string_lossy().into_owned();
+            let (source, _) = mounts.iter().find(|(_, target)| *target == path).unwrap_or_else(|| {
+                panic!("{COMPOSE}: {name}: cluster.{what} = {path}, but its secrets are mounted at {mounts:?}")
+            });
+            stack.secret_file(source)
+        };
+        let cert = source_of("tls_cert_file", &c.cluster.tls_cert_file);
+        let key = source_of("tls_key_file", &c.cluster.tls_key_file);
+        cas.insert(source_of("tls_ca_file", &c.cluster.tls_ca_file));
+        own.insert(c.cluster.advertise_host.clone(), (cert, key));
+    }
+    assert_eq!(cas.len(), 1, "{COMPOSE}: one cluster CA for every node, got {cas:?}");
+    let files: BTreeSet<&PathBuf> = own.values().flat_map(|(c, k)| [c, k]).collect();
+    assert_eq!(files.len(), 2 * nodes.len(), "{COMPOSE}: each node has a certificate and key of its own: {own:?}");
+
+    // .env.example asks for a cookie of at least 32 random bytes, and says how to make one.
+    let text = read(&repo(ENV_EXAMPLE));
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with("CLUSTER_COOKIE=")).expect(".env.example: CLUSTER_COOKIE");
+    let comment: String =
+        lines[..at].iter().rev().take_while(|l| l.starts_with('#')).copied().collect::<Vec<_>>().join(" ");
+    assert!(
+        comment.contains("at least 32 random bytes") && comment.contains("openssl rand -hex 32"),
+        "{ENV_EXAMPLE}: the comment above CLUSTER_COOKIE must ask for at least 32 random bytes (openssl rand -hex \
+         32): {comment:?}"
+    );
+
+    // The script makes exactly the files the compose file mounts, and otpd accepts them: each
+    // pair of nodes completes a mutual TLS handshake under the name the other dials it by.
+    if program("openssl").is_none() {
+        println!("SKIPPED: openssl not installed, so deploy/cluster-tls.sh did not run");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let script = repo("deploy/cluster-tls.sh");
+    let run = Command::new("sh").arg(&script).arg("-o").arg(out.path()).output().expect("sh runs");
+    assert!(run.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&run.stderr));
+    let made = |compose_file: &PathBuf| {
+        let base = compose_file.file_name().expect("a file name");
+        let made = out.path().join(base);
+        assert!(
+            made.is_file(),
+            "deploy/cluster-tls.sh did not make {} (mounted as {})",
+            made.display(),
+            relative(compose_file)
+        );
+        assert_eq!(
+            compose_file.parent(),
+            Some(repo("deploy/secrets/cluster").as_path()),
+            "{COMPOSE}: the cluster secrets are read from the script's folder"
+        );
+        made
+    };
+    let ca = made(cas.first().expect("one CA"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let tls_of = |host: &str| {
+        let (cert, key) = &own[host];
+        let c = stack.config(nodes[0]);
+        let mut cluster = c.cluster.clone();
+        (cluster.tls_cert_file, cluster.tls_key_file, cluster.tls_ca_file) =
+            (Some(made(cert)), Some(made(key)), Some(ca.clone()));
+        let settings = otpd::cluster::settings(&cluster, &[7; 32])
+            .unwrap_or_else(|e| panic!("otpd refuses the certificate of {host}: {e}"))
+            .expect("a cluster");
+        settings.tls.expect("TLS")
+    };
+    for (client, server) in [("otpd-1", "otpd-2"), ("otpd-2", "otpd-3"), ("otpd-3", "otpd-1")] {
+        let (client_tls, server_tls) = (tls_of(client), tls_of(server));
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let accept = async {
+                let (tcp, _) = listener.accept().await.unwrap();
+                server_tls.acceptor.accept(tcp).await
+            };
+            let name = rustls::pki_types::ServerName::try_from(server.to_owned()).unwrap();
+            let connect = async {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                client_tls.connector.connect(name, tcp).await
+            };
+            let (accepted, connected) = tokio::join!(accept, connect);
+            let accepted = accepted.unwrap_or_else(|e| panic!("{server} refused {client}: {e}"));
+            connected.unwrap_or_else(|e| panic!("{client} refused {server}: {e}"));
+            assert!(
+                accepted.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()),
+                "{client} presented a certificate"
+            );
+        });
+    }
 }

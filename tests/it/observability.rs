@@ -411,6 +411,7 @@ fn allowed_label_values(shards: usize, providers: &[&str]) -> BTreeMap<&'static 
             "unreachable",
             "reused",
             "invalid",
+            "refused",
         ]),
     );
     allowed.insert("api", set(&["register", "login", "otp_resend", "device_challenge", "device_verify"]));
@@ -1010,7 +1011,7 @@ async fn a_real_prometheus_scrapes_otpd_and_counts_the_traffic_sent() {
     let rules: Value = client.get(format!("{prom}/api/v1/rules")).send().await.unwrap().json().await.unwrap();
     let rules: Vec<&Value> =
         rules["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
-    assert_eq!(rules.len(), 12);
+    assert_eq!(rules.len(), 13);
     for rule in rules {
         assert_eq!(rule["health"], "ok", "{rule}");
     }

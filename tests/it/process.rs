@@ -254,6 +254,88 @@ fn bad_configuration_is_reported_all_at_once() {
 }
 
 #[test]
+fn a_cluster_node_on_the_network_without_tls_refuses_to_start_and_says_why() {
+    // Everything a cluster node needs, except mutual TLS, on an address other hosts reach.
+    let dir = tempfile::tempdir().unwrap();
+    let out = cluster_node(dir.path())
+        .env("OTPD_CLUSTER__LISTEN", "0.0.0.0:4370")
+        .env("OTPD_CLUSTER__ADVERTISE_HOST", "otpd-1")
+        .env("OTPD_CLUSTER__SEEDS", "[\"otpd-2:4370\"]")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for needle in [
+        "1 problem",
+        "cluster.tls_cert_file, tls_key_file, tls_ca_file: required",
+        "listen = 0.0.0.0:4370 is not a loopback address",
+        "seed \"otpd-2:4370\" is not a loopback address",
+        "mutual TLS",
+        "cluster.insecure_plaintext_on_private_network = true",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    // Refused before anything was opened: no secrets written, no store created.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the data directory stays empty");
+}
+
+/// `otpd` configured as a cluster node in every respect but the cluster's addresses and TLS,
+/// with `data` as its data directory. Its store and Redis are ports nothing listens on: the
+/// tests that use it expect the node to stop before it opens either.
+fn cluster_node(data: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("OTPD_CONFIG")
+        .env("OTPD_NODE__DATA_DIR", data)
+        .envs(Ports::free().env())
+        .env("OTPD_CLUSTER__ENABLED", "true")
+        .env("OTPD_CLUSTER__NODE_NAME", "otpd-1")
+        .env("OTPD_CLUSTER__COOKIE", "5f0c3a9e71d24b8a96e0f1c2d3b4a5968778695a4b3c2d1e0f9e8d7c6b5a4938")
+        .env("OTPD_SECRETS__HASH_KEY", "ab".repeat(32))
+        .env("OTPD_TOKENS__ALGORITHM", "HS256")
+        .env("OTPD_TOKENS__HS256_SECRET", "process-test-hs256-secret-0123456789abcdef")
+        .env("OTPD_STORE__KIND", "scylla")
+        .env("OTPD_SCYLLA__CONTACT_POINTS", format!("[\"127.0.0.1:{}\"]", free_port()))
+        .env("OTPD_REDIS__URL", format!("redis://127.0.0.1:{}", free_port()));
+    cmd
+}
+
+#[test]
+fn a_cluster_node_whose_tls_key_others_can_read_refuses_to_start() {
+    if program("openssl").is_none() {
+        println!("SKIPPED process::a_cluster_node_whose_tls_key_others_can_read_refuses_to_start: no openssl");
+        return;
+    }
+    let (data, certs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ca = test_ca(certs.path(), "ca");
+    let (cert, key) = test_cert(certs.path(), "ca", "otpd-1");
+    let start = || {
+        cluster_node(data.path())
+            .env("OTPD_CLUSTER__LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("OTPD_CLUSTER__TLS_CERT_FILE", &cert)
+            .env("OTPD_CLUSTER__TLS_KEY_FILE", &key)
+            .env("OTPD_CLUSTER__TLS_CA_FILE", &ca)
+            .output()
+            .unwrap()
+    };
+    for mode in [0o644, 0o640, 0o604] {
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        let out = start();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "mode {mode:o}: {err}");
+        let expected = format!("cluster TLS: {}: mode {mode:04o} lets group or others read a secret", key.display());
+        assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
+        assert!(err.contains(&format!("chmod 600 {}", key.display())), "{err}");
+    }
+    // The same key, private: the node gets past its cluster files, and stops only at the
+    // store, which is not there.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = start();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("cluster TLS") && !err.contains("lets group or others read"), "{err}");
+}
+
+#[test]
 fn the_start_up_log_names_the_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free();

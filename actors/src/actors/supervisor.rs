@@ -67,7 +67,7 @@ impl ShardRouter {
         (shard_bits % self.slots.len() as u64) as usize
     }
 
-    fn set(&self, index: usize, actor: ActorRef<ShardMsg>) {
+    pub(crate) fn set(&self, index: usize, actor: ActorRef<ShardMsg>) {
         self.slots[index].store(Some(Arc::new(actor)));
     }
 

@@ -820,7 +820,7 @@ impl Engine {
 
     /// Joins a cluster: from now on, challenge commands run on the owner of their key.
     pub async fn join_cluster(&self, settings: ClusterSettings) -> Result<Cluster, ClusterError> {
-        let cluster = Cluster::start(settings, self.inner.router.clone()).await?;
+        let cluster = Cluster::start(settings, self.inner.router.clone(), self.inner.clock.clone()).await?;
         if self.inner.cluster.set(cluster.clone()).is_err() {
             cluster.stop().await;
             return Err(ClusterError::already_joined());
