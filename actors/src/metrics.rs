@@ -583,6 +583,13 @@ impl DeliveryMetrics {
         }
     }
 
+    /// A rehearsal ([`crate::ports::Notifier::rehearse`]): the queue-depth gauge moves as for a
+    /// message taken and back, so it costs what `enqueued` does and counts nothing.
+    pub(crate) fn rehearsed(&self) {
+        self.queue_depth.increment(1.0);
+        self.queue_depth.decrement(1.0);
+    }
+
     pub(crate) fn finished(&self, channel: Channel, outcome: MessageOutcome) {
         self.outcomes[channel_index(channel)][outcome as usize].increment(1);
         self.queue_depth.decrement(1.0);

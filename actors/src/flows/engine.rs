@@ -5,7 +5,7 @@
 //! ```text
 //! send (register, login, resend):
 //!   limiter.check(Send) → user lookup → code + seal → shard Issue (a registration: with its
-//!   profile) → notifier.enqueue (or, for no account, notifier.has_room) → audit
+//!   profile) → notifier.enqueue (or, for no account, notifier.rehearse) → audit
 //! verify (register/verify, login/verify):
 //!   limiter.check(Verify) → shard Verify → user lookup (a registration: create or complete
 //!   the account, verified, with the profile bound to the code) → session insert → audit
@@ -23,8 +23,8 @@
 //!
 //! Unless `reveal_accounts` is set, a send for an identifier without an account does all the
 //! work a real one does (limiter, lookup, code, seal, shard, audit) and, instead of the
-//! enqueue, asks the notifier whether it would take a message (so a full queue refuses both
-//! alike), then answers with the same receipt; its challenge can never verify because nobody
+//! enqueue, rehearses it: the notifier does everything but keep the message (so a full queue
+//! refuses both alike, and both take as long), then answers with the same receipt; its challenge can never verify because nobody
 //! knows the code. A registration does one lookup and no write whatever the identifier's state:
 //! the account is created only when its code verifies, with the profile sent with that code
 //! (or with the verification), so a stranger's registration of the same number cannot choose
@@ -195,11 +195,14 @@ pub(crate) struct Trail {
     pub(crate) note: &'static str,
     /// A code the call handed to delivery, started once the call's event is written.
     pub(crate) held: Option<Held>,
+    /// A send without an account rehearsed its delivery: `finish` schedules what it would for
+    /// a held message, and starts nothing.
+    pub(crate) rehearsed: bool,
 }
 
 impl Trail {
     pub(crate) fn new(api: Api, ident: Option<IdentHash>) -> Self {
-        Trail { api, step: Step::Start, ident, user: None, note: "", held: None }
+        Trail { api, step: Step::Start, ident, user: None, note: "", held: None, rehearsed: false }
     }
 }
 
@@ -439,19 +442,20 @@ impl Engine {
             NotifyError::Closed => EngineError::Unavailable("delivery pipeline closed".into()),
         };
         trail.step = Step::Dispatch;
+        let message = OutboundMessage {
+            to: identifier.clone(),
+            purpose,
+            resend,
+            code,
+            expires_at,
+            trace_id: ctx.trace_id.clone(),
+            ident_hash: ident,
+        };
         if !deliver {
-            // A full queue refuses an identifier without an account exactly like one with.
-            self.inner.ports.notifier.has_room().map_err(notify_error)?;
+            // The same work as a real send, and a full queue refuses it alike; nothing is kept.
+            self.inner.ports.notifier.rehearse(message).map_err(notify_error)?;
+            trail.rehearsed = true;
         } else {
-            let message = OutboundMessage {
-                to: identifier.clone(),
-                purpose,
-                resend,
-                code,
-                expires_at,
-                trace_id: ctx.trace_id.clone(),
-                ident_hash: ident,
-            };
             trail.held = Some(self.inner.ports.notifier.enqueue(message).map_err(notify_error)?);
             if trail.note.is_empty() {
                 trail.note = "code queued for delivery";
@@ -712,7 +716,7 @@ impl Engine {
         if self.admit_refusal(key) == Admit::Count {
             return;
         }
-        let trail = Trail { api, step, ident, user: None, note: "", held: None };
+        let trail = Trail { api, step, ident, user: None, note: "", held: None, rehearsed: false };
         let event = self.event(ctx, &trail, AuditOutcome::Rejected, message.into());
         self.append_later(vec![event]);
     }
@@ -841,18 +845,21 @@ impl Engine {
         mut trail: Trail,
         result: Result<T, EngineError>,
     ) -> Result<T, EngineError> {
-        let held = trail.held.take();
+        let (held, rehearsed) = (trail.held.take(), trail.rehearsed);
         let result = self.write_event(ctx, trail, result).await;
         // Delivery starts after the event is written (see `Notifier::enqueue`), whatever the
         // event's fate (the message is held; a queued code goes out), and a moment later still:
         // the dispatcher's routing is work that would otherwise run beside this call's answer
         // and make it (a code sent: an account exists) slower than one that sent nothing. The
         // call does not wait; the code leaves `DELIVERY_NOTICE` later, less than a batch waits.
-        if let Some(held) = held {
+        // A rehearsal schedules the same task, which starts nothing.
+        if held.is_some() || rehearsed {
             let notifier = self.inner.ports.notifier.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(DELIVERY_NOTICE).await;
-                notifier.start(held);
+                if let Some(held) = held {
+                    notifier.start(held);
+                }
             });
         }
         result

@@ -307,21 +307,10 @@ impl DispatchHandle {
     }
 }
 
-impl Notifier for DispatchHandle {
-    fn has_room(&self) -> Result<(), NotifyError> {
-        let s = &self.shared;
-        if s.closed.load(Ordering::Relaxed) {
-            return Err(NotifyError::Closed);
-        }
-        if s.ledger.lock().len() >= s.config.queue_capacity {
-            s.counters.refused.fetch_add(1, Ordering::Relaxed);
-            s.metrics.enqueued(false);
-            return Err(NotifyError::QueueFull);
-        }
-        Ok(())
-    }
-
-    fn enqueue(&self, message: OutboundMessage) -> Result<Held, NotifyError> {
+impl DispatchHandle {
+    /// [`Notifier::enqueue`]'s work. A rehearsal (`keep` false) takes the message out of the
+    /// ledger again under the same lock, so nobody ever sees it and it holds no room.
+    fn admit(&self, message: OutboundMessage, keep: bool) -> Result<u64, NotifyError> {
         let s = &self.shared;
         if s.closed.load(Ordering::Relaxed) {
             return Err(NotifyError::Closed);
@@ -335,11 +324,29 @@ impl Notifier for DispatchHandle {
                 s.metrics.enqueued(false);
                 return Err(NotifyError::QueueFull);
             }
-            ledger.insert(message)
+            let id = ledger.insert(message);
+            if !keep {
+                ledger.remove(id);
+            }
+            id
         };
-        s.counters.accepted.fetch_add(1, Ordering::Relaxed);
-        s.metrics.enqueued(true);
-        Ok(Held(id))
+        if keep {
+            s.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            s.metrics.enqueued(true);
+        } else {
+            s.metrics.rehearsed();
+        }
+        Ok(id)
+    }
+}
+
+impl Notifier for DispatchHandle {
+    fn rehearse(&self, message: OutboundMessage) -> Result<(), NotifyError> {
+        self.admit(message, false).map(drop)
+    }
+
+    fn enqueue(&self, message: OutboundMessage) -> Result<Held, NotifyError> {
+        self.admit(message, true).map(Held)
     }
 
     fn start(&self, held: Held) {
