@@ -17,7 +17,7 @@
 //! gets nothing run and believes nothing it is answered.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ const COOLDOWN: Duration = Duration::from_secs(3);
 const TAKEOVER: Duration = Duration::from_secs(10);
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    reserved_port()
 }
 
 /// One `otpd` process.

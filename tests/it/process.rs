@@ -1,7 +1,6 @@
 //! The real `otpd` binary as a child process: durability across `kill -9` and restarts, the
 //! `otpd audit` subcommand, and configuration errors.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -19,7 +18,7 @@ struct Proc {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    reserved_port()
 }
 
 /// The two loopback ports of a node: the public listener and the ops listener.

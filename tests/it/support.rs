@@ -110,6 +110,11 @@ impl TestNode {
         self.clock.advance(d);
     }
 
+    /// The node's time.
+    pub fn now(&self) -> Timestamp {
+        otpd_actors::rules::clock::Clock::now(&*self.clock)
+    }
+
     pub fn outbox_path(&self) -> PathBuf {
         self.node.outbox_path.clone()
     }
@@ -382,4 +387,23 @@ pub fn test_cert(dir: &Path, ca: &str, name: &str) -> (PathBuf, PathBuf) {
         ],
     );
     (dir.join(pem), dir.join(key))
+}
+
+/// A loopback port for a server another process will open later, below the kernel's
+/// ephemeral range (32768 and up on Linux): a port taken with `bind(0)` and released is handed
+/// out again to the next `bind(0)` of any test, which then answers in the place of the server
+/// the port was meant for. Ports here are never handed out that way; each process walks them
+/// from its own offset, and each is checked free when taken.
+pub fn reserved_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % COUNT;
+    loop {
+        let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
