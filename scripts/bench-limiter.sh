@@ -2,11 +2,11 @@
 # Send-path throughput with the Redis limiter against the embedded default, in one run.
 #
 # Starts (on loopback only, in a temporary directory) one redis-server — or, with --cluster, a
-# 3-master Redis Cluster — and two release `otpd` nodes: E (in-process limits) and R (limits in
-# Redis). wrk then drives `POST /v1/login` with a different phone number per request (no account:
+# 3-master Redis Cluster — and four release `otpd` nodes: E (in-process limits) and R (limits in
+# Redis), each also with the SMS spend budget on (EB, RB; both scopes, never reached). wrk then drives `POST /v1/login` with a different phone number per request (no account:
 # the whole send path but the enqueue; distinct numbers avoid the cooldown) against E and R in
 # turn, `rounds` times each. The IP and prefix rules stay on, with limits too high to trip from
-# one load generator. Prints req/s per run, the R/E ratio, and Redis EVALSHA calls per request
+# one load generator. Prints req/s per run, the R/E and budget on/off ratios, and Redis EVALSHA calls per request
 # (INFO commandstats). Stops only the processes it started, by PID.
 #
 # Usage: scripts/bench-limiter.sh [--cluster] [seconds per run (20)] [rounds (2)] [connections (64)]
@@ -67,17 +67,27 @@ common=(OTPD_NODE__LOG_LEVEL=warn
   OTPD_LIMITS__IP_SEND='{ limit = 1000000000 }'
   OTPD_LIMITS__PREFIX_SEND='{ limit = 1000000000 }'
   OTPD_SECRETS__HASH_KEY=5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a)
-e_port=$(free_port)
-r_port=$(free_port)
-env "${common[@]}" OTPD_NODE__DATA_DIR="$work/e" OTPD_HTTP__LISTEN="127.0.0.1:$e_port" OTPD_ADMIN__LISTEN=127.0.0.1:0 "$bin" 2>"$work/e.log" &
-e_pid=$!
-pids+=($e_pid)
-env "${common[@]}" "${redis_env[@]}" OTPD_NODE__DATA_DIR="$work/r" OTPD_HTTP__LISTEN="127.0.0.1:$r_port" OTPD_ADMIN__LISTEN=127.0.0.1:0 \
-  "$bin" 2>"$work/r.log" &
-r_pid=$!
-pids+=($r_pid)
-wait_for "curl -sf http://127.0.0.1:$e_port/health/ready"
-wait_for "curl -sf http://127.0.0.1:$r_port/health/ready | grep -q '\"status\":\"ready\"'"
+# The SMS spend budget off, and on in both scopes (the total and every country) out of reach.
+no_budget=(OTPD_LIMITS__SMS_BUDGET='{ daily = 0 }')
+budget=(OTPD_LIMITS__SMS_BUDGET='{ daily = 100000000, country_daily = 100000000 }')
+# Four nodes: E (in-process limits), EB (the same with the budget), R (limits in Redis), RB.
+names=(E EB R RB)
+declare -A node_port node_pid
+start_node() { # name extra-env...
+  local name=$1; shift
+  node_port[$name]=$(free_port)
+  env "${common[@]}" "$@" OTPD_NODE__DATA_DIR="$work/$name" OTPD_HTTP__LISTEN="127.0.0.1:${node_port[$name]}" \
+    OTPD_ADMIN__LISTEN=127.0.0.1:0 "$bin" 2>"$work/$name.log" &
+  node_pid[$name]=$!
+  pids+=($!)
+}
+start_node E "${no_budget[@]}"
+start_node EB "${budget[@]}"
+start_node R "${no_budget[@]}" "${redis_env[@]}"
+start_node RB "${budget[@]}" "${redis_env[@]}"
+for name in "${names[@]}"; do
+  wait_for "curl -sf http://127.0.0.1:${node_port[$name]}/health/ready | grep -q '\"status\":\"ready\"'"
+done
 
 cat >"$work/login.lua" <<'LUA'
 -- A different valid +1 202 number per request: exchange 200-899, line 0000-9999; each thread
@@ -137,28 +147,34 @@ run() { # name port offset -> prints "requests rps non2xx p50 p99"
 
 echo "wrk -t2 -c$conns -d${secs}s POST /v1/login, distinct numbers; $( [ $cluster -eq 1 ] && echo '3-master Redis Cluster' || echo 'one redis-server')"
 printf '%-6s %-5s %10s %10s %8s %8s %8s %12s %12s %s\n' round node requests req/s non-2xx p50 p99 'otpd µs/req' 'redis µs/req' 'evalsha/req'
-e_sum=0; r_sum=0
+declare -A sum
+for name in "${names[@]}"; do sum[$name]=0; done
 for round in $(seq 1 "$rounds"); do
   offset=$(( (round - 1) * 2000000 ))
-  c0=$(cpu_ms "$e_pid")
-  read -r reqs rps bad p50 p99 < <(run E "$e_port" "$offset")
-  c1=$(cpu_ms "$e_pid")
-  otpd_us=$(python3 -c "print(f'{($c1 - $c0) * 1000 / $reqs:.1f}')")
-  printf '%-6s %-5s %10s %10s %8s %8s %8s %12s %12s %s\n' "$round" E "$reqs" "$rps" "$bad" "$p50" "$p99" "$otpd_us" - -
-  e_sum=$(python3 -c "print($e_sum + $rps)")
-  before=$(evalsha_calls)
-  c0=$(cpu_ms "$r_pid"); d0=$(cpu_ms "${redis_pids[@]}")
-  read -r reqs rps bad p50 p99 < <(run R "$r_port" "$offset")
-  c1=$(cpu_ms "$r_pid"); d1=$(cpu_ms "${redis_pids[@]}")
-  after=$(evalsha_calls)
-  per=$(python3 -c "print(f'{($after - $before) / $reqs:.3f}')")
-  otpd_us=$(python3 -c "print(f'{($c1 - $c0) * 1000 / $reqs:.1f}')")
-  redis_us=$(python3 -c "print(f'{($d1 - $d0) * 1000 / $reqs:.1f}')")
-  printf '%-6s %-5s %10s %10s %8s %8s %8s %12s %12s %s\n' "$round" R "$reqs" "$rps" "$bad" "$p50" "$p99" "$otpd_us" "$redis_us" "$per"
-  r_sum=$(python3 -c "print($r_sum + $rps)")
+  for name in "${names[@]}"; do
+    before=$(evalsha_calls)
+    c0=$(cpu_ms "${node_pid[$name]}"); d0=$(cpu_ms "${redis_pids[@]}")
+    read -r reqs rps bad p50 p99 < <(run "$name" "${node_port[$name]}" "$offset")
+    c1=$(cpu_ms "${node_pid[$name]}"); d1=$(cpu_ms "${redis_pids[@]}")
+    after=$(evalsha_calls)
+    otpd_us=$(python3 -c "print(f'{($c1 - $c0) * 1000 / $reqs:.1f}')")
+    if [ "${name:0:1}" = R ]; then
+      per=$(python3 -c "print(f'{($after - $before) / $reqs:.3f}')")
+      redis_us=$(python3 -c "print(f'{($d1 - $d0) * 1000 / $reqs:.1f}')")
+    else
+      per=-; redis_us=-
+    fi
+    printf '%-6s %-5s %10s %10s %8s %8s %8s %12s %12s %s\n' "$round" "$name" "$reqs" "$rps" "$bad" "$p50" "$p99" "$otpd_us" "$redis_us" "$per"
+    sum[$name]=$(python3 -c "print(${sum[$name]} + $rps)")
+  done
 done
 for p in "${redis_ports[@]}"; do
   echo "redis :$p $(redis-cli -p "$p" info commandstats | grep -E '^cmdstat_evalsha' | tr -d '\r')"
 done
-python3 -c "print(f'mean req/s: embedded {$e_sum / $rounds:.0f}, redis {$r_sum / $rounds:.0f}; redis/embedded = {$r_sum / $e_sum:.2f}')"
-curl -s "http://127.0.0.1:$r_port/health/ready"; echo
+python3 -c "
+e, eb, r, rb = ${sum[E]}, ${sum[EB]}, ${sum[R]}, ${sum[RB]}
+n = $rounds
+print(f'mean req/s: E {e / n:.0f}, EB {eb / n:.0f}, R {r / n:.0f}, RB {rb / n:.0f}')
+print(f'redis/embedded = {r / e:.2f}; with the SMS budget / without: embedded {eb / e:.2f}, redis {rb / r:.2f}')
+"
+curl -s "http://127.0.0.1:${node_port[RB]}/health/ready"; echo

@@ -148,6 +148,12 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, CodeLengthError> {
         session_ttl: config.tokens.session_ttl.0,
         reveal_accounts: otp.reveal_accounts,
         refusal_window: config.engine.audit_refusal_window.0,
+        // The templates were checked with the rest of the configuration.
+        sms_segments: config
+            .delivery
+            .templates()
+            .map(|t| t.sms_segments(usize::from(otp.code_length), otp.lifetime.0))
+            .unwrap_or_default(),
         devices: DevicePolicy {
             max_per_user: config.devices.max_per_user,
             enrol_max_auth_age: config.devices.enrol_max_auth_age.0,
@@ -248,6 +254,21 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         None => readiness.push(("limiter", Arc::new(|| Ok(())))),
     }
     readiness.push(("delivery", Arc::new(move || delivery_check.check())));
+    // A spent SMS budget degrades the node: SMS sends are refused, everything else works.
+    let budget_engine = engine.clone();
+    degradations.push((
+        "sms_budget",
+        Arc::new(move || {
+            budget_engine.sms_budget_spent_until().map(|until| {
+                let left = budget_engine.now().until(until);
+                format!(
+                    "an SMS budget (limits.sms_budget: the total, or a country's) is spent; SMS sends are refused \
+                     (sms_budget_exhausted) for {}, until midnight UTC",
+                    humantime::format_duration(Duration::from_secs(left.as_secs()))
+                )
+            })
+        }),
+    ));
     let app = Arc::new(App {
         engine: engine.clone(),
         tokens,

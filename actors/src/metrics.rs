@@ -25,7 +25,8 @@ use crate::rules::audit::Api;
 use crate::rules::breaker::BreakerState;
 use crate::rules::challenge::{Purpose, VerifyOutcome};
 use crate::rules::identifier::Channel;
-use crate::rules::limits::{Decision, LimitAction};
+use crate::rules::limits::{Check, CheckKind, Decision, LimitAction, Subject};
+use crate::rules::sms::Money;
 
 /// Codes handed to delivery.
 pub const OTP_CODES_ISSUED: &str = "otpd_otp_codes_issued_total";
@@ -46,6 +47,11 @@ pub const LIMITER_DURATION: &str = "otpd_limiter_check_duration_seconds";
 /// 1 while the Redis limiter has fallen back to the in-process one; see
 /// [`set_redis_fallback_active`].
 pub const LIMITER_REDIS_FALLBACK: &str = "otpd_limiter_redis_fallback_active";
+/// What the SMS budget counted, by country calling code, in 1/10 000 of the price list's
+/// currency (`rules::sms`).
+pub const SMS_SPEND: &str = "otpd_sms_spend_units_total";
+/// The share of each daily SMS budget spent, by scope (`all`, or a country calling code).
+pub const SMS_BUDGET_USED: &str = "otpd_sms_budget_used_ratio";
 /// Messages accepted and not yet final.
 pub const DELIVERY_QUEUE_DEPTH: &str = "otpd_delivery_queue_depth";
 /// `delivery.queue_capacity`.
@@ -193,6 +199,16 @@ pub const CATALOGUE: &[MetricDef] = &[
         LATENCY_BUCKETS,
         "Time to get a limiter decision, in seconds (a Redis round trip with the distributed limiter)",
     ),
+    MetricDef::counter(
+        SMS_SPEND,
+        &["country"],
+        "What the SMS spend budget counted for the sends it let through (with or without an account behind the number), by country calling code, in 1/10 000 of the price list's currency (docs/limits.md)",
+    ),
+    MetricDef::gauge(
+        SMS_BUDGET_USED,
+        &["scope"],
+        "Share of each daily SMS budget spent today (UTC), by scope: all, or a country calling code; as of this node's latest SMS send (with Redis, the total of every node)",
+    ),
     MetricDef::gauge(
         LIMITER_REDIS_FALLBACK,
         &[],
@@ -326,6 +342,26 @@ pub fn describe(catalogue: &[MetricDef]) {
 /// in-process limiter (`true`) and when Redis answers again (`false`).
 pub fn set_redis_fallback_active(active: bool) {
     gauge!(LIMITER_REDIS_FALLBACK).set(if active { 1.0 } else { 0.0 });
+}
+
+/// After a limiter let an SMS send to `country` through: counts its cost ([`SMS_SPEND`]) and,
+/// for each `(i, total)` of `spent` (today's total of the budget `checks[i]` counts against),
+/// sets [`SMS_BUDGET_USED`]. Nothing when no budget is on.
+pub fn sms_spent(country: u16, checks: &[Check], spent: &[(usize, Money)]) {
+    let Some(cost) = checks.iter().find_map(|c| match c.kind {
+        CheckKind::Spend(s) => Some(s.cost),
+        _ => None,
+    }) else {
+        return;
+    };
+    let country = country.to_string();
+    counter!(SMS_SPEND, "country" => country.clone()).increment(cost);
+    for &(i, total) in spent {
+        if let Some(Check { kind: CheckKind::Spend(s), subject, .. }) = checks.get(i) {
+            let scope = if *subject == Subject::Everywhere { "all".to_owned() } else { country.clone() };
+            gauge!(SMS_BUDGET_USED, "scope" => scope).set(total as f64 / s.budget.max(1) as f64);
+        }
+    }
 }
 
 /// Counts an actor restart by the supervisor (`shard`, `dispatcher`).

@@ -25,6 +25,7 @@ use crate::rules::keys::IdentHash;
 use crate::rules::limits::{
     Decision, GuessBudget, LimitAction, LimitPolicy, LimitRequest, LimitRule, NumberPrefix, Rule, SmsTarget,
 };
+use crate::rules::sms::SpendPolicy;
 
 fn user(n: u8, at: Timestamp) -> User {
     User {
@@ -470,6 +471,20 @@ where
         .await,
     )
     .await;
+    limiter_sms_budget(
+        make(LimitPolicy {
+            sms_budget: SpendPolicy {
+                daily: 1_000,
+                country_daily: 0,
+                countries: vec![(44, 300)],
+                prices: vec![(1, 100), (44, 100)],
+                default_price: 500,
+            },
+            ..LimitPolicy::off()
+        })
+        .await,
+    )
+    .await;
     limiter_all_or_nothing(make(LimitPolicy { ip_sends: Rule::per(2, MIN * 10), ..cooldown_policy() }).await).await;
     limiter_longest_wait(make(LimitPolicy { identifier_sends: Rule::per(1, MIN * 10), ..cooldown_policy() }).await)
         .await;
@@ -511,6 +526,7 @@ fn lreq(action: LimitAction, ident: u8, ms: u64) -> LimitRequest {
         ident: IdentHash([ident; 16]),
         client_ip: None,
         sms: None,
+        segments: 0,
         now: Timestamp::from_millis(T0 + ms),
     }
 }
@@ -621,16 +637,22 @@ async fn limiter_client_ip(l: Arc<dyn Limiter>) {
         "IPv4-mapped IPv6 is the IPv4 address",
     )
     .await;
-    expect(&l, from_ip(lreq(LOGIN, 4, 3 * s), "2001:db8::1"), Decision::Allow, "IPv6 /64, send 1").await;
-    expect(&l, from_ip(lreq(LOGIN, 5, 3 * s), "2001:db8::2"), Decision::Allow, "IPv6 /64, send 2").await;
+    expect(&l, from_ip(lreq(LOGIN, 4, 3 * s), "2001:db8::1"), Decision::Allow, "IPv6 /56, send 1").await;
+    expect(&l, from_ip(lreq(LOGIN, 5, 3 * s), "2001:db8:0:1::2"), Decision::Allow, "IPv6 /56, send 2").await;
     expect(
         &l,
-        from_ip(lreq(LOGIN, 6, 3 * s), "2001:db8::ffff:1:2:3"),
+        from_ip(lreq(LOGIN, 6, 3 * s), "2001:db8:0:ff:ffff:1:2:3"),
         deny(LimitRule::IpSends, SEC * 600),
-        "IPv6 addresses of one /64 count together",
+        "sends from the /64s of one /56 count together",
     )
     .await;
-    expect(&l, from_ip(lreq(LOGIN, 6, 3 * s), "2001:db8:0:1::1"), Decision::Allow, "another /64").await;
+    expect(&l, from_ip(lreq(LOGIN, 6, 3 * s), "2001:db8:0:100::1"), Decision::Allow, "another /56").await;
+    for (i, ip) in ["2001:db8::1", "2001:db8::2", "2001:db8::3"].into_iter().enumerate() {
+        expect(&l, from_ip(lreq(VERIFY_LOGIN, 20 + i as u8, 3 * s), ip), Decision::Allow, "checks of one /64").await;
+    }
+    expect(&l, from_ip(lreq(VERIFY_LOGIN, 23, 3 * s), "2001:db8::4"), deny(LimitRule::IpVerifies, SEC * 600), "4 of 3")
+        .await;
+    expect(&l, from_ip(lreq(VERIFY_LOGIN, 24, 3 * s), "2001:db8:0:1::1"), Decision::Allow, "checks: another /64").await;
     for i in 0..3 {
         expect(&l, from_ip(lreq(VERIFY_LOGIN, 10 + i, 4 * s), a), Decision::Allow, "verifies count apart").await;
     }
@@ -697,6 +719,37 @@ async fn limiter_prefix_and_country(l: Arc<dyn Limiter>) {
     .await;
     expect(&l, to_number(lreq(LOGIN, 5, 3 * s), "+447911123456", 44), Decision::Allow, "another country").await;
     expect(&l, lreq(LOGIN, 6, 3 * s), Decision::Allow, "e-mail has no prefix or country").await;
+}
+
+/// A daily budget of 1 000 in total and 300 for +44, at 100 a segment (500 elsewhere).
+async fn limiter_sms_budget(l: Arc<dyn Limiter>) {
+    // T0 is 1 h 46 min 40 s before a UTC midnight.
+    let day_left = |ms: u64| Duration::from_millis(6_400_000 - ms);
+    let sms = |ident: u8, ms: u64, e164: &str, cc: u16, segments: u32| {
+        let mut r = to_number(lreq(LOGIN, ident, ms), e164, cc);
+        r.segments = segments;
+        r
+    };
+    let uk = |i: u8, ms: u64, segments: u32| sms(i, ms, "+447911123456", 44, segments);
+    let us = |i: u8, ms: u64| sms(i, ms, "+12022001111", 1, 1);
+    expect(&l, uk(1, 0, 2), Decision::Allow, "+44, two segments: 200 of its 300").await;
+    expect(&l, uk(2, 1000, 2), deny(LimitRule::SmsBudget, day_left(1000)), "+44 would reach 400: until midnight").await;
+    expect(&l, uk(3, 2000, 1), Decision::Allow, "one segment fits exactly: the refusal counted nothing").await;
+    for i in 0..7 {
+        expect(&l, us(10 + i, 3000), Decision::Allow, "+1 sends up to the total of 1 000").await;
+    }
+    expect(&l, us(20, 4000), deny(LimitRule::SmsBudget, day_left(4000)), "the total is spent").await;
+    expect(&l, lreq(LOGIN, 21, 4000), Decision::Allow, "e-mail costs nothing").await;
+    expect(&l, lreq(VERIFY_LOGIN, 22, 4000), Decision::Allow, "checking a code costs nothing").await;
+    expect(&l, sms(23, 6_400_000, "+998901234567", 998, 1), Decision::Allow, "a new day: priced at the default").await;
+    expect(&l, sms(24, 6_400_001, "+998901234567", 998, 1), Decision::Allow, "1 000 of 1 000").await;
+    expect(
+        &l,
+        sms(25, 6_400_002, "+998901234567", 998, 1),
+        deny(LimitRule::SmsBudget, Duration::from_millis(86_400_000 - 2)),
+        "spent again, until the next midnight",
+    )
+    .await;
 }
 
 async fn limiter_destination_lists(l: Arc<dyn Limiter>) {

@@ -1,9 +1,11 @@
 //! `[limits]`: anti-abuse rate limits. `preset` sets every rule; each rule can be overridden in part,
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use otpd_actors::rules::code::{Alphabet, CodePolicy};
-use otpd_actors::rules::limits::{GuessBudget, LimitPolicy, NumberPrefix, Preset, Rule};
+use otpd_actors::rules::limits::{GuessBudget, IPV6_SEND_PREFIX, LimitPolicy, NumberPrefix, Preset, Rule};
+use otpd_actors::rules::sms::{self, DEFAULT_DAILY_BUDGET, MONEY_UNITS, Money, SpendPolicy, format_money};
 use serde::Deserialize;
 
 use super::otp::OtpConfig;
@@ -26,7 +28,7 @@ section! {
         /// Failed code checks per identifier, across codes and purposes, with blocks that
         /// double (`docs/limits.md`); `first_block = "0s"` turns it off.
         identifier_guess: GuessConfig = GuessConfig::default(),
-        /// Codes sent per client IP (IPv6: per /64).
+        /// Codes sent per client IP (IPv6: per `ipv6_send_prefix`, a /56 by default).
         ip_send: RuleConfig = RuleConfig::default(),
         /// Code checks per client IP (IPv6: per /64).
         ip_verify: RuleConfig = RuleConfig::default(),
@@ -41,11 +43,100 @@ section! {
         ip_challenge: RuleConfig = RuleConfig::default(),
         /// Digits of an E.164 number, country code included, that make its prefix.
         prefix_digits: u8 = 7,
+        /// IPv6 prefix length that `ip_send` counts by (32-64): a home usually gets a /56, so
+        /// a rented /48 is 256 send buckets, not 65,536. Code checks count by /64.
+        ipv6_send_prefix: u8 = IPV6_SEND_PREFIX,
         /// SMS only to these country codes or number prefixes (`"+1"`, `"+44"`); empty: anywhere.
         sms_allow: Vec<String> = Vec::new(),
         /// Never SMS to these country codes or number prefixes (`"+1876"`); wins over `sms_allow`.
         sms_deny: Vec<String> = Vec::new(),
+        /// What SMS may cost per UTC day, in the currency of the price list (USD in the shipped
+        /// one): `{ daily, country_daily, countries, prices, default_price }`, each optional;
+        /// a send that would overspend is refused with 503 `sms_budget_exhausted` until the day
+        /// ends (`docs/limits.md`). `daily = 0` turns the total budget off.
+        sms_budget: SmsBudgetConfig = SmsBudgetConfig::default(),
     }
+}
+
+/// `limits.sms_budget`: amounts in currency (decimals allowed); what is left out has its default.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsBudgetConfig {
+    /// Every SMS together per UTC day, across all nodes (default 100; 0: off).
+    pub daily: Option<f64>,
+    /// Each country per UTC day, unless `countries` names it (default 0: off).
+    pub country_daily: Option<f64>,
+    /// Per-country daily budgets by calling code: `{ "44" = 20, "1" = 50 }`.
+    #[serde(default)]
+    pub countries: BTreeMap<String, f64>,
+    /// Price of one segment by calling code, over the shipped table: `{ "44" = 0.035 }`.
+    #[serde(default)]
+    pub prices: BTreeMap<String, f64>,
+    /// Price of one segment to a country neither table names (default 0.10).
+    pub default_price: Option<f64>,
+}
+
+impl super::value::Shown for SmsBudgetConfig {
+    fn kind() -> String {
+        "spend budget `{ daily, country_daily, countries, prices, default_price }`".into()
+    }
+    fn shown(&self) -> String {
+        format!(
+            "{{ daily = {}, default_price = {} }}",
+            format_money(DEFAULT_DAILY_BUDGET),
+            format_money(sms::DEFAULT_PRICE)
+        )
+    }
+}
+
+impl SmsBudgetConfig {
+    /// The policy; assumes [`SmsBudgetConfig::validate`] found nothing.
+    pub fn policy(&self) -> SpendPolicy {
+        let table = |map: &BTreeMap<String, f64>| -> Vec<(u16, Money)> {
+            map.iter().filter_map(|(cc, amount)| Some((calling_code(cc)?, to_money(*amount)?))).collect()
+        };
+        SpendPolicy {
+            daily: self.daily.and_then(to_money).unwrap_or(DEFAULT_DAILY_BUDGET),
+            country_daily: self.country_daily.and_then(to_money).unwrap_or(0),
+            countries: table(&self.countries),
+            prices: table(&self.prices),
+            default_price: self.default_price.and_then(to_money).unwrap_or(sms::DEFAULT_PRICE),
+        }
+    }
+
+    fn validate(&self, errors: &mut Vec<String>) {
+        let amounts =
+            [("daily", self.daily), ("country_daily", self.country_daily), ("default_price", self.default_price)];
+        for (key, amount) in amounts {
+            if let Some(a) = amount
+                && to_money(a).is_none()
+            {
+                errors.push(format!("limits.sms_budget.{key}: must be a non-negative amount below 10^9, got {a}"));
+            }
+        }
+        for (key, map) in [("countries", &self.countries), ("prices", &self.prices)] {
+            for (cc, amount) in map {
+                if calling_code(cc).is_none() {
+                    errors.push(format!("limits.sms_budget.{key}: {cc:?} is not a country calling code (1-999)"));
+                }
+                if to_money(*amount).is_none() {
+                    errors.push(format!("limits.sms_budget.{key}.{cc}: must be a non-negative amount below 10^9"));
+                }
+            }
+        }
+    }
+}
+
+/// A calling code as written in the tables: `"44"` or `"+44"`.
+fn calling_code(text: &str) -> Option<u16> {
+    let digits = text.strip_prefix('+').unwrap_or(text);
+    let code: u16 = digits.parse().ok()?;
+    (digits.len() <= 3 && (1..=999).contains(&code) && !digits.starts_with('0')).then_some(code)
+}
+
+/// A configured amount of currency in [`Money`] units (rounded to the nearest unit).
+fn to_money(amount: f64) -> Option<Money> {
+    (amount.is_finite() && (0.0..1e9).contains(&amount)).then(|| (amount * MONEY_UNITS as f64).round() as Money)
 }
 
 /// Overrides of one rate-limit rule; what is left out comes from the preset.
@@ -128,9 +219,13 @@ impl super::value::Shown for RuleConfig {
 
 impl LimitsConfig {
     pub(super) fn validate(&self, errors: &mut Vec<String>) {
+        if !(32..=64).contains(&self.ipv6_send_prefix) {
+            errors.push(format!("limits.ipv6_send_prefix: must be 32..=64, got {}", self.ipv6_send_prefix));
+        }
         if !(2..=15).contains(&self.prefix_digits) {
             errors.push(format!("limits.prefix_digits: must be 2..=15, got {}", self.prefix_digits));
         }
+        self.sms_budget.validate(errors);
         for (key, list) in [("sms_allow", &self.sms_allow), ("sms_deny", &self.sms_deny)] {
             for entry in list {
                 if let Err(e) = NumberPrefix::parse(entry) {
@@ -214,6 +309,7 @@ impl LimitsConfig {
             describe(cap),
         ));
         out.push_str(&guess_budget_markdown(&presets));
+        out.push_str(&spend_markdown());
         out
     }
 
@@ -240,8 +336,42 @@ impl LimitsConfig {
             prefix_digits: self.prefix_digits,
             sms_allow: prefixes(&self.sms_allow),
             sms_deny: prefixes(&self.sms_deny),
+            sms_budget: self.sms_budget.policy(),
+            ipv6_send_prefix: self.ipv6_send_prefix,
         }
     }
+}
+
+/// The SMS spend budget's part of `docs/limits.md`: the rule, the defaults and the shipped prices.
+fn spend_markdown() -> String {
+    let mut out = format!(
+        "\n## The SMS spend budget (`sms_budget`)\n\n\
+         SMS cost money; a bot that requests codes for premium-rate numbers (SMS pumping) spends it. Every \
+         SMS send costs its segments (`rules::sms`: 160 GSM-7 characters or 70 UCS-2 units in one, 153 or 67 \
+         per part of a longer body; each template is measured once at start with the longest code and \
+         lifetime) times the price of a segment to its country calling code. Per UTC day, the limiter adds \
+         what each send costs to the total (`daily`, default {daily}) and to its country's budget \
+         (`country_daily` for every country, or `countries` for some; off by default); a send whose cost \
+         would take either past its budget is refused with 503 `sms_budget_exhausted` and `Retry-After` \
+         until midnight UTC, and counts nowhere. E-mail, code checks and device login never count. With \
+         Redis the budgets are shared by every node (one hash per scope, in the same script as the other \
+         rules); without it, each node counts its own.\n\n\
+         A send is counted whether or not an account stands behind the number (a send without one costs \
+         nothing, but a budget that counted only real sends would, once spent, refuse known numbers and \
+         accept unknown ones). So the budget is a fuse: when it blows, SMS stops for everyone until \
+         midnight, which is the point (a pumping run ends there), and the alerts at 80 % and 100 % \
+         (`deploy/prometheus/alerts.yml`) call an operator before it does. Size `daily` at a few times a \
+         normal day's spend; for a new market, add its price to `prices` and a `countries` budget.\n\n\
+         Prices of one segment (shipped; `prices` overrides any, `default_price` = {default} for the rest; \
+         in USD, the order of magnitude of public list prices in late 2025, rounded up: a rough guide, never a quote; set your contract's):\n\n\
+         | calling code | price |\n| --- | --- |\n",
+        daily = sms::format_money(DEFAULT_DAILY_BUDGET),
+        default = sms::format_money(sms::DEFAULT_PRICE),
+    );
+    for (code, price) in sms::SHIPPED_PRICES {
+        out.push_str(&format!("| +{code} | {} |\n", sms::format_money(*price)));
+    }
+    out
 }
 
 /// The guess budget's part of `docs/limits.md`: the rule, each preset's values, and what

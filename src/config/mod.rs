@@ -42,7 +42,7 @@ pub use self::devices::DevicesConfig;
 pub use self::engine::EngineSection;
 pub use self::http::HttpConfig;
 pub use self::identifiers::IdentifierConfig;
-pub use self::limits::{GuessConfig, LimitsConfig, RuleConfig};
+pub use self::limits::{GuessConfig, LimitsConfig, RuleConfig, SmsBudgetConfig};
 pub use self::node::NodeConfig;
 pub use self::otp::OtpConfig;
 pub use self::redis::RedisConfig;

@@ -498,3 +498,35 @@ fn invalid_toml_is_one_clear_error() {
     assert_eq!(err.0.len(), 1);
     assert!(err.0[0].contains("not valid TOML"));
 }
+
+#[test]
+fn the_sms_budget_is_on_by_default_and_configured_in_currency() {
+    use otpd_actors::rules::sms::{DEFAULT_DAILY_BUDGET, DEFAULT_PRICE, SpendPolicy};
+    let c = Config::from_sources("", env(&[])).unwrap();
+    let default = c.limits.policy(&c.otp).sms_budget;
+    assert_eq!(default, SpendPolicy { daily: DEFAULT_DAILY_BUDGET, ..SpendPolicy::OFF });
+    assert_eq!(default.default_price, DEFAULT_PRICE);
+
+    let text = "[limits.sms_budget]\ndaily = 250.5\ncountry_daily = 20\ncountries = { \"+44\" = 5, \"1\" = 0 }\n\
+                prices = { \"44\" = 0.0375 }\ndefault_price = 0.2";
+    let c = Config::from_sources(text, env(&[])).unwrap();
+    let p = c.limits.policy(&c.otp).sms_budget;
+    assert_eq!((p.daily, p.country_daily, p.default_price), (2_505_000, 200_000, 2_000));
+    assert_eq!((p.country_budget(44), p.country_budget(1), p.country_budget(33)), (50_000, 0, 200_000));
+    assert_eq!((p.price(44), p.price(1), p.price(998)), (375, 100, 2_000));
+    let off = Config::from_sources("", env(&[("OTPD_LIMITS__SMS_BUDGET", "{ daily = 0 }")])).unwrap();
+    assert_eq!(off.limits.policy(&off.otp).sms_budget.daily, 0, "an override from the environment");
+
+    let bad = "[limits.sms_budget]\ndaily = -1\ncountries = { \"044\" = 1, \"1000\" = 1 }\nprices = { \"44\" = 1e12 }";
+    let all = Config::from_sources(bad, env(&[])).unwrap_err().0.join("\n");
+    for expected in [
+        "limits.sms_budget.daily: must be a non-negative amount",
+        "\"044\" is not a country calling code",
+        "\"1000\" is not a country calling code",
+        "limits.sms_budget.prices.44: must be a non-negative amount",
+    ] {
+        assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+    }
+    let typo = Config::from_sources("[limits.sms_budget]\ndayly = 5", env(&[])).unwrap_err().0.join("\n");
+    assert!(typo.contains("unknown field `dayly`"), "{typo}");
+}

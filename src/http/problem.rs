@@ -235,6 +235,12 @@ pub const TOO_MANY_ATTEMPTS: ProblemKind = kind(
 );
 pub const INTERNAL: ProblemKind =
     kind("internal", 500, "Internal error", "a bug: never expected; report it with the `trace_id`");
+pub const SMS_BUDGET_EXHAUSTED: ProblemKind = retry(
+    "sms_budget_exhausted",
+    503,
+    "SMS budget spent",
+    "today's SMS budget (in total, or for this country) is spent: no SMS until the UTC day ends (`Retry-After`); e-mail and device login still work",
+);
 pub const DELIVERY_BUSY: ProblemKind =
     retry("delivery_busy", 503, "Delivery queue full", "the delivery queue is full; retry after `Retry-After`");
 pub const UNAVAILABLE: ProblemKind = retry(
@@ -301,6 +307,7 @@ pub const CATALOGUE: &[ProblemKind] = &[
     COUNTRY_SEND_LIMIT,
     TOO_MANY_ATTEMPTS,
     INTERNAL,
+    SMS_BUDGET_EXHAUSTED,
     DELIVERY_BUSY,
     UNAVAILABLE,
     OWNER_UNREACHABLE,
@@ -491,6 +498,7 @@ fn limit_kind(rule: LimitRule) -> &'static ProblemKind {
         LimitRule::DeviceChallenges => &DEVICE_CHALLENGE_LIMIT,
         LimitRule::IpChallenges => &IP_CHALLENGE_LIMIT,
         LimitRule::DestinationNotAllowed => &DESTINATION_NOT_ALLOWED,
+        LimitRule::SmsBudget => &SMS_BUDGET_EXHAUSTED,
     }
 }
 
@@ -571,6 +579,7 @@ mod tests {
                     LimitRule::DestinationNotAllowed => 36,
                     LimitRule::DeviceChallenges => 37,
                     LimitRule::IpChallenges => 38,
+                    LimitRule::SmsBudget => 40,
                 },
                 EngineError::InvalidCode { .. } => 4,
                 EngineError::CodeExpired => 5,
@@ -600,7 +609,7 @@ mod tests {
                 EngineError::OwnerUnreachable(_) => 38,
             }
         }
-        const VARIANTS: usize = 40;
+        const VARIANTS: usize = 41;
         let second = Duration::from_secs(1);
         let all = vec![
             EngineError::Identifier(I::PhoneShape("empty")),
@@ -622,6 +631,7 @@ mod tests {
             EngineError::Limited { rule: LimitRule::DestinationNotAllowed, retry_after: second },
             EngineError::Limited { rule: LimitRule::DeviceChallenges, retry_after: second },
             EngineError::Limited { rule: LimitRule::IpChallenges, retry_after: second },
+            EngineError::Limited { rule: LimitRule::SmsBudget, retry_after: second },
             EngineError::DestinationNotAllowed,
             EngineError::InvalidCode { attempts_left: 3 },
             EngineError::CodeExpired,

@@ -140,7 +140,8 @@ pub const BODY: &[&str] =
 /// Refusals of a `phone` or `email` field.
 pub const IDENTIFIER: &[&str] = &["invalid_phone", "invalid_email"];
 /// Limits checked before any code is sent (`429` with `Retry-After`; the destination lists:
-/// `403`). Each send also has its own per-identifier rule, listed on its operation.
+/// `403`; a spent SMS budget: `503` with `Retry-After`). Each send also has its own
+/// per-identifier rule, listed on its operation.
 pub const SEND_LIMITS: &[&str] = &[
     "resend_cooldown",
     "identifier_send_limit",
@@ -148,6 +149,7 @@ pub const SEND_LIMITS: &[&str] = &[
     "prefix_send_limit",
     "country_send_limit",
     "destination_not_allowed",
+    "sms_budget_exhausted",
 ];
 /// Limits checked before a code (or a device signature) is checked.
 pub const VERIFY_LIMITS: &[&str] = &["identifier_verify_limit", "ip_verify_limit"];

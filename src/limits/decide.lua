@@ -15,16 +15,20 @@
 --             now + block (0: no block), 0
 --   guesses:  key index, "g", count field, forget-at field, block field, free,
 --             now + forget_after, first block (ms), longest block (ms)
+--   spend:    key index, "s", count field, end field, "", budget, the day's end, cost, 0
 --   in undo mode the seventh value is the end check mode wrote.
 -- A guess budget (otpd_actors::rules::limits, the guess budget) refuses only while blocked;
 -- recording counts one more check (from 1 once forgotten), moves the forget-at, and past
 -- `free` blocks for first × 2^(count - free - 1), at most the longest block.
+-- A spend budget counts money until the day's end: it refuses while the day's count plus the
+-- cost would pass the budget (until the day's end), and records the cost.
 -- The caller computes every field name and every end, so this script formats nothing (Lua
 -- string work is what a decision costs most here): it compares numbers and stores the strings
 -- it was given.
 --
 -- Returns in check mode {1, wait_1, …, wait_n} when refused (wait_i in ms, 0 if check i
--- passed) or {0, end_1, …, end_n} when recorded (what undo needs); {0} in undo mode.
+-- passed) or {0, end_1, …, end_n} when recorded (what undo needs; for a spend check, the day's
+-- total instead: its end is the day's end, which the caller knows); {0} in undo mode.
 
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -90,6 +94,15 @@ if mode == 'undo' then
           redis.call('HDEL', KEYS[k], ARGV[o + 3], ARGV[o + 4])
         end
       end
+    elseif ARGV[o + 2] == 's' then
+      if values[k][p + 1] == written then
+        local c = num(k, p) - tonumber(ARGV[o + 8])
+        if c > 0 then
+          redis.call('HSET', KEYS[k], ARGV[o + 3], c)
+        else
+          redis.call('HDEL', KEYS[k], ARGV[o + 3], ARGV[o + 4])
+        end
+      end
     elseif values[k][p + 1] == written then
       local c = num(k, p) - 1
       if c > 0 then
@@ -147,6 +160,14 @@ for i = 1, n do
     if b > now then
       wait = b - now
     end
+  elseif ARGV[o + 2] == 's' then
+    local spent = 0
+    if num(k, p + 1) > now then
+      spent = num(k, p)
+    end
+    if spent + tonumber(ARGV[o + 8]) > tonumber(ARGV[o + 6]) then
+      wait = tonumber(ARGV[o + 7]) - now
+    end
   else
     local c, u, b = num(k, p), num(k, p + 1), num(k, p + 2)
     if b > now then
@@ -203,6 +224,17 @@ for i = 1, n do
       local text = string.format('%d', b)
       put(k, ARGV[o + 5], text)
       keep_until(k, b, text)
+    end
+  elseif ARGV[o + 2] == 's' then
+    -- Answered with the day's total instead of the end (always the day's end).
+    if num(k, p + 1) > now then
+      u = num(k, p) + tonumber(ARGV[o + 8])
+      put(k, ARGV[o + 3], u)
+    else
+      put(k, ARGV[o + 3], ARGV[o + 8])
+      put(k, ARGV[o + 4], ARGV[o + 7])
+      keep_until(k, tonumber(ARGV[o + 7]), ARGV[o + 7])
+      u = tonumber(ARGV[o + 8])
     end
   else
     u = num(k, p + 1)

@@ -10,7 +10,7 @@
 //!
 //! Each subject is one hash, whose fields are its rules (`resend_cooldown:<purpose>` holds a
 //! cooldown's end; `<rule>:c`, `:u`, `:b` a window's count, end and block, and the guess
-//! budget's count, forget-at and block; `x` the key's expiry), so a decision reads a subject with one `HMGET` and writes it with one `HSET`. The
+//! budget's count, forget-at and block; a spend budget's money and day end in `:c` and `:u`; `x` the key's expiry), so a decision reads a subject with one `HMGET` and writes it with one `HSET`. The
 //! script formats nothing: field names and candidate ends come from here. The key is its own
 //! hash tag:
 //!
@@ -19,7 +19,8 @@
 //! | identifier | `otpd:{i:<IdentHash>}` (cooldowns and every per-identifier rule) |
 //! | client IP | `otpd:{ip:<keyed hash of the IP or its /64>}` |
 //! | number prefix | `otpd:{pfx:<keyed hash of the prefix>}` |
-//! | country | `otpd:{cc:<calling code>}` |
+//! | country | `otpd:{cc:<calling code>}` (its send rule and its SMS budget) |
+//! | everywhere | `otpd:{all}` (the SMS budget of the whole deployment: on a cluster, one slot every SMS send touches) |
 //!
 //! An identifier, an IP, a prefix and a country are independent dimensions (one IP sends to
 //! many identifiers, one identifier is reached from many IPs), so no single tag can put all
@@ -338,8 +339,13 @@ impl RedisLimiter {
         self.client.script_load_cluster::<String, _>(SCRIPT).await.map(|_| ())
     }
 
-    /// The decision in Redis: one script per slot group, all at once.
-    async fn decide(&self, checks: &[Check], now: Timestamp) -> Result<Decision, fred::error::Error> {
+    /// The decision in Redis: one script per slot group, all at once. With an allowance, today's
+    /// total of each spend budget among `checks`, by index.
+    async fn decide(
+        &self,
+        checks: &[Check],
+        now: Timestamp,
+    ) -> Result<(Decision, Vec<(usize, u64)>), fred::error::Error> {
         let groups = self.groups(checks);
         let replies = join_all(groups.iter().map(|g| self.script.run("check", checks, g, now, None))).await;
         let mut waits = Vec::new();
@@ -367,12 +373,22 @@ impl RedisLimiter {
         }
         waits.sort_unstable_by_key(|(i, _)| *i);
         let denied = strongest(waits.iter().map(|&(i, w)| (checks[i].rule, Duration::from_millis(w.max(0) as u64))));
-        let Some(denied) = denied else { return Ok(Decision::Allow) };
+        let Some(denied) = denied else {
+            // The script answers a spend check's recording with the day's total (its end is
+            // the day's end, which the caller knows).
+            let spent = recorded
+                .iter()
+                .flat_map(|(g, ends)| g.iter().zip(ends))
+                .filter(|(i, _)| matches!(checks[**i].kind, CheckKind::Spend(_)))
+                .map(|(i, total)| (*i, (*total).max(0) as u64))
+                .collect();
+            return Ok((Decision::Allow, spent));
+        };
         if !recorded.is_empty() {
             let undo: Vec<_> = recorded.into_iter().map(|(g, ends)| (g.clone(), ends)).collect();
             self.script.undo(checks, &undo, now).await;
         }
-        Ok(denied)
+        Ok((denied, Vec::new()))
     }
 
     /// Indices of `checks` per script call: all together on one server, per group on a cluster.
@@ -471,8 +487,15 @@ impl Script {
                         let forget_at = now_ms + millis(b.forget_after);
                         ("g", i64::from(b.free), forget_at, millis(b.first_block), millis(b.max_block))
                     }
+                    // The cost rides where a window's block end would.
+                    CheckKind::Spend(s) => ("s", money(s.budget), s.ends_at.as_millis() as i64, money(s.cost), 0),
                 };
-                let end = ends.map_or(end, |ends| ends[n]);
+                // A spend check's recording answered its total, not its end: that is always the
+                // day's end, which undo compares.
+                let end = match (check.kind, ends) {
+                    (CheckKind::Spend(_), _) | (_, None) => end,
+                    (_, Some(ends)) => ends[n],
+                };
                 args.extend([
                     Value::Integer(index as i64 + 1),
                     Value::from_static_str(kind),
@@ -503,6 +526,11 @@ fn millis(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
 
+/// Money as the script reads it: Lua numbers are doubles, exact up to 2^53.
+fn money(m: u64) -> i64 {
+    m.min(1 << 53) as i64
+}
+
 /// The Redis key (a hash) of a subject: its own hash tag; see the module doc.
 fn subject_key(prefix: &str, key: &[u8; 32], subject: &Subject) -> String {
     match *subject {
@@ -515,6 +543,7 @@ fn subject_key(prefix: &str, key: &[u8; 32], subject: &Subject) -> String {
             format!("{prefix}:{{pfx:{}}}", digest(key, b"prefix", &bytes))
         }
         Subject::Country(code) => format!("{prefix}:{{cc:{code}}}"),
+        Subject::Everywhere => format!("{prefix}:{{all}}"),
     }
 }
 
@@ -534,7 +563,7 @@ fn field_names(check: &Check) -> [&'static str; 3] {
             ["resend_cooldown:device_login", "", ""]
         }
         (CheckKind::Cooldown(_), _) => [check.rule.as_str(), "", ""],
-        (CheckKind::Window(_) | CheckKind::Guesses(_), _) => match check.rule {
+        (CheckKind::Window(_) | CheckKind::Guesses(_) | CheckKind::Spend(_), _) => match check.rule {
             LimitRule::ResendCooldown => window!("resend_cooldown"),
             LimitRule::IdentifierSends => window!("identifier_send_limit"),
             LimitRule::IdentifierLogins => window!("identifier_login_limit"),
@@ -549,6 +578,7 @@ fn field_names(check: &Check) -> [&'static str; 3] {
             LimitRule::DeviceChallenges => window!("device_challenge_limit"),
             LimitRule::IpChallenges => window!("ip_challenge_limit"),
             LimitRule::DestinationNotAllowed => window!("destination_not_allowed"),
+            LimitRule::SmsBudget => window!("sms_budget_exhausted"),
         },
     }
 }
@@ -574,9 +604,12 @@ impl Limiter for RedisLimiter {
         }
         if !self.health.is_degraded() {
             match tokio::time::timeout(self.timeout, self.decide(&checks, req.now)).await {
-                Ok(Ok(decision)) => {
+                Ok(Ok((decision, spent))) => {
                     if decision == Decision::Allow {
                         self.local.record(&checks, req.now);
+                        if let Some(target) = &req.sms {
+                            otpd_actors::metrics::sms_spent(target.country_code(), &checks, &spent);
+                        }
                     }
                     return Ok(decision);
                 }
@@ -585,7 +618,7 @@ impl Limiter for RedisLimiter {
             }
         }
         self.health.count_fallback();
-        Ok(self.local.decide_checks(&checks, req.now))
+        Ok(self.local.decide_checks(req, &checks))
     }
 
     /// One `HDEL` of the budget's three fields (the local copy is cleared too, so a fallback

@@ -418,6 +418,11 @@ fn allowed_label_values(shards: usize, providers: &[&str]) -> BTreeMap<&'static 
     allowed.insert("action", set(&["send", "verify"]));
     allowed.insert("rule", set(&["none", "resend_cooldown", "identifier_send_limit"]));
     allowed.insert("result", set(&["accepted", "refused"]));
+    // Country calling codes (never a prefix or a number), and the SMS budget's scopes.
+    let calling_codes: Vec<String> = (1..1000).map(|c: u16| c.to_string()).collect();
+    let codes: Vec<&str> = calling_codes.iter().map(String::as_str).collect();
+    allowed.insert("country", set(&codes));
+    allowed.insert("scope", set(&[codes.as_slice(), &["all"]].concat()));
     allowed.insert("provider", set(providers));
     allowed.insert("state", set(&["closed", "half_open", "open"]));
     allowed.insert("store", set(&["embedded"]));
@@ -731,7 +736,8 @@ fn the_dashboard_and_alert_rules_use_only_catalogued_metrics() {
             "Storage",
             "Accounts, sessions, tokens",
             "Actors",
-            "Cluster"
+            "Cluster",
+            "Fraud and spend"
         ]
     );
     let mut ids = BTreeSet::new();
@@ -1011,7 +1017,7 @@ async fn a_real_prometheus_scrapes_otpd_and_counts_the_traffic_sent() {
     let rules: Value = client.get(format!("{prom}/api/v1/rules")).send().await.unwrap().json().await.unwrap();
     let rules: Vec<&Value> =
         rules["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
-    assert_eq!(rules.len(), 13);
+    assert_eq!(rules.len(), 15);
     for rule in rules {
         assert_eq!(rule["health"], "ok", "{rule}");
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use otpd::config::{Config, Dur, RuleConfig};
+use otpd::config::{Config, Dur, RuleConfig, SmsBudgetConfig};
 use otpd::limits::redis::{RedisLimiter, RedisSettings};
 use otpd_actors::adapters::limiter::LocalLimiter;
 use otpd_actors::ports::Limiter;
@@ -55,6 +55,7 @@ on_standalone_and_cluster!(
     redis_stopped_mid_test_falls_back_reports_degraded_and_recovers,
     a_redis_that_does_not_answer_times_out_to_the_fallback,
     both_nodes_count_one_guess_budget_and_a_right_code_clears_it_for_both,
+    an_sms_budget_spent_through_both_nodes_refuses_sms_until_midnight_utc,
 );
 
 fn settings(redis: &Redis, key_prefix: String) -> RedisSettings {
@@ -260,9 +261,10 @@ async fn a_decision_costs_one_script_call_per_slot_group(redis: Redis) {
     let refused = cost(before);
 
     if redis.cluster {
-        // One script per slot group (identifier, IP, prefix), sent together; a refusal by one
-        // group takes back what the other two recorded.
-        assert_eq!((sms_send, email_send, verify, refused), (3, 2, 2, 5));
+        // One script per slot group (identifier, IP, prefix and, for the SMS budget of the
+        // whole deployment, `{all}`), sent together: one round trip; a refusal by one group
+        // takes back what the other three recorded.
+        assert_eq!((sms_send, email_send, verify, refused), (4, 2, 2, 7));
     } else {
         assert_eq!((sms_send, email_send, verify, refused), (1, 1, 1, 1), "one script per decision");
     }
@@ -411,4 +413,56 @@ async fn both_nodes_count_one_guess_budget_and_a_right_code_clears_it_for_both(r
     }
     let r = b.post("/v1/login/verify", json!({ "phone": p, "code": typo })).await;
     assert_eq!((r.code(), r.header("retry-after")), ("identifier_guess_limit", Some("60")), "{}", r.raw);
+}
+
+/// Budgets of 0.05 in total and 0.03 for +1, at 0.01 a segment: three +1 codes, then two +44
+/// ones, spend everything; both nodes count into one Redis.
+async fn an_sms_budget_spent_through_both_nodes_refuses_sms_until_midnight_utc(redis: Redis) {
+    let (a, b) = two_nodes(&redis, |c| {
+        c.limits.sms_budget = SmsBudgetConfig {
+            daily: Some(0.05),
+            countries: [("1".to_owned(), 0.03)].into(),
+            prices: [("1".to_owned(), 0.01), ("+44".to_owned(), 0.01)].into(),
+            ..SmsBudgetConfig::default()
+        };
+    })
+    .await;
+    let node = |i: u32| if i.is_multiple_of(2) { &a } else { &b };
+    let refused_until_midnight = |r: &Reply, what: &str| {
+        let now = a.now().as_millis();
+        let left = (86_400_000 - now % 86_400_000).div_ceil(1000).to_string();
+        assert_eq!(
+            (r.status, r.code(), r.header("retry-after")),
+            (503, "sms_budget_exhausted", Some(left.as_str())),
+            "{what}: {}",
+            r.raw
+        );
+    };
+    for i in 0..3 {
+        let r = node(i).post("/v1/login", json!({ "phone": phone(300 + i) })).await;
+        assert_eq!(r.status, 202, "+1 code {} of 3: {}", i + 1, r.raw);
+    }
+    let r = b.post("/v1/register", registration(&phone(310))).await;
+    refused_until_midnight(&r, "a fourth +1 code, through the other node");
+    let uk = ["+447911123401", "+447911123402", "+447911123403"];
+    for (i, number) in uk.iter().take(2).enumerate() {
+        let r = node(i as u32).post("/v1/login", json!({ "phone": number })).await;
+        assert_eq!(r.status, 202, "+44 is not +1: {}", r.raw);
+    }
+    let r = a.post("/v1/login", json!({ "phone": uk[2] })).await;
+    refused_until_midnight(&r, "the total is spent");
+    let r = b.post("/v1/login", json!({ "email": "budget@example.com" })).await;
+    assert_eq!(r.status, 202, "e-mail is not SMS: {}", r.raw);
+    let r = ready(&b).await;
+    assert_eq!(r.status, 200, "a spent budget leaves the node ready: {}", r.raw);
+    assert_eq!(r.body["checks"]["sms_budget"]["status"], "degraded", "{}", r.raw);
+
+    // Midnight UTC: both budgets start again.
+    let now = a.now().as_millis();
+    a.advance(Duration::from_millis(86_400_000 - now % 86_400_000));
+    for (i, number) in [phone(310), uk[2].to_owned()].iter().enumerate() {
+        let r = node(i as u32).post("/v1/login", json!({ "phone": number })).await;
+        assert_eq!(r.status, 202, "a new day: {}", r.raw);
+    }
+    assert_eq!(ready(&a).await.body["checks"]["sms_budget"]["status"], "up");
 }

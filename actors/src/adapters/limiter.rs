@@ -30,11 +30,12 @@ type Key = (LimitRule, Subject);
 
 /// Until when an entry matters, how many events its window has seen, and until when it is
 /// blocked. A cooldown uses `until` only; a guess budget keeps its count until `until` (when
-/// it is forgotten) and its block in `blocked_until`.
+/// it is forgotten) and its block in `blocked_until`; a spend budget counts money until the
+/// day ends.
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
     until: Timestamp,
-    count: u32,
+    count: u64,
     blocked_until: Timestamp,
 }
 
@@ -83,14 +84,33 @@ impl LocalLimiter {
     /// The decision, made and recorded under one lock.
     pub fn decide(&self, req: &LimitRequest) -> Decision {
         match plan(&self.policy, req) {
-            Ok(checks) => self.decide_checks(&checks, req.now),
+            Ok(checks) => self.decide_checks(req, &checks),
             Err(decision) => decision,
         }
     }
 
     /// Applies planned checks: check every one (blocking the windows that trip), then, if none
-    /// denied, record every one.
-    pub fn decide_checks(&self, checks: &[Check], now: Timestamp) -> Decision {
+    /// denied, record every one (and count an SMS send's cost, `metrics::sms_spent`).
+    pub fn decide_checks(&self, req: &LimitRequest, checks: &[Check]) -> Decision {
+        let decision = self.decide_locked(checks, req.now);
+        if decision == Decision::Allow
+            && let Some(target) = &req.sms
+        {
+            crate::metrics::sms_spent(target.country_code(), checks, &self.spent(checks, req.now));
+        }
+        decision
+    }
+
+    /// Today's total of each spend budget among `checks`, by index.
+    pub fn spent(&self, checks: &[Check], now: Timestamp) -> Vec<(usize, u64)> {
+        let state = self.state.lock();
+        let spends = checks.iter().enumerate().filter(|(_, c)| matches!(c.kind, CheckKind::Spend(_)));
+        spends
+            .map(|(i, c)| (i, state.get(&(c.rule, c.subject)).filter(|e| e.until > now).map_or(0, |e| e.count)))
+            .collect()
+    }
+
+    fn decide_locked(&self, checks: &[Check], now: Timestamp) -> Decision {
         let mut state = self.state.lock();
         let mut denials = Vec::new();
         for check in checks {
@@ -100,7 +120,7 @@ impl LocalLimiter {
                 CheckKind::Guesses(_) => state.get(&key).map(|e| e.blocked_until).filter(|b| *b > now),
                 CheckKind::Window(rule) => match state.get(&key) {
                     Some(e) if e.blocked_until > now => Some(e.blocked_until),
-                    Some(e) if e.until > now && e.count >= rule.limit => {
+                    Some(e) if e.until > now && e.count >= u64::from(rule.limit) => {
                         if rule.block.is_zero() {
                             Some(e.until)
                         } else {
@@ -111,6 +131,10 @@ impl LocalLimiter {
                     }
                     _ => None,
                 },
+                CheckKind::Spend(spend) => {
+                    let spent = state.get(&key).filter(|e| e.until > now).map_or(0, |e| e.count);
+                    (spent.saturating_add(spend.cost) > spend.budget).then_some(spend.ends_at)
+                }
             };
             if let Some(until) = wait_until {
                 denials.push((check.rule, now.until(until)));
@@ -184,7 +208,7 @@ fn record_all(state: &mut State, checks: &[Check], now: Timestamp) {
                 // `until` is when the count is forgotten; a block only ever starts here.
                 entry.count = if entry.until > now { entry.count.saturating_add(1) } else { 1 };
                 entry.until = now.plus(budget.forget_after);
-                let block = budget.block_after(entry.count);
+                let block = budget.block_after(u32::try_from(entry.count).unwrap_or(u32::MAX));
                 if !block.is_zero() {
                     entry.blocked_until = now.plus(block);
                 }
@@ -193,6 +217,11 @@ fn record_all(state: &mut State, checks: &[Check], now: Timestamp) {
             CheckKind::Window(rule) => {
                 entry.until = now.plus(rule.window);
                 entry.count = 1;
+            }
+            CheckKind::Spend(spend) if entry.until > now => entry.count = entry.count.saturating_add(spend.cost),
+            CheckKind::Spend(spend) => {
+                entry.until = spend.ends_at;
+                entry.count = spend.cost;
             }
         }
     }
@@ -223,6 +252,7 @@ mod tests {
             ident: IdentHash([ident; 16]),
             client_ip: None,
             sms: None,
+            segments: 0,
             now: Timestamp::from_millis(now),
         }
     }

@@ -60,6 +60,7 @@ use crate::rules::keys::{IdentHash, Keys};
 use crate::rules::limits::{Decision, LimitAction, LimitRequest, LimitRule, SmsTarget};
 use crate::rules::refresh::RefreshToken;
 use crate::rules::refusals::{Admit, RefusalKey, Refusals, Summary};
+use crate::rules::sms::SmsSegments;
 
 /// The target of this module's log lines, kept as it was before the crate was split into
 /// layers: operators filter and query logs by it, whatever folder the module lives in.
@@ -90,6 +91,8 @@ pub struct EngineConfig {
     /// Refusals of one kind from one client within this window make one audit event and a
     /// count (`rules::refusals`); zero: an event each.
     pub refusal_window: Duration,
+    /// What each kind of SMS costs in segments, for the spend budget (`Templates::sms_segments`).
+    pub sms_segments: SmsSegments,
 }
 
 /// The adapters the engine runs on.
@@ -181,6 +184,8 @@ pub(crate) struct Inner {
     dispatcher: Option<DispatcherActor>,
     pub(crate) metrics: EngineMetrics,
     refusals: parking_lot::Mutex<Refusals>,
+    /// Until when a refusal said an SMS budget is spent (ms; 0: none seen), for readiness.
+    sms_budget_spent_until: std::sync::atomic::AtomicU64,
     /// An identifier and a device id that exist, for the decoy lookups of `lookup_user` and
     /// `lookup_device`.
     pub(crate) known: parking_lot::Mutex<(Option<IdentHash>, Option<DeviceId>)>,
@@ -242,6 +247,7 @@ impl Engine {
                 metrics,
                 refusals,
                 known: parking_lot::Mutex::new((None, None)),
+                sms_budget_spent_until: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         engine.spawn_refusal_flusher();
@@ -764,7 +770,15 @@ impl Engine {
         ctx: &RequestContext,
         now: Timestamp,
     ) -> Result<(), EngineError> {
-        let req = LimitRequest { action, ident, client_ip: ctx.client_ip, sms, now };
+        let per = self.inner.config.sms_segments;
+        let segments = match (action, sms.is_some()) {
+            (_, false) => 0,
+            (LimitAction::Send(Purpose::Register), true) => per.register,
+            (LimitAction::Send(_), true) => per.login,
+            (LimitAction::Resend(_), true) => per.resend,
+            (LimitAction::Verify(_) | LimitAction::Challenge, true) => 0,
+        };
+        let req = LimitRequest { action, ident, client_ip: ctx.client_ip, sms, segments, now };
         let started = std::time::Instant::now();
         let decision = self.inner.ports.limiter.check(&req).await;
         self.inner.metrics.limit(action, &decision, started.elapsed());
@@ -773,9 +787,23 @@ impl Engine {
             Ok(Decision::Deny { rule: LimitRule::DestinationNotAllowed, .. }) => {
                 Err(EngineError::DestinationNotAllowed)
             }
-            Ok(Decision::Deny { rule, retry_after }) => Err(EngineError::Limited { rule, retry_after }),
+            Ok(Decision::Deny { rule, retry_after }) => {
+                if rule == LimitRule::SmsBudget {
+                    let until = now.plus(retry_after).as_millis();
+                    self.inner.sms_budget_spent_until.fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(EngineError::Limited { rule, retry_after })
+            }
             Err(e) => Err(EngineError::Unavailable(e.to_string())),
         }
+    }
+
+    /// Until when an SMS budget (the total, or a country's) is spent, if a send was refused for
+    /// it today: what readiness reports.
+    pub fn sms_budget_spent_until(&self) -> Option<Timestamp> {
+        let until =
+            Timestamp::from_millis(self.inner.sms_budget_spent_until.load(std::sync::atomic::Ordering::Relaxed));
+        (until > self.now()).then_some(until)
     }
 
     /// Stores a sealed code on the node that owns its key; returns its expiry and whether a

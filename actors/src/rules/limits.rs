@@ -15,12 +15,14 @@
 //! | `identifier_resend_limit` | `/v1/otp/resend` sends | identifier |
 //! | `identifier_verify_limit` | code checks | identifier |
 //! | `identifier_guess_limit` | code checks not followed by a right code (the guess budget, below) | identifier |
-//! | `ip_send_limit`, `ip_verify_limit` | sends, code checks | client IP (IPv6: its /64) |
+//! | `ip_send_limit` | sends | client IP (IPv6: its /56, `ipv6_send_prefix`) |
+//! | `ip_verify_limit` | code checks | client IP (IPv6: its /64) |
 //! | `device_challenge_limit` | device-login challenges | device id + client IP (IPv6: its /64) |
 //! | `ip_challenge_limit` | device-login challenges | client IP (IPv6: its /64) |
 //! | `prefix_send_limit` | SMS sends | first `prefix_digits` digits of the number |
 //! | `country_send_limit` | SMS sends | country calling code |
 //! | `destination_not_allowed` | — | the SMS allow-list / deny-list |
+//! | `sms_budget_exhausted` | money SMS sends cost this UTC day (`rules::sms`) | everywhere; country calling code |
 //!
 //! # Semantics of one decision
 //!
@@ -92,6 +94,7 @@ use crate::rules::challenge::Purpose;
 use crate::rules::clock::Timestamp;
 use crate::rules::identifier::Identifier;
 use crate::rules::keys::IdentHash;
+use crate::rules::sms::{Money, SpendPolicy, day_end};
 
 /// What a request wants to do, as far as limits are concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -121,6 +124,8 @@ pub struct LimitRequest {
     pub client_ip: Option<IpAddr>,
     /// The SMS recipient, for the number-prefix and country rules (`None` for e-mail).
     pub sms: Option<SmsTarget>,
+    /// Segments the SMS would take (`rules::sms`), for the spend budget; 0 counts as 1.
+    pub segments: u32,
     pub now: Timestamp,
 }
 
@@ -188,7 +193,7 @@ pub enum LimitRule {
     IdentifierVerifies,
     /// The identifier's guess budget is spent: blocked until the block ends.
     IdentifierGuesses,
-    /// Too many codes sent on behalf of this client IP address (IPv6: its /64).
+    /// Too many codes sent on behalf of this client IP address (IPv6: its /56 by default).
     IpSends,
     /// Too many codes checked from this client IP address (IPv6: its /64).
     IpVerifies,
@@ -202,6 +207,8 @@ pub enum LimitRule {
     IpChallenges,
     /// SMS to this country or number range is not allowed (destination lists).
     DestinationNotAllowed,
+    /// The day's SMS budget (every SMS together, or this country's) would be overspent.
+    SmsBudget,
 }
 
 impl LimitRule {
@@ -221,6 +228,7 @@ impl LimitRule {
             LimitRule::DeviceChallenges => "device_challenge_limit",
             LimitRule::IpChallenges => "ip_challenge_limit",
             LimitRule::DestinationNotAllowed => "destination_not_allowed",
+            LimitRule::SmsBudget => "sms_budget_exhausted",
         }
     }
 }
@@ -479,6 +487,10 @@ pub struct LimitPolicy {
     pub sms_allow: Vec<NumberPrefix>,
     /// Never SMS to numbers matching one of these (wins over `sms_allow`).
     pub sms_deny: Vec<NumberPrefix>,
+    /// What SMS may cost per UTC day, in total and per country.
+    pub sms_budget: SpendPolicy,
+    /// The IPv6 prefix length `ip_sends` counts by ([`IPV6_SEND_PREFIX`]).
+    pub ipv6_send_prefix: u8,
 }
 
 /// The default preset with the default OTP rules.
@@ -487,6 +499,7 @@ impl Default for LimitPolicy {
         LimitPolicy {
             resend_cooldown: RESEND_COOLDOWN,
             identifier_sends: SEND_CAP,
+            sms_budget: SpendPolicy::default(),
             ..LimitPolicy::preset(Preset::Medium)
         }
     }
@@ -512,6 +525,8 @@ impl LimitPolicy {
             prefix_digits: 7,
             sms_allow: Vec::new(),
             sms_deny: Vec::new(),
+            sms_budget: SpendPolicy::OFF,
+            ipv6_send_prefix: IPV6_SEND_PREFIX,
         }
     }
 
@@ -585,12 +600,24 @@ impl LimitPolicy {
 
 /// A client address as limits count it: IPv4 as is (IPv4-mapped IPv6 included), IPv6 by its
 /// /64, the block one subscriber is usually given, so rotating addresses inside it gains
-/// nothing.
+/// nothing; sends count IPv6 by a wider block ([`LimitPolicy::ipv6_send_prefix`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IpBlock(pub [u8; 16]);
 
+/// The IPv6 prefix length sends are counted by, unless configured otherwise: a home is
+/// usually delegated a /56 (RFC 6177), and an attacker who rents a /48 gets 256 buckets of it
+/// to send from instead of 65,536 /64s. Code checks and device challenges stay per /64.
+pub const IPV6_SEND_PREFIX: u8 = 56;
+
 impl IpBlock {
+    /// `ip`'s block, IPv6 by its /64.
     pub fn of(ip: IpAddr) -> IpBlock {
+        IpBlock::within(ip, 64)
+    }
+
+    /// `ip`'s block, IPv6 by its first `v6_bits` bits (at most 64; a /64's bytes are those of
+    /// [`IpBlock::of`]).
+    pub fn within(ip: IpAddr, v6_bits: u8) -> IpBlock {
         let mut bytes = [0u8; 16];
         match ip {
             IpAddr::V4(v4) => {
@@ -600,8 +627,14 @@ impl IpBlock {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => return IpBlock::of(IpAddr::V4(v4)),
                 None => {
+                    let bits = v6_bits.min(64);
+                    let head = u64::from_be_bytes(v6.octets()[..8].try_into().expect("8 bytes"));
+                    let mask = if bits == 0 { 0 } else { u64::MAX << (64 - u32::from(bits)) };
                     bytes[0] = 6;
-                    bytes[1..9].copy_from_slice(&v6.octets()[..8]);
+                    bytes[1..9].copy_from_slice(&(head & mask).to_be_bytes());
+                    if bits < 64 {
+                        bytes[9] = bits;
+                    }
                 }
             },
         }
@@ -619,6 +652,8 @@ pub enum Subject {
     /// A number prefix: its value and digit count.
     Prefix(u64, u8),
     Country(u16),
+    /// Every request alike (the SMS budget of the whole deployment).
+    Everywhere,
 }
 
 /// Which keys may be decided together: in Redis Cluster a decision spans one hash slot per
@@ -629,6 +664,7 @@ pub enum Group {
     Ip,
     Prefix,
     Country,
+    Everywhere,
 }
 
 impl Subject {
@@ -638,6 +674,7 @@ impl Subject {
             Subject::Ip(_) => Group::Ip,
             Subject::Prefix(..) => Group::Prefix,
             Subject::Country(_) => Group::Country,
+            Subject::Everywhere => Group::Everywhere,
         }
     }
 }
@@ -652,6 +689,16 @@ pub enum CheckKind {
     /// Denies while blocked; records one counted check, which may start a block (the guess
     /// budget, see the module doc).
     Guesses(GuessBudget),
+    /// Denies when the day's spend plus `cost` would pass `budget`; records `cost`.
+    Spend(Spend),
+}
+
+/// A spend check: a window that ends at `ends_at` (the end of the UTC day) and counts money.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spend {
+    pub budget: Money,
+    pub cost: Money,
+    pub ends_at: Timestamp,
 }
 
 /// One rule applied to one subject.
@@ -690,12 +737,24 @@ pub fn plan(policy: &LimitPolicy, req: &LimitRequest) -> Result<Vec<Check>, Deci
                 _ => window(LimitRule::IdentifierRegistrations, Subject::Ident(ident), policy.identifier_registrations),
             }
             if let Some(ip) = req.client_ip {
-                window(LimitRule::IpSends, Subject::Ip(IpBlock::of(ip)), policy.ip_sends);
+                let block = IpBlock::within(ip, policy.ipv6_send_prefix);
+                window(LimitRule::IpSends, Subject::Ip(block), policy.ip_sends);
             }
             if let Some(target) = &req.sms {
                 let (value, len) = target.prefix(policy.prefix_digits);
                 window(LimitRule::PrefixSends, Subject::Prefix(value, len), policy.prefix_sends);
                 window(LimitRule::CountrySends, Subject::Country(target.country_code()), policy.country_sends);
+                let spend = &policy.sms_budget;
+                let cost = spend.cost(target.country_code(), req.segments);
+                let ends_at = day_end(req.now);
+                let budgets = [
+                    (Subject::Everywhere, spend.daily),
+                    (Subject::Country(target.country_code()), spend.country_budget(target.country_code())),
+                ];
+                for (subject, budget) in budgets.into_iter().filter(|(_, b)| *b > 0) {
+                    let kind = CheckKind::Spend(Spend { budget, cost, ends_at });
+                    checks.push(Check { rule: LimitRule::SmsBudget, subject, kind });
+                }
             }
             if !policy.resend_cooldown.is_zero() {
                 let cooldown = Check {
@@ -744,6 +803,7 @@ mod tests {
 
     use super::*;
     use crate::rules::clock::Timestamp;
+    use crate::rules::sms::DEFAULT_DAILY_BUDGET;
 
     fn req(action: LimitAction, sms: Option<&str>) -> LimitRequest {
         LimitRequest {
@@ -751,6 +811,7 @@ mod tests {
             ident: IdentHash([1; 16]),
             client_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             sms: sms.map(|n| SmsTarget::from_e164(n, if n.starts_with("+44") { 44 } else { 1 }).unwrap()),
+            segments: 1,
             now: Timestamp::from_millis(0),
         }
     }
@@ -760,7 +821,7 @@ mod tests {
     }
 
     #[test]
-    fn a_login_send_is_checked_by_cooldown_identifier_ip_and_prefix_rules() {
+    fn a_login_send_is_checked_by_cooldown_identifier_ip_prefix_and_budget_rules() {
         let p = LimitPolicy::default();
         let checks = plan(&p, &req(LimitAction::Send(Purpose::Login), Some("+12022001234"))).unwrap();
         assert_eq!(
@@ -770,10 +831,17 @@ mod tests {
                 "identifier_send_limit",
                 "identifier_login_limit",
                 "ip_send_limit",
-                "prefix_send_limit"
+                "prefix_send_limit",
+                "sms_budget_exhausted"
             ]
         );
         assert_eq!(checks[4].subject, Subject::Prefix(1_202_200, 7));
+        // The default: a total budget only, priced from the shipped table, until midnight UTC.
+        let budget = Spend { budget: DEFAULT_DAILY_BUDGET, cost: 100, ends_at: Timestamp::from_millis(86_400_000) };
+        assert_eq!((checks[5].subject, checks[5].kind), (Subject::Everywhere, CheckKind::Spend(budget)));
+        let per_country = LimitPolicy { sms_budget: SpendPolicy { country_daily: 7, ..SpendPolicy::OFF }, ..p.clone() };
+        let uk = plan(&per_country, &req(LimitAction::Send(Purpose::Login), Some("+447911123456"))).unwrap();
+        assert_eq!(uk.last().map(|c| c.subject), Some(Subject::Country(44)), "per country, without a total");
         let resend = plan(&p, &req(LimitAction::Resend(Purpose::Register), None)).unwrap();
         assert_eq!(
             rules(&resend),
@@ -876,6 +944,30 @@ mod tests {
         assert_ne!(IpBlock::of(a.into()), IpBlock::of(c.into()));
         let mapped: Ipv6Addr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(IpBlock::of(mapped.into()), IpBlock::of(Ipv4Addr::new(192, 0, 2, 7).into()));
+    }
+
+    #[test]
+    fn sends_count_ipv6_by_its_56_and_checks_by_its_64() {
+        let a: Ipv6Addr = "2001:db8:1:200::1".parse().unwrap();
+        let same_56: Ipv6Addr = "2001:db8:1:2ff:ffff::9".parse().unwrap();
+        let next_56: Ipv6Addr = "2001:db8:1:300::1".parse().unwrap();
+        let at = |ip: Ipv6Addr, bits| IpBlock::within(ip.into(), bits);
+        assert_eq!(at(a, 56), at(same_56, 56));
+        assert_ne!(at(a, 56), at(next_56, 56));
+        assert_ne!(at(a, 64), at(same_56, 64), "another /64");
+        assert_ne!(at(a, 56), at(a, 64), "a /56 is never taken for the /64 it starts with");
+        assert_eq!(at(a, 64), IpBlock::of(a.into()));
+        let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+        assert_eq!(IpBlock::within(v4, 56), IpBlock::of(v4), "IPv4 is whole");
+        let p = LimitPolicy { ip_sends: Rule::per(1, HOUR), ip_verifies: Rule::per(1, HOUR), ..LimitPolicy::off() };
+        let from = |action, ip: Ipv6Addr| {
+            let r = LimitRequest { client_ip: Some(ip.into()), ..req(action, None) };
+            plan(&p, &r).unwrap()[0].subject
+        };
+        let send = LimitAction::Send(Purpose::Login);
+        let verify = LimitAction::Verify(Purpose::Login);
+        assert_eq!(from(send, a), from(send, same_56));
+        assert_ne!(from(verify, a), from(verify, same_56));
     }
 
     #[test]

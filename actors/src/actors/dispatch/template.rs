@@ -11,10 +11,13 @@
 //! and Android's SMS Retriever / User Consent read to fill the code in automatically. E-mail
 //! bodies do not carry it.
 
+use std::time::Duration;
+
 use crate::ports::OutboundMessage;
 use crate::rules::challenge::Purpose;
 use crate::rules::clock::Timestamp;
 use crate::rules::identifier::Channel;
+use crate::rules::sms::{SmsSegments, segments};
 
 pub const DEFAULT_REGISTER: &str =
     "Your {app_name} verification code is {code}. It expires in {lifetime}. Never share it.";
@@ -202,19 +205,36 @@ impl Templates {
             // Device-login nonces go back to the app and are never sent; kept total for safety.
             (false, Purpose::Login | Purpose::DeviceLogin) => &self.login,
         };
-        let mut body = String::with_capacity(160);
-        template.render_into(&mut body, code, &self.app_name, minutes);
-        if let (Some(origin), Channel::Sms) = (&self.origin, message.to.channel()) {
-            body.push_str("\n\n@");
-            body.push_str(origin);
-            body.push_str(" #");
-            body.push_str(code);
-        }
+        let body = self.body(template, code, minutes, message.to.channel());
         let mut subject = String::new();
         if message.to.channel() == Channel::Email {
             self.email_subject.render_into(&mut subject, code, &self.app_name, minutes);
         }
         Rendered { subject, body }
+    }
+}
+
+impl Templates {
+    fn body(&self, template: &Template, code: &str, minutes: u64, channel: Channel) -> String {
+        let mut body = String::with_capacity(160);
+        template.render_into(&mut body, code, &self.app_name, minutes);
+        if let (Some(origin), Channel::Sms) = (&self.origin, channel) {
+            body.push_str("\n\n@");
+            body.push_str(origin);
+            body.push_str(" #");
+            body.push_str(code);
+        }
+        body
+    }
+
+    /// The most segments each kind of SMS takes (`rules::sms`): its body rendered with a code
+    /// of `code_length` characters (every code alphabet is GSM-7) and the whole `lifetime`, the
+    /// longest it gets.
+    pub fn sms_segments(&self, code_length: usize, lifetime: Duration) -> SmsSegments {
+        let code = "0".repeat(code_length);
+        let minutes = lifetime.as_secs().div_ceil(60).max(1);
+        let count = |t: &Template| segments(&self.body(t, &code, minutes, Channel::Sms)).count;
+        SmsSegments { register: count(&self.register), login: count(&self.login), resend: count(&self.resend) }
     }
 }
 
