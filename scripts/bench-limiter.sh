@@ -3,7 +3,8 @@
 #
 # Starts (on loopback only, in a temporary directory) one redis-server — or, with --cluster, a
 # 3-master Redis Cluster — and four release `otpd` nodes: E (in-process limits) and R (limits in
-# Redis), each also with the SMS spend budget on (EB, RB; both scopes, never reached). wrk then drives `POST /v1/login` with a different phone number per request (no account:
+# Redis), each also with the SMS spend budget (both scopes, never reached) and the conversion guard
+# (mode record) on: EB, RB. wrk then drives `POST /v1/login` with a different phone number per request (no account:
 # the whole send path but the enqueue; distinct numbers avoid the cooldown) against E and R in
 # turn, `rounds` times each. The IP and prefix rules stay on, with limits too high to trip from
 # one load generator. Prints req/s per run, the R/E and budget on/off ratios, and Redis EVALSHA calls per request
@@ -68,8 +69,11 @@ common=(OTPD_NODE__LOG_LEVEL=warn
   OTPD_LIMITS__PREFIX_SEND='{ limit = 1000000000 }'
   OTPD_SECRETS__HASH_KEY=5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a)
 # The SMS spend budget off, and on in both scopes (the total and every country) out of reach.
-no_budget=(OTPD_LIMITS__SMS_BUDGET='{ daily = 0 }')
-budget=(OTPD_LIMITS__SMS_BUDGET='{ daily = 100000000, country_daily = 100000000 }')
+# The conversion guard off, and on in mode record (it counts every send, and these codes are
+# never verified, so it must not refuse).
+no_budget=(OTPD_LIMITS__SMS_BUDGET='{ daily = 0 }' OTPD_LIMITS__CONVERSION_GUARD='{ mode = "off" }')
+budget=(OTPD_LIMITS__SMS_BUDGET='{ daily = 100000000, country_daily = 100000000 }'
+  OTPD_LIMITS__CONVERSION_GUARD='{ mode = "record" }')
 # Four nodes: E (in-process limits), EB (the same with the budget), R (limits in Redis), RB.
 names=(E EB R RB)
 declare -A node_port node_pid

@@ -138,6 +138,7 @@ start_node() {
     OTPD_LIMITS__IDENTIFIER_LOGIN="$unlimited" OTPD_LIMITS__IDENTIFIER_REGISTER="$unlimited" \
     OTPD_LIMITS__IDENTIFIER_RESEND="$unlimited" OTPD_LIMITS__IDENTIFIER_VERIFY="$unlimited" \
     OTPD_LIMITS__SMS_BUDGET='{ daily = 100000000 }' \
+    OTPD_LIMITS__CONVERSION_GUARD='{ mode = "record" }' \
     OTPD_CLUSTER__ENABLED=true OTPD_CLUSTER__NODE_NAME="$name" OTPD_CLUSTER__LISTEN=127.0.0.1:$cport \
     OTPD_CLUSTER__SEEDS="$seeds" OTPD_CLUSTER__COOKIE=$cookie \
     "$bin/otpd" </dev/null >/dev/null 2>"$work/$tag-$name.log" &

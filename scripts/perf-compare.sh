@@ -20,6 +20,7 @@ start_node() {
   OTPD_LIMITS__IDENTIFIER_LOGIN="$unlimited" OTPD_LIMITS__IDENTIFIER_REGISTER="$unlimited" \
   OTPD_LIMITS__IDENTIFIER_RESEND="$unlimited" OTPD_LIMITS__IDENTIFIER_VERIFY="$unlimited" \
   OTPD_LIMITS__SMS_BUDGET='{ daily = 100000000 }' \
+  OTPD_LIMITS__CONVERSION_GUARD='{ mode = "record" }' \
     taskset -c 0 "$1/otpd" 2>"$data/node.log" & node=$!
   target=http://127.0.0.1:$port
   for _ in $(seq 100); do curl -sf "$target/health/live" >/dev/null && return; sleep 0.1; done

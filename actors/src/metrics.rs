@@ -50,6 +50,9 @@ pub const LIMITER_REDIS_FALLBACK: &str = "otpd_limiter_redis_fallback_active";
 /// What the SMS budget counted, by country calling code, in 1/10 000 of the price list's
 /// currency (`rules::sms`).
 pub const SMS_SPEND: &str = "otpd_sms_spend_units_total";
+/// SMS codes sent (let through by the limits, with or without an account behind the number)
+/// and verified, by country calling code: their ratio is a destination's conversion.
+pub const SMS_CODES: &str = "otpd_sms_codes_total";
 /// The share of each daily SMS budget spent, by scope (`all`, or a country calling code).
 pub const SMS_BUDGET_USED: &str = "otpd_sms_budget_used_ratio";
 /// Messages accepted and not yet final.
@@ -203,6 +206,11 @@ pub const CATALOGUE: &[MetricDef] = &[
         SMS_SPEND,
         &["country"],
         "What the SMS spend budget counted for the sends it let through (with or without an account behind the number), by country calling code, in 1/10 000 of the price list's currency (docs/limits.md)",
+    ),
+    MetricDef::counter(
+        SMS_CODES,
+        &["country", "event"],
+        "SMS codes by country calling code and event: sent (let through by the limits, with or without an account behind the number) and verified; verified / sent is the conversion the conversion guard judges (docs/limits.md)",
     ),
     MetricDef::gauge(
         SMS_BUDGET_USED,
@@ -362,6 +370,11 @@ pub fn sms_spent(country: u16, checks: &[Check], spent: &[(usize, Money)]) {
             gauge!(SMS_BUDGET_USED, "scope" => scope).set(total as f64 / s.budget.max(1) as f64);
         }
     }
+}
+
+/// Counts an SMS code `event` (`sent`, `verified`) for the country `country` ([`SMS_CODES`]).
+pub fn sms_code(country: u16, event: &'static str) {
+    counter!(SMS_CODES, "country" => country.to_string(), "event" => event).increment(1);
 }
 
 /// Counts an actor restart by the supervisor (`shard`, `dispatcher`).

@@ -36,7 +36,7 @@ use crate::rules::device_key::DeviceKey;
 use crate::rules::identifier::Identifier;
 use crate::rules::ids::{DeviceId, SessionId, TraceId, UserId};
 use crate::rules::keys::IdentHash;
-use crate::rules::limits::{Decision, LimitRequest};
+use crate::rules::limits::{Decision, LimitRequest, SmsTarget};
 
 /// An account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,9 +385,11 @@ pub trait Limiter: Send + Sync + 'static {
     /// Checks every rule that applies to `req` and, if all allow, records it, atomically.
     async fn check(&self, req: &LimitRequest) -> Result<Decision, LimiterError>;
 
-    /// Forgets the guess count of `ident` and lifts its block: a code for it was right
-    /// (`rules::limits`, the guess budget).
-    async fn clear_guesses(&self, ident: IdentHash) -> Result<(), LimiterError>;
+    /// A code for `ident` was right: forgets its guess count and lifts its block (the guess
+    /// budget), and, for an SMS to `sms`, counts a verified code for its destination (the
+    /// conversion guard; `rules::limits`).
+    async fn code_verified(&self, ident: IdentHash, sms: Option<SmsTarget>, now: Timestamp)
+    -> Result<(), LimiterError>;
 }
 
 /// A message the delivery pipeline holds and has not started (see [`Notifier::enqueue`]).

@@ -22,6 +22,7 @@ use crate::rules::device_key::{DeviceKey, KeyAlgorithm};
 use crate::rules::identifier::Identifier;
 use crate::rules::ids::{DeviceId, SessionId, UserId};
 use crate::rules::keys::IdentHash;
+use crate::rules::limits::{ConversionGuard, GuardMode};
 use crate::rules::limits::{
     Decision, GuessBudget, LimitAction, LimitPolicy, LimitRequest, LimitRule, NumberPrefix, Rule, SmsTarget,
 };
@@ -485,6 +486,20 @@ where
         .await,
     )
     .await;
+    let guard = |mode| ConversionGuard {
+        mode,
+        window: HOUR,
+        prefix_floor: 4,
+        country_floor: 8,
+        min_conversion: 50,
+        throttle_every: MIN,
+    };
+    limiter_conversion_guard(
+        make(LimitPolicy { conversion_guard: guard(GuardMode::Throttle), ..LimitPolicy::off() }).await,
+        make(LimitPolicy { conversion_guard: guard(GuardMode::Block), ..LimitPolicy::off() }).await,
+        make(LimitPolicy { conversion_guard: guard(GuardMode::Record), ..LimitPolicy::off() }).await,
+    )
+    .await;
     limiter_all_or_nothing(make(LimitPolicy { ip_sends: Rule::per(2, MIN * 10), ..cooldown_policy() }).await).await;
     limiter_longest_wait(make(LimitPolicy { identifier_sends: Rule::per(1, MIN * 10), ..cooldown_policy() }).await)
         .await;
@@ -752,6 +767,47 @@ async fn limiter_sms_budget(l: Arc<dyn Limiter>) {
     .await;
 }
 
+/// The guard judges a prefix from its fourth send and a country from its eighth; below 50 %
+/// verified, a throttled destination gets one send a minute, a blocked one none until the
+/// hour ends, a recorded one everything.
+async fn limiter_conversion_guard(throttle: Arc<dyn Limiter>, block: Arc<dyn Limiter>, record: Arc<dyn Limiter>) {
+    let s = 1000;
+    let to = |ident: u8, ms: u64, e164: &str| to_number(lreq(LOGIN, ident, ms), e164, 1);
+    let a = |i: u8| format!("+1202200{:04}", 1000 + u32::from(i));
+    let verified = |l: &Arc<dyn Limiter>, ident: u8, ms: u64, e164: String| {
+        let l = l.clone();
+        async move {
+            let target = SmsTarget::from_e164(&e164, 1).expect("a test number");
+            l.code_verified(IdentHash([ident; 16]), Some(target), Timestamp::from_millis(T0 + ms))
+                .await
+                .expect("the limiter counts a verified code");
+        }
+    };
+    let guarded = |wait: Duration| deny(LimitRule::DestinationGuard, wait);
+    for l in [&throttle, &block, &record] {
+        for i in 0..4 {
+            expect(l, to(i, u64::from(i) * s, &a(i)), Decision::Allow, "below the floor: not judged").await;
+        }
+    }
+    expect(&throttle, to(4, 4 * s, &a(4)), guarded(SEC * 59), "tripped: the next send a minute after the last").await;
+    expect(&block, to(4, 4 * s, &a(4)), guarded(HOUR - SEC * 4), "tripped: blocked until the hour ends").await;
+    expect(&record, to(4, 4 * s, &a(4)), Decision::Allow, "recorded only").await;
+    expect(&throttle, to(5, 4 * s, "+12022011111"), Decision::Allow, "another prefix, its country below its floor")
+        .await;
+    // Two of the four codes verified: 50 %, untripped; the next send trips it again.
+    for ident in [0, 1] {
+        verified(&throttle, ident, 5 * s, a(ident)).await;
+        verified(&block, ident, 5 * s, a(ident)).await;
+    }
+    expect(&throttle, to(6, 6 * s, &a(6)), Decision::Allow, "verified codes lift the throttle").await;
+    expect(&throttle, to(7, 7 * s, &a(7)), guarded(SEC * 59), "2 of 5 verified: throttled again").await;
+    expect(&throttle, to(7, 66 * s, &a(7)), Decision::Allow, "a minute later: one send").await;
+    expect(&throttle, to(8, 67 * s, &a(8)), guarded(SEC * 59), "and then the next minute").await;
+    expect(&block, to(6, 6 * s, &a(6)), Decision::Allow, "verified codes lift the block").await;
+    expect(&throttle, to(9, 3600 * s + 1, &a(9)), Decision::Allow, "a new hour: judged afresh").await;
+    expect(&block, to(9, 3600 * s + 1, &a(9)), Decision::Allow, "a new hour").await;
+}
+
 async fn limiter_destination_lists(l: Arc<dyn Limiter>) {
     let refused = deny(LimitRule::DestinationNotAllowed, Duration::ZERO);
     expect(&l, to_number(lreq(LOGIN, 1, 0), "+33612345678", 33), refused, "not on the allow-list").await;
@@ -819,7 +875,9 @@ const VERIFY_REGISTER: LimitAction = LimitAction::Verify(Purpose::Register);
 const GUESSED: LimitRule = LimitRule::IdentifierGuesses;
 
 async fn clear(l: &Arc<dyn Limiter>, ident: u8) {
-    l.clear_guesses(IdentHash([ident; 16])).await.expect("the limiter clears a guess count");
+    l.code_verified(IdentHash([ident; 16]), None, Timestamp::from_millis(T0))
+        .await
+        .expect("the limiter clears a guess count");
 }
 
 async fn limiter_guess_budget(l: Arc<dyn Limiter>) {

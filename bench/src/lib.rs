@@ -54,6 +54,8 @@ pub async fn in_process_node() -> InProcessNode {
     let unreachable = otpd::config::RuleConfig { limit: Some(u32::MAX), ..Default::default() };
     let l = &mut config.limits;
     l.sms_budget.daily = Some(1e8);
+    // Counted, never refusing: these codes are rarely typed.
+    l.conversion_guard.mode = Some(otpd_actors::rules::limits::GuardMode::Record);
     for rule in [
         &mut l.identifier_login,
         &mut l.identifier_register,

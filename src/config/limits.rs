@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use otpd_actors::rules::code::{Alphabet, CodePolicy};
-use otpd_actors::rules::limits::{GuessBudget, IPV6_SEND_PREFIX, LimitPolicy, NumberPrefix, Preset, Rule};
+use otpd_actors::rules::limits::{
+    CONVERSION_GUARD, ConversionGuard, GuardMode, GuessBudget, IPV6_SEND_PREFIX, LimitPolicy, NumberPrefix, Preset,
+    Rule,
+};
 use otpd_actors::rules::sms::{self, DEFAULT_DAILY_BUDGET, MONEY_UNITS, Money, SpendPolicy, format_money};
 use serde::Deserialize;
 
@@ -55,6 +58,82 @@ section! {
         /// a send that would overspend is refused with 503 `sms_budget_exhausted` until the day
         /// ends (`docs/limits.md`). `daily = 0` turns the total budget off.
         sms_budget: SmsBudgetConfig = SmsBudgetConfig::default(),
+        /// The conversion guard of SMS destinations (`docs/limits.md`): `{ mode, window,
+        /// prefix_floor, country_floor, min_conversion, throttle_every }`, each optional;
+        /// `mode` is `off`, `record`, `throttle` or `block`.
+        conversion_guard: ConversionGuardConfig = ConversionGuardConfig::default(),
+    }
+}
+
+/// `limits.conversion_guard`; what is left out comes from the shipped guard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversionGuardConfig {
+    pub mode: Option<GuardMode>,
+    pub window: Option<Dur>,
+    /// Sends to a number prefix before it is judged.
+    pub prefix_floor: Option<u32>,
+    /// Sends to a country before it is judged.
+    pub country_floor: Option<u32>,
+    /// The least share of codes verified, in percent (1-100).
+    pub min_conversion: Option<u32>,
+    /// A throttled destination's one send per this long.
+    pub throttle_every: Option<Dur>,
+}
+
+impl ConversionGuardConfig {
+    pub fn guard(&self) -> ConversionGuard {
+        let d = CONVERSION_GUARD;
+        ConversionGuard {
+            mode: self.mode.unwrap_or(d.mode),
+            window: self.window.map_or(d.window, |w| w.0),
+            prefix_floor: self.prefix_floor.unwrap_or(d.prefix_floor),
+            country_floor: self.country_floor.unwrap_or(d.country_floor),
+            min_conversion: self.min_conversion.unwrap_or(d.min_conversion),
+            throttle_every: self.throttle_every.map_or(d.throttle_every, |t| t.0),
+        }
+    }
+
+    fn validate(&self, errors: &mut Vec<String>) {
+        let g = self.guard();
+        if g.mode != GuardMode::Off {
+            check_guard(errors, !g.window.is_zero(), "window: must be more than zero");
+            check_guard(errors, (1..=100).contains(&g.min_conversion), "min_conversion: must be 1-100 (percent)");
+            check_guard(
+                errors,
+                g.prefix_floor > 0 && g.country_floor > 0,
+                "prefix_floor, country_floor: must be 1 or more",
+            );
+            check_guard(
+                errors,
+                g.mode != GuardMode::Throttle || !g.throttle_every.is_zero(),
+                "throttle_every: must be more than zero in mode throttle",
+            );
+        }
+    }
+}
+
+fn check_guard(errors: &mut Vec<String>, ok: bool, what: &str) {
+    if !ok {
+        errors.push(format!("limits.conversion_guard.{what}"));
+    }
+}
+
+impl super::value::Shown for ConversionGuardConfig {
+    fn kind() -> String {
+        "conversion guard `{ mode, window, prefix_floor, country_floor, min_conversion, throttle_every }`".into()
+    }
+    fn shown(&self) -> String {
+        let g = CONVERSION_GUARD;
+        format!(
+            "{{ mode = \"throttle\", window = \"{}\", prefix_floor = {}, country_floor = {}, min_conversion = {}, \
+             throttle_every = \"{}\" }}",
+            humantime::format_duration(g.window),
+            g.prefix_floor,
+            g.country_floor,
+            g.min_conversion,
+            humantime::format_duration(g.throttle_every)
+        )
     }
 }
 
@@ -226,6 +305,7 @@ impl LimitsConfig {
             errors.push(format!("limits.prefix_digits: must be 2..=15, got {}", self.prefix_digits));
         }
         self.sms_budget.validate(errors);
+        self.conversion_guard.validate(errors);
         for (key, list) in [("sms_allow", &self.sms_allow), ("sms_deny", &self.sms_deny)] {
             for entry in list {
                 if let Err(e) = NumberPrefix::parse(entry) {
@@ -310,6 +390,7 @@ impl LimitsConfig {
         ));
         out.push_str(&guess_budget_markdown(&presets));
         out.push_str(&spend_markdown());
+        out.push_str(&guard_markdown());
         out
     }
 
@@ -338,8 +419,41 @@ impl LimitsConfig {
             sms_deny: prefixes(&self.sms_deny),
             sms_budget: self.sms_budget.policy(),
             ipv6_send_prefix: self.ipv6_send_prefix,
+            conversion_guard: self.conversion_guard.guard(),
         }
     }
+}
+
+/// The conversion guard's part of `docs/limits.md`, from the shipped guard.
+fn guard_markdown() -> String {
+    let g = CONVERSION_GUARD;
+    format!(
+        "\n## The conversion guard (`conversion_guard`)\n\n\
+         Codes sent to numbers nobody answers for are never verified: that is what SMS pumping looks like. \
+         Per number prefix (`prefix_digits`) and per country calling code, the guard counts the SMS sends the \
+         limits let through and the codes verified for that destination, in a window of {window} that opens \
+         with the first of either. A destination is *tripped* once it has at least its floor of sends \
+         ({pf} for a prefix, {cf} for a country) and fewer than {min} % of them verified. A send to a \
+         tripped destination is, by `mode`: let through and only counted (`record`), let through once per \
+         `throttle_every` ({every}) and otherwise refused with 429 `destination_throttled` and \
+         `Retry-After` (`throttle`, the default), or refused until the window ends (`block`); `off` counts \
+         nothing. Codes verified later lift it again; other destinations are never affected. With Redis \
+         the counts are shared by every node; a verified code costs one more script call (sent with the \
+         guess budget's `HDEL`).\n\n\
+         The floor keeps a new or small market from being judged on its first codes, and is lower for a \
+         prefix than for a country, so one pumped prefix is throttled long before its country. Sends to \
+         numbers without an account count like any other: their codes are never verified, so pretending \
+         cannot make a prefix look healthy. A legitimate burst of more than {pf} codes to one prefix \
+         before any is typed (a launch, a campaign in one town) is throttled until codes come back: raise \
+         `prefix_floor` for it. For a new market nothing is needed; for one whose codes are legitimately \
+         rarely typed (a test range), set `mode = \"record\"` and watch `otpd_sms_codes_total` (the \
+         dashboard's conversion panel and the alert `OtpdSmsConversionCollapse`).\n",
+        window = humantime::format_duration(g.window),
+        pf = g.prefix_floor,
+        cf = g.country_floor,
+        min = g.min_conversion,
+        every = humantime::format_duration(g.throttle_every),
+    )
 }
 
 /// The SMS spend budget's part of `docs/limits.md`: the rule, the defaults and the shipped prices.

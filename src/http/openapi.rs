@@ -710,7 +710,8 @@ mod tests {
                 "identifier_login_limit",
                 "ip_send_limit",
                 "prefix_send_limit",
-                "country_send_limit"
+                "country_send_limit",
+                "destination_throttled"
             ])
         );
         assert_eq!(r["headers"]["Retry-After"]["$ref"], "#/components/headers/Retry-After");

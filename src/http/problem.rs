@@ -235,6 +235,12 @@ pub const TOO_MANY_ATTEMPTS: ProblemKind = kind(
 );
 pub const INTERNAL: ProblemKind =
     kind("internal", 500, "Internal error", "a bug: never expected; report it with the `trace_id`");
+pub const DESTINATION_THROTTLED: ProblemKind = retry(
+    "destination_throttled",
+    429,
+    "Too many requests",
+    "codes sent to this number range (or country) are rarely verified, which is what SMS fraud looks like: sends to it are throttled; see `Retry-After`",
+);
 pub const SMS_BUDGET_EXHAUSTED: ProblemKind = retry(
     "sms_budget_exhausted",
     503,
@@ -308,6 +314,7 @@ pub const CATALOGUE: &[ProblemKind] = &[
     TOO_MANY_ATTEMPTS,
     INTERNAL,
     SMS_BUDGET_EXHAUSTED,
+    DESTINATION_THROTTLED,
     DELIVERY_BUSY,
     UNAVAILABLE,
     OWNER_UNREACHABLE,
@@ -499,6 +506,7 @@ fn limit_kind(rule: LimitRule) -> &'static ProblemKind {
         LimitRule::IpChallenges => &IP_CHALLENGE_LIMIT,
         LimitRule::DestinationNotAllowed => &DESTINATION_NOT_ALLOWED,
         LimitRule::SmsBudget => &SMS_BUDGET_EXHAUSTED,
+        LimitRule::DestinationGuard => &DESTINATION_THROTTLED,
     }
 }
 
@@ -580,6 +588,7 @@ mod tests {
                     LimitRule::DeviceChallenges => 37,
                     LimitRule::IpChallenges => 38,
                     LimitRule::SmsBudget => 40,
+                    LimitRule::DestinationGuard => 41,
                 },
                 EngineError::InvalidCode { .. } => 4,
                 EngineError::CodeExpired => 5,
@@ -609,7 +618,7 @@ mod tests {
                 EngineError::OwnerUnreachable(_) => 38,
             }
         }
-        const VARIANTS: usize = 41;
+        const VARIANTS: usize = 42;
         let second = Duration::from_secs(1);
         let all = vec![
             EngineError::Identifier(I::PhoneShape("empty")),
@@ -632,6 +641,7 @@ mod tests {
             EngineError::Limited { rule: LimitRule::DeviceChallenges, retry_after: second },
             EngineError::Limited { rule: LimitRule::IpChallenges, retry_after: second },
             EngineError::Limited { rule: LimitRule::SmsBudget, retry_after: second },
+            EngineError::Limited { rule: LimitRule::DestinationGuard, retry_after: second },
             EngineError::DestinationNotAllowed,
             EngineError::InvalidCode { attempts_left: 3 },
             EngineError::CodeExpired,

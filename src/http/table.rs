@@ -149,6 +149,7 @@ pub const SEND_LIMITS: &[&str] = &[
     "prefix_send_limit",
     "country_send_limit",
     "destination_not_allowed",
+    "destination_throttled",
     "sms_budget_exhausted",
 ];
 /// Limits checked before a code (or a device signature) is checked.

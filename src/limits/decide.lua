@@ -8,7 +8,8 @@
 --          cooldown field holds its end; a window holds a count, an end and a blocked-until in
 --          three fields; `x` holds the latest end of any field, the key's expiry, which is
 --          only ever extended. One HMGET and at most one HSET (+ PEXPIRE) per key.
--- ARGV[1]  "check" or "undo";  ARGV[2]  now (ms)
+-- ARGV[1]  "check", "undo" or "verified" (a code was verified: +1 verified code for each
+--          guard check);  ARGV[2]  now (ms)
 -- then nine values per check i, from ARGV[3 + 9 * (i - 1)]:
 --   cooldown: key index, "c", field, "", "", 0, now + cooldown, 0, 0
 --   window:   key index, "w", count field, end field, block field, limit, now + window,
@@ -16,6 +17,9 @@
 --   guesses:  key index, "g", count field, forget-at field, block field, free,
 --             now + forget_after, first block (ms), longest block (ms)
 --   spend:    key index, "s", count field, end field, "", budget, the day's end, cost, 0
+--   guard:    key index, "v", sent field, end field, next-send field, floor, now + window,
+--             throttle gap (ms; 0: block mode, -1: record mode), least conversion (percent);
+--             its verified codes are in the field VERIFIED.
 --   in undo mode the seventh value is the end check mode wrote.
 -- A guess budget (otpd_actors::rules::limits, the guess budget) refuses only while blocked;
 -- recording counts one more check (from 1 once forgotten), moves the forget-at, and past
@@ -33,6 +37,7 @@
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
 local n = (#ARGV - 2) / 9
+local VERIFIED = 'destination_throttled:v'
 
 -- Read every field of every check: one HMGET per key, `x` first.
 local wanted, at = {}, {}
@@ -49,6 +54,9 @@ for i = 1, n do
   if ARGV[o + 2] ~= 'c' then
     list[#list + 1] = ARGV[o + 4]
     list[#list + 1] = ARGV[o + 5]
+  end
+  if ARGV[o + 2] == 'v' then
+    list[#list + 1] = VERIFIED
   end
 end
 local values, kept, expiry, expiry_text = {}, {}, {}, {}
@@ -67,6 +75,10 @@ local function guess_block(o, count)
     return 0
   end
   return math.min(first * 2 ^ math.min(count - free - 1, 31), math.max(longest, first))
+end
+-- Whether a guard check's destination, with `sent` sends and `verified` codes, is tripped.
+local function tripped(o, sent, verified)
+  return sent >= tonumber(ARGV[o + 6]) and verified * 100 < sent * tonumber(ARGV[o + 9])
 end
 
 if mode == 'undo' then
@@ -93,6 +105,10 @@ if mode == 'undo' then
         else
           redis.call('HDEL', KEYS[k], ARGV[o + 3], ARGV[o + 4])
         end
+      end
+    elseif ARGV[o + 2] == 'v' then
+      if values[k][p + 1] == written and num(k, p) > 0 then
+        redis.call('HSET', KEYS[k], ARGV[o + 3], num(k, p) - 1)
       end
     elseif ARGV[o + 2] == 's' then
       if values[k][p + 1] == written then
@@ -144,6 +160,32 @@ local function flush()
   end
 end
 
+-- A guard window that has ended starts again, empty (the caller puts the sent count).
+local function open_guard(k, o, p)
+  if num(k, p + 1) > now then
+    return num(k, p), num(k, p + 3), num(k, p + 1)
+  end
+  put(k, ARGV[o + 4], ARGV[o + 7])
+  put(k, ARGV[o + 5], 0)
+  put(k, VERIFIED, 0)
+  keep_until(k, tonumber(ARGV[o + 7]), ARGV[o + 7])
+  return 0, 0, tonumber(ARGV[o + 7])
+end
+
+if mode == 'verified' then
+  for i = 1, n do
+    local o, p = 2 + 9 * (i - 1), at[i]
+    local k = tonumber(ARGV[o + 1])
+    if ARGV[o + 2] == 'v' then
+      local s, v = open_guard(k, o, p)
+      put(k, ARGV[o + 3], s)
+      put(k, VERIFIED, v + 1)
+    end
+  end
+  flush()
+  return {0}
+end
+
 local waits = {}
 local refused = false
 for i = 1, n do
@@ -159,6 +201,16 @@ for i = 1, n do
     local b = num(k, p + 2)
     if b > now then
       wait = b - now
+    end
+  elseif ARGV[o + 2] == 'v' then
+    local s, u, t, v = num(k, p), num(k, p + 1), num(k, p + 2), num(k, p + 3)
+    if u > now and tripped(o, s, v) then
+      local gap = tonumber(ARGV[o + 8])
+      if gap > 0 and t > now then
+        wait = t - now
+      elseif gap == 0 then
+        wait = u - now
+      end
     end
   elseif ARGV[o + 2] == 's' then
     local spent = 0
@@ -224,6 +276,18 @@ for i = 1, n do
       local text = string.format('%d', b)
       put(k, ARGV[o + 5], text)
       keep_until(k, b, text)
+    end
+  elseif ARGV[o + 2] == 'v' then
+    local s, v
+    s, v, u = open_guard(k, o, p)
+    s = s + 1
+    put(k, ARGV[o + 3], s)
+    local gap = tonumber(ARGV[o + 8])
+    if gap > 0 and tripped(o, s, v) then
+      local next_send = now + gap
+      local text = string.format('%d', next_send)
+      put(k, ARGV[o + 5], text)
+      keep_until(k, next_send, text)
     end
   elseif ARGV[o + 2] == 's' then
     -- Answered with the day's total instead of the end (always the day's end).

@@ -88,7 +88,9 @@ use otpd_actors::ports::{Limiter, LimiterError};
 use otpd_actors::rules::challenge::Purpose;
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::keys::IdentHash;
-use otpd_actors::rules::limits::{Check, CheckKind, Group, LimitPolicy, Subject, plan, strongest};
+use otpd_actors::rules::limits::{
+    Check, CheckKind, Group, GuardMode, LimitPolicy, SmsTarget, Subject, guard_checks, plan, strongest,
+};
 use otpd_actors::rules::limits::{Decision, LimitRequest, LimitRule};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
@@ -489,6 +491,15 @@ impl Script {
                     }
                     // The cost rides where a window's block end would.
                     CheckKind::Spend(s) => ("s", money(s.budget), s.ends_at.as_millis() as i64, money(s.cost), 0),
+                    // The mode rides in the throttle gap: 0 blocks, -1 only records.
+                    CheckKind::Conversion(g, floor) => {
+                        let gap = match g.mode {
+                            GuardMode::Throttle => millis(g.throttle_every).max(1),
+                            GuardMode::Block => 0,
+                            GuardMode::Record | GuardMode::Off => -1,
+                        };
+                        ("v", i64::from(floor), now_ms + millis(g.window), gap, i64::from(g.min_conversion))
+                    }
                 };
                 // A spend check's recording answered its total, not its end: that is always the
                 // day's end, which undo compares.
@@ -563,23 +574,26 @@ fn field_names(check: &Check) -> [&'static str; 3] {
             ["resend_cooldown:device_login", "", ""]
         }
         (CheckKind::Cooldown(_), _) => [check.rule.as_str(), "", ""],
-        (CheckKind::Window(_) | CheckKind::Guesses(_) | CheckKind::Spend(_), _) => match check.rule {
-            LimitRule::ResendCooldown => window!("resend_cooldown"),
-            LimitRule::IdentifierSends => window!("identifier_send_limit"),
-            LimitRule::IdentifierLogins => window!("identifier_login_limit"),
-            LimitRule::IdentifierRegistrations => window!("identifier_register_limit"),
-            LimitRule::IdentifierResends => window!("identifier_resend_limit"),
-            LimitRule::IdentifierVerifies => window!("identifier_verify_limit"),
-            LimitRule::IdentifierGuesses => window!("identifier_guess_limit"),
-            LimitRule::IpSends => window!("ip_send_limit"),
-            LimitRule::IpVerifies => window!("ip_verify_limit"),
-            LimitRule::PrefixSends => window!("prefix_send_limit"),
-            LimitRule::CountrySends => window!("country_send_limit"),
-            LimitRule::DeviceChallenges => window!("device_challenge_limit"),
-            LimitRule::IpChallenges => window!("ip_challenge_limit"),
-            LimitRule::DestinationNotAllowed => window!("destination_not_allowed"),
-            LimitRule::SmsBudget => window!("sms_budget_exhausted"),
-        },
+        (CheckKind::Window(_) | CheckKind::Guesses(_) | CheckKind::Spend(_) | CheckKind::Conversion(..), _) => {
+            match check.rule {
+                LimitRule::ResendCooldown => window!("resend_cooldown"),
+                LimitRule::IdentifierSends => window!("identifier_send_limit"),
+                LimitRule::IdentifierLogins => window!("identifier_login_limit"),
+                LimitRule::IdentifierRegistrations => window!("identifier_register_limit"),
+                LimitRule::IdentifierResends => window!("identifier_resend_limit"),
+                LimitRule::IdentifierVerifies => window!("identifier_verify_limit"),
+                LimitRule::IdentifierGuesses => window!("identifier_guess_limit"),
+                LimitRule::IpSends => window!("ip_send_limit"),
+                LimitRule::IpVerifies => window!("ip_verify_limit"),
+                LimitRule::PrefixSends => window!("prefix_send_limit"),
+                LimitRule::CountrySends => window!("country_send_limit"),
+                LimitRule::DeviceChallenges => window!("device_challenge_limit"),
+                LimitRule::IpChallenges => window!("ip_challenge_limit"),
+                LimitRule::DestinationNotAllowed => window!("destination_not_allowed"),
+                LimitRule::SmsBudget => window!("sms_budget_exhausted"),
+                LimitRule::DestinationGuard => window!("destination_throttled"),
+            }
+        }
     }
 }
 
@@ -621,11 +635,20 @@ impl Limiter for RedisLimiter {
         Ok(self.local.decide_checks(req, &checks))
     }
 
-    /// One `HDEL` of the budget's three fields (the local copy is cleared too, so a fallback
-    /// does not remember what Redis forgot). If Redis does not answer, the count stays there
-    /// until it is forgotten: stricter, never looser.
-    async fn clear_guesses(&self, ident: IdentHash) -> Result<(), LimiterError> {
+    /// One `HDEL` of the guess budget's three fields and, for an SMS, the script in
+    /// `verified` mode for the guard's destinations, all sent at once (the local copy is
+    /// updated too, so a fallback does not remember what Redis forgot). If Redis does not
+    /// answer, the guess count stays until it is forgotten and the verified code is not
+    /// counted: stricter, never looser.
+    async fn code_verified(
+        &self,
+        ident: IdentHash,
+        sms: Option<SmsTarget>,
+        now: Timestamp,
+    ) -> Result<(), LimiterError> {
         self.local.clear_guesses(ident);
+        let guard = sms.map(|target| guard_checks(&self.policy, &target)).unwrap_or_default();
+        self.local.count_verified(&guard, now);
         if self.health.is_degraded() {
             return Ok(());
         }
@@ -636,7 +659,14 @@ impl Limiter for RedisLimiter {
             kind: CheckKind::Guesses(self.policy.identifier_guesses),
         };
         let fields: Vec<&'static str> = field_names(&check).to_vec();
-        match tokio::time::timeout(self.timeout, self.client.hdel::<i64, _, _>(key, fields)).await {
+        let clear = async { self.client.hdel::<i64, _, _>(key, fields).await.map(drop) };
+        let count = async {
+            let groups = self.groups(&guard);
+            let calls = groups.iter().map(|g| self.script.run("verified", &guard, g, now, None));
+            join_all(calls).await.into_iter().try_for_each(|r| r.map(drop))
+        };
+        let both = async { tokio::try_join!(clear, count) };
+        match tokio::time::timeout(self.timeout, both).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => self.health.degrade(&e.details()),
             Err(_) => self.health.degrade(&format!("no answer within {:?}", self.timeout)),

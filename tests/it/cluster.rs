@@ -190,11 +190,13 @@ impl Fleet {
             .env("OTPD_TOKENS__HS256_SECRET", HS256)
             .env("OTPD_OTP__RESEND_COOLDOWN", format!("{}s", COOLDOWN.as_secs()))
             // Every request of this test comes from 127.0.0.1 and every number shares the
-            // +1202 prefix: the per-IP and per-prefix rules would refuse the traffic, so they
-            // are off; the per-identifier rules and the cooldown stay on.
+            // +1202 prefix: the per-IP and per-prefix rules (and the conversion guard, as most
+            // codes are never typed) would refuse the traffic, so they are off; the
+            // per-identifier rules and the cooldown stay on.
             .env("OTPD_LIMITS__IP_SEND", "{ limit = 0 }")
             .env("OTPD_LIMITS__IP_VERIFY", "{ limit = 0 }")
             .env("OTPD_LIMITS__PREFIX_SEND", "{ limit = 0 }")
+            .env("OTPD_LIMITS__CONVERSION_GUARD", "{ mode = \"off\" }")
             .env("OTPD_CLUSTER__ENABLED", "true")
             .env("OTPD_CLUSTER__NODE_NAME", &name)
             .env("OTPD_CLUSTER__LISTEN", format!("127.0.0.1:{cport}"))

@@ -16,6 +16,7 @@ mod flows;
 mod limits;
 mod observability;
 mod process;
+mod pumping;
 mod redis_limits;
 mod redis_server;
 mod redis_tls;

@@ -423,6 +423,7 @@ fn allowed_label_values(shards: usize, providers: &[&str]) -> BTreeMap<&'static 
     let codes: Vec<&str> = calling_codes.iter().map(String::as_str).collect();
     allowed.insert("country", set(&codes));
     allowed.insert("scope", set(&[codes.as_slice(), &["all"]].concat()));
+    allowed.insert("event", set(&["sent", "verified"]));
     allowed.insert("provider", set(providers));
     allowed.insert("state", set(&["closed", "half_open", "open"]));
     allowed.insert("store", set(&["embedded"]));
@@ -1017,7 +1018,7 @@ async fn a_real_prometheus_scrapes_otpd_and_counts_the_traffic_sent() {
     let rules: Value = client.get(format!("{prom}/api/v1/rules")).send().await.unwrap().json().await.unwrap();
     let rules: Vec<&Value> =
         rules["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
-    assert_eq!(rules.len(), 15);
+    assert_eq!(rules.len(), 17);
     for rule in rules {
         assert_eq!(rule["health"], "ok", "{rule}");
     }

@@ -261,10 +261,10 @@ async fn a_decision_costs_one_script_call_per_slot_group(redis: Redis) {
     let refused = cost(before);
 
     if redis.cluster {
-        // One script per slot group (identifier, IP, prefix and, for the SMS budget of the
-        // whole deployment, `{all}`), sent together: one round trip; a refusal by one group
-        // takes back what the other three recorded.
-        assert_eq!((sms_send, email_send, verify, refused), (4, 2, 2, 7));
+        // One script per slot group (identifier, IP, prefix, country for the conversion guard
+        // and, for the SMS budget of the whole deployment, `{all}`), sent together: one round
+        // trip; a refusal by one group takes back what the other four recorded.
+        assert_eq!((sms_send, email_send, verify, refused), (5, 2, 2, 9));
     } else {
         assert_eq!((sms_send, email_send, verify, refused), (1, 1, 1, 1), "one script per decision");
     }
@@ -400,11 +400,13 @@ async fn both_nodes_count_one_guess_budget_and_a_right_code_clears_it_for_both(r
     let (evalsha, hdel) = (redis.calls("evalsha"), redis.calls("hdel"));
     let r = a.post("/v1/login/verify", json!({ "phone": p, "code": code })).await;
     assert_eq!(r.status, 200, "{}", r.raw);
-    let groups = if redis.cluster { 2 } else { 1 };
+    // The decision's groups (identifier, IP), then the clearing HDEL and the conversion
+    // guard's verified code (its groups: prefix, country), sent together.
+    let (decision, verified) = if redis.cluster { (2, 2) } else { (1, 1) };
     assert_eq!(
         (redis.calls("evalsha") - evalsha, redis.calls("hdel") - hdel),
-        (groups, 1),
-        "a right code costs its decision (one script per slot group) and one HDEL"
+        (decision + verified, 1),
+        "a right code costs its decision (one script per slot group), one HDEL and the guard's count"
     );
     // Cleared in Redis, so for B too: six free checks again, then a first block of a minute.
     for i in 0..6 {

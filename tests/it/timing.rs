@@ -41,6 +41,7 @@ fn unlimited(c: &mut Config) {
     c.otp.max_sends_per_window = 1_000_000;
     let off = RuleConfig { limit: Some(0), ..RuleConfig::default() };
     let l = &mut c.limits;
+    l.conversion_guard.mode = Some(otpd_actors::rules::limits::GuardMode::Off);
     for rule in [
         &mut l.identifier_login,
         &mut l.identifier_register,

@@ -21,7 +21,9 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 use crate::ports::{Limiter, LimiterError};
 use crate::rules::clock::{Clock, Timestamp};
 use crate::rules::keys::IdentHash;
-use crate::rules::limits::{Check, CheckKind, Subject, plan, strongest};
+use crate::rules::limits::{
+    Check, CheckKind, ConversionGuard, GuardMode, SmsTarget, Subject, guard_checks, plan, strongest,
+};
 use crate::rules::limits::{Decision, LimitRequest, LimitRule};
 pub use crate::rules::limits::{LimitPolicy, Rule};
 
@@ -31,12 +33,14 @@ type Key = (LimitRule, Subject);
 /// Until when an entry matters, how many events its window has seen, and until when it is
 /// blocked. A cooldown uses `until` only; a guess budget keeps its count until `until` (when
 /// it is forgotten) and its block in `blocked_until`; a spend budget counts money until the
-/// day ends.
+/// day ends; the conversion guard counts sends in `count` and verified codes in `verified`
+/// until its window ends, and a throttled destination's next send in `blocked_until`.
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
     until: Timestamp,
     count: u64,
     blocked_until: Timestamp,
+    verified: u64,
 }
 
 impl Entry {
@@ -135,6 +139,14 @@ impl LocalLimiter {
                     let spent = state.get(&key).filter(|e| e.until > now).map_or(0, |e| e.count);
                     (spent.saturating_add(spend.cost) > spend.budget).then_some(spend.ends_at)
                 }
+                CheckKind::Conversion(guard, floor) => match state.get(&key) {
+                    Some(e) if e.until > now && guard.tripped(floor, e.count, e.verified) => match guard.mode {
+                        GuardMode::Throttle => Some(e.blocked_until).filter(|b| *b > now),
+                        GuardMode::Block => Some(e.until),
+                        GuardMode::Record | GuardMode::Off => None,
+                    },
+                    _ => None,
+                },
             };
             if let Some(until) = wait_until {
                 denials.push((check.rule, now.until(until)));
@@ -157,6 +169,19 @@ impl LocalLimiter {
     pub fn clear_guesses(&self, ident: IdentHash) {
         let key = (LimitRule::IdentifierGuesses, Subject::Ident(ident));
         self.state.lock().buckets[State::bucket(&key)].remove(&key);
+    }
+
+    /// Counts a verified code for each destination of the conversion guard's `checks`
+    /// ([`guard_checks`]).
+    pub fn count_verified(&self, checks: &[Check], now: Timestamp) {
+        let mut state = self.state.lock();
+        for check in checks {
+            if let CheckKind::Conversion(guard, _) = check.kind {
+                let entry = state.entry((check.rule, check.subject));
+                open_guard_window(entry, guard, now);
+                entry.verified += 1;
+            }
+        }
     }
 
     /// Drops the expired entries of one bucket; call repeatedly to cover them all.
@@ -199,6 +224,13 @@ impl LocalLimiter {
     }
 }
 
+/// A guard entry whose window has ended starts a new one, empty.
+fn open_guard_window(entry: &mut Entry, guard: ConversionGuard, now: Timestamp) {
+    if entry.until <= now {
+        *entry = Entry { until: now.plus(guard.window), ..Entry::default() };
+    }
+}
+
 fn record_all(state: &mut State, checks: &[Check], now: Timestamp) {
     for check in checks {
         let entry = state.entry((check.rule, check.subject));
@@ -223,6 +255,14 @@ fn record_all(state: &mut State, checks: &[Check], now: Timestamp) {
                 entry.until = spend.ends_at;
                 entry.count = spend.cost;
             }
+            CheckKind::Conversion(guard, floor) => {
+                open_guard_window(entry, guard, now);
+                entry.count += 1;
+                // Tripped now (this send included): the next send of a throttled destination waits.
+                if guard.mode == GuardMode::Throttle && guard.tripped(floor, entry.count, entry.verified) {
+                    entry.blocked_until = now.plus(guard.throttle_every);
+                }
+            }
         }
     }
 }
@@ -233,8 +273,16 @@ impl Limiter for LocalLimiter {
         Ok(self.decide(req))
     }
 
-    async fn clear_guesses(&self, ident: IdentHash) -> Result<(), LimiterError> {
+    async fn code_verified(
+        &self,
+        ident: IdentHash,
+        sms: Option<SmsTarget>,
+        now: Timestamp,
+    ) -> Result<(), LimiterError> {
         LocalLimiter::clear_guesses(self, ident);
+        if let Some(target) = sms {
+            self.count_verified(&guard_checks(&self.policy, &target), now);
+        }
         Ok(())
     }
 }

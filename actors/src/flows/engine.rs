@@ -535,10 +535,15 @@ impl Engine {
         self.inner.metrics.verification(purpose, &outcome);
         match outcome {
             // The limit call above counted this check against the guess budget; a right code
-            // clears the count, before the account is read, so with or without an account.
+            // clears the count, before the account is read, so with or without an account,
+            // and counts for its destination's conversion.
             VerifyOutcome::Verified => {
-                if let Err(e) = self.inner.ports.limiter.clear_guesses(ident).await {
-                    tracing::warn!(target: LOG_TARGET, error = %e, "could not clear a guess count");
+                let sms = SmsTarget::of(identifier);
+                if let Some(target) = sms {
+                    crate::metrics::sms_code(target.country_code(), "verified");
+                }
+                if let Err(e) = self.inner.ports.limiter.code_verified(ident, sms, now).await {
+                    tracing::warn!(target: LOG_TARGET, error = %e, "could not record a verified code with the limiter");
                 }
             }
             VerifyOutcome::Wrong { attempts_left } => return Err(EngineError::InvalidCode { attempts_left }),
@@ -783,7 +788,12 @@ impl Engine {
         let decision = self.inner.ports.limiter.check(&req).await;
         self.inner.metrics.limit(action, &decision, started.elapsed());
         match decision {
-            Ok(Decision::Allow) => Ok(()),
+            Ok(Decision::Allow) => {
+                if let (Some(target), true) = (sms, action.sends()) {
+                    crate::metrics::sms_code(target.country_code(), "sent");
+                }
+                Ok(())
+            }
             Ok(Decision::Deny { rule: LimitRule::DestinationNotAllowed, .. }) => {
                 Err(EngineError::DestinationNotAllowed)
             }

@@ -23,6 +23,7 @@
 //! | `country_send_limit` | SMS sends | country calling code |
 //! | `destination_not_allowed` | — | the SMS allow-list / deny-list |
 //! | `sms_budget_exhausted` | money SMS sends cost this UTC day (`rules::sms`) | everywhere; country calling code |
+//! | `destination_throttled` | SMS sends and verified codes (the conversion guard, below) | number prefix; country calling code |
 //!
 //! # Semantics of one decision
 //!
@@ -78,6 +79,27 @@
 //! too (NIST SP 800-63B counts failed attempts, not wrong digits), and a right code clears all.
 //! Device-login signatures are not counted: they cannot be guessed, and that flow has its own
 //! per-challenge cap.
+//!
+//! # The conversion guard (`destination_throttled`)
+//!
+//! SMS pumping requests codes for numbers nobody answers for: codes sent to a pumped prefix
+//! are never verified. The guard counts, per number prefix and per country, the SMS sends it
+//! let through and the codes verified for that destination, in a window that opens with the
+//! first of either:
+//!
+//! ```text
+//! tripped  := sent ≥ floor  and  verified × 100 < sent × min_conversion (percent)
+//! a send to a destination that is tripped:
+//!   record   → let through (only counted, and the metric says so)
+//!   throttle → one send per `throttle_every` let through, the others refused until then
+//!   block    → refused until the window ends
+//! a verified code → verified + 1 (so a destination lifts itself as its codes verify)
+//! ```
+//!
+//! The floor keeps a small or new market from being judged on its first codes; the prefix
+//! floor is low and the country floor high, so one pumped prefix is throttled long before its
+//! country is. Sends to identifiers without an account count like the others (their codes are
+//! never verified: an attacker cannot make a prefix look healthy by pretending).
 //!
 //! The block applies before any code is compared and before the account is read, so an
 //! identifier without an account is refused exactly like one with. `forget_after` must be
@@ -209,6 +231,8 @@ pub enum LimitRule {
     DestinationNotAllowed,
     /// The day's SMS budget (every SMS together, or this country's) would be overspent.
     SmsBudget,
+    /// Codes sent to this number prefix or country are rarely verified (the conversion guard).
+    DestinationGuard,
 }
 
 impl LimitRule {
@@ -229,6 +253,7 @@ impl LimitRule {
             LimitRule::IpChallenges => "ip_challenge_limit",
             LimitRule::DestinationNotAllowed => "destination_not_allowed",
             LimitRule::SmsBudget => "sms_budget_exhausted",
+            LimitRule::DestinationGuard => "destination_throttled",
         }
     }
 }
@@ -448,6 +473,66 @@ pub const RESEND_COOLDOWN: Duration = Duration::from_secs(30);
 /// Codes per identifier, every purpose together, unless configured otherwise.
 pub const SEND_CAP: Rule = Rule::per(5, Duration::from_secs(600));
 
+/// What the conversion guard does with a destination it finds tripped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardMode {
+    /// No counting at all.
+    Off,
+    /// Counts and reports, never refuses.
+    Record,
+    /// One send per `throttle_every`.
+    #[default]
+    Throttle,
+    /// No send until the window ends.
+    Block,
+}
+
+/// The conversion guard (the module doc draws it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConversionGuard {
+    pub mode: GuardMode,
+    pub window: Duration,
+    /// Sends to a number prefix, and to a country, before either is judged.
+    pub prefix_floor: u32,
+    pub country_floor: u32,
+    /// The least share of codes verified, in percent, that keeps a destination untripped.
+    pub min_conversion: u32,
+    pub throttle_every: Duration,
+}
+
+impl ConversionGuard {
+    pub const OFF: ConversionGuard = ConversionGuard {
+        mode: GuardMode::Off,
+        window: Duration::ZERO,
+        prefix_floor: 0,
+        country_floor: 0,
+        min_conversion: 0,
+        throttle_every: Duration::ZERO,
+    };
+
+    pub fn is_on(&self) -> bool {
+        self.mode != GuardMode::Off && !self.window.is_zero()
+    }
+
+    /// Whether `sent` sends and `verified` verified codes trip a destination of floor `floor`.
+    pub fn tripped(&self, floor: u32, sent: u64, verified: u64) -> bool {
+        sent >= u64::from(floor) && verified.saturating_mul(100) < sent.saturating_mul(u64::from(self.min_conversion))
+    }
+}
+
+/// The shipped conversion guard: judged per hour, from 20 sends to a prefix and 200 to a
+/// country; tripped below 20 % verified (a healthy OTP flow verifies well over half its
+/// codes); then one send a minute.
+pub const CONVERSION_GUARD: ConversionGuard = ConversionGuard {
+    mode: GuardMode::Throttle,
+    window: HOUR,
+    prefix_floor: 20,
+    country_floor: 200,
+    min_conversion: 20,
+    throttle_every: MINUTE,
+};
+
 /// The default preset's guess budget: 6 checks at once, then blocks of 1, 2, 4 … minutes up
 /// to 4 hours: at most 18 counted checks in any 24 hours, 6 a day when it goes on. The count is
 /// kept 3 days (not 1) so that waiting for it to be forgotten never beats that (the floor,
@@ -491,6 +576,8 @@ pub struct LimitPolicy {
     pub sms_budget: SpendPolicy,
     /// The IPv6 prefix length `ip_sends` counts by ([`IPV6_SEND_PREFIX`]).
     pub ipv6_send_prefix: u8,
+    /// The conversion guard of SMS destinations.
+    pub conversion_guard: ConversionGuard,
 }
 
 /// The default preset with the default OTP rules.
@@ -500,6 +587,7 @@ impl Default for LimitPolicy {
             resend_cooldown: RESEND_COOLDOWN,
             identifier_sends: SEND_CAP,
             sms_budget: SpendPolicy::default(),
+            conversion_guard: CONVERSION_GUARD,
             ..LimitPolicy::preset(Preset::Medium)
         }
     }
@@ -527,6 +615,7 @@ impl LimitPolicy {
             sms_deny: Vec::new(),
             sms_budget: SpendPolicy::OFF,
             ipv6_send_prefix: IPV6_SEND_PREFIX,
+            conversion_guard: ConversionGuard::OFF,
         }
     }
 
@@ -691,6 +780,9 @@ pub enum CheckKind {
     Guesses(GuessBudget),
     /// Denies when the day's spend plus `cost` would pass `budget`; records `cost`.
     Spend(Spend),
+    /// The conversion guard of one destination, with its floor: denies as its mode says when
+    /// tripped; records one send.
+    Conversion(ConversionGuard, u32),
 }
 
 /// A spend check: a window that ends at `ends_at` (the end of the UTC day) and counts money.
@@ -755,6 +847,7 @@ pub fn plan(policy: &LimitPolicy, req: &LimitRequest) -> Result<Vec<Check>, Deci
                     let kind = CheckKind::Spend(Spend { budget, cost, ends_at });
                     checks.push(Check { rule: LimitRule::SmsBudget, subject, kind });
                 }
+                checks.extend(guard_checks(policy, target));
             }
             if !policy.resend_cooldown.is_zero() {
                 let cooldown = Check {
@@ -784,6 +877,23 @@ pub fn plan(policy: &LimitPolicy, req: &LimitRequest) -> Result<Vec<Check>, Deci
         }
     }
     Ok(checks)
+}
+
+/// The conversion guard's checks of an SMS destination: its prefix, then its country.
+pub fn guard_checks(policy: &LimitPolicy, target: &SmsTarget) -> Vec<Check> {
+    let guard = policy.conversion_guard;
+    if !guard.is_on() {
+        return Vec::new();
+    }
+    let (value, len) = target.prefix(policy.prefix_digits);
+    [(Subject::Prefix(value, len), guard.prefix_floor), (Subject::Country(target.country_code()), guard.country_floor)]
+        .into_iter()
+        .map(|(subject, floor)| Check {
+            rule: LimitRule::DestinationGuard,
+            subject,
+            kind: CheckKind::Conversion(guard, floor),
+        })
+        .collect()
 }
 
 /// Of several refusals, the one to report: the longest wait; on a tie, the earliest check.
@@ -832,9 +942,12 @@ mod tests {
                 "identifier_login_limit",
                 "ip_send_limit",
                 "prefix_send_limit",
-                "sms_budget_exhausted"
+                "sms_budget_exhausted",
+                "destination_throttled",
+                "destination_throttled"
             ]
         );
+        assert_eq!((checks[6].subject, checks[7].subject), (Subject::Prefix(1_202_200, 7), Subject::Country(1)));
         assert_eq!(checks[4].subject, Subject::Prefix(1_202_200, 7));
         // The default: a total budget only, priced from the shipped table, until midnight UTC.
         let budget = Spend { budget: DEFAULT_DAILY_BUDGET, cost: 100, ends_at: Timestamp::from_millis(86_400_000) };
