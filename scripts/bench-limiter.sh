@@ -88,7 +88,8 @@ start_node() { # name extra-env...
 start_node E "${no_budget[@]}"
 start_node EB "${budget[@]}"
 start_node R "${no_budget[@]}" "${redis_env[@]}"
-start_node RB "${budget[@]}" "${redis_env[@]}"
+# Its own key prefix: R and RB send to the same numbers and must not meet each other's cooldowns.
+start_node RB "${budget[@]}" "${redis_env[@]}" OTPD_REDIS__KEY_PREFIX=otpd-rb
 for name in "${names[@]}"; do
   wait_for "curl -sf http://127.0.0.1:${node_port[$name]}/health/ready | grep -q '\"status\":\"ready\"'"
 done
