@@ -24,6 +24,7 @@ use crate::ports::{AuthMethod, LimiterError, RevokeReason};
 use crate::rules::audit::Api;
 use crate::rules::breaker::BreakerState;
 use crate::rules::challenge::{Purpose, VerifyOutcome};
+use crate::rules::clock::Timestamp;
 use crate::rules::identifier::Channel;
 use crate::rules::limits::{Check, CheckKind, Decision, LimitAction, Subject};
 use crate::rules::sms::Money;
@@ -215,7 +216,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef::gauge(
         SMS_BUDGET_USED,
         &["scope"],
-        "Share of each daily SMS budget spent today (UTC), by scope: all, or a country calling code; as of this node's latest SMS send (with Redis, the total of every node)",
+        "Share of each daily SMS budget spent today (UTC), by scope: all, or a country calling code; as of this node's latest SMS send (with Redis, the total of every node), and 0 once its day has ended",
     ),
     MetricDef::gauge(
         LIMITER_REDIS_FALLBACK,
@@ -364,12 +365,30 @@ pub fn sms_spent(country: u16, checks: &[Check], spent: &[(usize, Money)]) {
     };
     let country = country.to_string();
     counter!(SMS_SPEND, "country" => country.clone()).increment(cost);
+    let mut days = BUDGET_DAYS.lock();
     for &(i, total) in spent {
         if let Some(Check { kind: CheckKind::Spend(s), subject, .. }) = checks.get(i) {
             let scope = if *subject == Subject::Everywhere { "all".to_owned() } else { country.clone() };
-            gauge!(SMS_BUDGET_USED, "scope" => scope).set(total as f64 / s.budget.max(1) as f64);
+            gauge!(SMS_BUDGET_USED, "scope" => scope.clone()).set(total as f64 / s.budget.max(1) as f64);
+            days.insert(scope, s.ends_at);
         }
     }
+}
+
+/// The end of the day each scope's [`SMS_BUDGET_USED`] value belongs to.
+static BUDGET_DAYS: parking_lot::Mutex<BTreeMap<String, Timestamp>> = parking_lot::const_mutex(BTreeMap::new());
+
+/// Sets [`SMS_BUDGET_USED`] to 0 for every scope whose day has ended: a new day has spent
+/// nothing until its first send, and yesterday's share must not keep an alert firing all night.
+/// Called with the periodic refresh of the gauges.
+pub fn end_budget_days(now: Timestamp) {
+    BUDGET_DAYS.lock().retain(|scope, ends_at| {
+        let live = *ends_at > now;
+        if !live {
+            gauge!(SMS_BUDGET_USED, "scope" => scope.clone()).set(0.0);
+        }
+        live
+    });
 }
 
 /// Counts an SMS code `event` (`sent`, `verified`) for the country `country` ([`SMS_CODES`]).
@@ -751,7 +770,73 @@ pub struct OtpStats {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use metrics::{Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
     use super::*;
+    use crate::rules::limits::{LimitRule, Spend};
+
+    /// Keeps the last value of each gauge it is given.
+    #[derive(Default)]
+    struct Gauges(Arc<parking_lot::Mutex<BTreeMap<String, f64>>>);
+
+    struct OneGauge(String, Arc<parking_lot::Mutex<BTreeMap<String, f64>>>);
+
+    impl metrics::GaugeFn for OneGauge {
+        fn increment(&self, v: f64) {
+            *self.1.lock().entry(self.0.clone()).or_default() += v;
+        }
+        fn decrement(&self, v: f64) {
+            *self.1.lock().entry(self.0.clone()).or_default() -= v;
+        }
+        fn set(&self, v: f64) {
+            self.1.lock().insert(self.0.clone(), v);
+        }
+    }
+
+    impl Recorder for Gauges {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> metrics::Gauge {
+            let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            metrics::Gauge::from_arc(Arc::new(OneGauge(name, self.0.clone())))
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn a_budgets_share_goes_back_to_zero_when_its_day_ends() {
+        let gauges = Gauges::default();
+        let values = gauges.0.clone();
+        let midnight = Timestamp::from_millis(1_790_035_200_000);
+        let spend = Spend { budget: 1_000, cost: 100, ends_at: midnight };
+        let checks = [
+            Check { rule: LimitRule::SmsBudget, subject: Subject::Everywhere, kind: CheckKind::Spend(spend) },
+            Check { rule: LimitRule::SmsBudget, subject: Subject::Country(44), kind: CheckKind::Spend(spend) },
+        ];
+        let all = format!("{SMS_BUDGET_USED}{{scope=all}}");
+        let uk = format!("{SMS_BUDGET_USED}{{scope=44}}");
+        let read = || {
+            let v = values.lock();
+            (v[&all], v[&uk])
+        };
+        metrics::with_local_recorder(&gauges, || {
+            sms_spent(44, &checks, &[(0, 900), (1, 500)]);
+            assert_eq!(read(), (0.9, 0.5));
+            end_budget_days(Timestamp::from_millis(midnight.as_millis() - 1));
+            assert_eq!(read(), (0.9, 0.5), "the day is not over");
+            end_budget_days(midnight);
+            assert_eq!(read(), (0.0, 0.0), "a new day has spent nothing");
+        });
+    }
 
     #[test]
     fn names_follow_prometheus_conventions() {

@@ -968,6 +968,7 @@ impl Engine {
         let stats = self.shard_stats().await;
         let live = stats.iter().map(|s| (s.index, s.challenges));
         self.inner.metrics.challenges(live, stats.iter().map(|s| s.pending).sum());
+        crate::metrics::end_budget_days(self.now());
     }
 
     /// One-time-code counters since the engine started.
