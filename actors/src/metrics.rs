@@ -15,7 +15,7 @@
 //! * With no recorder installed (unit tests, embedding) every handle is a no-op.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
@@ -363,37 +363,56 @@ pub fn sms_spent(country: u16, checks: &[Check], spent: &[(usize, Money)]) {
     }) else {
         return;
     };
-    let country = country.to_string();
-    counter!(SMS_SPEND, "country" => country.clone()).increment(cost);
-    let mut days = BUDGET_DAYS.lock();
+    counter!(SMS_SPEND, "country" => country_label(country)).increment(cost);
     for &(i, total) in spent {
         if let Some(Check { kind: CheckKind::Spend(s), subject, .. }) = checks.get(i) {
-            let scope = if *subject == Subject::Everywhere { "all".to_owned() } else { country.clone() };
-            gauge!(SMS_BUDGET_USED, "scope" => scope.clone()).set(total as f64 / s.budget.max(1) as f64);
-            days.insert(scope, s.ends_at);
+            let scope = if *subject == Subject::Everywhere { 0 } else { country };
+            BUDGET_DAY_END.fetch_max(s.ends_at.as_millis(), Ordering::Relaxed);
+            gauge!(SMS_BUDGET_USED, "scope" => scope_label(scope)).set(total as f64 / s.budget.max(1) as f64);
+            if let Some(set) = BUDGET_SCOPES.get(usize::from(scope)) {
+                set.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
 
-/// The end of the day each scope's [`SMS_BUDGET_USED`] value belongs to.
-static BUDGET_DAYS: parking_lot::Mutex<BTreeMap<String, Timestamp>> = parking_lot::const_mutex(BTreeMap::new());
+/// The label values of calling codes, made once, so that a send allocates none.
+static CALLING_CODES: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| (0..1000u16).map(|c| c.to_string()).collect());
 
-/// Sets [`SMS_BUDGET_USED`] to 0 for every scope whose day has ended: a new day has spent
+/// A calling code (1-999) as a label value.
+fn country_label(code: u16) -> &'static str {
+    CALLING_CODES.get(usize::from(code)).map_or("0", String::as_str)
+}
+
+/// A [`SMS_BUDGET_USED`] scope as a label value: 0 is the total (`all`), else a calling code.
+fn scope_label(scope: u16) -> &'static str {
+    if scope == 0 { "all" } else { country_label(scope) }
+}
+
+/// Which scopes of [`SMS_BUDGET_USED`] hold a share (index as [`scope_label`]), and the end of
+/// the day those shares belong to: every budget's day is the same UTC day.
+static BUDGET_SCOPES: [AtomicBool; 1000] = [const { AtomicBool::new(false) }; 1000];
+static BUDGET_DAY_END: AtomicU64 = AtomicU64::new(0);
+
+/// Sets [`SMS_BUDGET_USED`] to 0 for every scope once its day has ended: a new day has spent
 /// nothing until its first send, and yesterday's share must not keep an alert firing all night.
 /// Called with the periodic refresh of the gauges.
 pub fn end_budget_days(now: Timestamp) {
-    BUDGET_DAYS.lock().retain(|scope, ends_at| {
-        let live = *ends_at > now;
-        if !live {
-            gauge!(SMS_BUDGET_USED, "scope" => scope.clone()).set(0.0);
+    let ends_at = BUDGET_DAY_END.load(Ordering::Relaxed);
+    if ends_at == 0 || ends_at > now.as_millis() {
+        return;
+    }
+    for (scope, set) in (0u16..).zip(&BUDGET_SCOPES) {
+        if set.swap(false, Ordering::Relaxed) {
+            gauge!(SMS_BUDGET_USED, "scope" => scope_label(scope)).set(0.0);
         }
-        live
-    });
+    }
 }
 
 /// Counts an SMS code `event` (`sent`, `verified`) for the country `country` ([`SMS_CODES`]).
 pub fn sms_code(country: u16, event: &'static str) {
-    counter!(SMS_CODES, "country" => country.to_string(), "event" => event).increment(1);
+    counter!(SMS_CODES, "country" => country_label(country), "event" => event).increment(1);
 }
 
 /// Counts an actor restart by the supervisor (`shard`, `dispatcher`).
@@ -816,7 +835,8 @@ mod tests {
     fn a_budgets_share_goes_back_to_zero_when_its_day_ends() {
         let gauges = Gauges::default();
         let values = gauges.0.clone();
-        let midnight = Timestamp::from_millis(1_790_035_200_000);
+        // Far ahead of any day another test of this process spends in (the day is global).
+        let midnight = Timestamp::from_millis(4_102_444_800_000); // 2100-01-01T00:00:00Z
         let spend = Spend { budget: 1_000, cost: 100, ends_at: midnight };
         let checks = [
             Check { rule: LimitRule::SmsBudget, subject: Subject::Everywhere, kind: CheckKind::Spend(spend) },

@@ -110,17 +110,12 @@ if mode == 'undo' then
       if values[k][p + 1] == written and num(k, p) > 0 then
         redis.call('HSET', KEYS[k], ARGV[o + 3], num(k, p) - 1)
       end
-    elseif ARGV[o + 2] == 's' then
-      if values[k][p + 1] == written then
-        local c = num(k, p) - tonumber(ARGV[o + 8])
-        if c > 0 then
-          redis.call('HSET', KEYS[k], ARGV[o + 3], c)
-        else
-          redis.call('HDEL', KEYS[k], ARGV[o + 3], ARGV[o + 4])
-        end
-      end
     elseif values[k][p + 1] == written then
+      -- A window counted one; a spend counted its cost.
       local c = num(k, p) - 1
+      if ARGV[o + 2] == 's' then
+        c = num(k, p) - tonumber(ARGV[o + 8])
+      end
       if c > 0 then
         redis.call('HSET', KEYS[k], ARGV[o + 3], c)
       else

@@ -89,7 +89,7 @@ use otpd_actors::rules::challenge::Purpose;
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::keys::IdentHash;
 use otpd_actors::rules::limits::{
-    Check, CheckKind, Group, GuardMode, LimitPolicy, SmsTarget, Subject, guard_checks, plan, strongest,
+    Check, CheckKind, Group, GuardMode, LimitPolicy, SmsTarget, Subject, plan, strongest,
 };
 use otpd_actors::rules::limits::{Decision, LimitRequest, LimitRule};
 use parking_lot::Mutex;
@@ -646,9 +646,7 @@ impl Limiter for RedisLimiter {
         sms: Option<SmsTarget>,
         now: Timestamp,
     ) -> Result<(), LimiterError> {
-        self.local.clear_guesses(ident);
-        let guard = sms.map(|target| guard_checks(&self.policy, &target)).unwrap_or_default();
-        self.local.count_verified(&guard, now);
+        let guard = self.local.record_verified(ident, sms, now);
         if self.health.is_degraded() {
             return Ok(());
         }

@@ -96,25 +96,18 @@ impl LocalLimiter {
     /// Applies planned checks: check every one (blocking the windows that trip), then, if none
     /// denied, record every one (and count an SMS send's cost, `metrics::sms_spent`).
     pub fn decide_checks(&self, req: &LimitRequest, checks: &[Check]) -> Decision {
-        let decision = self.decide_locked(checks, req.now);
+        let (decision, spent) = self.decide_locked(checks, req.now);
         if decision == Decision::Allow
             && let Some(target) = &req.sms
         {
-            crate::metrics::sms_spent(target.country_code(), checks, &self.spent(checks, req.now));
+            crate::metrics::sms_spent(target.country_code(), checks, &spent);
         }
         decision
     }
 
-    /// Today's total of each spend budget among `checks`, by index.
-    pub fn spent(&self, checks: &[Check], now: Timestamp) -> Vec<(usize, u64)> {
-        let state = self.state.lock();
-        let spends = checks.iter().enumerate().filter(|(_, c)| matches!(c.kind, CheckKind::Spend(_)));
-        spends
-            .map(|(i, c)| (i, state.get(&(c.rule, c.subject)).filter(|e| e.until > now).map_or(0, |e| e.count)))
-            .collect()
-    }
-
-    fn decide_locked(&self, checks: &[Check], now: Timestamp) -> Decision {
+    /// The decision and, when it allows, today's total of each spend budget among `checks`
+    /// (by index), read under the same lock.
+    fn decide_locked(&self, checks: &[Check], now: Timestamp) -> (Decision, Vec<(usize, u64)>) {
         let mut state = self.state.lock();
         let mut denials = Vec::new();
         for check in checks {
@@ -153,10 +146,12 @@ impl LocalLimiter {
             }
         }
         if let Some(denied) = strongest(denials) {
-            return denied;
+            return (denied, Vec::new());
         }
         record_all(&mut state, checks, now);
-        Decision::Allow
+        let spends = checks.iter().enumerate().filter(|(_, c)| matches!(c.kind, CheckKind::Spend(_)));
+        let spent = spends.map(|(i, c)| (i, state.get(&(c.rule, c.subject)).map_or(0, |e| e.count))).collect();
+        (Decision::Allow, spent)
     }
 
     /// Records checks as allowed without checking them: what another authority (Redis)
@@ -171,17 +166,22 @@ impl LocalLimiter {
         self.state.lock().buckets[State::bucket(&key)].remove(&key);
     }
 
-    /// Counts a verified code for each destination of the conversion guard's `checks`
-    /// ([`guard_checks`]).
-    pub fn count_verified(&self, checks: &[Check], now: Timestamp) {
+    /// What a right code for `ident` changes here: its guess count is forgotten and, for an
+    /// SMS to `sms`, a verified code counted for each of its guard's destinations, whose
+    /// checks ([`guard_checks`]) are returned (the Redis limiter records them there too).
+    pub fn record_verified(&self, ident: IdentHash, sms: Option<SmsTarget>, now: Timestamp) -> Vec<Check> {
+        self.clear_guesses(ident);
+        let checks: Vec<Check> = sms.into_iter().flat_map(|target| guard_checks(&self.policy, &target)).collect();
         let mut state = self.state.lock();
-        for check in checks {
+        for check in &checks {
             if let CheckKind::Conversion(guard, _) = check.kind {
                 let entry = state.entry((check.rule, check.subject));
                 open_guard_window(entry, guard, now);
                 entry.verified += 1;
             }
         }
+        drop(state);
+        checks
     }
 
     /// Drops the expired entries of one bucket; call repeatedly to cover them all.
@@ -279,10 +279,7 @@ impl Limiter for LocalLimiter {
         sms: Option<SmsTarget>,
         now: Timestamp,
     ) -> Result<(), LimiterError> {
-        LocalLimiter::clear_guesses(self, ident);
-        if let Some(target) = sms {
-            self.count_verified(&guard_checks(&self.policy, &target), now);
-        }
+        self.record_verified(ident, sms, now);
         Ok(())
     }
 }

@@ -880,20 +880,17 @@ pub fn plan(policy: &LimitPolicy, req: &LimitRequest) -> Result<Vec<Check>, Deci
 }
 
 /// The conversion guard's checks of an SMS destination: its prefix, then its country.
-pub fn guard_checks(policy: &LimitPolicy, target: &SmsTarget) -> Vec<Check> {
+pub fn guard_checks(policy: &LimitPolicy, target: &SmsTarget) -> impl Iterator<Item = Check> + use<> {
     let guard = policy.conversion_guard;
-    if !guard.is_on() {
-        return Vec::new();
-    }
     let (value, len) = target.prefix(policy.prefix_digits);
     [(Subject::Prefix(value, len), guard.prefix_floor), (Subject::Country(target.country_code()), guard.country_floor)]
         .into_iter()
-        .map(|(subject, floor)| Check {
+        .filter(move |_| guard.is_on())
+        .map(move |(subject, floor)| Check {
             rule: LimitRule::DestinationGuard,
             subject,
             kind: CheckKind::Conversion(guard, floor),
         })
-        .collect()
 }
 
 /// Of several refusals, the one to report: the longest wait; on a tie, the earliest check.
