@@ -46,6 +46,8 @@ pub const STORE_COMMIT_DURATION: &str = "otpd_store_commit_duration_seconds";
 pub const USERS: &str = "otpd_users";
 /// Accounts that finished registration.
 pub const USERS_VERIFIED: &str = "otpd_users_verified";
+/// Accounts never verified, deleted by the purge.
+pub const UNVERIFIED_PURGED: &str = "otpd_unverified_accounts_purged_total";
 /// Sessions neither revoked nor expired.
 pub const SESSIONS_ACTIVE: &str = "otpd_sessions_active";
 /// 1 when `GET /health/ready` would answer 200.
@@ -114,6 +116,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         labels: &[],
         buckets: &[],
         help: "Accounts in the store, verified or not (refreshed every admin.refresh_interval)",
+    },
+    MetricDef {
+        name: UNVERIFIED_PURGED,
+        kind: Kind::Counter,
+        labels: &[],
+        buckets: &[],
+        help: "Accounts never verified that the purge deleted, older than otp.unverified_account_ttl",
     },
     MetricDef {
         name: USERS_VERIFIED,
@@ -362,6 +371,9 @@ pub struct Observe {
     pub ops_on_public_listener: bool,
     /// When the node started (uptime in the admin stats).
     pub started_at: Timestamp,
+    /// `limits.prefix_digits`: how long a destination of `/v1/admin/destinations` is when it
+    /// names a number prefix.
+    pub prefix_digits: u8,
 }
 
 #[cfg(test)]

@@ -220,6 +220,7 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     }
 
     let census = ports.census.clone();
+    let users = ports.users.clone();
     let ports = EnginePorts {
         users: ports.users,
         sessions: ports.sessions,
@@ -286,10 +287,14 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
             census,
             ops_on_public_listener: config.admin.ops_on_public_listener,
             started_at,
+            prefix_digits: config.limits.prefix_digits,
         },
     });
     // Ends by itself once the app is dropped (the node stopped).
     crate::http::ops::spawn_refresher(&app, config.admin.refresh_interval.0);
+    if !config.otp.unverified_account_ttl.0.is_zero() {
+        crate::store::spawn_purger(&app, users, config.otp.unverified_account_ttl.0);
+    }
     Ok(Assembly { app, engine, store, outbox_path, delivery, admin_token: secrets.admin_token, limits })
 }
 

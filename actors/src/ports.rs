@@ -36,7 +36,7 @@ use crate::rules::device_key::DeviceKey;
 use crate::rules::identifier::Identifier;
 use crate::rules::ids::{DeviceId, SessionId, TraceId, UserId};
 use crate::rules::keys::IdentHash;
-use crate::rules::limits::{Decision, LimitRequest, SmsTarget};
+use crate::rules::limits::{Decision, DestinationChange, DestinationState, LimitRequest, SmsTarget, Subject};
 
 /// An account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +305,11 @@ pub trait UserStore: Send + Sync + 'static {
     async fn insert_user(&self, user: &User) -> Result<InsertUser, StoreError>;
     /// Replaces the stored record of `user.id` (identifier unchanged).
     async fn update_user(&self, user: &User) -> Result<(), StoreError>;
+    /// Deletes up to `max` accounts never verified and created before `created_before`, each
+    /// only if it is still unverified when deleted; returns how many. (Registration creates
+    /// the account when its code verifies; older versions created it before, and the
+    /// accounts nobody verified are what this removes.)
+    async fn purge_unverified(&self, created_before: Timestamp, max: usize) -> Result<usize, StoreError>;
 }
 
 #[async_trait]
@@ -390,6 +395,19 @@ pub trait Limiter: Send + Sync + 'static {
     /// conversion guard; `rules::limits`).
     async fn code_verified(&self, ident: IdentHash, sms: Option<SmsTarget>, now: Timestamp)
     -> Result<(), LimiterError>;
+
+    /// The conversion guard's destinations this node has seen, with their (shared) counts,
+    /// worst first, at most `limit`.
+    async fn destinations(&self, now: Timestamp, limit: usize) -> Result<Vec<DestinationState>, LimiterError>;
+
+    /// An operator's change to one destination (`Subject::Prefix` or `Subject::Country`);
+    /// returns its state after.
+    async fn change_destination(
+        &self,
+        subject: Subject,
+        change: DestinationChange,
+        now: Timestamp,
+    ) -> Result<DestinationState, LimiterError>;
 }
 
 /// A message the delivery pipeline holds and has not started (see [`Notifier::enqueue`]).

@@ -22,7 +22,7 @@ use crate::rules::device_key::{DeviceKey, KeyAlgorithm};
 use crate::rules::identifier::Identifier;
 use crate::rules::ids::{DeviceId, SessionId, UserId};
 use crate::rules::keys::IdentHash;
-use crate::rules::limits::{ConversionGuard, GuardMode};
+use crate::rules::limits::{ConversionGuard, DestinationChange, GuardMode, Pin, Subject};
 use crate::rules::limits::{
     Decision, GuessBudget, LimitAction, LimitPolicy, LimitRequest, LimitRule, NumberPrefix, Rule, SmsTarget,
 };
@@ -87,6 +87,34 @@ pub async fn user_store(store: Arc<dyn UserStore>) {
     assert_eq!(store.user_by_id(alice.id).await.unwrap().as_ref(), Some(&verified));
     assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap().as_ref(), Some(&verified));
     assert_eq!(store.user_by_id(UserId(Uuid::now_v7())).await.unwrap(), None);
+}
+
+/// The purge of accounts never verified: those created before the cut-off go; a younger one
+/// and a verified one stay; the identifier is free again.
+pub async fn user_purge(store: Arc<dyn UserStore>) {
+    let t = Timestamp::from_millis(1_700_000_000_000);
+    let hour = Duration::from_secs(3600);
+    let winner = user(2, t);
+    let verified = User { verified: true, verified_at: Some(t), ..user(1, t) };
+    for u in [&winner, &verified] {
+        assert_eq!(store.insert_user(u).await.unwrap(), InsertUser::Inserted);
+    }
+    let old = user(3, t);
+    let young = user(4, t.plus(hour * 2));
+    let kept = User { verified: true, verified_at: Some(t), ..user(5, t) };
+    for u in [&old, &young, &kept] {
+        assert_eq!(store.insert_user(u).await.unwrap(), InsertUser::Inserted);
+    }
+    assert_eq!(store.purge_unverified(t.plus(hour), 100).await.unwrap(), 2, "the old unverified ones");
+    for gone in [&old, &winner] {
+        assert_eq!(store.user_by_identifier(&gone.ident_hash).await.unwrap(), None, "purged");
+        assert_eq!(store.user_by_id(gone.id).await.unwrap(), None, "purged, by id too");
+    }
+    for stays in [&young, &kept, &verified] {
+        assert_eq!(store.user_by_id(stays.id).await.unwrap().as_ref(), Some(stays), "kept");
+    }
+    assert_eq!(store.purge_unverified(t.plus(hour), 100).await.unwrap(), 0, "nothing left to purge");
+    assert_eq!(store.insert_user(&user(3, t)).await.unwrap(), InsertUser::Inserted, "the identifier is free");
 }
 
 fn session(user: UserId, digest: u8, method: AuthMethod, at: Timestamp) -> Session {
@@ -493,11 +521,27 @@ where
         country_floor: 8,
         min_conversion: 50,
         throttle_every: MIN,
+        collapse: 0,
+        history: HOUR * 24,
     };
     limiter_conversion_guard(
         make(LimitPolicy { conversion_guard: guard(GuardMode::Throttle), ..LimitPolicy::off() }).await,
         make(LimitPolicy { conversion_guard: guard(GuardMode::Block), ..LimitPolicy::off() }).await,
         make(LimitPolicy { conversion_guard: guard(GuardMode::Record), ..LimitPolicy::off() }).await,
+    )
+    .await;
+    let history = ConversionGuard {
+        mode: GuardMode::Throttle,
+        window: HOUR,
+        prefix_floor: 4,
+        country_floor: 1_000,
+        min_conversion: 20,
+        throttle_every: MIN,
+        collapse: 50,
+        history: HOUR * 24,
+    };
+    limiter_guard_history_and_pins(
+        make(LimitPolicy { conversion_guard: history, prefix_digits: 7, ..LimitPolicy::off() }).await,
     )
     .await;
     limiter_all_or_nothing(make(LimitPolicy { ip_sends: Rule::per(2, MIN * 10), ..cooldown_policy() }).await).await;
@@ -806,6 +850,75 @@ async fn limiter_conversion_guard(throttle: Arc<dyn Limiter>, block: Arc<dyn Lim
     expect(&block, to(6, 6 * s, &a(6)), Decision::Allow, "verified codes lift the block").await;
     expect(&throttle, to(9, 3600 * s + 1, &a(9)), Decision::Allow, "a new hour: judged afresh").await;
     expect(&block, to(9, 3600 * s + 1, &a(9)), Decision::Allow, "a new hour").await;
+}
+
+/// A destination is judged against its own baseline too, and an operator's pin or lift
+/// changes what the guard does with it (the guard above, `collapse` 50 %).
+async fn limiter_guard_history_and_pins(l: Arc<dyn Limiter>) {
+    let s = 1000;
+    let h = 3600 * s;
+    let (a, b) = ("+1202200", "+1303300");
+    let number = |prefix: &str, i: u8| format!("{prefix}{:04}", 1000 + u32::from(i));
+    let send = |prefix: &str, ident: u8, ms: u64| to_number(lreq(LOGIN, ident, ms), &number(prefix, ident), 1);
+    let verified = |prefix: &'static str, ident: u8, ms: u64| {
+        let l = l.clone();
+        async move {
+            let target = SmsTarget::from_e164(&number(prefix, ident), 1).expect("a test number");
+            l.code_verified(IdentHash([ident; 16]), Some(target), Timestamp::from_millis(T0 + ms))
+                .await
+                .expect("the limiter counts a verified code");
+        }
+    };
+    let at = |ms: u64| Timestamp::from_millis(T0 + ms);
+    let subject_a = Subject::Prefix(1_202_200, 7);
+    // Hour one: prefix a verifies 8 of its 10 codes; b has no history.
+    for i in 0..10 {
+        expect(&l, send(a, i, u64::from(i) * s), Decision::Allow, "a healthy hour").await;
+        if i < 8 {
+            verified(a, i, u64::from(i) * s + 500).await;
+        }
+    }
+    let read = l.change_destination(subject_a, DestinationChange::Read, at(30 * s)).await.expect("read");
+    assert_eq!((read.sent, read.verified, read.baseline, read.tripped), (10, 8, None, false), "{read:?}");
+    // Hour two, both prefixes alike: three sends, one verified, a fourth: 1 of 4 is 25 %,
+    // above the 20 % floor but below half of a's 80 %.
+    for (prefix, base) in [(a, 20u8), (b, 40)] {
+        for i in 0..3 {
+            expect(&l, send(prefix, base + i, h + u64::from(i) * s), Decision::Allow, "below the floor").await;
+        }
+        verified(prefix, base, h + 4 * s).await;
+        expect(&l, send(prefix, base + 3, h + 5 * s), Decision::Allow, "the fourth send").await;
+    }
+    let read = l.change_destination(subject_a, DestinationChange::Read, at(h + 6 * s)).await.expect("read");
+    assert_eq!((read.baseline, read.tripped, read.refusing), (Some(80), true, true), "{read:?}");
+    let guarded = |wait: Duration| deny(LimitRule::DestinationGuard, wait);
+    expect(&l, send(a, 24, h + 6 * s), guarded(SEC * 59), "a collapsed against its own 80 %: throttled").await;
+    expect(&l, send(b, 44, h + 6 * s), Decision::Allow, "b, at 25 % with no history, is not").await;
+
+    // An operator pins a to record: let through, still counted; unpinned, throttled again.
+    let pin = Pin { mode: GuardMode::Record, until: at(h + 600 * s) };
+    let pinned = l.change_destination(subject_a, DestinationChange::Pin(pin), at(h + 7 * s)).await.expect("pin");
+    assert_eq!((pinned.mode, pinned.refusing, pinned.pin), (GuardMode::Record, false, Some(pin)), "{pinned:?}");
+    expect(&l, send(a, 25, h + 8 * s), Decision::Allow, "pinned to record").await;
+    l.change_destination(subject_a, DestinationChange::Unpin, at(h + 9 * s)).await.expect("unpin");
+    expect(&l, send(a, 26, h + 9 * s), guarded(SEC * 56), "unpinned: the throttle's next send").await;
+    // A pin to block refuses a tripped destination until its window ends.
+    let block = Pin { mode: GuardMode::Block, until: at(h + 600 * s) };
+    l.change_destination(subject_a, DestinationChange::Pin(block), at(h + 10 * s)).await.expect("pin");
+    expect(&l, send(a, 27, h + 70 * s), guarded(HOUR - SEC * 70), "pinned to block").await;
+
+    // The list: a first (refusing), b and their country too.
+    let list = l.destinations(at(h + 71 * s), 10).await.expect("the list");
+    let listed: Vec<Subject> = list.iter().map(|d| d.subject).collect();
+    assert_eq!(listed[0], subject_a, "{list:?}");
+    assert!(listed.contains(&Subject::Prefix(1_303_300, 7)) && listed.contains(&Subject::Country(1)), "{list:?}");
+    assert_eq!(list[0].sent, 5, "the pinned-record send counted, the refused ones not: {:?}", list[0]);
+
+    // Lifted: the window forgotten and the pin removed; the baseline stays.
+    l.change_destination(subject_a, DestinationChange::Unpin, at(h + 72 * s)).await.expect("unpin");
+    let lifted = l.change_destination(subject_a, DestinationChange::Lift, at(h + 72 * s)).await.expect("lift");
+    assert_eq!((lifted.sent, lifted.tripped, lifted.pin, lifted.baseline), (0, false, None, Some(80)), "{lifted:?}");
+    expect(&l, send(a, 28, h + 73 * s), Decision::Allow, "lifted: judged afresh").await;
 }
 
 async fn limiter_destination_lists(l: Arc<dyn Limiter>) {

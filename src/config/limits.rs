@@ -59,8 +59,9 @@ section! {
         /// ends (`docs/limits.md`). `daily = 0` turns the total budget off.
         sms_budget: SmsBudgetConfig = SmsBudgetConfig::default(),
         /// The conversion guard of SMS destinations (`docs/limits.md`): `{ mode, window,
-        /// prefix_floor, country_floor, min_conversion, throttle_every }`, each optional;
-        /// `mode` is `off`, `record`, `throttle` or `block`.
+        /// prefix_floor, country_floor, min_conversion, throttle_every, collapse, history }`,
+        /// each optional; `mode` is `off`, `record`, `throttle` or `block`. Operators pin or
+        /// lift one destination with `/v1/admin/destinations`.
         conversion_guard: ConversionGuardConfig = ConversionGuardConfig::default(),
     }
 }
@@ -79,6 +80,10 @@ pub struct ConversionGuardConfig {
     pub min_conversion: Option<u32>,
     /// A throttled destination's one send per this long.
     pub throttle_every: Option<Dur>,
+    /// Tripped too below this share (percent) of the destination's own baseline (0: off).
+    pub collapse: Option<u32>,
+    /// How long a destination's baseline and pin outlive its last window.
+    pub history: Option<Dur>,
 }
 
 impl ConversionGuardConfig {
@@ -91,6 +96,8 @@ impl ConversionGuardConfig {
             country_floor: self.country_floor.unwrap_or(d.country_floor),
             min_conversion: self.min_conversion.unwrap_or(d.min_conversion),
             throttle_every: self.throttle_every.map_or(d.throttle_every, |t| t.0),
+            collapse: self.collapse.unwrap_or(d.collapse),
+            history: self.history.map_or(d.history, |h| h.0),
         }
     }
 
@@ -99,6 +106,7 @@ impl ConversionGuardConfig {
         if g.mode != GuardMode::Off {
             check_guard(errors, !g.window.is_zero(), "window: must be more than zero");
             check_guard(errors, (1..=100).contains(&g.min_conversion), "min_conversion: must be 1-100 (percent)");
+            check_guard(errors, g.collapse <= 100, "collapse: must be 0-100 (percent of the baseline)");
             check_guard(
                 errors,
                 g.prefix_floor > 0 && g.country_floor > 0,
@@ -121,18 +129,22 @@ fn check_guard(errors: &mut Vec<String>, ok: bool, what: &str) {
 
 impl super::value::Shown for ConversionGuardConfig {
     fn kind() -> String {
-        "conversion guard `{ mode, window, prefix_floor, country_floor, min_conversion, throttle_every }`".into()
+        "conversion guard `{ mode, window, prefix_floor, country_floor, min_conversion, throttle_every, collapse, \
+         history }`"
+            .into()
     }
     fn shown(&self) -> String {
         let g = CONVERSION_GUARD;
         format!(
             "{{ mode = \"throttle\", window = \"{}\", prefix_floor = {}, country_floor = {}, min_conversion = {}, \
-             throttle_every = \"{}\" }}",
+             throttle_every = \"{}\", collapse = {}, history = \"{}\" }}",
             humantime::format_duration(g.window),
             g.prefix_floor,
             g.country_floor,
             g.min_conversion,
-            humantime::format_duration(g.throttle_every)
+            humantime::format_duration(g.throttle_every),
+            g.collapse,
+            humantime::format_duration(g.history)
         )
     }
 }
@@ -433,7 +445,11 @@ fn guard_markdown() -> String {
          Per number prefix (`prefix_digits`) and per country calling code, the guard counts the SMS sends the \
          limits let through and the codes verified for that destination, in a window of {window} that opens \
          with the first of either. A destination is *tripped* once it has at least its floor of sends \
-         ({pf} for a prefix, {cf} for a country) and fewer than {min} % of them verified. A send to a \
+         ({pf} for a prefix, {cf} for a country) and fewer than {min} % of them verified, or fewer than \
+         {collapse} % of its own *baseline*: the conversion of its past windows that were judged and not \
+         tripped (the first sets it, each next one moves it halfway), kept {history} after its last \
+         window. So a market that verifies 80 % is tripped below 40 %, and a pump cannot hide in a big \
+         market's slack; a pumped or quiet window never lowers the baseline. A send to a \
          tripped destination is, by `mode`: let through and only counted (`record`), let through once per \
          `throttle_every` ({every}) and otherwise refused with 429 `destination_throttled` and \
          `Retry-After` (`throttle`, the default), or refused until the window ends (`block`); `off` counts \
@@ -446,13 +462,22 @@ fn guard_markdown() -> String {
          cannot make a prefix look healthy. A legitimate burst of more than {pf} codes to one prefix \
          before any is typed (a launch, a campaign in one town) is throttled until codes come back: raise \
          `prefix_floor` for it. For a new market nothing is needed; for one whose codes are legitimately \
-         rarely typed (a test range), set `mode = \"record\"` and watch `otpd_sms_codes_total` (the \
-         dashboard's conversion panel and the alert `OtpdSmsConversionCollapse`).\n",
+         rarely typed (a test range), pin it to `record` and watch `otpd_sms_codes_total` (the \
+         dashboard's conversion panel and the alert `OtpdSmsConversionCollapse`).\n\n\
+         On the ops listener, `GET /v1/admin/destinations` lists the destinations a node has sent to in \
+         the guard's history, worst first, with their window's counts (shared with Redis), baseline, mode \
+         and pin. `PUT /v1/admin/destinations/+<digits>` with `{{\"mode\": \"record\", \"for\": \"7d\"}}` \
+         pins one (a number prefix of `prefix_digits` digits, or a calling code) to the mode it is judged \
+         in when it trips; `DELETE` lifts it: its window is forgotten and its pin removed. Both are \
+         audited (`admin_destination`). With Redis a pin holds on every node; without, on the node \
+         called.\n",
         window = humantime::format_duration(g.window),
         pf = g.prefix_floor,
         cf = g.country_floor,
         min = g.min_conversion,
         every = humantime::format_duration(g.throttle_every),
+        collapse = g.collapse,
+        history = humantime::format_duration(g.history),
     )
 }
 

@@ -27,8 +27,15 @@ section! {
         /// Answer 404 (login) / 409 (register) for unknown / existing accounts instead of
         /// enumeration-safe answers. Off by default.
         reveal_accounts: bool = false,
+        /// Accounts never verified are deleted this long after they were created (`0s`: kept).
+        /// This version creates an account only when its code verifies; older ones created
+        /// it at registration, so numbers nobody owns left records.
+        unverified_account_ttl: Dur = Dur(UNVERIFIED_ACCOUNT_TTL),
     }
 }
+
+/// How long an account never verified is kept, unless configured otherwise.
+pub const UNVERIFIED_ACCOUNT_TTL: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
 
 impl OtpConfig {
     pub(super) fn validate(&self, errors: &mut Vec<String>) {

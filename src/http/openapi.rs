@@ -79,6 +79,8 @@ same answers, unless the operator turns on `otp.reveal_accounts`.
     wire::DeviceChallengeResponse,
     wire::AuditListResponse,
     wire::AdminStatsResponse,
+    wire::DestinationListResponse,
+    wire::PinDestinationRequest,
     problem::ProblemBody,
 )))]
 struct Derived;

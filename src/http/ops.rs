@@ -13,6 +13,7 @@ use otpd_actors::EngineError;
 use otpd_actors::actors::dispatch::DispatchHandle;
 use otpd_actors::ports::StoreError;
 use otpd_actors::rules::breaker::BreakerState;
+use otpd_actors::rules::limits::{DestinationChange, GuardMode, Pin, Subject};
 use tokio::task::JoinHandle;
 
 use super::app::{App, Call, Resp, bytes_response, json, parse_any_identifier};
@@ -201,6 +202,70 @@ pub(super) async fn admin_stats(app: &App, call: &Call<'_>) -> Result<Resp, ApiE
         delivery: app.delivery.as_ref().map(|d| d.stats().into()),
     };
     Ok(json(StatusCode::OK, &body))
+}
+
+/// `GET /v1/admin/destinations?limit=…`: the conversion guard's destinations, worst first.
+pub(super) async fn admin_destinations(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let mut limit = 100usize;
+    for (k, v) in form_urlencoded::parse(call.parts.uri.query().unwrap_or("").as_bytes()) {
+        match &*k {
+            "limit" => limit = v.parse().map_err(|_| ApiError::invalid_request("limit must be a number"))?,
+            other => return Err(ApiError::invalid_request(format!("unknown query parameter {other:?}"))),
+        }
+    }
+    let list = app.engine.destinations(limit.clamp(1, 1_000)).await?;
+    let body = wire::DestinationListResponse {
+        at: wire::rfc3339(app.engine.now()),
+        destinations: list.iter().map(wire::DestinationView::from).collect(),
+    };
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// `PUT /v1/admin/destinations/{destination}`: pins a destination to a mode, for a while.
+pub(super) async fn pin_destination(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let subject = destination(app, call.param)?;
+    let req: wire::PinDestinationRequest = call.json(app)?;
+    let mode = match req.mode.as_str() {
+        "record" => GuardMode::Record,
+        "throttle" => GuardMode::Throttle,
+        "block" => GuardMode::Block,
+        _ => return Err(ApiError::invalid_request("mode must be record, throttle or block")),
+    };
+    let how_long = humantime::parse_duration(req.r#for.trim())
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= MAX_PIN)
+        .ok_or_else(|| ApiError::invalid_request("for must be a duration such as 24h, at most 90 days"))?;
+    let pin = Pin { mode, until: app.engine.now().plus(how_long) };
+    let state = app.engine.change_destination(call.ctx, subject, DestinationChange::Pin(pin)).await?;
+    Ok(json(StatusCode::OK, &wire::DestinationView::from(&state)))
+}
+
+/// `DELETE /v1/admin/destinations/{destination}`: lifts a destination (its window forgotten,
+/// its pin removed).
+pub(super) async fn lift_destination(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let subject = destination(app, call.param)?;
+    let state = app.engine.change_destination(call.ctx, subject, DestinationChange::Lift).await?;
+    Ok(json(StatusCode::OK, &wire::DestinationView::from(&state)))
+}
+
+/// The longest pin.
+const MAX_PIN: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// A destination of the path: `+` (or `%2B`, or nothing) and digits: a number prefix when it
+/// has `limits.prefix_digits` digits, else a country calling code of 1 to 3 digits.
+fn destination(app: &App, raw: &str) -> Result<Subject, ApiError> {
+    let digits = ["%2B", "%2b", "+"].iter().find_map(|p| raw.strip_prefix(p)).unwrap_or(raw);
+    let prefix_digits = usize::from(app.observe.prefix_digits);
+    let well_formed = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
+    match digits.len() {
+        n if well_formed && n == prefix_digits => {
+            Ok(Subject::Prefix(digits.parse().expect("checked digits"), app.observe.prefix_digits))
+        }
+        1..=3 if well_formed => Ok(Subject::Country(digits.parse().expect("checked digits"))),
+        _ => Err(ApiError::invalid_request(format!(
+            "a destination is + and the {prefix_digits} digits of a number prefix or the 1 to 3 of a calling code"
+        ))),
+    }
 }
 
 /// Sets the census gauges; `Ok(None)` while the store is still counting.

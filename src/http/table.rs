@@ -186,6 +186,20 @@ fn string_schema() -> Value {
     json!({ "type": "string" })
 }
 
+/// The destination of `/v1/admin/destinations/{destination}`.
+const DESTINATION: Param = Param {
+    name: "destination",
+    location: "path",
+    required: true,
+    description: "`+` (or `%2B`) and the digits of a number prefix (`limits.prefix_digits` of them) or of a \
+        country calling code (1 to 3), as `GET /v1/admin/destinations` lists them.",
+    schema: destination_schema,
+};
+
+fn destination_schema() -> Value {
+    json!({ "type": "string", "pattern": "^(\\+|%2[bB])?[1-9][0-9]{0,14}$" })
+}
+
 fn limit_schema() -> Value {
     json!({ "type": "integer", "minimum": 0, "default": 100 })
 }
@@ -675,6 +689,75 @@ pub static ROUTES: &[Route] = &[
             schema: Some("AdminStatsResponse"),
             headers: &[],
         }],
+        problems: &[&["invalid_request", "missing_token", "forbidden"], UNAVAILABLE],
+        links: &[],
+    },
+    Route {
+        method: "get",
+        path: "/v1/admin/destinations",
+        id: "adminDestinations",
+        tag: "admin",
+        summary: "The SMS conversion guard's destinations, worst first",
+        description: "Number prefixes and countries this node has sent codes to in the guard's history \
+            (docs/limits.md), with their window's sends and verified codes (shared by every node with Redis: \
+            a destination only other nodes sent to is listed by them), baseline, mode and pin.",
+        auth: Auth::Admin,
+        api: None,
+        exposure: Exposure::Ops,
+        labelled: true,
+        handler: handler!(ops::admin_destinations),
+        params: &[Param {
+            name: "limit",
+            location: "query",
+            required: false,
+            description: "At most this many destinations (taken as 1 to 1000; default 100).",
+            schema: limit_schema,
+        }],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "Destinations.",
+            schema: Some("DestinationListResponse"),
+            headers: &[],
+        }],
+        problems: &[&["invalid_request", "missing_token", "forbidden"], UNAVAILABLE],
+        links: &[],
+    },
+    Route {
+        method: "put",
+        path: "/v1/admin/destinations/{destination}",
+        id: "pinDestination",
+        tag: "admin",
+        summary: "Pin a destination to a guard mode for a while",
+        description: "The mode the guard judges it in when it trips: `record` exempts a market known to \
+            verify poorly; `block` refuses a tripped one until its window ends instead of throttling it. \
+            Every node sees the pin with Redis (only this node without). Audited.",
+        auth: Auth::Admin,
+        api: Some(Api::AdminDestination),
+        exposure: Exposure::Ops,
+        labelled: true,
+        handler: handler!(ops::pin_destination),
+        params: &[DESTINATION],
+        body: Some("PinDestinationRequest"),
+        replies: &[Reply { status: 200, description: "Pinned.", schema: Some("DestinationView"), headers: &[] }],
+        problems: &[&["missing_token", "forbidden"], BODY, UNAVAILABLE],
+        links: &[],
+    },
+    Route {
+        method: "delete",
+        path: "/v1/admin/destinations/{destination}",
+        id: "liftDestination",
+        tag: "admin",
+        summary: "Lift a destination: its window forgotten, its pin removed",
+        description: "The guard judges it afresh from its floor; its baseline stays. Audited.",
+        auth: Auth::Admin,
+        api: Some(Api::AdminDestination),
+        exposure: Exposure::Ops,
+        labelled: true,
+        handler: handler!(ops::lift_destination),
+        params: &[DESTINATION],
+        body: None,
+        replies: &[Reply { status: 200, description: "Lifted.", schema: Some("DestinationView"), headers: &[] }],
         problems: &[&["invalid_request", "missing_token", "forbidden"], UNAVAILABLE],
         links: &[],
     },

@@ -16,6 +16,7 @@ use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::device_key::{KeyInput, NONCE_HEX_LEN, Nonce};
 use otpd_actors::rules::identifier::Identifier;
 use otpd_actors::rules::ids::{DeviceId, SessionId};
+use otpd_actors::rules::limits::{DestinationState, GuardMode, Subject};
 use otpd_actors::{EngineError, SendReceipt};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -651,6 +652,84 @@ pub struct AdminStatsResponse {
     pub otp: OtpCounts,
     pub challenges: ChallengeCounts,
     pub delivery: Option<DeliveryCounts>,
+}
+
+/// `GET /v1/admin/destinations`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DestinationListResponse {
+    /// When they were read (the node's clock).
+    pub at: String,
+    /// Worst first: refusing, then tripped, then most codes never verified.
+    pub destinations: Vec<DestinationView>,
+}
+
+/// One destination of the conversion guard (docs/limits.md).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DestinationView {
+    /// `+` and the digits of a number prefix (`limits.prefix_digits` long) or of a country
+    /// calling code.
+    #[schema(examples("+4477009"))]
+    pub destination: String,
+    #[schema(examples("prefix"))]
+    pub scope: &'static str,
+    /// SMS sends let through and codes verified in the current window.
+    pub sent: u64,
+    pub verified: u64,
+    /// `verified / sent` in percent; `null` before the first send of a window.
+    pub conversion: Option<u64>,
+    /// The destination's own conversion of past healthy windows, in percent; `null` until one.
+    pub baseline: Option<u8>,
+    /// Whether the current window trips the guard.
+    pub tripped: bool,
+    /// The mode it is judged in: `off`, `record`, `throttle` or `block` (its pin's while pinned).
+    #[schema(examples("throttle"))]
+    pub mode: &'static str,
+    /// Whether a send to it is refused now.
+    pub refusing: bool,
+    pub window_ends_at: Option<String>,
+    /// A throttled destination's next send.
+    pub next_send_at: Option<String>,
+    pub pinned_until: Option<String>,
+}
+
+impl From<&DestinationState> for DestinationView {
+    fn from(d: &DestinationState) -> Self {
+        DestinationView {
+            destination: d.subject.destination().unwrap_or_default(),
+            scope: if matches!(d.subject, Subject::Country(_)) { "country" } else { "prefix" },
+            sent: d.sent,
+            verified: d.verified,
+            conversion: (d.sent > 0).then(|| d.verified.saturating_mul(100) / d.sent),
+            baseline: d.baseline,
+            tripped: d.tripped,
+            mode: guard_mode_name(d.mode),
+            refusing: d.refusing,
+            window_ends_at: d.window_ends.map(rfc3339),
+            next_send_at: d.next_send.map(rfc3339),
+            pinned_until: d.pin.map(|p| rfc3339(p.until)),
+        }
+    }
+}
+
+pub fn guard_mode_name(mode: GuardMode) -> &'static str {
+    match mode {
+        GuardMode::Off => "off",
+        GuardMode::Record => "record",
+        GuardMode::Throttle => "throttle",
+        GuardMode::Block => "block",
+    }
+}
+
+/// `PUT /v1/admin/destinations/{destination}`: pins it to a mode.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PinDestinationRequest {
+    /// `record` (never refused; for a market known to verify poorly), `throttle` or `block`.
+    #[schema(examples("record"))]
+    pub mode: String,
+    /// How long the pin lasts (`30m`, `24h`, `7d`; at most 90 days).
+    #[schema(examples("24h"))]
+    pub r#for: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

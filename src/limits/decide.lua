@@ -9,8 +9,10 @@
 --          three fields; `x` holds the latest end of any field, the key's expiry, which is
 --          only ever extended. One HMGET and at most one HSET (+ PEXPIRE) per key.
 -- ARGV[1]  "check", "undo" or "verified" (a code was verified: +1 verified code for each
---          guard check);  ARGV[2]  now (ms)
--- then nine values per check i, from ARGV[3 + 9 * (i - 1)]:
+--          guard check); or an operator's "read", "lift", "pin", "unpin" of one guard check;
+-- ARGV[2]  now (ms);  ARGV[3..5]  the conversion guard's collapse (percent of a destination's
+--          baseline), history (ms) and throttle gap (ms)
+-- then nine values per check i, from ARGV[6 + 9 * (i - 1)]:
 --   cooldown: key index, "c", field, "", "", 0, now + cooldown, 0, 0
 --   window:   key index, "w", count field, end field, block field, limit, now + window,
 --             now + block (0: no block), 0
@@ -18,9 +20,13 @@
 --             now + forget_after, first block (ms), longest block (ms)
 --   spend:    key index, "s", count field, end field, "", budget, the day's end, cost, 0
 --   guard:    key index, "v", sent field, end field, next-send field, floor, now + window,
---             throttle gap (ms; 0: block mode, -1: record mode), least conversion (percent);
---             its verified codes are in the field VERIFIED.
+--             mode (1 record, 2 throttle, 3 block), least conversion (percent); its verified
+--             codes, baseline and pin (mode and end) are in the fields VERIFIED, BASELINE,
+--             PIN and PINNED_UNTIL; in pin mode the seventh value is the pin's end and the
+--             eighth its mode.
 --   in undo mode the seventh value is the end check mode wrote.
+-- A conversion guard (otpd_actors::rules::limits, the conversion guard) judges a destination
+-- in its pin's mode while pinned; a window that ends judged and untripped moves its baseline.
 -- A guess budget (otpd_actors::rules::limits, the guess budget) refuses only while blocked;
 -- recording counts one more check (from 1 once forgotten), moves the forget-at, and past
 -- `free` blocks for first × 2^(count - free - 1), at most the longest block.
@@ -36,13 +42,16 @@
 
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
-local n = (#ARGV - 2) / 9
-local VERIFIED = 'destination_throttled:v'
+local HEAD = 5
+local n = (#ARGV - HEAD) / 9
+local COLLAPSE, HISTORY, GAP = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local VERIFIED, BASELINE = 'destination_throttled:v', 'destination_throttled:h'
+local PIN, PINNED_UNTIL = 'destination_throttled:p', 'destination_throttled:pu'
 
 -- Read every field of every check: one HMGET per key, `x` first.
 local wanted, at = {}, {}
 for i = 1, n do
-  local o = 2 + 9 * (i - 1)
+  local o = HEAD + 9 * (i - 1)
   local k = tonumber(ARGV[o + 1])
   local list = wanted[k]
   if not list then
@@ -57,6 +66,9 @@ for i = 1, n do
   end
   if ARGV[o + 2] == 'v' then
     list[#list + 1] = VERIFIED
+    list[#list + 1] = BASELINE
+    list[#list + 1] = PIN
+    list[#list + 1] = PINNED_UNTIL
   end
 end
 local values, kept, expiry, expiry_text = {}, {}, {}, {}
@@ -76,16 +88,31 @@ local function guess_block(o, count)
   end
   return math.min(first * 2 ^ math.min(count - free - 1, 31), math.max(longest, first))
 end
--- Whether a guard check's destination, with `sent` sends and `verified` codes, is tripped.
-local function tripped(o, sent, verified)
-  return sent >= tonumber(ARGV[o + 6]) and verified * 100 < sent * tonumber(ARGV[o + 9])
+-- Whether a guard check's destination, with `sent` sends, `verified` codes and its baseline
+-- (false: none), is tripped.
+local function tripped(o, sent, verified, baseline)
+  if sent < tonumber(ARGV[o + 6]) then
+    return false
+  end
+  return verified * 100 < sent * tonumber(ARGV[o + 9])
+    or (baseline and verified * 10000 < sent * baseline * COLLAPSE)
+end
+-- A guard check's baseline (false: none) and mode (its pin's while pinned).
+local function baseline_of(k, p)
+  return tonumber(values[k][p + 4] or '') or false
+end
+local function mode_of(k, o, p)
+  if num(k, p + 6) > now then
+    return num(k, p + 5)
+  end
+  return tonumber(ARGV[o + 8])
 end
 
 if mode == 'undo' then
   -- Takes back a recording whose request another slot refused (Redis Cluster only), unless the
   -- field has moved on since (a new cooldown or a new window).
   for i = 1, n do
-    local o, p = 2 + 9 * (i - 1), at[i]
+    local o, p = HEAD + 9 * (i - 1), at[i]
     local k, written = tonumber(ARGV[o + 1]), ARGV[o + 7]
     if ARGV[o + 2] == 'c' then
       if values[k][p] == written then
@@ -155,21 +182,54 @@ local function flush()
   end
 end
 
--- A guard window that has ended starts again, empty (the caller puts the sent count).
+-- A guard window that has ended starts again, empty (the caller puts the sent count); the
+-- ended one, judged and untripped, moves the baseline halfway to its conversion (or sets it).
 local function open_guard(k, o, p)
   if num(k, p + 1) > now then
     return num(k, p), num(k, p + 3), num(k, p + 1)
   end
+  local s, v, b = num(k, p), num(k, p + 3), baseline_of(k, p)
+  if s >= math.max(tonumber(ARGV[o + 6]), 1) and not tripped(o, s, v, b) then
+    local c = math.min(math.floor(v * 100 / s), 100)
+    if b then
+      c = math.floor((b + c) / 2)
+    end
+    put(k, BASELINE, c)
+    values[k][p + 4] = tostring(c)
+  end
   put(k, ARGV[o + 4], ARGV[o + 7])
   put(k, ARGV[o + 5], 0)
   put(k, VERIFIED, 0)
-  keep_until(k, tonumber(ARGV[o + 7]), ARGV[o + 7])
+  local kept = tonumber(ARGV[o + 7]) + HISTORY
+  keep_until(k, kept, string.format('%d', kept))
   return 0, 0, tonumber(ARGV[o + 7])
+end
+
+if mode == 'read' or mode == 'lift' or mode == 'pin' or mode == 'unpin' then
+  -- An operator's change to the one guard check given; answers its fields after it:
+  -- {sent, end, next send, verified, baseline (-1: none), pin mode, pin end}.
+  local o, p = HEAD, at[1]
+  local k = tonumber(ARGV[o + 1])
+  if mode == 'lift' then
+    redis.call('HDEL', KEYS[k], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5], VERIFIED)
+    values[k][p], values[k][p + 1], values[k][p + 2], values[k][p + 3] = false, false, false, false
+  elseif mode == 'pin' then
+    put(k, PIN, ARGV[o + 8])
+    put(k, PINNED_UNTIL, ARGV[o + 7])
+    keep_until(k, tonumber(ARGV[o + 7]), ARGV[o + 7])
+    flush()
+    values[k][p + 5], values[k][p + 6] = ARGV[o + 8], ARGV[o + 7]
+  elseif mode == 'unpin' then
+    redis.call('HDEL', KEYS[k], PIN, PINNED_UNTIL)
+    values[k][p + 5], values[k][p + 6] = false, false
+  end
+  return {num(k, p), num(k, p + 1), num(k, p + 2), num(k, p + 3), baseline_of(k, p) or -1, num(k, p + 5),
+    num(k, p + 6)}
 end
 
 if mode == 'verified' then
   for i = 1, n do
-    local o, p = 2 + 9 * (i - 1), at[i]
+    local o, p = HEAD + 9 * (i - 1), at[i]
     local k = tonumber(ARGV[o + 1])
     if ARGV[o + 2] == 'v' then
       local s, v = open_guard(k, o, p)
@@ -184,7 +244,7 @@ end
 local waits = {}
 local refused = false
 for i = 1, n do
-  local o, p = 2 + 9 * (i - 1), at[i]
+  local o, p = HEAD + 9 * (i - 1), at[i]
   local k = tonumber(ARGV[o + 1])
   local wait = 0
   if ARGV[o + 2] == 'c' then
@@ -199,11 +259,11 @@ for i = 1, n do
     end
   elseif ARGV[o + 2] == 'v' then
     local s, u, t, v = num(k, p), num(k, p + 1), num(k, p + 2), num(k, p + 3)
-    if u > now and tripped(o, s, v) then
-      local gap = tonumber(ARGV[o + 8])
-      if gap > 0 and t > now then
+    if u > now and tripped(o, s, v, baseline_of(k, p)) then
+      local m = mode_of(k, o, p)
+      if m == 2 and t > now then
         wait = t - now
-      elseif gap == 0 then
+      elseif m == 3 then
         wait = u - now
       end
     end
@@ -249,7 +309,7 @@ end
 
 local written = {0}
 for i = 1, n do
-  local o, p = 2 + 9 * (i - 1), at[i]
+  local o, p = HEAD + 9 * (i - 1), at[i]
   local k = tonumber(ARGV[o + 1])
   local u
   if ARGV[o + 2] == 'c' then
@@ -277,9 +337,8 @@ for i = 1, n do
     s, v, u = open_guard(k, o, p)
     s = s + 1
     put(k, ARGV[o + 3], s)
-    local gap = tonumber(ARGV[o + 8])
-    if gap > 0 and tripped(o, s, v) then
-      local next_send = now + gap
+    if mode_of(k, o, p) == 2 and tripped(o, s, v, baseline_of(k, p)) then
+      local next_send = now + GAP
       local text = string.format('%d', next_send)
       put(k, ARGV[o + 5], text)
       keep_until(k, next_send, text)

@@ -89,7 +89,8 @@ use otpd_actors::rules::challenge::Purpose;
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::keys::IdentHash;
 use otpd_actors::rules::limits::{
-    Check, CheckKind, Group, GuardMode, LimitPolicy, SmsTarget, Subject, plan, strongest,
+    Check, CheckKind, ConversionGuard, DestinationChange, DestinationState, Group, GuardMode, LimitPolicy, Pin,
+    SmsTarget, Subject, plan, strongest,
 };
 use otpd_actors::rules::limits::{Decision, LimitRequest, LimitRule};
 use parking_lot::Mutex;
@@ -235,7 +236,12 @@ impl RedisLimiter {
         let client = settings.client()?;
         let limiter = Arc::new(RedisLimiter {
             clustered: client.is_clustered(),
-            script: Arc::new(Script { client: client.clone(), prefix: settings.key_prefix, key }),
+            script: Arc::new(Script {
+                client: client.clone(),
+                prefix: settings.key_prefix,
+                key,
+                guard: policy.conversion_guard,
+            }),
             client,
             policy,
             timeout: settings.timeout,
@@ -435,6 +441,27 @@ struct Script {
     prefix: String,
     /// Keys the hashes of IPs and prefixes in key names.
     key: [u8; 32],
+    /// Its collapse, history and throttle gap are the script's head arguments.
+    guard: ConversionGuard,
+}
+
+/// A guard mode as the script reads it (0: no mode, a pin's absence).
+fn mode_code(mode: GuardMode) -> i64 {
+    match mode {
+        GuardMode::Off => 0,
+        GuardMode::Record => 1,
+        GuardMode::Throttle => 2,
+        GuardMode::Block => 3,
+    }
+}
+
+fn mode_of_code(code: i64) -> Option<GuardMode> {
+    match code {
+        1 => Some(GuardMode::Record),
+        2 => Some(GuardMode::Throttle),
+        3 => Some(GuardMode::Block),
+        _ => None,
+    }
 }
 
 impl Script {
@@ -462,9 +489,8 @@ impl Script {
         let build = || {
             let now_ms = now.as_millis() as i64;
             let mut keys: Vec<String> = Vec::with_capacity(2);
-            let mut args: Vec<Value> = Vec::with_capacity(2 + 9 * group.len());
-            args.push(Value::from_static_str(mode));
-            args.push(Value::Integer(now_ms));
+            let mut args: Vec<Value> = Vec::with_capacity(5 + 9 * group.len());
+            args.extend(self.head(mode, now_ms));
             for (n, &i) in group.iter().enumerate() {
                 let check = &checks[i];
                 let subject = subject_key(prefix, key, &check.subject);
@@ -491,14 +517,9 @@ impl Script {
                     }
                     // The cost rides where a window's block end would.
                     CheckKind::Spend(s) => ("s", money(s.budget), s.ends_at.as_millis() as i64, money(s.cost), 0),
-                    // The mode rides in the throttle gap: 0 blocks, -1 only records.
                     CheckKind::Conversion(g, floor) => {
-                        let gap = match g.mode {
-                            GuardMode::Throttle => millis(g.throttle_every).max(1),
-                            GuardMode::Block => 0,
-                            GuardMode::Record | GuardMode::Off => -1,
-                        };
-                        ("v", i64::from(floor), now_ms + millis(g.window), gap, i64::from(g.min_conversion))
+                        let end = now_ms + millis(g.window);
+                        ("v", i64::from(floor), end, mode_code(g.mode), i64::from(g.min_conversion))
                     }
                 };
                 // A spend check's recording answered its total, not its end: that is always the
@@ -530,6 +551,76 @@ impl Script {
             }
             other => other,
         }
+    }
+}
+
+impl Script {
+    /// The script's first five arguments: the mode, now, and the guard's collapse, history
+    /// and throttle gap.
+    fn head(&self, mode: &'static str, now_ms: i64) -> [Value; 5] {
+        let g = &self.guard;
+        [
+            Value::from_static_str(mode),
+            Value::Integer(now_ms),
+            Value::Integer(i64::from(g.collapse)),
+            Value::Integer(millis(g.history)),
+            Value::Integer(millis(g.throttle_every).max(1)),
+        ]
+    }
+
+    /// An operator's change to one destination, in the script's `read`, `lift`, `pin` or
+    /// `unpin` mode; answers the destination's state after it.
+    async fn destination(
+        &self,
+        subject: Subject,
+        change: DestinationChange,
+        now: Timestamp,
+    ) -> Result<DestinationState, fred::error::Error> {
+        let g = self.guard;
+        let check =
+            Check { rule: LimitRule::DestinationGuard, subject, kind: CheckKind::Conversion(g, g.floor(&subject)) };
+        let (mode, pin_until, pin_mode) = match change {
+            DestinationChange::Read => ("read", 0, 0),
+            DestinationChange::Lift => ("lift", 0, 0),
+            DestinationChange::Pin(pin) => ("pin", pin.until.as_millis() as i64, mode_code(pin.mode)),
+            DestinationChange::Unpin => ("unpin", 0, 0),
+        };
+        let [f1, f2, f3] = field_names(&check);
+        let build = || {
+            let mut args: Vec<Value> = self.head(mode, now.as_millis() as i64).into();
+            args.extend([
+                Value::Integer(1),
+                Value::from_static_str("v"),
+                Value::from_static_str(f1),
+                Value::from_static_str(f2),
+                Value::from_static_str(f3),
+                Value::Integer(i64::from(g.floor(&subject))),
+                Value::Integer(pin_until),
+                Value::Integer(pin_mode),
+                Value::Integer(i64::from(g.min_conversion)),
+            ]);
+            (vec![subject_key(&self.prefix, &self.key, &subject)], args)
+        };
+        let (keys, args) = build();
+        let reply: Vec<i64> = match self.client.evalsha(SCRIPT_SHA.as_str(), keys, args).await {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                self.client.script_load_cluster::<String, _>(SCRIPT).await?;
+                let (keys, args) = build();
+                self.client.evalsha(SCRIPT_SHA.as_str(), keys, args).await?
+            }
+            other => other?,
+        };
+        let [sent, end, next, verified, baseline, pin_mode, pin_until] = reply[..] else {
+            return Err(fred::error::Error::new(
+                fred::error::ErrorKind::Parse,
+                "unexpected reply from the limiter script",
+            ));
+        };
+        let at = |ms: i64| Timestamp::from_millis(ms.max(0) as u64);
+        let fields = (sent.max(0) as u64, verified.max(0) as u64, at(end), at(next));
+        let baseline = u8::try_from(baseline).ok();
+        let pin = mode_of_code(pin_mode).map(|mode| Pin { mode, until: at(pin_until) });
+        Ok(DestinationState::judge(&g, subject, fields, baseline, pin, g.floor(&subject), now))
     }
 }
 
@@ -671,7 +762,40 @@ impl Limiter for RedisLimiter {
         }
         Ok(())
     }
+
+    /// The destinations this node's own copy has seen (`LocalLimiter::destination_subjects`),
+    /// the worst `DESTINATIONS_READ` of them by the local counts read from Redis, all at once.
+    /// A destination only other nodes sent to is listed by them.
+    async fn destinations(&self, now: Timestamp, limit: usize) -> Result<Vec<DestinationState>, LimiterError> {
+        let local = self.local.destinations(now, DESTINATIONS_READ);
+        let reads = local.iter().map(|d| self.script.destination(d.subject, DestinationChange::Read, now));
+        let read = tokio::time::timeout(self.timeout, join_all(reads))
+            .await
+            .map_err(|_| LimiterError(format!("no answer within {:?}", self.timeout)))?;
+        let mut all = read.into_iter().collect::<Result<Vec<_>, _>>().map_err(|e| LimiterError(e.details().into()))?;
+        all.sort_by_key(|d| std::cmp::Reverse(d.badness()));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// In Redis, for every node, and in the local copy, for a fallback.
+    async fn change_destination(
+        &self,
+        subject: Subject,
+        change: DestinationChange,
+        now: Timestamp,
+    ) -> Result<DestinationState, LimiterError> {
+        self.local.change_destination(subject, change, now);
+        match tokio::time::timeout(self.timeout, self.script.destination(subject, change, now)).await {
+            Ok(Ok(state)) => Ok(state),
+            Ok(Err(e)) => Err(LimiterError(e.details().into())),
+            Err(_) => Err(LimiterError(format!("no answer within {:?}", self.timeout))),
+        }
+    }
 }
+
+/// How many of the destinations a node has seen `destinations` reads from Redis.
+const DESTINATIONS_READ: usize = 1_000;
 
 #[cfg(test)]
 mod tests {

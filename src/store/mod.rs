@@ -13,10 +13,60 @@ use std::time::Duration;
 
 use otpd_actors::adapters::metered::MeteredStore;
 use otpd_actors::ports::{AuditLog, CensusSource, DeviceStore, SessionStore, StoreError, UserStore};
+use otpd_actors::rules::clock::Timestamp;
+use tokio::task::JoinHandle;
 
 use crate::config::{ScyllaConfig, StoreConfig};
 use embedded::{EmbeddedOptions, EmbeddedStore};
 use scylla::{ConnectError, ScyllaOptions, ScyllaStore};
+
+/// How often the purge of unverified accounts runs.
+pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// Accounts one purge call deletes at most (then the next call, at once).
+const PURGE_BATCH: usize = 1_000;
+
+/// Deletes the accounts never verified and older than `ttl`, every [`PURGE_EVERY`] (and once
+/// at start), until the app is dropped. Each call is bounded (`PURGE_BATCH`), so the store's
+/// commit path is held briefly; a failed run is logged and tried again the next time.
+pub fn spawn_purger(app: &Arc<crate::http::App>, users: Arc<dyn UserStore>, ttl: Duration) -> JoinHandle<()> {
+    let weak = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(PURGE_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            let before = Timestamp::from_millis(app.engine.now().as_millis().saturating_sub(ttl.as_millis() as u64));
+            drop(app);
+            purge_unverified(&*users, before).await;
+        }
+    })
+}
+
+/// Purges in batches until a batch comes back short; returns how many accounts went.
+pub async fn purge_unverified(users: &dyn UserStore, created_before: Timestamp) -> usize {
+    let mut total = 0;
+    loop {
+        match users.purge_unverified(created_before, PURGE_BATCH).await {
+            Ok(n) => {
+                metrics::counter!(crate::metrics::UNVERIFIED_PURGED).increment(n as u64);
+                total += n;
+                if n < PURGE_BATCH {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not purge unverified accounts; trying again in an hour");
+                break;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    if total > 0 {
+        tracing::info!(accounts = total, "purged accounts never verified");
+    }
+    total
+}
 
 /// Why the configured store could not be opened.
 #[derive(Debug, thiserror::Error)]

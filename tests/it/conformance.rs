@@ -16,6 +16,8 @@ fn store() -> (tempfile::TempDir, std::sync::Arc<EmbeddedStore>) {
 async fn embedded_user_store() {
     let (_dir, s) = store();
     testkit::user_store(s).await;
+    let (_dir, s) = store();
+    testkit::user_purge(s).await;
 }
 
 #[tokio::test]

@@ -89,6 +89,78 @@ async fn pumping_run(name: &str, t: &TestNode) {
     let bound = 3 * (20 + minutes + 1);
     assert!(c.pumped_through <= bound, "{} pumped sends went through, more than {bound}", c.pumped_through);
     assert!(c.pumped_through >= 3 * 20, "the floor lets a new destination start: {}", c.pumped_through);
+    operator_sees_pins_and_lifts(t).await;
+}
+
+async fn ops(t: &TestNode, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+    let trace = format!("{method}-destination");
+    let mut req =
+        t.client.request(method, t.ops_url(path)).bearer_auth(&t.node.admin_token).header("x-request-id", trace);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    into_reply(req.send().await.unwrap()).await
+}
+
+/// After the run: the admin API lists the three pumped prefixes first, refusing; a pin to
+/// `record` lets one through; a lift judges it afresh; both are audited.
+async fn operator_sees_pins_and_lifts(t: &TestNode) {
+    let list = ops(t, reqwest::Method::GET, "/v1/admin/destinations?limit=5", None).await;
+    assert_eq!(list.status, 200, "{}", list.raw);
+    let rows = list.body["destinations"].as_array().expect("a list");
+    let first: Vec<&str> = rows.iter().take(3).map(|d| d["destination"].as_str().unwrap()).collect();
+    for head in ["+9989012", "+9989134", "+9989356"] {
+        assert!(first.contains(&head), "{head} among the worst three: {}", list.raw);
+    }
+    for row in &rows[..3] {
+        assert_eq!((row["scope"].as_str(), row["tripped"].as_bool()), (Some("prefix"), Some(true)), "{row}");
+        assert_eq!(row["verified"], 0, "{row}");
+        assert_eq!(row["mode"], "throttle", "{row}");
+    }
+    assert!(!list.raw.contains("+998901200"), "no whole number is listed: {}", list.raw);
+
+    // Pinned to record: the next pumped send goes through (an operator's exemption).
+    let refused = post_from(t, "127.200.0.1", "/v1/login", json!({ "phone": pumped(0, 90_000) })).await;
+    assert_eq!(refused.code(), "destination_throttled", "{}", refused.raw);
+    let pin = json!({ "mode": "record", "for": "1h" });
+    let pinned = ops(t, reqwest::Method::PUT, "/v1/admin/destinations/%2B9989012", Some(pin)).await;
+    assert_eq!(pinned.status, 200, "{}", pinned.raw);
+    assert_eq!((pinned.body["mode"].as_str(), pinned.body["refusing"].as_bool()), (Some("record"), Some(false)));
+    let through = post_from(t, "127.200.0.2", "/v1/login", json!({ "phone": pumped(0, 90_001) })).await;
+    assert_eq!(through.status, 202, "pinned to record: {}", through.raw);
+
+    // Lifted: pin removed, window forgotten: judged afresh from its floor.
+    let lifted = ops(t, reqwest::Method::DELETE, "/v1/admin/destinations/+9989012", None).await;
+    assert_eq!(lifted.status, 200, "{}", lifted.raw);
+    assert_eq!(
+        (lifted.body["sent"].as_u64(), lifted.body["pinned_until"].is_null()),
+        (Some(0), true),
+        "{}",
+        lifted.raw
+    );
+    let after = post_from(t, "127.200.0.3", "/v1/login", json!({ "phone": pumped(0, 90_002) })).await;
+    assert_eq!(after.status, 202, "lifted: {}", after.raw);
+
+    // Bad input is a 400 problem; nothing changes.
+    for (method, path, body) in [
+        (reqwest::Method::DELETE, "/v1/admin/destinations/+99890", None),
+        (reqwest::Method::DELETE, "/v1/admin/destinations/+0998901", None),
+        (reqwest::Method::PUT, "/v1/admin/destinations/+9989012", Some(json!({ "mode": "off", "for": "1h" }))),
+        (reqwest::Method::PUT, "/v1/admin/destinations/+9989012", Some(json!({ "mode": "block", "for": "1y" }))),
+        (reqwest::Method::PUT, "/v1/admin/destinations/+9989012", Some(json!({ "mode": "block" }))),
+    ] {
+        let r = ops(t, method, path, body).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.raw);
+        assert_eq!(r.header("content-type"), Some("application/problem+json"), "{}", r.raw);
+    }
+
+    // The pin and the lift are audited (before they answered), without the prefix.
+    for trace in ["PUT-destination", "DELETE-destination"] {
+        let events = t.node.engine.audit_log().by_trace(trace, 10).await.unwrap();
+        let done: Vec<_> = events.iter().filter(|e| e.api == "admin_destination" && e.step == "done").collect();
+        assert_eq!(done.len(), 1, "{trace}: {events:?}");
+        assert!(events.iter().all(|e| !e.message.contains("9989012")), "no prefix in the trail: {events:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

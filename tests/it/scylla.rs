@@ -90,6 +90,9 @@ async fn scylla_user_store() {
     let Some((s, ks)) = real_scylla("scylla_user_store").await else { return };
     testkit::user_store(s.clone()).await;
     drop_keyspace(&s, &ks).await;
+    let Some((s, ks)) = real_scylla("scylla_user_purge").await else { return };
+    testkit::user_purge(s.clone()).await;
+    drop_keyspace(&s, &ks).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,6 +306,9 @@ async fn kassandra_passes_the_user_session_and_device_suites() {
     with_kassandra(|addr| async move {
         let store = connect(&kassandra_config(addr, "otpd_suites")).await.expect("the store connects");
         testkit::user_store(store.clone()).await;
+        // The purge's token-ordered scan and conditional delete are not in kassandra's CQL
+        // parser: it runs against a real cluster only (`scylla_user_store`).
+        println!("SKIPPED on kassandra: the purge of unverified accounts (token() scan, DELETE … IF)");
         testkit::session_store(store.clone()).await;
         testkit::device_store(store.clone()).await;
         store.close();

@@ -22,7 +22,8 @@ use crate::ports::{Limiter, LimiterError};
 use crate::rules::clock::{Clock, Timestamp};
 use crate::rules::keys::IdentHash;
 use crate::rules::limits::{
-    Check, CheckKind, ConversionGuard, GuardMode, SmsTarget, Subject, guard_checks, plan, strongest,
+    Check, CheckKind, ConversionGuard, DestinationChange, DestinationState, GuardMode, Pin, SmsTarget, Subject,
+    guard_checks, plan, strongest,
 };
 use crate::rules::limits::{Decision, LimitRequest, LimitRule};
 pub use crate::rules::limits::{LimitPolicy, Rule};
@@ -49,11 +50,22 @@ impl Entry {
     }
 }
 
+/// What the conversion guard keeps of a destination beside its window: its baseline and an
+/// operator's pin, until `keep_until` (its last window's end plus `history`, or the pin's end).
+/// One per destination that had a window, so it is also the list of destinations.
+#[derive(Clone, Copy, Debug, Default)]
+struct Memo {
+    baseline: Option<u8>,
+    pin: Option<Pin>,
+    keep_until: Timestamp,
+}
+
 const BUCKETS: usize = 64;
 
 struct State {
     buckets: Vec<FxHashMap<Key, Entry>>,
     next_sweep: usize,
+    memos: FxHashMap<Subject, Memo>,
 }
 
 impl State {
@@ -78,7 +90,7 @@ pub struct LocalLimiter {
 impl LocalLimiter {
     pub fn new(policy: LimitPolicy) -> Self {
         let buckets = (0..BUCKETS).map(|_| FxHashMap::default()).collect();
-        LocalLimiter { policy, state: Mutex::new(State { buckets, next_sweep: 0 }) }
+        LocalLimiter { policy, state: Mutex::new(State { buckets, next_sweep: 0, memos: FxHashMap::default() }) }
     }
 
     pub fn policy(&self) -> &LimitPolicy {
@@ -132,14 +144,19 @@ impl LocalLimiter {
                     let spent = state.get(&key).filter(|e| e.until > now).map_or(0, |e| e.count);
                     (spent.saturating_add(spend.cost) > spend.budget).then_some(spend.ends_at)
                 }
-                CheckKind::Conversion(guard, floor) => match state.get(&key) {
-                    Some(e) if e.until > now && guard.tripped(floor, e.count, e.verified) => match guard.mode {
-                        GuardMode::Throttle => Some(e.blocked_until).filter(|b| *b > now),
-                        GuardMode::Block => Some(e.until),
-                        GuardMode::Record | GuardMode::Off => None,
-                    },
-                    _ => None,
-                },
+                CheckKind::Conversion(guard, floor) => {
+                    let memo = state.memos.get(&check.subject).copied().unwrap_or_default();
+                    match state.get(&key) {
+                        Some(e) if e.until > now && guard.tripped(floor, e.count, e.verified, memo.baseline) => {
+                            match guard.mode_of(memo.pin, now) {
+                                GuardMode::Throttle => Some(e.blocked_until).filter(|b| *b > now),
+                                GuardMode::Block => Some(e.until),
+                                GuardMode::Record | GuardMode::Off => None,
+                            }
+                        }
+                        _ => None,
+                    }
+                }
             };
             if let Some(until) = wait_until {
                 denials.push((check.rule, now.until(until)));
@@ -174,10 +191,8 @@ impl LocalLimiter {
         let checks: Vec<Check> = sms.into_iter().flat_map(|target| guard_checks(&self.policy, &target)).collect();
         let mut state = self.state.lock();
         for check in &checks {
-            if let CheckKind::Conversion(guard, _) = check.kind {
-                let entry = state.entry((check.rule, check.subject));
-                open_guard_window(entry, guard, now);
-                entry.verified += 1;
+            if let CheckKind::Conversion(guard, floor) = check.kind {
+                open_guard_window(&mut state, check, guard, floor, now).verified += 1;
             }
         }
         drop(state);
@@ -189,6 +204,9 @@ impl LocalLimiter {
         let mut state = self.state.lock();
         let i = state.next_sweep;
         state.next_sweep = (i + 1) % BUCKETS;
+        if i == 0 {
+            state.memos.retain(|_, m| m.keep_until > now);
+        }
         let bucket = &mut state.buckets[i];
         let before = bucket.len();
         bucket.retain(|_, e| e.expires() > now);
@@ -196,6 +214,53 @@ impl LocalLimiter {
             bucket.shrink_to_fit();
         }
         before - bucket.len()
+    }
+
+    /// The state of one guarded destination (a `Subject::Prefix` or `Subject::Country`).
+    pub fn destination(&self, subject: Subject, now: Timestamp) -> DestinationState {
+        destination_state(&self.state.lock(), &self.policy.conversion_guard, subject, now)
+    }
+
+    /// Every destination the guard keeps, worst first (`DestinationState::badness`), at most
+    /// `limit`.
+    pub fn destinations(&self, now: Timestamp, limit: usize) -> Vec<DestinationState> {
+        let guard = &self.policy.conversion_guard;
+        let state = self.state.lock();
+        let mut all: Vec<DestinationState> =
+            state.memos.keys().map(|subject| destination_state(&state, guard, *subject, now)).collect();
+        drop(state);
+        all.sort_by_key(|d| std::cmp::Reverse(d.badness()));
+        all.truncate(limit);
+        all
+    }
+
+    /// The subjects of the destinations the guard keeps here (what a node has seen).
+    pub fn destination_subjects(&self) -> Vec<Subject> {
+        self.state.lock().memos.keys().copied().collect()
+    }
+
+    /// Applies an operator's change to one destination; returns its state after.
+    pub fn change_destination(&self, subject: Subject, change: DestinationChange, now: Timestamp) -> DestinationState {
+        let guard = self.policy.conversion_guard;
+        let mut state = self.state.lock();
+        let key = (LimitRule::DestinationGuard, subject);
+        match change {
+            DestinationChange::Read => {}
+            DestinationChange::Lift => {
+                state.buckets[State::bucket(&key)].remove(&key);
+            }
+            DestinationChange::Pin(pin) => {
+                let memo = state.memos.entry(subject).or_default();
+                memo.pin = Some(pin);
+                memo.keep_until = memo.keep_until.max(pin.until);
+            }
+            DestinationChange::Unpin => {
+                if let Some(memo) = state.memos.get_mut(&subject) {
+                    memo.pin = None;
+                }
+            }
+        }
+        destination_state(&state, &guard, subject, now)
     }
 
     /// Number of live entries (for metrics and tests).
@@ -224,15 +289,51 @@ impl LocalLimiter {
     }
 }
 
-/// A guard entry whose window has ended starts a new one, empty.
-fn open_guard_window(entry: &mut Entry, guard: ConversionGuard, now: Timestamp) {
-    if entry.until <= now {
-        *entry = Entry { until: now.plus(guard.window), ..Entry::default() };
+/// The guard entry of `check`, a new empty window if its window has ended (the ended window
+/// teaching the destination's baseline, `ConversionGuard::next_baseline`).
+fn open_guard_window<'s>(
+    state: &'s mut State,
+    check: &Check,
+    guard: ConversionGuard,
+    floor: u32,
+    now: Timestamp,
+) -> &'s mut Entry {
+    let key = (check.rule, check.subject);
+    let ended = state.get(&key).filter(|e| e.until <= now);
+    let live = state.get(&key).is_some_and(|e| e.until > now);
+    if !live {
+        let until = now.plus(guard.window);
+        let memo = state.memos.entry(check.subject).or_default();
+        if let Some(e) = ended {
+            memo.baseline = guard.next_baseline(floor, e.count, e.verified, memo.baseline);
+        }
+        memo.keep_until = memo.keep_until.max(until.plus(guard.history));
+        *state.entry(key) = Entry { until, ..Entry::default() };
     }
+    state.entry(key)
+}
+
+/// One destination's state from its window and memo.
+fn destination_state(state: &State, guard: &ConversionGuard, subject: Subject, now: Timestamp) -> DestinationState {
+    let entry = state.get(&(LimitRule::DestinationGuard, subject)).unwrap_or_default();
+    let memo = state.memos.get(&subject).copied().unwrap_or_default();
+    let fields = (entry.count, entry.verified, entry.until, entry.blocked_until);
+    DestinationState::judge(guard, subject, fields, memo.baseline, memo.pin, guard.floor(&subject), now)
 }
 
 fn record_all(state: &mut State, checks: &[Check], now: Timestamp) {
     for check in checks {
+        if let CheckKind::Conversion(guard, floor) = check.kind {
+            open_guard_window(state, check, guard, floor, now).count += 1;
+            let memo = state.memos.get(&check.subject).copied().unwrap_or_default();
+            let entry = state.entry((check.rule, check.subject));
+            // Tripped now (this send included): the next send of a throttled destination waits.
+            let throttled = guard.mode_of(memo.pin, now) == GuardMode::Throttle;
+            if throttled && guard.tripped(floor, entry.count, entry.verified, memo.baseline) {
+                entry.blocked_until = now.plus(guard.throttle_every);
+            }
+            continue;
+        }
         let entry = state.entry((check.rule, check.subject));
         match check.kind {
             CheckKind::Cooldown(cooldown) => entry.until = now.plus(cooldown),
@@ -255,14 +356,8 @@ fn record_all(state: &mut State, checks: &[Check], now: Timestamp) {
                 entry.until = spend.ends_at;
                 entry.count = spend.cost;
             }
-            CheckKind::Conversion(guard, floor) => {
-                open_guard_window(entry, guard, now);
-                entry.count += 1;
-                // Tripped now (this send included): the next send of a throttled destination waits.
-                if guard.mode == GuardMode::Throttle && guard.tripped(floor, entry.count, entry.verified) {
-                    entry.blocked_until = now.plus(guard.throttle_every);
-                }
-            }
+            // Recorded above, with the destination's memo.
+            CheckKind::Conversion(..) => {}
         }
     }
 }
@@ -281,6 +376,19 @@ impl Limiter for LocalLimiter {
     ) -> Result<(), LimiterError> {
         self.record_verified(ident, sms, now);
         Ok(())
+    }
+
+    async fn destinations(&self, now: Timestamp, limit: usize) -> Result<Vec<DestinationState>, LimiterError> {
+        Ok(LocalLimiter::destinations(self, now, limit))
+    }
+
+    async fn change_destination(
+        &self,
+        subject: Subject,
+        change: DestinationChange,
+        now: Timestamp,
+    ) -> Result<DestinationState, LimiterError> {
+        Ok(LocalLimiter::change_destination(self, subject, change, now))
     }
 }
 

@@ -30,6 +30,7 @@ pub enum Operation {
     UserById,
     InsertUser,
     UpdateUser,
+    PurgeUnverified,
     InsertSession,
     Session,
     RotateRefresh,
@@ -47,11 +48,12 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 18] = [
+    pub const ALL: [Operation; 19] = [
         Operation::UserByIdentifier,
         Operation::UserById,
         Operation::InsertUser,
         Operation::UpdateUser,
+        Operation::PurgeUnverified,
         Operation::InsertSession,
         Operation::Session,
         Operation::RotateRefresh,
@@ -74,6 +76,7 @@ impl Operation {
             Operation::UserById => "user_by_id",
             Operation::InsertUser => "insert_user",
             Operation::UpdateUser => "update_user",
+            Operation::PurgeUnverified => "purge_unverified",
             Operation::InsertSession => "insert_session",
             Operation::Session => "session",
             Operation::RotateRefresh => "rotate_refresh",
@@ -148,6 +151,10 @@ impl<S: UserStore> UserStore for MeteredStore<S> {
 
     async fn update_user(&self, user: &User) -> Result<(), StoreError> {
         self.timed(Operation::UpdateUser, self.inner.update_user(user)).await
+    }
+
+    async fn purge_unverified(&self, created_before: Timestamp, max: usize) -> Result<usize, StoreError> {
+        self.timed(Operation::PurgeUnverified, self.inner.purge_unverified(created_before, max)).await
     }
 }
 

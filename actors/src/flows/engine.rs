@@ -57,7 +57,9 @@ use crate::rules::code::{CodePolicy, Sealed};
 use crate::rules::identifier::{Channel, Identifier, Normalizer};
 use crate::rules::ids::{DeviceId, SessionId, TraceId, UserId};
 use crate::rules::keys::{IdentHash, Keys};
-use crate::rules::limits::{Decision, LimitAction, LimitRequest, LimitRule, SmsTarget};
+use crate::rules::limits::{
+    Decision, DestinationChange, DestinationState, LimitAction, LimitRequest, LimitRule, SmsTarget, Subject,
+};
 use crate::rules::refresh::RefreshToken;
 use crate::rules::refusals::{Admit, RefusalKey, Refusals, Summary};
 use crate::rules::sms::SmsSegments;
@@ -806,6 +808,41 @@ impl Engine {
             }
             Err(e) => Err(EngineError::Unavailable(e.to_string())),
         }
+    }
+
+    /// The conversion guard's destinations, worst first (`GET /v1/admin/destinations`).
+    pub async fn destinations(&self, limit: usize) -> Result<Vec<DestinationState>, EngineError> {
+        self.inner.ports.limiter.destinations(self.now(), limit).await.map_err(unavailable)
+    }
+
+    /// An operator's change to one destination of the conversion guard, audited (the
+    /// destination itself is not written: a prefix is part of phone numbers).
+    pub async fn change_destination(
+        &self,
+        ctx: &RequestContext,
+        subject: Subject,
+        change: DestinationChange,
+    ) -> Result<DestinationState, EngineError> {
+        let mut trail = Trail::new(Api::AdminDestination, None);
+        trail.step = Step::Limit;
+        trail.note = match (change, subject) {
+            (DestinationChange::Pin(_), Subject::Country(_)) => "country pinned to a guard mode",
+            (DestinationChange::Pin(_), _) => "number prefix pinned to a guard mode",
+            (_, Subject::Country(_)) => "country's guard window lifted and pin removed",
+            _ => "number prefix's guard window lifted and pin removed",
+        };
+        let limiter = &self.inner.ports.limiter;
+        let result = async {
+            let now = self.now();
+            if change == DestinationChange::Lift {
+                limiter.change_destination(subject, DestinationChange::Unpin, now).await.map_err(unavailable)?;
+            }
+            let state = limiter.change_destination(subject, change, now).await.map_err(unavailable)?;
+            trail.step = Step::Done;
+            Ok(state)
+        }
+        .await;
+        self.finish(ctx, trail, result).await
     }
 
     /// Until when an SMS budget (the total, or a country's) is spent, if a send was refused for

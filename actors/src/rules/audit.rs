@@ -129,6 +129,8 @@ vocabulary! {
         /// A code's delivery, audited by the dispatcher once per final outcome (after the call
         /// that issued the code has answered), with that call's trace id.
         Delivery => "delivery",
+        /// An operator pinned or lifted a destination of the conversion guard.
+        AdminDestination => "admin_destination",
     }
 }
 
@@ -231,6 +233,7 @@ mod tests {
             "device_challenge",
             "device_verify",
             "delivery",
+            "admin_destination",
         ];
         let steps = [
             "start",

@@ -88,13 +88,24 @@
 //! first of either:
 //!
 //! ```text
-//! tripped  := sent ≥ floor  and  verified × 100 < sent × min_conversion (percent)
-//! a send to a destination that is tripped:
+//! tripped  := sent ≥ floor  and  ( verified × 100 < sent × min_conversion          (percent)
+//!                                or verified × 100 < sent × baseline × collapse / 100 )
+//! a send to a destination that is tripped, in its mode (its pin's while pinned, else `mode`):
 //!   record   → let through (only counted, and the metric says so)
 //!   throttle → one send per `throttle_every` let through, the others refused until then
 //!   block    → refused until the window ends
 //! a verified code → verified + 1 (so a destination lifts itself as its codes verify)
+//! a window ends with sent ≥ floor, not tripped
+//!                 → baseline := its conversion (the first time), else halfway to it
 //! ```
+//!
+//! The baseline is the destination's own history: a market that verifies 80 % of its codes is
+//! tripped when that falls below 40 % (`collapse` = 50), long before the absolute 20 %, so a
+//! pump cannot hide in a big, healthy market's slack. Only windows judged and healthy teach it,
+//! so a pump (tripped) or a trickle (below the floor) never lowers it; it is kept `history`
+//! after the destination's last window. Operators pin a destination to a mode (a market known
+//! to verify poorly, to `record`) or lift it (its window forgotten) through
+//! `/v1/admin/destinations`.
 //!
 //! The floor keeps a small or new market from being judged on its first codes; the prefix
 //! floor is low and the country floor high, so one pumped prefix is throttled long before its
@@ -499,6 +510,11 @@ pub struct ConversionGuard {
     /// The least share of codes verified, in percent, that keeps a destination untripped.
     pub min_conversion: u32,
     pub throttle_every: Duration,
+    /// A destination is tripped too when its conversion falls below this share (percent) of
+    /// its own baseline (0: no baseline rule).
+    pub collapse: u32,
+    /// How long a destination's baseline, and a pin, outlive its last window.
+    pub history: Duration,
 }
 
 impl ConversionGuard {
@@ -509,21 +525,136 @@ impl ConversionGuard {
         country_floor: 0,
         min_conversion: 0,
         throttle_every: Duration::ZERO,
+        collapse: 0,
+        history: Duration::ZERO,
     };
 
     pub fn is_on(&self) -> bool {
         self.mode != GuardMode::Off && !self.window.is_zero()
     }
 
-    /// Whether `sent` sends and `verified` verified codes trip a destination of floor `floor`.
-    pub fn tripped(&self, floor: u32, sent: u64, verified: u64) -> bool {
-        sent >= u64::from(floor) && verified.saturating_mul(100) < sent.saturating_mul(u64::from(self.min_conversion))
+    /// Whether `sent` sends and `verified` verified codes trip a destination of floor `floor`
+    /// whose baseline conversion is `baseline` (percent).
+    pub fn tripped(&self, floor: u32, sent: u64, verified: u64, baseline: Option<u8>) -> bool {
+        let below_least = verified.saturating_mul(100) < sent.saturating_mul(u64::from(self.min_conversion));
+        let collapsed = baseline.is_some_and(|b| {
+            verified.saturating_mul(10_000) < sent.saturating_mul(u64::from(b) * u64::from(self.collapse))
+        });
+        sent >= u64::from(floor) && (below_least || collapsed)
+    }
+
+    /// The baseline a destination keeps when a window of `sent` sends and `verified` codes
+    /// ends: a judged window that was not tripped moves it halfway to its own conversion;
+    /// any other leaves it (so a pumped or a quiet window teaches nothing).
+    pub fn next_baseline(&self, floor: u32, sent: u64, verified: u64, baseline: Option<u8>) -> Option<u8> {
+        if sent < u64::from(floor).max(1) || self.tripped(floor, sent, verified, baseline) {
+            return baseline;
+        }
+        let conversion = (verified.saturating_mul(100) / sent).min(100) as u8;
+        Some(baseline.map_or(conversion, |b| ((u16::from(b) + u16::from(conversion)) / 2) as u8))
+    }
+
+    /// The floor of a destination: a prefix's or a country's.
+    pub fn floor(&self, subject: &Subject) -> u32 {
+        match subject {
+            Subject::Country(_) => self.country_floor,
+            _ => self.prefix_floor,
+        }
+    }
+
+    /// The mode a destination is judged in: its pin's while the pin lasts, else the guard's.
+    pub fn mode_of(&self, pin: Option<Pin>, now: Timestamp) -> GuardMode {
+        pin.filter(|p| p.until > now).map_or(self.mode, |p| p.mode)
+    }
+}
+
+/// An operator's pin of one destination to a guard mode, until a moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pin {
+    pub mode: GuardMode,
+    pub until: Timestamp,
+}
+
+/// What an operator does to one destination of the conversion guard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DestinationChange {
+    /// Nothing: reads its state.
+    Read,
+    /// Forgets its window (sends, verified codes, a throttle's next send): judged afresh
+    /// from its floor. Its baseline and pin stay.
+    Lift,
+    Pin(Pin),
+    /// Removes the pin: the guard's mode applies again.
+    Unpin,
+}
+
+/// One destination as the conversion guard sees it (`GET /v1/admin/destinations`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DestinationState {
+    /// `Subject::Prefix` or `Subject::Country`.
+    pub subject: Subject,
+    /// Sends and verified codes in the current window (0 when none is open).
+    pub sent: u64,
+    pub verified: u64,
+    pub window_ends: Option<Timestamp>,
+    /// A throttled destination's next send.
+    pub next_send: Option<Timestamp>,
+    pub baseline: Option<u8>,
+    pub pin: Option<Pin>,
+    /// Whether its current window trips the guard.
+    pub tripped: bool,
+    /// What the guard does with it now: its mode, and whether it refuses a send now.
+    pub mode: GuardMode,
+    pub refusing: bool,
+}
+
+impl DestinationState {
+    /// The state of `subject` from its stored fields, judged at `now` with its floor.
+    #[allow(clippy::too_many_arguments)]
+    pub fn judge(
+        guard: &ConversionGuard,
+        subject: Subject,
+        (sent, verified, window_ends, next_send): (u64, u64, Timestamp, Timestamp),
+        baseline: Option<u8>,
+        pin: Option<Pin>,
+        floor: u32,
+        now: Timestamp,
+    ) -> DestinationState {
+        let live = window_ends > now;
+        let (sent, verified) = if live { (sent, verified) } else { (0, 0) };
+        let pin = pin.filter(|p| p.until > now);
+        let tripped = live && guard.tripped(floor, sent, verified, baseline);
+        let mode = guard.mode_of(pin, now);
+        let refusing = tripped
+            && match mode {
+                GuardMode::Throttle => next_send > now,
+                GuardMode::Block => true,
+                GuardMode::Record | GuardMode::Off => false,
+            };
+        DestinationState {
+            subject,
+            sent,
+            verified,
+            window_ends: live.then_some(window_ends),
+            next_send: (next_send > now).then_some(next_send),
+            baseline,
+            pin,
+            tripped,
+            mode,
+            refusing,
+        }
+    }
+
+    /// Worst first: refusing, then tripped, then most codes never verified.
+    pub fn badness(&self) -> (bool, bool, u64) {
+        (self.refusing, self.tripped, self.sent.saturating_sub(self.verified))
     }
 }
 
 /// The shipped conversion guard: judged per hour, from 20 sends to a prefix and 200 to a
 /// country; tripped below 20 % verified (a healthy OTP flow verifies well over half its
-/// codes); then one send a minute.
+/// codes) or below half its own baseline; then one send a minute. Baselines and pins are
+/// kept a week after a destination's last window.
 pub const CONVERSION_GUARD: ConversionGuard = ConversionGuard {
     mode: GuardMode::Throttle,
     window: HOUR,
@@ -531,6 +662,8 @@ pub const CONVERSION_GUARD: ConversionGuard = ConversionGuard {
     country_floor: 200,
     min_conversion: 20,
     throttle_every: MINUTE,
+    collapse: 50,
+    history: Duration::from_secs(7 * 24 * 3600),
 };
 
 /// The default preset's guess budget: 6 checks at once, then blocks of 1, 2, 4 … minutes up
@@ -743,6 +876,18 @@ pub enum Subject {
     Country(u16),
     /// Every request alike (the SMS budget of the whole deployment).
     Everywhere,
+}
+
+impl Subject {
+    /// A destination as operators write it: `+` and the digits of a prefix, or of a calling
+    /// code (`None` for subjects that are not destinations).
+    pub fn destination(&self) -> Option<String> {
+        match *self {
+            Subject::Prefix(value, len) => Some(format!("+{value:0width$}", width = usize::from(len))),
+            Subject::Country(code) => Some(format!("+{code}")),
+            _ => None,
+        }
+    }
 }
 
 /// Which keys may be decided together: in Redis Cluster a decision spans one hash slot per

@@ -8,6 +8,7 @@
 //! newer value.
 
 use otpd_actors::ports::User;
+use otpd_actors::rules::keys::IdentHash;
 use parking_lot::Mutex;
 
 pub(super) struct UserCache {
@@ -31,14 +32,17 @@ impl UserCache {
         }
     }
 
-    /// After a commit: the accounts the batch created or changed.
-    pub fn apply(&self, changed: Vec<User>) {
-        if changed.is_empty() {
+    /// After a commit: the accounts the batch created or changed, and those it deleted.
+    pub fn apply(&self, changed: Vec<User>, removed: &[IdentHash]) {
+        if changed.is_empty() && removed.is_empty() {
             return;
         }
         let mut epoch = self.epoch.lock();
         for user in changed {
             self.entries.insert(user.ident_hash.0, Some(user));
+        }
+        for ident in removed {
+            self.entries.insert(ident.0, None);
         }
         *epoch += 1;
     }
@@ -74,7 +78,7 @@ mod tests {
         let newer = account("Newer");
         // A reader starts, the writer commits a change, then the reader offers what it read.
         let started = cache.epoch();
-        cache.apply(vec![newer.clone()]);
+        cache.apply(vec![newer.clone()], &[]);
         cache.fill(started, [4; 16], &Some(account("Older")));
         assert_eq!(cache.entries.get(&[4; 16]), Some(Some(newer)));
         // A reader that started after the change may fill (here: another identifier).

@@ -50,6 +50,29 @@ impl UserStore for EmbeddedStore {
         let user = Box::new(user.clone());
         self.submit(|reply| Op::UpdateUser { user, reply }).await
     }
+
+    /// Finds candidates on a snapshot, off the writer; the writer deletes those still
+    /// unverified (one op, `max` accounts at most, so a purge never holds a commit long).
+    async fn purge_unverified(&self, created_before: Timestamp, max: usize) -> Result<usize, StoreError> {
+        let ids = self.read(|snap, sp| {
+            let mut ids = Vec::new();
+            for guard in snap.iter(&sp.users) {
+                if ids.len() >= max {
+                    break;
+                }
+                let (_, value) = guard.into_inner().map_err(unavailable)?;
+                let user: User = decode(&value)?;
+                if !user.verified && user.created_at < created_before {
+                    ids.push(user.id);
+                }
+            }
+            Ok(ids)
+        })?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.submit(|reply| Op::PurgeUnverified { ids, created_before, reply }).await
+    }
 }
 
 #[async_trait]

@@ -26,6 +26,7 @@ use otpd_actors::ports::{
 };
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::ids::{DeviceId, SessionId, UserId};
+use otpd_actors::rules::keys::IdentHash;
 use tokio::sync::{mpsc, oneshot};
 
 use super::cache::UserCache;
@@ -46,6 +47,11 @@ pub(super) enum Op {
     UpdateUser {
         user: Box<User>,
         reply: Reply<()>,
+    },
+    PurgeUnverified {
+        ids: Vec<UserId>,
+        created_before: Timestamp,
+        reply: Reply<usize>,
     },
     InsertSession {
         session: Box<Session>,
@@ -98,7 +104,7 @@ impl Op {
             }
             Op::RotateRefresh { reply, .. } => fail(reply, e),
             Op::RevokeSession { reply, .. } => fail(reply, e),
-            Op::RevokeUserSessions { reply, .. } => fail(reply, e),
+            Op::RevokeUserSessions { reply, .. } | Op::PurgeUnverified { reply, .. } => fail(reply, e),
             Op::InsertDevice { reply, .. } => fail(reply, e),
             Op::RevokeDevice { reply, .. } => fail(reply, e),
         }
@@ -209,6 +215,7 @@ impl Writer {
                 next_seq,
                 delta: CountsDelta::default(),
                 changed_users: Vec::new(),
+                removed_users: Vec::new(),
             };
             let mut failed = None;
             for op in ops.drain(..) {
@@ -220,7 +227,7 @@ impl Writer {
                     },
                 }
             }
-            let Batch { tx, next_seq: seq_after, delta, changed_users, .. } = batch;
+            let Batch { tx, next_seq: seq_after, delta, changed_users, removed_users, .. } = batch;
             let committed = match failed {
                 None => tx.commit().map_err(unavailable),
                 Some(e) => Err(e),
@@ -231,7 +238,7 @@ impl Writer {
                 Ok(()) => {
                     next_seq = seq_after;
                     self.counts.apply(delta);
-                    self.users.apply(changed_users);
+                    self.users.apply(changed_users, &removed_users);
                 }
                 Err(e) => tracing::error!(error = %e, ops = count, "embedded store commit failed"),
             }
@@ -251,6 +258,8 @@ struct Batch<'a> {
     delta: CountsDelta,
     /// Accounts created or changed, for the cache once committed.
     changed_users: Vec<User>,
+    /// Accounts deleted (the unverified ones purged), for the cache once committed.
+    removed_users: Vec<IdentHash>,
 }
 
 impl Batch<'_> {
@@ -258,6 +267,9 @@ impl Batch<'_> {
         match op {
             Op::InsertUser { user, reply } => pend(reply, self.apply_insert_user(user)),
             Op::UpdateUser { user, reply } => pend(reply, self.apply_update_user(user)),
+            Op::PurgeUnverified { ids, created_before, reply } => {
+                pend(reply, self.apply_purge_unverified(&ids, created_before))
+            }
             Op::InsertSession { session, reply } => pend(reply, self.apply_insert_session(&session)),
             Op::AppendAudit { event, reply } => pend(reply, self.apply_append_audit(&event)),
             Op::RotateRefresh { id, presented, next, now, reply } => {
@@ -309,6 +321,23 @@ impl Batch<'_> {
         self.tx.insert(&self.sp.users, user.id.0.as_bytes(), encode(user.as_ref())?);
         self.changed_users.push(*user);
         Ok(())
+    }
+
+    fn apply_purge_unverified(&mut self, ids: &[UserId], created_before: Timestamp) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        for id in ids {
+            let Some(bytes) = self.tx.get(&self.sp.users, id.0.as_bytes()).map_err(unavailable)? else { continue };
+            let user: User = decode(&bytes)?;
+            if user.verified || user.created_at >= created_before {
+                continue;
+            }
+            self.tx.remove(&self.sp.users, id.0.as_bytes());
+            self.tx.remove(&self.sp.users_by_ident, user.ident_hash.0);
+            self.delta.users -= 1;
+            self.removed_users.push(user.ident_hash);
+            purged += 1;
+        }
+        Ok(purged)
     }
 
     fn apply_insert_session(&mut self, session: &Session) -> Result<(), StoreError> {

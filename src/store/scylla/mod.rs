@@ -299,6 +299,9 @@ pub struct ScyllaStore {
     cql: cql::Statements,
     audit_days: audit::DayIndexCache,
     health: health::Health,
+    keyspace: String,
+    /// Where the purge of unverified accounts goes on scanning (a token of `users_by_ident`).
+    purge_from: std::sync::atomic::AtomicI64,
 }
 
 impl ScyllaStore {
@@ -330,7 +333,14 @@ impl ScyllaStore {
             schema_version = schema::LATEST,
             "connected to ScyllaDB"
         );
-        Ok(Arc::new(ScyllaStore { session, cql, audit_days: audit::DayIndexCache::default(), health }))
+        Ok(Arc::new(ScyllaStore {
+            session,
+            cql,
+            audit_days: audit::DayIndexCache::default(),
+            health,
+            keyspace: c.keyspace.clone(),
+            purge_from: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }))
     }
 
     /// Readiness: whether the cluster answered the last probe (see [`health`]).

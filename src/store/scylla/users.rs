@@ -10,6 +10,11 @@ use otpd_actors::rules::identifier::Identifier;
 use otpd_actors::rules::ids::UserId;
 use otpd_actors::rules::keys::IdentHash;
 
+use std::sync::atomic::Ordering;
+
+use otpd_actors::rules::clock::Timestamp;
+use scylla::value::CqlTimestamp;
+
 use super::lwt::{Columns, LwtError};
 use super::{ScyllaStore, StoreFailure, cql_ts, from_cql_ts, unset_if_none};
 
@@ -150,4 +155,49 @@ impl UserStore for ScyllaStore {
             Err(StoreError::Corrupt("update_user: no account exists for this identifier".into()))
         }
     }
+
+    /// Scans `PURGE_SCAN` accounts in token order from where the last call stopped (then
+    /// from the start again), and deletes the unverified old ones with a conditional delete
+    /// (`IF verified = false`: one verified meanwhile stays). The statements are prepared here,
+    /// not at start: a purge runs hourly, and a server that cannot run them (the in-memory
+    /// test server) fails the purge, not the node.
+    async fn purge_unverified(&self, created_before: Timestamp, max: usize) -> Result<usize, StoreError> {
+        const WHAT: &str = "purge unverified accounts";
+        let failed = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("{WHAT}: {e}"));
+        let ks = &self.keyspace;
+        let scan = format!(
+            "SELECT token(ident_hash), ident_hash, user_id, verified, created_at FROM {ks}.users_by_ident \
+             WHERE token(ident_hash) > ? LIMIT {PURGE_SCAN}"
+        );
+        let from = self.purge_from.load(Ordering::Relaxed);
+        let result = self.session.query_unpaged(scan, (from,)).await.map_err(|e| failed(&e))?;
+        type Row = (i64, Vec<u8>, uuid::Uuid, Option<bool>, Option<CqlTimestamp>);
+        let rows = result.into_rows_result().map_err(|e| failed(&e))?;
+        let rows: Vec<Row> =
+            rows.rows::<Row>().map_err(|e| failed(&e))?.collect::<Result<_, _>>().map_err(|e| failed(&e))?;
+        let next = match rows.last() {
+            Some((token, ..)) if rows.len() == PURGE_SCAN => *token,
+            _ => i64::MIN,
+        };
+        self.purge_from.store(next, Ordering::Relaxed);
+        let cutoff = cql_ts(created_before).0;
+        let old =
+            |(_, _, _, verified, created): &&Row| *verified != Some(true) && created.is_some_and(|c| c.0 < cutoff);
+        let delete = format!("DELETE FROM {ks}.users_by_ident WHERE ident_hash = ? IF verified = false");
+        let delete_id = format!("DELETE FROM {ks}.users_by_id WHERE user_id = ?");
+        let mut purged = 0;
+        for (_, ident, id, ..) in rows.iter().filter(old).take(max) {
+            let result =
+                self.session.query_unpaged(delete.as_str(), (ident.as_slice(),)).await.map_err(|e| failed(&e))?;
+            if !super::lwt::answer(result).map_err(|e| failed(&e))?.applied {
+                continue;
+            }
+            self.session.query_unpaged(delete_id.as_str(), (*id,)).await.map_err(|e| failed(&e))?;
+            purged += 1;
+        }
+        Ok(purged)
+    }
 }
+
+/// Accounts one purge call reads.
+const PURGE_SCAN: usize = 1_000;
