@@ -786,6 +786,6 @@ mod tests {
         assert_eq!(&a[..], b.as_bytes());
         let parsed: Value = serde_json::from_slice(&a).unwrap();
         assert_eq!(parsed["openapi"], "3.1.0");
-        assert_eq!(parsed["paths"].as_object().unwrap().len(), 21);
+        assert_eq!(parsed["paths"].as_object().unwrap().len(), 23);
     }
 }
