@@ -46,6 +46,8 @@ pub const STORE_COMMIT_DURATION: &str = "otpd_store_commit_duration_seconds";
 pub const USERS: &str = "otpd_users";
 /// Accounts that finished registration.
 pub const USERS_VERIFIED: &str = "otpd_users_verified";
+/// Delivery-receipt callbacks refused for their signature.
+pub const CALLBACKS_REFUSED: &str = "otpd_delivery_callbacks_refused_total";
 /// Accounts never verified, deleted by the purge.
 pub const UNVERIFIED_PURGED: &str = "otpd_unverified_accounts_purged_total";
 /// Sessions neither revoked nor expired.
@@ -116,6 +118,13 @@ pub const CATALOGUE: &[MetricDef] = &[
         labels: &[],
         buckets: &[],
         help: "Accounts in the store, verified or not (refreshed every admin.refresh_interval)",
+    },
+    MetricDef {
+        name: CALLBACKS_REFUSED,
+        kind: Kind::Counter,
+        labels: &["provider", "reason"],
+        buckets: &[],
+        help: "Delivery-receipt callbacks refused with 403 invalid_callback_signature: the signature header was missing or did not match",
     },
     MetricDef {
         name: UNVERIFIED_PURGED,

@@ -233,6 +233,7 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     let started_at = clock.now();
     let engine =
         Engine::start(engine_config(config)?, Keys::from_master(&secrets.master), clock, normalizer, ports).await?;
+    delivery.set_failover_gate(engine.failover_gate());
     let tokens = TokenService::new(&secrets.signing, &config.tokens)?;
     if let Some(settings) = cluster
         && let Err(e) = engine.join_cluster(settings).await
@@ -281,6 +282,15 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         degradations,
         delivery: Some(delivery.clone()),
         document: crate::http::openapi::json(),
+        receipt_keys: crate::http::receipts::ReceiptKeys {
+            twilio: config
+                .twilio
+                .auth_token
+                .as_ref()
+                .filter(|_| !config.twilio.status_callback_url.is_empty())
+                .map(|token| (config.twilio.status_callback_url.clone(), token.0.clone())),
+            webhook: config.webhook.receipt_secret.as_ref().map(|s| s.0.clone()),
+        },
         observe: crate::metrics::Observe {
             prometheus,
             http: crate::metrics::HttpMetrics::new(crate::http::table::route_labels()),
@@ -290,6 +300,7 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
             prefix_digits: config.limits.prefix_digits,
         },
     });
+    app.receipt_keys.register_metrics();
     // Ends by itself once the app is dropped (the node stopped).
     crate::http::ops::spawn_refresher(&app, config.admin.refresh_interval.0);
     if !config.otp.unverified_account_ttl.0.is_zero() {

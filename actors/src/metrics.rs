@@ -20,12 +20,13 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
+use crate::actors::dispatch::{FailoverReason, ReceiptStatus};
 use crate::ports::{AuthMethod, LimiterError, RevokeReason};
 use crate::rules::audit::Api;
 use crate::rules::breaker::BreakerState;
 use crate::rules::challenge::{Purpose, VerifyOutcome};
 use crate::rules::clock::Timestamp;
-use crate::rules::identifier::Channel;
+use crate::rules::identifier::{Channel, Identifier};
 use crate::rules::limits::{Check, CheckKind, Decision, LimitAction, Subject};
 use crate::rules::sms::Money;
 
@@ -78,6 +79,12 @@ pub const DELIVERY_PROVIDER_DURATION: &str = "otpd_delivery_provider_duration_se
 pub const DELIVERY_BREAKER_STATE: &str = "otpd_delivery_breaker_state";
 /// Times a breaker opened.
 pub const DELIVERY_BREAKER_OPENED: &str = "otpd_delivery_breaker_opened_total";
+/// Delivery receipts, by provider, channel, country and status.
+pub const DELIVERY_RECEIPTS: &str = "otpd_delivery_receipts_total";
+/// From a provider taking a message to its `delivered` receipt.
+pub const DELIVERY_TIME_TO_DELIVERED: &str = "otpd_delivery_time_to_delivered_seconds";
+/// Codes sent again on another route after a receipt (or its absence), by reason.
+pub const DELIVERY_RECEIPT_FAILOVERS: &str = "otpd_delivery_receipt_failovers_total";
 /// Store port calls, timed (`adapters::metered::MeteredStore`).
 pub const STORE_DURATION: &str = "otpd_store_operation_duration_seconds";
 /// Store port calls that failed.
@@ -165,6 +172,8 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Provider calls: a local gateway answers in a millisecond, Twilio in tens to hundreds.
 pub const PROVIDER_BUCKETS: &[f64] =
     &[0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Time to a delivered receipt: carriers take from a second to minutes.
+pub const RECEIPT_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
 /// Batch sizes (messages, records): powers of two.
 pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
@@ -271,6 +280,22 @@ pub const CATALOGUE: &[MetricDef] = &[
         "Circuit breaker of each provider, one-hot: 1 for its current state (closed, half_open, open), 0 for the others",
     ),
     MetricDef::counter(DELIVERY_BREAKER_OPENED, &["provider"], "Times a provider's circuit breaker opened"),
+    MetricDef::counter(
+        DELIVERY_RECEIPTS,
+        &["provider", "channel", "country", "status"],
+        "Delivery receipts of providers that report them, by country calling code (`email` for e-mail): accepted, sent, delivered, undelivered, failed; delivered / all final ones is the delivery rate",
+    ),
+    MetricDef::histogram(
+        DELIVERY_TIME_TO_DELIVERED,
+        &["provider", "channel"],
+        RECEIPT_BUCKETS,
+        "From a provider taking a message to its delivered receipt, in seconds",
+    ),
+    MetricDef::counter(
+        DELIVERY_RECEIPT_FAILOVERS,
+        &["reason"],
+        "Codes sent again on the next route after a receipt said undelivered or failed, or none came in delivery.receipt_timeout (no_receipt)",
+    ),
     MetricDef::histogram(
         STORE_DURATION,
         &["store", "operation"],
@@ -477,7 +502,7 @@ fn verdict_index(outcome: &VerifyOutcome) -> usize {
 /// A resend is a send as far as limits are concerned (`otpd_otp_resends_total` counts them).
 fn action_index(action: LimitAction) -> usize {
     match action {
-        LimitAction::Send(_) | LimitAction::Resend(_) | LimitAction::Challenge => 0,
+        LimitAction::Send(_) | LimitAction::Resend(_) | LimitAction::Failover(_) | LimitAction::Challenge => 0,
         LimitAction::Verify(_) => 1,
     }
 }
@@ -691,6 +716,33 @@ pub(crate) enum SendOutcome {
     Failed = 1,
     /// Refused for good.
     Rejected = 2,
+}
+
+/// A delivery receipt of `provider` about a message to `to`.
+pub fn delivery_receipt(provider: &str, to: &Identifier, status: ReceiptStatus) {
+    let (channel, country) = match to {
+        Identifier::Phone { country_code, .. } => ("sms", country_label(*country_code)),
+        Identifier::Email(_) => ("email", "email"),
+    };
+    counter!(DELIVERY_RECEIPTS, "provider" => provider.to_owned(), "channel" => channel, "country" => country, "status" => status.as_str())
+        .increment(1);
+}
+
+pub fn time_to_delivered(provider: &str, channel: Channel, took: Duration) {
+    histogram!(DELIVERY_TIME_TO_DELIVERED, "provider" => provider.to_owned(), "channel" => channel.as_str())
+        .record(took.as_secs_f64());
+}
+
+/// Registers [`DELIVERY_RECEIPT_FAILOVERS`] at zero for every reason (when a provider reports
+/// receipts), so a rate over it exists before the first failover.
+pub fn register_receipt_failovers() {
+    for reason in FailoverReason::ALL {
+        counter!(DELIVERY_RECEIPT_FAILOVERS, "reason" => reason.as_str()).increment(0);
+    }
+}
+
+pub fn receipt_failover(reason: FailoverReason) {
+    counter!(DELIVERY_RECEIPT_FAILOVERS, "reason" => reason.as_str()).increment(1);
 }
 
 /// Label values of [`DELIVERY_SENDS`], indexed by [`SendOutcome`].

@@ -39,6 +39,11 @@ section! {
         backoff_max: Dur = Dur(Backoff::DEFAULT.max),
         /// Longest a provider call may take before it counts as a failure.
         send_timeout: Dur = Dur(DispatchConfig::DEFAULT.send_timeout),
+        /// With a provider that reports delivery receipts (`twilio.status_callback_url`,
+        /// `webhook.receipt_secret`): a message not reported delivered within this long is
+        /// sent again through the next provider of its route (`0s`: only when reported
+        /// undelivered or failed).
+        receipt_timeout: Dur = Dur(DispatchConfig::DEFAULT.receipt_timeout),
         /// Consecutive failed calls that open a provider's circuit breaker.
         breaker_failures: u32 = BreakerConfig::DEFAULT.failures,
         /// How long an open breaker sends the provider's traffic elsewhere before a probe.
@@ -153,6 +158,7 @@ impl DeliveryConfig {
             backoff: Backoff { base: self.backoff_base.0, max: self.backoff_max.0 },
             breaker: BreakerConfig { failures: self.breaker_failures, open_for: self.breaker_open_for.0 },
             send_timeout: self.send_timeout.0,
+            receipt_timeout: self.receipt_timeout.0,
         }
     }
 }

@@ -20,6 +20,10 @@ section! {
         base_url: String = "https://api.twilio.com".into(),
         /// Requests in flight at once (Twilio takes one message per request).
         concurrency: usize = 16,
+        /// The public URL of this deployment's `POST /v1/delivery/twilio/status`, given to
+        /// Twilio as each message's `StatusCallback` (with `?d=<delivery id>`); empty: no
+        /// delivery receipts. Callbacks are checked against it with `X-Twilio-Signature`.
+        status_callback_url: String = String::new(),
     }
 }
 
@@ -45,5 +49,9 @@ impl TwilioConfig {
         });
         check(errors, http_url(&self.base_url), || format!("twilio.base_url: not an http(s) URL: {:?}", self.base_url));
         check(errors, self.concurrency >= 1, || "twilio.concurrency: must be at least 1".into());
+        let callback = &self.status_callback_url;
+        check(errors, callback.is_empty() || (http_url(callback) && !callback.contains('?')), || {
+            format!("twilio.status_callback_url: an http(s) URL without a query; got {callback:?}")
+        });
     }
 }

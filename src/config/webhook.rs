@@ -13,6 +13,10 @@ section! {
         max_batch: usize = 100,
         /// POSTs in flight at once.
         concurrency: usize = 4,
+        /// Key of the HMAC-SHA256 (`X-Otpd-Signature: sha256=<hex>` of the body) the gateway
+        /// signs its delivery receipts with (`POST /v1/delivery/webhook/status`); unset: no
+        /// receipts.
+        receipt_secret: Option<Secret> = None,
     }
 }
 

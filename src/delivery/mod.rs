@@ -14,6 +14,7 @@
 //! only: a provider's free text can echo the recipient, and credentials are never formatted.
 
 pub mod outbox;
+pub mod receipts;
 pub mod smtp;
 pub mod twilio;
 pub mod webhook;

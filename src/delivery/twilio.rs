@@ -38,6 +38,8 @@ pub struct Twilio {
     user: String,
     secret: String,
     sender: Sender,
+    /// `twilio.status_callback_url`: each message's `StatusCallback`, with `?d=<delivery id>`.
+    status_callback: Option<String>,
 }
 
 enum Sender {
@@ -89,6 +91,7 @@ impl Twilio {
             user,
             secret,
             sender,
+            status_callback: Some(config.status_callback_url.clone()).filter(|u| !u.is_empty()),
         })
     }
 
@@ -97,11 +100,14 @@ impl Twilio {
             Sender::From(n) => ("From", n),
             Sender::Service(s) => ("MessagingServiceSid", s),
         };
-        let form = form_urlencoded::Serializer::new(String::new())
-            .append_pair("To", d.message.to.as_str())
-            .append_pair(sender_key, sender)
-            .append_pair("Body", &d.body)
-            .finish();
+        let form = {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            form.append_pair("To", d.message.to.as_str()).append_pair(sender_key, sender).append_pair("Body", &d.body);
+            if let Some(url) = &self.status_callback {
+                form.append_pair("StatusCallback", &format!("{url}?d={}", d.id));
+            }
+            form.finish()
+        };
         let resp = self
             .client
             .post(&self.messages_url)
@@ -150,6 +156,10 @@ pub fn classify(status: StatusCode, error: &TwilioError, retry_after: Option<std
 impl Provider for Twilio {
     fn name(&self) -> &str {
         "twilio"
+    }
+
+    fn receipts(&self) -> bool {
+        self.status_callback.is_some()
     }
 
     async fn send(&self, batch: &[Delivery]) -> Vec<SendResult> {

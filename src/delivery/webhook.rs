@@ -33,6 +33,8 @@ pub struct Webhook {
     url: String,
     bearer: Option<String>,
     max_batch: usize,
+    /// Whether the gateway signs delivery receipts (`webhook.receipt_secret`).
+    receipts: bool,
 }
 
 impl fmt::Debug for Webhook {
@@ -79,6 +81,7 @@ impl Webhook {
             url: config.url.clone(),
             bearer: config.bearer_token.as_ref().map(|s| s.0.clone()),
             max_batch: config.max_batch.max(1),
+            receipts: config.receipt_secret.is_some(),
         })
     }
 
@@ -142,6 +145,10 @@ impl Provider for Webhook {
 
     fn max_batch(&self) -> usize {
         self.max_batch
+    }
+
+    fn receipts(&self) -> bool {
+        self.receipts
     }
 
     async fn send(&self, batch: &[Delivery]) -> Vec<SendResult> {

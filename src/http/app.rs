@@ -46,6 +46,8 @@ pub struct App {
     pub observe: crate::metrics::Observe,
     /// The OpenAPI document `GET /openapi.json` serves, built once (`super::openapi::json`).
     pub document: Bytes,
+    /// How delivery-receipt callbacks are checked.
+    pub receipt_keys: super::receipts::ReceiptKeys,
 }
 
 pub type Resp = Response<Full<Bytes>>;

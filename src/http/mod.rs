@@ -14,6 +14,7 @@ pub mod codes;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
+pub mod receipts;
 pub mod routes;
 pub mod table;
 pub mod wire;

@@ -80,6 +80,7 @@ same answers, unless the operator turns on `otp.reveal_accounts`.
     wire::AuditListResponse,
     wire::AdminStatsResponse,
     wire::DestinationListResponse,
+    super::receipts::WebhookReceipt,
     wire::PinDestinationRequest,
     problem::ProblemBody,
 )))]
@@ -98,6 +99,20 @@ fn schemas() -> Map<String, Value> {
     schemas.insert(
         "PrometheusExposition".into(),
         json!({ "type": "string", "description": "Prometheus text exposition format, version 0.0.4." }),
+    );
+    schemas.insert(
+        "TwilioStatusCallback".into(),
+        json!({
+            "type": "object",
+            "description": "Twilio's status callback form (every field Twilio sends is kept for the signature; these are read).",
+            "required": ["MessageSid", "MessageStatus"],
+            "properties": {
+                "MessageSid": { "type": "string" },
+                "MessageStatus": { "type": "string", "examples": ["delivered"] },
+                "ErrorCode": { "type": "string", "examples": ["30003"] },
+            },
+            "additionalProperties": { "type": "string" },
+        }),
     );
     schemas.insert(
         "Live".into(),
@@ -253,7 +268,10 @@ fn schema_ref(name: &str) -> Value {
 }
 
 /// Replies that are not JSON, by their schema's name; every other reply is `application/json`.
-const NON_JSON: &[(&str, &str)] = &[("PrometheusExposition", "text/plain; version=0.0.4")];
+const NON_JSON: &[(&str, &str)] = &[
+    ("PrometheusExposition", "text/plain; version=0.0.4"),
+    ("TwilioStatusCallback", "application/x-www-form-urlencoded"),
+];
 
 fn media_type(schema: &str) -> &'static str {
     NON_JSON.iter().find(|(name, _)| *name == schema).map_or("application/json", |(_, media)| media)
@@ -355,7 +373,7 @@ fn operation(op: &Route) -> Value {
     }
     if let Some(body) = op.body {
         out["requestBody"] =
-            json!({ "required": true, "content": { "application/json": { "schema": schema_ref(body) } } });
+            json!({ "required": true, "content": { media_type(body): { "schema": schema_ref(body) } } });
     }
     out
 }
@@ -492,7 +510,7 @@ pub fn markdown() -> String {
             }
             if let Some(body) = op.body {
                 w("");
-                w(&format!("**Body** (`application/json`, `{body}`):"));
+                w(&format!("**Body** (`{}`, `{body}`):", media_type(body)));
                 w("");
                 fields(&mut w, schemas, body);
             }
@@ -786,6 +804,6 @@ mod tests {
         assert_eq!(&a[..], b.as_bytes());
         let parsed: Value = serde_json::from_slice(&a).unwrap();
         assert_eq!(parsed["openapi"], "3.1.0");
-        assert_eq!(parsed["paths"].as_object().unwrap().len(), 23);
+        assert_eq!(parsed["paths"].as_object().unwrap().len(), 25);
     }
 }

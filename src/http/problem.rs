@@ -110,6 +110,12 @@ pub const REFRESH_TOKEN_REUSED: ProblemKind = kind(
     "this refresh token was already rotated away: the session is now revoked; log in again",
 );
 pub const FORBIDDEN: ProblemKind = kind("forbidden", 403, "Forbidden", "the admin token is not valid");
+pub const INVALID_CALLBACK_SIGNATURE: ProblemKind = kind(
+    "invalid_callback_signature",
+    403,
+    "Invalid callback signature",
+    "a delivery callback without the provider's valid signature (`X-Twilio-Signature`, `X-Otpd-Signature`)",
+);
 pub const DESTINATION_NOT_ALLOWED: ProblemKind = kind(
     "destination_not_allowed",
     403,
@@ -284,6 +290,7 @@ pub const CATALOGUE: &[ProblemKind] = &[
     INVALID_REFRESH_TOKEN,
     REFRESH_TOKEN_REUSED,
     FORBIDDEN,
+    INVALID_CALLBACK_SIGNATURE,
     DESTINATION_NOT_ALLOWED,
     ACCOUNT_NOT_VERIFIED,
     FRESH_LOGIN_REQUIRED,
@@ -386,8 +393,8 @@ impl ApiError {
         Self::of(&INVALID_REQUEST, detail)
     }
 
-    pub fn unsupported_media_type() -> Self {
-        Self::of(&UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
+    pub fn unsupported_media_type(wanted: &str) -> Self {
+        Self::of(&UNSUPPORTED_MEDIA_TYPE, format!("send the body as {wanted}"))
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
@@ -694,7 +701,7 @@ mod tests {
         for e in [
             ApiError::invalid_json("x"),
             ApiError::invalid_request("x"),
-            ApiError::unsupported_media_type(),
+            ApiError::unsupported_media_type("application/json"),
             ApiError::payload_too_large(1),
             ApiError::request_timeout(),
             ApiError::not_found(),

@@ -84,7 +84,7 @@ async fn dispatch<B: RequestBody>(
         }
     };
     let body = match route.body {
-        Some(_) => read_body(app, ctx, route.api, parts, body).await?,
+        Some(schema) => read_body(app, ctx, route.api, parts, body, FORM_BODIES.contains(&schema)).await?,
         None => Bytes::new(),
     };
     let call = Call { ctx, parts, listener, api: route.api, param, body, claims };
@@ -114,23 +114,28 @@ fn check_admin(app: &App, parts: &Parts) -> Result<(), ApiError> {
 
 /// Content type, size limit, time limit: the body of a row that takes one. A refusal is
 /// audited under the row's API, at step `parse`.
+/// Bodies sent as a form (`application/x-www-form-urlencoded`): Twilio's callbacks.
+const FORM_BODIES: &[&str] = &["TwilioStatusCallback"];
+
 async fn read_body<B: RequestBody>(
     app: &App,
     ctx: &RequestContext,
     api: Option<Api>,
     parts: &Parts,
     body: B,
+    form: bool,
 ) -> Result<Bytes, ApiError> {
-    let result = collect_body(app, parts, body).await;
+    let result = collect_body(app, parts, body, form).await;
     if let (Err(e), Some(api)) = (&result, api) {
         app.engine.record_rejection(ctx, api, Step::Parse, e.detail.clone(), None);
     }
     result
 }
 
-async fn collect_body<B: RequestBody>(app: &App, parts: &Parts, body: B) -> Result<Bytes, ApiError> {
-    if !is_json(&parts.headers) {
-        return Err(ApiError::unsupported_media_type());
+async fn collect_body<B: RequestBody>(app: &App, parts: &Parts, body: B, form: bool) -> Result<Bytes, ApiError> {
+    let wanted = if form { "application/x-www-form-urlencoded" } else { "application/json" };
+    if !has_content_type(&parts.headers, wanted) {
+        return Err(ApiError::unsupported_media_type(wanted));
     }
     let limit = app.max_body_bytes;
     let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -147,12 +152,12 @@ async fn collect_body<B: RequestBody>(app: &App, parts: &Parts, body: B) -> Resu
     }
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
+fn has_content_type(headers: &HeaderMap, wanted: &str) -> bool {
     let Some(v) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let essence = v.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case("application/json")
+    essence.eq_ignore_ascii_case(wanted)
 }
 
 /// The caller's `X-Request-Id` if it is a sane token (1–128 of `[A-Za-z0-9._:-]`), else a new
@@ -297,11 +302,15 @@ mod tests {
 
     #[test]
     fn json_content_type_is_matched_on_its_essence() {
-        assert!(is_json(&headers(&[("content-type", "application/json")])));
-        assert!(is_json(&headers(&[("content-type", "Application/JSON; charset=utf-8")])));
-        assert!(!is_json(&headers(&[("content-type", "text/plain")])));
-        assert!(!is_json(&headers(&[("content-type", "application/jsonp")])));
-        assert!(!is_json(&headers(&[])));
+        let json = |h: &[(&str, &str)]| has_content_type(&headers(h), "application/json");
+        assert!(json(&[("content-type", "application/json")]));
+        assert!(json(&[("content-type", "Application/JSON; charset=utf-8")]));
+        assert!(!json(&[("content-type", "text/plain")]));
+        assert!(!json(&[("content-type", "application/jsonp")]));
+        assert!(!json(&[]));
+        let form = |h: &[(&str, &str)]| has_content_type(&headers(h), "application/x-www-form-urlencoded");
+        assert!(form(&[("content-type", "application/x-www-form-urlencoded; charset=utf-8")]));
+        assert!(!form(&[("content-type", "application/json")]));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use super::app::{App, Call, Listener, Resp};
 use super::problem::{self, ApiError};
-use super::{account, codes, ops};
+use super::{account, codes, ops, receipts};
 
 /// What a handler returns: boxed, so that every row's handler has one type.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Resp, ApiError>> + Send + 'a>>;
@@ -690,6 +690,46 @@ pub static ROUTES: &[Route] = &[
             headers: &[],
         }],
         problems: &[&["invalid_request", "missing_token", "forbidden"], UNAVAILABLE],
+        links: &[],
+    },
+    Route {
+        method: "post",
+        path: "/v1/delivery/twilio/status",
+        id: "twilioStatusCallback",
+        tag: "delivery",
+        summary: "Twilio's delivery receipts (StatusCallback)",
+        description: "Called by Twilio, not by apps: `twilio.status_callback_url` must be this endpoint's public \
+            URL. Signed with `X-Twilio-Signature`; a report for no message otpd watches is answered the same way \
+            and ignored. 404 when no callback URL is configured.",
+        auth: Auth::None,
+        api: None,
+        exposure: Exposure::Api,
+        labelled: true,
+        handler: handler!(receipts::twilio_status),
+        params: &[],
+        body: Some("TwilioStatusCallback"),
+        replies: &[NO_CONTENT],
+        problems: &[&["invalid_callback_signature", "not_found"], BODY],
+        links: &[],
+    },
+    Route {
+        method: "post",
+        path: "/v1/delivery/webhook/status",
+        id: "webhookStatusCallback",
+        tag: "delivery",
+        summary: "A webhook gateway's delivery receipts",
+        description: "Called by the operator's gateway: `{\"id\", \"status\", \"error_code\"}`, signed with \
+            `X-Otpd-Signature: sha256=<hex HMAC-SHA256 of the body keyed with webhook.receipt_secret>`. 404 when \
+            no secret is configured.",
+        auth: Auth::None,
+        api: None,
+        exposure: Exposure::Api,
+        labelled: true,
+        handler: handler!(receipts::webhook_status),
+        params: &[],
+        body: Some("WebhookReceipt"),
+        replies: &[NO_CONTENT],
+        problems: &[&["invalid_callback_signature", "not_found"], BODY],
         links: &[],
     },
     Route {

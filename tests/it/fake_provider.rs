@@ -70,7 +70,19 @@ impl Recorded {
     }
 }
 
+/// A delivery receipt the fake reports for a Twilio message it took (with a
+/// `StatusCallback`): `sent`, then this status, signed with the auth token as Twilio signs.
+#[derive(Clone, Debug)]
+pub struct Receipt {
+    pub status: &'static str,
+    pub error_code: Option<u32>,
+}
+
 struct State {
+    /// Receipts for the next Twilio messages, in order (`None`: report nothing), and the auth
+    /// token they are signed with.
+    receipts: Mutex<VecDeque<Option<Receipt>>>,
+    auth_token: Mutex<String>,
     requests: Mutex<Vec<Recorded>>,
     faults: Mutex<VecDeque<Fault>>,
     always: Mutex<Option<Fault>>,
@@ -105,6 +117,8 @@ impl FakeProvider {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
+            receipts: Mutex::new(VecDeque::new()),
+            auth_token: Mutex::new(String::new()),
             requests: Mutex::new(Vec::new()),
             faults: Mutex::new(VecDeque::new()),
             always: Mutex::new(None),
@@ -137,6 +151,14 @@ impl FakeProvider {
     /// A fault for every request once the queued ones are used (None: answer normally).
     pub fn always(&self, fault: Option<Fault>) {
         *self.state.always.lock() = fault;
+    }
+
+    /// Receipts for the next Twilio messages that name a `StatusCallback`, signed with
+    /// `auth_token` (Twilio calls back with form fields `MessageSid`, `MessageStatus`,
+    /// `ErrorCode`, `AccountSid`, `To`, `From`, `ApiVersion`).
+    pub fn receipts(&self, auth_token: &str, plan: impl IntoIterator<Item = Option<Receipt>>) {
+        *self.state.auth_token.lock() = auth_token.to_owned();
+        self.state.receipts.lock().extend(plan);
     }
 
     /// Lets `n` held requests answer.
@@ -208,6 +230,9 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         None => ok_doc(twilio, hook, &recorded),
     };
     state.requests.lock()[index].answered = status;
+    if twilio && status == 201 {
+        call_back(&state, &recorded, &doc);
+    }
     let mut resp = Response::new(Full::new(Bytes::from(doc.to_string())));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap();
     resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
@@ -215,6 +240,57 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         resp.headers_mut().insert("retry-after", secs.into());
     }
     Ok(resp)
+}
+
+/// Reports the planned receipt of a Twilio message, like Twilio: a signed form POST to its
+/// `StatusCallback` for `sent`, then for the final status.
+fn call_back(state: &State, r: &Recorded, doc: &Value) {
+    let Some(url) = r.form("StatusCallback") else { return };
+    let Some(Some(receipt)) = state.receipts.lock().pop_front() else { return };
+    let token = state.auth_token.lock().clone();
+    let sid = doc["sid"].as_str().unwrap_or_default().to_owned();
+    let (to, from) = (r.form("To").unwrap_or_default(), r.form("From").unwrap_or_default());
+    tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        for status in ["sent", receipt.status] {
+            let mut form = vec![
+                ("MessageSid".to_owned(), sid.clone()),
+                ("SmsSid".to_owned(), sid.clone()),
+                ("MessageStatus".to_owned(), status.to_owned()),
+                ("SmsStatus".to_owned(), status.to_owned()),
+                ("AccountSid".to_owned(), format!("AC{}", "0".repeat(32))),
+                ("To".to_owned(), to.clone()),
+                ("From".to_owned(), from.clone()),
+                ("ApiVersion".to_owned(), "2010-04-01".to_owned()),
+            ];
+            if let (Some(code), true) = (receipt.error_code, status == receipt.status) {
+                form.push(("ErrorCode".to_owned(), code.to_string()));
+            }
+            let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
+            let _ = client
+                .post(&url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-twilio-signature", twilio_signature(&token, &url, &form))
+                .body(body)
+                .send()
+                .await;
+        }
+    });
+}
+
+/// Twilio's `X-Twilio-Signature`: base64 HMAC-SHA1 (keyed with the auth token) of the URL and
+/// the form fields' names and values sorted by name (Twilio's security documentation).
+pub fn twilio_signature(token: &str, url: &str, form: &[(String, String)]) -> String {
+    use base64::Engine as _;
+    let mut sorted: Vec<&(String, String)> = form.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut data = url.to_owned();
+    for (k, v) in sorted {
+        data.push_str(k);
+        data.push_str(v);
+    }
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, token.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(aws_lc_rs::hmac::sign(&key, data.as_bytes()).as_ref())
 }
 
 fn ok_doc(twilio: bool, hook: bool, r: &Recorded) -> (u16, Value, Option<u64>) {

@@ -17,6 +17,7 @@ mod limits;
 mod observability;
 mod process;
 mod pumping;
+mod receipts;
 mod redis_limits;
 mod redis_server;
 mod redis_tls;

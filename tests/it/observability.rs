@@ -82,9 +82,18 @@ async fn every_metric_family_appears_after_the_traffic_that_produces_it() {
     }
     let twilio = FakeProvider::start().await;
     let hook = FakeProvider::start().await;
+    // The first message is reported delivered (Twilio calls back); no timeout failovers.
+    twilio.receipts(
+        crate::delivery::TOKEN,
+        [Some(crate::fake_provider::Receipt { status: "delivered", error_code: None })],
+    );
+    let port = reserved_port();
     let t = start_node_with(|c| {
         use_twilio(c, &twilio);
         use_webhook(c, &hook);
+        c.http.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.twilio.status_callback_url = format!("http://127.0.0.1:{port}/v1/delivery/twilio/status");
+        c.delivery.receipt_timeout = Dur(Duration::ZERO);
         c.delivery.secondary = "webhook".into();
         c.delivery.breaker_failures = 2;
         c.delivery.breaker_open_for = Dur(Duration::from_secs(600));
@@ -123,11 +132,15 @@ async fn every_metric_family_appears_after_the_traffic_that_produces_it() {
     assert_eq!(t.post("/v1/register", register_body(&a)).await.status, 202);
     let code = sms_code(&twilio, &a, 1).await;
     let s = m
-        .settle("the registration's delivery and gauges", |s| {
+        .settle("the registration's delivery, its receipt and gauges", |s| {
             s.sum("otpd_delivery_messages_total", &[("outcome", "delivered")]) == 1.0
                 && s.sum("otpd_challenges_pending", &[]) == 1.0
+                && s.sum("otpd_delivery_receipts_total", &[("status", "delivered")]) == 1.0
         })
         .await;
+    assert_eq!(s.sum("otpd_delivery_receipts_total", &[("status", "sent"), ("country", "1")]), 1.0);
+    assert_eq!(s.sum("otpd_delivery_time_to_delivered_seconds_count", &[("provider", "twilio")]), 1.0);
+    assert_eq!(s.matching("otpd_delivery_receipt_failovers_total", &[]).count(), 3, "every reason, at zero");
     let one = |name: &str, labels: &[(&str, &str)]| assert_eq!(s.sum(name, labels), 1.0, "{name} {labels:?}");
     one("otpd_http_requests_total", &[("route", "/v1/register"), ("method", "POST"), ("status", "2xx")]);
     one("otpd_http_request_duration_seconds_count", &[("route", "/v1/register")]);
@@ -738,7 +751,8 @@ fn the_dashboard_and_alert_rules_use_only_catalogued_metrics() {
             "Accounts, sessions, tokens",
             "Actors",
             "Cluster",
-            "Fraud and spend"
+            "Fraud and spend",
+            "Delivery receipts"
         ]
     );
     let mut ids = BTreeSet::new();
@@ -1018,7 +1032,7 @@ async fn a_real_prometheus_scrapes_otpd_and_counts_the_traffic_sent() {
     let rules: Value = client.get(format!("{prom}/api/v1/rules")).send().await.unwrap().json().await.unwrap();
     let rules: Vec<&Value> =
         rules["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
-    assert_eq!(rules.len(), 17);
+    assert_eq!(rules.len(), 18);
     for rule in rules {
         assert_eq!(rule["health"], "ok", "{rule}");
     }

@@ -41,7 +41,7 @@ use ractor::{Actor, ActorRef};
 use uuid::Uuid;
 
 use crate::actors::cluster::{Cluster, ClusterError, ClusterSettings, ForwardError, Route};
-use crate::actors::dispatch::DispatcherActor;
+use crate::actors::dispatch::{DispatcherActor, FailoverGate};
 use crate::actors::shard::{ChallengeKey, ShardActor, ShardAnswer, ShardCommand, ShardConfig, ShardStats};
 use crate::actors::supervisor::{EngineSupervisor, ShardError, ShardRouter, SupervisorArgs, SupervisorMsg};
 use crate::flows::error::EngineError;
@@ -783,6 +783,7 @@ impl Engine {
             (LimitAction::Send(Purpose::Register), true) => per.register,
             (LimitAction::Send(_), true) => per.login,
             (LimitAction::Resend(_), true) => per.resend,
+            (LimitAction::Failover(_), true) => per.login,
             (LimitAction::Verify(_) | LimitAction::Challenge, true) => 0,
         };
         let req = LimitRequest { action, ident, client_ip: ctx.client_ip, sms, segments, now };
@@ -808,6 +809,13 @@ impl Engine {
             }
             Err(e) => Err(EngineError::Unavailable(e.to_string())),
         }
+    }
+
+    /// The gate the dispatcher asks before it sends a code again on another route (delivery
+    /// receipts): the limits count that send like any other. Holds the engine weakly: the
+    /// dispatcher is one of the engine's ports.
+    pub fn failover_gate(&self) -> Arc<dyn FailoverGate> {
+        Arc::new(EngineGate(Arc::downgrade(&self.inner)))
     }
 
     /// The conversion guard's destinations, worst first (`GET /v1/admin/destinations`).
@@ -1051,6 +1059,34 @@ fn summary_event(summary: &Summary, now: Timestamp) -> AuditEvent {
         user_agent: None,
         ident_hash: None,
         user_id: None,
+    }
+}
+
+/// [`Engine::failover_gate`].
+struct EngineGate(std::sync::Weak<Inner>);
+
+#[async_trait::async_trait]
+impl FailoverGate for EngineGate {
+    async fn allow(&self, message: &OutboundMessage, now: Timestamp) -> bool {
+        let Some(inner) = self.0.upgrade() else { return false };
+        let sms = SmsTarget::of(&message.to);
+        let per = inner.config.sms_segments;
+        let segments = match (sms.is_some(), message.resend, message.purpose) {
+            (false, ..) => 0,
+            (true, true, _) => per.resend,
+            (true, false, Purpose::Register) => per.register,
+            (true, false, _) => per.login,
+        };
+        let action = LimitAction::Failover(message.purpose);
+        let req = LimitRequest { action, ident: message.ident_hash, client_ip: None, sms, segments, now };
+        let started = std::time::Instant::now();
+        let decision = inner.ports.limiter.check(&req).await;
+        inner.metrics.limit(action, &decision, started.elapsed());
+        let allowed = matches!(decision, Ok(Decision::Allow));
+        if let (Some(target), true) = (sms, allowed) {
+            crate::metrics::sms_code(target.country_code(), "sent");
+        }
+        allowed
     }
 }
 

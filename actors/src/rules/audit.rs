@@ -182,6 +182,12 @@ vocabulary! {
         GivenUp => "given_up",
         /// Delivery: the code expired before it could be sent.
         Expired => "expired",
+        /// Delivery: the provider reports the handset has it.
+        ReceiptDelivered => "receipt_delivered",
+        /// Delivery: the provider reports it undelivered or failed, or no receipt came in time.
+        ReceiptFailed => "receipt_failed",
+        /// Delivery: the code was sent again on another route (or could not be).
+        Failover => "failover",
     }
 }
 
@@ -258,6 +264,9 @@ mod tests {
             "delivered",
             "given_up",
             "expired",
+            "receipt_delivered",
+            "receipt_failed",
+            "failover",
         ];
         assert_eq!(Api::ALL.iter().map(|a| a.as_str()).collect::<Vec<_>>(), apis);
         assert_eq!(Step::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(), steps);

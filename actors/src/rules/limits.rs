@@ -140,12 +140,16 @@ pub enum LimitAction {
     Verify(Purpose),
     /// Issue a device-login challenge (`ident` is the device id scoped by the client address).
     Challenge,
+    /// Send a code again through another route after its delivery failed (delivery receipts):
+    /// counted like a send by the identifier's send cap and every SMS destination rule (budget,
+    /// guard, prefix and country), not by the cooldown or a client address (nobody asked).
+    Failover(Purpose),
 }
 
 impl LimitAction {
     /// Whether the action sends a code.
     pub fn sends(self) -> bool {
-        matches!(self, LimitAction::Send(_) | LimitAction::Resend(_))
+        matches!(self, LimitAction::Send(_) | LimitAction::Resend(_) | LimitAction::Failover(_))
     }
 }
 
@@ -957,7 +961,7 @@ pub fn plan(policy: &LimitPolicy, req: &LimitRequest) -> Result<Vec<Check>, Deci
         }
     };
     match req.action {
-        LimitAction::Send(purpose) | LimitAction::Resend(purpose) => {
+        LimitAction::Send(purpose) | LimitAction::Resend(purpose) | LimitAction::Failover(purpose) => {
             if let Some(target) = &req.sms
                 && !policy.destination_allowed(target)
             {
@@ -965,6 +969,7 @@ pub fn plan(policy: &LimitPolicy, req: &LimitRequest) -> Result<Vec<Check>, Deci
             }
             window(LimitRule::IdentifierSends, Subject::Ident(ident), policy.identifier_sends);
             match req.action {
+                LimitAction::Failover(_) => {}
                 LimitAction::Resend(_) => {
                     window(LimitRule::IdentifierResends, Subject::Ident(ident), policy.identifier_resends)
                 }
@@ -994,7 +999,7 @@ pub fn plan(policy: &LimitPolicy, req: &LimitRequest) -> Result<Vec<Check>, Deci
                 }
                 checks.extend(guard_checks(policy, target));
             }
-            if !policy.resend_cooldown.is_zero() {
+            if !policy.resend_cooldown.is_zero() && !matches!(req.action, LimitAction::Failover(_)) {
                 let cooldown = Check {
                     rule: LimitRule::ResendCooldown,
                     subject: Subject::IdentPurpose(ident, purpose),

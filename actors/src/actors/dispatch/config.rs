@@ -25,6 +25,9 @@ pub struct DispatchConfig {
     pub breaker: BreakerConfig,
     /// Longest a provider call may take; after it the call counts as a retryable failure.
     pub send_timeout: Duration,
+    /// A message taken by a provider that reports receipts and not reported delivered within
+    /// this long is sent again on the next route (zero: never for want of a receipt).
+    pub receipt_timeout: Duration,
 }
 
 impl DispatchConfig {
@@ -37,6 +40,7 @@ impl DispatchConfig {
         backoff: Backoff::DEFAULT,
         breaker: BreakerConfig::DEFAULT,
         send_timeout: Duration::from_secs(10),
+        receipt_timeout: Duration::from_secs(60),
     };
 }
 

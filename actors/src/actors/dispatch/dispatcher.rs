@@ -75,6 +75,9 @@ impl Actor for DispatcherActor {
             draining: false,
         };
         let adopted = self.adopt(&myself, &mut state);
+        if s.lanes.iter().any(|l| l.provider.receipts()) {
+            myself.send_interval(RECEIPT_SWEEP, || DispatcherMsg::ReceiptsDue);
+        }
         if s.starts.fetch_add(1, Ordering::Relaxed) > 0 {
             tracing::warn!(target: LOG_TARGET, adopted, "delivery dispatcher restarted; it adopted the messages of its predecessor");
         }
@@ -96,6 +99,10 @@ impl Actor for DispatcherActor {
                 self.flush(&myself, state, lane, now);
             }
             DispatcherMsg::WakeDue => self.on_wake(&myself, state, now, false),
+            DispatcherMsg::ReceiptsDue => {
+                // Off the mailbox: a failover asks the engine's gate (the limiter).
+                tokio::spawn(self.shared.clone().sweep_watches());
+            }
             DispatcherMsg::Drain => {
                 state.draining = true;
                 self.on_wake(&myself, state, now, true);
@@ -168,7 +175,8 @@ impl DispatcherActor {
                 let route = &s.routes[route_index(entry.message.to.channel())];
                 let mut chosen = None;
                 let mut earliest: Option<Instant> = None;
-                for (rank, &lane) in route.iter().enumerate() {
+                let tried = entry.tried;
+                for (rank, &lane) in route.iter().enumerate().filter(|(_, l)| tried & bit(**l) == 0) {
                     let mut breaker = s.lanes[lane].breaker.lock();
                     if breaker.allows(now) {
                         chosen = Some((rank, lane));
@@ -181,7 +189,7 @@ impl DispatcherActor {
                 match chosen {
                     Some((rank, lane)) => {
                         entry.stage = Stage::Buffered(lane);
-                        Decision::Buffer { lane, failover: rank > 0 }
+                        Decision::Buffer { lane, failover: rank > 0 && tried == 0 }
                     }
                     // A half-open breaker with its probe out has no deadline: look again soon.
                     None => {
@@ -428,9 +436,18 @@ impl DispatcherActor {
     }
 }
 
+/// How often overdue receipts are looked for.
+const RECEIPT_SWEEP: Duration = Duration::from_secs(1);
+
+/// A lane's bit in a set of lanes.
+pub(super) fn bit(lane: usize) -> u64 {
+    1u64 << lane.min(63)
+}
+
 impl Shared {
     /// Removes a message from the ledger, counts and logs its outcome, and returns its audit
-    /// event (none if it was already finished).
+    /// event (none if it was already finished). A message a receipt-reporting provider took
+    /// is watched from here on.
     fn finish(&self, id: u64, outcome: Final) -> Option<AuditEvent> {
         let entry = self.ledger.lock().remove(id)?;
         let attempts = entry.attempts;
@@ -438,6 +455,9 @@ impl Shared {
             Final::Delivered { lane } => {
                 self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 self.metrics.finished(entry.message.to.channel(), MessageOutcome::Delivered);
+                if self.lanes[lane].provider.receipts() {
+                    self.watch(&entry, lane);
+                }
                 let name = &self.lanes[lane].name;
                 (Step::Delivered, AuditOutcome::Ok, format!("handed to {name} on attempt {attempts}"))
             }
@@ -472,7 +492,7 @@ impl Shared {
         })
     }
 
-    fn spawn_audit(self: &Arc<Self>, event: AuditEvent) {
+    pub(super) fn spawn_audit(self: &Arc<Self>, event: AuditEvent) {
         self.audits_pending.fetch_add(1, Ordering::AcqRel);
         let shared = self.clone();
         tokio::spawn(async move {

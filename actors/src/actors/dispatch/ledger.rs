@@ -37,6 +37,9 @@ pub(crate) struct Entry {
     /// Provider calls this message was part of.
     pub attempts: u32,
     pub stage: Stage,
+    /// Lanes (bit per lane) that carried this code before and are not routed to again (a
+    /// failover after a receipt, `receipts`).
+    pub tried: u64,
 }
 
 #[derive(Default)]
@@ -56,11 +59,16 @@ impl Ledger {
 
     /// Adds a new message and returns its id (ids grow, so they also order arrivals).
     pub fn insert(&mut self, message: Arc<OutboundMessage>) -> u64 {
+        self.insert_avoiding(message, 0)
+    }
+
+    /// Adds a message that is not to be routed to the lanes in `tried` (a failover).
+    pub fn insert_avoiding(&mut self, message: Arc<OutboundMessage>, tried: u64) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
         // A v4 UUID from the thread RNG (`Uuid::new_v4` would make a system call per message).
         let delivery_id = uuid::Builder::from_random_bytes(rand::rng().random()).into_uuid();
-        self.entries.insert(id, Entry { message, delivery_id, attempts: 0, stage: Stage::New });
+        self.entries.insert(id, Entry { message, delivery_id, attempts: 0, stage: Stage::New, tried });
         id
     }
 

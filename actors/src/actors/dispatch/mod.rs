@@ -54,6 +54,7 @@ mod config;
 mod dispatcher;
 mod ledger;
 pub mod provider;
+pub mod receipts;
 mod shared;
 pub mod template;
 
@@ -64,11 +65,13 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 pub use self::config::{DispatchConfig, ProviderSpec, RouteError, Routes};
 pub use self::dispatcher::{DispatcherActor, DispatcherState};
 use self::ledger::Ledger;
 pub use self::provider::{Delivery, Provider, SendError, SendResult};
+pub use self::receipts::{AllowAll, FailoverGate, FailoverReason, ReceiptAnswer, ReceiptStatus};
 pub use self::shared::DispatcherMsg;
 use self::shared::{Counters, Lane, ProviderCounters, Shared};
 pub use self::template::{Rendered, TemplateTexts, Templates};
@@ -188,6 +191,9 @@ impl DispatchHandle {
             Ok(out)
         };
         let routes = [resolve("sms", &routes.sms)?, resolve("email", &routes.email)?];
+        if lanes.iter().any(|l| l.provider.receipts()) {
+            crate::metrics::register_receipt_failovers();
+        }
         let shared = Shared {
             metrics: DeliveryMetrics::new(config.queue_capacity),
             config,
@@ -202,6 +208,8 @@ impl DispatchHandle {
             starts: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             audits_pending: AtomicUsize::new(0),
+            watches: Mutex::new(Default::default()),
+            gate: ArcSwapOption::empty(),
         };
         Ok(DispatchHandle { shared: Arc::new(shared) })
     }
@@ -296,6 +304,29 @@ impl DispatchHandle {
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+
+    /// What every failover must pass from now on (the engine's limits).
+    pub fn set_failover_gate(&self, gate: Arc<dyn FailoverGate>) {
+        self.shared.gate.store(Some(Arc::new(gate)));
+    }
+
+    /// A provider's authentic report about the message it took as `delivery_id` (see
+    /// [`receipts`]). `provider` must be the one that took it; `error_code` is the provider's
+    /// (audited, never its free text).
+    pub async fn receipt(
+        &self,
+        provider: &str,
+        delivery_id: Uuid,
+        status: ReceiptStatus,
+        error_code: Option<u32>,
+    ) -> ReceiptAnswer {
+        self.shared.receipt(provider, delivery_id, status, error_code).await
+    }
+
+    /// Messages watched for a receipt now.
+    pub fn watched(&self) -> usize {
+        self.shared.watches.lock().len()
     }
 
     /// Makes the current dispatcher actor panic (fault injection for tests).

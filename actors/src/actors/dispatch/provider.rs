@@ -100,6 +100,12 @@ pub trait Provider: Send + Sync + 'static {
         1
     }
 
+    /// Whether it reports what became of a message after it took it (delivery receipts,
+    /// [`super::receipts`]): the dispatcher then watches each message it took.
+    fn receipts(&self) -> bool {
+        false
+    }
+
     /// Sends `batch` (never empty, at most [`Provider::max_batch`] long) and returns one result
     /// per delivery, in order. A missing result counts as a retryable failure. The dispatcher
     /// bounds the call with its send timeout.

@@ -16,6 +16,7 @@ use ractor::ActorRef;
 use super::config::DispatchConfig;
 use super::ledger::Ledger;
 use super::provider::Provider;
+use super::receipts::{FailoverGate, Watches};
 use super::template::Templates;
 use crate::metrics::{DeliveryMetrics, LaneMetrics};
 use crate::ports::AuditLog;
@@ -35,6 +36,9 @@ pub enum DispatcherMsg {
     WakeDue,
     /// The node is shutting down: send what waits now, ignoring batch age and backoff.
     Drain,
+    /// Look for watched messages whose receipt is overdue (every second while any provider
+    /// reports receipts).
+    ReceiptsDue,
     /// Panics inside the handler, to prove that supervision restarts the dispatcher and that
     /// the new actor adopts the messages of the old one.
     #[cfg(feature = "testkit")]
@@ -100,6 +104,10 @@ pub struct Shared {
     pub(super) closed: AtomicBool,
     /// Audit appends spawned and not yet done (shutdown waits for them).
     pub(super) audits_pending: AtomicUsize,
+    /// Messages taken by a provider that reports receipts, until delivered or expired.
+    pub(super) watches: Mutex<Watches>,
+    /// What a failover must pass (the engine's limits); every failover passes until set.
+    pub(super) gate: ArcSwapOption<Arc<dyn FailoverGate>>,
 }
 
 pub(super) fn route_index(channel: Channel) -> usize {

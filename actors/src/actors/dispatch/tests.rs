@@ -146,6 +146,7 @@ fn config() -> DispatchConfig {
         backoff: Backoff { base: Duration::from_millis(100), max: Duration::from_secs(2) },
         breaker: BreakerConfig { failures: 3, open_for: Duration::from_secs(10) },
         send_timeout: Duration::from_secs(5),
+        receipt_timeout: Duration::from_secs(60),
     }
 }
 

@@ -1,0 +1,178 @@
+//! Delivery receipts against the Twilio-shaped server of [`crate::fake_provider`], which calls
+//! otpd back like Twilio does (`StatusCallback`, signed with `X-Twilio-Signature`): a message
+//! reported delivered; one reported undelivered, sent again on the next route (the outbox) and
+//! verified; one with no receipt, sent again after `delivery.receipt_timeout`; mis-signed and
+//! unsigned callbacks refused and counted; a callback for an unknown message ignored.
+
+use std::time::Duration;
+
+use otpd::config::Dur;
+use otpd_actors::ports::AuditEvent;
+use serde_json::json;
+
+use crate::delivery::{TOKEN, code_in, use_twilio};
+use crate::fake_provider::{FakeProvider, Receipt, twilio_signature};
+use crate::support::*;
+
+/// Twilio with receipts at this node's callback URL (a reserved port, so the URL is known
+/// before the node starts), the outbox as the next route, and a receipt timeout.
+fn configure(c: &mut otpd::config::Config, fake: &FakeProvider, port: u16) {
+    use_twilio(c, fake);
+    c.http.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    c.twilio.status_callback_url = format!("http://127.0.0.1:{port}/v1/delivery/twilio/status");
+    c.delivery.secondary = "outbox".into();
+    c.delivery.receipt_timeout = Dur(Duration::from_secs(60));
+}
+
+async fn register(t: &TestNode, phone: &str, trace: &str) -> Reply {
+    let body = json!({ "phone": phone, "first_name": "Ada", "last_name": "Lovelace" });
+    let r = t.client.post(t.url("/v1/register")).header("x-request-id", trace).json(&body).send().await.unwrap();
+    into_reply(r).await
+}
+
+/// The delivery events of `trace` once one has step `step` (at most 10 s).
+async fn events_until(t: &TestNode, trace: &str, step: &str) -> Vec<AuditEvent> {
+    for _ in 0..1000 {
+        let mut events = t.node.engine.audit_log().by_trace(trace, 50).await.unwrap();
+        events.retain(|e| e.api == "delivery");
+        if events.iter().any(|e| e.step == step) {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let events = t.node.engine.audit_log().by_trace(trace, 50).await.unwrap();
+    panic!("no delivery event {step} for {trace}: {events:?}");
+}
+
+async fn metrics(t: &TestNode) -> String {
+    t.ops_get("/metrics", None).await.raw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivered_receipt_ends_the_watch_and_is_audited() {
+    let fake = FakeProvider::start().await;
+    fake.receipts(TOKEN, [Some(Receipt { status: "delivered", error_code: None })]);
+    let t = start_node_with(|c| configure(c, &fake, reserved_port())).await;
+    let p = phone(6101);
+    assert_eq!(register(&t, &p, "receipt-delivered").await.status, 202);
+    let req = &fake.wait_requests(1).await[0];
+    let callback = req.form("StatusCallback").expect("each message names its StatusCallback");
+    assert!(callback.contains("/v1/delivery/twilio/status?d="), "{callback}");
+    let events = events_until(&t, "receipt-delivered", "receipt_delivered").await;
+    assert!(events.iter().any(|e| e.message == "twilio reports it delivered"), "{events:?}");
+    assert!(events.iter().all(|e| !e.message.contains(&p[1..])), "no number in the trail");
+    for _ in 0..100 {
+        if t.node.delivery.watched() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(t.node.delivery.watched(), 0, "delivered: no longer watched");
+    let m = metrics(&t).await;
+    let delivered = r#"otpd_delivery_receipts_total{provider="twilio",channel="sms",country="1",status="delivered"} 1"#;
+    assert!(m.contains(delivered), "{}", grep(&m, "receipts_total"));
+    assert!(m.contains("otpd_delivery_time_to_delivered_seconds_count"), "time to delivered measured");
+    assert!(t.messages_for(&p).is_empty(), "nothing went to the next route");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undelivered_code_goes_out_on_the_next_route_and_verifies() {
+    let fake = FakeProvider::start().await;
+    fake.receipts(TOKEN, [Some(Receipt { status: "undelivered", error_code: Some(30003) })]);
+    let t = start_node_with(|c| configure(c, &fake, reserved_port())).await;
+    let p = phone(6102);
+    assert_eq!(register(&t, &p, "receipt-undelivered").await.status, 202);
+    let sent = code_in(&fake.wait_requests(1).await[0].form("Body").unwrap());
+    let events = events_until(&t, "receipt-undelivered", "failover").await;
+    assert!(
+        events.iter().any(|e| e.step == "receipt_failed" && e.message == "twilio reports it undelivered (error 30003)")
+    );
+    assert!(events.iter().any(|e| e.step == "failover" && e.message == "sent again on another route (undelivered)"));
+    let again = t.code_for(&p).await;
+    assert_eq!(again, sent, "the same code, through the outbox");
+    let r = t.post("/v1/register/verify", json!({ "phone": p, "code": again })).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert_eq!(fake.requests().len(), 1, "Twilio was not asked again: once per route");
+    let m = metrics(&t).await;
+    assert!(
+        m.contains(r#"otpd_delivery_receipt_failovers_total{reason="undelivered"} 1"#),
+        "{}",
+        grep(&m, "failovers")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_without_a_receipt_goes_out_again_after_the_timeout() {
+    let fake = FakeProvider::start().await;
+    fake.receipts(TOKEN, [None]);
+    let t = start_node_with(|c| configure(c, &fake, reserved_port())).await;
+    let p = phone(6103);
+    assert_eq!(register(&t, &p, "receipt-none").await.status, 202);
+    let sent = code_in(&fake.wait_requests(1).await[0].form("Body").unwrap());
+    // Watched, not yet overdue: nothing happens in a second and a half of real time.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(t.messages_for(&p).is_empty(), "not overdue yet");
+    assert_eq!(t.node.delivery.watched(), 1);
+    t.advance(Duration::from_secs(61));
+    let events = events_until(&t, "receipt-none", "failover").await;
+    assert!(events.iter().any(|e| e.message == "no delivery receipt from twilio within its timeout"), "{events:?}");
+    assert_eq!(t.code_for(&p).await, sent);
+    let r = t.post("/v1/register/verify", json!({ "phone": p, "code": sent })).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_without_the_signature_are_refused_and_unknown_ones_ignored() {
+    let fake = FakeProvider::start().await;
+    let port = reserved_port();
+    let t = start_node_with(|c| configure(c, &fake, port)).await;
+    let url = format!("http://127.0.0.1:{port}/v1/delivery/twilio/status");
+    let target = format!("{url}?d=0191e0c2-7f1a-7000-8000-000000000001");
+    let form = vec![("MessageSid".to_owned(), "SM1".to_owned()), ("MessageStatus".to_owned(), "delivered".to_owned())];
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&form).finish();
+    let post = |signature: Option<String>| {
+        let mut req =
+            t.client.post(&target).header("content-type", "application/x-www-form-urlencoded").body(body.clone());
+        if let Some(s) = signature {
+            req = req.header("x-twilio-signature", s);
+        }
+        async move { into_reply(req.send().await.unwrap()).await }
+    };
+    let unsigned = post(None).await;
+    assert_eq!((unsigned.status, unsigned.code()), (403, "invalid_callback_signature"), "{}", unsigned.raw);
+    assert_eq!(unsigned.header("content-type"), Some("application/problem+json"));
+    let wrong = post(Some(twilio_signature("another-token", &target, &form))).await;
+    assert_eq!((wrong.status, wrong.code()), (403, "invalid_callback_signature"), "{}", wrong.raw);
+    let other_url = post(Some(twilio_signature(TOKEN, &url, &form))).await;
+    assert_eq!(other_url.status, 403, "the query is signed too: {}", other_url.raw);
+    // Authentic, about a message nobody watches: answered like any, ignored.
+    let unknown = post(Some(twilio_signature(TOKEN, &target, &form))).await;
+    assert_eq!(unknown.status, 204, "{}", unknown.raw);
+    let garbage = into_reply(
+        t.client
+            .post(&target)
+            .header("content-type", "application/json")
+            .header("x-twilio-signature", "x")
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(garbage.status, 415, "{}", garbage.raw);
+    let m = metrics(&t).await;
+    assert!(
+        m.contains(r#"otpd_delivery_callbacks_refused_total{provider="twilio",reason="missing"} 1"#),
+        "{}",
+        grep(&m, "refused")
+    );
+    assert!(
+        m.contains(r#"otpd_delivery_callbacks_refused_total{provider="twilio",reason="mismatch"} 2"#),
+        "{}",
+        grep(&m, "refused")
+    );
+}
+
+fn grep(text: &str, what: &str) -> String {
+    text.lines().filter(|l| l.contains(what)).collect::<Vec<_>>().join("\n")
+}
