@@ -176,3 +176,50 @@ async fn callbacks_without_the_signature_are_refused_and_unknown_ones_ignored() 
 fn grep(text: &str, what: &str) -> String {
     text.lines().filter(|l| l.contains(what)).collect::<Vec<_>>().join("\n")
 }
+
+/// The webhook gateway reports with its own signature: a signed `delivered` ends the watch; a
+/// signed `failed` sends the code on through the next route; a mis-signed one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_reports_receipts_with_its_own_signature() {
+    let hook = FakeProvider::start().await;
+    let secret = "receipt-secret-4b1d";
+    let t = start_node_with(|c| {
+        crate::delivery::use_webhook(c, &hook);
+        c.delivery.provider = "webhook".into();
+        c.delivery.secondary = "outbox".into();
+        c.webhook.receipt_secret = Some(otpd::config::Secret(secret.into()));
+    })
+    .await;
+    let report = |id: String, status: &'static str, signature: Option<&'static str>| {
+        let body = json!({ "id": id, "status": status, "error_code": 30008 }).to_string();
+        let signature = signature
+            .map_or_else(|| otpd::delivery::receipts::webhook_signature(secret, body.as_bytes()), str::to_owned);
+        let req = t
+            .client
+            .post(t.url("/v1/delivery/webhook/status"))
+            .header("content-type", "application/json")
+            .header("x-otpd-signature", signature)
+            .body(body);
+        async move { into_reply(req.send().await.unwrap()).await }
+    };
+    let (a, b) = (phone(6104), phone(6105));
+    assert_eq!(register(&t, &a, "hook-a").await.status, 202);
+    assert_eq!(register(&t, &b, "hook-b").await.status, 202);
+    let batches = hook.wait_requests(1).await;
+    let messages: Vec<serde_json::Value> =
+        batches.iter().flat_map(|r| r.json()["messages"].as_array().cloned().unwrap_or_default()).collect();
+    let id_of = |to: &str| {
+        messages.iter().find(|m| m["to"] == to).map(|m| m["id"].as_str().unwrap().to_owned()).expect("a message")
+    };
+    let forged = report(id_of(&a), "failed", Some("sha256=00")).await;
+    assert_eq!((forged.status, forged.code()), (403, "invalid_callback_signature"), "{}", forged.raw);
+    assert_eq!(report(id_of(&a), "delivered", None).await.status, 204);
+    events_until(&t, "hook-a", "receipt_delivered").await;
+    assert_eq!(report(id_of(&b), "failed", None).await.status, 204);
+    let events = events_until(&t, "hook-b", "failover").await;
+    assert!(events.iter().any(|e| e.message == "webhook reports it failed (error 30008)"), "{events:?}");
+    let code = t.code_for(&b).await;
+    let r = t.post("/v1/register/verify", json!({ "phone": b, "code": code })).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
+    assert!(t.messages_for(&a).is_empty(), "a was delivered: nothing more sent");
+}
