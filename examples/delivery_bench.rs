@@ -124,6 +124,7 @@ fn message(i: u64, clock: &dyn Clock) -> OutboundMessage {
         expires_at: clock.now().plus(Duration::from_secs(300)),
         trace_id: i.to_string().into(),
         ident_hash: IdentHash([1; 16]),
+        via: None,
     }
 }
 

@@ -33,7 +33,7 @@ use crate::rules::challenge::Purpose;
 use crate::rules::clock::Timestamp;
 use crate::rules::code::Code;
 use crate::rules::device_key::DeviceKey;
-use crate::rules::identifier::Identifier;
+use crate::rules::identifier::{Identifier, Via};
 use crate::rules::ids::{DeviceId, SessionId, TraceId, UserId};
 use crate::rules::keys::IdentHash;
 use crate::rules::limits::{Decision, DestinationChange, DestinationState, LimitRequest, SmsTarget, Subject};
@@ -426,6 +426,8 @@ pub struct OutboundMessage {
     pub expires_at: Timestamp,
     pub trace_id: TraceId,
     pub ident_hash: IdentHash,
+    /// The way the request asked for (a phone number only): the route starts at its provider.
+    pub via: Option<Via>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

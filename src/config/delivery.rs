@@ -20,9 +20,13 @@ section! {
         outbox_path: Option<PathBuf> = None,
         /// Messages accepted and not yet delivered (or given up) before sends are refused (503).
         queue_capacity: usize = DispatchConfig::DEFAULT.queue_capacity,
-        /// SMS failover when the primary's circuit breaker is open: `""` (none), `twilio`,
-        /// `webhook` or `outbox`.
+        /// SMS failover when the primary's circuit breaker is open (or a code it took is
+        /// reported undelivered): `""` (none), or any SMS provider.
         secondary: String = String::new(),
+        /// More providers of the SMS route after `secondary`, in order: typically the other
+        /// channels, `["twilio_whatsapp", "twilio_voice"]`. A request's `channel` may start the
+        /// route at one of them.
+        fallback: Vec<String> = Vec::new(),
         /// E-mail provider: `outbox`, `smtp` or `webhook`.
         email_provider: String = "outbox".into(),
         /// E-mail failover: `""` (none), `smtp`, `webhook` or `outbox`.
@@ -63,7 +67,7 @@ section! {
 }
 
 /// What `delivery.provider` accepts.
-pub const SMS_PROVIDERS: &[&str] = &["outbox", "twilio", "webhook"];
+pub const SMS_PROVIDERS: &[&str] = &["outbox", "twilio", "twilio_whatsapp", "twilio_voice", "webhook"];
 /// What `delivery.email_provider` accepts.
 pub const EMAIL_PROVIDERS: &[&str] = &["outbox", "smtp", "webhook"];
 
@@ -77,7 +81,16 @@ impl DeliveryConfig {
             });
         };
         choice(errors, "provider", &self.provider, SMS_PROVIDERS);
-        choice(errors, "secondary", &self.secondary, &["", "outbox", "twilio", "webhook"]);
+        if !self.secondary.is_empty() {
+            choice(errors, "secondary", &self.secondary, SMS_PROVIDERS);
+        }
+        for name in &self.fallback {
+            choice(errors, "fallback", name, SMS_PROVIDERS);
+        }
+        let route = self.sms_route();
+        check(errors, (1..route.len()).all(|i| !route[..i].contains(&route[i])), || {
+            format!("delivery: the SMS route names a provider twice: {route:?}")
+        });
         check(errors, self.secondary != self.provider, || {
             "delivery.secondary: must differ from delivery.provider".into()
         });
@@ -132,11 +145,20 @@ impl DeliveryConfig {
         template::Templates::new(&self.app_name, &texts, Some(self.origin.as_str()))
     }
 
+    /// The SMS route, primary first.
+    pub fn sms_route(&self) -> Vec<&str> {
+        let mut route = vec![self.provider.as_str()];
+        route.extend([self.secondary.as_str()].into_iter().filter(|s| !s.is_empty()));
+        route.extend(self.fallback.iter().map(String::as_str));
+        route
+    }
+
     /// Every provider some route names, once each.
     pub fn providers_in_use(&self) -> Vec<&str> {
         let mut used: Vec<&str> = Vec::new();
-        for name in [&self.provider, &self.secondary, &self.email_provider, &self.email_secondary] {
-            if !name.is_empty() && !used.contains(&name.as_str()) {
+        let route = self.sms_route();
+        for name in route.into_iter().chain([self.email_provider.as_str(), self.email_secondary.as_str()]) {
+            if !name.is_empty() && !used.contains(&name) {
                 used.push(name);
             }
         }

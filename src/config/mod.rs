@@ -195,8 +195,18 @@ impl Config {
             self.scylla.validate(errors);
         }
         let used = self.delivery.providers_in_use();
-        if used.contains(&"twilio") {
+        if used.iter().any(|p| p.starts_with("twilio")) {
             self.twilio.validate(errors);
+        }
+        if used.contains(&"twilio_whatsapp") {
+            check(errors, self.twilio.whatsapp_from.starts_with('+'), || {
+                "twilio.whatsapp_from: the WhatsApp sender's number in E.164 is required by twilio_whatsapp".into()
+            });
+        }
+        if used.contains(&"twilio_voice") {
+            check(errors, self.twilio.voice_from.starts_with('+'), || {
+                "twilio.voice_from: a Twilio voice number in E.164 is required by twilio_voice".into()
+            });
         }
         if used.contains(&"webhook") {
             self.webhook.validate(errors);

@@ -293,7 +293,7 @@ fn every_delivery_problem_is_named() {
     let err = Config::from_sources(text, env(&[("OTPD_DELIVERY__SECONDARY", "twilio")])).unwrap_err();
     let all = err.0.join("\n");
     for needle in [
-        "delivery.provider: must be one of \"outbox\", \"twilio\", \"webhook\", got \"pigeon\"",
+        "delivery.provider: must be one of \"outbox\", \"twilio\", \"twilio_whatsapp\", \"twilio_voice\", \"webhook\", got \"pigeon\"",
         "delivery.email_secondary: must differ from delivery.email_provider",
         "delivery.batch_max_size: must be 1..=10000, got 0",
         "delivery.template_login: must contain {code}",

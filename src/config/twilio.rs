@@ -24,6 +24,14 @@ section! {
         /// Twilio as each message's `StatusCallback` (with `?d=<delivery id>`); empty: no
         /// delivery receipts. Callbacks are checked against it with `X-Twilio-Signature`.
         status_callback_url: String = String::new(),
+        /// The WhatsApp sender (E.164) of `twilio_whatsapp`; messages go `whatsapp:<number>`.
+        whatsapp_from: String = String::new(),
+        /// A pre-approved WhatsApp template (`HX…` Content SID) with the code as variable 1:
+        /// business-initiated WhatsApp messages must use one. Empty: the SMS body is sent
+        /// (only accepted inside a 24-hour session the user opened).
+        whatsapp_content_sid: String = String::new(),
+        /// The caller id (E.164) of `twilio_voice`, which calls and reads the code out.
+        voice_from: String = String::new(),
     }
 }
 

@@ -85,10 +85,17 @@ pub fn start(
                     .map_err(|error| DeliveryError::Outbox { path: outbox_path.to_owned(), error })?;
                 ProviderSpec { provider: outbox, concurrency: 1 }
             }
-            "twilio" => ProviderSpec {
-                provider: Arc::new(twilio::Twilio::new(sections.twilio)?),
-                concurrency: sections.twilio.concurrency,
-            },
+            "twilio" | "twilio_whatsapp" | "twilio_voice" => {
+                let kind = match name {
+                    "twilio_whatsapp" => twilio::Kind::WhatsApp,
+                    "twilio_voice" => twilio::Kind::Voice,
+                    _ => twilio::Kind::Sms,
+                };
+                ProviderSpec {
+                    provider: Arc::new(twilio::Twilio::of(sections.twilio, kind)?),
+                    concurrency: sections.twilio.concurrency,
+                }
+            }
             "webhook" => ProviderSpec {
                 provider: Arc::new(webhook::Webhook::new(sections.webhook)?),
                 concurrency: sections.webhook.concurrency,
@@ -104,7 +111,8 @@ pub fn start(
     let route = |primary: &str, secondary: &str| {
         [primary, secondary].into_iter().filter(|n| !n.is_empty()).map(str::to_owned).collect::<Vec<_>>()
     };
-    let routes = Routes { sms: route(&d.provider, &d.secondary), email: route(&d.email_provider, &d.email_secondary) };
+    let sms = d.sms_route().into_iter().map(str::to_owned).collect();
+    let routes = Routes { sms, email: route(&d.email_provider, &d.email_secondary) };
     let templates = d.templates()?;
     Ok(DispatchHandle::new(d.dispatch(), providers, &routes, templates, audit, clock)?)
 }
@@ -113,6 +121,7 @@ pub fn start(
 /// node's "listening" line, which tools wait for first).
 pub fn log_routes(d: &DeliveryConfig, outbox_path: &Path) {
     let join = |a: &str, b: &str| if b.is_empty() { a.to_owned() } else { format!("{a} → {b}") };
+    let sms = d.sms_route().join(" → ");
     if d.providers_in_use().contains(&"outbox") {
         tracing::info!(
             outbox = %outbox_path.display(),
@@ -120,7 +129,7 @@ pub fn log_routes(d: &DeliveryConfig, outbox_path: &Path) {
         );
     }
     tracing::info!(
-        sms = %join(&d.provider, &d.secondary),
+        sms = %sms,
         email = %join(&d.email_provider, &d.email_secondary),
         "delivery routes (primary → failover)"
     );

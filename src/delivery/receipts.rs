@@ -56,11 +56,16 @@ pub fn webhook_signed(secret: &str, body: &[u8], header: &str) -> bool {
 /// neither (ignored, not an error: Twilio adds states).
 pub fn status_of(word: &str) -> Option<ReceiptStatus> {
     Some(match word {
+        // Messages (SMS, WhatsApp).
         "accepted" | "queued" | "scheduled" | "sending" => ReceiptStatus::Accepted,
         "sent" => ReceiptStatus::Sent,
         "delivered" | "read" => ReceiptStatus::Delivered,
         "undelivered" => ReceiptStatus::Undelivered,
         "failed" | "canceled" => ReceiptStatus::Failed,
+        // Calls: answered and read out, or not.
+        "initiated" | "ringing" | "in-progress" => ReceiptStatus::Sent,
+        "completed" => ReceiptStatus::Delivered,
+        "busy" | "no-answer" => ReceiptStatus::Undelivered,
         _ => return None,
     })
 }

@@ -25,6 +25,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use otpd_actors::actors::dispatch::{Delivery, Provider, SendError, SendResult};
+use otpd_actors::rules::identifier::Via;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
@@ -32,9 +33,21 @@ use serde::Deserialize;
 use super::{SetupError, http_client, read_capped, retry_after, transport_error};
 use crate::config::TwilioConfig;
 
+/// What a Twilio provider sends: a text message, a WhatsApp message, or a voice call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Sms,
+    WhatsApp,
+    Voice,
+}
+
 pub struct Twilio {
+    kind: Kind,
     client: reqwest::Client,
+    /// `Messages.json`, or `Calls.json` for voice.
     messages_url: String,
+    /// `whatsapp_content_sid`.
+    content_sid: Option<String>,
     user: String,
     secret: String,
     sender: Sender,
@@ -74,20 +87,30 @@ const BUSY_ERRORS: &[u32] = &[20429, 20500, 20503];
 
 impl Twilio {
     pub fn new(config: &TwilioConfig) -> Result<Twilio, SetupError> {
+        Twilio::of(config, Kind::Sms)
+    }
+
+    /// A provider of `kind`: WhatsApp sends from `whatsapp:<whatsapp_from>`, voice calls from
+    /// `voice_from` through the Calls API.
+    pub fn of(config: &TwilioConfig, kind: Kind) -> Result<Twilio, SetupError> {
         let secret = config.auth_token.as_ref().map(|s| s.0.clone()).ok_or(SetupError::TwilioAuthToken)?;
         let user = if config.api_key_sid.is_empty() { config.account_sid.clone() } else { config.api_key_sid.clone() };
-        let sender = if config.messaging_service_sid.is_empty() {
-            Sender::From(config.from.clone())
-        } else {
-            Sender::Service(config.messaging_service_sid.clone())
+        let sender = match kind {
+            Kind::WhatsApp => Sender::From(format!("whatsapp:{}", config.whatsapp_from)),
+            Kind::Voice => Sender::From(config.voice_from.clone()),
+            Kind::Sms if config.messaging_service_sid.is_empty() => Sender::From(config.from.clone()),
+            Kind::Sms => Sender::Service(config.messaging_service_sid.clone()),
         };
+        let resource = if kind == Kind::Voice { "Calls" } else { "Messages" };
         Ok(Twilio {
+            kind,
             client: http_client()?,
             messages_url: format!(
-                "{}/2010-04-01/Accounts/{}/Messages.json",
+                "{}/2010-04-01/Accounts/{}/{resource}.json",
                 config.base_url.trim_end_matches('/'),
                 config.account_sid
             ),
+            content_sid: Some(config.whatsapp_content_sid.clone()).filter(|s| !s.is_empty() && kind == Kind::WhatsApp),
             user,
             secret,
             sender,
@@ -102,7 +125,19 @@ impl Twilio {
         };
         let form = {
             let mut form = form_urlencoded::Serializer::new(String::new());
-            form.append_pair("To", d.message.to.as_str()).append_pair(sender_key, sender).append_pair("Body", &d.body);
+            match self.kind {
+                Kind::Sms => form.append_pair("To", d.message.to.as_str()),
+                Kind::WhatsApp => form.append_pair("To", &format!("whatsapp:{}", d.message.to.as_str())),
+                Kind::Voice => form.append_pair("To", d.message.to.as_str()),
+            };
+            form.append_pair(sender_key, sender);
+            match (self.kind, &self.content_sid) {
+                (Kind::Voice, _) => form.append_pair("Twiml", &twiml(d.message.code.expose())),
+                (Kind::WhatsApp, Some(sid)) => form
+                    .append_pair("ContentSid", sid)
+                    .append_pair("ContentVariables", &serde_json::json!({ "1": d.message.code.expose() }).to_string()),
+                _ => form.append_pair("Body", &d.body),
+            };
             if let Some(url) = &self.status_callback {
                 form.append_pair("StatusCallback", &format!("{url}?d={}", d.id));
             }
@@ -126,6 +161,18 @@ impl Twilio {
         let error: TwilioError = serde_json::from_slice(&body).unwrap_or_default();
         Err(classify(status, &error, wait))
     }
+}
+
+/// The TwiML of a voice call that reads `code` out character by character, twice, with a
+/// pause between (a code is digits or letters: nothing in it needs XML escaping, and it is
+/// checked to be so).
+pub fn twiml(code: &str) -> String {
+    let spoken: Vec<String> = code.chars().filter(char::is_ascii_alphanumeric).map(String::from).collect();
+    let spoken = spoken.join(", ");
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say>Your verification code is: {spoken}.</Say>\
+         <Pause length=\"1\"/><Say>Again: {spoken}.</Say></Response>"
+    )
 }
 
 /// Maps a non-2xx answer to retryable or permanent (see the module doc).
@@ -155,7 +202,19 @@ pub fn classify(status: StatusCode, error: &TwilioError, retry_after: Option<std
 #[async_trait]
 impl Provider for Twilio {
     fn name(&self) -> &str {
-        "twilio"
+        match self.kind {
+            Kind::Sms => "twilio",
+            Kind::WhatsApp => "twilio_whatsapp",
+            Kind::Voice => "twilio_voice",
+        }
+    }
+
+    fn via(&self) -> Via {
+        match self.kind {
+            Kind::Sms => Via::Sms,
+            Kind::WhatsApp => Via::WhatsApp,
+            Kind::Voice => Via::Voice,
+        }
     }
 
     fn receipts(&self) -> bool {

@@ -4,12 +4,30 @@
 use hyper::StatusCode;
 use otpd_actors::rules::audit::Step;
 use otpd_actors::rules::challenge::Profile;
-use otpd_actors::{EngineError, Registration};
+use otpd_actors::rules::identifier::Via;
+use otpd_actors::{EngineError, Registration, RequestContext};
 
 use super::account::tokens;
 use super::app::{App, Call, Resp, identify, json};
 use super::problem::ApiError;
 use super::wire;
+
+/// The request's context with the `channel` it asked for: one of the ways the SMS route has
+/// (the same answer whatever the identifier, so it tells nothing about accounts).
+fn with_channel(app: &App, call: &Call<'_>, channel: &Option<String>) -> Result<RequestContext, ApiError> {
+    let via = match channel.as_deref() {
+        None => None,
+        Some(text) => {
+            let enabled = app.delivery.as_ref().map(|d| d.vias()).unwrap_or_default();
+            let via = Via::parse(text).filter(|v| enabled.contains(v)).ok_or_else(|| {
+                let names: Vec<&str> = enabled.iter().map(|v| v.as_str()).collect();
+                EngineError::InvalidInput(format!("channel must be one of {names:?} (the ways this node sends codes)"))
+            });
+            Some(via.map_err(|e| call.reject(app, Step::Validate, e))?)
+        }
+    };
+    Ok(RequestContext { via, ..call.ctx.clone() })
+}
 
 /// `POST /v1/register`.
 pub(super) async fn register(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
@@ -29,7 +47,8 @@ pub(super) async fn register(app: &App, call: &Call<'_>) -> Result<Resp, ApiErro
         Ok(Registration { identifier, first_name, last_name, email })
     })();
     let registration = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
-    let receipt = app.engine.register(call.ctx, registration).await?;
+    let ctx = with_channel(app, call, &req.channel)?;
+    let receipt = app.engine.register(&ctx, registration).await?;
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
@@ -37,7 +56,8 @@ pub(super) async fn register(app: &App, call: &Call<'_>) -> Result<Resp, ApiErro
 pub(super) async fn login(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
     let req: wire::LoginRequest = call.json(app)?;
     let identifier = identify(app, &req.phone, &req.email).map_err(|e| call.reject(app, Step::Validate, e))?;
-    let receipt = app.engine.login(call.ctx, identifier).await?;
+    let ctx = with_channel(app, call, &req.channel)?;
+    let receipt = app.engine.login(&ctx, identifier).await?;
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
@@ -45,7 +65,8 @@ pub(super) async fn login(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> 
 pub(super) async fn resend(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
     let req: wire::ResendRequest = call.json(app)?;
     let identifier = identify(app, &req.phone, &req.email).map_err(|e| call.reject(app, Step::Validate, e))?;
-    let receipt = app.engine.resend(call.ctx, identifier, req.purpose.into()).await?;
+    let ctx = with_channel(app, call, &req.channel)?;
+    let receipt = app.engine.resend(&ctx, identifier, req.purpose.into()).await?;
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 

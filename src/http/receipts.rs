@@ -51,7 +51,7 @@ pub(super) async fn twilio_status(app: &App, call: &Call<'_>) -> Result<Resp, Ap
     }
     let delivery = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "d").and_then(|(_, v)| v.parse().ok());
     let value = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let status = value("MessageStatus").and_then(status_of);
+    let status = value("MessageStatus").or(value("CallStatus")).and_then(status_of);
     let error = value("ErrorCode").and_then(|c| c.parse().ok());
     report(app, "twilio", delivery, status, error).await
 }

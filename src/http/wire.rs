@@ -44,6 +44,10 @@ pub struct RegisterRequest {
     /// 1 to 100 characters (surrounding spaces are trimmed), no control characters.
     #[schema(min_length = 1, max_length = 100, examples("Lovelace"))]
     pub last_name: String,
+    /// How the code reaches a phone: `sms`, `whatsapp` or `voice`, each only if the operator put
+    /// its provider on the SMS route (else 400); absent: the route's order. Ignored for e-mail.
+    #[schema(examples("sms"))]
+    pub channel: Option<String>,
 }
 
 /// `POST /v1/login`: exactly one of `phone` and `email`.
@@ -55,6 +59,9 @@ pub struct LoginRequest {
     pub phone: Option<String>,
     #[schema(max_length = 254, format = "email", examples("ada@example.com"))]
     pub email: Option<String>,
+    /// `sms`, `whatsapp` or `voice`, as in `RegisterRequest`.
+    #[schema(examples("sms"))]
+    pub channel: Option<String>,
 }
 
 /// `POST /v1/register/verify`, `POST /v1/login/verify`: exactly one of `phone` and `email`,
@@ -118,6 +125,9 @@ pub struct ResendRequest {
     #[schema(max_length = 254, format = "email", examples("ada@example.com"))]
     pub email: Option<String>,
     pub purpose: PurposeWire,
+    /// `sms`, `whatsapp` or `voice`, as in `RegisterRequest`: a resend can take another way.
+    #[schema(examples("voice"))]
+    pub channel: Option<String>,
 }
 
 /// What a code is for.

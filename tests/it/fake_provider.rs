@@ -204,7 +204,8 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         requests.len() - 1
     };
     let fault = state.faults.lock().pop_front().or_else(|| state.always.lock().clone());
-    let twilio = recorded.path.starts_with("/2010-04-01/Accounts/") && recorded.path.ends_with("/Messages.json");
+    let twilio = recorded.path.starts_with("/2010-04-01/Accounts/")
+        && (recorded.path.ends_with("/Messages.json") || recorded.path.ends_with("/Calls.json"));
     let hook = recorded.path == "/hook";
     let (status, doc, retry_after) = match fault {
         Some(Fault::Reset) => return Err(Reset),
@@ -250,19 +251,28 @@ fn call_back(state: &State, r: &Recorded, doc: &Value) {
     let token = state.auth_token.lock().clone();
     let sid = doc["sid"].as_str().unwrap_or_default().to_owned();
     let (to, from) = (r.form("To").unwrap_or_default(), r.form("From").unwrap_or_default());
+    let call = r.path.ends_with("/Calls.json");
     tokio::spawn(async move {
         let client = reqwest::Client::new();
-        for status in ["sent", receipt.status] {
-            let mut form = vec![
-                ("MessageSid".to_owned(), sid.clone()),
-                ("SmsSid".to_owned(), sid.clone()),
-                ("MessageStatus".to_owned(), status.to_owned()),
-                ("SmsStatus".to_owned(), status.to_owned()),
+        // A call reports only its end (Twilio's default StatusCallbackEvent).
+        let statuses = if call { vec![receipt.status] } else { vec!["sent", receipt.status] };
+        for status in statuses {
+            let mut form = if call {
+                vec![("CallSid".to_owned(), sid.clone()), ("CallStatus".to_owned(), status.to_owned())]
+            } else {
+                vec![
+                    ("MessageSid".to_owned(), sid.clone()),
+                    ("SmsSid".to_owned(), sid.clone()),
+                    ("MessageStatus".to_owned(), status.to_owned()),
+                    ("SmsStatus".to_owned(), status.to_owned()),
+                ]
+            };
+            form.extend([
                 ("AccountSid".to_owned(), format!("AC{}", "0".repeat(32))),
                 ("To".to_owned(), to.clone()),
                 ("From".to_owned(), from.clone()),
                 ("ApiVersion".to_owned(), "2010-04-01".to_owned()),
-            ];
+            ]);
             if let (Some(code), true) = (receipt.error_code, status == receipt.status) {
                 form.push(("ErrorCode".to_owned(), code.to_string()));
             }
@@ -295,7 +305,8 @@ pub fn twilio_signature(token: &str, url: &str, form: &[(String, String)]) -> St
 
 fn ok_doc(twilio: bool, hook: bool, r: &Recorded) -> (u16, Value, Option<u64>) {
     if twilio {
-        let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
+        let prefix = if r.path.ends_with("/Calls.json") { "CA" } else { "SM" };
+        let sid = format!("{prefix}{}", uuid::Uuid::new_v4().simple());
         (201, json!({ "sid": sid, "status": "queued", "to": r.form("To"), "body": r.form("Body") }), None)
     } else if hook {
         (200, json!({}), None)

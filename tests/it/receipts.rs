@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::delivery::{TOKEN, code_in, use_twilio};
 use crate::fake_provider::{FakeProvider, Receipt, twilio_signature};
 use crate::support::*;
+use otpd_actors::rules::audit::AuditOutcome;
 
 /// Twilio with receipts at this node's callback URL (a reserved port, so the URL is known
 /// before the node starts), the outbox as the next route, and a receipt timeout.
@@ -222,4 +223,121 @@ async fn the_webhook_reports_receipts_with_its_own_signature() {
     let r = t.post("/v1/register/verify", json!({ "phone": b, "code": code })).await;
     assert_eq!(r.status, 200, "{}", r.raw);
     assert!(t.messages_for(&a).is_empty(), "a was delivered: nothing more sent");
+}
+
+const WHATSAPP_FROM: &str = "+14155238886";
+const VOICE_FROM: &str = "+15005550009";
+const CONTENT_SID: &str = "HX0123456789abcdef0123456789abcdef";
+
+/// SMS, then WhatsApp, then voice on the SMS route, all Twilio, with receipts.
+fn three_ways(c: &mut otpd::config::Config, fake: &FakeProvider, port: u16) {
+    configure(c, fake, port);
+    c.delivery.secondary = "twilio_whatsapp".into();
+    c.delivery.fallback = vec!["twilio_voice".into()];
+    c.twilio.whatsapp_from = WHATSAPP_FROM.into();
+    c.twilio.whatsapp_content_sid = CONTENT_SID.into();
+    c.twilio.voice_from = VOICE_FROM.into();
+}
+
+/// The `<Say>` texts of a TwiML document, parsed by Python's XML parser (an independent
+/// reader: TwiML that is not XML fails here).
+fn say_texts(twiml: &str) -> Vec<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.etree.ElementTree as E; r = E.fromstring(sys.stdin.read()); \
+                      assert r.tag == 'Response'; print('\\n'.join(s.text for s in r.iter('Say')))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test.sh installs it)");
+    child.stdin.take().unwrap().write_all(twiml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the TwiML parses as XML: {twiml}");
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_and_voice_have_twilios_shapes_and_a_channel_picks_the_way() {
+    let fake = FakeProvider::start().await;
+    let t = start_node_with(|c| three_ways(c, &fake, reserved_port())).await;
+    let p = phone(6106);
+
+    // Registration by WhatsApp: the Messages API with whatsapp: addresses and the template.
+    let body = json!({ "phone": p, "first_name": "Ada", "last_name": "Lovelace", "channel": "whatsapp" });
+    assert_eq!(t.post("/v1/register", body).await.status, 202);
+    let w = &fake.wait_requests(1).await[0];
+    assert!(w.path.ends_with("/Messages.json"), "{}", w.path);
+    assert_eq!(w.form("To"), Some(format!("whatsapp:{p}")));
+    assert_eq!(w.form("From").as_deref(), Some(format!("whatsapp:{WHATSAPP_FROM}").as_str()));
+    assert_eq!(w.form("ContentSid").as_deref(), Some(CONTENT_SID));
+    assert_eq!(w.form("Body"), None, "a template, not free text");
+    let vars: serde_json::Value = serde_json::from_str(&w.form("ContentVariables").unwrap()).unwrap();
+    let code = vars["1"].as_str().expect("the code is variable 1").to_owned();
+    assert_eq!(code.len(), 6);
+
+    // A resend by voice: the Calls API, TwiML that reads the new code digit by digit, twice.
+    t.advance(Duration::from_secs(31));
+    let body = json!({ "phone": p, "purpose": "register", "channel": "voice" });
+    assert_eq!(t.post("/v1/otp/resend", body).await.status, 202);
+    let v = &fake.wait_requests(2).await[1];
+    assert!(v.path.ends_with("/Calls.json"), "{}", v.path);
+    assert_eq!(v.form("To").as_deref(), Some(p.as_str()));
+    assert_eq!(v.form("From").as_deref(), Some(VOICE_FROM));
+    assert!(v.form("StatusCallback").unwrap().contains("?d="));
+    let says = say_texts(&v.form("Twiml").unwrap());
+    assert_eq!(says.len(), 2, "{says:?}");
+    let spoken: Vec<String> = says.iter().map(|s| s.chars().filter(char::is_ascii_digit).collect()).collect();
+    assert_eq!(spoken[0], spoken[1], "read twice");
+    assert!(says[0].contains(", "), "digit by digit: {says:?}");
+    let r = t.post("/v1/register/verify", json!({ "phone": p, "code": spoken[0] })).await;
+    assert_eq!(r.status, 200, "the code read out verifies: {}", r.raw);
+
+    // A way the route does not have is refused, whatever the identifier.
+    let body = json!({ "phone": phone(6107), "channel": "carrier-pigeon" });
+    let r = t.post("/v1/login", body).await;
+    assert_eq!((r.status, r.code()), (400, "invalid_request"), "{}", r.raw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undelivered_sms_goes_on_by_whatsapp_then_an_unanswered_call_ends_it() {
+    let fake = FakeProvider::start().await;
+    fake.receipts(
+        TOKEN,
+        [
+            Some(Receipt { status: "undelivered", error_code: Some(30005) }),
+            Some(Receipt { status: "failed", error_code: Some(63016) }),
+            Some(Receipt { status: "no-answer", error_code: None }),
+        ],
+    );
+    let t = start_node_with(|c| three_ways(c, &fake, reserved_port())).await;
+    let p = phone(6108);
+    assert_eq!(register(&t, &p, "three-ways").await.status, 202);
+    let requests = fake.wait_requests(3).await;
+    let paths: Vec<(&str, Option<String>)> =
+        requests.iter().map(|r| (r.path.rsplit('/').next().unwrap(), r.form("To"))).collect();
+    assert_eq!(
+        paths,
+        [
+            ("Messages.json", Some(p.clone())),
+            ("Messages.json", Some(format!("whatsapp:{p}"))),
+            ("Calls.json", Some(p.clone()))
+        ],
+        "SMS, then WhatsApp, then voice: the route's order"
+    );
+    let events = events_until(&t, "three-ways", "failover").await;
+    let ended = |e: &AuditEvent| e.step == "failover" && e.message.contains("every route of its channel carried it");
+    for _ in 0..500 {
+        let events = t.node.engine.audit_log().by_trace("three-ways", 50).await.unwrap();
+        if events.iter().any(ended) {
+            let failovers = events.iter().filter(|e| e.step == "failover" && e.outcome == AuditOutcome::Ok).count();
+            assert_eq!(failovers, 2, "{events:?}");
+            assert_eq!(fake.requests().len(), 3, "no provider twice");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the last way's no-answer did not end the code's delivery: {events:?}");
 }

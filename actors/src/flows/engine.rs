@@ -54,7 +54,7 @@ use crate::rules::audit::{Api, AuditOutcome, Step};
 use crate::rules::challenge::{Profile, Purpose, VerifyOutcome};
 use crate::rules::clock::{Clock, Timestamp};
 use crate::rules::code::{CodePolicy, Sealed};
-use crate::rules::identifier::{Channel, Identifier, Normalizer};
+use crate::rules::identifier::{Channel, Identifier, Normalizer, Via};
 use crate::rules::ids::{DeviceId, SessionId, TraceId, UserId};
 use crate::rules::keys::{IdentHash, Keys};
 use crate::rules::limits::{
@@ -121,6 +121,9 @@ pub struct RequestContext {
     pub trace_id: TraceId,
     pub client_ip: Option<IpAddr>,
     pub user_agent: Option<Arc<str>>,
+    /// A send's `channel`, when the request named one (the front end checked that the operator
+    /// enabled it).
+    pub via: Option<Via>,
 }
 
 /// A sign-up request.
@@ -458,6 +461,7 @@ impl Engine {
             expires_at,
             trace_id: ctx.trace_id.clone(),
             ident_hash: ident,
+            via: ctx.via.filter(|_| identifier.channel() == Channel::Sms),
         };
         if !deliver {
             // The same work as a real send, and a full queue refuses it alike; nothing is kept.

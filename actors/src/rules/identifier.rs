@@ -32,6 +32,32 @@ pub enum Channel {
     Email,
 }
 
+/// How a code for a phone number travels: a text message, a WhatsApp message, or a voice call
+/// that reads it out. Each is a provider on the SMS route (`delivery.provider`, `secondary`,
+/// `fallback`); a request may ask for one the operator put there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Via {
+    Sms,
+    WhatsApp,
+    Voice,
+}
+
+impl Via {
+    pub const ALL: [Via; 3] = [Via::Sms, Via::WhatsApp, Via::Voice];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Sms => "sms",
+            Via::WhatsApp => "whatsapp",
+            Via::Voice => "voice",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Via> {
+        Via::ALL.into_iter().find(|v| v.as_str() == text)
+    }
+}
+
 impl Channel {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -57,12 +57,9 @@ impl Ledger {
         self.entries.is_empty()
     }
 
-    /// Adds a new message and returns its id (ids grow, so they also order arrivals).
-    pub fn insert(&mut self, message: Arc<OutboundMessage>) -> u64 {
-        self.insert_avoiding(message, 0)
-    }
-
-    /// Adds a message that is not to be routed to the lanes in `tried` (a failover).
+    /// Adds a message and returns its id (ids grow, so they also order arrivals); it is not
+    /// routed to the lanes in `tried` (a failover, or a requested way that starts further down
+    /// the route); 0 for any lane.
     pub fn insert_avoiding(&mut self, message: Arc<OutboundMessage>, tried: u64) -> u64 {
         self.next_id += 1;
         let id = self.next_id;

@@ -73,13 +73,14 @@ use self::ledger::Ledger;
 pub use self::provider::{Delivery, Provider, SendError, SendResult};
 pub use self::receipts::{AllowAll, FailoverGate, FailoverReason, ReceiptAnswer, ReceiptStatus};
 pub use self::shared::DispatcherMsg;
+use self::shared::route_index;
 use self::shared::{Counters, Lane, ProviderCounters, Shared};
 pub use self::template::{Rendered, TemplateTexts, Templates};
 use crate::metrics::{DeliveryMetrics, LaneMetrics};
 use crate::ports::{AuditLog, Held, Notifier, NotifyError, OutboundMessage};
 use crate::rules::breaker::{Breaker, BreakerState};
 use crate::rules::clock::Clock;
-use crate::rules::identifier::Channel;
+use crate::rules::identifier::{Channel, Via};
 
 /// The engine's [`Notifier`] when deliveries go through the dispatcher: bounded, non-blocking
 /// enqueue, plus stats and health. Cheap to clone.
@@ -324,6 +325,18 @@ impl DispatchHandle {
         self.shared.receipt(provider, delivery_id, status, error_code).await
     }
 
+    /// The ways a code can reach a phone here: those of the SMS route's providers, in order.
+    pub fn vias(&self) -> Vec<Via> {
+        let mut out: Vec<Via> = Vec::new();
+        for &lane in &self.shared.routes[0] {
+            let via = self.shared.lanes[lane].provider.via();
+            if !out.contains(&via) {
+                out.push(via);
+            }
+        }
+        out
+    }
+
     /// Messages watched for a receipt now.
     pub fn watched(&self) -> usize {
         self.shared.watches.lock().len()
@@ -346,6 +359,15 @@ impl DispatchHandle {
         if s.closed.load(Ordering::Relaxed) {
             return Err(NotifyError::Closed);
         }
+        // A requested way starts the route at its first provider: those before count as tried.
+        let skip = match message.via {
+            Some(via) => {
+                let route = &s.routes[route_index(message.to.channel())];
+                let first = route.iter().position(|&l| s.lanes[l].provider.via() == via).unwrap_or(0);
+                route[..first].iter().fold(0u64, |m, &l| m | dispatcher::bit(l))
+            }
+            None => 0,
+        };
         let message = Arc::new(message);
         let id = {
             let mut ledger = s.ledger.lock();
@@ -355,7 +377,7 @@ impl DispatchHandle {
                 s.metrics.enqueued(false);
                 return Err(NotifyError::QueueFull);
             }
-            let id = ledger.insert(message);
+            let id = ledger.insert_avoiding(message, skip);
             if !keep {
                 ledger.remove(id);
             }

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::ports::OutboundMessage;
+use crate::rules::identifier::Via;
 
 /// One message as a provider sends it: who receives it and the text they read.
 #[derive(Clone)]
@@ -104,6 +105,12 @@ pub trait Provider: Send + Sync + 'static {
     /// [`super::receipts`]): the dispatcher then watches each message it took.
     fn receipts(&self) -> bool {
         false
+    }
+
+    /// How it carries a code to a phone (a text message unless it says otherwise); a request's
+    /// `channel` starts the SMS route at the first provider of that way.
+    fn via(&self) -> Via {
+        Via::Sms
     }
 
     /// Sends `batch` (never empty, at most [`Provider::max_batch`] long) and returns one result

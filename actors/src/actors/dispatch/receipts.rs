@@ -168,19 +168,23 @@ impl Shared {
         let watch = {
             let mut watches = self.watches.lock();
             let Some(w) = watches.get_mut(&delivery_id) else { return ReceiptAnswer::Ignored };
-            if self.lanes[w.lane].name != provider || now >= w.message.expires_at {
+            // One callback serves a provider's every way (`twilio`: `twilio_whatsapp`, …).
+            let lane = self.lanes[w.lane].name.as_str();
+            let from_it = lane == provider || lane.strip_prefix(provider).is_some_and(|r| r.starts_with('_'));
+            if !from_it || now >= w.message.expires_at {
                 return ReceiptAnswer::Ignored;
             }
             match status {
                 ReceiptStatus::Accepted | ReceiptStatus::Sent => {
                     w.last = status;
-                    crate::metrics::delivery_receipt(provider, &w.message.to, status);
+                    crate::metrics::delivery_receipt(lane, &w.message.to, status);
                     return ReceiptAnswer::Noted;
                 }
                 _ => watches.remove(&delivery_id).expect("just found"),
             }
         };
         let channel = watch.message.to.channel();
+        let provider = self.lanes[watch.lane].name.as_str();
         crate::metrics::delivery_receipt(provider, &watch.message.to, status);
         if status == ReceiptStatus::Delivered {
             crate::metrics::time_to_delivered(provider, channel, now.since(watch.accepted_at));

@@ -285,6 +285,7 @@ mod tests {
             expires_at: Timestamp::from_millis(300_000),
             trace_id: "t".into(),
             ident_hash: IdentHash([1; 16]),
+            via: None,
         };
         (m, text)
     }

@@ -176,6 +176,7 @@ impl Rig {
             expires_at: self.clock.now().plus(Duration::from_secs(300)),
             trace_id: trace.into(),
             ident_hash: IdentHash([7; 16]),
+            via: None,
         }
     }
 
