@@ -5,7 +5,13 @@
 //! ```sh
 //! cargo run --release --example delivery_bench            # full run (~1 min)
 //! cargo run --release --example delivery_bench -- quick   # smaller counts
+//! cargo run --release --example delivery_bench -- receipts  # only the receipts comparison
 //! ```
+//!
+//! 3. Receipts (issue 18): the same in-process provider with delivery receipts off and on,
+//!    alternated. On, the dispatcher watches every message it hands over, and each gets two
+//!    reports (`sent`, then `delivered`) through `DispatchHandle::receipt`, as the callback
+//!    endpoint passes them on; a run ends when every message is final and none is watched.
 //!
 //! 1. Throughput: messages enqueued as fast as the queue takes them (capacity 10 000) until
 //!    all are final, through (a) an in-process provider that accepts instantly (the
@@ -54,6 +60,28 @@ impl Provider for Instant0 {
         1000
     }
     async fn send(&self, batch: &[otpd_actors::actors::dispatch::Delivery]) -> Vec<SendResult> {
+        vec![Ok(()); batch.len()]
+    }
+}
+
+/// Accepts everything at once and says it reports receipts; hands each delivery id over.
+struct Reporting(tokio::sync::mpsc::UnboundedSender<uuid::Uuid>);
+
+#[async_trait]
+impl Provider for Reporting {
+    fn name(&self) -> &str {
+        "null"
+    }
+    fn max_batch(&self) -> usize {
+        1000
+    }
+    fn receipts(&self) -> bool {
+        true
+    }
+    async fn send(&self, batch: &[otpd_actors::actors::dispatch::Delivery]) -> Vec<SendResult> {
+        for d in batch {
+            let _ = self.0.send(d.id);
+        }
         vec![Ok(()); batch.len()]
     }
 }
@@ -131,6 +159,25 @@ fn message(i: u64, clock: &dyn Clock) -> OutboundMessage {
 /// Enqueues `n` messages as fast as the queue accepts them; returns messages per second until
 /// the last is final, and the calls made.
 async fn throughput(provider: Arc<dyn Provider>, batch: usize, concurrency: usize, n: u64) -> (f64, u64) {
+    throughput_with(provider, batch, concurrency, n, None).await
+}
+
+/// Receipts off (`Instant0`) or on (`Reporting`, its ids reported `sent` then `delivered`).
+async fn receipts_round(on: bool, n: u64) -> f64 {
+    if !on {
+        return throughput(Arc::new(Instant0), 100, 4, n).await.0;
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    throughput_with(Arc::new(Reporting(tx)), 100, 4, n, Some(rx)).await.0
+}
+
+async fn throughput_with(
+    provider: Arc<dyn Provider>,
+    batch: usize,
+    concurrency: usize,
+    n: u64,
+    receipts: Option<tokio::sync::mpsc::UnboundedReceiver<uuid::Uuid>>,
+) -> (f64, u64) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = DispatchConfig { batch_max_size: batch, ..DispatchConfig::default() };
     let name = provider.name().to_owned();
@@ -144,6 +191,16 @@ async fn throughput(provider: Arc<dyn Provider>, batch: usize, concurrency: usiz
     )
     .unwrap();
     let (actor, _) = ractor::Actor::spawn(None, handle.actor(), ()).await.unwrap();
+    let reporter = receipts.map(|mut rx| {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            use otpd_actors::actors::dispatch::ReceiptStatus;
+            while let Some(id) = rx.recv().await {
+                handle.receipt("null", id, ReceiptStatus::Sent, None).await;
+                handle.receipt("null", id, ReceiptStatus::Delivered, None).await;
+            }
+        })
+    });
     let start = Instant::now();
     let mut i = 0;
     while i < n {
@@ -156,10 +213,13 @@ async fn throughput(provider: Arc<dyn Provider>, batch: usize, concurrency: usiz
             Err(e) => panic!("{e}"),
         }
     }
-    while handle.stats().delivered < n {
+    while handle.stats().delivered < n || (reporter.is_some() && handle.watched() > 0) {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let secs = start.elapsed().as_secs_f64();
+    if let Some(r) = reporter {
+        r.abort();
+    }
     let calls = handle.stats().providers[0].calls;
     actor.stop(None);
     (n as f64 / secs, calls)
@@ -240,6 +300,18 @@ fn main() -> anyhow::Result<()> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         println!("delivery_bench: {cores} cores, {} build", if cfg!(debug_assertions) { "debug" } else { "release" });
 
+        if std::env::args().any(|a| a == "receipts") {
+            println!("\n## Receipts off and on: in-process provider, batch 100, 4 calls (messages per second)\n");
+            println!("| round | receipts off | receipts on | on / off |");
+            println!("| --- | --- | --- | --- |");
+            let n = 200_000;
+            for round in 1..=3 {
+                let off = receipts_round(false, n).await;
+                let on = receipts_round(true, n).await;
+                println!("| {round} | {off:.0} | {on:.0} | {:.2} |", on / off);
+            }
+            return Ok(());
+        }
         println!("\n## Throughput: messages handed to a fast local provider (per second)\n");
         println!("| provider | batch | concurrency | messages | msg/s | provider calls |");
         println!("| --- | --- | --- | --- | --- | --- |");

@@ -268,6 +268,9 @@ impl DispatcherActor {
                 }
                 entry.attempts += 1;
                 entry.stage = Stage::InFlight(lane);
+                if l.provider.receipts() {
+                    s.watch(entry, lane);
+                }
                 picked.push((id, entry.message.clone(), entry.delivery_id, entry.attempts));
             }
         }
@@ -314,7 +317,12 @@ impl DispatcherActor {
                 let mut ledger = s.ledger.lock();
                 let Some(entry) = ledger.get_mut(id) else { continue };
                 match std::mem::replace(&mut entry.stage, Stage::New) {
-                    Stage::Returned(_, result) => Some((result, entry.attempts)),
+                    Stage::Returned(_, result) => {
+                        if result.is_err() {
+                            s.unwatch(&entry.delivery_id);
+                        }
+                        Some((result, entry.attempts))
+                    }
                     // Already handled (by adoption after a restart): leave it be.
                     other => {
                         entry.stage = other;
@@ -455,18 +463,17 @@ impl Shared {
             Final::Delivered { lane } => {
                 self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 self.metrics.finished(entry.message.to.channel(), MessageOutcome::Delivered);
-                if self.lanes[lane].provider.receipts() {
-                    self.watch(&entry, lane);
-                }
                 let name = &self.lanes[lane].name;
                 (Step::Delivered, AuditOutcome::Ok, format!("handed to {name} on attempt {attempts}"))
             }
             Final::GivenUp(reason) => {
+                self.unwatch(&entry.delivery_id);
                 self.counters.given_up.fetch_add(1, Ordering::Relaxed);
                 self.metrics.finished(entry.message.to.channel(), MessageOutcome::GivenUp);
                 (Step::GivenUp, AuditOutcome::Failed, format!("given up after {attempts} attempt(s): {reason}"))
             }
             Final::Expired(reason) => {
+                self.unwatch(&entry.delivery_id);
                 self.counters.expired.fetch_add(1, Ordering::Relaxed);
                 self.metrics.finished(entry.message.to.channel(), MessageOutcome::Expired);
                 (Step::Expired, AuditOutcome::Failed, format!("{reason} (after {attempts} attempt(s))"))

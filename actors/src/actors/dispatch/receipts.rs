@@ -139,7 +139,9 @@ pub(crate) struct Watch {
 pub(crate) type Watches = rustc_hash::FxHashMap<Uuid, Watch>;
 
 impl Shared {
-    /// Starts watching a message `lane` took (called as it is finished as delivered).
+    /// Starts watching a message as it is handed to `lane`: before the call, so that a report
+    /// the provider sends before its own answer has arrived finds it. A call that fails ends
+    /// the watch ([`Shared::unwatch`]); its retry starts a new one.
     pub(super) fn watch(&self, entry: &Entry, lane: usize) {
         let now = self.clock.now();
         let expires = entry.message.expires_at;
@@ -154,6 +156,12 @@ impl Shared {
             last: ReceiptStatus::Accepted,
         };
         self.watches.lock().insert(entry.delivery_id, watch);
+    }
+
+    /// Stops watching a delivery whose call failed (or whose message ended without a
+    /// provider taking it).
+    pub(super) fn unwatch(&self, delivery_id: &Uuid) {
+        self.watches.lock().remove(delivery_id);
     }
 
     /// A report about a watched message (see the module doc).

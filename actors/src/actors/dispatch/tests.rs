@@ -574,3 +574,44 @@ fn routes_must_name_known_providers() {
         Some("delivery routes: no provider for email".into())
     );
 }
+
+/// A provider that reports receipts, and whose report arrives before its own answer (a fast
+/// carrier): the report must find the message watched.
+struct EarlyReporter {
+    handle: parking_lot::Mutex<Option<DispatchHandle>>,
+    status: ReceiptStatus,
+}
+
+#[async_trait]
+impl Provider for EarlyReporter {
+    fn name(&self) -> &str {
+        "early"
+    }
+    fn receipts(&self) -> bool {
+        true
+    }
+    async fn send(&self, batch: &[Delivery]) -> Vec<SendResult> {
+        let handle = self.handle.lock().clone().expect("set before the first send");
+        for d in batch {
+            assert_eq!(handle.receipt("early", d.id, self.status, None).await, ReceiptAnswer::Delivered);
+        }
+        vec![Ok(()); batch.len()]
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_receipt_that_comes_before_the_providers_answer_is_not_lost() {
+    let provider = Arc::new(EarlyReporter { handle: parking_lot::Mutex::new(None), status: ReceiptStatus::Delivered });
+    let audit = Arc::new(MemoryAudit::default());
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000)));
+    let routes = Routes { sms: vec!["early".into()], email: vec!["early".into()] };
+    let spec = ProviderSpec { provider: provider.clone() as Arc<dyn Provider>, concurrency: 1 };
+    let handle = DispatchHandle::new(config(), vec![spec], &routes, Templates::defaults("Test"), audit, clock.clone())
+        .expect("valid routes");
+    *provider.handle.lock() = Some(handle.clone());
+    let (actor, _) = Actor::spawn(None, handle.actor(), ()).await.expect("the dispatcher starts");
+    let rig = Rig { handle, audit: Arc::new(MemoryAudit::default()), clock, actor };
+    rig.send("early-1");
+    rig.until(Duration::from_secs(5), |s| s.delivered == 1).await;
+    assert_eq!(rig.handle.watched(), 0, "the delivered report ended the watch it found");
+}
