@@ -161,6 +161,25 @@ async fn callbacks_without_the_signature_are_refused_and_unknown_ones_ignored() 
     )
     .await;
     assert_eq!(garbage.status, 415, "{}", garbage.raw);
+    // Authentic, about a message whose code has expired: ignored too.
+    let p = phone(6109);
+    assert_eq!(register(&t, &p, "receipt-expired").await.status, 202);
+    let callback = fake.wait_requests(1).await[0].form("StatusCallback").unwrap();
+    t.advance(Duration::from_secs(301));
+    let late = vec![("MessageSid".to_owned(), "SM2".to_owned()), ("MessageStatus".to_owned(), "delivered".to_owned())];
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&late).finish();
+    let r = t
+        .client
+        .post(&callback)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", twilio_signature(TOKEN, &callback, &late))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let events = t.node.engine.audit_log().by_trace("receipt-expired", 20).await.unwrap();
+    assert!(events.iter().all(|e| e.step != "receipt_delivered"), "an expired code's receipt is ignored: {events:?}");
     let m = metrics(&t).await;
     assert!(
         m.contains(r#"otpd_delivery_callbacks_refused_total{provider="twilio",reason="missing"} 1"#),
