@@ -475,7 +475,7 @@ pub fn compare(reports: &[(String, Report)]) -> (String, Vec<(&'static str, Stri
             categories: names.clone(),
             series: vec![
                 ("otpd".into(), mains.iter().map(|m| m.map_or(0.0, |r| r.requests_per_s)).collect()),
-                ("bare hyper, same run".into(), ceilings.iter().map(|c| c.unwrap_or(0.0)).collect()),
+                ("bare hyper, same run".into(), ceilings.iter().map(|c| c.unwrap_or(f64::NAN)).collect()),
             ],
         }
         .render(),
@@ -539,7 +539,8 @@ pub fn compare(reports: &[(String, Report)]) -> (String, Vec<(&'static str, Stri
                 }),
                 m.map_or("—".into(), |x| format!("{:.3} %", x.error_rate * 100.0)),
                 r.capacity.as_ref().and_then(|c| c.capacity_rate).map_or("—".into(), |v| f(v, 0)),
-                m.map_or("—".into(), |x| f(x.generator.cpu_cores, 2)),
+                m.filter(|x| x.generator.cpu_user_s + x.generator.cpu_system_s > 0.0)
+                    .map_or("— (not recorded)".into(), |x| f(x.generator.cpu_cores, 2)),
             ]
         })
         .collect();

@@ -11,6 +11,8 @@
 //! otpd-loadtest compare before/ after/ --out compared/
 //! ```
 //!
+//! `--pin 1` (any command) keeps the generator on CPU 1, as `taskset -c 1` would.
+//!
 //! See docs/PERFORMANCE.md for the method and the figures measured with it.
 
 mod baseline;
@@ -46,6 +48,10 @@ use crate::stats::RunSummary;
 #[derive(Parser)]
 #[command(name = "otpd-loadtest", version, about = "Load-test harness for otpd")]
 struct Cli {
+    /// Pin this process (the generator) to these CPUs, e.g. `1` or `2-3,6`, before it starts
+    /// its threads (as `taskset -c` would); the node and the baseline belong on others.
+    #[arg(long, global = true)]
+    pin: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -253,6 +259,9 @@ const MAX_RUN: Duration = Duration::from_secs(3600);
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(list) = &cli.pin {
+        pin(&parse_cpu_list(list)?)?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match cli.command {
@@ -312,6 +321,36 @@ async fn world(c: &Common, targets: &[String], mix: &Mix) -> anyhow::Result<(Arc
         out_of_codes: Default::default(),
     };
     Ok((Arc::new(world), sink))
+}
+
+/// `0,2-3` → [0, 2, 3].
+fn parse_cpu_list(list: &str) -> anyhow::Result<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>()?..=b.parse::<usize>()?),
+            None => cpus.push(part.parse()?),
+        }
+    }
+    anyhow::ensure!(!cpus.is_empty() && cpus.iter().all(|&c| c < libc::CPU_SETSIZE as usize), "bad CPU list {list:?}");
+    Ok(cpus)
+}
+
+/// Restricts this process to `cpus` (threads started later inherit it; the runtime sizes
+/// itself to them).
+fn pin(cpus: &[usize]) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it (indices checked
+    // against CPU_SETSIZE above); sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("cannot pin to CPUs {cpus:?}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The options for the baseline's world: no users, so no code source either (with
@@ -681,12 +720,25 @@ fn plan_cmd(args: PlanArgs) -> anyhow::Result<()> {
 }
 
 fn compare(paths: &[PathBuf], out: &std::path::Path) -> anyhow::Result<()> {
+    let dirs: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| if p.is_dir() { p.clone() } else { p.parent().map(PathBuf::from).unwrap_or_default() })
+        .collect();
+    // Each report is named by its folder; by its last two folders when one name is not enough.
+    let last = |d: &PathBuf, n: usize| {
+        let parts: Vec<String> = d.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        parts[parts.len().saturating_sub(n)..].join("/")
+    };
+    let unique = |n: usize| {
+        let names: Vec<String> = dirs.iter().map(|d| last(d, n)).collect();
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        (distinct.len() == names.len()).then_some(names)
+    };
+    let names =
+        unique(1).or_else(|| unique(2)).unwrap_or_else(|| paths.iter().map(|p| p.display().to_string()).collect());
     let mut reports = Vec::new();
-    for p in paths {
-        let report = Report::read(p)?;
-        let dir = if p.is_dir() { p.clone() } else { p.parent().map(PathBuf::from).unwrap_or_default() };
-        let name = dir.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned());
-        reports.push((name, report));
+    for (p, name) in paths.iter().zip(names) {
+        reports.push((name, Report::read(p)?));
     }
     let (page, charts) = html::compare(&reports);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -710,5 +762,17 @@ async fn sms_sink(listen: SocketAddr) -> anyhow::Result<()> {
             eprintln!("{n} messages received");
             last = n;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_read_like_taskset() {
+        assert_eq!(parse_cpu_list("1").unwrap(), vec![1]);
+        assert_eq!(parse_cpu_list("0,2-4").unwrap(), vec![0, 2, 3, 4]);
+        assert!(parse_cpu_list("").is_err() && parse_cpu_list("x").is_err() && parse_cpu_list("99999").is_err());
     }
 }

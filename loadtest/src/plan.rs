@@ -284,7 +284,14 @@ impl Plan {
     /// (quantity, value, how it was derived) rows, shared by the terminal, Markdown and HTML.
     pub fn rows(&self) -> Vec<[String; 3]> {
         let (w, f, s, pc) = (&self.workload, &self.figures, &self.sizing, &self.per_core);
-        let money = |m: u64| format!("{} (price-list currency)", format_money(m));
+        // The shipped price table is in USD (otpd_actors::rules::sms::SHIPPED_PRICES).
+        let money = |m: u64| {
+            if m.is_multiple_of(MONEY_UNITS) {
+                format!("{} USD", grouped((m / MONEY_UNITS) as f64))
+            } else {
+                format!("{} USD", format_money(m))
+            }
+        };
         vec![
             [
                 "sign-ins + sign-ups per day".into(),
@@ -366,7 +373,7 @@ impl Plan {
                 "SMS cost per day".into(),
                 money(f.sms_cost_per_day),
                 format!(
-                    "{} per segment to +{} (otpd_actors::rules::sms price table)",
+                    "{} USD per segment to +{} (otpd_actors::rules::sms shipped prices)",
                     format_money(f.sms_price),
                     w.sms_country
                 ),
@@ -374,7 +381,7 @@ impl Plan {
             [
                 "SMS cost per 30 days".into(),
                 money(f.sms_cost_per_day.saturating_mul(30)),
-                format!("{:.0} currency units per day", f.sms_cost_per_day as f64 / MONEY_UNITS as f64),
+                "30 × the cost per day".into(),
             ],
             [
                 "audit events per day".into(),

@@ -410,7 +410,7 @@ impl BarChart {
         let left = 190.0;
         let pw = WIDTH - left - 90.0;
         let height = TOP + ph + BOTTOM + self.series.len().div_ceil(3) as f64 * 20.0;
-        let x = Axis::fit(self.series.iter().flat_map(|s| s.1.iter().copied()), false, true);
+        let x = Axis::fit(self.series.iter().flat_map(|s| s.1.iter().copied()).filter(|v| v.is_finite()), false, true);
         let px = |v: f64| left + x.frac(v) * pw;
         let mut out = String::new();
         open_svg(&mut out, &self.id, &self.title, height);
@@ -463,8 +463,19 @@ impl BarChart {
                 esc(cat)
             );
             for (i, (label, values)) in self.series.iter().enumerate() {
-                let v = values.get(c).copied().unwrap_or(0.0);
+                let v = values.get(c).copied().unwrap_or(f64::NAN);
                 let y = gy + i as f64 * 16.0;
+                if !v.is_finite() {
+                    // Unknown (an older report, a figure not measured): say so, draw nothing.
+                    let _ = write!(
+                        out,
+                        r#"<text x="{:.1}" y="{:.1}">{}: no figure</text>"#,
+                        left + 4.0,
+                        y + 11.0,
+                        esc(label)
+                    );
+                    continue;
+                }
                 let _ = write!(
                     out,
                     r#"<rect class="bar" x="{left}" y="{y:.1}" width="{:.1}" height="14" fill="url(#{}-p{i})" stroke="{}"><title>{}: {}</title></rect><text x="{:.1}" y="{:.1}">{}</text>"#,
