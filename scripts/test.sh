@@ -18,6 +18,10 @@ missing redis-server && need_pkgs+=(redis-server)
 missing redis-cli && need_pkgs+=(redis-tools)
 # openssl makes the CA and node certificates of the cluster's mutual-TLS test.
 missing openssl && need_pkgs+=(openssl)
+# chromium (headless) and node (its WebSocket drives the DevTools protocol, no npm package)
+# open the load-test harness's HTML reports in a real browser (loadtest/tests/browser/).
+missing chromium && need_pkgs+=(chromium)
+missing node && need_pkgs+=(nodejs)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

@@ -23,6 +23,8 @@ use tokio::sync::Semaphore;
 
 use crate::stats::Outcome;
 
+static APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
 /// One node (or the baseline server) to send to.
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -81,6 +83,18 @@ impl Pool {
         Pool { targets, idle, permits: Arc::new(Semaphore::new(max.max(1))), next: AtomicUsize::new(0), timeout }
     }
 
+    /// Opens up to `per_target` connections to every target and keeps them idle, so that an
+    /// open-loop run does not start with a burst of TCP handshakes (what it measures is the
+    /// steady state; a connection the node closed later is replaced as usual).
+    pub async fn warm(&self, per_target: usize) {
+        let per_target = per_target.min(self.permits.available_permits() / self.targets.len().max(1));
+        for t in 0..self.targets.len() {
+            let missing = per_target.saturating_sub(self.idle[t].lock().len());
+            let opened = futures_util::future::join_all((0..missing).map(|_| self.connect(t))).await;
+            self.idle[t].lock().extend(opened.into_iter().flatten());
+        }
+    }
+
     /// Round-robin over the targets (a list of nodes behaves like a naive load balancer).
     pub fn pick(&self) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed) % self.targets.len()
@@ -96,28 +110,28 @@ impl Pool {
         bearer: Option<&str>,
     ) -> Result<Answer, Outcome> {
         let _permit = self.permits.acquire().await.map_err(|_| Outcome::Transport("pool closed"))?;
-        let mut conn = self.checkout(t).await?;
         let target = &self.targets[t];
         let mut req = Request::builder().method(method).uri(path).header(HOST, target.host.clone());
         if body.is_some() {
-            req = req.header(CONTENT_TYPE, "application/json");
+            req = req.header(CONTENT_TYPE, APPLICATION_JSON.clone());
         }
         if let Some(token) = bearer {
             req = req.header(AUTHORIZATION, format!("Bearer {token}"));
         }
         let req = req.body(Full::new(body.unwrap_or_default())).map_err(|_| Outcome::Transport("bad request"))?;
+        // One timer for the whole exchange (connection, request, answer): a timer per stage
+        // costs the generator a timer-wheel entry each.
         let exchange = async {
+            let mut conn = self.checkout(t).await?;
             let resp = conn.send_request(req).await.map_err(|_| Outcome::Transport("connection reset"))?;
             let status = resp.status();
             let body = resp.into_body().collect().await.map_err(|_| Outcome::Transport("body reset"))?.to_bytes();
+            if !conn.is_closed() {
+                self.idle[t].lock().push(conn);
+            }
             Ok::<_, Outcome>(Answer { status, body })
         };
-        let answer =
-            tokio::time::timeout(self.timeout, exchange).await.map_err(|_| Outcome::Transport("timeout"))??;
-        if !conn.is_closed() {
-            self.idle[t].lock().push(conn);
-        }
-        Ok(answer)
+        tokio::time::timeout(self.timeout, exchange).await.map_err(|_| Outcome::Transport("timeout"))?
     }
 
     /// A connection ready to send on: a pooled one if the node has kept it open, else a new one.
@@ -131,23 +145,18 @@ impl Pool {
             if conn.is_closed() {
                 continue;
             }
-            let ready = tokio::time::timeout(self.timeout, conn.ready()).await;
-            if matches!(ready, Ok(Ok(()))) {
+            if conn.ready().await.is_ok() {
                 return Ok(conn);
             }
         }
         let mut conn = self.connect(t).await?;
-        let ready =
-            tokio::time::timeout(self.timeout, conn.ready()).await.map_err(|_| Outcome::Transport("timeout"))?;
-        ready.map_err(|_| Outcome::Transport("connection closed"))?;
+        conn.ready().await.map_err(|_| Outcome::Transport("connection closed"))?;
         Ok(conn)
     }
 
     async fn connect(&self, t: usize) -> Result<SendRequest<Full<Bytes>>, Outcome> {
-        let stream = tokio::time::timeout(self.timeout, TcpStream::connect(self.targets[t].addr))
-            .await
-            .map_err(|_| Outcome::Transport("connect timeout"))?
-            .map_err(|_| Outcome::Transport("connect refused"))?;
+        let stream =
+            TcpStream::connect(self.targets[t].addr).await.map_err(|_| Outcome::Transport("connect refused"))?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) =
             http1::handshake(TokioIo::new(stream)).await.map_err(|_| Outcome::Transport("handshake failed"))?;

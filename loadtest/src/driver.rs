@@ -1,21 +1,27 @@
 //! Load shapes: open loop at a fixed (or ramping) arrival rate, and closed loop with N
 //! connections. Every run is bounded in time and in scenario instances.
 //!
-//! Open loop works like wrk2: arrival `i` is *intended* at `start + i / rate`; a scheduler
-//! wakes about every millisecond and launches every arrival whose time has come, each stamped
-//! with its intended time, so latency includes any wait the node (or a saturated generator)
-//! imposed. Timer resolution does not skew the measurements.
+//! Open loop works like wrk2: arrival `i` is *intended* at `start + i / rate`. The schedule is
+//! dealt round-robin to a few arrival streams (tasks); each sleeps until its next arrival is
+//! due, launches it stamped with its intended time, and drives every scenario it launched
+//! inside the same task on pooled connections (several per stream: one per scenario in
+//! flight). Latency includes any wait the node (or a saturated generator) imposed, and how late
+//! the generator launched each arrival is recorded on its own (`generator.lag_*`), so timer
+//! resolution does not skew the measurements and a late generator shows.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::scenario::{Mix, World};
 use crate::stats::{Outcome, Recorder, RunSummary};
 
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "mode", rename_all = "kebab-case")]
 pub enum Load {
     /// `rate` arrivals per second, reached linearly over `ramp` (zero: from the start).
@@ -24,10 +30,14 @@ pub enum Load {
     Closed { connections: usize },
 }
 
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Bounds {
     pub duration_s: f64,
     pub max_scenarios: u64,
+    /// Open loop: seconds run at the full rate before the measured run, measuring nothing
+    /// (connections, buffers and the node's caches get to their steady state first).
+    #[serde(default)]
+    pub warmup_s: f64,
 }
 
 /// Most scenario instances in flight in open loop before new arrivals are counted as lost
@@ -42,6 +52,16 @@ pub async fn drive(
     label: &str,
     progress: bool,
 ) -> RunSummary {
+    if let Load::Open { rate, .. } = load {
+        // About the connections the run will keep busy: its rate × a few milliseconds.
+        world.pool.warm((rate * 0.004).clamp(8.0, 256.0) as usize).await;
+        if bounds.warmup_s > 0.0 {
+            let start = Instant::now();
+            let scratch = Arc::new(Recorder::new(start));
+            let warm = Bounds { duration_s: bounds.warmup_s, ..bounds };
+            open_loop(&world, mix, rate, 0.0, warm, &scratch, start).await;
+        }
+    }
     let start = Instant::now();
     let rec = Arc::new(Recorder::new(start));
     let duration = Duration::from_secs_f64(bounds.duration_s);
@@ -72,54 +92,88 @@ async fn open_loop(
     rec: &Arc<Recorder>,
     start: Instant,
 ) {
-    let in_flight = Arc::new(AtomicU64::new(0));
-    let duration = Duration::from_secs_f64(bounds.duration_s);
-    let mut launched = 0u64;
-    // Arrivals by time t: R·t²/(2T) during a ramp of length T, then R·T/2 + R·(t − T).
-    // `time_of(i)` inverts that for arrival i.
-    let time_of = |i: u64| -> f64 {
-        let k = i as f64;
+    let streams = open_streams();
+    let handles: Vec<_> = (0..streams)
+        .map(|s| {
+            let (world, mix, rec) = (world.clone(), mix.clone(), rec.clone());
+            let schedule = Schedule { rate, ramp_s, bounds, start, stream: s, streams };
+            tokio::spawn(async move { arrival_stream(&world, &mix, schedule, &rec).await })
+        })
+        .collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// Arrival streams of an open-loop run: a few per worker thread, so that a stream that is
+/// busy launching or answering does not hold back arrivals due on another.
+fn open_streams() -> u64 {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u64;
+    4 * threads
+}
+
+/// Which arrivals of the run's schedule one stream launches: `stream`, `stream + streams`, …
+#[derive(Clone, Copy)]
+struct Schedule {
+    rate: f64,
+    ramp_s: f64,
+    bounds: Bounds,
+    start: Instant,
+    stream: u64,
+    streams: u64,
+}
+
+impl Schedule {
+    /// Seconds after the start at which arrival `i` of the whole run is due. Arrivals by time
+    /// t: R·t²/(2T) during a ramp of length T, then R·T/2 + R·(t − T); this inverts that.
+    fn time_of(&self, i: u64) -> f64 {
+        let (k, rate, ramp_s) = (i as f64, self.rate, self.ramp_s);
         if ramp_s > 0.0 && k <= rate * ramp_s / 2.0 {
             (2.0 * ramp_s * k / rate).sqrt()
         } else {
             k / rate + ramp_s.max(0.0) / 2.0
         }
-    };
-    let mut handles = Vec::new();
-    loop {
-        let now = Instant::now();
-        if now >= start + duration || launched >= bounds.max_scenarios || world.exhausted() {
+    }
+}
+
+/// One arrival stream: launches its arrivals at their intended times and drives them all
+/// inside this one task (no task spawned per arrival, nothing kept per finished arrival), each
+/// scenario on a pooled connection of its own, so one stream has as many connections busy as
+/// it has arrivals in flight.
+async fn arrival_stream(world: &World, mix: &Mix, schedule: Schedule, rec: &Recorder) {
+    let end = schedule.start + Duration::from_secs_f64(schedule.bounds.duration_s);
+    let cap = (MAX_IN_FLIGHT / schedule.streams).max(1) as usize;
+    let mut in_flight = FuturesUnordered::new();
+    let mut i = schedule.stream;
+    while i < schedule.bounds.max_scenarios && !world.exhausted() {
+        let at = schedule.start + Duration::from_secs_f64(schedule.time_of(i));
+        if at >= end {
             break;
         }
+        // Answer what comes back while waiting for the next arrival's time.
+        let wake = tokio::time::sleep_until(at.into());
+        tokio::pin!(wake);
         loop {
-            let at = start + Duration::from_secs_f64(time_of(launched));
-            if at > now || at >= start + duration || launched >= bounds.max_scenarios {
-                break;
+            tokio::select! {
+                // Answers first: a stream that is behind its schedule still reads what came back.
+                biased;
+                Some(_) = in_flight.next(), if !in_flight.is_empty() => {}
+                () = &mut wake => break,
             }
-            let kind = mix.pick(launched);
-            launched += 1;
-            if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
-                rec.record(
-                    "generator",
-                    at,
-                    Instant::now(),
-                    &Outcome::Transport("generator saturated: arrival dropped"),
-                );
-                continue;
-            }
-            in_flight.fetch_add(1, Ordering::Relaxed);
-            let (world, rec, in_flight) = (world.clone(), rec.clone(), in_flight.clone());
-            handles.push(tokio::spawn(async move {
-                world.run(&rec, kind, at).await;
-                in_flight.fetch_sub(1, Ordering::Relaxed);
-            }));
         }
-        if handles.len() > 100_000 {
-            handles.retain(|h| !h.is_finished());
+        let kind = mix.pick(i);
+        i += schedule.streams;
+        let now = Instant::now();
+        rec.launched(at, now);
+        if in_flight.len() >= cap {
+            rec.record("generator", at, now, &Outcome::Transport("generator saturated: arrival dropped"));
+            continue;
         }
-        tokio::time::sleep(Duration::from_micros(500)).await;
+        in_flight.push(world.run(rec, kind, at));
     }
-    drain(handles, Instant::now()).await;
+    // In-flight scenarios may finish up to 30 s after the end of the run.
+    let drain = async { while in_flight.next().await.is_some() {} };
+    let _ = tokio::time::timeout_at((Instant::now().max(end) + Duration::from_secs(30)).into(), drain).await;
 }
 
 async fn closed_loop(
@@ -195,8 +249,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn streams_share_the_schedule_without_gaps_or_overlaps() {
+        let bounds = Bounds { duration_s: 1.0, max_scenarios: u64::MAX, warmup_s: 0.0 };
+        let start = Instant::now();
+        let whole = Schedule { rate: 1000.0, ramp_s: 0.0, bounds, start, stream: 0, streams: 1 };
+        let s3 = Schedule { stream: 2, streams: 4, ..whole };
+        assert_eq!(s3.time_of(6), whole.time_of(6));
+        assert!((whole.time_of(500) - 0.5).abs() < 1e-9);
+        let ramp = Schedule { ramp_s: 2.0, ..whole };
+        // Half the rate's arrivals over a 2 s ramp: 1000 by t = 2 s, then 1000/s.
+        assert!((ramp.time_of(1000) - 2.0).abs() < 1e-9 && (ramp.time_of(2000) - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn bounds_serialise() {
-        let b = Bounds { duration_s: 1.0, max_scenarios: 5 };
+        let b = Bounds { duration_s: 1.0, max_scenarios: 5, warmup_s: 0.0 };
         assert!(serde_json::to_string(&b).unwrap().contains("max_scenarios"));
     }
 }

@@ -7,7 +7,11 @@
 //!     --slo-p99 10ms --slo-errors 0.001 --out capacity/
 //! otpd-loadtest baseline-server --listen 127.0.0.1:9000
 //! otpd-loadtest sms-sink --listen 127.0.0.1:9100
+//! otpd-loadtest plan --users 10000000 --logins-per-user 2 --peak-factor 10 --slo-p99 100ms
+//! otpd-loadtest compare before/ after/ --out compared/
 //! ```
+//!
+//! `--pin 1` (any command) keeps the generator on CPU 1, as `taskset -c 1` would.
 //!
 //! See docs/PERFORMANCE.md for the method and the figures measured with it.
 
@@ -15,9 +19,12 @@ mod baseline;
 mod client;
 mod codes;
 mod driver;
+mod html;
+mod plan;
 mod report;
 mod scenario;
 mod stats;
+mod svg;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -33,13 +40,18 @@ use parking_lot::Mutex;
 use crate::client::{Pool, Target};
 use crate::codes::Codes;
 use crate::driver::{Bounds, Load};
-use crate::report::{CapacityReport, CapacityStep, Report};
+use crate::plan::{PerCore, Sizing, Workload};
+use crate::report::{CapacityReport, CapacityStep, GeneratorCeiling, Report};
 use crate::scenario::{Identities, Kind, Mix, World};
 use crate::stats::RunSummary;
 
 #[derive(Parser)]
 #[command(name = "otpd-loadtest", version, about = "Load-test harness for otpd")]
 struct Cli {
+    /// Pin this process (the generator) to these CPUs, e.g. `1` or `2-3,6`, before it starts
+    /// its threads (as `taskset -c` would); the node and the baseline belong on others.
+    #[arg(long, global = true)]
+    pin: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -60,6 +72,62 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// Sizes a deployment for a workload: nodes, Redis, ScyllaDB, SMS, audit storage.
+    Plan(PlanArgs),
+    /// Puts two or more reports side by side (the first is the reference): one HTML page.
+    Compare {
+        /// Report folders (or their report.json), oldest first.
+        #[arg(required = true, num_args = 2..)]
+        reports: Vec<PathBuf>,
+        #[arg(long, default_value = "loadtest-compare")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    #[arg(long)]
+    users: f64,
+    /// Sign-ins per user per day.
+    #[arg(long, default_value_t = 1.0)]
+    logins_per_user: f64,
+    #[arg(long, default_value_t = 0.0)]
+    signups_per_day: f64,
+    /// Peak rate ÷ average rate.
+    #[arg(long, default_value_t = 10.0)]
+    peak_factor: f64,
+    /// Share of codes sent by SMS, 0 to 1 (the rest by e-mail).
+    #[arg(long, default_value_t = 1.0)]
+    sms_share: f64,
+    /// Country calling code of the SMS (for the price per segment).
+    #[arg(long, default_value_t = 1)]
+    sms_country: u16,
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    slo_p99: Duration,
+    /// Days the audit trail is kept (`scylla.audit_retention`).
+    #[arg(long, default_value_t = 90.0)]
+    retention_days: f64,
+    /// Plan for at most this share of measured capacity.
+    #[arg(long, default_value_t = plan::HEADROOM)]
+    headroom: f64,
+    #[arg(long, default_value_t = 4)]
+    cores_per_node: u32,
+    /// ScyllaDB replication factor (audit storage on disk).
+    #[arg(long, default_value_t = 3)]
+    replication_factor: u32,
+    #[arg(long, default_value_t = plan::AUDIT_BYTES_PER_EVENT)]
+    audit_bytes: f64,
+    /// Reports (folders or report.json) of send / verify runs or capacity searches to take the
+    /// per-core figures from; without, the shipped defaults. The plan is added to the first
+    /// one's report.html.
+    #[arg(long)]
+    report: Vec<PathBuf>,
+    /// Node cores in those runs (scripts/perf.sh pins the node to one).
+    #[arg(long, default_value_t = 1.0)]
+    node_cores: f64,
+    /// Folder for plan.json and plan.html (default: the first report's folder, if any).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -129,6 +197,10 @@ struct RunArgs {
     /// Open loop: reach the rate linearly over this long.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     ramp: Duration,
+    /// Open loop: run this long at the full rate before the measured run, measuring nothing
+    /// (it uses users and prepared codes like the run does).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
     /// Closed loop: virtual users, each on its own connection.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -163,15 +235,23 @@ struct CapacityArgs {
     /// Length of each step.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     step: Duration,
+    /// Run each step this long at its rate before measuring it (connections, buffers and the
+    /// node's caches reach their steady state first).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
     /// Most steps (the search stops earlier once within 5 %).
     #[arg(long, default_value_t = 12)]
     max_steps: usize,
-    /// Also measure the bare hyper baseline the same way.
-    #[arg(long)]
+    /// Accepted for old scripts: the bare hyper baseline is always measured first now (the
+    /// generator check).
+    #[arg(long, hide = true)]
     baseline: bool,
-    /// CPUs for the baseline server, as for `run`.
+    /// CPUs for the bare hyper server of the generator check, as for `run`.
     #[arg(long)]
     baseline_cpus: Option<String>,
+    /// Length of each step of the generator check.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    generator_step: Duration,
 }
 
 /// Longest a single run may last, whatever the arguments say.
@@ -179,6 +259,9 @@ const MAX_RUN: Duration = Duration::from_secs(3600);
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(list) = &cli.pin {
+        pin(&parse_cpu_list(list)?)?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match cli.command {
@@ -186,6 +269,8 @@ fn main() -> anyhow::Result<()> {
             Cmd::FindCapacity(args) => find_capacity(args).await,
             Cmd::BaselineServer { listen } => baseline::serve(listen).await,
             Cmd::SmsSink { listen } => sms_sink(listen).await,
+            Cmd::Plan(args) => plan_cmd(args),
+            Cmd::Compare { reports, out } => compare(&reports, &out),
         }
     })
 }
@@ -236,6 +321,36 @@ async fn world(c: &Common, targets: &[String], mix: &Mix) -> anyhow::Result<(Arc
         out_of_codes: Default::default(),
     };
     Ok((Arc::new(world), sink))
+}
+
+/// `0,2-3` → [0, 2, 3].
+fn parse_cpu_list(list: &str) -> anyhow::Result<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>()?..=b.parse::<usize>()?),
+            None => cpus.push(part.parse()?),
+        }
+    }
+    anyhow::ensure!(!cpus.is_empty() && cpus.iter().all(|&c| c < libc::CPU_SETSIZE as usize), "bad CPU list {list:?}");
+    Ok(cpus)
+}
+
+/// Restricts this process to `cpus` (threads started later inherit it; the runtime sizes
+/// itself to them).
+fn pin(cpus: &[usize]) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside it (indices checked
+    // against CPU_SETSIZE above); sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("cannot pin to CPUs {cpus:?}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The options for the baseline's world: no users, so no code source either (with
@@ -315,9 +430,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(_) => bail!("--rate must be positive"),
         None => Load::Closed { connections: args.connections },
     };
-    let bounds = Bounds { duration_s: duration.as_secs_f64(), max_scenarios: args.max_scenarios };
+    let warmup_s = args.warmup.min(MAX_RUN).as_secs_f64();
+    let bounds = Bounds { duration_s: duration.as_secs_f64(), max_scenarios: args.max_scenarios, warmup_s };
     let verify_codes = c.prepare.unwrap_or(match load {
-        Load::Open { rate, .. } => (rate * duration.as_secs_f64()).ceil() as usize,
+        Load::Open { rate, .. } => (rate * (duration.as_secs_f64() + warmup_s)).ceil() as usize,
         Load::Closed { .. } => 20_000,
     });
 
@@ -331,17 +447,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let (w, _) = world(c, &c.target, &mix).await?;
+    let node_version = node_version(&w).await;
     let setup_summary = setup(&w, c, &mix, verify_codes).await;
     let label = format!("otpd {}", mix_label(&mix));
     let summary = driver::drive(w.clone(), &mix, load, bounds, &label, !c.quiet).await;
 
-    let report = Report {
+    let mut report = Report {
         baseline_ratio: baseline.as_ref().map(|b| Report::ratio(b, &summary)),
         baseline,
         runs: vec![summary],
         codes_delivered: w.codes.delivered(),
         ..Report::new(c.target.clone(), mix, load, bounds, setup_summary)
     };
+    report.machine.node_version = node_version;
     report.write(&c.out)?;
     print!("{}", report.markdown());
     eprintln!("report written to {}", c.out.display());
@@ -356,21 +474,37 @@ fn mix_label(mix: &Mix) -> String {
         .join(",")
 }
 
-/// Doubles the rate until the SLO breaks, then bisects between the last pass and the first
-/// failure until they are within 5 % (or `max_steps` runs).
+/// Where a search starts and what it may try; steps above `credit_limit_rps` requests/s
+/// never count as meeting the SLO (they would measure the generator).
+struct Range {
+    start: f64,
+    min: f64,
+    max: f64,
+    step: Duration,
+    credit_limit_rps: Option<f64>,
+}
+
+/// From `start`, doubles the rate while the SLO holds (up to `max`) or halves it while it
+/// breaks (down to `min`), then bisects between the last pass and the first failure until they
+/// are within 5 % (or `max_steps` runs).
 async fn search(
     w: &Arc<World>,
     mix: &Mix,
     args: &CapacityArgs,
     label: &str,
     runs: &mut Vec<RunSummary>,
+    range: Range,
 ) -> CapacityReport {
     let slo_ms = args.slo_p99.as_secs_f64() * 1000.0;
     let mut steps = Vec::new();
     let (mut best, mut worst): (Option<f64>, Option<f64>) = (None, None);
-    let mut rate = args.min_rate.max(1.0);
+    let mut rate = range.start.max(1.0);
     for _ in 0..args.max_steps {
-        let bounds = Bounds { duration_s: args.step.min(MAX_RUN).as_secs_f64(), max_scenarios: u64::MAX };
+        let bounds = Bounds {
+            duration_s: range.step.min(MAX_RUN).as_secs_f64(),
+            max_scenarios: u64::MAX,
+            warmup_s: args.warmup.min(MAX_RUN).as_secs_f64(),
+        };
         let summary = driver::drive(
             w.clone(),
             mix,
@@ -380,21 +514,33 @@ async fn search(
             !args.common.quiet,
         )
         .await;
-        let meets = summary.overall.p99_ms < slo_ms && summary.error_rate < args.slo_errors && summary.requests > 0;
+        let beyond = range.credit_limit_rps.is_some_and(|limit| summary.requests_per_s > limit);
+        let meets =
+            summary.overall.p99_ms < slo_ms && summary.error_rate < args.slo_errors && summary.requests > 0 && !beyond;
         eprintln!(
-            "{label}: offered {rate:.0}/s → {:.0} req/s, p99 {:.2} ms, errors {:.3} % → {}",
+            "{label}: offered {rate:.0}/s → {:.0} req/s, p99 {:.2} ms, errors {:.3} %, generator {:.2} cores, lag p99 {:.2} ms → {}",
             summary.requests_per_s,
             summary.overall.p99_ms,
             summary.error_rate * 100.0,
-            if meets { "meets SLO" } else { "misses SLO" }
+            summary.generator.cpu_cores,
+            summary.generator.lag_p99_ms,
+            if beyond {
+                "not counted: more than half the generator's ceiling"
+            } else if meets {
+                "meets SLO"
+            } else {
+                "misses SLO"
+            }
         );
         steps.push(CapacityStep {
             offered_rate: rate,
             achieved_rps: summary.requests_per_s,
             p50_ms: summary.overall.p50_ms,
             p99_ms: summary.overall.p99_ms,
+            p999_ms: summary.overall.p999_ms,
             error_rate: summary.error_rate,
             meets_slo: meets,
+            beyond_generator: beyond,
         });
         runs.push(summary);
         if meets {
@@ -403,49 +549,204 @@ async fn search(
             worst = Some(worst.map_or(rate, |x: f64| x.min(rate)));
         }
         rate = match (best, worst) {
-            (Some(b), None) if b >= args.max_rate => break,
-            (Some(b), None) => (b * 2.0).min(args.max_rate),
-            (None, Some(_)) => break,
+            (Some(b), None) if b >= range.max => break,
+            (Some(b), None) => (b * 2.0).min(range.max),
+            (None, Some(x)) if x / 2.0 < range.min => break,
+            (None, Some(x)) => x / 2.0,
             (Some(b), Some(x)) if (x - b) / b <= 0.05 => break,
             (Some(b), Some(x)) => (b + x) / 2.0,
             (None, None) => break,
         };
     }
-    CapacityReport { slo_p99_ms: slo_ms, slo_max_error_rate: args.slo_errors, steps, capacity_rate: best }
+    // The upper bound came from the generator, not from the node, when the lowest failing
+    // step is one that was not counted.
+    let generator_limited = steps
+        .iter()
+        .filter(|s| !s.meets_slo)
+        .min_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate))
+        .is_some_and(|s| s.beyond_generator);
+    CapacityReport {
+        slo_p99_ms: slo_ms,
+        slo_max_error_rate: args.slo_errors,
+        steps,
+        capacity_rate: best,
+        generator: None,
+        generator_limited,
+    }
+}
+
+/// The generator's own open-loop ceiling at this SLO: the search of `ping` against a bare
+/// hyper server (on `--baseline-cpus`). It starts near where today's ceiling is, and goes no
+/// higher than needed to credit the node search's `--max-rate` (twice the requests/s that
+/// rate makes, and a tenth more).
+async fn generator_ceiling(args: &CapacityArgs, mix: &Mix) -> anyhow::Result<(GeneratorCeiling, Vec<RunSummary>)> {
+    let c = &args.common;
+    let server = BaselineProcess::start(args.baseline_cpus.as_deref())?;
+    let (bw, _) = world(&baseline_common(c), std::slice::from_ref(&server.url), &Mix::single(Kind::Ping)).await?;
+    let max = 2.2 * args.max_rate * f64::from(mix.max_requests_per_scenario());
+    let range = Range { start: max.min(32_000.0), min: 1.0, max, step: args.generator_step, credit_limit_rps: None };
+    let mut runs = Vec::new();
+    let found = search(&bw, &Mix::single(Kind::Ping), args, "generator check: bare hyper", &mut runs, range).await;
+    let at_best = found
+        .steps
+        .iter()
+        .zip(&runs)
+        .filter(|(s, _)| s.meets_slo)
+        .max_by(|a, b| a.0.offered_rate.total_cmp(&b.0.offered_rate));
+    let ceiling_rps = at_best.map(|(s, _)| s.achieved_rps);
+    let ceiling = GeneratorCeiling {
+        lower_bound: found.capacity_rate.is_some_and(|r| r >= max),
+        limit_rps: ceiling_rps.unwrap_or(0.0) / 2.0,
+        cpu_cores_at_ceiling: at_best.map_or(0.0, |(_, r)| r.generator.cpu_cores),
+        ceiling_rps,
+        steps: found.steps,
+    };
+    Ok((ceiling, runs))
 }
 
 async fn find_capacity(args: CapacityArgs) -> anyhow::Result<()> {
     let c = &args.common;
     let mix = mix_of(c)?;
-    let mut runs = Vec::new();
-    let mut baseline_capacity = None;
-    if args.baseline {
-        let server = BaselineProcess::start(args.baseline_cpus.as_deref())?;
-        let (bw, _) = world(&baseline_common(c), std::slice::from_ref(&server.url), &Mix::single(Kind::Ping)).await?;
-        let mut bruns = Vec::new();
-        baseline_capacity = Some(search(&bw, &Mix::single(Kind::Ping), &args, "bare hyper baseline", &mut bruns).await);
-    }
+    let (generator, generator_runs) = generator_ceiling(&args, &mix).await?;
+    eprintln!("{}", report::generator_sentence(&generator));
     let (w, _) = world(c, &c.target, &mix).await?;
-    let verify_codes = c.prepare.unwrap_or((args.max_rate.min(50_000.0) * args.step.as_secs_f64()) as usize);
+    let node_version = node_version(&w).await;
+    let verify_codes =
+        c.prepare.unwrap_or((args.max_rate.min(50_000.0) * (args.step + args.warmup).as_secs_f64()) as usize);
     let setup_summary = setup(&w, c, &mix, verify_codes).await;
-    let capacity = search(&w, &mix, &args, &format!("otpd {}", mix_label(&mix)), &mut runs).await;
-    if let (Some(b), Some(n)) = (baseline_capacity.as_ref().and_then(|b| b.capacity_rate), capacity.capacity_rate) {
-        eprintln!("capacity: otpd {n:.0}/s vs bare hyper {b:.0}/s (×{:.3})", n / b);
-    }
+    let mut runs = Vec::new();
+    let range = Range {
+        start: args.min_rate,
+        min: args.min_rate,
+        max: args.max_rate,
+        step: args.step,
+        credit_limit_rps: Some(generator.limit_rps),
+    };
+    let mut capacity = if generator.ceiling_rps.is_some() {
+        search(&w, &mix, &args, &format!("otpd {}", mix_label(&mix)), &mut runs, range).await
+    } else {
+        CapacityReport {
+            slo_p99_ms: args.slo_p99.as_secs_f64() * 1000.0,
+            slo_max_error_rate: args.slo_errors,
+            steps: Vec::new(),
+            capacity_rate: None,
+            generator: None,
+            generator_limited: true,
+        }
+    };
+    // Beside the node's run at its capacity: the bare hyper run of the check nearest that rate.
+    let near = capacity.capacity_rate.unwrap_or(args.min_rate);
+    let baseline = generator
+        .steps
+        .iter()
+        .zip(generator_runs)
+        .min_by(|a, b| (a.0.offered_rate - near).abs().total_cmp(&(b.0.offered_rate - near).abs()))
+        .map(|(_, run)| run);
+    capacity.generator = Some(generator);
+    eprintln!("{}", report::capacity_sentence(&capacity));
     let load = Load::Open { rate: capacity.capacity_rate.unwrap_or(0.0), ramp_s: 0.0 };
-    let bounds = Bounds { duration_s: args.step.as_secs_f64(), max_scenarios: u64::MAX };
-    let report = Report {
+    let bounds =
+        Bounds { duration_s: args.step.as_secs_f64(), max_scenarios: u64::MAX, warmup_s: args.warmup.as_secs_f64() };
+    let mut report = Report {
         runs,
+        baseline,
         capacity: Some(capacity),
         codes_delivered: w.codes.delivered(),
         ..Report::new(c.target.clone(), mix, load, bounds, setup_summary)
     };
+    report.machine.node_version = node_version;
     report.write(&c.out)?;
-    if let Some(b) = baseline_capacity {
-        std::fs::write(c.out.join("baseline-capacity.json"), serde_json::to_vec_pretty(&b)?)?;
-    }
     print!("{}", report.markdown());
     eprintln!("report written to {}", c.out.display());
+    Ok(())
+}
+
+/// The node's version from its OpenAPI document (empty if it does not serve one).
+async fn node_version(w: &World) -> String {
+    match w.pool.send(0, hyper::Method::GET, "/openapi.json", None, None).await {
+        Ok(answer) => answer
+            .json()
+            .and_then(|v| v.pointer("/info/version").and_then(|v| v.as_str()).map(str::to_owned))
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+fn plan_cmd(args: PlanArgs) -> anyhow::Result<()> {
+    anyhow::ensure!((0.0..=1.0).contains(&args.sms_share), "--sms-share is a share: 0 to 1");
+    anyhow::ensure!(args.headroom > 0.0 && args.headroom <= 1.0, "--headroom is a share: above 0, at most 1");
+    anyhow::ensure!(args.peak_factor >= 1.0, "--peak-factor is peak ÷ average: at least 1");
+    let reports = args.report.iter().map(|p| Report::read(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let per_core =
+        if reports.is_empty() { PerCore::shipped() } else { PerCore::from_reports(&reports, args.node_cores) };
+    let workload = Workload {
+        users: args.users,
+        logins_per_user_per_day: args.logins_per_user,
+        signups_per_day: args.signups_per_day,
+        peak_factor: args.peak_factor,
+        sms_share: args.sms_share,
+        sms_country: args.sms_country,
+        slo_p99_ms: args.slo_p99.as_secs_f64() * 1000.0,
+        retention_days: args.retention_days,
+    };
+    let sizing = Sizing {
+        headroom: args.headroom,
+        cores_per_node: args.cores_per_node,
+        replication_factor: args.replication_factor,
+        audit_bytes_per_event: args.audit_bytes,
+    };
+    let plan = plan::plan(workload, per_core, sizing);
+    print!("{}", plan.table());
+    let report_dir = args
+        .report
+        .first()
+        .map(|p| if p.is_dir() { p.clone() } else { p.parent().map(PathBuf::from).unwrap_or_default() });
+    let Some(out) = args.out.or(report_dir) else { return Ok(()) };
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("plan.json"), serde_json::to_vec_pretty(&plan)?)?;
+    if let Some(mut first) = reports.into_iter().next() {
+        first.plan = Some(plan);
+        first.write(&out)?;
+        eprintln!("plan added to {}", out.join("report.html").display());
+    } else {
+        let page = format!(
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>otpd sizing plan</title></head><body>{}</body></html>\n",
+            plan.html()
+        );
+        std::fs::write(out.join("plan.html"), page)?;
+        eprintln!("plan written to {}", out.join("plan.html").display());
+    }
+    Ok(())
+}
+
+fn compare(paths: &[PathBuf], out: &std::path::Path) -> anyhow::Result<()> {
+    let dirs: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| if p.is_dir() { p.clone() } else { p.parent().map(PathBuf::from).unwrap_or_default() })
+        .collect();
+    // Each report is named by its folder; by its last two folders when one name is not enough.
+    let last = |d: &PathBuf, n: usize| {
+        let parts: Vec<String> = d.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        parts[parts.len().saturating_sub(n)..].join("/")
+    };
+    let unique = |n: usize| {
+        let names: Vec<String> = dirs.iter().map(|d| last(d, n)).collect();
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        (distinct.len() == names.len()).then_some(names)
+    };
+    let names =
+        unique(1).or_else(|| unique(2)).unwrap_or_else(|| paths.iter().map(|p| p.display().to_string()).collect());
+    let mut reports = Vec::new();
+    for (p, name) in paths.iter().zip(names) {
+        reports.push((name, Report::read(p)?));
+    }
+    let (page, charts) = html::compare(&reports);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("compare.html"), page)?;
+    for (name, svg) in charts {
+        std::fs::write(out.join(format!("{name}.svg")), svg)?;
+    }
+    eprintln!("comparison written to {}", out.join("compare.html").display());
     Ok(())
 }
 
@@ -461,5 +762,17 @@ async fn sms_sink(listen: SocketAddr) -> anyhow::Result<()> {
             eprintln!("{n} messages received");
             last = n;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_read_like_taskset() {
+        assert_eq!(parse_cpu_list("1").unwrap(), vec![1]);
+        assert_eq!(parse_cpu_list("0,2-4").unwrap(), vec![0, 2, 3, 4]);
+        assert!(parse_cpu_list("").is_err() && parse_cpu_list("x").is_err() && parse_cpu_list("99999").is_err());
     }
 }

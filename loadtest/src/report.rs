@@ -1,47 +1,123 @@
-//! The report a planner can use: `report.json` (everything, machine-readable), `report.md`
-//! (the summary tables), and SVG charts (`latency.svg`, `throughput.svg`, and for
-//! find-capacity `capacity.svg`), all written to one output folder.
+//! The report a planner can use, all in one output folder: `report.html` (one self-contained
+//! page: charts, tables, the sizing plan when one was made), `report.json` (everything,
+//! machine-readable; `compare` and `plan` read it back), `report.md` (the summary tables) and
+//! the charts as SVG files.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use plotters::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::driver::{Bounds, Load};
+use crate::plan::Plan;
 use crate::scenario::Mix;
 use crate::stats::RunSummary;
 
 /// One step of a find-capacity search.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CapacityStep {
     pub offered_rate: f64,
     pub achieved_rps: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    #[serde(default)]
+    pub p999_ms: f64,
     pub error_rate: f64,
     pub meets_slo: bool,
+    /// The step asked for more requests/s than half the generator's own ceiling: whatever it
+    /// measured, it does not count as meeting the SLO.
+    #[serde(default)]
+    pub beyond_generator: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CapacityReport {
     pub slo_p99_ms: f64,
     pub slo_max_error_rate: f64,
     pub steps: Vec<CapacityStep>,
     /// Highest offered arrival rate that met the SLO.
     pub capacity_rate: Option<f64>,
+    /// The generator's own open-loop ceiling, measured first against the bare hyper server.
+    #[serde(default)]
+    pub generator: Option<GeneratorCeiling>,
+    /// The search stopped at half the generator's ceiling, not at the node's limit: the node's
+    /// capacity is at least `capacity_rate`, and this harness on this machine cannot say more.
+    #[serde(default)]
+    pub generator_limited: bool,
+}
+
+/// The generator's open-loop ceiling: the same search against the bare hyper server, whose
+/// own cost per request is a few microseconds, so what stops it is mostly the generator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GeneratorCeiling {
+    pub steps: Vec<CapacityStep>,
+    /// Requests/s achieved at the highest offered rate that met the SLO (None: none did).
+    pub ceiling_rps: Option<f64>,
+    /// The most requests/s a node step may be credited with: half the ceiling.
+    pub limit_rps: f64,
+    /// CPU the generator used, per second, at the ceiling step (1.0 = one core).
+    #[serde(default)]
+    pub cpu_cores_at_ceiling: f64,
+    /// The check met the SLO at the highest rate it needed to try: the ceiling is higher.
+    #[serde(default)]
+    pub lower_bound: bool,
+}
+
+/// The machine the harness ran on, and what it ran.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Machine {
+    pub hostname: String,
+    pub cpu_model: String,
+    /// CPUs this process may run on (its affinity), and CPUs online.
+    pub cpus_usable: usize,
+    pub cpus_online: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    /// The node's version, from its `/openapi.json` (empty when it did not answer).
+    pub node_version: String,
+}
+
+impl Machine {
+    /// Reads /proc (Linux); what it cannot read stays empty.
+    pub fn here() -> Machine {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let cpuinfo = read("/proc/cpuinfo");
+        let field = |name: &str| {
+            cpuinfo
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let mem_kib: f64 = read("/proc/meminfo")
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        Machine {
+            hostname: read("/proc/sys/kernel/hostname").trim().to_owned(),
+            cpu_model: field("model name"),
+            cpus_usable: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpus_online: cpuinfo.lines().filter(|l| l.starts_with("processor")).count(),
+            memory_gib: mem_kib / 1024.0 / 1024.0,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+            node_version: String::new(),
+        }
+    }
 }
 
 /// Node throughput and latency relative to the bare hyper baseline measured in the same run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ratio {
     pub throughput: f64,
     pub p50_latency: f64,
     pub p99_latency: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub tool: String,
     pub started_at: String,
@@ -57,6 +133,11 @@ pub struct Report {
     pub baseline_ratio: Option<Ratio>,
     pub capacity: Option<CapacityReport>,
     pub codes_delivered: u64,
+    #[serde(default)]
+    pub machine: Machine,
+    /// A sizing plan made from this run's figures (`otpd-loadtest plan --report`).
+    #[serde(default)]
+    pub plan: Option<Plan>,
 }
 
 impl Report {
@@ -78,6 +159,8 @@ impl Report {
             baseline_ratio: None,
             capacity: None,
             codes_delivered: 0,
+            machine: Machine::here(),
+            plan: None,
         }
     }
 
@@ -90,18 +173,21 @@ impl Report {
         }
     }
 
+    /// Reads a `report.json` back (a folder holding one, or the file).
+    pub fn read(path: &Path) -> anyhow::Result<Report> {
+        let file = if path.is_dir() { path.join("report.json") } else { path.to_owned() };
+        let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is not a report.json", file.display()))
+    }
+
+    /// Writes report.json, report.md, report.html and each chart as an SVG file.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(self)?)?;
         std::fs::write(dir.join("report.md"), self.markdown())?;
-        let mut series: Vec<&RunSummary> = self.baseline.iter().collect();
-        series.extend(self.runs.iter());
-        if !series.is_empty() {
-            latency_chart(&dir.join("latency.svg"), &series)?;
-            throughput_chart(&dir.join("throughput.svg"), &series)?;
-        }
-        if let Some(c) = &self.capacity {
-            capacity_chart(&dir.join("capacity.svg"), c)?;
+        std::fs::write(dir.join("report.html"), crate::html::report(self))?;
+        for (name, svg) in crate::html::charts(self) {
+            std::fs::write(dir.join(format!("{name}.svg")), svg)?;
         }
         Ok(())
     }
@@ -119,11 +205,22 @@ impl Report {
         };
         let _ = writeln!(
             md,
-            "* load: {load}; bounded to {:.0} s and {} scenarios",
-            self.bounds.duration_s, self.bounds.max_scenarios
+            "* load: {load}; bounded to {:.0} s and {} scenarios, after {:.0} s of unmeasured warm-up (open loop)",
+            self.bounds.duration_s, self.bounds.max_scenarios, self.bounds.warmup_s
         );
-        let _ =
-            writeln!(md, "* machine: {} CPUs; codes delivered to the harness: {}\n", self.cpus, self.codes_delivered);
+        let m = &self.machine;
+        let _ = writeln!(
+            md,
+            "* machine: {} ({}), {} of {} CPUs usable, {:.1} GiB, Linux {}; node version {}",
+            m.hostname,
+            m.cpu_model,
+            m.cpus_usable.max(self.cpus),
+            m.cpus_online,
+            m.memory_gib,
+            m.kernel,
+            if m.node_version.is_empty() { "unknown" } else { &m.node_version }
+        );
+        let _ = writeln!(md, "* codes delivered to the harness: {}\n", self.codes_delivered);
         if let Some(s) = &self.setup {
             let _ = writeln!(
                 md,
@@ -142,6 +239,9 @@ impl Report {
             );
         }
         if let Some(c) = &self.capacity {
+            if let Some(g) = &c.generator {
+                let _ = writeln!(md, "{}\n", generator_sentence(g));
+            }
             let _ = writeln!(
                 md,
                 "## Find capacity (SLO: p99 < {} ms, errors < {:.2} %)\n",
@@ -150,30 +250,66 @@ impl Report {
             );
             let _ = writeln!(
                 md,
-                "| offered /s | achieved req/s | p50 ms | p99 ms | errors | meets SLO |\n| ---: | ---: | ---: | ---: | ---: | :---: |"
+                "| offered /s | achieved req/s | p50 ms | p99 ms | p99.9 ms | errors | meets SLO |\n| ---: | ---: | ---: | ---: | ---: | ---: | :---: |"
             );
             for s in &c.steps {
                 let _ = writeln!(
                     md,
-                    "| {:.0} | {:.0} | {:.2} | {:.2} | {:.3} % | {} |",
+                    "| {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} % | {} |",
                     s.offered_rate,
                     s.achieved_rps,
                     s.p50_ms,
                     s.p99_ms,
+                    s.p999_ms,
                     s.error_rate * 100.0,
-                    if s.meets_slo { "yes" } else { "no" }
+                    step_verdict(s)
                 );
             }
-            match c.capacity_rate {
-                Some(r) => {
-                    let _ = writeln!(md, "\n**Capacity: {r:.0} arrivals/s** meet the SLO.\n");
-                }
-                None => {
-                    let _ = writeln!(md, "\n**No tested rate met the SLO.**\n");
-                }
-            }
+            let _ = writeln!(md, "\n**{}**\n", capacity_sentence(c));
+        }
+        if let Some(plan) = &self.plan {
+            md.push_str(&plan.markdown());
         }
         md
+    }
+}
+
+/// "yes", "no", or why a step did not count.
+pub fn step_verdict(s: &CapacityStep) -> &'static str {
+    match (s.beyond_generator, s.meets_slo) {
+        (true, _) => "not counted: beyond half the generator's ceiling",
+        (false, true) => "yes",
+        (false, false) => "no",
+    }
+}
+
+/// What the generator check found, in one sentence.
+pub fn generator_sentence(g: &GeneratorCeiling) -> String {
+    match g.ceiling_rps {
+        Some(c) => format!(
+            "Generator check: against the bare hyper server, open loop, the generator met the SLO up to {}{c:.0} req/s \
+             (using {:.2} cores there), so no node step above {:.0} req/s (half) is credited.",
+            if g.lower_bound { "at least " } else { "" },
+            g.cpu_cores_at_ceiling,
+            g.limit_rps
+        ),
+        None => "Generator check: the generator could not meet the SLO even against the bare hyper server at the \
+                 lowest rate tried: no node capacity can be reported from this machine."
+            .to_owned(),
+    }
+}
+
+/// The search's verdict, in one sentence.
+pub fn capacity_sentence(c: &CapacityReport) -> String {
+    match (c.capacity_rate, c.generator_limited) {
+        (Some(r), true) => format!(
+            "Capacity: at least {r:.0} arrivals/s meet the SLO. Higher rates were not measured: they would ask more \
+             than half of what this generator can send (see the generator check), so they would measure the \
+             generator, not the node."
+        ),
+        (Some(r), false) => format!("Capacity: {r:.0} arrivals/s meet the SLO."),
+        (None, true) => "No rate could be credited: even the lowest would measure the generator.".to_owned(),
+        (None, false) => "No tested rate met the SLO.".to_owned(),
     }
 }
 
@@ -190,6 +326,12 @@ fn run_table(run: &RunSummary) -> String {
         run.error_rate * 100.0,
         run.scenarios_ok,
         run.scenarios_failed
+    );
+    let g = &run.generator;
+    let _ = writeln!(
+        md,
+        "Generator: {:.2} cores of CPU (user {:.1} s, system {:.1} s); launch lag p50 / p99 / max {:.2} / {:.2} / {:.2} ms over {} arrivals.\n",
+        g.cpu_cores, g.cpu_user_s, g.cpu_system_s, g.lag_p50_ms, g.lag_p99_ms, g.lag_max_ms, g.arrivals
     );
     let _ = writeln!(md, "| step | requests | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |");
     let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
@@ -208,85 +350,4 @@ fn run_table(run: &RunSummary) -> String {
     }
     md.push('\n');
     md
-}
-
-const COLOURS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
-
-fn latency_chart(path: &Path, runs: &[&RunSummary]) -> anyhow::Result<()> {
-    let max_t = runs.iter().map(|r| r.timeline.len()).max().unwrap_or(1).max(1) as f64;
-    let max_y = runs.iter().flat_map(|r| r.timeline.iter().map(|p| p.p99_ms)).fold(0.1_f64, f64::max) * 1.1;
-    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("latency percentiles over time", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..max_t, 0f64..max_y)?;
-    chart.configure_mesh().x_desc("seconds").y_desc("ms").draw()?;
-    for (i, run) in runs.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        for (q, style) in [("p50", colour.stroke_width(1)), ("p99", colour.stroke_width(3))] {
-            let pts = run.timeline.iter().map(|p| (p.second as f64, if q == "p50" { p.p50_ms } else { p.p99_ms }));
-            chart
-                .draw_series(LineSeries::new(pts, style))?
-                .label(format!("{} {q}", run.label))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
-        }
-    }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
-    root.present()?;
-    Ok(())
-}
-
-fn throughput_chart(path: &Path, runs: &[&RunSummary]) -> anyhow::Result<()> {
-    let max_t = runs.iter().map(|r| r.timeline.len()).max().unwrap_or(1).max(1) as f64;
-    let max_y = runs.iter().flat_map(|r| r.timeline.iter().map(|p| p.requests as f64)).fold(1.0_f64, f64::max) * 1.1;
-    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("throughput over time", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..max_t, 0f64..max_y)?;
-    chart.configure_mesh().x_desc("seconds").y_desc("requests / s").draw()?;
-    for (i, run) in runs.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        let pts = run.timeline.iter().map(|p| (p.second as f64, p.requests as f64));
-        chart
-            .draw_series(LineSeries::new(pts, colour.stroke_width(2)))?
-            .label(run.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
-    }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
-    root.present()?;
-    Ok(())
-}
-
-fn capacity_chart(path: &Path, c: &CapacityReport) -> anyhow::Result<()> {
-    let max_x = c.steps.iter().map(|s| s.achieved_rps).fold(1.0_f64, f64::max) * 1.1;
-    let max_y = c.steps.iter().map(|s| s.p99_ms).fold(c.slo_p99_ms, f64::max) * 1.1;
-    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("throughput vs p99 latency (find-capacity)", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..max_x, 0f64..max_y)?;
-    chart.configure_mesh().x_desc("achieved requests / s").y_desc("p99 ms").draw()?;
-    let mut steps = c.steps.clone();
-    steps.sort_by(|a, b| a.achieved_rps.total_cmp(&b.achieved_rps));
-    chart.draw_series(LineSeries::new(steps.iter().map(|s| (s.achieved_rps, s.p99_ms)), BLUE.stroke_width(2)))?;
-    chart.draw_series(steps.iter().map(|s| {
-        Circle::new((s.achieved_rps, s.p99_ms), 5, if s.meets_slo { GREEN.filled() } else { RED.filled() })
-    }))?;
-    chart
-        .draw_series(LineSeries::new([(0.0, c.slo_p99_ms), (max_x, c.slo_p99_ms)], RED.stroke_width(1)))?
-        .label(format!("SLO p99 {} ms", c.slo_p99_ms))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
-    root.present()?;
-    Ok(())
 }

@@ -4,13 +4,17 @@
 //! Latency is measured from the *intended* start of a request (open loop: its slot in the
 //! arrival schedule), not from when the generator got round to sending it, so a stalled server
 //! cannot hide its stall by slowing the generator down (coordinated omission).
+//!
+//! The generator watches itself too: how late it launched each open-loop arrival (its lag
+//! behind the schedule) and the CPU this process used over the run (`getrusage`), so a report
+//! shows when the numbers measure the generator rather than the node.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Highest latency recorded exactly (longer ones are clamped): one minute, in microseconds.
 const MAX_MICROS: u64 = 60_000_000;
@@ -49,11 +53,14 @@ struct State {
     failed: u64,
     scenarios_ok: u64,
     scenarios_failed: u64,
+    /// Open loop: how late each arrival was launched after its intended time.
+    lag: Histogram<u64>,
 }
 
 /// Shared by every task of a run.
 pub struct Recorder {
     start: Instant,
+    cpu_at_start: CpuTime,
     state: Mutex<State>,
 }
 
@@ -61,6 +68,7 @@ impl Recorder {
     pub fn new(start: Instant) -> Self {
         Recorder {
             start,
+            cpu_at_start: CpuTime::now(),
             state: Mutex::new(State {
                 steps: BTreeMap::new(),
                 errors: BTreeMap::new(),
@@ -69,6 +77,7 @@ impl Recorder {
                 failed: 0,
                 scenarios_ok: 0,
                 scenarios_failed: 0,
+                lag: histogram(),
             }),
         }
     }
@@ -106,6 +115,12 @@ impl Recorder {
         sec.errors += u64::from(failed);
     }
 
+    /// Records that an open-loop arrival meant for `intended` was launched at `launched`.
+    pub fn launched(&self, intended: Instant, launched: Instant) {
+        let micros = launched.saturating_duration_since(intended).as_micros().clamp(1, MAX_MICROS as u128) as u64;
+        self.state.lock().lag.saturating_record(micros);
+    }
+
     /// Records a whole scenario instance's fate.
     pub fn scenario(&self, ok: bool) {
         let mut s = self.state.lock();
@@ -124,6 +139,7 @@ impl Recorder {
 
     /// Freezes the measurements into a report section.
     pub fn summary(&self, label: &str, elapsed: Duration) -> RunSummary {
+        let cpu = CpuTime::now().since(self.cpu_at_start);
         let s = self.state.lock();
         let secs = elapsed.as_secs_f64().max(1e-9);
         let mut total = histogram();
@@ -162,7 +178,39 @@ impl Recorder {
             steps,
             errors_by_kind: s.errors.clone(),
             timeline,
+            generator: GeneratorStats {
+                cpu_user_s: cpu.user_s,
+                cpu_system_s: cpu.system_s,
+                cpu_cores: (cpu.user_s + cpu.system_s) / secs,
+                arrivals: s.lag.len(),
+                lag_p50_ms: ms(s.lag.value_at_quantile(0.50)),
+                lag_p99_ms: ms(s.lag.value_at_quantile(0.99)),
+                lag_max_ms: ms(s.lag.max()),
+            },
         }
+    }
+}
+
+/// CPU time this process has used (every thread), from `getrusage(RUSAGE_SELF)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuTime {
+    pub user_s: f64,
+    pub system_s: f64,
+}
+
+impl CpuTime {
+    pub fn now() -> CpuTime {
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        // SAFETY: getrusage only writes into the struct we pass; a zeroed rusage is valid.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+            return CpuTime::default();
+        }
+        CpuTime { user_s: secs(usage.ru_utime), system_s: secs(usage.ru_stime) }
+    }
+
+    pub fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime { user_s: self.user_s - earlier.user_s, system_s: self.system_s - earlier.system_s }
     }
 }
 
@@ -170,8 +218,11 @@ fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
+/// The quantiles each step's latency distribution is reported at (the chart's x axis).
+pub const QUANTILES: [f64; 11] = [0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9999, 1.0];
+
 /// Latency and throughput of one step.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepSummary {
     pub step: String,
     pub requests: u64,
@@ -183,6 +234,9 @@ pub struct StepSummary {
     pub p999_ms: f64,
     pub max_ms: f64,
     pub mean_ms: f64,
+    /// Latency (ms) at each of [`QUANTILES`], in order.
+    #[serde(default)]
+    pub distribution: Vec<(f64, f64)>,
 }
 
 impl StepSummary {
@@ -198,11 +252,12 @@ impl StepSummary {
             p999_ms: ms(h.value_at_quantile(0.999)),
             max_ms: ms(h.max()),
             mean_ms: h.mean() / 1000.0,
+            distribution: QUANTILES.iter().map(|&q| (q, ms(h.value_at_quantile(q)))).collect(),
         }
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TimelinePoint {
     pub second: u64,
     pub requests: u64,
@@ -213,8 +268,23 @@ pub struct TimelinePoint {
     pub max_ms: f64,
 }
 
+/// What the generator itself did during a run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GeneratorStats {
+    /// CPU this process used over the run, user and kernel, in seconds.
+    pub cpu_user_s: f64,
+    pub cpu_system_s: f64,
+    /// CPU used per second of the run (1.0 = one core busy all the time).
+    pub cpu_cores: f64,
+    /// Open loop: arrivals launched, and how late after their intended time (0 in closed loop).
+    pub arrivals: u64,
+    pub lag_p50_ms: f64,
+    pub lag_p99_ms: f64,
+    pub lag_max_ms: f64,
+}
+
 /// Everything measured in one run against one target.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
     pub label: String,
     pub duration_s: f64,
@@ -228,6 +298,8 @@ pub struct RunSummary {
     pub steps: Vec<StepSummary>,
     pub errors_by_kind: BTreeMap<String, u64>,
     pub timeline: Vec<TimelinePoint>,
+    #[serde(default)]
+    pub generator: GeneratorStats,
 }
 
 #[cfg(test)]
@@ -251,5 +323,31 @@ mod tests {
         assert_eq!(s.errors_by_kind["me: reset"], 1);
         assert_eq!(s.timeline.len(), 1);
         assert_eq!(s.timeline[0].requests, 3);
+        let d = &login.distribution;
+        assert_eq!(d.len(), QUANTILES.len());
+        assert!((d.last().unwrap().1 - 50.0).abs() < 0.1 && (d[0].1 - 10.0).abs() < 0.1, "{d:?}");
+    }
+
+    #[test]
+    fn lag_is_launch_time_minus_intended_time() {
+        let start = Instant::now();
+        let r = Recorder::new(start);
+        r.launched(start, start + Duration::from_millis(3));
+        r.launched(start, start + Duration::from_millis(1));
+        let s = r.summary("t", Duration::from_secs(1));
+        assert_eq!(s.generator.arrivals, 2);
+        assert!((s.generator.lag_max_ms - 3.0).abs() < 0.01, "{:?}", s.generator);
+    }
+
+    #[test]
+    fn cpu_time_counts_work_done_by_this_process() {
+        let before = CpuTime::now();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(std::hint::black_box(i));
+        }
+        std::hint::black_box(x);
+        let used = CpuTime::now().since(before);
+        assert!(used.user_s + used.system_s > 0.0, "{used:?}");
     }
 }

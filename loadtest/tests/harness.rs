@@ -1,6 +1,8 @@
 //! The harness against a real node started by the test, on loopback only: a short bounded
 //! run whose report parses and accounts for every request, and a find-capacity search that
-//! ends within its bound.
+//! ends within its bound; and its HTML reports in a real browser (`browser/`).
+
+mod browser;
 
 use std::process::Command;
 use std::sync::Arc;
