@@ -9,7 +9,8 @@
 //! * [`identifier`]: E.164 and e-mail normalisation; [`device_key`]: device public keys,
 //!   signatures and the device rules;
 //! * [`limits`]: the anti-abuse policy and the plan of checks every limiter applies;
-//!   [`sms`]: how many segments (billed messages) an SMS body takes;
+//!   [`sms`]: how many segments (billed messages) an SMS body takes; [`locale`]: which
+//!   language a message is written in;
 //! * [`refresh`]: the refresh-token format; [`ids`]: account, session and device ids;
 //! * [`audit`]: the audit trail's vocabulary (API, outcome), shared by the audit record and
 //!   the metric labels;
@@ -27,6 +28,7 @@ pub mod identifier;
 pub mod ids;
 pub mod keys;
 pub mod limits;
+pub mod locale;
 pub mod refresh;
 pub mod refusals;
 pub mod sms;
