@@ -153,6 +153,7 @@ fn message(i: u64, clock: &dyn Clock) -> OutboundMessage {
         trace_id: i.to_string().into(),
         ident_hash: IdentHash([1; 16]),
         via: None,
+        locale: None,
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otpd_actors::actors::cluster::ClusterError;
-use otpd_actors::actors::dispatch::DispatchHandle;
+use otpd_actors::actors::dispatch::{DispatchHandle, Templates};
 use otpd_actors::actors::shard::ShardConfig;
 use otpd_actors::flows::engine::StartError;
 use otpd_actors::rules::clock::{Clock, SystemClock};
@@ -128,8 +128,9 @@ impl Node {
     }
 }
 
-/// The engine's view of the configuration.
-pub fn engine_config(config: &Config) -> Result<EngineConfig, CodeLengthError> {
+/// The engine's view of the configuration; `templates` are the dispatcher's, whose locales
+/// and segments the engine chooses and prices sends by.
+pub fn engine_config(config: &Config, templates: &Templates) -> Result<EngineConfig, CodeLengthError> {
     let otp = &config.otp;
     let code = CodePolicy::new(otp.code_length, otp.alphabet)?;
     Ok(EngineConfig {
@@ -148,12 +149,8 @@ pub fn engine_config(config: &Config) -> Result<EngineConfig, CodeLengthError> {
         session_ttl: config.tokens.session_ttl.0,
         reveal_accounts: otp.reveal_accounts,
         refusal_window: config.engine.audit_refusal_window.0,
-        // The templates were checked with the rest of the configuration.
-        sms_segments: config
-            .delivery
-            .templates()
-            .map(|t| t.sms_segments(usize::from(otp.code_length), otp.lifetime.0))
-            .unwrap_or_default(),
+        locales: templates.locales().clone(),
+        sms_segments: templates.sms_segments(usize::from(otp.code_length), otp.lifetime.0),
         devices: DevicePolicy {
             max_per_user: config.devices.max_per_user,
             enrol_max_auth_age: config.devices.enrol_max_auth_age.0,
@@ -231,8 +228,14 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         dispatcher: Some(delivery.actor()),
     };
     let started_at = clock.now();
-    let engine =
-        Engine::start(engine_config(config)?, Keys::from_master(&secrets.master), clock, normalizer, ports).await?;
+    let engine = Engine::start(
+        engine_config(config, delivery.templates())?,
+        Keys::from_master(&secrets.master),
+        clock,
+        normalizer,
+        ports,
+    )
+    .await?;
     delivery.set_failover_gate(engine.failover_gate());
     let tokens = TokenService::new(&secrets.signing, &config.tokens)?;
     if let Some(settings) = cluster

@@ -37,6 +37,7 @@ use crate::rules::identifier::{Identifier, Via};
 use crate::rules::ids::{DeviceId, SessionId, TraceId, UserId};
 use crate::rules::keys::IdentHash;
 use crate::rules::limits::{Decision, DestinationChange, DestinationState, LimitRequest, SmsTarget, Subject};
+use crate::rules::locale::Locale;
 
 /// An account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,6 +429,9 @@ pub struct OutboundMessage {
     pub ident_hash: IdentHash,
     /// The way the request asked for (a phone number only): the route starts at its provider.
     pub via: Option<Via>,
+    /// The language to write it in (`rules::locale`): the engine's choice, which the
+    /// templates render when they have it; `None`: the templates choose (country, default).
+    pub locale: Option<Locale>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use otpd_actors::actors::dispatch::DispatchConfig;
-use otpd_actors::actors::dispatch::template;
+use otpd_actors::actors::dispatch::template::{self, Kind};
 use otpd_actors::rules::backoff::Backoff;
 use otpd_actors::rules::breaker::BreakerConfig;
+use otpd_actors::rules::locale::Locale;
 
+use super::locales;
 use super::value::{Dur, check, section};
 
 section! {
@@ -52,17 +54,27 @@ section! {
         breaker_failures: u32 = BreakerConfig::DEFAULT.failures,
         /// How long an open breaker sends the provider's traffic elsewhere before a probe.
         breaker_open_for: Dur = Dur(BreakerConfig::DEFAULT.open_for),
-        /// Host for the origin-bound last line of SMS (`@example.com #123456`, WebOTP / SMS
-        /// Retriever); empty: no such line.
+        /// Host for the origin-bound last line of SMS (`@example.com #123456`, read by WebOTP
+        /// and iOS AutoFill); empty: no such line.
         origin: String = String::new(),
-        /// Body of a registration code (placeholders: {code}, {app_name}, {lifetime}, {minutes}).
-        template_register: String = template::DEFAULT_REGISTER.into(),
-        /// Body of a login code.
-        template_login: String = template::DEFAULT_LOGIN.into(),
-        /// Body of a resent code (either purpose).
-        template_resend: String = template::DEFAULT_RESEND.into(),
-        /// Subject of a code sent by e-mail.
-        email_subject: String = template::DEFAULT_EMAIL_SUBJECT.into(),
+        /// The Android app's SMS Retriever hash (11 characters of `[A-Za-z0-9+/]`), put last in
+        /// every SMS (after the origin line's code); empty: none.
+        android_app_hash: String = String::new(),
+        /// Locale of messages when the request names none the templates have and the number's
+        /// country does not choose one (a shipped locale or one of `locales_dir`).
+        default_locale: String = "en".into(),
+        /// Directory of `<tag>.toml` message files that add locales or override shipped ones
+        /// (docs/USING.md); unset: the shipped locales only.
+        locales_dir: Option<PathBuf> = None,
+        /// English body of a registration code (placeholders: {code}, {app_name}, {lifetime},
+        /// {minutes}); unset: the shipped text (`locales/en.toml`).
+        template_register: Option<String> = None,
+        /// English body of a login code; unset: the shipped text.
+        template_login: Option<String> = None,
+        /// English body of a resent code (either purpose); unset: the shipped text.
+        template_resend: Option<String> = None,
+        /// English subject of a code sent by e-mail; unset: the shipped text.
+        email_subject: Option<String> = None,
     }
 }
 
@@ -116,33 +128,50 @@ impl DeliveryConfig {
             "delivery.breaker_open_for: must be more than zero".into()
         });
         let templates = [
-            ("template_register", &self.template_register, true),
-            ("template_login", &self.template_login, true),
-            ("template_resend", &self.template_resend, true),
-            ("email_subject", &self.email_subject, false),
+            ("template_register", &self.template_register, Kind::Body),
+            ("template_login", &self.template_login, Kind::Body),
+            ("template_resend", &self.template_resend, Kind::Body),
+            ("email_subject", &self.email_subject, Kind::Subject),
         ];
-        for (name, text, body) in templates {
-            if let Err(e) = template::check_template(name, text, body) {
+        for (name, text, kind) in templates {
+            if let Some(text) = text
+                && let Err(e) = template::check_template(name, text, kind)
+            {
                 errors.push(format!("delivery.{e}"));
             }
         }
-        if !self.origin.trim().is_empty()
-            && let Err(e) = template::check_origin(self.origin.trim())
-        {
+        if let Err(e) = template::SmsLines::new(&self.origin, &self.android_app_hash) {
             errors.push(format!("delivery.{e}"));
         }
         check(errors, !self.app_name.trim().is_empty(), || "delivery.app_name: must not be empty".into());
+        match (self.catalogue(), Locale::parse(&self.default_locale)) {
+            (Err(problems), _) => errors.extend(problems),
+            (Ok(_), Err(e)) => errors.push(format!("delivery.default_locale: {e}, got {:?}", self.default_locale)),
+            (Ok(catalogue), Ok(default)) => check(errors, catalogue.iter().any(|(l, _)| *l == default), || {
+                let tags: Vec<String> = catalogue.iter().map(|(l, _)| l.to_string()).collect();
+                format!("delivery.default_locale: no templates for {default:?} (there are: {})", tags.join(", "))
+            }),
+        }
     }
 
-    /// The message templates, parsed.
-    pub fn templates(&self) -> Result<template::Templates, template::TemplateError> {
-        let texts = template::TemplateTexts {
-            register: self.template_register.clone(),
-            login: self.template_login.clone(),
-            resend: self.template_resend.clone(),
-            email_subject: self.email_subject.clone(),
+    /// The catalogue of message texts: shipped, `locales_dir`, then the `template_*` keys.
+    fn catalogue(&self) -> Result<Vec<(Locale, template::TemplateTexts)>, Vec<String>> {
+        let english = locales::EnglishOverrides {
+            register: self.template_register.as_deref(),
+            login: self.template_login.as_deref(),
+            resend: self.template_resend.as_deref(),
+            email_subject: self.email_subject.as_deref(),
         };
-        template::Templates::new(&self.app_name, &texts, Some(self.origin.as_str()))
+        locales::load(self.locales_dir.as_deref(), &english)
+    }
+
+    /// The message templates of every locale, parsed.
+    pub fn templates(&self) -> Result<template::Templates, template::TemplateError> {
+        let catalogue = self.catalogue().map_err(|problems| template::TemplateError::Catalogue(problems.join("; ")))?;
+        let default = Locale::parse(&self.default_locale)
+            .map_err(|e| template::TemplateError::Catalogue(format!("default_locale: {e}")))?;
+        let lines = template::SmsLines::new(&self.origin, &self.android_app_hash)?;
+        template::Templates::new(&self.app_name, &catalogue, &default, lines)
     }
 
     /// The SMS route, primary first.

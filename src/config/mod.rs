@@ -20,6 +20,7 @@ mod engine;
 mod http;
 mod identifiers;
 mod limits;
+pub mod locales;
 mod node;
 mod otp;
 mod redis;

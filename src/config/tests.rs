@@ -530,3 +530,29 @@ fn the_sms_budget_is_on_by_default_and_configured_in_currency() {
     let typo = Config::from_sources("[limits.sms_budget]\ndayly = 5", env(&[])).unwrap_err().0.join("\n");
     assert!(typo.contains("unknown field `dayly`"), "{typo}");
 }
+
+#[test]
+fn locales_and_the_app_hash_are_checked_at_start() {
+    let text = r#"
+        [delivery]
+        default_locale = "it"
+        android_app_hash = "FA+9qCX9VS"
+    "#;
+    let all = Config::from_sources(text, env(&[])).unwrap_err().0.join("\n");
+    for needle in [
+        "delivery.default_locale: no templates for it (there are: en, es, fr, de, pt, hi, ar, zh)",
+        "delivery.android_app_hash: must be the 11 characters",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+    let e = Config::from_sources("[delivery]\ndefault_locale = \"en_US\"\n", env(&[])).unwrap_err().0.join("\n");
+    assert!(e.contains("delivery.default_locale: must be a BCP 47 language tag"), "{e}");
+    let e = Config::from_sources("[delivery]\nlocales_dir = \"/nonexistent/otpd-locales\"\n", env(&[])).unwrap_err();
+    assert!(e.0.join("\n").contains("delivery.locales_dir: cannot read /nonexistent/otpd-locales"), "{e:?}");
+    let text = "[delivery]\ndefault_locale = \"pt-BR\"\nandroid_app_hash = \"FA+9qCX9VSu\"\norigin = \"example.com\"\n";
+    let c = Config::from_sources(text, env(&[])).unwrap_err().0.join("\n");
+    assert!(c.contains("no templates for pt-BR"), "a default is a locale with templates, not a fallback: {c}");
+    let text = "[delivery]\ndefault_locale = \"PT\"\nandroid_app_hash = \"FA+9qCX9VSu\"\norigin = \"example.com\"\n";
+    let templates = Config::from_sources(text, env(&[])).unwrap().delivery.templates().unwrap();
+    assert_eq!(templates.locales().tag(templates.locales().default_locale()).as_str(), "pt");
+}

@@ -35,6 +35,7 @@ pub(super) async fn register(app: &App, call: &Call<'_>) -> Result<Resp, ApiErro
     let checked = (|| {
         let first_name = wire::name("first_name", &req.first_name)?;
         let last_name = wire::name("last_name", &req.last_name)?;
+        let locale = wire::locale(req.locale.as_deref())?;
         // With a phone number, `email` is a contact address; without one, it is the identifier.
         let (identifier, email) = match (&req.phone, &req.email) {
             (Some(phone), email) => {
@@ -44,7 +45,7 @@ pub(super) async fn register(app: &App, call: &Call<'_>) -> Result<Resp, ApiErro
             (None, Some(email)) => (app.engine.normalizer().email(email)?, None),
             (None, None) => return Err(EngineError::InvalidInput("phone or email is required".into())),
         };
-        Ok(Registration { identifier, first_name, last_name, email })
+        Ok(Registration { identifier, first_name, last_name, email, locale })
     })();
     let registration = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
     let ctx = with_channel(app, call, &req.channel)?;
@@ -55,18 +56,20 @@ pub(super) async fn register(app: &App, call: &Call<'_>) -> Result<Resp, ApiErro
 /// `POST /v1/login`.
 pub(super) async fn login(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
     let req: wire::LoginRequest = call.json(app)?;
-    let identifier = identify(app, &req.phone, &req.email).map_err(|e| call.reject(app, Step::Validate, e))?;
+    let checked = identify(app, &req.phone, &req.email).and_then(|id| Ok((id, wire::locale(req.locale.as_deref())?)));
+    let (identifier, locale) = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
     let ctx = with_channel(app, call, &req.channel)?;
-    let receipt = app.engine.login(&ctx, identifier).await?;
+    let receipt = app.engine.login(&ctx, identifier, locale).await?;
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
 /// `POST /v1/otp/resend`.
 pub(super) async fn resend(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
     let req: wire::ResendRequest = call.json(app)?;
-    let identifier = identify(app, &req.phone, &req.email).map_err(|e| call.reject(app, Step::Validate, e))?;
+    let checked = identify(app, &req.phone, &req.email).and_then(|id| Ok((id, wire::locale(req.locale.as_deref())?)));
+    let (identifier, locale) = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
     let ctx = with_channel(app, call, &req.channel)?;
-    let receipt = app.engine.resend(&ctx, identifier, req.purpose.into()).await?;
+    let receipt = app.engine.resend(&ctx, identifier, req.purpose.into(), locale).await?;
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 

@@ -759,6 +759,11 @@ mod tests {
         assert_eq!(max("RegisterRequest", "first_name"), Some(wire::MAX_NAME_CHARS as u64));
         assert_eq!(max("RegisterRequest", "last_name"), Some(wire::MAX_NAME_CHARS as u64));
         assert_eq!(max("VerifyRequest", "code"), Some(wire::MAX_CODE_CHARS as u64));
+        for name in ["RegisterRequest", "LoginRequest", "ResendRequest"] {
+            let max_locale = otpd_actors::rules::locale::MAX_LOCALE_LEN as u64;
+            assert_eq!(max(name, "locale"), Some(max_locale), "{name}");
+            assert_eq!(s[name]["properties"]["locale"]["pattern"], wire::LOCALE_PATTERN, "{name}");
+        }
         assert_eq!(max("EnrolRequest", "name"), Some(wire::MAX_DEVICE_NAME_CHARS as u64));
         assert_eq!(max("EnrolRequest", "public_key"), Some(wire::MAX_PUBLIC_KEY_CHARS as u64));
         assert_eq!(max("DeviceVerifyRequest", "signature"), Some(wire::MAX_SIGNATURE_CHARS as u64));

@@ -17,6 +17,7 @@ use otpd_actors::rules::device_key::{KeyInput, NONCE_HEX_LEN, Nonce};
 use otpd_actors::rules::identifier::Identifier;
 use otpd_actors::rules::ids::{DeviceId, SessionId};
 use otpd_actors::rules::limits::{DestinationState, GuardMode, Subject};
+use otpd_actors::rules::locale::Locale;
 use otpd_actors::{EngineError, SendReceipt};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -48,6 +49,12 @@ pub struct RegisterRequest {
     /// its provider on the SMS route (else 400); absent: the route's order. Ignored for e-mail.
     #[schema(examples("sms"))]
     pub channel: Option<String>,
+    /// The language of the message (BCP 47: `es`, `pt-BR`, `zh-Hans-CN`). Without it, the
+    /// phone number's country chooses, else the node's default (`delivery.default_locale`).
+    /// A tag the node has no templates for falls back to its language (`es-MX` → `es`), then
+    /// to the default. The answer is the same whichever is chosen.
+    #[schema(max_length = 35, pattern = "^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", examples("es"))]
+    pub locale: Option<String>,
 }
 
 /// `POST /v1/login`: exactly one of `phone` and `email`.
@@ -62,6 +69,12 @@ pub struct LoginRequest {
     /// `sms`, `whatsapp` or `voice`, as in `RegisterRequest`.
     #[schema(examples("sms"))]
     pub channel: Option<String>,
+    /// The language of the message (BCP 47: `es`, `pt-BR`, `zh-Hans-CN`). Without it, the
+    /// phone number's country chooses, else the node's default (`delivery.default_locale`).
+    /// A tag the node has no templates for falls back to its language (`es-MX` → `es`), then
+    /// to the default. The answer is the same whichever is chosen.
+    #[schema(max_length = 35, pattern = "^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", examples("es"))]
+    pub locale: Option<String>,
 }
 
 /// `POST /v1/register/verify`, `POST /v1/login/verify`: exactly one of `phone` and `email`,
@@ -128,6 +141,12 @@ pub struct ResendRequest {
     /// `sms`, `whatsapp` or `voice`, as in `RegisterRequest`: a resend can take another way.
     #[schema(examples("voice"))]
     pub channel: Option<String>,
+    /// The language of the message (BCP 47: `es`, `pt-BR`, `zh-Hans-CN`). Without it, the
+    /// phone number's country chooses, else the node's default (`delivery.default_locale`).
+    /// A tag the node has no templates for falls back to its language (`es-MX` → `es`), then
+    /// to the default. The answer is the same whichever is chosen.
+    #[schema(max_length = 35, pattern = "^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$", examples("es"))]
+    pub locale: Option<String>,
 }
 
 /// What a code is for.
@@ -186,6 +205,15 @@ pub fn name(field: &str, value: &str) -> Result<String, EngineError> {
         return Err(EngineError::InvalidInput(format!("{field} must not contain control characters")));
     }
     Ok(v.to_owned())
+}
+
+/// What `Locale::parse` accepts, as the document publishes it (its length bound is
+/// `MAX_LOCALE_LEN`): a language, then subtags of 1 to 8 letters or digits.
+pub const LOCALE_PATTERN: &str = "^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$";
+
+/// The optional `locale` field: a well-formed BCP 47 tag (`rules::locale`).
+pub fn locale(value: Option<&str>) -> Result<Option<Locale>, EngineError> {
+    value.map(|v| Locale::parse(v).map_err(|e| EngineError::InvalidInput(format!("locale {e}")))).transpose()
 }
 
 /// A code as typed: 1..=32 characters of letters, digits, spaces and dashes.

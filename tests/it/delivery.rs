@@ -111,7 +111,7 @@ async fn a_messaging_service_replaces_from_and_templates_carry_the_origin_line()
         c.twilio.messaging_service_sid = service.clone();
         c.delivery.app_name = "Acme".into();
         c.delivery.origin = "login.acme.test".into();
-        c.delivery.template_login = "{app_name}: {code} is your sign-in code ({minutes} min).".into();
+        c.delivery.template_login = Some("{app_name}: {code} is your sign-in code ({minutes} min).".into());
     })
     .await;
     let p = phone(4002);

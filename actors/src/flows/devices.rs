@@ -223,7 +223,7 @@ impl Engine {
             let now = self.now();
             trail.step = Step::Limit;
             let scoped = self.scoped_device_subject(device_id, ctx);
-            self.limit(LimitAction::Challenge, scoped, None, ctx, now).await?;
+            self.limit(LimitAction::Challenge, scoped, None, 0, ctx, now).await?;
             trail.step = Step::Device;
             let device = self.lookup_device(device_id).await?;
             note_device(&mut trail, device.as_ref(), self);
@@ -270,7 +270,7 @@ impl Engine {
         let now = self.now();
         trail.step = Step::Limit;
         let scoped = self.scoped_device_subject(device_id, ctx);
-        self.limit(LimitAction::Verify(Purpose::DeviceLogin), scoped, None, ctx, now).await?;
+        self.limit(LimitAction::Verify(Purpose::DeviceLogin), scoped, None, 0, ctx, now).await?;
 
         trail.step = Step::Device;
         let device = self.lookup_device(device_id).await?;

@@ -31,6 +31,8 @@
 //! the owner's profile. A registration for a verified account answers like a fresh one: its
 //! code signs the owner in, profile untouched. An account left unverified by an older version
 //! is refused (403) on login only after its code was verified, i.e. only to the phone's holder.
+//! A message's locale (`rules::locale`) is chosen from the request and the number before the
+//! account is read, and what an SMS costs follows from it alone: no branch differs by it.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -60,6 +62,7 @@ use crate::rules::keys::{IdentHash, Keys};
 use crate::rules::limits::{
     Decision, DestinationChange, DestinationState, LimitAction, LimitRequest, LimitRule, SmsTarget, Subject,
 };
+use crate::rules::locale::{Locale, LocaleId, Locales};
 use crate::rules::refresh::RefreshToken;
 use crate::rules::refusals::{Admit, RefusalKey, Refusals, Summary};
 use crate::rules::sms::SmsSegments;
@@ -93,8 +96,12 @@ pub struct EngineConfig {
     /// Refusals of one kind from one client within this window make one audit event and a
     /// count (`rules::refusals`); zero: an event each.
     pub refusal_window: Duration,
-    /// What each kind of SMS costs in segments, for the spend budget (`Templates::sms_segments`).
-    pub sms_segments: SmsSegments,
+    /// The locales messages are written in (`Templates::locales`), which the engine chooses
+    /// from for each send.
+    pub locales: Locales,
+    /// What each kind of SMS costs in segments in each of `locales` (same order), for the
+    /// spend budget (`Templates::sms_segments`).
+    pub sms_segments: Vec<SmsSegments>,
 }
 
 /// The adapters the engine runs on.
@@ -133,6 +140,8 @@ pub struct Registration {
     pub first_name: String,
     pub last_name: String,
     pub email: Option<String>,
+    /// The language the person asked the code in (`rules::locale`).
+    pub locale: Option<Locale>,
 }
 
 /// What a code is checked for, and the profile the client sent with a registration's code.
@@ -150,6 +159,8 @@ struct Send<'a> {
     ident: IdentHash,
     purpose: Purpose,
     resend: bool,
+    /// The locale chosen for the message (`Engine::locale`).
+    locale: LocaleId,
 }
 
 /// What a client is told after a send.
@@ -343,7 +354,9 @@ impl Engine {
         let now = self.now();
         trail.step = Step::Limit;
         let sms = SmsTarget::of(&reg.identifier);
-        self.limit(LimitAction::Send(Purpose::Register), ident, sms, ctx, now).await?;
+        let action = LimitAction::Send(Purpose::Register);
+        let locale = self.locale(reg.locale.as_ref(), &reg.identifier);
+        self.limit(action, ident, sms, self.segments(action, locale, sms), ctx, now).await?;
 
         // One read, and no write, whatever the number's state: the account is created when its
         // code verifies, with the profile sent with that code (`Profile`), so a new number, an
@@ -364,13 +377,19 @@ impl Engine {
             None => trail.note = "new registration; code sent",
         }
         let profile = Profile { first_name: reg.first_name, last_name: reg.last_name, email: reg.email };
-        let send = Send { identifier: &reg.identifier, ident, purpose: Purpose::Register, resend: false };
+        let send = Send { identifier: &reg.identifier, ident, purpose: Purpose::Register, resend: false, locale };
         self.issue(trail, ctx, send, Some(Box::new(profile)), true, now).await
     }
 
-    /// `POST /v1/login`: sends a login code (or, for an unknown identifier, pretends to).
-    pub async fn login(&self, ctx: &RequestContext, identifier: Identifier) -> Result<SendReceipt, EngineError> {
-        self.send(ctx, Api::Login, identifier, Purpose::Login, false).await
+    /// `POST /v1/login`: sends a login code (or, for an unknown identifier, pretends to), in
+    /// `locale` when the templates have it (`rules::locale`).
+    pub async fn login(
+        &self,
+        ctx: &RequestContext,
+        identifier: Identifier,
+        locale: Option<Locale>,
+    ) -> Result<SendReceipt, EngineError> {
+        self.send(ctx, Api::Login, identifier, Purpose::Login, false, locale).await
     }
 
     /// `POST /v1/otp/resend`: a new code for `purpose`; the previous one stops working.
@@ -379,8 +398,9 @@ impl Engine {
         ctx: &RequestContext,
         identifier: Identifier,
         purpose: Purpose,
+        locale: Option<Locale>,
     ) -> Result<SendReceipt, EngineError> {
-        self.send(ctx, Api::OtpResend, identifier, purpose, true).await
+        self.send(ctx, Api::OtpResend, identifier, purpose, true, locale).await
     }
 
     async fn send(
@@ -390,10 +410,13 @@ impl Engine {
         identifier: Identifier,
         purpose: Purpose,
         resend: bool,
+        locale: Option<Locale>,
     ) -> Result<SendReceipt, EngineError> {
         let ident = self.identifier_hash(&identifier);
         let mut trail = Trail::new(api, Some(ident));
-        let result = self.send_flow(&mut trail, ctx, &identifier, ident, purpose, resend).await;
+        let locale = self.locale(locale.as_ref(), &identifier);
+        let send = Send { identifier: &identifier, ident, purpose, resend, locale };
+        let result = self.send_flow(&mut trail, ctx, send).await;
         self.finish(ctx, trail, result).await
     }
 
@@ -401,15 +424,14 @@ impl Engine {
         &self,
         trail: &mut Trail,
         ctx: &RequestContext,
-        identifier: &Identifier,
-        ident: IdentHash,
-        purpose: Purpose,
-        resend: bool,
+        send: Send<'_>,
     ) -> Result<SendReceipt, EngineError> {
+        let Send { identifier, ident, purpose, resend, locale } = send;
         let now = self.now();
         trail.step = Step::Limit;
         let action = if resend { LimitAction::Resend(purpose) } else { LimitAction::Send(purpose) };
-        self.limit(action, ident, SmsTarget::of(identifier), ctx, now).await?;
+        let sms = SmsTarget::of(identifier);
+        self.limit(action, ident, sms, self.segments(action, locale, sms), ctx, now).await?;
 
         trail.step = Step::Account;
         let user = self.lookup_user(ident).await?;
@@ -426,7 +448,7 @@ impl Engine {
             (Some(u), Purpose::Register) if u.verified && reveal => return Err(EngineError::AccountExists),
             (Some(_), _) => true,
         };
-        self.issue(trail, ctx, Send { identifier, ident, purpose, resend }, None, deliver, now).await
+        self.issue(trail, ctx, send, None, deliver, now).await
     }
 
     /// Issues a code: seal, store in the shard (with a registration's profile), hand to the
@@ -440,7 +462,7 @@ impl Engine {
         deliver: bool,
         now: Timestamp,
     ) -> Result<SendReceipt, EngineError> {
-        let Send { identifier, ident, purpose, resend } = send;
+        let Send { identifier, ident, purpose, resend, locale } = send;
         trail.step = Step::Challenge;
         let code = self.inner.config.code.generate();
         let sealed = Sealed::seal(&self.inner.keys, &code);
@@ -462,6 +484,7 @@ impl Engine {
             trace_id: ctx.trace_id.clone(),
             ident_hash: ident,
             via: ctx.via.filter(|_| identifier.channel() == Channel::Sms),
+            locale: Some(self.inner.config.locales.tag(locale).clone()),
         };
         if !deliver {
             // The same work as a real send, and a full queue refuses it alike; nothing is kept.
@@ -532,7 +555,7 @@ impl Engine {
         let Target { identifier, ident, purpose, sent } = target;
         let now = self.now();
         trail.step = Step::Limit;
-        self.limit(LimitAction::Verify(purpose), ident, None, ctx, now).await?;
+        self.limit(LimitAction::Verify(purpose), ident, None, 0, ctx, now).await?;
 
         trail.step = Step::Challenge;
         let attempt = self.inner.config.code.normalise_attempt(code);
@@ -773,23 +796,36 @@ impl Engine {
         });
     }
 
-    pub(crate) async fn limit(
-        &self,
-        action: LimitAction,
-        ident: IdentHash,
-        sms: Option<SmsTarget>,
-        ctx: &RequestContext,
-        now: Timestamp,
-    ) -> Result<(), EngineError> {
-        let per = self.inner.config.sms_segments;
-        let segments = match (action, sms.is_some()) {
+    /// The locale a message to `to` is written in (`rules::locale`): chosen before anything
+    /// is looked up, so it never depends on whether an account exists.
+    fn locale(&self, asked: Option<&Locale>, to: &Identifier) -> LocaleId {
+        self.inner.config.locales.choose(asked, to)
+    }
+
+    /// The segments the SMS of `action` in `locale` costs (0 for no SMS), as the templates
+    /// will render it.
+    fn segments(&self, action: LimitAction, locale: LocaleId, sms: Option<SmsTarget>) -> u32 {
+        let per = self.inner.config.sms_segments.get(locale.0).copied().unwrap_or_default();
+        match (action, sms.is_some()) {
             (_, false) => 0,
             (LimitAction::Send(Purpose::Register), true) => per.register,
             (LimitAction::Send(_), true) => per.login,
             (LimitAction::Resend(_), true) => per.resend,
             (LimitAction::Failover(_), true) => per.login,
             (LimitAction::Verify(_) | LimitAction::Challenge, true) => 0,
-        };
+        }
+    }
+
+    /// Asks the limiter whether `action` may go ahead; an SMS send costs `segments`.
+    pub(crate) async fn limit(
+        &self,
+        action: LimitAction,
+        ident: IdentHash,
+        sms: Option<SmsTarget>,
+        segments: u32,
+        ctx: &RequestContext,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
         let req = LimitRequest { action, ident, client_ip: ctx.client_ip, sms, segments, now };
         let started = std::time::Instant::now();
         let decision = self.inner.ports.limiter.check(&req).await;
@@ -1074,7 +1110,9 @@ impl FailoverGate for EngineGate {
     async fn allow(&self, message: &OutboundMessage, now: Timestamp) -> bool {
         let Some(inner) = self.0.upgrade() else { return false };
         let sms = SmsTarget::of(&message.to);
-        let per = inner.config.sms_segments;
+        // Priced in the message's locale, as its first send was.
+        let locale = inner.config.locales.choose(message.locale.as_ref(), &message.to);
+        let per = inner.config.sms_segments.get(locale.0).copied().unwrap_or_default();
         let segments = match (sms.is_some(), message.resend, message.purpose) {
             (false, ..) => 0,
             (true, true, _) => per.resend,

@@ -220,6 +220,12 @@ impl DispatchHandle {
         DispatcherActor { shared: self.shared.clone() }
     }
 
+    /// The templates messages are rendered with: the engine chooses locales from the same
+    /// catalogue and prices SMS by the segments they take.
+    pub fn templates(&self) -> &Templates {
+        &self.shared.templates
+    }
+
     pub fn stats(&self) -> DispatchStats {
         let s = &self.shared;
         let c = &s.counters;

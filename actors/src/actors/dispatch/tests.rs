@@ -177,6 +177,7 @@ impl Rig {
             trace_id: trace.into(),
             ident_hash: IdentHash([7; 16]),
             via: None,
+            locale: None,
         }
     }
 
