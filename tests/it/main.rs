@@ -14,6 +14,7 @@ mod devices;
 mod fake_provider;
 mod flows;
 mod limits;
+mod locales;
 mod observability;
 mod process;
 mod pumping;
