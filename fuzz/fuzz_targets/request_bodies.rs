@@ -13,6 +13,7 @@ use otpd::http::app::decode_json;
 use otpd::http::wire::{self, RawIdentifier};
 use otpd_actors::rules::device_key::DeviceKey;
 use otpd_actors::rules::identifier::Normalizer;
+use otpd_actors::rules::locale::{Locale, MAX_LOCALE_LEN};
 use otpd_actors::rules::refresh::RefreshToken;
 
 fn normalizer() -> &'static Normalizer {
@@ -49,6 +50,17 @@ fn identifier(phone: &Option<String>, email: &Option<String>) {
     };
 }
 
+/// An accepted `locale` is at most 35 ASCII characters, its canonical form parses to itself,
+/// and its fallbacks end at its language.
+fn locale(value: &Option<String>) {
+    let Ok(Some(l)) = wire::locale(value.as_deref()) else { return };
+    let text = value.as_deref().unwrap_or_default();
+    assert!(text.len() <= MAX_LOCALE_LEN && text.is_ascii() && l.as_str().eq_ignore_ascii_case(text));
+    assert_eq!(Locale::parse(l.as_str()).as_ref(), Ok(&l), "canonical is a fixed point");
+    let language = l.as_str().split('-').next().unwrap_or_default();
+    assert_eq!(l.fallbacks().last(), Some(language));
+}
+
 fn device_id(value: &str) {
     if let Ok(id) = wire::device_id(value) {
         assert!(id.0.hyphenated().to_string().eq_ignore_ascii_case(value));
@@ -65,9 +77,11 @@ fuzz_target!(|data: &[u8]| {
         if let Some(e) = &r.email {
             let _ = normalizer().email(e);
         }
+        locale(&r.locale);
     }
     if let Some(r) = decode::<wire::LoginRequest>(data) {
         identifier(&r.phone, &r.email);
+        locale(&r.locale);
     }
     if let Some(r) = decode::<wire::VerifyRequest>(data) {
         identifier(&r.phone, &r.email);
@@ -77,6 +91,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(r) = decode::<wire::ResendRequest>(data) {
         identifier(&r.phone, &r.email);
+        locale(&r.locale);
     }
     if let Some(r) = decode::<wire::RefreshRequest>(data) {
         let _ = RefreshToken::parse(&r.refresh_token);

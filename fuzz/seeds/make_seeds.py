@@ -62,6 +62,7 @@ write("device_key", "public_key_text", tag(3) + base64.urlsafe_b64encode(ed_spki
 bodies = {
     "register": {"phone": "+1 (202) 555-0123", "first_name": "Ada", "last_name": "Lovelace", "email": "Ada@Example.com"},
     "login": {"email": "ada@example.com"},
+    "login_locale": {"phone": "+33612345678", "locale": "zh-hans-CN"},
     "verify": {"phone": "+12025550123", "code": "725 826"},
     "resend": {"phone": "2025550123", "purpose": "login"},
     "refresh": {"refresh_token": "ort1." + "0" * 32 + "." + "f" * 64},

@@ -235,11 +235,6 @@ impl Locales {
         Ok(Locales { tags, default: LocaleId(default) })
     }
 
-    /// English alone.
-    pub fn english() -> Locales {
-        Locales { tags: vec![Locale("en".into())], default: LocaleId(0) }
-    }
-
     pub fn len(&self) -> usize {
         self.tags.len()
     }
