@@ -487,8 +487,8 @@ fn spend_markdown() -> String {
         "\n## The SMS spend budget (`sms_budget`)\n\n\
          SMS cost money; a bot that requests codes for premium-rate numbers (SMS pumping) spends it. Every \
          SMS send costs its segments (`rules::sms`: 160 GSM-7 characters or 70 UCS-2 units in one, 153 or 67 \
-         per part of a longer body; each template is measured once at start with the longest code and \
-         lifetime) times the price of a segment to its country calling code. Per UTC day, the limiter adds \
+         per part of a longer body; each template of each locale is measured once at start with the longest \
+         code and lifetime, and a send is charged in the locale it is written in) times the price of a segment to its country calling code. Per UTC day, the limiter adds \
          what each send costs to the total (`daily`, default {daily}) and to its country's budget \
          (`country_daily` for every country, or `countries` for some; off by default); a send whose cost \
          would take either past its budget is refused with 503 `sms_budget_exhausted` and `Retry-After` \
