@@ -126,9 +126,8 @@ impl Twilio {
         let form = {
             let mut form = form_urlencoded::Serializer::new(String::new());
             match self.kind {
-                Kind::Sms => form.append_pair("To", d.message.to.as_str()),
                 Kind::WhatsApp => form.append_pair("To", &format!("whatsapp:{}", d.message.to.as_str())),
-                Kind::Voice => form.append_pair("To", d.message.to.as_str()),
+                Kind::Sms | Kind::Voice => form.append_pair("To", d.message.to.as_str()),
             };
             form.append_pair(sender_key, sender);
             match (self.kind, &self.content_sid) {

@@ -211,8 +211,9 @@ if mode == 'read' or mode == 'lift' or mode == 'pin' or mode == 'unpin' then
   local o, p = HEAD, at[1]
   local k = tonumber(ARGV[o + 1])
   if mode == 'lift' then
-    redis.call('HDEL', KEYS[k], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5], VERIFIED)
+    redis.call('HDEL', KEYS[k], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5], VERIFIED, PIN, PINNED_UNTIL)
     values[k][p], values[k][p + 1], values[k][p + 2], values[k][p + 3] = false, false, false, false
+    values[k][p + 5], values[k][p + 6] = false, false
   elseif mode == 'pin' then
     put(k, PIN, ARGV[o + 8])
     put(k, PINNED_UNTIL, ARGV[o + 7])

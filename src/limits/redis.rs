@@ -620,7 +620,7 @@ impl Script {
         let fields = (sent.max(0) as u64, verified.max(0) as u64, at(end), at(next));
         let baseline = u8::try_from(baseline).ok();
         let pin = mode_of_code(pin_mode).map(|mode| Pin { mode, until: at(pin_until) });
-        Ok(DestinationState::judge(&g, subject, fields, baseline, pin, g.floor(&subject), now))
+        Ok(DestinationState::judge(&g, subject, fields, baseline, pin, now))
     }
 }
 
@@ -763,8 +763,8 @@ impl Limiter for RedisLimiter {
         Ok(())
     }
 
-    /// The destinations this node's own copy has seen (`LocalLimiter::destination_subjects`),
-    /// the worst `DESTINATIONS_READ` of them by the local counts read from Redis, all at once.
+    /// The destinations this node's own copy has seen (`LocalLimiter::destinations`), the worst
+    /// `DESTINATIONS_READ` of them by the local counts, read from Redis all at once.
     /// A destination only other nodes sent to is listed by them.
     async fn destinations(&self, now: Timestamp, limit: usize) -> Result<Vec<DestinationState>, LimiterError> {
         let local = self.local.destinations(now, DESTINATIONS_READ);

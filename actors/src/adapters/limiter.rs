@@ -192,7 +192,7 @@ impl LocalLimiter {
         let mut state = self.state.lock();
         for check in &checks {
             if let CheckKind::Conversion(guard, floor) = check.kind {
-                open_guard_window(&mut state, check, guard, floor, now).verified += 1;
+                open_guard_window(&mut state, check, guard, floor, now).1.verified += 1;
             }
         }
         drop(state);
@@ -216,11 +216,6 @@ impl LocalLimiter {
         before - bucket.len()
     }
 
-    /// The state of one guarded destination (a `Subject::Prefix` or `Subject::Country`).
-    pub fn destination(&self, subject: Subject, now: Timestamp) -> DestinationState {
-        destination_state(&self.state.lock(), &self.policy.conversion_guard, subject, now)
-    }
-
     /// Every destination the guard keeps, worst first (`DestinationState::badness`), at most
     /// `limit`.
     pub fn destinations(&self, now: Timestamp, limit: usize) -> Vec<DestinationState> {
@@ -234,11 +229,6 @@ impl LocalLimiter {
         all
     }
 
-    /// The subjects of the destinations the guard keeps here (what a node has seen).
-    pub fn destination_subjects(&self) -> Vec<Subject> {
-        self.state.lock().memos.keys().copied().collect()
-    }
-
     /// Applies an operator's change to one destination; returns its state after.
     pub fn change_destination(&self, subject: Subject, change: DestinationChange, now: Timestamp) -> DestinationState {
         let guard = self.policy.conversion_guard;
@@ -248,6 +238,9 @@ impl LocalLimiter {
             DestinationChange::Read => {}
             DestinationChange::Lift => {
                 state.buckets[State::bucket(&key)].remove(&key);
+                if let Some(memo) = state.memos.get_mut(&subject) {
+                    memo.pin = None;
+                }
             }
             DestinationChange::Pin(pin) => {
                 let memo = state.memos.entry(subject).or_default();
@@ -291,26 +284,26 @@ impl LocalLimiter {
 
 /// The guard entry of `check`, a new empty window if its window has ended (the ended window
 /// teaching the destination's baseline, `ConversionGuard::next_baseline`).
+/// One lookup of each map: a new entry (count 0) teaches nothing, like a quiet window.
 fn open_guard_window<'s>(
     state: &'s mut State,
     check: &Check,
     guard: ConversionGuard,
     floor: u32,
     now: Timestamp,
-) -> &'s mut Entry {
+) -> (Memo, &'s mut Entry) {
     let key = (check.rule, check.subject);
-    let ended = state.get(&key).filter(|e| e.until <= now);
-    let live = state.get(&key).is_some_and(|e| e.until > now);
-    if !live {
-        let until = now.plus(guard.window);
-        let memo = state.memos.entry(check.subject).or_default();
-        if let Some(e) = ended {
-            memo.baseline = guard.next_baseline(floor, e.count, e.verified, memo.baseline);
-        }
-        memo.keep_until = memo.keep_until.max(until.plus(guard.history));
-        *state.entry(key) = Entry { until, ..Entry::default() };
+    let State { buckets, memos, .. } = state;
+    let entry = buckets[State::bucket(&key)].entry(key).or_default();
+    if entry.until > now {
+        return (memos.get(&check.subject).copied().unwrap_or_default(), entry);
     }
-    state.entry(key)
+    let until = now.plus(guard.window);
+    let memo = memos.entry(check.subject).or_default();
+    memo.baseline = guard.next_baseline(floor, entry.count, entry.verified, memo.baseline);
+    memo.keep_until = memo.keep_until.max(until.plus(guard.history));
+    *entry = Entry { until, ..Entry::default() };
+    (*memo, entry)
 }
 
 /// One destination's state from its window and memo.
@@ -318,15 +311,14 @@ fn destination_state(state: &State, guard: &ConversionGuard, subject: Subject, n
     let entry = state.get(&(LimitRule::DestinationGuard, subject)).unwrap_or_default();
     let memo = state.memos.get(&subject).copied().unwrap_or_default();
     let fields = (entry.count, entry.verified, entry.until, entry.blocked_until);
-    DestinationState::judge(guard, subject, fields, memo.baseline, memo.pin, guard.floor(&subject), now)
+    DestinationState::judge(guard, subject, fields, memo.baseline, memo.pin, now)
 }
 
 fn record_all(state: &mut State, checks: &[Check], now: Timestamp) {
     for check in checks {
         if let CheckKind::Conversion(guard, floor) = check.kind {
-            open_guard_window(state, check, guard, floor, now).count += 1;
-            let memo = state.memos.get(&check.subject).copied().unwrap_or_default();
-            let entry = state.entry((check.rule, check.subject));
+            let (memo, entry) = open_guard_window(state, check, guard, floor, now);
+            entry.count += 1;
             // Tripped now (this send included): the next send of a throttled destination waits.
             let throttled = guard.mode_of(memo.pin, now) == GuardMode::Throttle;
             if throttled && guard.tripped(floor, entry.count, entry.verified, memo.baseline) {

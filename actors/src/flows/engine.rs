@@ -879,17 +879,11 @@ impl Engine {
             (_, Subject::Country(_)) => "country's guard window lifted and pin removed",
             _ => "number prefix's guard window lifted and pin removed",
         };
-        let limiter = &self.inner.ports.limiter;
-        let result = async {
-            let now = self.now();
-            if change == DestinationChange::Lift {
-                limiter.change_destination(subject, DestinationChange::Unpin, now).await.map_err(unavailable)?;
-            }
-            let state = limiter.change_destination(subject, change, now).await.map_err(unavailable)?;
+        let result =
+            self.inner.ports.limiter.change_destination(subject, change, self.now()).await.map_err(unavailable);
+        if result.is_ok() {
             trail.step = Step::Done;
-            Ok(state)
         }
-        .await;
         self.finish(ctx, trail, result).await
     }
 

@@ -584,8 +584,8 @@ pub struct Pin {
 pub enum DestinationChange {
     /// Nothing: reads its state.
     Read,
-    /// Forgets its window (sends, verified codes, a throttle's next send): judged afresh
-    /// from its floor. Its baseline and pin stay.
+    /// Forgets its window (sends, verified codes, a throttle's next send) and its pin: judged
+    /// afresh from its floor, in the guard's mode. Its baseline stays.
     Lift,
     Pin(Pin),
     /// Removes the pin: the guard's mode applies again.
@@ -613,21 +613,19 @@ pub struct DestinationState {
 }
 
 impl DestinationState {
-    /// The state of `subject` from its stored fields, judged at `now` with its floor.
-    #[allow(clippy::too_many_arguments)]
+    /// The state of `subject` from its stored fields, judged at `now`.
     pub fn judge(
         guard: &ConversionGuard,
         subject: Subject,
         (sent, verified, window_ends, next_send): (u64, u64, Timestamp, Timestamp),
         baseline: Option<u8>,
         pin: Option<Pin>,
-        floor: u32,
         now: Timestamp,
     ) -> DestinationState {
         let live = window_ends > now;
         let (sent, verified) = if live { (sent, verified) } else { (0, 0) };
         let pin = pin.filter(|p| p.until > now);
-        let tripped = live && guard.tripped(floor, sent, verified, baseline);
+        let tripped = live && guard.tripped(guard.floor(&subject), sent, verified, baseline);
         let mode = guard.mode_of(pin, now);
         let refusing = tripped
             && match mode {

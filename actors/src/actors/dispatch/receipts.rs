@@ -49,14 +49,6 @@ pub enum ReceiptStatus {
 }
 
 impl ReceiptStatus {
-    pub const ALL: [ReceiptStatus; 5] = [
-        ReceiptStatus::Accepted,
-        ReceiptStatus::Sent,
-        ReceiptStatus::Delivered,
-        ReceiptStatus::Undelivered,
-        ReceiptStatus::Failed,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             ReceiptStatus::Accepted => "accepted",
@@ -132,7 +124,6 @@ pub(crate) struct Watch {
     pub accepted_at: Timestamp,
     /// When the missing `delivered` counts as a failure.
     pub deadline: Timestamp,
-    pub last: ReceiptStatus,
 }
 
 /// The watched messages, by delivery id.
@@ -147,14 +138,8 @@ impl Shared {
         let expires = entry.message.expires_at;
         let timeout = self.config.receipt_timeout;
         let deadline = if timeout.is_zero() { expires } else { now.plus(timeout).min(expires) };
-        let watch = Watch {
-            message: entry.message.clone(),
-            lane,
-            tried: entry.tried | bit(lane),
-            accepted_at: now,
-            deadline,
-            last: ReceiptStatus::Accepted,
-        };
+        let watch =
+            Watch { message: entry.message.clone(), lane, tried: entry.tried | bit(lane), accepted_at: now, deadline };
         self.watches.lock().insert(entry.delivery_id, watch);
     }
 
@@ -175,7 +160,7 @@ impl Shared {
         let now = self.clock.now();
         let watch = {
             let mut watches = self.watches.lock();
-            let Some(w) = watches.get_mut(&delivery_id) else { return ReceiptAnswer::Ignored };
+            let Some(w) = watches.get(&delivery_id) else { return ReceiptAnswer::Ignored };
             // One callback serves a provider's every way (`twilio`: `twilio_whatsapp`, …).
             let lane = self.lanes[w.lane].name.as_str();
             let from_it = lane == provider || lane.strip_prefix(provider).is_some_and(|r| r.starts_with('_'));
@@ -184,7 +169,6 @@ impl Shared {
             }
             match status {
                 ReceiptStatus::Accepted | ReceiptStatus::Sent => {
-                    w.last = status;
                     crate::metrics::delivery_receipt(lane, &w.message.to, status);
                     return ReceiptAnswer::Noted;
                 }
