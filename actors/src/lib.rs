@@ -36,6 +36,6 @@ pub mod rules;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use flows::engine::{Engine, EngineConfig, EnginePorts, Grant, Registration, RequestContext, SendReceipt};
+pub use flows::engine::{Asked, Engine, EngineConfig, EnginePorts, Grant, Registration, RequestContext, SendReceipt};
 pub use flows::error::EngineError;
 pub use rules::audit::Api;

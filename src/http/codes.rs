@@ -5,28 +5,28 @@ use hyper::StatusCode;
 use otpd_actors::rules::audit::Step;
 use otpd_actors::rules::challenge::Profile;
 use otpd_actors::rules::identifier::Via;
-use otpd_actors::{EngineError, Registration, RequestContext};
+use otpd_actors::{Asked, EngineError, Registration};
 
 use super::account::tokens;
 use super::app::{App, Call, Resp, identify, json};
 use super::problem::ApiError;
 use super::wire;
 
-/// The request's context with the `channel` it asked for: one of the ways the SMS route has
-/// (the same answer whatever the identifier, so it tells nothing about accounts).
-fn with_channel(app: &App, call: &Call<'_>, channel: &Option<String>) -> Result<RequestContext, ApiError> {
-    let via = match channel.as_deref() {
-        None => None,
-        Some(text) => {
-            let enabled = app.delivery.as_ref().map(|d| d.vias()).unwrap_or_default();
-            let via = Via::parse(text).filter(|v| enabled.contains(v)).ok_or_else(|| {
-                let names: Vec<&str> = enabled.iter().map(|v| v.as_str()).collect();
-                EngineError::InvalidInput(format!("channel must be one of {names:?} (the ways this node sends codes)"))
-            });
-            Some(via.map_err(|e| call.reject(app, Step::Validate, e))?)
-        }
-    };
-    Ok(RequestContext { via, ..call.ctx.clone() })
+/// The `channel` a send asked for: one of the ways the SMS route has (the same answer whatever
+/// the identifier, so it tells nothing about accounts).
+fn channel(app: &App, channel: &Option<String>) -> Result<Option<Via>, EngineError> {
+    let Some(text) = channel.as_deref() else { return Ok(None) };
+    let enabled = app.delivery.as_ref().map(|d| d.vias()).unwrap_or_default();
+    let via = Via::parse(text).filter(|v| enabled.contains(v)).ok_or_else(|| {
+        let names: Vec<&str> = enabled.iter().map(|v| v.as_str()).collect();
+        EngineError::InvalidInput(format!("channel must be one of {names:?} (the ways this node sends codes)"))
+    })?;
+    Ok(Some(via))
+}
+
+/// What a send asked for: its `locale` and `channel`.
+fn asked(app: &App, locale: &Option<String>, via: &Option<String>) -> Result<Asked, EngineError> {
+    Ok(Asked { locale: wire::locale(locale.as_deref())?, via: channel(app, via)? })
 }
 
 /// `POST /v1/register`.
@@ -35,7 +35,7 @@ pub(super) async fn register(app: &App, call: &Call<'_>) -> Result<Resp, ApiErro
     let checked = (|| {
         let first_name = wire::name("first_name", &req.first_name)?;
         let last_name = wire::name("last_name", &req.last_name)?;
-        let locale = wire::locale(req.locale.as_deref())?;
+        let asked = asked(app, &req.locale, &req.channel)?;
         // With a phone number, `email` is a contact address; without one, it is the identifier.
         let (identifier, email) = match (&req.phone, &req.email) {
             (Some(phone), email) => {
@@ -45,31 +45,28 @@ pub(super) async fn register(app: &App, call: &Call<'_>) -> Result<Resp, ApiErro
             (None, Some(email)) => (app.engine.normalizer().email(email)?, None),
             (None, None) => return Err(EngineError::InvalidInput("phone or email is required".into())),
         };
-        Ok(Registration { identifier, first_name, last_name, email, locale })
+        Ok(Registration { identifier, first_name, last_name, email, asked })
     })();
     let registration = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
-    let ctx = with_channel(app, call, &req.channel)?;
-    let receipt = app.engine.register(&ctx, registration).await?;
+    let receipt = app.engine.register(call.ctx, registration).await?;
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
 /// `POST /v1/login`.
 pub(super) async fn login(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
     let req: wire::LoginRequest = call.json(app)?;
-    let checked = identify(app, &req.phone, &req.email).and_then(|id| Ok((id, wire::locale(req.locale.as_deref())?)));
-    let (identifier, locale) = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
-    let ctx = with_channel(app, call, &req.channel)?;
-    let receipt = app.engine.login(&ctx, identifier, locale).await?;
+    let checked = identify(app, &req.phone, &req.email).and_then(|id| Ok((id, asked(app, &req.locale, &req.channel)?)));
+    let (identifier, asked) = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
+    let receipt = app.engine.login(call.ctx, identifier, asked).await?;
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 
 /// `POST /v1/otp/resend`.
 pub(super) async fn resend(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
     let req: wire::ResendRequest = call.json(app)?;
-    let checked = identify(app, &req.phone, &req.email).and_then(|id| Ok((id, wire::locale(req.locale.as_deref())?)));
-    let (identifier, locale) = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
-    let ctx = with_channel(app, call, &req.channel)?;
-    let receipt = app.engine.resend(&ctx, identifier, req.purpose.into(), locale).await?;
+    let checked = identify(app, &req.phone, &req.email).and_then(|id| Ok((id, asked(app, &req.locale, &req.channel)?)));
+    let (identifier, asked) = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
+    let receipt = app.engine.resend(call.ctx, identifier, req.purpose.into(), asked).await?;
     Ok(json(StatusCode::ACCEPTED, &wire::SendResponse::from(receipt)))
 }
 

@@ -47,7 +47,6 @@ async fn handle_on<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketA
         trace_id: request_id(&parts.headers),
         client_ip: Some(client_ip(&app.trusted_proxies, peer.ip(), &parts.headers)),
         user_agent: user_agent(&parts.headers),
-        via: None,
     };
     // Every line logged while the request is handled carries its trace id.
     crate::logging::with_trace_id(ctx.trace_id.clone(), async {

@@ -128,8 +128,13 @@ pub struct RequestContext {
     pub trace_id: TraceId,
     pub client_ip: Option<IpAddr>,
     pub user_agent: Option<Arc<str>>,
-    /// A send's `channel`, when the request named one (the front end checked that the operator
-    /// enabled it).
+}
+
+/// How the person asked their code to reach them: a language (`rules::locale`) and a way
+/// (the front end checked that the SMS route has it). Either may be absent.
+#[derive(Clone, Debug, Default)]
+pub struct Asked {
+    pub locale: Option<Locale>,
     pub via: Option<Via>,
 }
 
@@ -140,8 +145,7 @@ pub struct Registration {
     pub first_name: String,
     pub last_name: String,
     pub email: Option<String>,
-    /// The language the person asked the code in (`rules::locale`).
-    pub locale: Option<Locale>,
+    pub asked: Asked,
 }
 
 /// What a code is checked for, and the profile the client sent with a registration's code.
@@ -161,6 +165,8 @@ struct Send<'a> {
     resend: bool,
     /// The locale chosen for the message (`Engine::locale`).
     locale: LocaleId,
+    /// The way asked for, if any.
+    via: Option<Via>,
 }
 
 /// What a client is told after a send.
@@ -355,7 +361,7 @@ impl Engine {
         trail.step = Step::Limit;
         let sms = SmsTarget::of(&reg.identifier);
         let action = LimitAction::Send(Purpose::Register);
-        let locale = self.locale(reg.locale.as_ref(), &reg.identifier);
+        let locale = self.locale(reg.asked.locale.as_ref(), &reg.identifier);
         self.limit(action, ident, sms, self.segments(action, locale, sms), ctx, now).await?;
 
         // One read, and no write, whatever the number's state: the account is created when its
@@ -377,7 +383,8 @@ impl Engine {
             None => trail.note = "new registration; code sent",
         }
         let profile = Profile { first_name: reg.first_name, last_name: reg.last_name, email: reg.email };
-        let send = Send { identifier: &reg.identifier, ident, purpose: Purpose::Register, resend: false, locale };
+        let (identifier, via) = (&reg.identifier, reg.asked.via);
+        let send = Send { identifier, ident, purpose: Purpose::Register, resend: false, locale, via };
         self.issue(trail, ctx, send, Some(Box::new(profile)), true, now).await
     }
 
@@ -387,9 +394,9 @@ impl Engine {
         &self,
         ctx: &RequestContext,
         identifier: Identifier,
-        locale: Option<Locale>,
+        asked: Asked,
     ) -> Result<SendReceipt, EngineError> {
-        self.send(ctx, Api::Login, identifier, Purpose::Login, false, locale).await
+        self.send(ctx, Api::Login, identifier, Purpose::Login, false, asked).await
     }
 
     /// `POST /v1/otp/resend`: a new code for `purpose`; the previous one stops working.
@@ -398,9 +405,9 @@ impl Engine {
         ctx: &RequestContext,
         identifier: Identifier,
         purpose: Purpose,
-        locale: Option<Locale>,
+        asked: Asked,
     ) -> Result<SendReceipt, EngineError> {
-        self.send(ctx, Api::OtpResend, identifier, purpose, true, locale).await
+        self.send(ctx, Api::OtpResend, identifier, purpose, true, asked).await
     }
 
     async fn send(
@@ -410,12 +417,12 @@ impl Engine {
         identifier: Identifier,
         purpose: Purpose,
         resend: bool,
-        locale: Option<Locale>,
+        asked: Asked,
     ) -> Result<SendReceipt, EngineError> {
         let ident = self.identifier_hash(&identifier);
         let mut trail = Trail::new(api, Some(ident));
-        let locale = self.locale(locale.as_ref(), &identifier);
-        let send = Send { identifier: &identifier, ident, purpose, resend, locale };
+        let locale = self.locale(asked.locale.as_ref(), &identifier);
+        let send = Send { identifier: &identifier, ident, purpose, resend, locale, via: asked.via };
         let result = self.send_flow(&mut trail, ctx, send).await;
         self.finish(ctx, trail, result).await
     }
@@ -426,7 +433,7 @@ impl Engine {
         ctx: &RequestContext,
         send: Send<'_>,
     ) -> Result<SendReceipt, EngineError> {
-        let Send { identifier, ident, purpose, resend, locale } = send;
+        let Send { identifier, ident, purpose, resend, locale, .. } = send;
         let now = self.now();
         trail.step = Step::Limit;
         let action = if resend { LimitAction::Resend(purpose) } else { LimitAction::Send(purpose) };
@@ -462,7 +469,7 @@ impl Engine {
         deliver: bool,
         now: Timestamp,
     ) -> Result<SendReceipt, EngineError> {
-        let Send { identifier, ident, purpose, resend, locale } = send;
+        let Send { identifier, ident, purpose, resend, locale, via } = send;
         trail.step = Step::Challenge;
         let code = self.inner.config.code.generate();
         let sealed = Sealed::seal(&self.inner.keys, &code);
@@ -483,7 +490,7 @@ impl Engine {
             expires_at,
             trace_id: ctx.trace_id.clone(),
             ident_hash: ident,
-            via: ctx.via.filter(|_| identifier.channel() == Channel::Sms),
+            via: via.filter(|_| identifier.channel() == Channel::Sms),
             locale: Some(self.inner.config.locales.tag(locale).clone()),
         };
         if !deliver {
