@@ -54,15 +54,22 @@ pub struct AuditQuery {
 
 /// Runs the query and returns what to print.
 pub async fn run(config: &Config, query: &AuditQuery) -> Result<String, AuditCmdError> {
-    if config.store.kind == "scylla" {
-        return Ok(render(&scylla(config, query).await?, query.json));
-    }
-    let events = match AuditReader::open(&config.node.store_path()) {
-        Ok(reader) => local(config, &reader, query)?,
-        Err(OpenReadOnlyError::InUse) => remote(config, query).await?,
-        Err(OpenReadOnlyError::Other(e)) => return Err(AuditCmdError::Open(e)),
+    let events = if config.store.kind == "scylla" {
+        scylla(config, query).await?
+    } else {
+        match AuditReader::open(&config.node.store_path()) {
+            Ok(reader) => local(config, &reader, query)?,
+            Err(OpenReadOnlyError::InUse) => remote(config, query).await?,
+            Err(OpenReadOnlyError::Other(e)) => return Err(AuditCmdError::Open(e)),
+        }
     };
-    Ok(render(&events, query.json))
+    let mut out = render(&events, query.json);
+    if !query.json {
+        // What the trail no longer holds, said where a reader looks for it.
+        let retention = crate::http::wire::RetentionView::from(&config.retention);
+        out.push_str(&format!("# retention: {}\n", retention.note));
+    }
+    Ok(out)
 }
 
 /// The identifier's hash, with the node's key.
@@ -89,7 +96,11 @@ async fn scylla(config: &Config, q: &AuditQuery) -> Result<Vec<AuditView>, Audit
     // A reader changes nothing: no keyspace creation, no migration.
     c.create_keyspace = false;
     c.migrate_on_start = false;
-    let options = ScyllaOptions { config: c, session_ttl: config.tokens.session_ttl.0 };
+    let options = ScyllaOptions {
+        config: c,
+        session_ttl: config.tokens.session_ttl.0,
+        audit_retention: config.retention.audit.0,
+    };
     let store = ScyllaStore::connect(&options).await?;
     let events = match (&q.identifier, &q.trace_id) {
         (Some(raw), None) => store.by_identifier(&identifier_hash(config, raw)?, q.limit).await,

@@ -50,6 +50,12 @@ pub const USERS_VERIFIED: &str = "otpd_users_verified";
 pub const CALLBACKS_REFUSED: &str = "otpd_delivery_callbacks_refused_total";
 /// Accounts never verified, deleted by the purge.
 pub const UNVERIFIED_PURGED: &str = "otpd_unverified_accounts_purged_total";
+/// Records past their lifetime, deleted by the retention sweep.
+pub const RETENTION_REMOVED: &str = "otpd_retention_removed_total";
+/// Accounts erased, by whom the erasure was asked.
+pub const ACCOUNTS_ERASED: &str = "otpd_accounts_erased_total";
+/// Rewrites of the embedded store's files after an erasure (journal sealed, tables compacted).
+pub const ERASURE_PURGES: &str = "otpd_store_erasure_purges_total";
 /// Sessions neither revoked nor expired.
 pub const SESSIONS_ACTIVE: &str = "otpd_sessions_active";
 /// 1 when `GET /health/ready` would answer 200.
@@ -132,6 +138,27 @@ pub const CATALOGUE: &[MetricDef] = &[
         labels: &[],
         buckets: &[],
         help: "Accounts never verified that the purge deleted, older than otp.unverified_account_ttl",
+    },
+    MetricDef {
+        name: RETENTION_REMOVED,
+        kind: Kind::Counter,
+        labels: &["kind"],
+        buckets: &[],
+        help: "Records past their [retention] lifetime that the embedded store's hourly sweep deleted: audit_event, session, device, audit_key",
+    },
+    MetricDef {
+        name: ACCOUNTS_ERASED,
+        kind: Kind::Counter,
+        labels: &["by"],
+        buckets: &[],
+        help: "Accounts erased (DELETE /v1/me: by=user; the admin API: by=admin)",
+    },
+    MetricDef {
+        name: ERASURE_PURGES,
+        kind: Kind::Counter,
+        labels: &["outcome"],
+        buckets: &[],
+        help: "Rewrites of the embedded store's files after erasures (journal sealed, memtables flushed, tables holding personal data compacted): ok or failed",
     },
     MetricDef {
         name: USERS_VERIFIED,
@@ -383,6 +410,8 @@ pub struct Observe {
     /// `limits.prefix_digits`: how long a destination of `/v1/admin/destinations` is when it
     /// names a number prefix.
     pub prefix_digits: u8,
+    /// `[retention]`: what exports and the audit view say the store keeps.
+    pub retention: crate::config::RetentionConfig,
 }
 
 #[cfg(test)]

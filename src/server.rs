@@ -97,6 +97,15 @@ pub struct Node {
 }
 
 impl Node {
+    /// Runs the retention sweep now, at the engine's clock (the embedded store; ScyllaDB
+    /// expires by TTL and has nothing to sweep): what the hourly sweep does.
+    pub async fn sweep_retention(&self, retention: &crate::config::RetentionConfig) -> crate::store::retention::Swept {
+        match &self.store {
+            Store::Embedded(s) => crate::store::retention::sweep(s, self.engine.now(), retention).await,
+            Store::Scylla(_) => crate::store::retention::Swept::default(),
+        }
+    }
+
     /// Stops accepting, drains open requests, stops the actor tree, closes the store.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -197,8 +206,14 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     // bad or exposed one stops the node at once.
     let cluster = crate::cluster::settings(&config.cluster, &secrets.master)?;
 
-    let store =
-        Store::open(&config.store, &config.scylla, &config.node.store_path(), config.tokens.session_ttl.0).await?;
+    let store = Store::open(
+        &config.store,
+        &config.scylla,
+        &config.node.store_path(),
+        config.tokens.session_ttl.0,
+        config.retention.audit.0,
+    )
+    .await?;
     // Every port call timed and its failures counted, whatever the store.
     let ports = store.ports();
 
@@ -301,6 +316,7 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
             ops_on_public_listener: config.admin.ops_on_public_listener,
             started_at,
             prefix_digits: config.limits.prefix_digits,
+            retention: config.retention.clone(),
         },
     });
     app.receipt_keys.register_metrics();
@@ -308,6 +324,10 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     crate::http::ops::spawn_refresher(&app, config.admin.refresh_interval.0);
     if !config.otp.unverified_account_ttl.0.is_zero() {
         crate::store::spawn_purger(&app, users, config.otp.unverified_account_ttl.0);
+    }
+    // ScyllaDB expires audit events by TTL; the embedded store sweeps.
+    if let Store::Embedded(embedded) = &store {
+        crate::store::retention::spawn_sweeper(&app, embedded.clone(), config.retention.clone());
     }
     Ok(Assembly { app, engine, store, outbox_path, delivery, admin_token: secrets.admin_token, limits })
 }

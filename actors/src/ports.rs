@@ -290,6 +290,15 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// What [`UserStore::erase_user`] deleted besides the account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Erased {
+    pub sessions: usize,
+    pub devices: usize,
+    /// Keys of the audit trail's personal fields about the account, destroyed.
+    pub audit_keys: usize,
+}
+
 /// Result of [`UserStore::insert_user`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertUser {
@@ -311,6 +320,11 @@ pub trait UserStore: Send + Sync + 'static {
     /// the account when its code verifies; older versions created it before, and the
     /// accounts nobody verified are what this removes.)
     async fn purge_unverified(&self, created_before: Timestamp, max: usize) -> Result<usize, StoreError>;
+    /// Erases account `id`: deletes it with its sessions and devices, and destroys the keys
+    /// that sealed the personal fields (client address, user agent) of the audit events about
+    /// it, so the append-only trail keeps those events with the fields unreadable. `None` if
+    /// there is no such account. Durable before it returns, like every write.
+    async fn erase_user(&self, id: UserId) -> Result<Option<Erased>, StoreError>;
 }
 
 #[async_trait]

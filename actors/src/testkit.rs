@@ -355,6 +355,64 @@ pub async fn audit_log(log: Arc<dyn AuditLog>) {
     assert!(log.by_identifier(&IdentHash([0; 16]), 10).await.unwrap().is_empty());
 }
 
+/// Erasure: the account, its sessions and devices go, by every lookup; its audit events stay
+/// (the trail is append-only) with their personal fields unreadable, someone else's keep
+/// theirs; a second erasure finds nothing; the identifier can be claimed again.
+pub async fn erasure<S: UserStore + SessionStore + DeviceStore + AuditLog>(store: Arc<S>) {
+    let t = Timestamp::from_millis(1_700_000_000_000);
+    let alice = User { verified: true, verified_at: Some(t), ..user(31, t) };
+    let bob = User { verified: true, verified_at: Some(t), ..user(32, t) };
+    for u in [&alice, &bob] {
+        assert_eq!(store.insert_user(u).await.unwrap(), InsertUser::Inserted);
+    }
+    let mut by_code = session(alice.id, 1, AuthMethod::Otp, t);
+    by_code.client_ip = Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 31)));
+    by_code.user_agent = Some("erasure/1".into());
+    let phone = device(alice.id, 31, t);
+    let by_device = session(alice.id, 2, AuthMethod::Device(phone.id), t);
+    let bobs = session(bob.id, 3, AuthMethod::Otp, t);
+    for s in [&by_code, &by_device, &bobs] {
+        store.insert_session(s).await.unwrap();
+    }
+    assert_eq!(store.insert_device(&phone, 3).await.unwrap(), InsertDevice::Inserted);
+    let mut hers = event(1, "erasure-a", Some(alice.ident_hash));
+    hers.user_id = Some(alice.id);
+    let mut by_account = event(2, "erasure-b", None);
+    by_account.user_id = Some(alice.id);
+    let his = event(3, "erasure-c", Some(bob.ident_hash));
+    for e in [&hers, &by_account, &his] {
+        store.append(e.clone()).await.unwrap();
+    }
+    assert_eq!(store.by_trace("erasure-b", 10).await.unwrap(), vec![by_account.clone()], "sealed fields open");
+
+    let erased = store.erase_user(alice.id).await.unwrap().expect("the account existed");
+    assert_eq!((erased.sessions, erased.devices), (2, 1), "{erased:?}");
+    assert!(erased.audit_keys > 0, "{erased:?}");
+    assert_eq!(store.user_by_id(alice.id).await.unwrap(), None);
+    assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap(), None);
+    assert!(store.sessions_of_user(alice.id).await.unwrap().is_empty());
+    for s in [&by_code, &by_device] {
+        assert_eq!(store.session(s.id).await.unwrap(), None, "sessions are deleted, not only revoked");
+    }
+    assert!(store.devices_of_user(alice.id).await.unwrap().is_empty());
+    assert_eq!(store.device(phone.id).await.unwrap(), None);
+
+    let anonymised = |e: &AuditEvent| AuditEvent { client_ip: None, user_agent: None, ..e.clone() };
+    assert_eq!(
+        store.by_identifier(&alice.ident_hash, 10).await.unwrap(),
+        vec![anonymised(&hers)],
+        "the event stays, its address and user agent unreadable"
+    );
+    assert_eq!(store.by_trace("erasure-b", 10).await.unwrap(), vec![anonymised(&by_account)]);
+    assert_eq!(store.by_identifier(&bob.ident_hash, 10).await.unwrap(), vec![his], "someone else's keep theirs");
+    assert_eq!(store.user_by_id(bob.id).await.unwrap().as_ref(), Some(&bob));
+    assert_eq!(store.session(bobs.id).await.unwrap().as_ref(), Some(&bobs));
+
+    assert_eq!(store.erase_user(alice.id).await.unwrap(), None, "nothing left to erase");
+    let again = user(31, t);
+    assert_eq!(store.insert_user(&again).await.unwrap(), InsertUser::Inserted, "the identifier is free");
+}
+
 /// The census of a store that may still be counting what it held when it opened.
 pub async fn settled_census<S: CensusSource + ?Sized>(store: &S, now: Timestamp) -> Census {
     for _ in 0..1000 {

@@ -104,8 +104,8 @@ struct PlanArgs {
     sms_country: u16,
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     slo_p99: Duration,
-    /// Days the audit trail is kept (`scylla.audit_retention`).
-    #[arg(long, default_value_t = 90.0)]
+    /// Days the audit trail is kept (`retention.audit`).
+    #[arg(long, default_value_t = 365.0)]
     retention_days: f64,
     /// Plan for at most this share of measured capacity.
     #[arg(long, default_value_t = plan::HEADROOM)]

@@ -36,14 +36,15 @@ pub const REDIS_PER_SEND: f64 = 1.0;
 pub const REDIS_PER_VERIFY: f64 = 2.0;
 
 /// ScyllaDB statements per flow (docs/decisions/2026-11-21-scylla-data-model.md, "Statements
-/// per request", the upper bound of each range). A login: send 1 read + 4 writes, its
-/// delivery event 2 writes, verify 1 read + 5 writes.
+/// per request", the upper bound of each range), plus the key row each audit event writes
+/// (docs/decisions/2026-12-05-crypto-shredding.md). A login: send 1 read + 5 writes, its
+/// delivery event 3 writes, verify 1 read + 6 writes.
 pub const SCYLLA_LOGIN_READS: f64 = 2.0;
-pub const SCYLLA_LOGIN_WRITES: f64 = 11.0;
-/// A sign-up: register 1 read + 6 writes (one an LWT claim), delivery 2 writes,
-/// register/verify 1 read + 7 writes (one an LWT `UPDATE … IF EXISTS`).
+pub const SCYLLA_LOGIN_WRITES: f64 = 14.0;
+/// A sign-up: register 1 read + 7 writes (one an LWT claim), delivery 3 writes,
+/// register/verify 1 read + 8 writes (one an LWT `UPDATE … IF EXISTS`).
 pub const SCYLLA_SIGNUP_READS: f64 = 2.0;
-pub const SCYLLA_SIGNUP_WRITES: f64 = 15.0;
+pub const SCYLLA_SIGNUP_WRITES: f64 = 18.0;
 pub const SCYLLA_SIGNUP_LWTS: f64 = 2.0;
 
 /// Audit events per flow: the send, the verify, and the code's delivery.
@@ -399,7 +400,7 @@ impl Plan {
             [
                 format!("audit storage for {} days", w.retention_days),
                 bytes(f.audit_bytes_retained),
-                "per day × retention (scylla.audit_retention)".into(),
+                "per day × retention (retention.audit)".into(),
             ],
         ]
     }
@@ -481,7 +482,7 @@ mod tests {
     /// * busy cores = 2 314.814 815 / 22 059 + 2 314.814 815 / 12 348
     ///   = 0.104 937 + 0.187 465 = 0.292 402; ÷ 0.6 = 0.487 → 1 core → 1 node of 4, +1 = 2.
     /// * Redis = 2 314.81 × 1 + 2 314.81 × 2 = 6 944.444/s.
-    /// * ScyllaDB reads = 2 × 2 314.81 = 4 629.63/s; writes = 11 × 2 314.81 = 25 462.96/s; LWT 0.
+    /// * ScyllaDB reads = 2 × 2 314.81 = 4 629.63/s; writes = 14 × 2 314.81 = 32 407.41/s; LWT 0.
     /// * forwarded = 4 629.63 × 1/2 = 2 314.81/s.
     /// * SMS = 20 000 000/day at 100 units (0.01) = 2 000 000 000 units = 200 000 a day.
     /// * audit = 60 000 000 events/day × 800 B × 3 = 144 GB/day; × 90 = 12.96 TB.
@@ -505,7 +506,7 @@ mod tests {
         assert_eq!((f.cores, f.nodes_for_load, f.nodes), (1, 1, 2));
         assert!(close(f.redis_ops_per_s_peak, 6_944.444_444_4));
         assert!(close(f.scylla_reads_per_s_peak, 4_629.629_629_6));
-        assert!(close(f.scylla_writes_per_s_peak, 25_462.962_963));
+        assert!(close(f.scylla_writes_per_s_peak, 32_407.407_407));
         assert_eq!(f.scylla_lwts_per_s_peak, 0.0);
         assert!(close(f.forwarded_per_s_peak, 2_314.814_814_8));
         assert_eq!(f.sms_cost_per_day, 2_000_000_000);
@@ -523,8 +524,8 @@ mod tests {
     /// * busy cores = 11 631.944 / 10 000 + 11 631.944 / 5 000 = 1.163 194 + 2.326 389 = 3.489 583;
     ///   ÷ 0.7 = 4.985 → 5 cores → 1 node of 8, + 1 = 2 nodes.
     /// * Redis = 11 631.944 × 3 = 34 895.833/s.
-    /// * ScyllaDB reads = 2 × 11 631.944 = 23 263.889/s; writes = 11 631.944 × (200/201 × 11 +
-    ///   1/201 × 15) = 11 631.944 × 11.019 900 = 128 182.8/s; LWT = 11 631.944 × 2/201 = 115.741/s.
+    /// * ScyllaDB reads = 2 × 11 631.944 = 23 263.889/s; writes = 11 631.944 × (200/201 × 14 +
+    ///   1/201 × 18) = 11 631.944 × 14.019 900 = 163 078.7/s; LWT = 11 631.944 × 2/201 = 115.741/s.
     /// * SMS = 0.3 × 201e6 = 60 300 000/day × 500 = 30 150 000 000 units (3 015 000 a day);
     ///   e-mails 140 700 000.
     /// * audit = 603 000 000 events × 800 × 3 = 1.4472 TB/day; × 30 = 43.416 TB.
@@ -550,7 +551,7 @@ mod tests {
         assert_eq!((f.cores, f.nodes_for_load, f.nodes), (5, 1, 2));
         assert!(close(f.redis_ops_per_s_peak, 34_895.833_333));
         assert!(close(f.scylla_reads_per_s_peak, 23_263.888_889));
-        assert!((f.scylla_writes_per_s_peak - 128_182.8).abs() < 0.1, "{}", f.scylla_writes_per_s_peak);
+        assert!((f.scylla_writes_per_s_peak - 163_078.7).abs() < 0.1, "{}", f.scylla_writes_per_s_peak);
         assert!((f.scylla_lwts_per_s_peak - 115.741).abs() < 1e-3, "{}", f.scylla_lwts_per_s_peak);
         assert!(close(f.sms_per_day, 60_300_000.0) && close(f.emails_per_day, 140_700_000.0));
         assert_eq!(f.sms_cost_per_day, 30_150_000_000);

@@ -24,6 +24,7 @@ pub mod locales;
 mod node;
 mod otp;
 mod redis;
+mod retention;
 pub mod scylla;
 mod secrets;
 mod smtp;
@@ -47,6 +48,7 @@ pub use self::limits::{GuessConfig, LimitsConfig, RuleConfig, SmsBudgetConfig};
 pub use self::node::NodeConfig;
 pub use self::otp::OtpConfig;
 pub use self::redis::RedisConfig;
+pub use self::retention::RetentionConfig;
 pub use self::scylla::ScyllaConfig;
 pub use self::secrets::SecretsConfig;
 pub use self::smtp::SmtpConfig;
@@ -97,6 +99,7 @@ tree! {
     tokens: TokensConfig,
     devices: DevicesConfig,
     store: StoreConfig,
+    retention: RetentionConfig,
     scylla: ScyllaConfig,
     delivery: DeliveryConfig,
     secrets: SecretsConfig,
@@ -176,6 +179,7 @@ impl Config {
         self.engine.validate(errors);
         self.tokens.validate(errors);
         self.devices.validate(errors);
+        self.retention.validate(errors);
         self.store.validate(errors);
         self.delivery.validate(errors);
         self.secrets.validate(errors);

@@ -51,8 +51,6 @@ section! {
         /// Idempotent reads still unanswered after this long are also sent to another
         /// replica; `0s` turns speculative execution off.
         speculative_after: Dur = millis(100),
-        /// Audit events are deleted by Scylla (TTL) after this long.
-        audit_retention: Dur = secs(90 * 24 * 3600),
         /// `CREATE KEYSPACE IF NOT EXISTS` with `replication_factor` per datacenter (or in
         /// `local_datacenter` when set). Off: the keyspace must exist.
         create_keyspace: bool = true,
@@ -155,10 +153,6 @@ impl ScyllaConfig {
         check(
             self.speculative_after.0 < self.request_timeout.0,
             "scylla.speculative_after: must be less than scylla.request_timeout (0s turns it off)".into(),
-        );
-        check(
-            self.audit_retention.0 >= DAY && self.audit_retention.0.as_secs() + DAY.as_secs() * 2 <= MAX_TTL_SECS,
-            format!("scylla.audit_retention: must be between 1 day and 20 years, got {:?}", self.audit_retention),
         );
         check(
             (1..=10).contains(&self.replication_factor),

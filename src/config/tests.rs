@@ -323,7 +323,7 @@ fn scylla_is_selected_by_store_kind_and_every_problem_is_named() {
     assert_eq!(c.store.kind, "scylla");
     assert_eq!(c.scylla.keyspace, "otpd");
     assert_eq!(c.scylla.consistency, "LOCAL_QUORUM", "writes that must not be lost");
-    assert_eq!(c.scylla.audit_retention.0, Duration::from_secs(90 * 86_400));
+    assert_eq!(c.retention.audit.0, Duration::from_secs(365 * 86_400), "a year, on either store");
     assert_eq!(c.scylla.password.as_ref().unwrap().0, "env-only-scylla-password");
     assert!(!format!("{c:?}").contains("env-only-scylla-password"), "check-config never prints it");
 
@@ -339,7 +339,6 @@ fn scylla_is_selected_by_store_kind_and_every_problem_is_named() {
         serial_consistency = "QUORUM"
         username = "otpd"
         tls_ca_file = "/etc/ca.pem"
-        audit_retention = "1h"
         replication_factor = 0
     "#;
     let err = Config::from_sources(text, env(&[])).unwrap_err();
@@ -351,12 +350,15 @@ fn scylla_is_selected_by_store_kind_and_every_problem_is_named() {
         "scylla.serial_consistency: must be LOCAL_SERIAL or SERIAL",
         "scylla: set both scylla.username and scylla.password",
         "scylla: tls_* keys are set but scylla.tls is false",
-        "scylla.audit_retention: must be between 1 day and 20 years",
         "scylla.replication_factor: must be 1..=10, got 0",
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
-    assert_eq!(err.0.len(), 8, "{all}");
+    assert_eq!(err.0.len(), 7, "{all}");
+    let err = Config::from_sources("[retention]\naudit = \"1h\"\nended_sessions = \"30y\"", env(&[])).unwrap_err();
+    let all = err.0.join("\n");
+    assert!(all.contains("retention.audit: must be between 1 day and 20 years"), "{all}");
+    assert!(all.contains("retention.ended_sessions: must be at most 20 years"), "{all}");
     let err = Config::from_sources("[store]\nkind = \"cassandra\"", env(&[])).unwrap_err();
     assert_eq!(err.0, ["store.kind: must be \"embedded\" or \"scylla\", got \"cassandra\""]);
 }

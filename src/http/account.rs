@@ -65,6 +65,19 @@ pub(super) async fn sessions(app: &App, call: &Call<'_>) -> Result<Resp, ApiErro
     Ok(json(StatusCode::OK, &wire::SessionListResponse { sessions }))
 }
 
+/// `GET /v1/me/export`.
+pub(super) async fn export(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let export = app.engine.export_account(call.ctx, bearer_of(call.claims())).await?;
+    Ok(json(StatusCode::OK, &wire::AccountExportResponse::new(&export, app)))
+}
+
+/// `DELETE /v1/me`.
+pub(super) async fn erase(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let erased = app.engine.erase_account(call.ctx, bearer_of(call.claims())).await?;
+    metrics::counter!(crate::metrics::ACCOUNTS_ERASED, "by" => "user").increment(1);
+    Ok(json(StatusCode::OK, &wire::EraseResponse::from(erased)))
+}
+
 /// `POST /v1/devices`.
 pub(super) async fn enrol(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
     let req: wire::EnrolRequest = call.json(app)?;

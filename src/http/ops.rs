@@ -12,7 +12,9 @@ use metrics::gauge;
 use otpd_actors::EngineError;
 use otpd_actors::actors::dispatch::DispatchHandle;
 use otpd_actors::ports::StoreError;
+use otpd_actors::rules::audit::Step;
 use otpd_actors::rules::breaker::BreakerState;
+use otpd_actors::rules::ids::UserId;
 use otpd_actors::rules::limits::{DestinationChange, GuardMode, Pin, Subject};
 use tokio::task::JoinHandle;
 
@@ -161,7 +163,10 @@ pub(super) async fn admin_audit(app: &App, call: &Call<'_>) -> Result<Resp, ApiE
         _ => return Err(ApiError::invalid_request("give exactly one of identifier and trace_id")),
     }
     .map_err(|e| ApiError::from(EngineError::Unavailable(e.to_string())))?;
-    let body = wire::AuditListResponse { events: events.iter().map(wire::AuditView::from).collect() };
+    let body = wire::AuditListResponse {
+        events: events.iter().map(wire::AuditView::from).collect(),
+        retention: Some(wire::RetentionView::from(&app.observe.retention)),
+    };
     Ok(json(StatusCode::OK, &body))
 }
 
@@ -246,6 +251,27 @@ pub(super) async fn lift_destination(app: &App, call: &Call<'_>) -> Result<Resp,
     let subject = destination(app, call.param)?;
     let state = app.engine.change_destination(call.ctx, subject, DestinationChange::Lift).await?;
     Ok(json(StatusCode::OK, &wire::DestinationView::from(&state)))
+}
+
+/// `GET /v1/admin/users/{id}`: the account's export.
+pub(super) async fn admin_export_user(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let id = user_id(app, call)?;
+    let export = app.engine.admin_export_account(call.ctx, id).await?;
+    Ok(json(StatusCode::OK, &wire::AccountExportResponse::new(&export, app)))
+}
+
+/// `DELETE /v1/admin/users/{id}`.
+pub(super) async fn admin_erase_user(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let id = user_id(app, call)?;
+    let erased = app.engine.admin_erase_account(call.ctx, id).await?;
+    metrics::counter!(crate::metrics::ACCOUNTS_ERASED, "by" => "admin").increment(1);
+    Ok(json(StatusCode::OK, &wire::EraseResponse::from(erased)))
+}
+
+/// The account id of the path: a hyphenated UUID, or the account is not found.
+fn user_id(app: &App, call: &Call<'_>) -> Result<UserId, ApiError> {
+    let parsed = (call.param.len() == 36).then(|| uuid::Uuid::parse_str(call.param).ok()).flatten();
+    parsed.map(UserId).ok_or_else(|| call.reject(app, Step::Validate, EngineError::AccountNotFound))
 }
 
 /// The longest pin.

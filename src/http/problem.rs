@@ -128,7 +128,7 @@ pub const FRESH_LOGIN_REQUIRED: ProblemKind = kind(
     "fresh_login_required",
     403,
     "Fresh login required",
-    "enrolling a device needs a login by code within `devices.enrol_max_auth_age`",
+    "enrolling a device or erasing the account needs a login by code within `devices.enrol_max_auth_age`",
 );
 pub const DEVICE_REVOKED: ProblemKind =
     kind("device_revoked", 403, "Device revoked", "the signature is right but the device was removed; enrol it again");

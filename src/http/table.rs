@@ -204,6 +204,16 @@ fn limit_schema() -> Value {
     json!({ "type": "integer", "minimum": 0, "default": 100 })
 }
 
+/// The account of `/v1/admin/users/{id}`.
+const USER_ID: Param = Param {
+    name: "id",
+    location: "path",
+    required: true,
+    description: "The account id (a hyphenated UUID, as tokens' `sub` and the audit trail's `user_id` show it); \
+        anything else is `404 account_not_found`.",
+    schema: uuid_schema,
+};
+
 /// A hyphenated UUID, either case: what `wire::device_id` accepts.
 pub const UUID_PATTERN: &str = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
@@ -353,6 +363,52 @@ pub static ROUTES: &[Route] = &[
             status: 200,
             description: "The account and the session of the token.",
             schema: Some("MeResponse"),
+            headers: &[],
+        }],
+        problems: &[BEARER, UNAVAILABLE],
+        links: &[],
+    },
+    Route {
+        method: "delete",
+        path: "/v1/me",
+        id: "eraseMe",
+        tag: "sessions",
+        summary: "Erase the signed-in account",
+        description: "Needs an access token from a login **by code** within `devices.enrol_max_auth_age`. \
+            Deletes the account with its sessions (every token stops working) and devices, and destroys the keys \
+            of the personal fields (client address, user agent) of the audit events about it: the trail keeps the \
+            events, those fields unreadable (GDPR art. 17). No request body.",
+        auth: Auth::Bearer,
+        api: Some(Api::AccountErase),
+        exposure: Exposure::Api,
+        labelled: true,
+        handler: handler!(account::erase),
+        params: &[],
+        body: None,
+        replies: &[Reply { status: 200, description: "Erased.", schema: Some("EraseResponse"), headers: &[] }],
+        problems: &[BEARER, &["fresh_login_required"], UNAVAILABLE],
+        links: &[],
+    },
+    Route {
+        method: "get",
+        path: "/v1/me/export",
+        id: "exportMe",
+        tag: "sessions",
+        summary: "Everything the store holds for the signed-in account",
+        description: "The account, every session (ended ones until `retention.ended_sessions`), every device \
+            (removed ones until `retention.removed_devices`) and the audit events under the account's identifier \
+            (newest first, at most 10,000), as one JSON document: what a person may ask to see (GDPR art. 15).",
+        auth: Auth::Bearer,
+        api: Some(Api::AccountExport),
+        exposure: Exposure::Api,
+        labelled: true,
+        handler: handler!(account::export),
+        params: &[],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "The account's data.",
+            schema: Some("AccountExportResponse"),
             headers: &[],
         }],
         problems: &[BEARER, UNAVAILABLE],
@@ -734,6 +790,49 @@ pub static ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/v1/admin/users/{id}",
+        id: "adminExportUser",
+        tag: "admin",
+        summary: "Everything the store holds for an account",
+        description: "What `GET /v1/me/export` returns, for a request that reached the operator by another \
+            channel (find the account id with `otpd audit <identifier>`). Audited.",
+        auth: Auth::Admin,
+        api: Some(Api::AdminAccountExport),
+        exposure: Exposure::Ops,
+        labelled: true,
+        handler: handler!(ops::admin_export_user),
+        params: &[USER_ID],
+        body: None,
+        replies: &[Reply {
+            status: 200,
+            description: "The account's data.",
+            schema: Some("AccountExportResponse"),
+            headers: &[],
+        }],
+        problems: &[&["missing_token", "forbidden", "account_not_found"], UNAVAILABLE],
+        links: &[],
+    },
+    Route {
+        method: "delete",
+        path: "/v1/admin/users/{id}",
+        id: "adminEraseUser",
+        tag: "admin",
+        summary: "Erase an account",
+        description: "What `DELETE /v1/me` does, without the fresh login: the admin token is the authority. \
+            Audited.",
+        auth: Auth::Admin,
+        api: Some(Api::AdminAccountErase),
+        exposure: Exposure::Ops,
+        labelled: true,
+        handler: handler!(ops::admin_erase_user),
+        params: &[USER_ID],
+        body: None,
+        replies: &[Reply { status: 200, description: "Erased.", schema: Some("EraseResponse"), headers: &[] }],
+        problems: &[&["missing_token", "forbidden", "account_not_found"], UNAVAILABLE],
+        links: &[],
+    },
+    Route {
+        method: "get",
         path: "/v1/admin/destinations",
         id: "adminDestinations",
         tag: "admin",
@@ -951,7 +1050,7 @@ mod tests {
         assert_eq!(route_labels()[route_index("/v1/devices")], "/v1/devices");
         assert_eq!(route_labels()[route_index("/+12025550123")], "other");
         assert_eq!(route_labels()[route_index("/v1/login/")], "other");
-        assert_eq!(route_labels()[12], "/v1/devices/{id}");
+        assert_eq!(route_labels()[13], "/v1/devices/{id}");
     }
 
     /// A request path for `template`, its parameter filled in.

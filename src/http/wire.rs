@@ -378,6 +378,140 @@ impl From<&AuditEvent> for AuditView {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditListResponse {
     pub events: Vec<AuditView>,
+    /// How long the trail keeps events: older ones are not here because they were deleted.
+    pub retention: Option<RetentionView>,
+}
+
+/// What the store keeps, and for how long (`[retention]`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RetentionView {
+    /// Audit events are deleted this many days after they were written.
+    pub audit_days: u64,
+    /// Ended sessions are deleted this many days after they ended.
+    pub ended_sessions_days: u64,
+    /// Revoked devices are deleted this many days after their revocation.
+    pub removed_devices_days: u64,
+    /// In words, for a person reading an export.
+    pub note: String,
+}
+
+impl From<&crate::config::RetentionConfig> for RetentionView {
+    fn from(r: &crate::config::RetentionConfig) -> Self {
+        let days = |d: crate::config::Dur| d.0.as_secs() / 86_400;
+        let (audit, sessions, devices) = (days(r.audit), days(r.ended_sessions), days(r.removed_devices));
+        RetentionView {
+            audit_days: audit,
+            ended_sessions_days: sessions,
+            removed_devices_days: devices,
+            note: format!(
+                "audit events are kept {audit} days, ended sessions {sessions} days after they end, removed devices \
+                 {devices} days after removal; older records have been deleted"
+            ),
+        }
+    }
+}
+
+/// A session as an export shows it: every field the store keeps but the refresh digests.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionExportView {
+    #[schema(format = "uuid")]
+    pub id: String,
+    #[schema(schema_with = doc::auth_method)]
+    pub method: &'static str,
+    #[schema(format = "uuid")]
+    pub device_id: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    #[schema(format = DateTime)]
+    pub refreshed_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub revoked_at: Option<String>,
+    pub revoke_reason: Option<&'static str>,
+    /// Refresh rotations.
+    pub generation: u32,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl From<&Session> for SessionExportView {
+    fn from(s: &Session) -> Self {
+        let view = SessionView::new(s, s.id);
+        SessionExportView {
+            id: view.id,
+            method: view.method,
+            device_id: view.device_id,
+            created_at: view.created_at,
+            expires_at: view.expires_at,
+            refreshed_at: view.refreshed_at,
+            revoked_at: s.revoked_at.map(rfc3339),
+            revoke_reason: s.revoke_reason.map(|r| r.as_str()),
+            generation: s.generation,
+            client_ip: view.client_ip,
+            user_agent: view.user_agent,
+        }
+    }
+}
+
+/// A device as an export shows it, revoked ones included.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceExportView {
+    #[serde(flatten)]
+    pub device: DeviceView,
+    #[schema(format = DateTime)]
+    pub revoked_at: Option<String>,
+}
+
+/// `GET /v1/me/export` (and the admin's `GET /v1/admin/users/{id}`): everything the store
+/// holds for the account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountExportResponse {
+    #[schema(format = DateTime)]
+    pub exported_at: String,
+    pub user: UserView,
+    pub sessions: Vec<SessionExportView>,
+    pub devices: Vec<DeviceExportView>,
+    /// The audit events under the account's identifier, newest first.
+    pub audit_events: Vec<AuditView>,
+    /// False when there were more events than an export returns (10,000).
+    pub audit_events_complete: bool,
+    pub retention: RetentionView,
+}
+
+impl AccountExportResponse {
+    pub fn new(e: &otpd_actors::flows::data::AccountExport, app: &super::app::App) -> Self {
+        AccountExportResponse {
+            exported_at: rfc3339(app.engine.now()),
+            user: UserView::from(&e.user),
+            sessions: e.sessions.iter().map(SessionExportView::from).collect(),
+            devices: e
+                .devices
+                .iter()
+                .map(|d| DeviceExportView { device: DeviceView::from(d), revoked_at: d.revoked_at.map(rfc3339) })
+                .collect(),
+            audit_events: e.events.iter().map(AuditView::from).collect(),
+            audit_events_complete: e.events_complete,
+            retention: RetentionView::from(&app.observe.retention),
+        }
+    }
+}
+
+impl From<otpd_actors::ports::Erased> for EraseResponse {
+    fn from(e: otpd_actors::ports::Erased) -> Self {
+        EraseResponse { erased: true, sessions: e.sessions, devices: e.devices }
+    }
+}
+
+/// Answer to `DELETE /v1/me` (and the admin's `DELETE /v1/admin/users/{id}`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EraseResponse {
+    /// Always true: the account is gone.
+    pub erased: bool,
+    /// Sessions deleted (their tokens stopped working).
+    pub sessions: usize,
+    /// Devices deleted.
+    pub devices: usize,
 }
 
 /// `POST /v1/token/refresh`.

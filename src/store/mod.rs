@@ -5,7 +5,9 @@
 //! suites in `otpd_actors::testkit`.
 
 pub mod embedded;
+pub mod retention;
 pub mod scylla;
+pub mod shred;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -104,10 +106,11 @@ impl Store {
         scylla: &ScyllaConfig,
         path: &Path,
         session_ttl: Duration,
+        audit_retention: Duration,
     ) -> Result<Store, OpenError> {
         Ok(match store.kind.as_str() {
             "scylla" => {
-                let options = ScyllaOptions { config: scylla.clone(), session_ttl };
+                let options = ScyllaOptions { config: scylla.clone(), session_ttl, audit_retention };
                 Store::Scylla(ScyllaStore::connect(&options).await?)
             }
             _ => Store::Embedded(EmbeddedStore::open(

@@ -39,6 +39,12 @@ async fn embedded_audit_log() {
 }
 
 #[tokio::test]
+async fn embedded_erasure() {
+    let (_dir, s) = store();
+    testkit::erasure(s).await;
+}
+
+#[tokio::test]
 async fn embedded_census() {
     let (_dir, s) = store();
     testkit::census(s).await;

@@ -259,6 +259,22 @@ async fn every_metric_family_appears_after_the_traffic_that_produces_it() {
     assert_eq!(t.post("/v1/login", json!({ "phone": b })).await.status, 202);
     let second = t.post("/v1/login/verify", json!({ "phone": b, "code": sms_code(&twilio, &b, 2).await })).await.body;
     assert_eq!(post_bearer(&t, "/v1/logout/all", &access(&second)).await.status, 200);
+    // Personal data: a retention sweep finds those ended sessions, then an operator erases the
+    // account (and the store's files are rewritten).
+    t.advance(Duration::from_millis(1));
+    let retention = otpd::config::RetentionConfig { ended_sessions: Dur(Duration::ZERO), ..Default::default() };
+    let swept = t.node.sweep_retention(&retention).await;
+    assert!(swept.sessions >= 2, "{swept:?}");
+    let id = first["user"]["id"].as_str().unwrap();
+    let erase = t.client.delete(t.ops_url(&format!("/v1/admin/users/{id}"))).bearer_auth(&t.node.admin_token);
+    assert_eq!(into_reply(erase.send().await.unwrap()).await.status, 200);
+    let s = m
+        .settle("an erasure and its file rewrite", |s| {
+            s.sum("otpd_accounts_erased_total", &[("by", "admin")]) == 1.0
+                && s.sum("otpd_store_erasure_purges_total", &[("outcome", "ok")]) == 1.0
+        })
+        .await;
+    assert_eq!(s.sum("otpd_retention_removed_total", &[("kind", "session")]), swept.sessions as f64);
     let s = m.scrape().await;
     for outcome in ["ok", "reused", "invalid"] {
         assert_eq!(s.sum("otpd_tokens_refreshed_total", &[("outcome", outcome)]), 1.0, "{outcome}");

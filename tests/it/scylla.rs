@@ -46,6 +46,7 @@ use crate::sessions::{access, login_again, post_bearer, refresh, refresh_token};
 use crate::support::*;
 
 const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+const AUDIT_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Says, where a person running the tests sees it (the harness captures `eprintln!`), that a
 /// test did not run and why.
@@ -75,9 +76,10 @@ async fn real_scylla(test: &str) -> Option<(Arc<ScyllaStore>, String)> {
         replication_factor: 1,
         ..ScyllaConfig::default()
     };
-    let store = ScyllaStore::connect(&ScyllaOptions { config, session_ttl: SESSION_TTL })
-        .await
-        .expect("OTPD_TEST_SCYLLA is set, so the cluster must accept a connection");
+    let store =
+        ScyllaStore::connect(&ScyllaOptions { config, session_ttl: SESSION_TTL, audit_retention: AUDIT_RETENTION })
+            .await
+            .expect("OTPD_TEST_SCYLLA is set, so the cluster must accept a connection");
     Some((store, keyspace))
 }
 
@@ -116,6 +118,13 @@ async fn scylla_audit_log() {
     drop_keyspace(&s, &ks).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_erasure() {
+    let Some((s, ks)) = real_scylla("scylla_erasure").await else { return };
+    testkit::erasure(s.clone()).await;
+    drop_keyspace(&s, &ks).await;
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. Wire-level smoke test against kassandra.
 // ---------------------------------------------------------------------------------------
@@ -135,7 +144,12 @@ fn kassandra_config(addr: SocketAddr, keyspace: &str) -> ScyllaConfig {
 }
 
 async fn connect(config: &ScyllaConfig) -> Result<Arc<ScyllaStore>, ConnectError> {
-    ScyllaStore::connect(&ScyllaOptions { config: config.clone(), session_ttl: SESSION_TTL }).await
+    ScyllaStore::connect(&ScyllaOptions {
+        config: config.clone(),
+        session_ttl: SESSION_TTL,
+        audit_retention: AUDIT_RETENTION,
+    })
+    .await
 }
 
 /// Runs `body` with a fresh in-memory CQL server on a loopback port.
@@ -163,11 +177,11 @@ async fn kassandra_smoke_migrations_statements_and_type_mapping() {
 
         // Migrations: applied once, recorded, and a second run has nothing to do.
         let first = scylla::migrate(&config).await.expect("migrations apply");
-        assert_eq!(first.applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1]);
-        assert_eq!((first.before, first.after), (0, 1));
+        assert_eq!(first.applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!((first.before, first.after), (0, 2));
         let again = scylla::migrate(&config).await.expect("migrations are idempotent");
         assert!(again.applied.is_empty(), "{again:?}");
-        assert_eq!(again.after, 1);
+        assert_eq!(again.after, 2);
 
         // Connecting prepares every statement on the server.
         let store = connect(&config).await.expect("the store connects to the migrated keyspace");
@@ -311,6 +325,7 @@ async fn kassandra_passes_the_user_session_and_device_suites() {
         println!("SKIPPED on kassandra: the purge of unverified accounts (token() scan, DELETE … IF)");
         testkit::session_store(store.clone()).await;
         testkit::device_store(store.clone()).await;
+        testkit::erasure(store.clone()).await;
         store.close();
     })
     .await;
@@ -323,34 +338,35 @@ async fn kassandra_refuses_a_newer_schema_and_a_missing_migration() {
         let mut config = kassandra_config(addr, "otpd_versions");
         config.migrate_on_start = false;
         match connect(&config).await {
-            Err(ConnectError::Schema(SchemaError::Pending { current: 0, needed: 1 })) => {}
+            Err(ConnectError::Schema(SchemaError::Pending { current: 0, needed: 2 })) => {}
             other => panic!("expected a refusal naming `otpd migrate`, got {:?}", other.err()),
         }
         let store_kind = otpd::config::StoreConfig { kind: "scylla".into(), ..Default::default() };
-        let out = scylla::migrate_command(&store_kind, &config)
-        .await
-        .unwrap();
-        assert_eq!(out, "applied 1: accounts, sessions, devices, audit trail\nkeyspace otpd_versions migrated from schema version 0 to 1\n");
+        let out = scylla::migrate_command(&store_kind, &config).await.unwrap();
+        assert_eq!(
+            out,
+            "applied 1: accounts, sessions, devices, audit trail\n\
+             applied 2: keys of the audit trail's personal fields (crypto-shredding)\n\
+             keyspace otpd_versions migrated from schema version 0 to 2\n"
+        );
         let store = connect(&config).await.expect("migrated: the node starts");
         store.close();
 
         // A newer otpd migrated the keyspace: this one refuses to start on it.
         let record = store
             .driver_session()
-            .prepare("INSERT INTO otpd_versions.schema_migrations (scope, version, name, applied_at) VALUES (?, ?, ?, ?)")
+            .prepare(
+                "INSERT INTO otpd_versions.schema_migrations (scope, version, name, applied_at) VALUES (?, ?, ?, ?)",
+            )
             .await
             .unwrap();
-        store
-            .driver_session()
-            .execute_unpaged(&record, ("otpd", 2i32, "from the future", scylla_ts(0)))
-            .await
-            .unwrap();
+        store.driver_session().execute_unpaged(&record, ("otpd", 3i32, "from the future", scylla_ts(0))).await.unwrap();
         config.migrate_on_start = true;
         match connect(&config).await {
-            Err(ConnectError::Schema(e @ SchemaError::Newer { found: 2, known: 1 })) => {
+            Err(ConnectError::Schema(e @ SchemaError::Newer { found: 3, known: 2 })) => {
                 assert!(e.to_string().contains("upgrade otpd"), "{e}");
             }
-            other => panic!("expected a refusal of schema 2, got {:?}", other.err()),
+            other => panic!("expected a refusal of schema 3, got {:?}", other.err()),
         }
         let err = scylla::migrate(&config).await.unwrap_err();
         assert!(err.to_string().contains("newer than this otpd knows"), "{err}");
@@ -670,14 +686,15 @@ async fn statements_per_request_on_the_send_and_verify_paths() {
                 ("insert_audit_day", false, 2),
                 ("insert_audit_ident", false, 1),
                 ("insert_audit_trace", false, 1),
+                ("insert_subject_key", false, 1),
                 ("user_by_ident", false, 2)
             ],
             "send: the account read and its decoy (equal work with or without an account), the event by trace and \
-             by identifier, the two day-index rows (first event of the day)"
+             by identifier, the two day-index rows (first event of the day), the key of its sealed fields"
         );
         assert_eq!(
             delivery,
-            vec![("insert_audit_ident", false, 1), ("insert_audit_trace", false, 1)],
+            vec![("insert_audit_ident", false, 1), ("insert_audit_trace", false, 1), ("insert_subject_key", false, 1)],
             "the delivery event: its day-index rows were written by this node already"
         );
         assert_eq!(
@@ -688,12 +705,14 @@ async fn statements_per_request_on_the_send_and_verify_paths() {
                 ("insert_audit_trace", false, 1),
                 ("insert_session", false, 1),
                 ("insert_session_index", false, 1),
+                ("insert_subject_key", false, 1),
                 ("user_by_ident", false, 1),
             ],
-            "verify: one account read, the session and its index row, the event (a new trace id's day row)"
+            "verify: one account read, the session and its index row, the event (a new trace id's day row) and \
+             its key"
         );
-        assert_eq!(unknown.iter().map(|s| s.2).sum::<u64>(), 6, "{unknown:?}");
-        assert_eq!(send.iter().map(|s| s.2).sum::<u64>(), 6, "as many statements with an account as without");
+        assert_eq!(unknown.iter().map(|s| s.2).sum::<u64>(), 7, "{unknown:?}");
+        assert_eq!(send.iter().map(|s| s.2).sum::<u64>(), 7, "as many statements with an account as without");
         for (name, lwt, _) in send.iter().chain(&delivery).chain(&verify).chain(&unknown) {
             assert!(!lwt, "no lightweight transaction on the send or verify path: {name}");
         }
@@ -737,9 +756,14 @@ async fn the_binary_migrates_then_runs_on_scylla_and_never_prints_the_password()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(stdout, "applied 1: accounts, sessions, devices, audit trail\nkeyspace otpd_bin migrated from schema version 0 to 1\n");
+        assert_eq!(
+            stdout,
+            "applied 1: accounts, sessions, devices, audit trail\n\
+             applied 2: keys of the audit trail's personal fields (crypto-shredding)\n\
+             keyspace otpd_bin migrated from schema version 0 to 2\n"
+        );
         let again = command(&["migrate"]).output().await.unwrap();
-        assert_eq!(String::from_utf8_lossy(&again.stdout), "keyspace otpd_bin is up to date at schema version 1\n");
+        assert_eq!(String::from_utf8_lossy(&again.stdout), "keyspace otpd_bin is up to date at schema version 2\n");
 
         let check = command(&["check-config"]).output().await.unwrap();
         let printed = String::from_utf8_lossy(&check.stdout);
@@ -759,7 +783,12 @@ async fn the_binary_migrates_then_runs_on_scylla_and_never_prints_the_password()
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(ready, Some(200), "the node runs on the migrated keyspace");
-        let r = client.post(format!("http://127.0.0.1:{port}/v1/login")).json(&json!({ "phone": phone(701) })).send().await.unwrap();
+        let r = client
+            .post(format!("http://127.0.0.1:{port}/v1/login"))
+            .json(&json!({ "phone": phone(701) }))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 202);
         node.start_kill().unwrap();
         node.wait().await.unwrap();

@@ -16,8 +16,8 @@ use metrics::{Histogram, counter, histogram};
 
 use crate::metrics::{STORE_DURATION, STORE_ERRORS};
 use crate::ports::{
-    AuditEvent, AuditLog, Census, CensusSource, Device, DeviceStore, InsertDevice, InsertUser, RevokeReason, Rotation,
-    Session, SessionStore, StoreError, User, UserStore,
+    AuditEvent, AuditLog, Census, CensusSource, Device, DeviceStore, Erased, InsertDevice, InsertUser, RevokeReason,
+    Rotation, Session, SessionStore, StoreError, User, UserStore,
 };
 use crate::rules::clock::Timestamp;
 use crate::rules::ids::{DeviceId, SessionId, UserId};
@@ -31,6 +31,7 @@ pub enum Operation {
     InsertUser,
     UpdateUser,
     PurgeUnverified,
+    EraseUser,
     InsertSession,
     Session,
     RotateRefresh,
@@ -48,12 +49,13 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 19] = [
+    pub const ALL: [Operation; 20] = [
         Operation::UserByIdentifier,
         Operation::UserById,
         Operation::InsertUser,
         Operation::UpdateUser,
         Operation::PurgeUnverified,
+        Operation::EraseUser,
         Operation::InsertSession,
         Operation::Session,
         Operation::RotateRefresh,
@@ -77,6 +79,7 @@ impl Operation {
             Operation::InsertUser => "insert_user",
             Operation::UpdateUser => "update_user",
             Operation::PurgeUnverified => "purge_unverified",
+            Operation::EraseUser => "erase_user",
             Operation::InsertSession => "insert_session",
             Operation::Session => "session",
             Operation::RotateRefresh => "rotate_refresh",
@@ -155,6 +158,10 @@ impl<S: UserStore> UserStore for MeteredStore<S> {
 
     async fn purge_unverified(&self, created_before: Timestamp, max: usize) -> Result<usize, StoreError> {
         self.timed(Operation::PurgeUnverified, self.inner.purge_unverified(created_before, max)).await
+    }
+
+    async fn erase_user(&self, id: UserId) -> Result<Option<Erased>, StoreError> {
+        self.timed(Operation::EraseUser, self.inner.erase_user(id)).await
     }
 }
 

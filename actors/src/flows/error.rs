@@ -45,7 +45,7 @@ pub enum EngineError {
     InvalidRefreshToken,
     #[error("this refresh token was already used; the session has been revoked, log in again")]
     RefreshTokenReused,
-    #[error("enrolling a device needs a login by one-time code within the last {}s; log in again", max_age.as_secs())]
+    #[error("this needs a login by one-time code within the last {}s; log in again", max_age.as_secs())]
     FreshLoginRequired { max_age: Duration },
     #[error("the public key is not acceptable: {0}")]
     InvalidPublicKey(String),

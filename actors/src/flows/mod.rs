@@ -5,11 +5,13 @@
 //!   current user);
 //! * [`sessions`]: refresh rotation, logout, session listing, authentication;
 //! * [`devices`]: device enrolment and fingerprint (device-key) login;
+//! * [`data`]: an account's data: export and erasure;
 //! * [`error`]: every way a call can end other than success.
 //!
-//! `sessions` and `devices` extend `Engine` and use the engine's helpers; the engine never
+//! `sessions`, `devices` and `data` extend `Engine` and use the engine's helpers; the engine never
 //! imports them.
 
+pub mod data;
 pub mod devices;
 pub mod engine;
 pub mod error;

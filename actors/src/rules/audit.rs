@@ -131,6 +131,14 @@ vocabulary! {
         Delivery => "delivery",
         /// An operator pinned or lifted a destination of the conversion guard.
         AdminDestination => "admin_destination",
+        /// A person downloaded what the store holds for their account.
+        AccountExport => "account_export",
+        /// A person erased their account.
+        AccountErase => "account_erase",
+        /// An operator exported an account (a request that came by another channel).
+        AdminAccountExport => "admin_account_export",
+        /// An operator erased an account.
+        AdminAccountErase => "admin_account_erase",
     }
 }
 
@@ -240,6 +248,10 @@ mod tests {
             "device_verify",
             "delivery",
             "admin_destination",
+            "account_export",
+            "account_erase",
+            "admin_account_export",
+            "admin_account_erase",
         ];
         let steps = [
             "start",

@@ -8,9 +8,10 @@
 //! | `sessions_by_user` | user id ‖ session id (32 B) | empty |
 //! | `devices` | device id (16 B) | record |
 //! | `devices_by_user` | user id ‖ device id (32 B) | empty |
-//! | `audit` | sequence number (u64, big-endian) | record |
+//! | `audit` | sequence number (u64, big-endian) | record (format 2: personal fields sealed, `store::shred`; format 1 is read) |
 //! | `audit_by_ident` | identifier hash ‖ sequence (24 B) | empty |
 //! | `audit_by_trace` | BLAKE3(trace id)[..16] ‖ sequence (24 B) | empty |
+//! | `subject_keys` | subject (17 B) ‖ key id (16 B) | key (32 B) ‖ last written (ms, u64 BE) |
 //!
 //! Records are postcard-encoded behind a one-byte format version, so a format can change
 //! without a migration: the reader knows each version it was ever written in. The golden
@@ -18,11 +19,13 @@
 //! unreadable fails here first.
 
 use fjall::{Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace};
-use otpd_actors::ports::{AuthMethod, Session, StoreError};
+use otpd_actors::ports::{AuditEvent, AuthMethod, Session, StoreError};
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::ids::{SessionId, UserId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::store::shred::{self, KEY_ID_LEN, KEY_LEN, Subject};
 
 /// The keyspaces, opened once and shared by the writer and the readers.
 #[derive(Clone)]
@@ -36,6 +39,7 @@ pub(super) struct Spaces {
     pub audit: SingleWriterTxKeyspace,
     pub audit_by_ident: SingleWriterTxKeyspace,
     pub audit_by_trace: SingleWriterTxKeyspace,
+    pub subject_keys: SingleWriterTxKeyspace,
 }
 
 impl Spaces {
@@ -52,6 +56,7 @@ impl Spaces {
             audit: ks("audit")?,
             audit_by_ident: ks("audit_by_ident")?,
             audit_by_trace: ks("audit_by_trace")?,
+            subject_keys: ks("subject_keys")?,
         })
     }
 }
@@ -60,6 +65,9 @@ impl Spaces {
 const RECORD_V1: u8 = 1;
 /// Sessions since refresh rotation (more fields than format 1).
 const SESSION_V2: u8 = 2;
+/// Audit events since crypto-shredding: the event without its personal fields, then the
+/// sealed fields (empty if there were none).
+const AUDIT_V2: u8 = 2;
 
 pub(super) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -113,6 +121,65 @@ pub(super) fn decode_session(bytes: &[u8]) -> Result<Session, StoreError> {
         Some((v, _)) => Err(corrupt(format!("unknown session record version {v}"))),
         None => Err(corrupt("empty record")),
     }
+}
+
+/// An audit event in format 2: the event (personal fields taken out), then `sealed`.
+pub(super) fn encode_audit(event: &AuditEvent, sealed: Option<&[u8]>) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![AUDIT_V2];
+    out.extend(postcard::to_stdvec(event).map_err(corrupt)?);
+    out.extend_from_slice(sealed.unwrap_or_default());
+    Ok(out)
+}
+
+/// An audit event as stored and its sealed personal fields (`None`: none, or format 1, whose
+/// fields are in clear).
+pub(super) fn decode_audit(bytes: &[u8]) -> Result<(AuditEvent, Option<&[u8]>), StoreError> {
+    match bytes.split_first() {
+        Some((&AUDIT_V2, rest)) => {
+            let (event, sealed) = postcard::take_from_bytes(rest).map_err(corrupt)?;
+            Ok((event, (!sealed.is_empty()).then_some(sealed)))
+        }
+        Some((&RECORD_V1, _)) => Ok((decode(bytes)?, None)),
+        Some((v, _)) => Err(corrupt(format!("unknown audit record version {v}"))),
+        None => Err(corrupt("empty record")),
+    }
+}
+
+/// The key of a subject key: the subject, then the key's id.
+pub(super) fn subject_key_key(subject: &Subject, id: &[u8; KEY_ID_LEN]) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[..17].copy_from_slice(&subject.0);
+    k[17..].copy_from_slice(id);
+    k
+}
+
+/// A subject key's value: the key, then when it last sealed an event (for retention).
+pub(super) fn subject_key_value(key: &[u8; KEY_LEN], at: Timestamp) -> [u8; 40] {
+    let mut v = [0u8; 40];
+    v[..32].copy_from_slice(key);
+    v[32..].copy_from_slice(&at.as_millis().to_be_bytes());
+    v
+}
+
+/// The key and its last use, from a stored value.
+pub(super) fn parse_subject_key(value: &[u8]) -> Result<([u8; KEY_LEN], Timestamp), StoreError> {
+    let key = value.get(..32).and_then(|k| k.try_into().ok()).ok_or_else(|| corrupt("subject key is not 40 bytes"))?;
+    let at = value.get(32..40).and_then(|t| t.try_into().ok()).ok_or_else(|| corrupt("subject key is not 40 bytes"))?;
+    Ok((key, Timestamp::from_millis(u64::from_be_bytes(at))))
+}
+
+/// Reads an audit record back into an event, opening its sealed fields with the subject's
+/// key if the store still has it (an erased account's fields stay empty).
+pub(super) fn read_event(r: &impl Readable, sp: &Spaces, bytes: &[u8]) -> Result<AuditEvent, StoreError> {
+    let (mut event, sealed) = decode_audit(bytes)?;
+    if let Some(sealed) = sealed {
+        let subject = Subject::of(&event);
+        let id = shred::key_id(sealed)?;
+        let key = r.get(&sp.subject_keys, subject_key_key(&subject, &id)).map_err(unavailable)?;
+        let key = key.map(|v| parse_subject_key(&v)).transpose()?.map(|(k, _)| k);
+        shred::open(&mut event, &subject, key.as_ref(), sealed)?;
+    }
+    Ok(event)
 }
 
 /// The key of an index entry that pairs two ids (`sessions_by_user`, `devices_by_user`).
@@ -174,7 +241,7 @@ pub(super) fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use otpd_actors::ports::{AuditEvent, Device, Platform, RevokeReason, User};
+    use otpd_actors::ports::{Device, Platform, RevokeReason, User};
     use otpd_actors::rules::audit::{Api, AuditOutcome, Step};
     use otpd_actors::rules::device_key::{DeviceKey, KeyAlgorithm};
     use otpd_actors::rules::identifier::Identifier;

@@ -14,6 +14,7 @@ use super::cache::UserCache;
 use super::census::Counts;
 use super::codec::{Spaces, decode_session, pair_key, seq_of, unavailable};
 use super::writer::{Op, Reply, Writer, WriterMetrics};
+use crate::store::shred::KeySource;
 
 /// Group-commit and memory settings.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +51,9 @@ pub struct EmbeddedStore {
     pub(super) counts: Arc<Counts>,
     /// Counts the baseline; holds a snapshot (and so the database) until done.
     pub(super) counting: Mutex<Option<JoinHandle<()>>>,
+    /// Asks the purge thread to rewrite the files after an erasure (see [`Self::request_purge`]).
+    purge: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
+    purging: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl EmbeddedStore {
@@ -88,10 +92,28 @@ impl EmbeddedStore {
                 commit: metrics::histogram!(crate::metrics::STORE_COMMIT_DURATION),
             },
             max: options.group_commit_max.max(1),
+            keys: KeySource::default(),
         };
         let writer = std::thread::Builder::new()
             .name("otpd-store-writer".into())
             .spawn(move || writer.run(rx, next_seq))
+            .map_err(unavailable)?;
+        let (purge, requests) = std::sync::mpsc::sync_channel(1);
+        let (purge_db, purge_spaces) = (db.clone(), spaces.clone());
+        let purging = std::thread::Builder::new()
+            .name("otpd-store-purge".into())
+            .spawn(move || {
+                while requests.recv().is_ok() {
+                    let outcome = match purge_files(&purge_db, &purge_spaces) {
+                        Ok(()) => "ok",
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not rewrite the store's files after an erasure");
+                            "failed"
+                        }
+                    };
+                    metrics::counter!(crate::metrics::ERASURE_PURGES, "outcome" => outcome).increment(1);
+                }
+            })
             .map_err(unavailable)?;
         Ok(Arc::new(EmbeddedStore {
             db,
@@ -101,18 +123,46 @@ impl EmbeddedStore {
             writer: Mutex::new(Some(writer)),
             counts,
             counting: Mutex::new(Some(counting)),
+            purge: Mutex::new(Some(purge)),
+            purging: Mutex::new(Some(purging)),
         }))
+    }
+
+    /// Has the purge thread rewrite the store's files, off the writer: deleted values stay in
+    /// the journal and in older tables until then. Requests made while one is pending are
+    /// served by it (its rewrite starts after them).
+    pub(super) fn request_purge(&self) {
+        if let Some(purge) = self.purge.lock().as_ref() {
+            // Full: a purge is pending and will cover this erasure too.
+            let _ = purge.try_send(());
+        }
     }
 
     /// Stops accepting writes, lets the writer commit what is queued, and waits for it.
     pub fn close(&self) {
         drop(self.ops.write().take());
+        drop(self.purge.lock().take());
+        if let Some(handle) = self.purging.lock().take() {
+            let _ = handle.join();
+        }
         if let Some(handle) = self.writer.lock().take() {
             let _ = handle.join();
         }
         if let Some(handle) = self.counting.lock().take() {
             let _ = handle.join();
         }
+    }
+
+    /// Flushes every memtable and compacts every keyspace fully, then returns the bytes the
+    /// store's files take: what a workload leaves on disk once background work has caught up.
+    /// For measurements (`examples/retention_growth.rs`); a node never calls it.
+    pub fn compact_and_measure(&self, path: &Path) -> Result<u64, StoreError> {
+        self.db.inner().rotate_journal_and_flush().map_err(unavailable)?;
+        for name in self.db.list_keyspace_names() {
+            let space = self.db.keyspace(&name, fjall::KeyspaceCreateOptions::default).map_err(unavailable)?;
+            space.inner().major_compact().map_err(unavailable)?;
+        }
+        Ok(dir_bytes(path))
     }
 
     /// A cheap check for readiness: the writer takes writes, and a point read answers.
@@ -158,6 +208,38 @@ pub(super) fn open_db(path: &Path, cache_bytes: usize) -> fjall::Result<SingleWr
         .worker_threads(1)
         .manual_journal_persist(true)
         .open()
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// After an erasure: seals the journal and flushes every memtable (the journals that held the
+/// erased values are deleted), then compacts the keyspaces that hold personal data, so their
+/// old tables (with the values the deletes shadowed) are replaced. Audit events need no
+/// rewrite: their personal fields are sealed, and the keys are in `subject_keys`.
+fn purge_files(db: &SingleWriterTxDatabase, sp: &Spaces) -> fjall::Result<()> {
+    db.inner().rotate_journal_and_flush()?;
+    for space in [
+        &sp.users,
+        &sp.users_by_ident,
+        &sp.sessions,
+        &sp.sessions_by_user,
+        &sp.devices,
+        &sp.devices_by_user,
+        &sp.subject_keys,
+    ] {
+        space.inner().major_compact()?;
+    }
+    Ok(())
 }
 
 /// Stores written before the `sessions_by_user` index existed get it built once, on open.

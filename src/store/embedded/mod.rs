@@ -31,4 +31,4 @@ mod ports;
 mod writer;
 
 pub use self::handle::{EmbeddedOptions, EmbeddedStore};
-pub use self::ports::{AuditReader, OpenReadOnlyError};
+pub use self::ports::{AuditReader, OpenReadOnlyError, SweepCursor};

@@ -7,16 +7,20 @@ use std::path::Path;
 use async_trait::async_trait;
 use fjall::{Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace, Snapshot};
 use otpd_actors::ports::{
-    AuditEvent, AuditLog, Census, CensusSource, Device, DeviceStore, InsertDevice, InsertUser, RevokeReason, Rotation,
-    Session, SessionStore, StoreError, User, UserStore,
+    AuditEvent, AuditLog, Census, CensusSource, Device, DeviceStore, Erased, InsertDevice, InsertUser, RevokeReason,
+    Rotation, Session, SessionStore, StoreError, User, UserStore,
 };
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::ids::{DeviceId, SessionId, UserId};
 use otpd_actors::rules::keys::IdentHash;
 
-use super::codec::{Spaces, corrupt, decode, decode_session, indexed, seq_of, trace_prefix, unavailable};
+use super::codec::{
+    Spaces, corrupt, decode, decode_audit, decode_session, indexed, parse_subject_key, read_event, seq_of,
+    trace_prefix, unavailable,
+};
 use super::handle::{EmbeddedStore, open_db};
-use super::writer::Op;
+use super::writer::{Op, SweepPlan};
+use crate::store::retention::{Cutoffs, Swept};
 
 #[async_trait]
 impl UserStore for EmbeddedStore {
@@ -72,6 +76,16 @@ impl UserStore for EmbeddedStore {
             return Ok(0);
         }
         self.submit(|reply| Op::PurgeUnverified { ids, created_before, reply }).await
+    }
+
+    /// One writer op deletes the account and everything of it; then the files that may still
+    /// hold its old values are rewritten (see [`EmbeddedStore::request_purge`]).
+    async fn erase_user(&self, id: UserId) -> Result<Option<Erased>, StoreError> {
+        let erased = self.submit(|reply| Op::EraseUser { user: id, reply }).await?;
+        if erased.is_some() {
+            self.request_purge();
+        }
+        Ok(erased)
     }
 }
 
@@ -167,6 +181,132 @@ impl CensusSource for EmbeddedStore {
     }
 }
 
+/// Where a sweep goes on from: the last key each scan looked at.
+#[derive(Default)]
+pub struct SweepCursor {
+    sessions: Option<Vec<u8>>,
+    devices: Option<Vec<u8>>,
+    subject_keys: Option<Vec<u8>>,
+}
+
+impl EmbeddedStore {
+    /// One retention step: finds at most `max` records of each kind past `cutoffs` on a
+    /// snapshot (off the writer, on a blocking thread), then has the writer delete them in one
+    /// op. Returns what went and whether there may be more (call again with the same cursor).
+    pub async fn sweep(
+        self: &std::sync::Arc<Self>,
+        cutoffs: Cutoffs,
+        max: usize,
+        cursor: &mut SweepCursor,
+    ) -> Result<(Swept, bool), StoreError> {
+        let store = self.clone();
+        let mut c = std::mem::take(cursor);
+        let (plan, more, c) = tokio::task::spawn_blocking(move || {
+            let found = store.read(|snap, sp| plan_sweep(snap, sp, cutoffs, max, &mut c));
+            found.map(|(plan, more)| (plan, more, c))
+        })
+        .await
+        .map_err(|e| unavailable(format!("sweep task: {e}")))??;
+        *cursor = c;
+        if plan.audit.is_empty() && plan.sessions.is_empty() && plan.devices.is_empty() && plan.subject_keys.is_empty()
+        {
+            return Ok((Swept::default(), more));
+        }
+        let plan = Box::new(plan);
+        let swept = self.submit(|reply| Op::Sweep { plan, reply }).await?;
+        Ok((swept, more))
+    }
+
+    /// When the oldest audit event still held was written (`None`: the trail is empty).
+    pub fn oldest_event(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.read(oldest_event)
+    }
+}
+
+fn oldest_event(snap: &Snapshot, sp: &Spaces) -> Result<Option<Timestamp>, StoreError> {
+    let Some(guard) = snap.first_key_value(&sp.audit) else { return Ok(None) };
+    let (_, value) = guard.into_inner().map_err(unavailable)?;
+    Ok(Some(decode_audit(&value)?.0.at))
+}
+
+/// Scans from each cursor for records past `cutoffs`, at most `max` of each kind.
+fn plan_sweep(
+    snap: &Snapshot,
+    sp: &Spaces,
+    cutoffs: Cutoffs,
+    max: usize,
+    cursor: &mut SweepCursor,
+) -> Result<(SweepPlan, bool), StoreError> {
+    let mut plan = SweepPlan { cutoffs, ..SweepPlan::default() };
+    let mut more = false;
+    // The trail is in sequence order, which is the order events were written in: the old
+    // ones are at the front, and the scan stops at the first one to keep.
+    for guard in snap.iter(&sp.audit) {
+        if plan.audit.len() >= max {
+            more = true;
+            break;
+        }
+        let (key, value) = guard.into_inner().map_err(unavailable)?;
+        if decode_audit(&value)?.0.at >= cutoffs.audit {
+            break;
+        }
+        plan.audit.push(seq_of(&key)?);
+    }
+    more |= scan_from(snap, &sp.sessions, &mut cursor.sessions, max, |key, value| {
+        let session = decode_session(value)?;
+        if cutoffs.session_ended_before(&session) {
+            plan.sessions.push(SessionId(uuid_of(key)?));
+        }
+        Ok(())
+    })?;
+    more |= scan_from(snap, &sp.devices, &mut cursor.devices, max, |key, value| {
+        let device: Device = decode(value)?;
+        if cutoffs.device_removed_before(&device) {
+            plan.devices.push(DeviceId(uuid_of(key)?));
+        }
+        Ok(())
+    })?;
+    more |= scan_from(snap, &sp.subject_keys, &mut cursor.subject_keys, max, |key, value| {
+        if parse_subject_key(value)?.1 < cutoffs.audit {
+            plan.subject_keys.push(key.try_into().map_err(|_| corrupt("subject key's key is not 33 bytes"))?);
+        }
+        Ok(())
+    })?;
+    Ok((plan, more))
+}
+
+/// Visits at most `max` records of `space` after `cursor`, moving it on; true if it stopped
+/// early (there may be more).
+fn scan_from(
+    snap: &Snapshot,
+    space: &SingleWriterTxKeyspace,
+    cursor: &mut Option<Vec<u8>>,
+    max: usize,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<bool, StoreError> {
+    use std::ops::Bound;
+    let start = match cursor.take() {
+        Some(k) => Bound::Excluded(k),
+        None => Bound::Unbounded,
+    };
+    let mut seen = 0;
+    for guard in snap.range(space, (start, Bound::<Vec<u8>>::Unbounded)) {
+        let (key, value) = guard.into_inner().map_err(unavailable)?;
+        visit(&key, &value)?;
+        seen += 1;
+        *cursor = Some(key.to_vec());
+        if seen >= max {
+            return Ok(true);
+        }
+    }
+    *cursor = None;
+    Ok(false)
+}
+
+fn uuid_of(key: &[u8]) -> Result<uuid::Uuid, StoreError> {
+    uuid::Uuid::from_slice(key).map_err(|_| corrupt("record key is not 16 bytes"))
+}
+
 /// Newest-first events whose index key starts with `prefix`.
 fn events_by_prefix(
     snap: &Snapshot,
@@ -187,7 +327,7 @@ fn events_by_prefix(
             .get(&sp.audit, seq.to_be_bytes())
             .map_err(unavailable)?
             .ok_or_else(|| corrupt("audit index names a missing event"))?;
-        let event: AuditEvent = decode(&bytes)?;
+        let event = read_event(snap, sp, &bytes)?;
         if keep(&event) {
             out.push(event);
         }
@@ -231,6 +371,11 @@ impl AuditReader {
 
     pub fn by_identifier(&self, ident: &IdentHash, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         events_by_prefix(&self.db.read_tx(), &self.spaces, &self.spaces.audit_by_ident, &ident.0, limit, |_| true)
+    }
+
+    /// When the oldest event still held was written.
+    pub fn oldest_event(&self) -> Result<Option<Timestamp>, StoreError> {
+        oldest_event(&self.db.read_tx(), &self.spaces)
     }
 
     pub fn by_trace(&self, trace_id: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {

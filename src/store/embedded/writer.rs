@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use fjall::{PersistMode, Readable, SingleWriterTxDatabase, SingleWriterWriteTx};
 use otpd_actors::ports::{
-    AuditEvent, AuthMethod, Device, InsertDevice, InsertUser, RevokeReason, Rotation, RotationVerdict, Session,
+    AuditEvent, AuthMethod, Device, Erased, InsertDevice, InsertUser, RevokeReason, Rotation, RotationVerdict, Session,
     StoreError, User,
 };
 use otpd_actors::rules::clock::Timestamp;
@@ -32,9 +32,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::cache::UserCache;
 use super::census::{Counts, CountsDelta};
 use super::codec::{
-    Spaces, corrupt, decode, decode_session, encode, encode_session, ids_with_prefix, index_key, indexed, pair_key,
-    trace_prefix, unavailable,
+    Spaces, corrupt, decode, decode_audit, decode_session, encode, encode_audit, encode_session, ids_with_prefix,
+    index_key, indexed, pair_key, parse_subject_key, subject_key_key, subject_key_value, trace_prefix, unavailable,
 };
+use crate::store::retention::{Cutoffs, Swept};
+use crate::store::shred::{self, KeySource, Subject};
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -92,6 +94,25 @@ pub(super) enum Op {
         now: Timestamp,
         reply: Reply<Option<Device>>,
     },
+    EraseUser {
+        user: UserId,
+        reply: Reply<Option<Erased>>,
+    },
+    Sweep {
+        plan: Box<SweepPlan>,
+        reply: Reply<Swept>,
+    },
+}
+
+/// What a retention sweep found on a snapshot, for the writer to delete (re-checking each
+/// record that can change).
+#[derive(Default)]
+pub(super) struct SweepPlan {
+    pub cutoffs: Cutoffs,
+    pub audit: Vec<u64>,
+    pub sessions: Vec<SessionId>,
+    pub devices: Vec<DeviceId>,
+    pub subject_keys: Vec<[u8; 33]>,
 }
 
 impl Op {
@@ -107,6 +128,8 @@ impl Op {
             Op::RevokeUserSessions { reply, .. } | Op::PurgeUnverified { reply, .. } => fail(reply, e),
             Op::InsertDevice { reply, .. } => fail(reply, e),
             Op::RevokeDevice { reply, .. } => fail(reply, e),
+            Op::EraseUser { reply, .. } => fail(reply, e),
+            Op::Sweep { reply, .. } => fail(reply, e),
         }
     }
 }
@@ -160,6 +183,8 @@ pending! {
     Count(usize),
     Device(InsertDevice),
     Revoked(Option<Device>),
+    Erased(Option<Erased>),
+    Swept(Swept),
 }
 
 /// Pairs an op's reply with what applying it gave; a failure is answered at once (and fails
@@ -192,6 +217,8 @@ pub(super) struct Writer {
     pub meters: WriterMetrics,
     /// Most ops per commit.
     pub max: usize,
+    /// The keys audit events' personal fields are sealed with.
+    pub keys: KeySource,
 }
 
 impl Writer {
@@ -212,6 +239,7 @@ impl Writer {
             let mut batch = Batch {
                 tx: self.db.write_tx().durability(Some(PersistMode::SyncAll)),
                 sp: &self.spaces,
+                keys: &self.keys,
                 next_seq,
                 delta: CountsDelta::default(),
                 changed_users: Vec::new(),
@@ -253,6 +281,7 @@ impl Writer {
 struct Batch<'a> {
     tx: SingleWriterWriteTx<'a>,
     sp: &'a Spaces,
+    keys: &'a KeySource,
     /// The sequence number of the next audit event.
     next_seq: u64,
     delta: CountsDelta,
@@ -271,7 +300,7 @@ impl Batch<'_> {
                 pend(reply, self.apply_purge_unverified(&ids, created_before))
             }
             Op::InsertSession { session, reply } => pend(reply, self.apply_insert_session(&session)),
-            Op::AppendAudit { event, reply } => pend(reply, self.apply_append_audit(&event)),
+            Op::AppendAudit { event, reply } => pend(reply, self.apply_append_audit(event)),
             Op::RotateRefresh { id, presented, next, now, reply } => {
                 pend(reply, self.apply_rotate_refresh(id, &presented, &next, now))
             }
@@ -283,6 +312,8 @@ impl Batch<'_> {
                 pend(reply, self.apply_insert_device(&device, max_active))
             }
             Op::RevokeDevice { user, id, now, reply } => pend(reply, self.apply_revoke_device(user, id, now)),
+            Op::EraseUser { user, reply } => pend(reply, self.apply_erase_user(user)),
+            Op::Sweep { plan, reply } => pend(reply, self.apply_sweep(&plan)),
         }
     }
 
@@ -350,10 +381,21 @@ impl Batch<'_> {
         Ok(())
     }
 
-    fn apply_append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
+    /// Appends the event with its personal fields sealed under its subject's key, which is
+    /// written beside it every time (a blind write: the same work for any subject).
+    fn apply_append_audit(&mut self, mut event: Box<AuditEvent>) -> Result<(), StoreError> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.tx.insert(&self.sp.audit, seq.to_be_bytes(), encode(event)?);
+        let subject = Subject::of(&event);
+        let key = self.keys.key_for(&subject);
+        let sealed = shred::seal(&mut event, &subject, &key);
+        self.tx.insert(
+            &self.sp.subject_keys,
+            subject_key_key(&subject, &key.id),
+            subject_key_value(&key.key, event.at),
+        );
+        let event = &*event;
+        self.tx.insert(&self.sp.audit, seq.to_be_bytes(), encode_audit(event, sealed.as_deref())?);
         if let Some(ident) = &event.ident_hash {
             self.tx.insert(&self.sp.audit_by_ident, index_key(&ident.0, seq), []);
         }
@@ -467,5 +509,94 @@ impl Batch<'_> {
             }
             _ => Ok(None),
         }
+    }
+
+    /// Deletes the account, its sessions and devices with their index entries, and the keys
+    /// of its subjects (the audit trail's personal fields about it cannot be read again).
+    fn apply_erase_user(&mut self, id: UserId) -> Result<Option<Erased>, StoreError> {
+        let sp = self.sp;
+        let Some(bytes) = self.tx.get(&sp.users, id.0.as_bytes()).map_err(unavailable)? else { return Ok(None) };
+        let user: User = decode(&bytes)?;
+        let mut erased = Erased::default();
+        for sid in ids_with_prefix(&self.tx, &sp.sessions_by_user, id.0.as_bytes())? {
+            if let Some(session) = self.session(sid)? {
+                if session.revoked_at.is_none() {
+                    self.delta.session(&session, -1);
+                }
+                self.tx.remove(&sp.sessions, sid);
+                erased.sessions += 1;
+            }
+            self.tx.remove(&sp.sessions_by_user, pair_key(id.0.as_bytes(), &sid));
+        }
+        for did in ids_with_prefix(&self.tx, &sp.devices_by_user, id.0.as_bytes())? {
+            self.tx.remove(&sp.devices, did);
+            self.tx.remove(&sp.devices_by_user, pair_key(id.0.as_bytes(), &did));
+            erased.devices += 1;
+        }
+        let mut keys = Vec::new();
+        for subject in Subject::of_account(&user.ident_hash, id) {
+            for guard in self.tx.prefix(&sp.subject_keys, subject.0) {
+                keys.push(guard.key().map_err(unavailable)?);
+            }
+        }
+        for key in keys {
+            self.tx.remove(&sp.subject_keys, key);
+            erased.audit_keys += 1;
+        }
+        for subject in Subject::of_account(&user.ident_hash, id) {
+            self.keys.forget(&subject);
+        }
+        self.tx.remove(&sp.users, id.0.as_bytes());
+        self.tx.remove(&sp.users_by_ident, user.ident_hash.0);
+        self.delta.users -= 1;
+        self.delta.verified -= i64::from(user.verified);
+        self.removed_users.push(user.ident_hash);
+        Ok(Some(erased))
+    }
+
+    /// Deletes what a sweep found, re-checking sessions, devices and keys (they can change
+    /// between the snapshot and now; audit events cannot).
+    fn apply_sweep(&mut self, plan: &SweepPlan) -> Result<Swept, StoreError> {
+        let sp = self.sp;
+        let c = &plan.cutoffs;
+        let mut swept = Swept::default();
+        for seq in &plan.audit {
+            let Some(bytes) = self.tx.get(&sp.audit, seq.to_be_bytes()).map_err(unavailable)? else { continue };
+            let (event, _) = decode_audit(&bytes)?;
+            self.tx.remove(&sp.audit, seq.to_be_bytes());
+            if let Some(ident) = &event.ident_hash {
+                self.tx.remove(&sp.audit_by_ident, index_key(&ident.0, *seq));
+            }
+            self.tx.remove(&sp.audit_by_trace, index_key(&trace_prefix(event.trace_id.as_str()), *seq));
+            swept.audit_events += 1;
+        }
+        for id in &plan.sessions {
+            let Some(session) = self.session(id.0.as_bytes())? else { continue };
+            if !c.session_ended_before(&session) {
+                continue;
+            }
+            self.tx.remove(&sp.sessions, id.0.as_bytes());
+            self.tx.remove(&sp.sessions_by_user, pair_key(session.user_id.0.as_bytes(), id.0.as_bytes()));
+            swept.sessions += 1;
+        }
+        for id in &plan.devices {
+            let Some(bytes) = self.tx.get(&sp.devices, id.0.as_bytes()).map_err(unavailable)? else { continue };
+            let device: Device = decode(&bytes)?;
+            if !c.device_removed_before(&device) {
+                continue;
+            }
+            self.tx.remove(&sp.devices, id.0.as_bytes());
+            self.tx.remove(&sp.devices_by_user, pair_key(device.user_id.0.as_bytes(), id.0.as_bytes()));
+            swept.devices += 1;
+        }
+        for key in &plan.subject_keys {
+            let Some(value) = self.tx.get(&sp.subject_keys, key).map_err(unavailable)? else { continue };
+            if parse_subject_key(&value)?.1 >= c.audit {
+                continue;
+            }
+            self.tx.remove(&sp.subject_keys, key.as_slice());
+            swept.subject_keys += 1;
+        }
+        Ok(swept)
     }
 }

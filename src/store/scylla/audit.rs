@@ -36,6 +36,7 @@ use uuid::Uuid;
 
 use super::cql::Stmt;
 use super::{ScyllaStore, StoreFailure, cql_ts, from_cql_ts, unset_if_none};
+use crate::store::shred::{self, Subject};
 
 const MS_PER_DAY: u64 = 86_400_000;
 
@@ -187,8 +188,49 @@ impl ScyllaStore {
             }
         }
         out.truncate(limit);
-        out.into_iter().map(EventRow::into_event).collect()
+        let mut events: Vec<AuditEvent> = out.into_iter().map(EventRow::into_event).collect::<Result<_, _>>()?;
+        let mut keys: HashMap<(Subject, [u8; shred::KEY_ID_LEN]), Option<[u8; shred::KEY_LEN]>> = HashMap::new();
+        for event in &mut events {
+            let Some(sealed) = event.user_agent.as_deref().and_then(sealed_bytes).transpose()? else { continue };
+            event.user_agent = None;
+            let subject = Subject::of(event);
+            let id = shred::key_id(&sealed).map_err(|e| StoreFailure::decode("read audit", &e))?;
+            let key = match keys.get(&(subject, id)) {
+                Some(key) => *key,
+                None => {
+                    let rows: Vec<(Vec<u8>,)> = self
+                        .rows(&self.cql.subject_key, (subject.0.as_slice(), id.as_slice()), "read audit key", 1)
+                        .await?;
+                    let key = rows.into_iter().next().and_then(|(k,)| <[u8; shred::KEY_LEN]>::try_from(k).ok());
+                    keys.insert((subject, id), key);
+                    key
+                }
+            };
+            shred::open(event, &subject, key.as_ref(), &sealed).map_err(|e| StoreFailure::decode("read audit", &e))?;
+        }
+        Ok(events)
     }
+}
+
+/// Marks sealed personal fields in the `user_agent` column: a control character, which no
+/// HTTP header value can hold, so no user agent in clear starts with it. (Keeping them there
+/// needed no schema change of the audit tables, which every node writes.)
+const SEALED: &str = "\u{1}s1:";
+
+fn sealed_text(sealed: &[u8]) -> String {
+    use base64::Engine as _;
+    format!("{SEALED}{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(sealed))
+}
+
+/// The sealed bytes a `user_agent` value holds, if it holds any.
+fn sealed_bytes(text: &str) -> Option<Result<Vec<u8>, StoreFailure>> {
+    use base64::Engine as _;
+    let b64 = text.strip_prefix(SEALED)?;
+    Some(
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(b64)
+            .map_err(|e| StoreFailure::decode("read audit", &format!("sealed fields: {e}"))),
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -199,8 +241,16 @@ enum BucketKey<'a> {
 
 #[async_trait]
 impl AuditLog for ScyllaStore {
-    async fn append(&self, e: AuditEvent) -> Result<(), StoreError> {
+    async fn append(&self, mut e: AuditEvent) -> Result<(), StoreError> {
         let day = day_of(e.at);
+        // The personal fields go sealed in `user_agent` (see `SEALED`), under the subject's
+        // key, which is written beside the event every time (blind and idempotent).
+        let subject = Subject::of(&e);
+        let key = self.keys.key_for(&subject);
+        let sealed = shred::seal(&mut e, &subject, &key).map(|b| sealed_text(&b));
+        if let Some(text) = &sealed {
+            e.user_agent = Some(text.as_str().into());
+        }
         let event_id = Uuid::new_v4();
         let at = cql_ts(e.at);
         let ident = e.ident_hash.map(|h| h.0);
@@ -248,11 +298,16 @@ impl AuditLog for ScyllaStore {
                 None => Ok(()),
             }
         };
-        let (a, b, c, d) = tokio::join!(by_trace, by_ident, trace_day, ident_day);
+        let subject_key = async {
+            let values = (subject.0.as_slice(), key.id.as_slice(), key.key.as_slice());
+            self.run(&self.cql.insert_subject_key, values, "write audit key").await.map(|_| ())
+        };
+        let (a, b, c, d, k) = tokio::join!(by_trace, by_ident, trace_day, ident_day, subject_key);
         a?;
         b?;
         c?;
         d?;
+        k?;
         Ok(())
     }
 

@@ -51,6 +51,8 @@ pub struct Texts {
     pub audit_days: String,
     pub audit_of_ident_day: String,
     pub audit_of_trace_day: String,
+    pub insert_subject_key: String,
+    pub subject_key: String,
     pub probe: String,
 }
 
@@ -117,6 +119,10 @@ impl Texts {
             audit_of_trace_day: ks(&format!(
                 "SELECT {AUDIT_COLUMNS} FROM {{ks}}.audit_by_trace WHERE trace_id = ? AND day = ?"
             )),
+            insert_subject_key: ks(&format!(
+                "INSERT INTO {{ks}}.subject_keys (subject, key_id, key) VALUES (?, ?, ?) USING TTL {day_ttl}"
+            )),
+            subject_key: ks("SELECT key FROM {ks}.subject_keys WHERE subject = ? AND key_id = ?"),
             probe: ks("SELECT version FROM {ks}.schema_migrations WHERE scope = ?"),
         }
     }
@@ -146,6 +152,8 @@ impl Texts {
             ("audit_days", &self.audit_days),
             ("audit_of_ident_day", &self.audit_of_ident_day),
             ("audit_of_trace_day", &self.audit_of_trace_day),
+            ("insert_subject_key", &self.insert_subject_key),
+            ("subject_key", &self.subject_key),
             ("probe", &self.probe),
         ]
     }
@@ -200,6 +208,8 @@ pub struct Statements {
     pub audit_days: Stmt,
     pub audit_of_ident_day: Stmt,
     pub audit_of_trace_day: Stmt,
+    pub insert_subject_key: Stmt,
+    pub subject_key: Stmt,
     pub probe: Stmt,
 }
 
@@ -267,6 +277,8 @@ impl Statements {
             audit_days: prepare("audit_days", t.audit_days.clone(), AuditRead).await?,
             audit_of_ident_day: prepare("audit_of_ident_day", t.audit_of_ident_day.clone(), AuditRead).await?,
             audit_of_trace_day: prepare("audit_of_trace_day", t.audit_of_trace_day.clone(), AuditRead).await?,
+            insert_subject_key: prepare("insert_subject_key", t.insert_subject_key.clone(), AuditWrite).await?,
+            subject_key: prepare("subject_key", t.subject_key.clone(), AuditRead).await?,
             probe: prepare("probe", t.probe.clone(), DataRead).await?,
         })
     }
@@ -300,6 +312,8 @@ impl Statements {
             &self.audit_days,
             &self.audit_of_ident_day,
             &self.audit_of_trace_day,
+            &self.insert_subject_key,
+            &self.subject_key,
             &self.probe,
         ]
         .iter()

@@ -48,7 +48,7 @@ enum Change {
 
 impl ScyllaStore {
     /// The newest version of the user's set (0 and empty when none).
-    async fn device_set(&self, user: UserId, serial: bool) -> Result<(i32, Vec<Device>), StoreFailure> {
+    pub(super) async fn device_set(&self, user: UserId, serial: bool) -> Result<(i32, Vec<Device>), StoreFailure> {
         const WHAT: &str = "read devices";
         let statement = if serial { &self.cql.device_set_serial } else { &self.cql.device_set };
         let rows: Vec<(i32, Vec<u8>)> = self.rows(statement, (user.0,), WHAT, 1).await?;

@@ -79,6 +79,8 @@ pub struct ScyllaOptions {
     pub config: ScyllaConfig,
     /// `tokens.session_ttl`: session rows live this long plus a day.
     pub session_ttl: Duration,
+    /// `retention.audit`: audit events live this long (TTL).
+    pub audit_retention: Duration,
 }
 
 /// A failed driver call, reduced to what operators and readiness need.
@@ -298,6 +300,8 @@ pub struct ScyllaStore {
     session: Arc<Session>,
     cql: cql::Statements,
     audit_days: audit::DayIndexCache,
+    /// The keys audit events' personal fields are sealed with (`store::shred`).
+    keys: crate::store::shred::KeySource,
     health: health::Health,
     keyspace: String,
     /// Where the purge of unverified accounts goes on scanning (a token of `users_by_ident`).
@@ -321,7 +325,7 @@ impl ScyllaStore {
             schema::apply_pending(&session, &c.keyspace, &state, now_ms()).await?;
         }
         let profiles = Profiles::new(c);
-        let texts = cql::Texts::new(&c.keyspace, options.session_ttl, c.audit_retention.0);
+        let texts = cql::Texts::new(&c.keyspace, options.session_ttl, options.audit_retention);
         let cql = cql::Statements::prepare(&session, &texts, &profiles).await?;
         let health = health::Health::start(session.clone(), cql.probe.prepared.clone(), c.health_interval.0).await;
         tracing::info!(
@@ -337,6 +341,7 @@ impl ScyllaStore {
             session,
             cql,
             audit_days: audit::DayIndexCache::default(),
+            keys: crate::store::shred::KeySource::default(),
             health,
             keyspace: c.keyspace.clone(),
             purge_from: std::sync::atomic::AtomicI64::new(i64::MIN),

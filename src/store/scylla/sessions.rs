@@ -165,7 +165,7 @@ impl ScyllaStore {
     }
 
     /// `(session, device)` of every session the user opened within the TTL.
-    async fn user_session_ids(&self, user: UserId) -> Result<Vec<(Uuid, Option<Uuid>)>, StoreFailure> {
+    pub(super) async fn user_session_ids(&self, user: UserId) -> Result<Vec<(Uuid, Option<Uuid>)>, StoreFailure> {
         self.rows(&self.cql.sessions_of_user, (user.0,), "read sessions of user", usize::MAX).await
     }
 }

@@ -5,7 +5,7 @@
 //! device login) two: the id's identifier hash, then the record.
 
 use async_trait::async_trait;
-use otpd_actors::ports::{InsertUser, StoreError, User, UserStore};
+use otpd_actors::ports::{Erased, InsertUser, StoreError, User, UserStore};
 use otpd_actors::rules::identifier::Identifier;
 use otpd_actors::rules::ids::UserId;
 use otpd_actors::rules::keys::IdentHash;
@@ -196,6 +196,42 @@ impl UserStore for ScyllaStore {
             purged += 1;
         }
         Ok(purged)
+    }
+
+    /// Deletes the subjects' key partitions first (the trail's personal fields are then
+    /// unreadable), then sessions, devices and the account, each a plain delete; the
+    /// statements are prepared here, erasure being rare. A failure part-way leaves the rest
+    /// for a retry: every delete is idempotent, and the account row goes last.
+    async fn erase_user(&self, id: UserId) -> Result<Option<Erased>, StoreError> {
+        const WHAT: &str = "erase account";
+        let failed = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("{WHAT}: {e}"));
+        let Some(user) = self.user_by_id(id).await? else { return Ok(None) };
+        let ks = &self.keyspace;
+        let mut erased = Erased::default();
+        let run = |cql: String, values: Vec<scylla::value::CqlValue>| async move {
+            self.session.query_unpaged(cql, values).await.map(|_| ()).map_err(|e| failed(&e))
+        };
+        use scylla::value::CqlValue::{Blob, Uuid as U};
+        for subject in crate::store::shred::Subject::of_account(&user.ident_hash, id) {
+            self.keys.forget(&subject);
+            run(format!("DELETE FROM {ks}.subject_keys WHERE subject = ?"), vec![Blob(subject.0.to_vec())]).await?;
+            erased.audit_keys += 1;
+        }
+        for (sid, _) in self.user_session_ids(id).await? {
+            run(format!("DELETE FROM {ks}.sessions WHERE session_id = ?"), vec![U(sid)]).await?;
+            erased.sessions += 1;
+        }
+        run(format!("DELETE FROM {ks}.sessions_by_user WHERE user_id = ?"), vec![U(id.0)]).await?;
+        let (_, devices) = self.device_set(id, false).await?;
+        for device in &devices {
+            run(format!("DELETE FROM {ks}.device_ids WHERE device_id = ?"), vec![U(device.id.0)]).await?;
+        }
+        erased.devices = devices.len();
+        run(format!("DELETE FROM {ks}.device_sets WHERE user_id = ?"), vec![U(id.0)]).await?;
+        run(format!("DELETE FROM {ks}.users_by_ident WHERE ident_hash = ?"), vec![Blob(user.ident_hash.0.to_vec())])
+            .await?;
+        run(format!("DELETE FROM {ks}.users_by_id WHERE user_id = ?"), vec![U(id.0)]).await?;
+        Ok(Some(erased))
     }
 }
 
