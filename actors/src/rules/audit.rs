@@ -131,6 +131,8 @@ vocabulary! {
         Delivery => "delivery",
         /// An operator pinned or lifted a destination of the conversion guard.
         AdminDestination => "admin_destination",
+        /// An operator took a backup of the node's store (`otpd backup`).
+        AdminBackup => "admin_backup",
     }
 }
 
@@ -166,7 +168,7 @@ vocabulary! {
         Freshness => "freshness",
         /// A device public key was read.
         Key => "key",
-        /// A device was stored.
+        /// A device was stored (or a backup written).
         Store => "store",
         /// A device revocation ended the device's sessions.
         Sessions => "sessions",
@@ -240,6 +242,7 @@ mod tests {
             "device_verify",
             "delivery",
             "admin_destination",
+            "admin_backup",
         ];
         let steps = [
             "start",

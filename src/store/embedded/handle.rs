@@ -50,6 +50,8 @@ pub struct EmbeddedStore {
     pub(super) counts: Arc<Counts>,
     /// Counts the baseline; holds a snapshot (and so the database) until done.
     pub(super) counting: Mutex<Option<JoinHandle<()>>>,
+    /// The keyspaces' memtable size, which a backup gives the keyspaces it creates.
+    pub(super) memtable_bytes: usize,
 }
 
 impl EmbeddedStore {
@@ -101,6 +103,7 @@ impl EmbeddedStore {
             writer: Mutex::new(Some(writer)),
             counts,
             counting: Mutex::new(Some(counting)),
+            memtable_bytes: options.memtable_bytes,
         }))
     }
 
