@@ -423,6 +423,8 @@ async fn the_backup_endpoint_refuses_bad_input_and_audits_what_it_does() {
         (json!({ "dir": "/x", "extra": 1 }), Some(token.clone()), 400, "invalid_request"),
         (json!({}), Some(token.clone()), 400, "invalid_request"),
         (json!({ "dir": "/proc/otpd-backup" }), Some(token.clone()), 400, "invalid_request"),
+        // Inside the node's own store: refused before anything is created there.
+        (json!({ "dir": t.dir.path().join("store/b").to_str().unwrap() }), Some(token.clone()), 400, "invalid_request"),
         (json!({ "dir": t.dir.path().join("b2").to_str().unwrap() }), None, 401, "missing_token"),
         (json!({ "dir": t.dir.path().join("b2").to_str().unwrap() }), Some("wrong".into()), 403, "forbidden"),
     ] {
@@ -430,7 +432,7 @@ async fn the_backup_endpoint_refuses_bad_input_and_audits_what_it_does() {
         assert_eq!((r.status, r.code()), (status, code), "{body}: {}", r.raw);
         assert_eq!(r.header("content-type"), Some("application/problem+json"), "{}", r.raw);
     }
-    assert!(!t.dir.path().join("b2").exists());
+    assert!(!t.dir.path().join("b2").exists() && !t.dir.path().join("store/b").exists());
     // The public listener does not serve it.
     let public = into_reply(
         t.client

@@ -83,6 +83,8 @@ pub struct Report {
     /// Bytes of every file written (store and secrets).
     pub bytes: u64,
     pub took: Duration,
+    /// Time per step, in order (for `examples/backup_bench.rs` and the log).
+    pub steps: Vec<(&'static str, Duration)>,
 }
 
 impl Report {
@@ -152,13 +154,15 @@ fn store_err(e: impl std::fmt::Display) -> BackupError {
 /// Backups of one node's embedded store, one at a time.
 pub struct Backups {
     store: Arc<EmbeddedStore>,
+    store_dir: PathBuf,
     secrets_dir: PathBuf,
     running: AtomicBool,
 }
 
 impl Backups {
-    pub fn new(store: Arc<EmbeddedStore>, secrets_dir: PathBuf) -> Self {
-        Backups { store, secrets_dir, running: AtomicBool::new(false) }
+    /// Backups of `store` (open in `store_dir`) with the secrets of `secrets_dir`.
+    pub fn new(store: Arc<EmbeddedStore>, store_dir: PathBuf, secrets_dir: PathBuf) -> Self {
+        Backups { store, store_dir, secrets_dir, running: AtomicBool::new(false) }
     }
 
     /// Writes and verifies a backup into `dir` (absolute, not existing yet) on a blocking
@@ -166,6 +170,12 @@ impl Backups {
     pub async fn run(self: &Arc<Self>, dir: PathBuf) -> Result<Report, BackupError> {
         if !dir.is_absolute() {
             return Err(BackupError::Target { path: dir, message: "the directory must be an absolute path".into() });
+        }
+        if let Some(inside) = inside_of(&dir, &[&self.secrets_dir, &self.store_dir]) {
+            return Err(BackupError::Target {
+                path: dir,
+                message: format!("inside the node's own {}; choose a directory outside it", inside.display()),
+            });
         }
         if self.running.swap(true, Ordering::AcqRel) {
             return Err(BackupError::Busy);
@@ -185,6 +195,20 @@ impl Backups {
             }
         }
     }
+}
+
+/// The first of `dirs` that `path` would be inside (symbolic links of the part that exists
+/// resolved): a backup written into the live store's directory could be taken for part of it.
+fn inside_of<'a>(path: &Path, dirs: &[&'a Path]) -> Option<&'a Path> {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    while fs::symlink_metadata(existing).is_err() {
+        rest.push(existing.file_name()?);
+        existing = existing.parent()?;
+    }
+    let mut resolved = fs::canonicalize(existing).ok()?;
+    resolved.extend(rest.iter().rev());
+    dirs.iter().copied().find(|d| fs::canonicalize(d).is_ok_and(|d| resolved.starts_with(d)))
 }
 
 /// The backup itself (module doc), on the calling thread.
@@ -219,11 +243,16 @@ fn write_backup(
         let ks = store.db.keyspace(name, KeyspaceCreateOptions::default).map_err(store_err)?;
         sources.push((name.clone(), ks.inner().clone()));
     }
+    let mut steps = Vec::new();
+    let mut lap = Instant::now();
+    let mut step = |name: &'static str| steps.push((name, std::mem::replace(&mut lap, Instant::now()).elapsed()));
     let keyspaces = copy_snapshot(&snapshot, &sources, &dir.join(STORE_DIR), store.memtable_bytes)?;
     drop((snapshot, sources));
     copy_secrets(secrets_dir, &dir.join(SECRETS_DIR))?;
+    step("copy");
     let reread = sum_database(&dir.join(STORE_DIR))?;
     compare_keyspaces(&keyspaces, &reread, "the backup read back")?;
+    step("read back");
     private_modes(dir)?;
     let files = sum_files(dir)?;
     let manifest =
@@ -232,8 +261,9 @@ fn write_backup(
     // What is on disk now is what a restore will check.
     let again = read_manifest(dir)?;
     check_files(dir, &again)?;
+    step("manifest");
     let bytes = manifest.files.values().map(|f| f.bytes).sum();
-    Ok(Report { dir: dir.to_owned(), manifest, bytes, took: started.elapsed() })
+    Ok(Report { dir: dir.to_owned(), manifest, bytes, took: started.elapsed(), steps })
 }
 
 /// Copies every keyspace of `snapshot` into a new database at `path`; returns each keyspace's
@@ -510,6 +540,7 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<Report, BackupError> {
     let started = Instant::now();
     let manifest = read_manifest(backup)?;
     check_files(backup, &manifest)?;
+    let checked = started.elapsed();
     let created = match fs::read_dir(data_dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -526,7 +557,7 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<Report, BackupError> {
         }
         Err(e) => return Err(BackupError::Target { path: data_dir.to_owned(), message: e.to_string() }),
     };
-    let result = build(backup, data_dir, &manifest, started);
+    let result = build(backup, data_dir, &manifest, started, checked);
     if result.is_err() {
         match created {
             true => {
@@ -541,7 +572,16 @@ pub fn restore(backup: &Path, data_dir: &Path) -> Result<Report, BackupError> {
     result
 }
 
-fn build(backup: &Path, data_dir: &Path, manifest: &Manifest, started: Instant) -> Result<Report, BackupError> {
+fn build(
+    backup: &Path,
+    data_dir: &Path,
+    manifest: &Manifest,
+    started: Instant,
+    checked: Duration,
+) -> Result<Report, BackupError> {
+    let mut steps = vec![("check the backup", checked)];
+    let mut lap = Instant::now();
+    let mut step = |name: &'static str| steps.push((name, std::mem::replace(&mut lap, Instant::now()).elapsed()));
     let mut bytes = 0;
     for rel in manifest.files.keys() {
         let (from, to) = (backup.join(rel), data_dir.join(rel));
@@ -556,6 +596,7 @@ fn build(backup: &Path, data_dir: &Path, manifest: &Manifest, started: Instant) 
     }
     private_modes(data_dir)?;
     sync_dir(data_dir)?;
+    step("copy");
     // The copy, not the backup, is opened: the backup stays as it was, for the next restore.
     let found = sum_database(&data_dir.join(STORE_DIR))?;
     compare_keyspaces(&manifest.keyspaces, &found, "the restored store")?;
@@ -565,7 +606,8 @@ fn build(backup: &Path, data_dir: &Path, manifest: &Manifest, started: Instant) 
         }
     }
     private_modes(data_dir)?;
-    Ok(Report { dir: data_dir.to_owned(), manifest: manifest.clone(), bytes, took: started.elapsed() })
+    step("check the copy");
+    Ok(Report { dir: data_dir.to_owned(), manifest: manifest.clone(), bytes, took: started.elapsed(), steps })
 }
 
 #[cfg(test)]
@@ -612,7 +654,7 @@ mod tests {
         let (data, store) = store_with(50).await;
         let out = tempfile::tempdir().unwrap();
         let dir = out.path().join("b1");
-        let backups = Arc::new(Backups::new(store.clone(), data.path().join("secrets")));
+        let backups = Arc::new(Backups::new(store.clone(), data.path().join("store"), data.path().join("secrets")));
         let report = backups.run(dir.clone()).await.unwrap();
         assert_eq!(report.manifest.keyspaces["users"].count, 50);
         assert_eq!(report.manifest.keyspaces["users_by_ident"].count, 50);
@@ -622,6 +664,11 @@ mod tests {
         store.insert_user(&user(999)).await.unwrap();
         assert!(matches!(backups.run(dir.clone()).await, Err(BackupError::TargetExists(_))));
         assert!(matches!(backups.run("relative".into()).await, Err(BackupError::Target { .. })));
+        for inside in ["store/b", "secrets/b", "store/../store/new/b"] {
+            let refused = backups.run(data.path().join(inside)).await;
+            assert!(matches!(refused, Err(BackupError::Target { .. })), "{inside}: {refused:?}");
+        }
+        assert!(!data.path().join("store/b").exists() && !data.path().join("store/new").exists());
 
         let restored = out.path().join("data");
         let r = restore(&dir, &restored).unwrap();
