@@ -295,11 +295,14 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
             webhook: config.webhook.receipt_secret.as_ref().map(|s| s.0.clone()),
         },
         backups: match &store {
-            Store::Embedded(s) => Some(Arc::new(crate::store::embedded::backup::Backups::new(
-                s.clone(),
-                config.node.store_path(),
-                config.node.secrets_dir(),
-            ))),
+            Store::Embedded(s) => Some(Arc::new(
+                crate::store::embedded::backup::Backups::new(
+                    s.clone(),
+                    config.node.store_path(),
+                    config.node.secrets_dir(),
+                )
+                .confined_to(config.admin.backup_root.clone()),
+            )),
             Store::Scylla(_) => None,
         },
         observe: crate::metrics::Observe {

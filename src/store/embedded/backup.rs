@@ -156,13 +156,21 @@ pub struct Backups {
     store: Arc<EmbeddedStore>,
     store_dir: PathBuf,
     secrets_dir: PathBuf,
+    /// Backups are written inside it only (`admin.backup_root`), when set.
+    root: Option<PathBuf>,
     running: AtomicBool,
 }
 
 impl Backups {
     /// Backups of `store` (open in `store_dir`) with the secrets of `secrets_dir`.
     pub fn new(store: Arc<EmbeddedStore>, store_dir: PathBuf, secrets_dir: PathBuf) -> Self {
-        Backups { store, store_dir, secrets_dir, running: AtomicBool::new(false) }
+        Backups { store, store_dir, secrets_dir, root: None, running: AtomicBool::new(false) }
+    }
+
+    /// Only directories inside `root` are taken (none set: any); an empty path sets none.
+    pub fn confined_to(mut self, root: PathBuf) -> Self {
+        self.root = Some(root).filter(|r| !r.as_os_str().is_empty());
+        self
     }
 
     /// Writes and verifies a backup into `dir` (absolute, not existing yet) on a blocking
@@ -170,6 +178,14 @@ impl Backups {
     pub async fn run(self: &Arc<Self>, dir: PathBuf) -> Result<Report, BackupError> {
         if !dir.is_absolute() {
             return Err(BackupError::Target { path: dir, message: "the directory must be an absolute path".into() });
+        }
+        if let Some(root) = &self.root
+            && inside_of(&dir, &[root]).is_none_or(|_| dir == *root)
+        {
+            return Err(BackupError::Target {
+                path: dir,
+                message: format!("outside admin.backup_root ({}); backups are written inside it", root.display()),
+            });
         }
         if let Some(inside) = inside_of(&dir, &[&self.secrets_dir, &self.store_dir]) {
             return Err(BackupError::Target {
@@ -669,6 +685,21 @@ mod tests {
             assert!(matches!(refused, Err(BackupError::Target { .. })), "{inside}: {refused:?}");
         }
         assert!(!data.path().join("store/b").exists() && !data.path().join("store/new").exists());
+        let confined = Arc::new(
+            Backups::new(store.clone(), data.path().join("store"), data.path().join("secrets"))
+                .confined_to(out.path().join("only")),
+        );
+        // The root must exist (an operator makes it), and is not itself a backup's directory.
+        assert!(matches!(confined.run(out.path().join("only/b3")).await, Err(BackupError::Target { .. })));
+        fs::create_dir(out.path().join("only")).unwrap();
+        assert!(matches!(confined.run(out.path().join("only")).await, Err(BackupError::Target { .. })));
+        for outside in [out.path().join("b2"), out.path().join("only-not/b"), out.path().join("only/../b4")] {
+            let refused = confined.run(outside.clone()).await;
+            assert!(matches!(refused, Err(BackupError::Target { .. })), "{outside:?}: {refused:?}");
+            assert!(!outside.exists());
+        }
+        let inside = confined.run(out.path().join("only/b3")).await.unwrap();
+        assert_eq!(inside.manifest.keyspaces["users"].count, 51, "the account written after the first backup too");
 
         let restored = out.path().join("data");
         let r = restore(&dir, &restored).unwrap();
