@@ -24,8 +24,10 @@ work="$(mktemp -d)"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 # The document describes both listeners; one listener serving all of it (the documented
 # opt-in) lets one run check every operation.
+# Backups the run asks for (`POST /v1/admin/backup`, any generated path) stay in the throwaway
+# directory: others are refused (400).
 OTPD_HTTP__LISTEN="127.0.0.1:$port" OTPD_ADMIN__LISTEN=127.0.0.1:0 OTPD_ADMIN__OPS_ON_PUBLIC_LISTENER=true \
-  OTPD_NODE__DATA_DIR="$work/data" OTPD_NODE__LOG_LEVEL=warn \
+  OTPD_NODE__DATA_DIR="$work/data" OTPD_NODE__LOG_LEVEL=warn OTPD_ADMIN__BACKUP_ROOT="$work/backups" \
   "$bin" >"$work/node.log" 2>&1 &
 node=$!
 stop() {

@@ -10,9 +10,10 @@
 //! * [`secrets`]: generated or configured node secrets; [`cluster`]: `[cluster]` into the
 //!   settings (and TLS) a node joins its cluster with;
 //! * [`metrics`]: the metric catalogue, the Prometheus recorder, sampled gauges;
-//! * [`audit_cmd`]: `otpd audit`; [`logging`]: log set-up.
+//! * [`audit_cmd`]: `otpd audit`; [`backup_cmd`]: `otpd backup` and `otpd restore`; [`logging`]: log set-up.
 
 pub mod audit_cmd;
+pub mod backup_cmd;
 pub mod cluster;
 pub mod config;
 pub mod delivery;

@@ -45,6 +45,19 @@ enum Command {
     },
     /// Create or upgrade the ScyllaDB schema (`store.kind = "scylla"`), then exit.
     Migrate,
+    /// Back up the running node's embedded store into a new directory, verified (the node
+    /// writes it; see docs/OPERATIONS.md). ScyllaDB is backed up with `nodetool snapshot`.
+    Backup {
+        /// A directory that does not exist yet, on the node's host.
+        dir: PathBuf,
+    },
+    /// Build a data directory from a backup, verified against its manifest (offline).
+    Restore {
+        /// A directory `otpd backup` wrote.
+        backup: PathBuf,
+        /// The new data directory (must not exist, or be empty); start a node on it after.
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +70,19 @@ fn main() -> ExitCode {
             false => print!("{}", String::from_utf8_lossy(&otpd::http::openapi::json())),
         }
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Restore { backup, data_dir }) = &cli.command {
+        // Offline, and needs no configuration: everything comes from the backup.
+        return match otpd::backup_cmd::restore(backup, data_dir) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("otpd restore: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -96,7 +122,19 @@ fn main() -> ExitCode {
             println!("{config:#?}");
             ExitCode::SUCCESS
         }
-        Command::Openapi { .. } => unreachable!("handled before the configuration is loaded"),
+        Command::Openapi { .. } | Command::Restore { .. } => {
+            unreachable!("handled before the configuration is loaded")
+        }
+        Command::Backup { dir } => match runtime.block_on(otpd::backup_cmd::backup(&config, &dir)) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("otpd backup: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Migrate => match runtime.block_on(otpd::store::scylla::migrate_command(&config.store, &config.scylla))
         {
             Ok(out) => {

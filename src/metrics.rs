@@ -56,6 +56,14 @@ pub const RETENTION_REMOVED: &str = "otpd_retention_removed_total";
 pub const ACCOUNTS_ERASED: &str = "otpd_accounts_erased_total";
 /// Rewrites of the embedded store's files after an erasure (journal sealed, tables compacted).
 pub const ERASURE_PURGES: &str = "otpd_store_erasure_purges_total";
+/// Backups asked of this node (`POST /v1/admin/backup`), by outcome.
+pub const BACKUPS: &str = "otpd_backups_total";
+/// How long the last successful backup took.
+pub const BACKUP_DURATION: &str = "otpd_backup_last_duration_seconds";
+/// How large the last successful backup was.
+pub const BACKUP_BYTES: &str = "otpd_backup_last_bytes";
+/// When the last successful backup finished.
+pub const BACKUP_LAST_SUCCESS: &str = "otpd_backup_last_success_time_seconds";
 /// Sessions neither revoked nor expired.
 pub const SESSIONS_ACTIVE: &str = "otpd_sessions_active";
 /// 1 when `GET /health/ready` would answer 200.
@@ -159,6 +167,34 @@ pub const CATALOGUE: &[MetricDef] = &[
         labels: &["outcome"],
         buckets: &[],
         help: "Rewrites of the embedded store's files after erasures (journal sealed, memtables flushed, tables holding personal data compacted): ok or failed",
+    },
+    MetricDef {
+        name: BACKUPS,
+        kind: Kind::Counter,
+        labels: &["outcome"],
+        buckets: &[],
+        help: "Backups of the embedded store asked of this node (otpd backup), by outcome: ok (written and verified), refused (the request: directory exists, another backup running, ScyllaDB store), failed (the node could not write or verify it)",
+    },
+    MetricDef {
+        name: BACKUP_DURATION,
+        kind: Kind::Gauge,
+        labels: &[],
+        buckets: &[],
+        help: "Seconds the last successful backup took, snapshot to verified manifest (0 before the first since start)",
+    },
+    MetricDef {
+        name: BACKUP_BYTES,
+        kind: Kind::Gauge,
+        labels: &[],
+        buckets: &[],
+        help: "Bytes the last successful backup wrote, store and secrets (0 before the first since start)",
+    },
+    MetricDef {
+        name: BACKUP_LAST_SUCCESS,
+        kind: Kind::Gauge,
+        labels: &[],
+        buckets: &[],
+        help: "Unix time the last successful backup finished (0 before the first since this node started)",
     },
     MetricDef {
         name: USERS_VERIFIED,

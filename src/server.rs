@@ -309,6 +309,17 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
                 .map(|token| (config.twilio.status_callback_url.clone(), token.0.clone())),
             webhook: config.webhook.receipt_secret.as_ref().map(|s| s.0.clone()),
         },
+        backups: match &store {
+            Store::Embedded(s) => Some(Arc::new(
+                crate::store::embedded::backup::Backups::new(
+                    s.clone(),
+                    config.node.store_path(),
+                    config.node.secrets_dir(),
+                )
+                .confined_to(config.admin.backup_root.clone()),
+            )),
+            Store::Scylla(_) => None,
+        },
         observe: crate::metrics::Observe {
             prometheus,
             http: crate::metrics::HttpMetrics::new(crate::http::table::route_labels()),
@@ -320,6 +331,7 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         },
     });
     app.receipt_keys.register_metrics();
+    crate::http::backup::register_metrics();
     // Ends by itself once the app is dropped (the node stopped).
     crate::http::ops::spawn_refresher(&app, config.admin.refresh_interval.0);
     if !config.otp.unverified_account_ttl.0.is_zero() {

@@ -3,6 +3,7 @@
 //! to known accounts, sign-ups, users) would tell an outsider known accounts from unknown ones.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::value::{Dur, check, secs, section};
@@ -20,6 +21,10 @@ section! {
         /// How often sampled gauges are refreshed: users, sessions, live challenges, breaker
         /// states, readiness.
         refresh_interval: Dur = secs(5),
+        /// Where `otpd backup` (`POST /v1/admin/backup`) may write: a backup's directory must
+        /// be inside this absolute path, which must exist. Empty: anywhere the node's user may
+        /// create a directory.
+        backup_root: PathBuf = PathBuf::new(),
     }
 }
 
@@ -27,6 +32,9 @@ impl AdminConfig {
     pub(super) fn validate(&self, errors: &mut Vec<String>) {
         check(errors, self.refresh_interval.0 >= Duration::from_millis(10), || {
             format!("admin.refresh_interval: must be at least 10ms, got {:?}", self.refresh_interval)
+        });
+        check(errors, self.backup_root.as_os_str().is_empty() || self.backup_root.is_absolute(), || {
+            format!("admin.backup_root: must be an absolute path (or empty), got {:?}", self.backup_root.display())
         });
     }
 }

@@ -48,6 +48,8 @@ pub struct App {
     pub document: Bytes,
     /// How delivery-receipt callbacks are checked.
     pub receipt_keys: super::receipts::ReceiptKeys,
+    /// Backups of the embedded store (`POST /v1/admin/backup`); `None` on ScyllaDB.
+    pub backups: Option<Arc<crate::store::embedded::backup::Backups>>,
 }
 
 pub type Resp = Response<Full<Bytes>>;

@@ -10,6 +10,7 @@
 
 pub mod account;
 pub mod app;
+pub mod backup;
 pub mod codes;
 pub mod openapi;
 pub mod ops;

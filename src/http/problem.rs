@@ -155,6 +155,20 @@ pub const DEVICE_LIMIT: ProblemKind =
     kind("device_limit", 409, "Too many devices", "the account has `devices.max_per_user` devices; remove one first");
 pub const DEVICE_EXISTS: ProblemKind =
     kind("device_exists", 409, "Device already enrolled", "this public key is already enrolled for the account");
+pub const BACKUP_TARGET_EXISTS: ProblemKind = kind(
+    "backup_target_exists",
+    409,
+    "Backup directory exists",
+    "a backup is written into a new directory only; name one that does not exist yet",
+);
+pub const BACKUP_RUNNING: ProblemKind =
+    kind("backup_running", 409, "A backup is running", "this node is writing another backup; try again when it ends");
+pub const BACKUP_NOT_SUPPORTED: ProblemKind = kind(
+    "backup_not_supported",
+    409,
+    "Store not backed up by otpd",
+    "the node's store is ScyllaDB, which is backed up with `nodetool snapshot` (docs/OPERATIONS.md)",
+);
 pub const PAYLOAD_TOO_LARGE: ProblemKind =
     kind("payload_too_large", 413, "Request body too large", "body over `http.max_body_bytes`");
 pub const UNSUPPORTED_MEDIA_TYPE: ProblemKind =
@@ -303,6 +317,9 @@ pub const CATALOGUE: &[ProblemKind] = &[
     ACCOUNT_EXISTS,
     DEVICE_LIMIT,
     DEVICE_EXISTS,
+    BACKUP_TARGET_EXISTS,
+    BACKUP_RUNNING,
+    BACKUP_NOT_SUPPORTED,
     PAYLOAD_TOO_LARGE,
     UNSUPPORTED_MEDIA_TYPE,
     RESEND_COOLDOWN,

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use super::app::{App, Call, Listener, Resp};
 use super::problem::{self, ApiError};
-use super::{account, codes, ops, receipts};
+use super::{account, backup, codes, ops, receipts};
 
 /// What a handler returns: boxed, so that every row's handler has one type.
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Resp, ApiError>> + Send + 'a>>;
@@ -746,6 +746,37 @@ pub static ROUTES: &[Route] = &[
             headers: &[],
         }],
         problems: &[&["invalid_request", "missing_token", "forbidden"], UNAVAILABLE],
+        links: &[],
+    },
+    Route {
+        method: "post",
+        path: "/v1/admin/backup",
+        id: "adminBackup",
+        tag: "admin",
+        summary: "Back up the embedded store while the node serves",
+        description: "Copies every keyspace of one snapshot of the store, and `<data_dir>/secrets/`, into `dir` \
+            (created; it must not exist), writes a manifest (per keyspace a count and a BLAKE3 digest, per file \
+            its digest), reads the copy back and answers only once it matches. Runs off the store's commit path. \
+            Used by `otpd backup`; `otpd restore` builds a data directory from the result (docs/OPERATIONS.md). \
+            One backup at a time per node. Audited.",
+        auth: Auth::Admin,
+        api: Some(Api::AdminBackup),
+        exposure: Exposure::Ops,
+        labelled: true,
+        handler: handler!(backup::admin_backup),
+        params: &[],
+        body: Some("BackupRequest"),
+        replies: &[Reply {
+            status: 200,
+            description: "Written and verified.",
+            schema: Some("BackupResponse"),
+            headers: &[],
+        }],
+        problems: &[
+            &["missing_token", "forbidden", "backup_target_exists", "backup_running", "backup_not_supported"],
+            BODY,
+            UNAVAILABLE,
+        ],
         links: &[],
     },
     Route {

@@ -4,6 +4,7 @@
 //! binary on a free loopback port), so tests run in parallel without sharing state; tests on
 //! Redis start their own `redis-server` processes (`redis_server.rs`).
 
+mod backup;
 mod bad_input;
 mod cluster;
 mod compose;

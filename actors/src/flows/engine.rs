@@ -894,6 +894,22 @@ impl Engine {
         self.finish(ctx, trail, result).await
     }
 
+    /// An operator's action the front end carried out (a backup), audited as one event: `Done`
+    /// when it succeeded, else the step it failed at. Names no identifier or account.
+    pub async fn audit_operation<T>(
+        &self,
+        ctx: &RequestContext,
+        api: Api,
+        failed_at: Step,
+        note: &'static str,
+        result: Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let mut trail = Trail::new(api, None);
+        trail.step = if result.is_ok() { Step::Done } else { failed_at };
+        trail.note = note;
+        self.write_event(ctx, trail, result).await
+    }
+
     /// Until when an SMS budget (the total, or a country's) is spent, if a send was refused for
     /// it today: what readiness reports.
     pub fn sms_budget_spent_until(&self) -> Option<Timestamp> {

@@ -139,6 +139,8 @@ vocabulary! {
         AdminAccountExport => "admin_account_export",
         /// An operator erased an account.
         AdminAccountErase => "admin_account_erase",
+        /// An operator took a backup of the node's store (`otpd backup`).
+        AdminBackup => "admin_backup",
     }
 }
 
@@ -174,7 +176,7 @@ vocabulary! {
         Freshness => "freshness",
         /// A device public key was read.
         Key => "key",
-        /// A device was stored.
+        /// A device was stored (or a backup written).
         Store => "store",
         /// A device revocation ended the device's sessions.
         Sessions => "sessions",
@@ -252,6 +254,7 @@ mod tests {
             "account_erase",
             "admin_account_export",
             "admin_account_erase",
+            "admin_backup",
         ];
         let steps = [
             "start",

@@ -54,6 +54,8 @@ pub struct EmbeddedStore {
     /// Asks the purge thread to rewrite the files after an erasure (see [`Self::request_purge`]).
     purge: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
     purging: Mutex<Option<JoinHandle<()>>>,
+    /// The keyspaces' memtable size, which a backup gives the keyspaces it creates.
+    pub(super) memtable_bytes: usize,
 }
 
 impl EmbeddedStore {
@@ -125,6 +127,7 @@ impl EmbeddedStore {
             counting: Mutex::new(Some(counting)),
             purge: Mutex::new(Some(purge)),
             purging: Mutex::new(Some(purging)),
+            memtable_bytes: options.memtable_bytes,
         }))
     }
 

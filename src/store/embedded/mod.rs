@@ -9,6 +9,7 @@
 //! | [`ports`] | the port implementations and the offline [`AuditReader`] |
 //! | [`census`] | users, verified users and active sessions kept as counters |
 //! | [`cache`] | accounts by identifier hash, in memory |
+//! | [`backup`] | online backups from one snapshot, and restores; both verified against a manifest |
 //!
 //! Reads do not go through the writer: they read a snapshot of the last committed state, which
 //! includes every write already acknowledged.
@@ -23,6 +24,7 @@
 //! per event (see docs/PERFORMANCE.md). Reads are a little slower (≈ 3 µs vs ≈ 1 µs point
 //! reads) and the journal is replayed on open; both are cheap next to the write savings.
 
+pub mod backup;
 mod cache;
 mod census;
 mod codec;
