@@ -73,6 +73,24 @@ async fn flow(store: &Arc<EmbeddedStore>, n: u64, t: Timestamp, signup: bool) {
     a.and(b).and(c).and(d).unwrap();
 }
 
+/// Bytes per top-level entry of the store's directory (keyspaces are numbered directories).
+fn walk(path: &std::path::Path) -> Vec<(String, u64)> {
+    fn size(p: &std::path::Path) -> u64 {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => std::fs::read_dir(p).unwrap().flatten().map(|e| size(&e.path())).sum(),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        }
+    }
+    let mut out: Vec<(String, u64)> = std::fs::read_dir(path)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.path().strip_prefix(path).unwrap().display().to_string(), size(&e.path())))
+        .collect();
+    out.sort();
+    out
+}
+
 #[tokio::main]
 async fn main() {
     let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
@@ -108,5 +126,8 @@ async fn main() {
     println!("before retention: {:.1} MiB = {:.2} GB per million sign-ups + logins", mib(before), per_million(before));
     println!("sweep at +400 days: {swept:?} in {:.1} s", sweep_took.as_secs_f64());
     println!("after retention:  {:.1} MiB = {:.2} GB per million (the accounts)", mib(after), per_million(after));
+    for entry in walk(&path) {
+        println!("  {:>10.1} KiB  {}", entry.1 as f64 / 1024.0, entry.0);
+    }
     store.close();
 }

@@ -184,6 +184,9 @@ impl CensusSource for EmbeddedStore {
 /// Where a sweep goes on from: the last key each scan looked at.
 #[derive(Default)]
 pub struct SweepCursor {
+    /// The next audit sequence number to look at: the deleted ones before it are tombstones
+    /// a scan from the start would walk again on every step.
+    audit: u64,
     sessions: Option<Vec<u8>>,
     devices: Option<Vec<u8>>,
     subject_keys: Option<Vec<u8>>,
@@ -241,7 +244,7 @@ fn plan_sweep(
     let mut more = false;
     // The trail is in sequence order, which is the order events were written in: the old
     // ones are at the front, and the scan stops at the first one to keep.
-    for guard in snap.iter(&sp.audit) {
+    for guard in snap.range(&sp.audit, cursor.audit.to_be_bytes()..) {
         if plan.audit.len() >= max {
             more = true;
             break;
@@ -250,7 +253,9 @@ fn plan_sweep(
         if decode_audit(&value)?.0.at >= cutoffs.audit {
             break;
         }
-        plan.audit.push(seq_of(&key)?);
+        let seq = seq_of(&key)?;
+        plan.audit.push(seq);
+        cursor.audit = seq + 1;
     }
     more |= scan_from(snap, &sp.sessions, &mut cursor.sessions, max, |key, value| {
         let session = decode_session(value)?;
