@@ -29,8 +29,9 @@ use tokio::task::JoinHandle;
 use crate::cluster::ClusterTlsError;
 use crate::config::Config;
 use crate::delivery::{DeliveryError, ProviderSections};
-use crate::http::App;
 use crate::http::app::{DegradationCheck, ReadinessCheck};
+use crate::http::tls::ReloadingCert;
+use crate::http::{App, Https, Serving};
 use crate::limits::redis::RedisStartError;
 use crate::limits::{LimiterHealth, Limits};
 use crate::secrets;
@@ -64,6 +65,8 @@ pub enum StartupError {
     ClusterTls(#[from] ClusterTlsError),
     #[error("{0}")]
     Cluster(#[from] ClusterError),
+    #[error("{listener} TLS: {error}")]
+    Tls { listener: &'static str, error: crate::tls_files::TlsFileError },
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: SocketAddr, error: std::io::Error },
 }
@@ -89,6 +92,8 @@ pub struct Node {
     /// The delivery dispatcher: stats, provider health.
     pub delivery: DispatchHandle,
     pub admin_token: String,
+    /// Whether the public listener serves HTTPS.
+    pub tls: bool,
     store: Store,
     limits: Limits,
     stop: Option<oneshot::Sender<()>>,
@@ -113,8 +118,9 @@ impl Node {
         tracing::info!("node stopped");
     }
 
+    /// `http://` or, when `http.tls_cert_file` is set, `https://` and the listener's address.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
     /// The store the node runs on (closing it makes the node unready and its writes fail).
@@ -314,6 +320,8 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
 
 /// Builds and starts a node. The listener is bound before this returns, so `addr` is live.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, StartupError> {
+    // Certificates first: a bad or exposed one stops the node before anything is opened.
+    let (https, admin_https, certs) = listeners_tls(&config)?;
     let assembly = assemble(&config, clock).await?;
     let listener = match TcpListener::bind(config.http.listen).await {
         Ok(l) => l,
@@ -335,11 +343,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         admin_listener.local_addr().map_err(|error| StartupError::Listen { addr: config.admin.listen, error })?;
 
     let Assembly { app, engine, store, outbox_path, delivery, admin_token, limits } = assembly;
+    crate::http::tls::spawn_reloader(certs, config.http.tls_reload_interval.0);
     let admin = {
         let (stop, stopped) = oneshot::channel::<()>();
         let app = app.clone();
         let serving = tokio::spawn(async move {
-            crate::http::serve_admin(admin_listener, app, async {
+            crate::http::serve_admin(admin_listener, app, admin_https, async {
                 let _ = stopped.await;
             })
             .await
@@ -349,26 +358,26 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     let (stop, stopped) = oneshot::channel::<()>();
     let http = config.http.clone();
     let serving = tokio::spawn(async move {
-        crate::http::serve(
-            listener,
-            app,
-            http.max_connections,
-            http.header_read_timeout.0,
-            Duration::from_secs(10),
-            async {
-                let _ = stopped.await;
-            },
-        )
+        let serving = Serving {
+            max_connections: http.max_connections,
+            header_read_timeout: http.header_read_timeout.0,
+            drain: Duration::from_secs(10),
+            https,
+        };
+        crate::http::serve(listener, app, serving, async {
+            let _ = stopped.await;
+        })
         .await
     });
 
     tracing::info!(
         addr = %addr,
+        tls = config.http.tls_files().is_some(),
         data_dir = %config.node.data_dir.display(),
         store = %store.describe(&config.node.store_path(), &config.scylla),
         "otpd node listening"
     );
-    tracing::info!(addr = %admin_addr, "ops listener (metrics, readiness details, admin API)");
+    tracing::info!(addr = %admin_addr, tls = config.admin.tls_files().is_some(), "ops listener (metrics, readiness details, admin API)");
     crate::delivery::log_routes(&config.delivery, &outbox_path);
     Ok(Node {
         addr,
@@ -377,12 +386,31 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         outbox_path,
         delivery,
         admin_token,
+        tls: config.http.tls_files().is_some(),
         store,
         limits,
         stop: Some(stop),
         serving,
         admin: Some(admin),
     })
+}
+
+/// The HTTPS of the public and the ops listener, each when configured, and the certificates
+/// the reloader watches. A pair that does not load stops the node here.
+fn listeners_tls(config: &Config) -> Result<(Option<Https>, Option<Https>, Vec<Arc<ReloadingCert>>), StartupError> {
+    let mut certs = Vec::new();
+    let mut https =
+        |files: Option<(PathBuf, PathBuf)>, listener: &'static str| -> Result<Option<Https>, StartupError> {
+            let Some((cert, key)) = files else { return Ok(None) };
+            let tls = |e| StartupError::Tls { listener, error: e };
+            let reloading = ReloadingCert::open(&cert, &key).map_err(tls)?;
+            let server = crate::http::tls::server_config(reloading.clone()).map_err(tls)?;
+            certs.push(reloading);
+            Ok(Some(Https::new(server, config.http.hsts_max_age.0)))
+        };
+    let main = https(config.http.tls_files(), "http")?;
+    let admin = https(config.admin.tls_files(), "admin")?;
+    Ok((main, admin, certs))
 }
 
 /// Runs a node with the system clock until `signal` completes.

@@ -3,6 +3,7 @@
 //! to known accounts, sign-ups, users) would tell an outsider known accounts from unknown ones.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::value::{Dur, check, secs, section};
@@ -20,6 +21,11 @@ section! {
         /// How often sampled gauges are refreshed: users, sessions, live challenges, breaker
         /// states, readiness.
         refresh_interval: Dur = secs(5),
+        /// PEM certificate chain of the ops listener; with `tls_key_file` it serves HTTPS only
+        /// (same rules and reloading as `http.tls_cert_file`).
+        tls_cert_file: Option<PathBuf> = None,
+        /// PEM private key of `admin.tls_cert_file` (mode 0600 or stricter).
+        tls_key_file: Option<PathBuf> = None,
     }
 }
 
@@ -28,5 +34,11 @@ impl AdminConfig {
         check(errors, self.refresh_interval.0 >= Duration::from_millis(10), || {
             format!("admin.refresh_interval: must be at least 10ms, got {:?}", self.refresh_interval)
         });
+        super::http::check_tls_pair(errors, "admin", &self.tls_cert_file, &self.tls_key_file);
+    }
+
+    /// The certificate and key files, when the ops listener serves TLS.
+    pub fn tls_files(&self) -> Option<(PathBuf, PathBuf)> {
+        self.tls_cert_file.clone().zip(self.tls_key_file.clone())
     }
 }

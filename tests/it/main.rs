@@ -29,3 +29,4 @@ mod smtp;
 mod supervision;
 mod support;
 mod timing;
+mod tls;
