@@ -43,8 +43,24 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// Rotate a key: asks this host's node (ops listener) to make a new generation, which
+    /// every node of the cluster picks up.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Create or upgrade the ScyllaDB schema (`store.kind = "scylla"`), then exit.
     Migrate,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// A new access-token signing key (or, with --admin-token, a new admin token).
+    Rotate {
+        /// Rotate the admin token instead; the new one is printed once.
+        #[arg(long)]
+        admin_token: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -95,6 +111,18 @@ fn main() -> ExitCode {
         Command::CheckConfig => {
             println!("{config:#?}");
             ExitCode::SUCCESS
+        }
+        Command::Keys { action: KeysAction::Rotate { admin_token } } => {
+            match runtime.block_on(otpd::keys_cmd::rotate(&config, admin_token)) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("otpd keys rotate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Openapi { .. } => unreachable!("handled before the configuration is loaded"),
         Command::Migrate => match runtime.block_on(otpd::store::scylla::migrate_command(&config.store, &config.scylla))

@@ -32,6 +32,7 @@ use crate::delivery::{DeliveryError, ProviderSections};
 use crate::http::app::{DegradationCheck, ReadinessCheck};
 use crate::http::tls::ReloadingCert;
 use crate::http::{App, Https, Serving};
+use crate::keyring::{AdminTokens, FileVault, KeyRing, KeyVault, RingSettings};
 use crate::limits::redis::RedisStartError;
 use crate::limits::{LimiterHealth, Limits};
 use crate::secrets;
@@ -65,6 +66,8 @@ pub enum StartupError {
     ClusterTls(#[from] ClusterTlsError),
     #[error("{0}")]
     Cluster(#[from] ClusterError),
+    #[error("rotated keys: {0}")]
+    Keys(otpd_actors::ports::StoreError),
     #[error("{listener} TLS: {error}")]
     Tls { listener: &'static str, error: crate::tls_files::TlsFileError },
     #[error("cannot listen on {addr}: {error}")]
@@ -280,13 +283,42 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
             })
         }),
     ));
+    let vault: Arc<dyn KeyVault> = match &store {
+        Store::Scylla(s) => s.clone(),
+        Store::Embedded(_) => Arc::new(FileVault::new(config.node.secrets_dir().join("keys"))),
+    };
+    let keyring = KeyRing::new(
+        vault,
+        &secrets.master,
+        RingSettings {
+            activation_delay: config.tokens.key_activation_delay.0,
+            admin_overlap: config.secrets.admin_token_overlap.0,
+            rotate_every: Some(config.tokens.rotate_every.0).filter(|d| !d.is_zero()),
+            admin_token_file: config
+                .secrets
+                .admin_token
+                .is_none()
+                .then(|| config.node.secrets_dir().join("admin.token")),
+        },
+    );
+    let admin = AdminTokens::new(secrets.admin_token.clone(), config.secrets.admin_token_overlap.0);
+    // Rotated keys are in use before the first request: a node started after a rotation
+    // verifies every token the cluster signs.
+    if let Err(e) = keyring.refresh(&tokens, &admin).await {
+        engine.stop().await;
+        limits.stop().await;
+        store.close();
+        return Err(StartupError::Keys(e));
+    }
+    let admin_token = admin.newest();
     let app = Arc::new(App {
         engine: engine.clone(),
         tokens,
+        admin,
+        keyring,
         max_body_bytes: config.http.max_body_bytes,
         request_timeout: config.http.request_timeout.0,
         trusted_proxies: config.http.trusted_proxies.clone(),
-        admin_token: secrets.admin_token.clone(),
         readiness,
         degradations,
         delivery: Some(delivery.clone()),
@@ -312,10 +344,11 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     app.receipt_keys.register_metrics();
     // Ends by itself once the app is dropped (the node stopped).
     crate::http::ops::spawn_refresher(&app, config.admin.refresh_interval.0);
+    crate::http::ops::spawn_key_poller(&app, config.tokens.keys_poll_interval.0);
     if !config.otp.unverified_account_ttl.0.is_zero() {
         crate::store::spawn_purger(&app, users, config.otp.unverified_account_ttl.0);
     }
-    Ok(Assembly { app, engine, store, outbox_path, delivery, admin_token: secrets.admin_token, limits })
+    Ok(Assembly { app, engine, store, outbox_path, delivery, admin_token, limits })
 }
 
 /// Builds and starts a node. The listener is bound before this returns, so `addr` is live.
@@ -395,9 +428,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     })
 }
 
+/// The public listener's HTTPS, the ops listener's, and the certificates to watch.
+type ListenersTls = (Option<Https>, Option<Https>, Vec<Arc<ReloadingCert>>);
+
 /// The HTTPS of the public and the ops listener, each when configured, and the certificates
 /// the reloader watches. A pair that does not load stops the node here.
-fn listeners_tls(config: &Config) -> Result<(Option<Https>, Option<Https>, Vec<Arc<ReloadingCert>>), StartupError> {
+fn listeners_tls(config: &Config) -> Result<ListenersTls, StartupError> {
     let mut certs = Vec::new();
     let mut https =
         |files: Option<(PathBuf, PathBuf)>, listener: &'static str| -> Result<Option<Https>, StartupError> {

@@ -82,6 +82,8 @@ same answers, unless the operator turns on `otp.reveal_accounts`.
     wire::DestinationListResponse,
     super::receipts::WebhookReceipt,
     wire::PinDestinationRequest,
+    wire::RotateKeyRequest,
+    wire::RotateKeyResponse,
     problem::ProblemBody,
 )))]
 struct Derived;
@@ -809,6 +811,6 @@ mod tests {
         assert_eq!(&a[..], b.as_bytes());
         let parsed: Value = serde_json::from_slice(&a).unwrap();
         assert_eq!(parsed["openapi"], "3.1.0");
-        assert_eq!(parsed["paths"].as_object().unwrap().len(), 25);
+        assert_eq!(parsed["paths"].as_object().unwrap().len(), 26);
     }
 }

@@ -13,6 +13,7 @@ mod delivery;
 mod devices;
 mod fake_provider;
 mod flows;
+mod keys;
 mod limits;
 mod locales;
 mod observability;

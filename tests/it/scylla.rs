@@ -121,7 +121,7 @@ async fn scylla_audit_log() {
 // ---------------------------------------------------------------------------------------
 
 /// `[scylla]` for the in-memory server at `addr`.
-fn kassandra_config(addr: SocketAddr, keyspace: &str) -> ScyllaConfig {
+pub(crate) fn kassandra_config(addr: SocketAddr, keyspace: &str) -> ScyllaConfig {
     ScyllaConfig {
         contact_points: vec![addr.to_string()],
         keyspace: keyspace.into(),
@@ -139,7 +139,7 @@ async fn connect(config: &ScyllaConfig) -> Result<Arc<ScyllaStore>, ConnectError
 }
 
 /// Runs `body` with a fresh in-memory CQL server on a loopback port.
-async fn with_kassandra<F, Fut>(body: F)
+pub(crate) async fn with_kassandra<F, Fut>(body: F)
 where
     F: FnOnce(SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -163,11 +163,11 @@ async fn kassandra_smoke_migrations_statements_and_type_mapping() {
 
         // Migrations: applied once, recorded, and a second run has nothing to do.
         let first = scylla::migrate(&config).await.expect("migrations apply");
-        assert_eq!(first.applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1]);
-        assert_eq!((first.before, first.after), (0, 1));
+        assert_eq!(first.applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!((first.before, first.after), (0, 2));
         let again = scylla::migrate(&config).await.expect("migrations are idempotent");
         assert!(again.applied.is_empty(), "{again:?}");
-        assert_eq!(again.after, 1);
+        assert_eq!(again.after, 2);
 
         // Connecting prepares every statement on the server.
         let store = connect(&config).await.expect("the store connects to the migrated keyspace");
@@ -323,14 +323,18 @@ async fn kassandra_refuses_a_newer_schema_and_a_missing_migration() {
         let mut config = kassandra_config(addr, "otpd_versions");
         config.migrate_on_start = false;
         match connect(&config).await {
-            Err(ConnectError::Schema(SchemaError::Pending { current: 0, needed: 1 })) => {}
+            Err(ConnectError::Schema(SchemaError::Pending { current: 0, needed: 2 })) => {}
             other => panic!("expected a refusal naming `otpd migrate`, got {:?}", other.err()),
         }
         let store_kind = otpd::config::StoreConfig { kind: "scylla".into(), ..Default::default() };
         let out = scylla::migrate_command(&store_kind, &config)
         .await
         .unwrap();
-        assert_eq!(out, "applied 1: accounts, sessions, devices, audit trail\nkeyspace otpd_versions migrated from schema version 0 to 1\n");
+        assert_eq!(
+            out,
+            "applied 1: accounts, sessions, devices, audit trail\napplied 2: rotated keys\nkeyspace otpd_versions migrated \
+             from schema version 0 to 2\n"
+        );
         let store = connect(&config).await.expect("migrated: the node starts");
         store.close();
 
@@ -342,15 +346,15 @@ async fn kassandra_refuses_a_newer_schema_and_a_missing_migration() {
             .unwrap();
         store
             .driver_session()
-            .execute_unpaged(&record, ("otpd", 2i32, "from the future", scylla_ts(0)))
+            .execute_unpaged(&record, ("otpd", 3i32, "from the future", scylla_ts(0)))
             .await
             .unwrap();
         config.migrate_on_start = true;
         match connect(&config).await {
-            Err(ConnectError::Schema(e @ SchemaError::Newer { found: 2, known: 1 })) => {
+            Err(ConnectError::Schema(e @ SchemaError::Newer { found: 3, known: 2 })) => {
                 assert!(e.to_string().contains("upgrade otpd"), "{e}");
             }
-            other => panic!("expected a refusal of schema 2, got {:?}", other.err()),
+            other => panic!("expected a refusal of schema 3, got {:?}", other.err()),
         }
         let err = scylla::migrate(&config).await.unwrap_err();
         assert!(err.to_string().contains("newer than this otpd knows"), "{err}");
@@ -737,9 +741,13 @@ async fn the_binary_migrates_then_runs_on_scylla_and_never_prints_the_password()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(stdout, "applied 1: accounts, sessions, devices, audit trail\nkeyspace otpd_bin migrated from schema version 0 to 1\n");
+        assert_eq!(
+            stdout,
+            "applied 1: accounts, sessions, devices, audit trail\napplied 2: rotated keys\nkeyspace otpd_bin migrated from \
+             schema version 0 to 2\n"
+        );
         let again = command(&["migrate"]).output().await.unwrap();
-        assert_eq!(String::from_utf8_lossy(&again.stdout), "keyspace otpd_bin is up to date at schema version 1\n");
+        assert_eq!(String::from_utf8_lossy(&again.stdout), "keyspace otpd_bin is up to date at schema version 2\n");
 
         let check = command(&["check-config"]).output().await.unwrap();
         let printed = String::from_utf8_lossy(&check.stdout);

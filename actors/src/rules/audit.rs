@@ -131,6 +131,9 @@ vocabulary! {
         Delivery => "delivery",
         /// An operator pinned or lifted a destination of the conversion guard.
         AdminDestination => "admin_destination",
+        /// A key rotated: the access-token signing key or the admin token, by an operator or
+        /// on schedule (which key is the message; nothing of the key is written).
+        KeyRotation => "key_rotation",
     }
 }
 
@@ -240,6 +243,7 @@ mod tests {
             "device_verify",
             "delivery",
             "admin_destination",
+            "key_rotation",
         ];
         let steps = [
             "start",

@@ -52,6 +52,8 @@ pub struct Texts {
     pub audit_of_ident_day: String,
     pub audit_of_trace_day: String,
     pub probe: String,
+    pub keys_of_kind: String,
+    pub claim_key: String,
 }
 
 const USER_COLUMNS: &str = "ident_hash, user_id, identifier, country_code, first_name, last_name, email, verified, created_at, verified_at, updated_at";
@@ -118,6 +120,9 @@ impl Texts {
                 "SELECT {AUDIT_COLUMNS} FROM {{ks}}.audit_by_trace WHERE trace_id = ? AND day = ?"
             )),
             probe: ks("SELECT version FROM {ks}.schema_migrations WHERE scope = ?"),
+            keys_of_kind: ks("SELECT generation, created_at, activates_at, sealed FROM {ks}.keys WHERE kind = ?"),
+            claim_key: ks("INSERT INTO {ks}.keys (kind, generation, created_at, activates_at, sealed) \
+                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"),
         }
     }
 
@@ -147,6 +152,8 @@ impl Texts {
             ("audit_of_ident_day", &self.audit_of_ident_day),
             ("audit_of_trace_day", &self.audit_of_trace_day),
             ("probe", &self.probe),
+            ("keys_of_kind", &self.keys_of_kind),
+            ("claim_key", &self.claim_key),
         ]
     }
 }
@@ -201,6 +208,10 @@ pub struct Statements {
     pub audit_of_ident_day: Stmt,
     pub audit_of_trace_day: Stmt,
     pub probe: Stmt,
+    /// Read at serial consistency: it completes a claim in flight, so a node that lost a
+    /// claim sees the winner.
+    pub keys_of_kind: Stmt,
+    pub claim_key: Stmt,
 }
 
 /// How a statement runs.
@@ -268,6 +279,8 @@ impl Statements {
             audit_of_ident_day: prepare("audit_of_ident_day", t.audit_of_ident_day.clone(), AuditRead).await?,
             audit_of_trace_day: prepare("audit_of_trace_day", t.audit_of_trace_day.clone(), AuditRead).await?,
             probe: prepare("probe", t.probe.clone(), DataRead).await?,
+            keys_of_kind: prepare("keys_of_kind", t.keys_of_kind.clone(), SerialRead).await?,
+            claim_key: prepare("claim_key", t.claim_key.clone(), Lwt).await?,
         })
     }
 }
@@ -301,6 +314,8 @@ impl Statements {
             &self.audit_of_ident_day,
             &self.audit_of_trace_day,
             &self.probe,
+            &self.keys_of_kind,
+            &self.claim_key,
         ]
         .iter()
         .map(|s| (s.name, s.lwt, s.executed.load(Ordering::Relaxed)))
