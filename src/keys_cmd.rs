@@ -22,27 +22,10 @@ pub enum KeysCmdError {
 /// Rotates the signing key, or the admin token with `admin`; returns what to print.
 pub async fn rotate(config: &Config, admin: bool) -> Result<String, KeysCmdError> {
     let token = secrets::admin_token(&config.secrets, &config.node.secrets_dir()).ok_or(KeysCmdError::NoAdminToken)?;
-    let mut addr = config.admin.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let mut client = reqwest::Client::builder();
-    let scheme = match &config.admin.tls_cert_file {
-        // The ops listener's own chain is trusted besides the system's roots: a private CA
-        // that ships in the chain file, or a self-signed certificate, is then enough.
-        Some(chain) => {
-            let pem = std::fs::read(chain).map_err(|e| KeysCmdError::Tls(format!("{}: {e}", chain.display())))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| KeysCmdError::Tls(e.to_string()))? {
-                client = client.add_root_certificate(cert);
-            }
-            "https"
-        }
-        None => "http",
-    };
-    let client = client.build().map_err(|e| KeysCmdError::Tls(e.to_string()))?;
+    let (client, base, addr) = ops_client(config)?;
     let body = serde_json::json!({ "key": if admin { "admin" } else { "signing" } });
     let resp = client
-        .post(format!("{scheme}://{addr}/v1/admin/keys/rotate"))
+        .post(format!("{base}/v1/admin/keys/rotate"))
         .bearer_auth(token)
         .json(&body)
         .send()
@@ -68,4 +51,28 @@ pub async fn rotate(config: &Config, admin: bool) -> Result<String, KeysCmdError
             r["previous_admin_token_until"].as_str().unwrap_or("?")
         ),
     })
+}
+
+/// A client of this host's ops listener (`admin.listen`, loopback when it listens on every
+/// address), its base URL and address. Over HTTPS when the listener has a certificate: the
+/// listener's own chain is trusted besides the system's roots, so a private CA that ships in
+/// the chain file, or a self-signed certificate, is enough.
+pub fn ops_client(config: &Config) -> Result<(reqwest::Client, String, std::net::SocketAddr), KeysCmdError> {
+    let mut addr = config.admin.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let mut client = reqwest::Client::builder();
+    let scheme = match &config.admin.tls_cert_file {
+        Some(chain) => {
+            let pem = std::fs::read(chain).map_err(|e| KeysCmdError::Tls(format!("{}: {e}", chain.display())))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| KeysCmdError::Tls(e.to_string()))? {
+                client = client.add_root_certificate(cert);
+            }
+            "https"
+        }
+        None => "http",
+    };
+    let client = client.build().map_err(|e| KeysCmdError::Tls(e.to_string()))?;
+    Ok((client, format!("{scheme}://{addr}"), addr))
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::sessions::{access, refresh, refresh_token};
-use crate::support::{TestNode, phone, start_node_on, start_node_with};
+use crate::support::{TestNode, phone, program, start_node_on, start_node_with};
 
 /// The `kid` in a JWT's header.
 fn kid_of(jwt: &str) -> String {
@@ -293,4 +293,81 @@ async fn two_nodes_on_one_scylla_store_pick_up_each_others_rotation() {
         b.node.shutdown().await;
     })
     .await;
+}
+
+/// The real binary: `otpd keys rotate` and `otpd keys rotate --admin-token` against a running
+/// node whose ops listener serves HTTPS (the chain file carries its private CA), then a second
+/// rotation with the admin token the node rewrote into its data directory.
+#[tokio::test]
+async fn the_keys_command_rotates_through_the_ops_listener_over_https() {
+    if program("openssl").is_none() {
+        println!("SKIPPED the_keys_command_rotates_through_the_ops_listener_over_https: openssl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (cert, key) = crate::support::test_cert(dir.path(), "ca", "ops");
+    let chain = dir.path().join("ops-chain.pem");
+    let mut pem = std::fs::read(&cert).unwrap();
+    pem.extend(std::fs::read(dir.path().join("ca.pem")).unwrap());
+    std::fs::write(&chain, pem).unwrap();
+    let (http, ops) = (crate::support::reserved_port(), crate::support::reserved_port());
+    let env = [
+        ("OTPD_NODE__DATA_DIR", data.display().to_string()),
+        ("OTPD_HTTP__LISTEN", format!("127.0.0.1:{http}")),
+        ("OTPD_ADMIN__LISTEN", format!("127.0.0.1:{ops}")),
+        ("OTPD_ADMIN__TLS_CERT_FILE", chain.display().to_string()),
+        ("OTPD_ADMIN__TLS_KEY_FILE", key.display().to_string()),
+        ("OTPD_TOKENS__KEY_ACTIVATION_DELAY", "0s".into()),
+        ("OTPD_NODE__LOG_LEVEL", "warn".into()),
+    ];
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+        .envs(env.clone())
+        .env_remove("OTPD_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let jwks = format!("http://127.0.0.1:{http}/.well-known/jwks.json");
+    let mut up = false;
+    for _ in 0..500 {
+        if client.get(&jwks).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(up, "otpd did not start");
+    let keys = |args: &'static [&'static str]| {
+        let env = env.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_otpd"))
+                .arg("keys")
+                .args(args)
+                .envs(env)
+                .env_remove("OTPD_CONFIG")
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (ok, out, err) = keys(&["rotate"]).await;
+    assert!(ok && out.starts_with("signing key generation 1 (kid "), "{out}{err}");
+    let body: Value = client.get(&jwks).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["keys"].as_array().unwrap().len(), 2, "{body}");
+    let (ok, out, err) = keys(&["rotate", "--admin-token"]).await;
+    assert!(ok && out.starts_with("admin token generation 1: "), "{out}{err}");
+    let token = out.lines().next().unwrap().rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(std::fs::read_to_string(data.join("secrets/admin.token")).unwrap().trim(), token);
+    // The command reads the rewritten token file: a second rotation works.
+    let (ok, out, err) = keys(&["rotate"]).await;
+    assert!(ok && out.starts_with("signing key generation 2 (kid "), "{out}{err}");
+    node.kill().unwrap();
+    node.wait().unwrap();
 }
