@@ -335,8 +335,9 @@ mod tests {
     fn only_the_claims_are_conditional_and_they_are_all_insert_if_not_exists_but_one() {
         let t = texts();
         let lwts: Vec<&str> = t.all().into_iter().filter(|(_, s)| is_lwt(s)).map(|(n, _)| n).collect();
-        assert_eq!(lwts, ["insert_user", "update_user", "claim_session_row", "claim_device_set"]);
+        assert_eq!(lwts, ["insert_user", "update_user", "claim_session_row", "claim_device_set", "claim_key"]);
         assert!(t.insert_user.ends_with("IF NOT EXISTS"));
+        assert!(t.claim_key.ends_with("IF NOT EXISTS"), "a key generation is claimed");
         assert!(t.update_user.ends_with("IF EXISTS"), "registration's profile update: no bind marker in the condition");
         for (name, text) in t.all() {
             assert!(!text.contains("{ks}") && !text.contains(';'), "{name}: {text}");
