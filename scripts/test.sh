@@ -47,6 +47,17 @@ if [ "$(schemathesis --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHES
     echo "schemathesis could not be installed: the API-contract run will report that it skipped"
 fi
 
+# The key-rotation test verifies tokens with an independent JOSE library: PyJWT (with
+# cryptography, for EdDSA), pinned, installed when missing or at another version.
+PYJWT_VERSION=2.10.1
+CRYPTOGRAPHY_VERSION=46.0.3
+if [ "$(python3 -c 'import jwt; print(jwt.__version__)' 2>/dev/null)" != "$PYJWT_VERSION" ] ||
+  [ "$(python3 -c 'import cryptography; print(cryptography.__version__)' 2>/dev/null)" != "$CRYPTOGRAPHY_VERSION" ]; then
+  pins=("PyJWT==$PYJWT_VERSION" "cryptography==$CRYPTOGRAPHY_VERSION")
+  python3 -m pip install -q "${pins[@]}" || python3 -m pip install -q --break-system-packages "${pins[@]}" ||
+    echo "PyJWT could not be installed: the PyJWT part of the key-rotation test will report that it skipped"
+fi
+
 # The fuzz targets (docs/FUZZING.md): cargo-fuzz from crates.io, pinned, installed when missing.
 CARGO_FUZZ_VERSION=0.13.2
 if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $NF}')" != "$CARGO_FUZZ_VERSION" ]; then

@@ -113,10 +113,7 @@ async fn scylla(config: &Config, q: &AuditQuery) -> Result<Vec<AuditView>, Audit
 
 async fn remote(config: &Config, q: &AuditQuery) -> Result<Vec<AuditView>, AuditCmdError> {
     let token = secrets::admin_token(&config.secrets, &config.node.secrets_dir()).ok_or(AuditCmdError::NoAdminToken)?;
-    let mut addr = config.admin.listen;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
+    let (client, base, addr) = crate::keys_cmd::ops_client(config).map_err(|e| AuditCmdError::Open(e.to_string()))?;
     let mut params = form_urlencoded::Serializer::new(String::new());
     if let Some(i) = &q.identifier {
         params.append_pair("identifier", i);
@@ -125,8 +122,8 @@ async fn remote(config: &Config, q: &AuditQuery) -> Result<Vec<AuditView>, Audit
         params.append_pair("trace_id", t);
     }
     params.append_pair("limit", &q.limit.to_string());
-    let url = format!("http://{addr}/v1/admin/audit?{}", params.finish());
-    let resp = reqwest::Client::new()
+    let url = format!("{base}/v1/admin/audit?{}", params.finish());
+    let resp = client
         .get(&url)
         .bearer_auth(token)
         .send()

@@ -3,7 +3,8 @@
 //! * [`config`]: the configuration tree (TOML + `OTPD_*` overrides);
 //! * [`server`]: wiring a [`config::Config`] into a running node;
 //! * [`http`]: the hyper front end: routes, wire types, problem+json;
-//! * [`tokens`]: JWT access tokens and the JWKS;
+//! * [`tokens`]: JWT access tokens and the JWKS; [`keyring`]: rotated signing keys and admin
+//!   tokens, shared by every node; [`keys_cmd`]: `otpd keys`;
 //! * [`store`]: storage adapters (embedded LSM tree, fjall; ScyllaDB); [`limits`]: limiter
 //!   adapters (in-process, Redis);
 //! * [`delivery`]: notifier adapters (development outbox);
@@ -18,6 +19,8 @@ pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod http;
+pub mod keyring;
+pub mod keys_cmd;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

@@ -43,6 +43,12 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// Rotate a key: asks this host's node (ops listener) to make a new generation, which
+    /// every node of the cluster picks up.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Create or upgrade the ScyllaDB schema (`store.kind = "scylla"`), then exit.
     Migrate,
     /// Back up the running node's embedded store into a new directory, verified (the node
@@ -57,6 +63,16 @@ enum Command {
         backup: PathBuf,
         /// The new data directory (must not exist, or be empty); start a node on it after.
         data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// A new access-token signing key (or, with --admin-token, a new admin token).
+    Rotate {
+        /// Rotate the admin token instead; the new one is printed once.
+        #[arg(long)]
+        admin_token: bool,
     },
 }
 
@@ -135,6 +151,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Keys { action: KeysAction::Rotate { admin_token } } => {
+            match runtime.block_on(otpd::keys_cmd::rotate(&config, admin_token)) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("otpd keys rotate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Migrate => match runtime.block_on(otpd::store::scylla::migrate_command(&config.store, &config.scylla))
         {
             Ok(out) => {

@@ -29,8 +29,10 @@ use tokio::task::JoinHandle;
 use crate::cluster::ClusterTlsError;
 use crate::config::Config;
 use crate::delivery::{DeliveryError, ProviderSections};
-use crate::http::App;
 use crate::http::app::{DegradationCheck, ReadinessCheck};
+use crate::http::tls::ReloadingCert;
+use crate::http::{App, Https, Serving};
+use crate::keyring::{AdminTokens, FileVault, KeyRing, KeyVault, RingSettings};
 use crate::limits::redis::RedisStartError;
 use crate::limits::{LimiterHealth, Limits};
 use crate::secrets;
@@ -64,6 +66,10 @@ pub enum StartupError {
     ClusterTls(#[from] ClusterTlsError),
     #[error("{0}")]
     Cluster(#[from] ClusterError),
+    #[error("rotated keys: {0}")]
+    Keys(otpd_actors::ports::StoreError),
+    #[error("{listener} TLS: {error}")]
+    Tls { listener: &'static str, error: crate::tls_files::TlsFileError },
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: SocketAddr, error: std::io::Error },
 }
@@ -89,6 +95,8 @@ pub struct Node {
     /// The delivery dispatcher: stats, provider health.
     pub delivery: DispatchHandle,
     pub admin_token: String,
+    /// Whether the public listener serves HTTPS.
+    pub tls: bool,
     store: Store,
     limits: Limits,
     stop: Option<oneshot::Sender<()>>,
@@ -122,8 +130,9 @@ impl Node {
         tracing::info!("node stopped");
     }
 
+    /// `http://` or, when `http.tls_cert_file` is set, `https://` and the listener's address.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
     /// The store the node runs on (closing it makes the node unready and its writes fail).
@@ -289,13 +298,42 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
             })
         }),
     ));
+    let vault: Arc<dyn KeyVault> = match &store {
+        Store::Scylla(s) => s.clone(),
+        Store::Embedded(_) => Arc::new(FileVault::new(config.node.secrets_dir().join("keys"))),
+    };
+    let keyring = KeyRing::new(
+        vault,
+        &secrets.master,
+        RingSettings {
+            activation_delay: config.tokens.key_activation_delay.0,
+            admin_overlap: config.secrets.admin_token_overlap.0,
+            rotate_every: Some(config.tokens.rotate_every.0).filter(|d| !d.is_zero()),
+            admin_token_file: config
+                .secrets
+                .admin_token
+                .is_none()
+                .then(|| config.node.secrets_dir().join("admin.token")),
+        },
+    );
+    let admin = AdminTokens::new(secrets.admin_token.clone(), config.secrets.admin_token_overlap.0);
+    // Rotated keys are in use before the first request: a node started after a rotation
+    // verifies every token the cluster signs.
+    if let Err(e) = keyring.refresh(&tokens, &admin).await {
+        engine.stop().await;
+        limits.stop().await;
+        store.close();
+        return Err(StartupError::Keys(e));
+    }
+    let admin_token = admin.newest();
     let app = Arc::new(App {
         engine: engine.clone(),
         tokens,
+        admin,
+        keyring,
         max_body_bytes: config.http.max_body_bytes,
         request_timeout: config.http.request_timeout.0,
         trusted_proxies: config.http.trusted_proxies.clone(),
-        admin_token: secrets.admin_token.clone(),
         readiness,
         degradations,
         delivery: Some(delivery.clone()),
@@ -334,6 +372,7 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     crate::http::backup::register_metrics();
     // Ends by itself once the app is dropped (the node stopped).
     crate::http::ops::spawn_refresher(&app, config.admin.refresh_interval.0);
+    crate::http::ops::spawn_key_poller(&app, config.tokens.keys_poll_interval.0);
     if !config.otp.unverified_account_ttl.0.is_zero() {
         crate::store::spawn_purger(&app, users, config.otp.unverified_account_ttl.0);
     }
@@ -341,11 +380,13 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
     if let Store::Embedded(embedded) = &store {
         crate::store::retention::spawn_sweeper(&app, embedded.clone(), config.retention.clone());
     }
-    Ok(Assembly { app, engine, store, outbox_path, delivery, admin_token: secrets.admin_token, limits })
+    Ok(Assembly { app, engine, store, outbox_path, delivery, admin_token, limits })
 }
 
 /// Builds and starts a node. The listener is bound before this returns, so `addr` is live.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, StartupError> {
+    // Certificates first: a bad or exposed one stops the node before anything is opened.
+    let (https, admin_https, certs) = listeners_tls(&config)?;
     let assembly = assemble(&config, clock).await?;
     let listener = match TcpListener::bind(config.http.listen).await {
         Ok(l) => l,
@@ -367,11 +408,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         admin_listener.local_addr().map_err(|error| StartupError::Listen { addr: config.admin.listen, error })?;
 
     let Assembly { app, engine, store, outbox_path, delivery, admin_token, limits } = assembly;
+    crate::http::tls::spawn_reloader(certs, config.http.tls_reload_interval.0);
     let admin = {
         let (stop, stopped) = oneshot::channel::<()>();
         let app = app.clone();
         let serving = tokio::spawn(async move {
-            crate::http::serve_admin(admin_listener, app, async {
+            crate::http::serve_admin(admin_listener, app, admin_https, async {
                 let _ = stopped.await;
             })
             .await
@@ -381,26 +423,26 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
     let (stop, stopped) = oneshot::channel::<()>();
     let http = config.http.clone();
     let serving = tokio::spawn(async move {
-        crate::http::serve(
-            listener,
-            app,
-            http.max_connections,
-            http.header_read_timeout.0,
-            Duration::from_secs(10),
-            async {
-                let _ = stopped.await;
-            },
-        )
+        let serving = Serving {
+            max_connections: http.max_connections,
+            header_read_timeout: http.header_read_timeout.0,
+            drain: Duration::from_secs(10),
+            https,
+        };
+        crate::http::serve(listener, app, serving, async {
+            let _ = stopped.await;
+        })
         .await
     });
 
     tracing::info!(
         addr = %addr,
+        tls = config.http.tls_files().is_some(),
         data_dir = %config.node.data_dir.display(),
         store = %store.describe(&config.node.store_path(), &config.scylla),
         "otpd node listening"
     );
-    tracing::info!(addr = %admin_addr, "ops listener (metrics, readiness details, admin API)");
+    tracing::info!(addr = %admin_addr, tls = config.admin.tls_files().is_some(), "ops listener (metrics, readiness details, admin API)");
     crate::delivery::log_routes(&config.delivery, &outbox_path);
     Ok(Node {
         addr,
@@ -409,12 +451,34 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         outbox_path,
         delivery,
         admin_token,
+        tls: config.http.tls_files().is_some(),
         store,
         limits,
         stop: Some(stop),
         serving,
         admin: Some(admin),
     })
+}
+
+/// The public listener's HTTPS, the ops listener's, and the certificates to watch.
+type ListenersTls = (Option<Https>, Option<Https>, Vec<Arc<ReloadingCert>>);
+
+/// The HTTPS of the public and the ops listener, each when configured, and the certificates
+/// the reloader watches. A pair that does not load stops the node here.
+fn listeners_tls(config: &Config) -> Result<ListenersTls, StartupError> {
+    let mut certs = Vec::new();
+    let mut https =
+        |files: Option<(PathBuf, PathBuf)>, listener: &'static str| -> Result<Option<Https>, StartupError> {
+            let Some((cert, key)) = files else { return Ok(None) };
+            let tls = |e| StartupError::Tls { listener, error: e };
+            let reloading = ReloadingCert::open(&cert, &key).map_err(tls)?;
+            let server = crate::http::tls::server_config(reloading.clone()).map_err(tls)?;
+            certs.push(reloading);
+            Ok(Some(Https::new(server, config.http.hsts_max_age.0)))
+        };
+    let main = https(config.http.tls_files(), "http")?;
+    let admin = https(config.admin.tls_files(), "admin")?;
+    Ok((main, admin, certs))
 }
 
 /// Runs a node with the system clock until `signal` completes.

@@ -7,10 +7,23 @@
 //!
 //! Expiry is checked here against the engine's clock, not by jsonwebtoken against the system
 //! clock, so tests that move time also move token expiry.
+//!
+//! # Several keys (rotation)
+//!
+//! The service holds a set of [`SigningEntry`]s, one per generation of the signing key
+//! (`crate::keyring` loads them): generation 0 is the configured or generated key, later ones
+//! come from `otpd keys rotate`. At a time `now`:
+//! * the newest generation whose `activates_at` has come signs;
+//! * a generation is *published* (JWKS, and accepted by `verify`) from when it is known until
+//!   every token it can have signed has expired: its successor's activation, plus
+//!   `access_ttl`, plus [`RETIRE_MARGIN`] (clocks of nodes differ a little). A generation not
+//!   yet active is published already, so verifiers learn a key before any token carries it.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -55,15 +68,54 @@ pub enum TokenError {
 
 pub struct TokenService {
     algorithm: Algorithm,
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    kid: String,
     issuer: String,
     audience: String,
     access_ttl: Duration,
     validation: Validation,
-    jwks: Bytes,
+    /// Every generation known, oldest first; replaced whole when the key ring changes.
+    keys: ArcSwap<Vec<Arc<SigningEntry>>>,
 }
+
+/// One generation of the signing key, ready to sign and verify.
+pub struct SigningEntry {
+    pub generation: u32,
+    /// When it starts signing (generation 0: always).
+    pub activates_at: Timestamp,
+    kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// The public key as a JWK; `None` for a shared secret (HS256), which is never published.
+    jwk: Option<serde_json::Value>,
+}
+
+impl SigningEntry {
+    pub fn new(generation: u32, activates_at: Timestamp, key: &SigningKey) -> Result<Self, SigningKeyError> {
+        let (encoding, decoding, kid, jwk) = match key {
+            SigningKey::Ed25519(pkcs8) => {
+                use aws_lc_rs::signature::KeyPair as _;
+                let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8)?;
+                let public = pair.public_key().as_ref().to_vec();
+                let x = URL_SAFE_NO_PAD.encode(&public);
+                let kid = ed25519_thumbprint(&x);
+                let jwk = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig" });
+                (EncodingKey::from_ed_der(pkcs8), DecodingKey::from_ed_der(&public), kid, Some(jwk))
+            }
+            SigningKey::Hs256(secret) => {
+                let kid = format!("hs256-{}", &blake3::hash(secret).to_hex()[..16]);
+                (EncodingKey::from_secret(secret), DecodingKey::from_secret(secret), kid, None)
+            }
+        };
+        Ok(SigningEntry { generation, activates_at, kid, encoding, decoding, jwk })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+}
+
+/// How long after every token a key signed has expired it is still published: the leeway
+/// other verifiers (and other nodes' clocks) get.
+pub const RETIRE_MARGIN: Duration = Duration::from_secs(IAT_LEEWAY_SECS);
 
 /// The configured Ed25519 signing key was refused.
 #[derive(Debug, thiserror::Error)]
@@ -78,25 +130,11 @@ impl TokenService {
         // With only the aws_lc_rs feature, jsonwebtoken picks its provider itself; installing it
         // explicitly keeps that true if another crate ever enables rust_crypto as well.
         let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER);
-        let (algorithm, encoding, decoding, kid, jwks) = match key {
-            SigningKey::Ed25519(pkcs8) => {
-                use aws_lc_rs::signature::KeyPair as _;
-                let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8)?;
-                let public = pair.public_key().as_ref().to_vec();
-                let x = URL_SAFE_NO_PAD.encode(&public);
-                let kid = ed25519_thumbprint(&x);
-                let jwks = serde_json::json!({
-                    "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig" }]
-                });
-                (Algorithm::EdDSA, EncodingKey::from_ed_der(pkcs8), DecodingKey::from_ed_der(&public), kid, jwks)
-            }
-            SigningKey::Hs256(secret) => {
-                let kid = format!("hs256-{}", &blake3::hash(secret).to_hex()[..16]);
-                // A symmetric key is never published.
-                let jwks = serde_json::json!({ "keys": [] });
-                (Algorithm::HS256, EncodingKey::from_secret(secret), DecodingKey::from_secret(secret), kid, jwks)
-            }
+        let algorithm = match key {
+            SigningKey::Ed25519(_) => Algorithm::EdDSA,
+            SigningKey::Hs256(_) => Algorithm::HS256,
         };
+        let base = SigningEntry::new(0, Timestamp::from_millis(0), key)?;
         let mut validation = Validation::new(algorithm);
         validation.validate_exp = false;
         validation.leeway = 0;
@@ -106,14 +144,11 @@ impl TokenService {
             ["exp", "iat", "iss", "aud", "sub"].into_iter().map(String::from).collect::<HashSet<_>>();
         Ok(TokenService {
             algorithm,
-            encoding,
-            decoding,
-            kid,
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             access_ttl: config.access_ttl.0,
             validation,
-            jwks: Bytes::from(jwks.to_string()),
+            keys: ArcSwap::from_pointee(vec![Arc::new(base)]),
         })
     }
 
@@ -121,13 +156,58 @@ impl TokenService {
         self.access_ttl
     }
 
-    pub fn kid(&self) -> &str {
-        &self.kid
+    /// Whether keys of this algorithm can be rotated here (a shared HS256 secret cannot: its
+    /// verifiers hold it too).
+    pub fn rotatable(&self) -> bool {
+        self.algorithm == Algorithm::EdDSA
     }
 
-    /// The JSON of `GET /.well-known/jwks.json`.
-    pub fn jwks(&self) -> Bytes {
-        self.jwks.clone()
+    /// Replaces the generations after 0 with `rotated` (any order).
+    pub fn install(&self, rotated: Vec<SigningEntry>) {
+        let current = self.keys.load();
+        let mut keys: Vec<Arc<SigningEntry>> = vec![current[0].clone()];
+        keys.extend(rotated.into_iter().filter(|e| e.generation > 0).map(Arc::new));
+        keys.sort_by_key(|e| e.generation);
+        keys.dedup_by_key(|e| e.generation);
+        self.keys.store(Arc::new(keys));
+    }
+
+    /// The generations installed, oldest first.
+    pub fn generations(&self) -> Vec<u32> {
+        self.keys.load().iter().map(|e| e.generation).collect()
+    }
+
+    /// The key that signs at `now`.
+    pub fn signing_at(&self, now: Timestamp) -> Arc<SigningEntry> {
+        let keys = self.keys.load();
+        keys.iter().rev().find(|e| e.activates_at <= now).unwrap_or(&keys[0]).clone()
+    }
+
+    /// `kid` of the key that signs at `now`.
+    pub fn kid(&self, now: Timestamp) -> String {
+        self.signing_at(now).kid.clone()
+    }
+
+    /// Until when generation `i` of `keys` is published: its successor's activation, plus
+    /// the lifetime of the last token it signed, plus the margin. `None`: no successor.
+    fn retires_at(&self, keys: &[Arc<SigningEntry>], i: usize) -> Option<Timestamp> {
+        keys.get(i + 1).map(|next| next.activates_at.plus(self.access_ttl + RETIRE_MARGIN))
+    }
+
+    /// The keys published at `now`, with when each retires.
+    pub fn published(&self, now: Timestamp) -> Vec<(Arc<SigningEntry>, Option<Timestamp>)> {
+        let keys = self.keys.load();
+        (0..keys.len())
+            .map(|i| (keys[i].clone(), self.retires_at(&keys, i)))
+            .filter(|(_, retires)| retires.is_none_or(|r| now < r))
+            .collect()
+    }
+
+    /// The JSON of `GET /.well-known/jwks.json` at `now`: every published public key.
+    pub fn jwks(&self, now: Timestamp) -> Bytes {
+        let keys: Vec<serde_json::Value> =
+            self.published(now).into_iter().filter_map(|(e, _)| e.jwk.clone()).rev().collect();
+        Bytes::from(serde_json::json!({ "keys": keys }).to_string())
     }
 
     pub fn issue(
@@ -146,10 +226,11 @@ impl TokenService {
             exp: iat + self.access_ttl.as_secs(),
             jti: Uuid::new_v4().simple().to_string(),
         };
+        let key = self.signing_at(now);
         let mut header = Header::new(self.algorithm);
-        header.kid = Some(self.kid.clone());
+        header.kid = Some(key.kid.clone());
         header.typ = Some("JWT".into());
-        jsonwebtoken::encode(&header, &claims, &self.encoding)
+        jsonwebtoken::encode(&header, &claims, &key.encoding)
     }
 
     /// Checks signature, `kid`, `iss`, `aud` and expiry against `now`.
@@ -159,10 +240,14 @@ impl TokenService {
             return Err(TokenError::Invalid);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
-        if header.kid.as_deref() != Some(self.kid.as_str()) {
+        let kid = header.kid.ok_or(TokenError::Invalid)?;
+        // Only a published key verifies: a retired one's tokens have all expired.
+        let keys = self.keys.load();
+        let i = keys.iter().position(|e| e.kid == kid).ok_or(TokenError::Invalid)?;
+        if self.retires_at(&keys, i).is_some_and(|r| now >= r) {
             return Err(TokenError::Invalid);
         }
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &keys[i].decoding, &self.validation)
             .map_err(|_| TokenError::Invalid)?;
         let claims = data.claims;
         let now = now.as_secs();
@@ -237,10 +322,52 @@ mod tests {
         let (u, s) = ids();
         let now = Timestamp::from_millis(1_700_000_000_000);
         assert!(t.verify(&t.issue(u, s, now).unwrap(), now).is_ok());
-        assert_eq!(&t.jwks()[..], br#"{"keys":[]}"#);
-        let jwks: serde_json::Value = serde_json::from_slice(&ed().jwks()).unwrap();
+        assert_eq!(&t.jwks(now)[..], br#"{"keys":[]}"#);
+        let jwks: serde_json::Value = serde_json::from_slice(&ed().jwks(now)).unwrap();
         assert_eq!(jwks["keys"][0]["kty"], "OKP");
         assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
+    }
+
+    fn ed_key() -> SigningKey {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        SigningKey::Ed25519(aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref().to_vec())
+    }
+
+    fn back(t: Timestamp, ms: u64) -> Timestamp {
+        Timestamp::from_millis(t.as_millis() - ms)
+    }
+
+    fn kids(t: &TokenService, now: Timestamp) -> Vec<String> {
+        let jwks: serde_json::Value = serde_json::from_slice(&t.jwks(now)).unwrap();
+        jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn a_rotated_key_signs_from_its_activation_and_the_old_one_retires_after_its_last_token() {
+        let t = ed();
+        let (u, s) = ids();
+        let t0 = Timestamp::from_millis(1_700_000_000_000);
+        let old_kid = t.kid(t0);
+        let activates = t0.plus(Duration::from_secs(10));
+        let next = SigningEntry::new(1, activates, &ed_key()).unwrap();
+        let new_kid = next.kid().to_owned();
+        t.install(vec![next]);
+        // Published at once, newest first; the old key still signs until the activation.
+        assert_eq!(kids(&t, t0), vec![new_kid.clone(), old_kid.clone()]);
+        let last_old = t.issue(u, s, back(activates.plus(Duration::from_millis(0)), 1)).unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&last_old).unwrap().kid.as_deref(), Some(old_kid.as_str()));
+        let first_new = t.issue(u, s, activates).unwrap();
+        assert_eq!(jsonwebtoken::decode_header(&first_new).unwrap().kid.as_deref(), Some(new_kid.as_str()));
+        // The old key's last token verifies to its expiry; the key is published a margin more.
+        let expiry = back(activates.plus(Duration::from_secs(900)), 1000);
+        assert!(t.verify(&last_old, back(expiry, 1)).is_ok());
+        assert_eq!(t.verify(&last_old, expiry), Err(TokenError::Expired));
+        let retired = activates.plus(Duration::from_secs(900) + RETIRE_MARGIN);
+        assert_eq!(kids(&t, back(retired, 1)), vec![new_kid.clone(), old_kid]);
+        assert_eq!(kids(&t, retired), vec![new_kid]);
+        assert_eq!(t.verify(&last_old, retired), Err(TokenError::Invalid));
+        assert_eq!(t.verify(&first_new, retired), Err(TokenError::Expired), "the new key's first token is older");
+        assert!(t.verify(&t.issue(u, s, retired).unwrap(), retired).is_ok(), "the new key signs on");
     }
 
     #[test]

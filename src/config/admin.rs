@@ -25,6 +25,11 @@ section! {
         /// be inside this absolute path, which must exist. Empty: anywhere the node's user may
         /// create a directory.
         backup_root: PathBuf = PathBuf::new(),
+        /// PEM certificate chain of the ops listener; with `tls_key_file` it serves HTTPS only
+        /// (same rules and reloading as `http.tls_cert_file`).
+        tls_cert_file: Option<PathBuf> = None,
+        /// PEM private key of `admin.tls_cert_file` (mode 0600 or stricter).
+        tls_key_file: Option<PathBuf> = None,
     }
 }
 
@@ -36,5 +41,11 @@ impl AdminConfig {
         check(errors, self.backup_root.as_os_str().is_empty() || self.backup_root.is_absolute(), || {
             format!("admin.backup_root: must be an absolute path (or empty), got {:?}", self.backup_root.display())
         });
+        super::http::check_tls_pair(errors, "admin", &self.tls_cert_file, &self.tls_key_file);
+    }
+
+    /// The certificate and key files, when the ops listener serves TLS.
+    pub fn tls_files(&self) -> Option<(PathBuf, PathBuf)> {
+        self.tls_cert_file.clone().zip(self.tls_key_file.clone())
     }
 }

@@ -1,6 +1,6 @@
 //! `[secrets]`: node secrets not covered by a more specific section.
 
-use super::value::{Secret, check, section};
+use super::value::{Dur, Secret, check, secs, section};
 
 section! {
     /// Node secrets not covered by a more specific section.
@@ -10,6 +10,9 @@ section! {
         hash_key: Option<Secret> = None,
         /// Bearer token for `/v1/admin/*`; default: generated into `<data_dir>/secrets/admin.token`.
         admin_token: Option<Secret> = None,
+        /// After `otpd keys rotate --admin-token`, how long the previous admin token is still
+        /// accepted beside the new one (`0s`: it stops at once).
+        admin_token_overlap: Dur = secs(24 * 3600),
     }
 }
 

@@ -37,7 +37,10 @@ pub struct App {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub trusted_proxies: Vec<IpRange>,
-    pub admin_token: String,
+    /// The admin tokens accepted now (rotated by `otpd keys rotate --admin-token`).
+    pub admin: crate::keyring::AdminTokens,
+    /// Where rotated keys are kept, and how they rotate.
+    pub keyring: crate::keyring::KeyRing,
     pub readiness: Vec<ReadinessCheck>,
     pub degradations: Vec<DegradationCheck>,
     /// Each delivery provider's circuit breaker, shown by `/health/ready`.

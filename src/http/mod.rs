@@ -1,12 +1,15 @@
 //! The thin hyper 1.x front end: accept loop, connection cap, graceful shutdown.
 //!
-//! HTTP/1.1 with keep-alive only: otpd sits behind a load balancer or is called by app
-//! backends, where HTTP/1.1 is universal and the cheapest to serve.
+//! Plain HTTP is HTTP/1.1 with keep-alive: otpd sits behind a load balancer or is called by
+//! app backends, where HTTP/1.1 is universal and the cheapest to serve. A listener given a
+//! certificate serves HTTPS only ([`tls`]): HTTP/2 when the client's ALPN asks for it,
+//! HTTP/1.1 otherwise, and `Strict-Transport-Security` on every answer. A handshake that does
+//! not finish within the header read timeout, or bytes that are not TLS, close the connection.
 //!
 //! The modules form layers, each using only those below it: `problem` and `wire` (errors and
 //! JSON types) ← `app` (the node's `App`, one request as a `Call`, shared helpers) ← the
 //! handlers (`codes`, `account`, `ops`) ← `table` (the route table) ← `routes` (the request
-//! path) and `openapi` (the document) ← this module's accept loops.
+//! path) and `openapi` (the document) ← this module's accept loops (and `tls`, their HTTPS).
 
 pub mod account;
 pub mod app;
@@ -18,6 +21,7 @@ pub mod problem;
 pub mod receipts;
 pub mod routes;
 pub mod table;
+pub mod tls;
 pub mod wire;
 
 use std::convert::Infallible;
@@ -25,46 +29,101 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 pub use app::{App, Listener};
 
+/// A listener's HTTPS: the acceptor and the HSTS header its answers carry.
+#[derive(Clone)]
+pub struct Https {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// `Strict-Transport-Security`, unless `http.hsts_max_age` is zero.
+    pub hsts: Option<HeaderValue>,
+}
+
+impl Https {
+    pub fn new(config: Arc<rustls::ServerConfig>, hsts_max_age: Duration) -> Https {
+        let hsts = (!hsts_max_age.is_zero()).then(|| {
+            HeaderValue::from_str(&format!("max-age={}", hsts_max_age.as_secs()))
+                .expect("a number is a valid header value")
+        });
+        Https { acceptor: tokio_rustls::TlsAcceptor::from(config), hsts }
+    }
+}
+
+const HSTS: HeaderName = HeaderName::from_static("strict-transport-security");
+
+/// The request handler of a connection; over TLS every answer carries the HSTS header.
+/// (A macro, not a function: the closure's type is what hyper's builders are generic over.)
+macro_rules! service {
+    ($conn:expr, $hsts:expr) => {{
+        let (app, kind, peer, hsts) = ($conn.app.clone(), $conn.kind, $conn.peer, $hsts);
+        service_fn(move |req| {
+            let (app, hsts) = (app.clone(), hsts.clone());
+            async move {
+                let mut resp = match kind {
+                    Listener::Main => routes::handle(app, req, peer).await,
+                    Listener::Admin => routes::handle_admin(app, req, peer).await,
+                };
+                if let Some(value) = hsts {
+                    resp.headers_mut().insert(HSTS, value);
+                }
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    }};
+}
+
+/// How a listener serves its connections.
+#[derive(Clone)]
+pub struct Serving {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    /// How long open requests may finish after shutdown begins.
+    pub drain: Duration,
+    /// HTTPS only, when given.
+    pub https: Option<Https>,
+}
+
 /// Serves `listener` until `shutdown` completes, then lets open requests finish (up to
 /// `drain`) before returning. At most `max_connections` connections are served at once; the
 /// rest wait in the kernel's accept queue.
-pub async fn serve(
-    listener: TcpListener,
-    app: Arc<App>,
-    max_connections: usize,
-    header_read_timeout: Duration,
-    drain: Duration,
-    shutdown: impl Future<Output = ()>,
-) {
-    serve_on(listener, Listener::Main, app, max_connections, header_read_timeout, drain, shutdown).await
+pub async fn serve(listener: TcpListener, app: Arc<App>, serving: Serving, shutdown: impl Future<Output = ()>) {
+    serve_on(listener, Listener::Main, app, serving, shutdown).await
 }
 
 /// [`serve`] for the admin listener: only `/metrics`, `/health/*` and `/v1/admin/*`.
-pub async fn serve_admin(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+pub async fn serve_admin(
+    listener: TcpListener,
+    app: Arc<App>,
+    https: Option<Https>,
+    shutdown: impl Future<Output = ()>,
+) {
     // A handful of scrapers and operators: a small cap, short timeouts.
-    serve_on(listener, Listener::Admin, app, 64, Duration::from_secs(5), Duration::from_secs(2), shutdown).await
+    let serving = Serving {
+        max_connections: 64,
+        header_read_timeout: Duration::from_secs(5),
+        drain: Duration::from_secs(2),
+        https,
+    };
+    serve_on(listener, Listener::Admin, app, serving, shutdown).await
 }
 
 async fn serve_on(
     listener: TcpListener,
     kind: Listener,
     app: Arc<App>,
-    max_connections: usize,
-    header_read_timeout: Duration,
-    drain: Duration,
+    serving: Serving,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    let permits = Arc::new(Semaphore::new(serving.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -85,30 +144,74 @@ async fn serve_on(
         };
         let _ = stream.set_nodelay(true);
         let open = app.observe.http.connection(kind == Listener::Admin);
-        let app = app.clone();
-        let service = service_fn(move |req| {
-            let app = app.clone();
-            async move {
-                Ok::<_, Infallible>(match kind {
-                    Listener::Main => routes::handle(app, req, peer).await,
-                    Listener::Admin => routes::handle_admin(app, req, peer).await,
-                })
+        let conn = Conn { kind, app: app.clone(), peer, header_read_timeout: serving.header_read_timeout };
+        match &serving.https {
+            None => {
+                let served = graceful.watch(
+                    conn.http1_builder().serve_connection(TokioIo::new(stream), service!(conn, None::<HeaderValue>)),
+                );
+                tokio::spawn(async move {
+                    let _ = served.await;
+                    drop((permit, open));
+                });
             }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
-            drop((permit, open));
-        });
+            Some(https) => {
+                let (https, watcher) = (https.clone(), graceful.watcher());
+                tokio::spawn(async move {
+                    conn.https(stream, https, watcher).await;
+                    drop((permit, open));
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {
         _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(drain) => tracing::warn!("connections still open after the drain period; closing them"),
+        _ = tokio::time::sleep(serving.drain) => tracing::warn!("connections still open after the drain period; closing them"),
+    }
+}
+
+/// One accepted connection, before its protocol is known.
+struct Conn {
+    kind: Listener,
+    app: Arc<App>,
+    peer: std::net::SocketAddr,
+    header_read_timeout: Duration,
+}
+
+impl Conn {
+    fn http1_builder(&self) -> http1::Builder {
+        let mut builder = http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(self.header_read_timeout).max_buf_size(64 * 1024);
+        builder
+    }
+
+    /// The TLS handshake (bounded by the header read timeout), then HTTP/2 or HTTP/1.1 as
+    /// ALPN chose. Anything that is not a TLS client hello ends in an alert and a close.
+    async fn https(self, stream: TcpStream, https: Https, watcher: Watcher) {
+        let handshake = tokio::time::timeout(self.header_read_timeout, https.acceptor.accept(stream)).await;
+        let tls = match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, error = %e, "TLS handshake refused");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        if h2 {
+            let conn = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(256)
+                .serve_connection(io, service!(self, https.hsts.clone()));
+            let _ = watcher.watch(conn).await;
+        } else {
+            let conn = self.http1_builder().serve_connection(io, service!(self, https.hsts.clone()));
+            let _ = watcher.watch(conn).await;
+        }
     }
 }

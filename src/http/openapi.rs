@@ -86,6 +86,8 @@ same answers, unless the operator turns on `otp.reveal_accounts`.
     wire::EraseResponse,
     super::backup::BackupRequest,
     super::backup::BackupResponse,
+    wire::RotateKeyRequest,
+    wire::RotateKeyResponse,
     problem::ProblemBody,
 )))]
 struct Derived;
@@ -813,6 +815,6 @@ mod tests {
         assert_eq!(&a[..], b.as_bytes());
         let parsed: Value = serde_json::from_slice(&a).unwrap();
         assert_eq!(parsed["openapi"], "3.1.0");
-        assert_eq!(parsed["paths"].as_object().unwrap().len(), 28);
+        assert_eq!(parsed["paths"].as_object().unwrap().len(), 29);
     }
 }

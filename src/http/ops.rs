@@ -18,6 +18,8 @@ use otpd_actors::rules::ids::UserId;
 use otpd_actors::rules::limits::{DestinationChange, GuardMode, Pin, Subject};
 use tokio::task::JoinHandle;
 
+use crate::keyring::{KeyKind, RotateError, Rotated};
+
 use super::app::{App, Call, Resp, bytes_response, json, parse_any_identifier};
 use super::problem::ApiError;
 use super::wire;
@@ -42,7 +44,7 @@ pub(super) async fn ready(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> 
 
 /// `GET /.well-known/jwks.json`.
 pub(super) async fn jwks(app: &App, _: &Call<'_>) -> Result<Resp, ApiError> {
-    let mut resp = bytes_response(StatusCode::OK, app.tokens.jwks());
+    let mut resp = bytes_response(StatusCode::OK, app.tokens.jwks(app.engine.now()));
     resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     Ok(resp)
 }
@@ -333,4 +335,79 @@ pub fn spawn_refresher(app: &Arc<App>, every: Duration) -> JoinHandle<()> {
             refresh(&app).await;
         }
     })
+}
+
+/// `POST /v1/admin/keys/rotate`: a new generation of the signing key or the admin token,
+/// stored where every node reads it; audited (which key, never the key).
+pub(super) async fn rotate_key(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let req: wire::RotateKeyRequest = call.json(app)?;
+    let (kind, note) = match req.key.as_str() {
+        "signing" => (KeyKind::Signing, "signing key rotated by an operator"),
+        "admin" => (KeyKind::Admin, "admin token rotated by an operator"),
+        _ => return Err(ApiError::invalid_request("key must be signing or admin")),
+    };
+    let rotated = app.keyring.rotate(kind, app.engine.now(), &app.tokens, &app.admin).await;
+    let audited = match &rotated {
+        Ok(_) => Ok(()),
+        Err(RotateError::NotRotatable) => Err(EngineError::InvalidInput(RotateError::NotRotatable.to_string())),
+        Err(e) => Err(EngineError::Unavailable(e.to_string())),
+    };
+    app.engine.record_key_rotation(call.ctx, note, audited).await?;
+    let rotated = rotated.map_err(|e| ApiError::invalid_request(e.to_string()))?;
+    Ok(json(StatusCode::OK, &rotated_view(&rotated)))
+}
+
+fn rotated_view(r: &Rotated) -> wire::RotateKeyResponse {
+    wire::RotateKeyResponse {
+        key: r.kind.as_str(),
+        generation: r.generation,
+        activates_at: wire::rfc3339(r.activates_at),
+        kid: r.kid.clone(),
+        admin_token: r.admin_token.clone(),
+        previous_admin_token_until: r.previous_until.map(wire::rfc3339),
+    }
+}
+
+/// Reads the rotated keys every `every` (a rotation on another node arrives within it) and
+/// rotates the signing key when `tokens.rotate_every` says so; ends once the app is dropped.
+pub fn spawn_key_poller(app: &Arc<App>, every: Duration) -> JoinHandle<()> {
+    let weak: Weak<App> = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let Some(app) = weak.upgrade() else { break };
+            if let Err(e) = app.keyring.refresh(&app.tokens, &app.admin).await {
+                tracing::warn!(error = %e, "could not read the rotated keys; trying again");
+                continue;
+            }
+            match app.keyring.due(app.engine.now()).await {
+                Ok(true) => scheduled_rotation(&app).await,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "could not read the rotated keys; trying again"),
+            }
+        }
+    })
+}
+
+async fn scheduled_rotation(app: &App) {
+    let ctx = otpd_actors::RequestContext {
+        trace_id: otpd_actors::rules::ids::TraceId::from(
+            format!("key-schedule-{}", uuid::Uuid::now_v7().simple()).as_str(),
+        ),
+        client_ip: None,
+        user_agent: None,
+    };
+    let rotated = app.keyring.rotate(KeyKind::Signing, app.engine.now(), &app.tokens, &app.admin).await;
+    match &rotated {
+        Ok(r) => tracing::info!(
+            generation = r.generation,
+            kid = r.kid.as_deref().unwrap_or(""),
+            "signing key rotated on schedule"
+        ),
+        Err(e) => tracing::warn!(error = %e, "scheduled signing key rotation failed; trying again"),
+    }
+    let audited = rotated.map(|_| ()).map_err(|e| EngineError::Unavailable(e.to_string()));
+    let _ = app.engine.record_key_rotation(&ctx, "signing key rotated on schedule", audited).await;
 }

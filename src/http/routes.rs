@@ -18,7 +18,6 @@ use hyper::http::request::Parts;
 use otpd_actors::rules::audit::Step;
 use otpd_actors::rules::ids::TraceId;
 use otpd_actors::{Api, RequestContext};
-use subtle::ConstantTimeEq;
 
 use super::app::{App, Call, Listener, RequestBody, Resp, bearer};
 use super::problem::ApiError;
@@ -106,7 +105,7 @@ fn authenticate(app: &App, ctx: &RequestContext, api: Option<Api>, parts: &Parts
 /// The admin token, compared in constant time.
 fn check_admin(app: &App, parts: &Parts) -> Result<(), ApiError> {
     let token = bearer(&parts.headers).ok_or_else(ApiError::missing_token)?;
-    if !bool::from(token.as_bytes().ct_eq(app.admin_token.as_bytes())) {
+    if !app.admin.accepts(token, app.engine.now()) {
         return Err(ApiError::forbidden("the admin token is not valid"));
     }
     Ok(())

@@ -932,6 +932,28 @@ pub static ROUTES: &[Route] = &[
         links: &[],
     },
     Route {
+        method: "post",
+        path: "/v1/admin/keys/rotate",
+        id: "rotateKey",
+        tag: "admin",
+        summary: "Rotate the signing key or the admin token",
+        description: "Makes a new generation of the key, stored where every node reads it (each picks it up \
+            within `tokens.keys_poll_interval`). A signing key is in the JWKS at once and signs from \
+            `activates_at` (`tokens.key_activation_delay`); the previous one stays in the JWKS until every token \
+            it signed has expired. A new admin token is answered here once; the previous one is accepted for \
+            `secrets.admin_token_overlap` more. Audited (`key_rotation`). `otpd keys rotate` calls this.",
+        auth: Auth::Admin,
+        api: Some(Api::KeyRotation),
+        exposure: Exposure::Ops,
+        labelled: true,
+        handler: handler!(ops::rotate_key),
+        params: &[],
+        body: Some("RotateKeyRequest"),
+        replies: &[Reply { status: 200, description: "Rotated.", schema: Some("RotateKeyResponse"), headers: &[] }],
+        problems: &[&["missing_token", "forbidden"], BODY, UNAVAILABLE],
+        links: &[],
+    },
+    Route {
         method: "get",
         path: "/metrics",
         id: "getMetrics",

@@ -1143,3 +1143,29 @@ pub mod schema {
             .build()
     }
 }
+
+/// `POST /v1/admin/keys/rotate`: makes a new generation of a key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// `signing` (the access-token signing key) or `admin` (the admin token).
+    #[schema(examples("signing"))]
+    pub key: String,
+}
+
+/// What a rotation made. The new admin token is shown here once and never again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotateKeyResponse {
+    #[schema(examples("signing"))]
+    pub key: &'static str,
+    /// The new generation (the configured or first generated key is 0).
+    pub generation: u32,
+    /// When a signing key starts signing (it is in the JWKS already); an admin token: now.
+    pub activates_at: String,
+    /// The new signing key's `kid` (RFC 7638 thumbprint).
+    pub kid: Option<String>,
+    /// The new admin token.
+    pub admin_token: Option<String>,
+    /// Until when the previous admin token is still accepted.
+    pub previous_admin_token_until: Option<String>,
+}

@@ -130,7 +130,7 @@ async fn scylla_erasure() {
 // ---------------------------------------------------------------------------------------
 
 /// `[scylla]` for the in-memory server at `addr`.
-fn kassandra_config(addr: SocketAddr, keyspace: &str) -> ScyllaConfig {
+pub(crate) fn kassandra_config(addr: SocketAddr, keyspace: &str) -> ScyllaConfig {
     ScyllaConfig {
         contact_points: vec![addr.to_string()],
         keyspace: keyspace.into(),
@@ -153,7 +153,7 @@ async fn connect(config: &ScyllaConfig) -> Result<Arc<ScyllaStore>, ConnectError
 }
 
 /// Runs `body` with a fresh in-memory CQL server on a loopback port.
-async fn with_kassandra<F, Fut>(body: F)
+pub(crate) async fn with_kassandra<F, Fut>(body: F)
 where
     F: FnOnce(SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -177,11 +177,11 @@ async fn kassandra_smoke_migrations_statements_and_type_mapping() {
 
         // Migrations: applied once, recorded, and a second run has nothing to do.
         let first = scylla::migrate(&config).await.expect("migrations apply");
-        assert_eq!(first.applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!((first.before, first.after), (0, 2));
+        assert_eq!(first.applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!((first.before, first.after), (0, 3));
         let again = scylla::migrate(&config).await.expect("migrations are idempotent");
         assert!(again.applied.is_empty(), "{again:?}");
-        assert_eq!(again.after, 2);
+        assert_eq!(again.after, 3);
 
         // Connecting prepares every statement on the server.
         let store = connect(&config).await.expect("the store connects to the migrated keyspace");
@@ -338,7 +338,7 @@ async fn kassandra_refuses_a_newer_schema_and_a_missing_migration() {
         let mut config = kassandra_config(addr, "otpd_versions");
         config.migrate_on_start = false;
         match connect(&config).await {
-            Err(ConnectError::Schema(SchemaError::Pending { current: 0, needed: 2 })) => {}
+            Err(ConnectError::Schema(SchemaError::Pending { current: 0, needed: 3 })) => {}
             other => panic!("expected a refusal naming `otpd migrate`, got {:?}", other.err()),
         }
         let store_kind = otpd::config::StoreConfig { kind: "scylla".into(), ..Default::default() };
@@ -347,7 +347,8 @@ async fn kassandra_refuses_a_newer_schema_and_a_missing_migration() {
             out,
             "applied 1: accounts, sessions, devices, audit trail\n\
              applied 2: keys of the audit trail's personal fields (crypto-shredding)\n\
-             keyspace otpd_versions migrated from schema version 0 to 2\n"
+             applied 3: rotated keys\n\
+             keyspace otpd_versions migrated from schema version 0 to 3\n"
         );
         let store = connect(&config).await.expect("migrated: the node starts");
         store.close();
@@ -360,13 +361,13 @@ async fn kassandra_refuses_a_newer_schema_and_a_missing_migration() {
             )
             .await
             .unwrap();
-        store.driver_session().execute_unpaged(&record, ("otpd", 3i32, "from the future", scylla_ts(0))).await.unwrap();
+        store.driver_session().execute_unpaged(&record, ("otpd", 4i32, "from the future", scylla_ts(0))).await.unwrap();
         config.migrate_on_start = true;
         match connect(&config).await {
-            Err(ConnectError::Schema(e @ SchemaError::Newer { found: 3, known: 2 })) => {
+            Err(ConnectError::Schema(e @ SchemaError::Newer { found: 4, known: 3 })) => {
                 assert!(e.to_string().contains("upgrade otpd"), "{e}");
             }
-            other => panic!("expected a refusal of schema 3, got {:?}", other.err()),
+            other => panic!("expected a refusal of schema 4, got {:?}", other.err()),
         }
         let err = scylla::migrate(&config).await.unwrap_err();
         assert!(err.to_string().contains("newer than this otpd knows"), "{err}");
@@ -760,10 +761,11 @@ async fn the_binary_migrates_then_runs_on_scylla_and_never_prints_the_password()
             stdout,
             "applied 1: accounts, sessions, devices, audit trail\n\
              applied 2: keys of the audit trail's personal fields (crypto-shredding)\n\
-             keyspace otpd_bin migrated from schema version 0 to 2\n"
+             applied 3: rotated keys\n\
+             keyspace otpd_bin migrated from schema version 0 to 3\n"
         );
         let again = command(&["migrate"]).output().await.unwrap();
-        assert_eq!(String::from_utf8_lossy(&again.stdout), "keyspace otpd_bin is up to date at schema version 2\n");
+        assert_eq!(String::from_utf8_lossy(&again.stdout), "keyspace otpd_bin is up to date at schema version 3\n");
 
         let check = command(&["check-config"]).output().await.unwrap();
         let printed = String::from_utf8_lossy(&check.stdout);

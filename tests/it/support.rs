@@ -338,6 +338,11 @@ pub fn test_ca(dir: &Path, ca: &str) -> PathBuf {
 /// A certificate for 127.0.0.1, usable by a server and a client, signed by the CA `ca` of
 /// `dir` (made first if needed): `(<name>.pem, <name>.key)`. openssl writes the key 0600.
 pub fn test_cert(dir: &Path, ca: &str, name: &str) -> (PathBuf, PathBuf) {
+    test_cert_days(dir, ca, name, 2)
+}
+
+/// [`test_cert`] valid for `days` from now; `-1` makes one that expired yesterday.
+pub fn test_cert_days(dir: &Path, ca: &str, name: &str, days: i32) -> (PathBuf, PathBuf) {
     test_ca(dir, ca);
     std::fs::write(
         dir.join(format!("{name}.ext")),
@@ -379,7 +384,7 @@ pub fn test_cert(dir: &Path, ca: &str, name: &str) -> (PathBuf, PathBuf) {
             &ca_key,
             "-CAcreateserial",
             "-days",
-            "2",
+            &days.to_string(),
             "-extfile",
             &ext,
             "-out",

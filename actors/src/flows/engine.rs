@@ -910,6 +910,20 @@ impl Engine {
         self.write_event(ctx, trail, result).await
     }
 
+    /// A key rotation (by an operator, or on schedule), audited under `key_rotation` with
+    /// `note` saying which key; nothing of the key is written.
+    pub async fn record_key_rotation(
+        &self,
+        ctx: &RequestContext,
+        note: &'static str,
+        result: Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let mut trail = Trail::new(Api::KeyRotation, None);
+        trail.step = if result.is_ok() { Step::Done } else { Step::Store };
+        trail.note = note;
+        self.finish(ctx, trail, result).await
+    }
+
     /// Until when an SMS budget (the total, or a country's) is spent, if a send was refused for
     /// it today: what readiness reports.
     pub fn sms_budget_spent_until(&self) -> Option<Timestamp> {

@@ -141,6 +141,9 @@ vocabulary! {
         AdminAccountErase => "admin_account_erase",
         /// An operator took a backup of the node's store (`otpd backup`).
         AdminBackup => "admin_backup",
+        /// A key rotated: the access-token signing key or the admin token, by an operator or
+        /// on schedule (which key is the message; nothing of the key is written).
+        KeyRotation => "key_rotation",
     }
 }
 
@@ -255,6 +258,7 @@ mod tests {
             "admin_account_export",
             "admin_account_erase",
             "admin_backup",
+            "key_rotation",
         ];
         let steps = [
             "start",

@@ -54,6 +54,8 @@ pub struct Texts {
     pub insert_subject_key: String,
     pub subject_key: String,
     pub probe: String,
+    pub keys_of_kind: String,
+    pub claim_key: String,
 }
 
 const USER_COLUMNS: &str = "ident_hash, user_id, identifier, country_code, first_name, last_name, email, verified, created_at, verified_at, updated_at";
@@ -124,6 +126,9 @@ impl Texts {
             )),
             subject_key: ks("SELECT key FROM {ks}.subject_keys WHERE subject = ? AND key_id = ?"),
             probe: ks("SELECT version FROM {ks}.schema_migrations WHERE scope = ?"),
+            keys_of_kind: ks("SELECT generation, created_at, activates_at, sealed FROM {ks}.keys WHERE kind = ?"),
+            claim_key: ks("INSERT INTO {ks}.keys (kind, generation, created_at, activates_at, sealed) \
+                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"),
         }
     }
 
@@ -155,6 +160,8 @@ impl Texts {
             ("insert_subject_key", &self.insert_subject_key),
             ("subject_key", &self.subject_key),
             ("probe", &self.probe),
+            ("keys_of_kind", &self.keys_of_kind),
+            ("claim_key", &self.claim_key),
         ]
     }
 }
@@ -211,6 +218,10 @@ pub struct Statements {
     pub insert_subject_key: Stmt,
     pub subject_key: Stmt,
     pub probe: Stmt,
+    /// Read at serial consistency: it completes a claim in flight, so a node that lost a
+    /// claim sees the winner.
+    pub keys_of_kind: Stmt,
+    pub claim_key: Stmt,
 }
 
 /// How a statement runs.
@@ -280,6 +291,8 @@ impl Statements {
             insert_subject_key: prepare("insert_subject_key", t.insert_subject_key.clone(), AuditWrite).await?,
             subject_key: prepare("subject_key", t.subject_key.clone(), AuditRead).await?,
             probe: prepare("probe", t.probe.clone(), DataRead).await?,
+            keys_of_kind: prepare("keys_of_kind", t.keys_of_kind.clone(), SerialRead).await?,
+            claim_key: prepare("claim_key", t.claim_key.clone(), Lwt).await?,
         })
     }
 }
@@ -315,6 +328,8 @@ impl Statements {
             &self.insert_subject_key,
             &self.subject_key,
             &self.probe,
+            &self.keys_of_kind,
+            &self.claim_key,
         ]
         .iter()
         .map(|s| (s.name, s.lwt, s.executed.load(Ordering::Relaxed)))
@@ -334,8 +349,9 @@ mod tests {
     fn only_the_claims_are_conditional_and_they_are_all_insert_if_not_exists_but_one() {
         let t = texts();
         let lwts: Vec<&str> = t.all().into_iter().filter(|(_, s)| is_lwt(s)).map(|(n, _)| n).collect();
-        assert_eq!(lwts, ["insert_user", "update_user", "claim_session_row", "claim_device_set"]);
+        assert_eq!(lwts, ["insert_user", "update_user", "claim_session_row", "claim_device_set", "claim_key"]);
         assert!(t.insert_user.ends_with("IF NOT EXISTS"));
+        assert!(t.claim_key.ends_with("IF NOT EXISTS"), "a key generation is claimed");
         assert!(t.update_user.ends_with("IF EXISTS"), "registration's profile update: no bind marker in the condition");
         for (name, text) in t.all() {
             assert!(!text.contains("{ks}") && !text.contains(';'), "{name}: {text}");

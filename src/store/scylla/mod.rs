@@ -42,6 +42,7 @@ pub mod audit;
 pub mod cql;
 pub mod devices;
 pub mod health;
+pub mod keys;
 pub mod lwt;
 pub mod options;
 pub mod schema;

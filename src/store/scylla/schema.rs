@@ -22,8 +22,12 @@
 //! | `audit_days` | (scope, key) | `day` DESC | the days that have events, per identifier / trace id; TTL | retention in days |
 //!
 //! Version 2 adds `subject_keys` (partition: subject; clustering: key id): the keys that seal
-//! the audit events' personal fields (`store::shred`), one per subject and node epoch, with
+//! the audit events' personal fields (`store::shred`), one per subject, node and minute, with
 //! the audit's TTL; erasing an account deletes its subjects' partitions.
+//!
+//! Version 3 adds `keys` (partition: kind; clustering: generation): the rotated signing keys
+//! and admin tokens, sealed (`crate::keyring`), each generation claimed with `IF NOT EXISTS`.
+//! A handful of rows per rotation, never expired (a row is a few hundred bytes).
 //!
 //! Keywords are upper case and every table is written out in full: the statements must also
 //! be accepted by the small CQL parser of the in-memory test server (`kassandra`), which is
@@ -45,7 +49,7 @@ pub struct Migration {
 }
 
 /// The newest schema this binary knows.
-pub const LATEST: i32 = 2;
+pub const LATEST: i32 = 3;
 
 /// Every migration, oldest first. Never edit one that shipped: add the next.
 pub const MIGRATIONS: &[Migration] = &[
@@ -85,6 +89,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "keys of the audit trail's personal fields (crypto-shredding)",
         statements: &["CREATE TABLE IF NOT EXISTS {ks}.subject_keys (subject blob, key_id blob, key blob, \
          PRIMARY KEY ((subject), key_id))"],
+    },
+    Migration {
+        version: 3,
+        name: "rotated keys",
+        statements: &["CREATE TABLE IF NOT EXISTS {ks}.keys (kind text, generation int, created_at timestamp, \
+         activates_at timestamp, sealed blob, PRIMARY KEY ((kind), generation))"],
     },
 ];
 
