@@ -20,6 +20,7 @@ pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod passkeys;
 pub mod private_fs;
 pub mod secrets;
 pub mod server;

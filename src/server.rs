@@ -66,6 +66,8 @@ pub enum StartupError {
     Cluster(#[from] ClusterError),
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: SocketAddr, error: std::io::Error },
+    #[error("{0}")]
+    Passkeys(String),
 }
 
 impl From<DeliveryError> for StartupError {
@@ -156,6 +158,7 @@ pub fn engine_config(config: &Config, templates: &Templates) -> Result<EngineCon
             enrol_max_auth_age: config.devices.enrol_max_auth_age.0,
             audience: config.tokens.audience.clone(),
         },
+        passkeys: config.passkeys.policy(),
     })
 }
 
@@ -222,6 +225,8 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         users: ports.users,
         sessions: ports.sessions,
         devices: ports.devices,
+        passkeys: ports.passkeys,
+        relying_party: Arc::new(crate::passkeys::WebauthnRp::new(&config.passkeys).map_err(StartupError::Passkeys)?),
         audit: ports.audit,
         limiter,
         notifier: Arc::new(delivery.clone()),

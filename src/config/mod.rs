@@ -23,6 +23,7 @@ mod limits;
 pub mod locales;
 mod node;
 mod otp;
+mod passkeys;
 mod redis;
 pub mod scylla;
 mod secrets;
@@ -46,6 +47,7 @@ pub use self::identifiers::IdentifierConfig;
 pub use self::limits::{GuessConfig, LimitsConfig, RuleConfig, SmsBudgetConfig};
 pub use self::node::NodeConfig;
 pub use self::otp::OtpConfig;
+pub use self::passkeys::PasskeysConfig;
 pub use self::redis::RedisConfig;
 pub use self::scylla::ScyllaConfig;
 pub use self::secrets::SecretsConfig;
@@ -96,6 +98,7 @@ tree! {
     engine: EngineSection,
     tokens: TokensConfig,
     devices: DevicesConfig,
+    passkeys: PasskeysConfig,
     store: StoreConfig,
     scylla: ScyllaConfig,
     delivery: DeliveryConfig,
@@ -176,6 +179,7 @@ impl Config {
         self.engine.validate(errors);
         self.tokens.validate(errors);
         self.devices.validate(errors);
+        self.passkeys.validate(errors);
         self.store.validate(errors);
         self.delivery.validate(errors);
         self.secrets.validate(errors);

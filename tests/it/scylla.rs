@@ -110,6 +110,13 @@ async fn scylla_device_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_passkey_store() {
+    let Some((s, ks)) = real_scylla("scylla_passkey_store").await else { return };
+    testkit::passkey_store(s.clone()).await;
+    drop_keyspace(&s, &ks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_audit_log() {
     let Some((s, ks)) = real_scylla("scylla_audit_log").await else { return };
     testkit::audit_log(s.clone()).await;
@@ -311,6 +318,7 @@ async fn kassandra_passes_the_user_session_and_device_suites() {
         println!("SKIPPED on kassandra: the purge of unverified accounts (token() scan, DELETE … IF)");
         testkit::session_store(store.clone()).await;
         testkit::device_store(store.clone()).await;
+        testkit::passkey_store(store.clone()).await;
         store.close();
     })
     .await;
@@ -737,9 +745,13 @@ async fn the_binary_migrates_then_runs_on_scylla_and_never_prints_the_password()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(stdout, "applied 1: accounts, sessions, devices, audit trail\nkeyspace otpd_bin migrated from schema version 0 to 1\n");
+        assert_eq!(
+            stdout,
+            "applied 1: accounts, sessions, devices, audit trail\napplied 2: passkeys\n\
+             keyspace otpd_bin migrated from schema version 0 to 2\n"
+        );
         let again = command(&["migrate"]).output().await.unwrap();
-        assert_eq!(String::from_utf8_lossy(&again.stdout), "keyspace otpd_bin is up to date at schema version 1\n");
+        assert_eq!(String::from_utf8_lossy(&again.stdout), "keyspace otpd_bin is up to date at schema version 2\n");
 
         let check = command(&["check-config"]).output().await.unwrap();
         let printed = String::from_utf8_lossy(&check.stdout);
@@ -759,7 +771,12 @@ async fn the_binary_migrates_then_runs_on_scylla_and_never_prints_the_password()
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(ready, Some(200), "the node runs on the migrated keyspace");
-        let r = client.post(format!("http://127.0.0.1:{port}/v1/login")).json(&json!({ "phone": phone(701) })).send().await.unwrap();
+        let r = client
+            .post(format!("http://127.0.0.1:{port}/v1/login"))
+            .json(&json!({ "phone": phone(701) }))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 202);
         node.start_kill().unwrap();
         node.wait().await.unwrap();

@@ -13,4 +13,5 @@
 pub mod devices;
 pub mod engine;
 pub mod error;
+pub mod passkeys;
 pub mod sessions;

@@ -131,6 +131,12 @@ vocabulary! {
         Delivery => "delivery",
         /// An operator pinned or lifted a destination of the conversion guard.
         AdminDestination => "admin_destination",
+        PasskeyRegisterOptions => "passkey_register_options",
+        PasskeyRegister => "passkey_register",
+        PasskeyList => "passkey_list",
+        PasskeyDelete => "passkey_delete",
+        PasskeyLoginOptions => "passkey_login_options",
+        PasskeyLogin => "passkey_login",
     }
 }
 
@@ -188,6 +194,10 @@ vocabulary! {
         ReceiptFailed => "receipt_failed",
         /// Delivery: the code was sent again on another route (or could not be).
         Failover => "failover",
+        /// A passkey was looked up (or a decoy in its place).
+        Passkey => "passkey",
+        /// A passkey's use was recorded (its counter and backup state).
+        Counter => "counter",
     }
 }
 
@@ -240,6 +250,12 @@ mod tests {
             "device_verify",
             "delivery",
             "admin_destination",
+            "passkey_register_options",
+            "passkey_register",
+            "passkey_list",
+            "passkey_delete",
+            "passkey_login_options",
+            "passkey_login",
         ];
         let steps = [
             "start",
@@ -267,6 +283,8 @@ mod tests {
             "receipt_delivered",
             "receipt_failed",
             "failover",
+            "passkey",
+            "counter",
         ];
         assert_eq!(Api::ALL.iter().map(|a| a.as_str()).collect::<Vec<_>>(), apis);
         assert_eq!(Step::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(), steps);

@@ -21,19 +21,20 @@ use std::time::Instant;
 
 use fjall::{PersistMode, Readable, SingleWriterTxDatabase, SingleWriterWriteTx};
 use otpd_actors::ports::{
-    AuditEvent, AuthMethod, Device, InsertDevice, InsertUser, RevokeReason, Rotation, RotationVerdict, Session,
-    StoreError, User,
+    AuditEvent, AuthMethod, Device, InsertDevice, InsertPasskey, InsertUser, Passkey, PasskeyUse, RevokeReason,
+    Rotation, RotationVerdict, Session, StoreError, User,
 };
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::ids::{DeviceId, SessionId, UserId};
 use otpd_actors::rules::keys::IdentHash;
+use otpd_actors::rules::passkey::CredentialId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::cache::UserCache;
 use super::census::{Counts, CountsDelta};
 use super::codec::{
     Spaces, corrupt, decode, decode_session, encode, encode_session, ids_with_prefix, index_key, indexed, pair_key,
-    trace_prefix, unavailable,
+    passkey_index_key, passkeys_of, trace_prefix, unavailable,
 };
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -92,6 +93,25 @@ pub(super) enum Op {
         now: Timestamp,
         reply: Reply<Option<Device>>,
     },
+    InsertPasskey {
+        passkey: Box<Passkey>,
+        max: usize,
+        reply: Reply<InsertPasskey>,
+    },
+    RecordPasskeyUse {
+        used: Box<Passkey>,
+        now: Timestamp,
+        reply: Reply<PasskeyUse>,
+    },
+    DeletePasskey {
+        user: UserId,
+        id: CredentialId,
+        reply: Reply<bool>,
+    },
+    DeleteUserPasskeys {
+        user: UserId,
+        reply: Reply<usize>,
+    },
 }
 
 impl Op {
@@ -107,6 +127,10 @@ impl Op {
             Op::RevokeUserSessions { reply, .. } | Op::PurgeUnverified { reply, .. } => fail(reply, e),
             Op::InsertDevice { reply, .. } => fail(reply, e),
             Op::RevokeDevice { reply, .. } => fail(reply, e),
+            Op::InsertPasskey { reply, .. } => fail(reply, e),
+            Op::RecordPasskeyUse { reply, .. } => fail(reply, e),
+            Op::DeletePasskey { reply, .. } => fail(reply, e),
+            Op::DeleteUserPasskeys { reply, .. } => fail(reply, e),
         }
     }
 }
@@ -160,6 +184,8 @@ pending! {
     Count(usize),
     Device(InsertDevice),
     Revoked(Option<Device>),
+    Passkey(InsertPasskey),
+    PasskeyUse(PasskeyUse),
 }
 
 /// Pairs an op's reply with what applying it gave; a failure is answered at once (and fails
@@ -283,6 +309,10 @@ impl Batch<'_> {
                 pend(reply, self.apply_insert_device(&device, max_active))
             }
             Op::RevokeDevice { user, id, now, reply } => pend(reply, self.apply_revoke_device(user, id, now)),
+            Op::InsertPasskey { passkey, max, reply } => pend(reply, self.apply_insert_passkey(&passkey, max)),
+            Op::RecordPasskeyUse { used, now, reply } => pend(reply, self.apply_record_passkey_use(&used, now)),
+            Op::DeletePasskey { user, id, reply } => pend(reply, self.apply_delete_passkey(user, &id)),
+            Op::DeleteUserPasskeys { user, reply } => pend(reply, self.apply_delete_user_passkeys(user)),
         }
     }
 
@@ -467,5 +497,56 @@ impl Batch<'_> {
             }
             _ => Ok(None),
         }
+    }
+
+    fn passkey(&self, id: &[u8]) -> Result<Option<Passkey>, StoreError> {
+        self.tx.get(&self.sp.passkeys, id).map_err(unavailable)?.map(|v| decode(&v)).transpose()
+    }
+
+    fn apply_insert_passkey(&mut self, passkey: &Passkey, max: usize) -> Result<InsertPasskey, StoreError> {
+        if self.passkey(&passkey.id.0)?.is_some() {
+            return Ok(InsertPasskey::Exists);
+        }
+        if passkeys_of(&self.tx, self.sp, &passkey.user_id)?.len() >= max {
+            return Ok(InsertPasskey::LimitReached { max });
+        }
+        self.tx.insert(&self.sp.passkeys, &passkey.id.0, encode(passkey)?);
+        self.tx.insert(&self.sp.passkeys_by_user, passkey_index_key(passkey), []);
+        Ok(InsertPasskey::Inserted)
+    }
+
+    fn apply_record_passkey_use(&mut self, used: &Passkey, now: Timestamp) -> Result<PasskeyUse, StoreError> {
+        let Some(mut stored) = self.passkey(&used.id.0)? else { return Ok(PasskeyUse::Missing) };
+        let counting = used.sign_count != 0 || stored.sign_count != 0;
+        if counting && used.sign_count <= stored.sign_count {
+            return Ok(PasskeyUse::Regressed { stored: stored.sign_count });
+        }
+        stored.sign_count = used.sign_count;
+        stored.backup_eligible = used.backup_eligible;
+        stored.backup_state = used.backup_state;
+        stored.credential.clone_from(&used.credential);
+        stored.last_used_at = Some(now);
+        self.tx.insert(&self.sp.passkeys, &stored.id.0, encode(&stored)?);
+        Ok(PasskeyUse::Recorded)
+    }
+
+    fn apply_delete_passkey(&mut self, user: UserId, id: &CredentialId) -> Result<bool, StoreError> {
+        match self.passkey(&id.0)? {
+            Some(p) if p.user_id == user => {
+                self.tx.remove(&self.sp.passkeys, &p.id.0);
+                self.tx.remove(&self.sp.passkeys_by_user, passkey_index_key(&p));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn apply_delete_user_passkeys(&mut self, user: UserId) -> Result<usize, StoreError> {
+        let all = passkeys_of(&self.tx, self.sp, &user)?;
+        for p in &all {
+            self.tx.remove(&self.sp.passkeys, &p.id.0);
+            self.tx.remove(&self.sp.passkeys_by_user, passkey_index_key(p));
+        }
+        Ok(all.len())
     }
 }

@@ -44,6 +44,7 @@ pub mod devices;
 pub mod health;
 pub mod lwt;
 pub mod options;
+pub mod passkeys;
 pub mod schema;
 pub mod sessions;
 pub mod tls;

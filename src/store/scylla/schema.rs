@@ -7,7 +7,7 @@
 //! newer than [`LATEST`] (a newer otpd migrated it: this binary would misread its data), and,
 //! with `migrate_on_start = false`, against one that lacks a version it needs.
 //!
-//! # Tables (version 1)
+//! # Tables (version 1; the passkey tables from version 2)
 //!
 //! | table | partition key | clustering | holds | bounded by |
 //! | --- | --- | --- | --- | --- |
@@ -17,6 +17,8 @@
 //! | `sessions_by_user` | user id | session id | → device id; TTL | sessions opened within `session_ttl` |
 //! | `device_ids` | device id | — | → user id | one row |
 //! | `device_sets` | user id | `version` DESC | the user's devices, one version per change (`IF NOT EXISTS`) | 2 versions (older ones deleted) |
+//! | `passkey_ids` (v2) | credential id | — | → user id (claimed with `IF NOT EXISTS`) | one row |
+//! | `passkey_sets` (v2) | user id | `version` DESC | the user's passkeys, one version per change (`IF NOT EXISTS`) | 2 versions (1 after a deletion) |
 //! | `audit_by_ident` | (identifier hash, day) | (`at`, event id) DESC | events; TTL = retention | one identifier's events of one day |
 //! | `audit_by_trace` | (trace id, day) | (`at`, event id) DESC | events; TTL = retention | one trace id's events of one day |
 //! | `audit_days` | (scope, key) | `day` DESC | the days that have events, per identifier / trace id; TTL | retention in days |
@@ -41,40 +43,51 @@ pub struct Migration {
 }
 
 /// The newest schema this binary knows.
-pub const LATEST: i32 = 1;
+pub const LATEST: i32 = 2;
 
 /// Every migration, oldest first. Never edit one that shipped: add the next.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "accounts, sessions, devices, audit trail",
-    statements: &[
-        "CREATE TABLE IF NOT EXISTS {ks}.users_by_ident (ident_hash blob, user_id uuid, identifier text, \
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "accounts, sessions, devices, audit trail",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {ks}.users_by_ident (ident_hash blob, user_id uuid, identifier text, \
          country_code int, first_name text, last_name text, email text, verified boolean, created_at timestamp, \
          verified_at timestamp, updated_at timestamp, PRIMARY KEY (ident_hash))",
-        "CREATE TABLE IF NOT EXISTS {ks}.users_by_id (user_id uuid, ident_hash blob, PRIMARY KEY (user_id))",
-        "CREATE TABLE IF NOT EXISTS {ks}.sessions (session_id uuid, slot int, user_id uuid, method text, \
+            "CREATE TABLE IF NOT EXISTS {ks}.users_by_id (user_id uuid, ident_hash blob, PRIMARY KEY (user_id))",
+            "CREATE TABLE IF NOT EXISTS {ks}.sessions (session_id uuid, slot int, user_id uuid, method text, \
          device_id uuid, created_at timestamp, expires_at timestamp, client_ip inet, user_agent text, \
          refresh_digest blob, changed_at timestamp, revoke_reason text, PRIMARY KEY ((session_id), slot)) \
          WITH CLUSTERING ORDER BY (slot DESC)",
-        "CREATE TABLE IF NOT EXISTS {ks}.sessions_by_user (user_id uuid, session_id uuid, device_id uuid, \
+            "CREATE TABLE IF NOT EXISTS {ks}.sessions_by_user (user_id uuid, session_id uuid, device_id uuid, \
          PRIMARY KEY ((user_id), session_id))",
-        "CREATE TABLE IF NOT EXISTS {ks}.device_ids (device_id uuid, user_id uuid, PRIMARY KEY (device_id))",
-        "CREATE TABLE IF NOT EXISTS {ks}.device_sets (user_id uuid, version int, devices blob, changed_at timestamp, \
+            "CREATE TABLE IF NOT EXISTS {ks}.device_ids (device_id uuid, user_id uuid, PRIMARY KEY (device_id))",
+            "CREATE TABLE IF NOT EXISTS {ks}.device_sets (user_id uuid, version int, devices blob, changed_at timestamp, \
          PRIMARY KEY ((user_id), version)) WITH CLUSTERING ORDER BY (version DESC)",
-        "CREATE TABLE IF NOT EXISTS {ks}.audit_by_ident (ident_hash blob, day int, at timestamp, event_id uuid, \
+            "CREATE TABLE IF NOT EXISTS {ks}.audit_by_ident (ident_hash blob, day int, at timestamp, event_id uuid, \
          trace_id text, api text, step text, outcome text, message text, client_ip inet, user_agent text, \
          user_id uuid, PRIMARY KEY ((ident_hash, day), at, event_id)) \
          WITH CLUSTERING ORDER BY (at DESC, event_id DESC) \
          AND compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}",
-        "CREATE TABLE IF NOT EXISTS {ks}.audit_by_trace (trace_id text, day int, at timestamp, event_id uuid, \
+            "CREATE TABLE IF NOT EXISTS {ks}.audit_by_trace (trace_id text, day int, at timestamp, event_id uuid, \
          ident_hash blob, api text, step text, outcome text, message text, client_ip inet, user_agent text, \
          user_id uuid, PRIMARY KEY ((trace_id, day), at, event_id)) \
          WITH CLUSTERING ORDER BY (at DESC, event_id DESC) \
          AND compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 1}",
-        "CREATE TABLE IF NOT EXISTS {ks}.audit_days (scope text, key blob, day int, PRIMARY KEY ((scope, key), day)) \
+            "CREATE TABLE IF NOT EXISTS {ks}.audit_days (scope text, key blob, day int, PRIMARY KEY ((scope, key), day)) \
          WITH CLUSTERING ORDER BY (day DESC)",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "passkeys",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {ks}.passkey_ids (credential_id blob, user_id uuid, PRIMARY KEY (credential_id))",
+            "CREATE TABLE IF NOT EXISTS {ks}.passkey_sets (user_id uuid, version int, passkeys blob, changed_at timestamp, \
+         PRIMARY KEY ((user_id), version)) WITH CLUSTERING ORDER BY (version DESC)",
+        ],
+    },
+];
 
 /// The table the applied versions are recorded in; created before anything is read.
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (scope text, version int, \
