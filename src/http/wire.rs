@@ -717,7 +717,7 @@ pub struct DeviceChallengeResponse {
 pub struct SessionView {
     #[schema(format = "uuid")]
     pub id: String,
-    /// How the session was opened: a code (`otp`) or a device key (`device`).
+    /// How the session was opened: a code (`otp`), a device key (`device`) or a passkey (`passkey`).
     #[schema(schema_with = doc::auth_method)]
     pub method: &'static str,
     /// The device of a `device` session.
@@ -1083,7 +1083,10 @@ pub mod schema {
     }
 
     pub fn auth_method() -> Object {
-        one_of([AuthMethod::Otp, AuthMethod::Device(DeviceId(uuid::Uuid::nil()))].map(AuthMethod::as_str))
+        one_of(
+            [AuthMethod::Otp, AuthMethod::Device(DeviceId(uuid::Uuid::nil())), AuthMethod::Passkey]
+                .map(AuthMethod::as_str),
+        )
     }
 
     pub fn audit_outcome() -> Object {

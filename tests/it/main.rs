@@ -16,6 +16,7 @@ mod flows;
 mod limits;
 mod locales;
 mod observability;
+mod passkeys;
 mod process;
 mod pumping;
 mod receipts;

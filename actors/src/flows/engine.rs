@@ -346,6 +346,11 @@ impl Engine {
         self.inner.keys.identifier_hash(identifier.as_str())
     }
 
+    /// The passkey store (tests, and account export and erasure).
+    pub fn passkey_store(&self) -> &Arc<dyn PasskeyStore> {
+        &self.inner.ports.passkeys
+    }
+
     pub fn audit_log(&self) -> &Arc<dyn AuditLog> {
         &self.inner.ports.audit
     }
