@@ -290,6 +290,7 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         degradations,
         delivery: Some(delivery.clone()),
         document: crate::http::openapi::json(),
+        signin_page: config.passkeys.serves_signin_page(&config.delivery.provider),
         receipt_keys: crate::http::receipts::ReceiptKeys {
             twilio: config
                 .twilio

@@ -48,6 +48,8 @@ pub struct App {
     pub document: Bytes,
     /// How delivery-receipt callbacks are checked.
     pub receipt_keys: super::receipts::ReceiptKeys,
+    /// Whether the reference sign-in page is served at `/signin` (`passkeys.signin_page`).
+    pub signin_page: bool,
 }
 
 pub type Resp = Response<Full<Bytes>>;

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod problem;
 pub mod receipts;
 pub mod routes;
+pub mod signin;
 pub mod table;
 pub mod wire;
 

@@ -26,6 +26,7 @@ mod redis_tls;
 mod reference;
 mod scylla;
 mod sessions;
+mod signin;
 mod smtp;
 mod supervision;
 mod support;
