@@ -170,11 +170,11 @@ async fn kassandra_smoke_migrations_statements_and_type_mapping() {
 
         // Migrations: applied once, recorded, and a second run has nothing to do.
         let first = scylla::migrate(&config).await.expect("migrations apply");
-        assert_eq!(first.applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1]);
-        assert_eq!((first.before, first.after), (0, 1));
+        assert_eq!(first.applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!((first.before, first.after), (0, 2));
         let again = scylla::migrate(&config).await.expect("migrations are idempotent");
         assert!(again.applied.is_empty(), "{again:?}");
-        assert_eq!(again.after, 1);
+        assert_eq!(again.after, 2);
 
         // Connecting prepares every statement on the server.
         let store = connect(&config).await.expect("the store connects to the migrated keyspace");
@@ -331,34 +331,34 @@ async fn kassandra_refuses_a_newer_schema_and_a_missing_migration() {
         let mut config = kassandra_config(addr, "otpd_versions");
         config.migrate_on_start = false;
         match connect(&config).await {
-            Err(ConnectError::Schema(SchemaError::Pending { current: 0, needed: 1 })) => {}
+            Err(ConnectError::Schema(SchemaError::Pending { current: 0, needed: 2 })) => {}
             other => panic!("expected a refusal naming `otpd migrate`, got {:?}", other.err()),
         }
         let store_kind = otpd::config::StoreConfig { kind: "scylla".into(), ..Default::default() };
-        let out = scylla::migrate_command(&store_kind, &config)
-        .await
-        .unwrap();
-        assert_eq!(out, "applied 1: accounts, sessions, devices, audit trail\nkeyspace otpd_versions migrated from schema version 0 to 1\n");
+        let out = scylla::migrate_command(&store_kind, &config).await.unwrap();
+        assert_eq!(
+            out,
+            "applied 1: accounts, sessions, devices, audit trail\napplied 2: passkeys\n\
+             keyspace otpd_versions migrated from schema version 0 to 2\n"
+        );
         let store = connect(&config).await.expect("migrated: the node starts");
         store.close();
 
         // A newer otpd migrated the keyspace: this one refuses to start on it.
         let record = store
             .driver_session()
-            .prepare("INSERT INTO otpd_versions.schema_migrations (scope, version, name, applied_at) VALUES (?, ?, ?, ?)")
+            .prepare(
+                "INSERT INTO otpd_versions.schema_migrations (scope, version, name, applied_at) VALUES (?, ?, ?, ?)",
+            )
             .await
             .unwrap();
-        store
-            .driver_session()
-            .execute_unpaged(&record, ("otpd", 2i32, "from the future", scylla_ts(0)))
-            .await
-            .unwrap();
+        store.driver_session().execute_unpaged(&record, ("otpd", 3i32, "from the future", scylla_ts(0))).await.unwrap();
         config.migrate_on_start = true;
         match connect(&config).await {
-            Err(ConnectError::Schema(e @ SchemaError::Newer { found: 2, known: 1 })) => {
+            Err(ConnectError::Schema(e @ SchemaError::Newer { found: 3, known: 2 })) => {
                 assert!(e.to_string().contains("upgrade otpd"), "{e}");
             }
-            other => panic!("expected a refusal of schema 2, got {:?}", other.err()),
+            other => panic!("expected a refusal of schema 3, got {:?}", other.err()),
         }
         let err = scylla::migrate(&config).await.unwrap_err();
         assert!(err.to_string().contains("newer than this otpd knows"), "{err}");
