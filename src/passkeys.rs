@@ -75,7 +75,7 @@ impl WebauthnRp {
         holder: &PasskeyHolder,
         exclude: &[CredentialId],
     ) -> Result<(Value, PasskeyRegistration), CeremonyError> {
-        let exclude = (!exclude.is_empty()).then(|| exclude.iter().map(|c| c.0.clone().into()).collect());
+        let exclude = (!exclude.is_empty()).then(|| exclude.iter().map(|c| c.0.clone()).collect());
         let (options, state) = self
             .webauthn
             .start_passkey_registration(holder.user.0, &holder.name, &holder.display_name, exclude)
@@ -268,13 +268,13 @@ fn decoy_passkey() -> Passkey {
     let key = p256::ecdsa::SigningKey::from_slice(&[0x5a; 32]).expect("a valid P-256 scalar");
     let point = key.verifying_key().to_sec1_point(false);
     let credential = Credential {
-        cred_id: vec![0xdc; 32].into(),
+        cred_id: vec![0xdc; 32],
         cred: COSEKey {
             type_: COSEAlgorithm::ES256,
             key: COSEKeyType::EC_EC2(COSEEC2Key {
                 curve: ECDSACurve::SECP256R1,
-                x: point.x().expect("an uncompressed point has x").to_vec().into(),
-                y: point.y().expect("an uncompressed point has y").to_vec().into(),
+                x: point.x().expect("an uncompressed point has x").to_vec(),
+                y: point.y().expect("an uncompressed point has y").to_vec(),
             }),
         },
         counter: 0,
