@@ -26,12 +26,13 @@ OTPD_OTP__RESEND_COOLDOWN=0s OTPD_OTP__MAX_SENDS_PER_WINDOW=1000000000 \
 OTPD_LIMITS__IP_SEND="$unlimited" OTPD_LIMITS__IP_VERIFY="$unlimited" OTPD_LIMITS__PREFIX_SEND="$unlimited" \
 OTPD_LIMITS__IDENTIFIER_LOGIN="$unlimited" OTPD_LIMITS__IDENTIFIER_REGISTER="$unlimited" \
 OTPD_LIMITS__IDENTIFIER_RESEND="$unlimited" OTPD_LIMITS__IDENTIFIER_VERIFY="$unlimited" \
-OTPD_LIMITS__DEVICE_CHALLENGES="$unlimited" OTPD_LIMITS__IP_CHALLENGES="$unlimited" \
+OTPD_LIMITS__DEVICE_CHALLENGE="$unlimited" OTPD_LIMITS__IP_CHALLENGE="$unlimited" \
 OTPD_LIMITS__SMS_BUDGET='{ daily = 100000000 }' OTPD_LIMITS__CONVERSION_GUARD='{ mode = "record" }' \
   $pin_node $bin/otpd 2>"$data/node.log" & node=$!
 trap 'kill $node 2>/dev/null || true; wait $node 2>/dev/null || true; rm -rf "$data"' EXIT
 target=http://127.0.0.1:$port
 for _ in $(seq 100); do curl -sf "$target/health/live" >/dev/null && break; sleep 0.1; done
+curl -sf "$target/health/live" >/dev/null || { cat "$data/node.log" >&2; echo "bench: the node did not start" >&2; exit 1; }
 lt() { $pin_load $bin/otpd-loadtest "$@" --target "$target" --outbox "$data/outbox.jsonl" --user-cooldown 0s --quiet; }
 for scenario in login device-login passkey-login; do
   lt run --scenario "$scenario" --users 2000 --connections 64 --duration "${seconds}s" --out "$out/$scenario"
