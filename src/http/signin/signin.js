@@ -1,5 +1,5 @@
 // otpd's reference sign-in page: code by SMS or e-mail, passkeys, sessions, sign-out.
-// Tokens live in this script's memory only: never in a URL, a cookie or localStorage. An
+// Tokens live in this script's memory only: never in a URL, a cookie or web storage. An
 // app built from this page hands them to its own back end, or keeps them in memory the same way.
 "use strict";
 
