@@ -19,9 +19,12 @@ missing redis-cli && need_pkgs+=(redis-tools)
 # openssl makes the CA and node certificates of the cluster's mutual-TLS test.
 missing openssl && need_pkgs+=(openssl)
 # chromium (headless) and node (its WebSocket drives the DevTools protocol, no npm package)
-# open the load-test harness's HTML reports in a real browser (loadtest/tests/browser/).
+# open the load-test harness's HTML reports in a real browser (loadtest/tests/browser/), and
+# drive the sign-in page with a virtual passkey authenticator (tests/browser/signin.mjs).
 missing chromium && need_pkgs+=(chromium)
 missing node && need_pkgs+=(nodejs)
+# npm installs axe-core for the sign-in page's browser test (tests/browser/package-lock.json).
+missing npm && need_pkgs+=(npm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -64,6 +67,17 @@ if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $NF}')" != "$CARGO_FUZZ_V
   # --debug: cargo-fuzz only starts cargo; an unoptimised build of it compiles sooner.
   cargo install --quiet --locked --debug "cargo-fuzz@$CARGO_FUZZ_VERSION" ||
     echo "cargo-fuzz could not be installed: the fuzz run will report that it skipped"
+fi
+
+# axe-core for the sign-in page's browser test (tests/browser/), from npm at the version the
+# committed package-lock.json pins; node_modules is not committed.
+if command -v npm >/dev/null 2>&1; then
+  if [ ! -f tests/browser/node_modules/axe-core/axe.min.js ]; then
+    npm ci --prefix tests/browser --no-audit --no-fund --silent ||
+      echo "axe-core could not be installed: the sign-in page's browser test will report that it skipped"
+  fi
+else
+  echo "NOTE: npm is missing: the sign-in page's browser test will report that it skipped"
 fi
 
 # The ScyllaDB half of the store conformance suite needs a cluster (none can be installed on

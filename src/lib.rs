@@ -24,6 +24,7 @@ pub mod keys_cmd;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod passkeys;
 pub mod private_fs;
 pub mod secrets;
 pub mod server;

@@ -72,6 +72,8 @@ pub enum StartupError {
     Tls { listener: &'static str, error: crate::tls_files::TlsFileError },
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: SocketAddr, error: std::io::Error },
+    #[error("{0}")]
+    Passkeys(String),
 }
 
 impl From<DeliveryError> for StartupError {
@@ -174,6 +176,7 @@ pub fn engine_config(config: &Config, templates: &Templates) -> Result<EngineCon
             enrol_max_auth_age: config.devices.enrol_max_auth_age.0,
             audience: config.tokens.audience.clone(),
         },
+        passkeys: config.passkeys.policy(),
     })
 }
 
@@ -246,6 +249,8 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         users: ports.users,
         sessions: ports.sessions,
         devices: ports.devices,
+        passkeys: ports.passkeys,
+        relying_party: Arc::new(crate::passkeys::WebauthnRp::new(&config.passkeys).map_err(StartupError::Passkeys)?),
         audit: ports.audit,
         limiter,
         notifier: Arc::new(delivery.clone()),
@@ -338,6 +343,7 @@ pub async fn assemble(config: &Config, clock: Arc<dyn Clock>) -> Result<Assembly
         degradations,
         delivery: Some(delivery.clone()),
         document: crate::http::openapi::json(),
+        signin_page: config.passkeys.serves_signin_page(&config.delivery.provider),
         receipt_keys: crate::http::receipts::ReceiptKeys {
             twilio: config
                 .twilio

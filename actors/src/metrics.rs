@@ -310,7 +310,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef::counter(
         TOKENS_ISSUED,
         &["method"],
-        "Sessions opened with a new access and refresh token, by login method (otp, device)",
+        "Sessions opened with a new access and refresh token, by login method (otp, device, passkey)",
     ),
     MetricDef::counter(
         TOKENS_REFRESHED,
@@ -515,7 +515,7 @@ pub(crate) struct EngineMetrics {
     enumeration_safe: [Tally; 5],
     limiter_allowed: [Counter; 2],
     limiter_duration: Histogram,
-    tokens_issued: [Counter; 2],
+    tokens_issued: [Counter; 3],
     refreshed: [Counter; 3],
     revoked: [Counter; 4],
     device_logins: [Counter; 6],
@@ -550,7 +550,8 @@ impl EngineMetrics {
                 |a| counter!(LIMITER_DECISIONS, "action" => ACTIONS[a], "rule" => "none", "outcome" => "allowed"),
             ),
             limiter_duration: histogram!(LIMITER_DURATION),
-            tokens_issued: [AuthMethod::Otp.as_str(), "device"].map(|m| counter!(TOKENS_ISSUED, "method" => m)),
+            tokens_issued: [AuthMethod::Otp.as_str(), "device", AuthMethod::Passkey.as_str()]
+                .map(|m| counter!(TOKENS_ISSUED, "method" => m)),
             refreshed: REFRESH_OUTCOMES.map(|o| counter!(TOKENS_REFRESHED, "outcome" => o)),
             revoked: REVOKE_REASONS.map(|r| counter!(SESSIONS_REVOKED, "reason" => r.as_str())),
             device_logins: VERDICTS.map(|v| counter!(DEVICE_LOGINS, "outcome" => v)),
@@ -608,6 +609,7 @@ impl EngineMetrics {
         let m = match method {
             AuthMethod::Otp => 0,
             AuthMethod::Device(_) => 1,
+            AuthMethod::Passkey => 2,
         };
         self.tokens_issued[m].increment(1);
     }

@@ -3,7 +3,7 @@
 //!
 //! | port | embedded default (in `otpd`) | distributed |
 //! | --- | --- | --- |
-//! | [`UserStore`], [`SessionStore`], [`DeviceStore`], [`AuditLog`], [`CensusSource`] | fjall (LSM tree) with group commit | ScyllaDB |
+//! | [`UserStore`], [`SessionStore`], [`DeviceStore`], [`PasskeyStore`], [`AuditLog`], [`CensusSource`] | fjall (LSM tree) with group commit | ScyllaDB |
 //! | [`Limiter`] | `adapters::limiter::LocalLimiter` | Redis |
 //! | [`Notifier`] | `actors::dispatch` dispatcher → development outbox | dispatcher → Twilio, webhook, SMTP |
 //!
@@ -16,7 +16,9 @@
 //!   identifier exactly one is `Inserted`;
 //! * [`SessionStore::rotate_refresh`] is a compare-and-swap: of concurrent rotations that
 //!   present the same refresh token at most one is `Rotated`;
-//! * [`DeviceStore::insert_device`] enforces the per-user cap atomically;
+//! * [`DeviceStore::insert_device`] and [`PasskeyStore::insert_passkey`] enforce the per-user
+//!   cap atomically; [`PasskeyStore::record_passkey_use`] lets one of two uses with the same
+//!   counter through;
 //! * [`Limiter::check`] checks and records atomically: of concurrent requests that together
 //!   exceed a limit, only as many as the limit allows are let through;
 //! * [`Notifier::enqueue`] never blocks and never drops silently: it accepts or says why not.
@@ -38,6 +40,7 @@ use crate::rules::ids::{DeviceId, SessionId, TraceId, UserId};
 use crate::rules::keys::IdentHash;
 use crate::rules::limits::{Decision, DestinationChange, DestinationState, LimitRequest, SmsTarget, Subject};
 use crate::rules::locale::Locale;
+use crate::rules::passkey::CredentialId;
 
 /// An account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +65,8 @@ pub enum AuthMethod {
     Otp,
     /// A signature by an enrolled device key (fingerprint login).
     Device(DeviceId),
+    /// A WebAuthn assertion by a registered passkey.
+    Passkey,
 }
 
 impl AuthMethod {
@@ -69,6 +74,7 @@ impl AuthMethod {
         match self {
             AuthMethod::Otp => "otp",
             AuthMethod::Device(_) => "device",
+            AuthMethod::Passkey => "passkey",
         }
     }
 }
@@ -255,6 +261,49 @@ pub enum InsertDevice {
     DuplicateKey(DeviceId),
 }
 
+/// A registered passkey (WebAuthn credential).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Passkey {
+    pub id: CredentialId,
+    pub user_id: UserId,
+    /// Chosen by the user ("Ada's laptop"); 1..=64 characters.
+    pub name: String,
+    /// The relying party's record of the credential (public key, algorithm, flags, counter),
+    /// as the [`RelyingParty`] adapter wrote it; opaque to the engine.
+    pub credential: Vec<u8>,
+    /// The authenticator's signature counter as last accepted (0: it counts nothing).
+    pub sign_count: u32,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// Result of [`PasskeyStore::insert_passkey`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InsertPasskey {
+    Inserted,
+    /// The user already has `max` passkeys.
+    LimitReached {
+        max: usize,
+    },
+    /// A passkey with this credential id is registered already (to anyone).
+    Exists,
+}
+
+/// Result of [`PasskeyStore::record_passkey_use`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PasskeyUse {
+    Recorded,
+    /// The stored counter is not below the new one (both not zero): another assertion with
+    /// this counter came first, or the key was cloned.
+    Regressed {
+        stored: u32,
+    },
+    /// No such passkey (deleted meanwhile).
+    Missing,
+}
+
 /// One line of the audit trail. Never holds an identifier or a code in clear: the identifier
 /// only as its keyed hash.
 ///
@@ -295,6 +344,8 @@ pub enum StoreError {
 pub struct Erased {
     pub sessions: usize,
     pub devices: usize,
+    /// Passkeys deleted (by the engine, through `PasskeyStore`, before the account).
+    pub passkeys: usize,
     /// Keys of the audit trail's personal fields about the account, destroyed.
     pub audit_keys: usize,
 }
@@ -366,6 +417,114 @@ pub trait DeviceStore: Send + Sync + 'static {
     async fn devices_of_user(&self, user: UserId) -> Result<Vec<Device>, StoreError>;
     /// Marks device `id` of `user` revoked (idempotent). `None` if `user` has no such device.
     async fn revoke_device(&self, user: UserId, id: DeviceId, now: Timestamp) -> Result<Option<Device>, StoreError>;
+}
+
+#[async_trait]
+pub trait PasskeyStore: Send + Sync + 'static {
+    /// Stores a new passkey unless the user has `max` already or its credential id is taken,
+    /// atomically (the cap holds under concurrency).
+    async fn insert_passkey(&self, passkey: &Passkey, max: usize) -> Result<InsertPasskey, StoreError>;
+    async fn passkey(&self, id: &CredentialId) -> Result<Option<Passkey>, StoreError>;
+    /// Every passkey of `user`, oldest first.
+    async fn passkeys_of_user(&self, user: UserId) -> Result<Vec<Passkey>, StoreError>;
+    /// Stores a login's counter, backup state and credential record, if the stored counter is
+    /// below `used.sign_count` or both are zero; atomic against concurrent uses.
+    async fn record_passkey_use(&self, used: &Passkey, now: Timestamp) -> Result<PasskeyUse, StoreError>;
+    /// Deletes passkey `id` of `user` (nothing is kept). `false` if `user` has no such passkey.
+    async fn delete_passkey(&self, user: UserId, id: &CredentialId) -> Result<bool, StoreError>;
+    /// Deletes every passkey of `user` (account erasure); how many there were.
+    async fn delete_user_passkeys(&self, user: UserId) -> Result<usize, StoreError>;
+}
+
+/// The account a passkey is registered for, as the browser shows it.
+#[derive(Clone, Debug)]
+pub struct PasskeyHolder {
+    pub user: UserId,
+    /// What the authenticator lists the passkey under (the account's identifier).
+    pub name: String,
+    pub display_name: String,
+}
+
+/// Options for the browser's `navigator.credentials.create()` or `.get()`, as JSON text.
+#[derive(Clone, Debug)]
+pub struct CeremonyOptions(pub String);
+
+/// A client's answer to a ceremony, parsed but not verified.
+pub struct CeremonyResponse {
+    /// The challenge the client signed (from its client data).
+    pub challenge: [u8; 32],
+    pub credential_id: CredentialId,
+    /// The account id the authenticator keeps with a discoverable credential (assertions).
+    pub user_handle: Option<Vec<u8>>,
+    /// The adapter's parsed form, handed back to it to verify.
+    pub parsed: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for CeremonyResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CeremonyResponse").field("credential_id", &self.credential_id).finish_non_exhaustive()
+    }
+}
+
+/// What a verified registration or assertion tells of its credential.
+#[derive(Clone, Debug)]
+pub struct CeremonyCredential {
+    pub id: CredentialId,
+    /// The relying party's record (updated after an assertion).
+    pub credential: Vec<u8>,
+    pub sign_count: u32,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+}
+
+/// Why a ceremony's answer was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CeremonyError {
+    /// Not a WebAuthn response (JSON shape, encodings, CBOR, lengths); the text says which.
+    #[error("the credential is malformed: {0}")]
+    Malformed(String),
+    /// Made for another origin, relying party, ceremony or challenge; or its signature fails.
+    #[error("the credential does not verify: {0}")]
+    Invalid(&'static str),
+    /// The authenticator did not verify the user (fingerprint, face, PIN).
+    #[error("the authenticator did not verify the user")]
+    UserNotVerified,
+    /// The counter did not grow: two authenticators hold one key.
+    #[error("the signature counter went backwards: possible cloned authenticator")]
+    CounterRegressed,
+    /// An attestation format or key algorithm this relying party does not accept.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+}
+
+/// The WebAuthn relying party: makes ceremony options and checks the answers. The binary
+/// implements it with webauthn-rs; every check of origin, RP id hash, challenge, flags,
+/// signature and counter happens here, none in a shard's mailbox.
+pub trait RelyingParty: Send + Sync + 'static {
+    fn registration_options(
+        &self,
+        challenge: &[u8; 32],
+        holder: &PasskeyHolder,
+        exclude: &[CredentialId],
+    ) -> Result<CeremonyOptions, CeremonyError>;
+    fn read_registration(&self, json: &str) -> Result<CeremonyResponse, CeremonyError>;
+    fn finish_registration(
+        &self,
+        response: &CeremonyResponse,
+        challenge: &[u8; 32],
+        holder: &PasskeyHolder,
+        exclude: &[CredentialId],
+    ) -> Result<CeremonyCredential, CeremonyError>;
+    fn login_options(&self, challenge: &[u8; 32]) -> Result<CeremonyOptions, CeremonyError>;
+    fn read_assertion(&self, json: &str) -> Result<CeremonyResponse, CeremonyError>;
+    /// Checks an assertion against `passkey`'s key; with `None` (unknown credential) against
+    /// a decoy key instead, doing the same work, and refuses.
+    fn finish_assertion(
+        &self,
+        response: &CeremonyResponse,
+        challenge: &[u8; 32],
+        passkey: Option<&Passkey>,
+    ) -> Result<CeremonyCredential, CeremonyError>;
 }
 
 #[async_trait]

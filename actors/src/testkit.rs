@@ -12,8 +12,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::ports::{
-    AuditEvent, AuditLog, AuthMethod, Census, CensusSource, Device, DeviceStore, InsertDevice, InsertUser, Limiter,
-    Platform, RETIRED_REFRESH_DIGESTS, RevokeReason, Rotation, Session, SessionStore, User, UserStore,
+    AuditEvent, AuditLog, AuthMethod, Census, CensusSource, Device, DeviceStore, InsertDevice, InsertPasskey,
+    InsertUser, Limiter, Passkey, PasskeyStore, PasskeyUse, Platform, RETIRED_REFRESH_DIGESTS, RevokeReason, Rotation,
+    Session, SessionStore, User, UserStore,
 };
 use crate::rules::audit::{Api, AuditOutcome, Step};
 use crate::rules::challenge::Purpose;
@@ -26,6 +27,7 @@ use crate::rules::limits::{ConversionGuard, DestinationChange, GuardMode, Pin, S
 use crate::rules::limits::{
     Decision, GuessBudget, LimitAction, LimitPolicy, LimitRequest, LimitRule, NumberPrefix, Rule, SmsTarget,
 };
+use crate::rules::passkey::CredentialId;
 use crate::rules::sms::SpendPolicy;
 
 fn user(n: u8, at: Timestamp) -> User {
@@ -312,6 +314,125 @@ pub async fn device_store(store: Arc<dyn DeviceStore>) {
     }
     assert_eq!(inserted, 2, "exactly the cap of concurrent enrolments succeed");
     assert_eq!(store.devices_of_user(racer).await.unwrap().len(), 2);
+}
+
+fn passkey(user: UserId, n: u8, at: Timestamp) -> Passkey {
+    Passkey {
+        id: CredentialId(vec![n; 16 + usize::from(n % 7)]),
+        user_id: user,
+        name: format!("key {n}"),
+        credential: vec![n; 40],
+        sign_count: 0,
+        backup_eligible: n.is_multiple_of(2),
+        backup_state: false,
+        created_at: at,
+        last_used_at: None,
+    }
+}
+
+/// Passkeys: insert with a per-user cap and unique credential ids (also under concurrency),
+/// lookups, the counter rule of `record_passkey_use` (one of two racing uses), and deletion
+/// that keeps nothing.
+pub async fn passkey_store(store: Arc<dyn PasskeyStore>) {
+    let t = Timestamp::from_millis(1_700_000_000_000);
+    let user = UserId(Uuid::now_v7());
+    let other = UserId(Uuid::now_v7());
+    let a = passkey(user, 1, t);
+    assert_eq!(store.insert_passkey(&a, 3).await.unwrap(), InsertPasskey::Inserted);
+    assert_eq!(store.passkey(&a.id).await.unwrap().as_ref(), Some(&a), "passkeys round-trip unchanged");
+    assert_eq!(store.passkey(&CredentialId(vec![0xee; 32])).await.unwrap(), None);
+    let mut taken = passkey(other, 1, t);
+    taken.name = "same credential id, another user".into();
+    assert_eq!(store.insert_passkey(&taken, 3).await.unwrap(), InsertPasskey::Exists, "a credential id is unique");
+    assert_eq!(store.passkey(&a.id).await.unwrap().unwrap().user_id, user, "the first registration stays");
+
+    let (b, c) = (passkey(user, 2, t.plus(Duration::from_secs(1))), passkey(user, 3, t.plus(Duration::from_secs(2))));
+    assert_eq!(store.insert_passkey(&b, 3).await.unwrap(), InsertPasskey::Inserted);
+    assert_eq!(store.insert_passkey(&c, 3).await.unwrap(), InsertPasskey::Inserted);
+    let d = passkey(user, 4, t.plus(Duration::from_secs(3)));
+    assert_eq!(store.insert_passkey(&d, 3).await.unwrap(), InsertPasskey::LimitReached { max: 3 });
+    assert_eq!(store.passkey(&d.id).await.unwrap(), None, "a refused passkey is not stored");
+    let theirs = passkey(other, 9, t);
+    assert_eq!(store.insert_passkey(&theirs, 3).await.unwrap(), InsertPasskey::Inserted);
+    let names = |v: Vec<Passkey>| v.into_iter().map(|p| p.name).collect::<Vec<_>>();
+    assert_eq!(names(store.passkeys_of_user(user).await.unwrap()), ["key 1", "key 2", "key 3"], "oldest first");
+
+    // The counter: a use that does not grow a counting authenticator's counter is refused.
+    let mut used = b.clone();
+    used.sign_count = 5;
+    used.backup_state = true;
+    used.credential = vec![7; 41];
+    let at = t.plus(Duration::from_secs(60));
+    assert_eq!(store.record_passkey_use(&used, at).await.unwrap(), PasskeyUse::Recorded);
+    let read = store.passkey(&b.id).await.unwrap().unwrap();
+    assert_eq!((read.sign_count, read.backup_state, read.last_used_at), (5, true, Some(at)));
+    assert_eq!(read.credential, vec![7; 41], "the relying party's record is updated");
+    assert_eq!(store.record_passkey_use(&used, at).await.unwrap(), PasskeyUse::Regressed { stored: 5 });
+    used.sign_count = 3;
+    assert_eq!(store.record_passkey_use(&used, at).await.unwrap(), PasskeyUse::Regressed { stored: 5 });
+    assert_eq!(store.passkey(&b.id).await.unwrap().unwrap().sign_count, 5, "a refused use changes nothing");
+    let mut zero = a.clone();
+    assert_eq!(store.record_passkey_use(&zero, at).await.unwrap(), PasskeyUse::Recorded, "0 after 0: no counter");
+    assert_eq!(store.record_passkey_use(&zero, at).await.unwrap(), PasskeyUse::Recorded);
+    zero.id = CredentialId(vec![0xdd; 20]);
+    assert_eq!(store.record_passkey_use(&zero, at).await.unwrap(), PasskeyUse::Missing);
+
+    // Of concurrent uses with one counter, one is recorded.
+    let mut racing = c.clone();
+    racing.sign_count = 9;
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let (store, racing) = (store.clone(), racing.clone());
+        handles.push(tokio::spawn(async move { store.record_passkey_use(&racing, at).await.unwrap() }));
+    }
+    let mut recorded = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            PasskeyUse::Recorded => recorded += 1,
+            PasskeyUse::Regressed { stored } => assert_eq!(stored, 9),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(recorded, 1, "one of the racing uses with one counter is recorded");
+
+    // Deletion: only by the owner, and nothing of it stays.
+    assert!(!store.delete_passkey(other, &b.id).await.unwrap(), "another user cannot delete it");
+    assert!(store.delete_passkey(user, &b.id).await.unwrap());
+    assert!(!store.delete_passkey(user, &b.id).await.unwrap(), "deleted means gone");
+    assert_eq!(store.passkey(&b.id).await.unwrap(), None);
+    assert_eq!(names(store.passkeys_of_user(user).await.unwrap()), ["key 1", "key 3"]);
+    assert_eq!(store.insert_passkey(&d, 3).await.unwrap(), InsertPasskey::Inserted, "a deletion frees a place");
+    let mut again = b.clone();
+    again.user_id = other;
+    assert_eq!(store.insert_passkey(&again, 3).await.unwrap(), InsertPasskey::Inserted, "its id is free again");
+    assert!(store.delete_passkey(other, &again.id).await.unwrap());
+
+    // Erasure: every passkey of one user, nobody else's.
+    assert_eq!(store.delete_user_passkeys(user).await.unwrap(), 3);
+    assert!(store.passkeys_of_user(user).await.unwrap().is_empty());
+    for p in [&a, &c, &d] {
+        assert_eq!(store.passkey(&p.id).await.unwrap(), None);
+    }
+    assert_eq!(store.delete_user_passkeys(user).await.unwrap(), 0);
+    assert_eq!(store.passkeys_of_user(other).await.unwrap(), vec![theirs]);
+
+    // The cap holds under concurrency.
+    let racer = UserId(Uuid::now_v7());
+    let mut handles = Vec::new();
+    for k in 0..10u8 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move { store.insert_passkey(&passkey(racer, 50 + k, t), 2).await.unwrap() }));
+    }
+    let mut inserted = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            InsertPasskey::Inserted => inserted += 1,
+            InsertPasskey::LimitReached { max } => assert_eq!(max, 2),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(inserted, 2, "exactly the cap of concurrent registrations succeed");
+    assert_eq!(store.passkeys_of_user(racer).await.unwrap().len(), 2);
 }
 
 fn event(i: u32, trace: &str, ident: Option<IdentHash>) -> AuditEvent {

@@ -79,3 +79,42 @@ for name, text in {"e164": "+12025550123", "national": "(202) 555-0123", "intl_0
     write("identifier", name, text)
 
 write("refresh_token", "valid", "ort1." + "0123456789abcdef" * 2 + "." + "fedcba9876543210" * 4)
+
+# Passkeys: a registration (attestation "none") and a login (assertion) as a browser's
+# PublicKeyCredential.toJSON() writes them, for origin http://localhost:8080 (mode byte first:
+# 0 assertion, 1 registration, 2 a passkey id from a path). The assertion's ECDSA signature is
+# randomised (a new one each run); everything else is fixed.
+def cbor_head(major, n):
+    return bytes([major << 5 | n]) if n < 24 else bytes([major << 5 | 24, n]) if n < 256 else bytes([major << 5 | 25]) + n.to_bytes(2, "big")
+
+
+def cbor_bytes(b):
+    return cbor_head(2, len(b)) + b
+
+
+def cbor_text(t):
+    return cbor_head(3, len(t)) + t.encode()
+
+
+pk = ec.derive_private_key(5, ec.SECP256R1())
+nums = pk.public_key().public_numbers()
+cose = bytes([0xa5, 0x01, 0x02, 0x03, 0x26, 0x20, 0x01, 0x21]) + cbor_bytes(nums.x.to_bytes(32, "big")) + b"\x22" + cbor_bytes(nums.y.to_bytes(32, "big"))
+cred_id = bytes(range(32))
+rp_hash = hashlib.sha256(b"localhost").digest()
+challenge = b64url(bytes([3] * 32))
+auth_reg = rp_hash + bytes([0x45]) + (0).to_bytes(4, "big") + bytes(16) + len(cred_id).to_bytes(2, "big") + cred_id + cose
+att = bytes([0xa3]) + cbor_text("fmt") + cbor_text("none") + cbor_text("attStmt") + bytes([0xa0]) + cbor_text("authData") + cbor_bytes(auth_reg)
+client = lambda kind: json.dumps({"type": kind, "challenge": challenge, "origin": "http://localhost:8080", "crossOrigin": False}).encode()
+registration = {"id": b64url(cred_id), "rawId": b64url(cred_id), "type": "public-key",
+                "response": {"clientDataJSON": b64url(client("webauthn.create")), "attestationObject": b64url(att), "transports": ["internal"]},
+                "clientExtensionResults": {}}
+auth_get = rp_hash + bytes([0x05]) + (1).to_bytes(4, "big")
+from cryptography.hazmat.primitives import hashes
+signature = pk.sign(auth_get + hashlib.sha256(client("webauthn.get")).digest(), ec.ECDSA(hashes.SHA256()))
+assertion = {"id": b64url(cred_id), "rawId": b64url(cred_id), "type": "public-key",
+             "response": {"clientDataJSON": b64url(client("webauthn.get")), "authenticatorData": b64url(auth_get),
+                          "signature": b64url(signature), "userHandle": b64url(bytes(16))},
+             "clientExtensionResults": {}}
+write("passkey", "assertion", b"\x00" + json.dumps(assertion).encode())
+write("passkey", "registration", b"\x01" + json.dumps(registration).encode())
+write("passkey", "path_id", b"\x02" + b64url(cred_id).encode())

@@ -6,14 +6,15 @@
 //! | `login` | login → code arrives → login/verify → me |
 //! | `refresh` | token/refresh (rotates the user's refresh token) |
 //! | `device-login` | device-login/challenge → sign (P-256, on the client) → device-login/verify |
+//! | `passkey-login` | passkey-login/options → a WebAuthn assertion (P-256, on the client) → passkey-login/verify |
 //! | `send` | login (the send path alone, for signed-up users) |
 //! | `send-unknown` | login for numbers without an account (enumeration-safe decoys) |
 //! | `verify` | login/verify with a code issued in the preparation phase (the verify path alone) |
 //! | `ping` | one POST to the bare hyper baseline server |
 //!
 //! `login`, `send`, `refresh` and `device-login` need signed-up users: `--users N` signs them up
-//! before the measured phase (and, for `device-login`, enrols a P-256 device key for each, as a
-//! phone's secure hardware would hold it). A node with its default limits allows one code per number and purpose every
+//! before the measured phase (and, for `device-login` and `passkey-login`, enrols a P-256 device
+//! key for each, as a phone's secure hardware would hold it, and registers it as a passkey too). A node with its default limits allows one code per number and purpose every
 //! 30 s and five per 10 minutes, so a pool of N users sustains about N/30 logins per second; for
 //! capacity runs, relax the node's limits (see docs/PERFORMANCE.md) or use a larger pool.
 
@@ -39,6 +40,7 @@ pub enum Kind {
     Login,
     Refresh,
     DeviceLogin,
+    PasskeyLogin,
     Send,
     SendUnknown,
     Verify,
@@ -84,18 +86,20 @@ impl Mix {
         let of = |k: Kind| match k {
             Kind::Login => 4,
             Kind::Signup => 3,
-            Kind::DeviceLogin => 2,
+            Kind::DeviceLogin | Kind::PasskeyLogin => 2,
             Kind::Refresh | Kind::Send | Kind::SendUnknown | Kind::Verify | Kind::Ping => 1,
         };
         self.0.iter().filter(|(_, w)| *w > 0).map(|(k, _)| of(*k)).max().unwrap_or(1)
     }
 
     pub fn needs_users(&self) -> bool {
-        self.0.iter().any(|(k, w)| *w > 0 && matches!(k, Kind::Login | Kind::Send | Kind::Refresh | Kind::DeviceLogin))
+        self.0.iter().any(|(k, w)| {
+            *w > 0 && matches!(k, Kind::Login | Kind::Send | Kind::Refresh | Kind::DeviceLogin | Kind::PasskeyLogin)
+        })
     }
 
     pub fn needs_devices(&self) -> bool {
-        self.0.iter().any(|(k, w)| *w > 0 && *k == Kind::DeviceLogin)
+        self.0.iter().any(|(k, w)| *w > 0 && matches!(k, Kind::DeviceLogin | Kind::PasskeyLogin))
     }
 
     pub fn needs_codes(&self) -> bool {
@@ -150,10 +154,13 @@ pub struct User {
     pub device: Option<Arc<Device>>,
 }
 
-/// A device key as a phone keeps it, and the id the node gave it.
+/// A device key as a phone keeps it, and the id the node gave it; the same key is registered
+/// as a passkey (credential id, the account's user handle, its signature counter).
 pub struct Device {
     pub id: String,
     pub key: p256::ecdsa::SigningKey,
+    pub passkey: Option<(Vec<u8>, Vec<u8>)>,
+    pub counter: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Device {
@@ -194,6 +201,7 @@ impl World {
             Kind::Login => self.login(rec, intended).await,
             Kind::Refresh => self.refresh(rec, intended).await,
             Kind::DeviceLogin => self.device_login(rec, intended).await,
+            Kind::PasskeyLogin => self.passkey_login(rec, intended).await,
             Kind::Send => self.send(rec, intended).await,
             Kind::SendUnknown => {
                 let phone = self.ids.next_phone();
@@ -379,7 +387,109 @@ impl World {
             .step(rec, "device_enrol", t, Instant::now(), Method::POST, "/v1/devices", Some(body), Some(access))
             .await?;
         let id = answer.json()?["id"].as_str()?.to_owned();
-        Some(Device { id, key })
+        let passkey = self.register_passkey(rec, t, access, &key).await?;
+        Some(Device { id, key, passkey: Some(passkey), counter: Default::default() })
+    }
+
+    /// Registers `key` as a passkey (attestation `none`, built here as an authenticator does);
+    /// returns its credential id and the account's user handle.
+    async fn register_passkey(
+        &self,
+        rec: &Recorder,
+        t: usize,
+        access: &str,
+        key: &p256::ecdsa::SigningKey,
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
+        let options = self
+            .step(rec, "passkey_options", t, Instant::now(), Method::POST, "/v1/passkeys/options", None, Some(access))
+            .await?;
+        let options = options.json()?;
+        let challenge = options["options"]["publicKey"]["challenge"].as_str()?.to_owned();
+        let user_handle = b64url_decode(options["options"]["publicKey"]["user"]["id"].as_str()?)?;
+        let id: Vec<u8> = rand::random::<[u8; 32]>().to_vec();
+        let point = key.verifying_key().to_sec1_point(false);
+        let mut cose = vec![0xa5, 0x01, 0x02, 0x03, 0x26, 0x20, 0x01, 0x21, 0x58, 0x20];
+        cose.extend_from_slice(point.x()?);
+        cose.extend_from_slice(&[0x22, 0x58, 0x20]);
+        cose.extend_from_slice(point.y()?);
+        let mut auth = sha256(PASSKEY_RP_ID.as_bytes()).to_vec();
+        auth.push(0x45);
+        auth.extend_from_slice(&[0; 4 + 16]);
+        auth.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        auth.extend_from_slice(&id);
+        auth.extend_from_slice(&cose);
+        let mut att = vec![0xa3, 0x63];
+        att.extend_from_slice(b"fmt");
+        att.push(0x64);
+        att.extend_from_slice(b"none");
+        att.push(0x67);
+        att.extend_from_slice(b"attStmt");
+        att.push(0xa0);
+        att.push(0x68);
+        att.extend_from_slice(b"authData");
+        att.extend_from_slice(&[0x59]);
+        att.extend_from_slice(&(auth.len() as u16).to_be_bytes());
+        att.extend_from_slice(&auth);
+        let credential = json!({
+            "id": b64url(&id), "rawId": b64url(&id), "type": "public-key",
+            "response": { "clientDataJSON": b64url(&client_data("webauthn.create", &challenge)),
+                          "attestationObject": b64url(&att) },
+        });
+        let body = json!({ "name": "load test passkey", "credential": credential });
+        self.step(rec, "passkey_register", t, Instant::now(), Method::POST, "/v1/passkeys", Some(body), Some(access))
+            .await?;
+        Some((id, user_handle))
+    }
+
+    async fn passkey_login(&self, rec: &Recorder, intended: Instant) -> bool {
+        use p256::ecdsa::signature::Signer as _;
+        let Some(mut user) = self.take_user(rec, intended, "passkey_options", false) else { return false };
+        let Some((device, (id, handle))) = user.device.clone().and_then(|d| d.passkey.clone().map(|p| (d, p))) else {
+            rec.record("passkey_options", intended, Instant::now(), &Outcome::Transport("user has no passkey (setup)"));
+            self.users.lock().push_back(user);
+            return false;
+        };
+        let t = self.pool.pick();
+        let ok = async {
+            let options = self
+                .step(rec, "passkey_options", t, intended, Method::POST, "/v1/passkey-login/options", None, None)
+                .await?;
+            let challenge = options.json()?["options"]["publicKey"]["challenge"].as_str()?.to_owned();
+            let client = client_data("webauthn.get", &challenge);
+            let counter = device.counter.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut auth = sha256(PASSKEY_RP_ID.as_bytes()).to_vec();
+            auth.push(0x05);
+            auth.extend_from_slice(&counter.to_be_bytes());
+            let mut signed = auth.clone();
+            signed.extend_from_slice(&sha256(&client));
+            let signature: p256::ecdsa::Signature = device.key.sign(&signed);
+            let credential = json!({
+                "id": b64url(&id), "rawId": b64url(&id), "type": "public-key",
+                "response": { "clientDataJSON": b64url(&client), "authenticatorData": b64url(&auth),
+                              "signature": b64url(signature.to_der().as_bytes()), "userHandle": b64url(&handle) },
+            });
+            let body = json!({ "credential": credential });
+            let answer = self
+                .step(
+                    rec,
+                    "passkey_verify",
+                    t,
+                    Instant::now(),
+                    Method::POST,
+                    "/v1/passkey-login/verify",
+                    Some(body),
+                    None,
+                )
+                .await?;
+            user_from_tokens(&user.phone, &answer, user.free_at, Some(device.clone()))
+        }
+        .await;
+        let success = ok.is_some();
+        if let Some(fresh) = ok {
+            user = fresh;
+        }
+        self.users.lock().push_back(user);
+        success
     }
 
     async fn device_login(&self, rec: &Recorder, intended: Instant) -> bool {
@@ -530,6 +640,31 @@ fn user_from_tokens(phone: &str, answer: &Answer, free_at: Instant, device: Opti
         free_at,
         device,
     })
+}
+
+/// The relying party and origin of the node's default `[passkeys]` section.
+const PASSKEY_RP_ID: &str = "localhost";
+const PASSKEY_ORIGIN: &str = "http://localhost:8080";
+
+fn client_data(kind: &str, challenge: &str) -> Vec<u8> {
+    json!({ "type": kind, "challenge": challenge, "origin": PASSKEY_ORIGIN, "crossOrigin": false })
+        .to_string()
+        .into_bytes()
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data).into()
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn b64url_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()
 }
 
 fn base64(bytes: &[u8]) -> String {

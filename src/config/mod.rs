@@ -23,6 +23,7 @@ mod limits;
 pub mod locales;
 mod node;
 mod otp;
+mod passkeys;
 mod redis;
 mod retention;
 pub mod scylla;
@@ -47,6 +48,7 @@ pub use self::identifiers::IdentifierConfig;
 pub use self::limits::{GuessConfig, LimitsConfig, RuleConfig, SmsBudgetConfig};
 pub use self::node::NodeConfig;
 pub use self::otp::OtpConfig;
+pub use self::passkeys::PasskeysConfig;
 pub use self::redis::RedisConfig;
 pub use self::retention::RetentionConfig;
 pub use self::scylla::ScyllaConfig;
@@ -98,6 +100,7 @@ tree! {
     engine: EngineSection,
     tokens: TokensConfig,
     devices: DevicesConfig,
+    passkeys: PasskeysConfig,
     store: StoreConfig,
     retention: RetentionConfig,
     scylla: ScyllaConfig,
@@ -180,6 +183,7 @@ impl Config {
         self.tokens.validate(errors);
         self.devices.validate(errors);
         self.retention.validate(errors);
+        self.passkeys.validate(errors);
         self.store.validate(errors);
         self.delivery.validate(errors);
         self.secrets.validate(errors);

@@ -1,9 +1,10 @@
-//! Handlers of sessions and devices: wire types in, engine calls, wire types out. Rows
+//! Handlers of sessions, devices and passkeys: wire types in, engine calls, wire types out. Rows
 //! with a Bearer token reach these already authenticated ([`Call::claims`]).
 
 use hyper::StatusCode;
 use hyper::header::{HeaderValue, LOCATION};
 use otpd_actors::flows::devices::{Bearer, Enrolment};
+use otpd_actors::flows::passkeys::PasskeyOptions;
 use otpd_actors::rules::audit::Step;
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::{EngineError, Grant};
@@ -138,6 +139,63 @@ pub(super) async fn device_verify(app: &App, call: &Call<'_>) -> Result<Resp, Ap
     let grant = app.engine.device_login(call.ctx, id, nonce, &signature).await?;
     let now = grant.login_at;
     tokens(app, call, grant, now)
+}
+
+/// `POST /v1/passkeys/options`.
+pub(super) async fn passkey_register_options(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let o = app.engine.passkey_register_options(call.ctx, bearer_of(call.claims())).await?;
+    options(o)
+}
+
+/// `POST /v1/passkeys`.
+pub(super) async fn register_passkey(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let req: wire::PasskeyRegisterRequest = call.json(app)?;
+    let checked = (|| Ok::<_, EngineError>((wire::device_name(&req.name)?, wire::credential_json(&req.credential)?)))();
+    let (name, credential) = checked.map_err(|e| call.reject(app, Step::Validate, e))?;
+    let passkey = app.engine.register_passkey(call.ctx, bearer_of(call.claims()), name, &credential).await?;
+    let view = wire::PasskeyView::from(&passkey);
+    let location = format!("/v1/passkeys/{}", view.id);
+    let mut resp = json(StatusCode::CREATED, &view);
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(LOCATION, location);
+    }
+    Ok(resp)
+}
+
+/// `GET /v1/passkeys`.
+pub(super) async fn passkeys(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let list = app.engine.passkeys(call.ctx, bearer_of(call.claims())).await?;
+    let passkeys = list.iter().map(wire::PasskeyView::from).collect();
+    Ok(json(StatusCode::OK, &wire::PasskeyListResponse { passkeys }))
+}
+
+/// `DELETE /v1/passkeys/{id}`: an id that is not base64url names no passkey.
+pub(super) async fn delete_passkey(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let id = wire::passkey_id(call.param).map_err(|e| call.reject(app, Step::Validate, e))?;
+    app.engine.delete_passkey(call.ctx, bearer_of(call.claims()), id).await?;
+    Ok(no_content())
+}
+
+/// `POST /v1/passkey-login/options`.
+pub(super) async fn passkey_login_options(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let o = app.engine.passkey_login_options(call.ctx).await?;
+    options(o)
+}
+
+/// `POST /v1/passkey-login/verify`.
+pub(super) async fn passkey_login(app: &App, call: &Call<'_>) -> Result<Resp, ApiError> {
+    let req: wire::PasskeyLoginRequest = call.json(app)?;
+    let credential = wire::credential_json(&req.credential).map_err(|e| call.reject(app, Step::Validate, e))?;
+    let grant = app.engine.passkey_login(call.ctx, &credential).await?;
+    let now = grant.login_at;
+    tokens(app, call, grant, now)
+}
+
+fn options(o: PasskeyOptions) -> Result<Resp, ApiError> {
+    // The relying party writes its options with serde_json: they always read back.
+    let options = serde_json::from_str(&o.options.0)
+        .map_err(|e| ApiError::from(EngineError::Unavailable(format!("passkey options are not JSON: {e}"))))?;
+    Ok(json(StatusCode::OK, &wire::PasskeyOptionsResponse { options, expires_in: o.expires_in.as_secs() }))
 }
 
 fn no_content() -> Resp {

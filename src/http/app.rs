@@ -53,6 +53,8 @@ pub struct App {
     pub receipt_keys: super::receipts::ReceiptKeys,
     /// Backups of the embedded store (`POST /v1/admin/backup`); `None` on ScyllaDB.
     pub backups: Option<Arc<crate::store::embedded::backup::Backups>>,
+    /// Whether the reference sign-in page is served at `/signin` (`passkeys.signin_page`).
+    pub signin_page: bool,
 }
 
 pub type Resp = Response<Full<Bytes>>;

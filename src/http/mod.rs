@@ -20,6 +20,7 @@ pub mod ops;
 pub mod problem;
 pub mod receipts;
 pub mod routes;
+pub mod signin;
 pub mod table;
 pub mod tls;
 pub mod wire;

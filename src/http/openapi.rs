@@ -33,6 +33,7 @@ const TAGS: &[(&str, &str)] = &[
     ("codes", "Sign-up and login by one-time code"),
     ("sessions", "The signed-in account, refresh-token rotation, logout"),
     ("devices", "Device keys and fingerprint (device-key) login"),
+    ("passkeys", "Passkeys (WebAuthn): registration and discoverable sign-in for the web"),
     ("keys", "Keys that verify access tokens"),
     ("health", "Liveness and readiness"),
     ("admin", "Operator endpoints (admin token)"),
@@ -41,7 +42,7 @@ const TAGS: &[(&str, &str)] = &[
 
 const DESCRIPTION: &str = "\
 One-time-code authentication: sign-up and login by a code sent by SMS or e-mail, JWT access \
-tokens, rotating refresh tokens, and fingerprint (device-key) login.
+tokens, rotating refresh tokens, fingerprint (device-key) login, and passkeys.
 
 * **Bodies** are JSON (`Content-Type: application/json`, at most `http.max_body_bytes`, 16 KiB \
 by default). Unknown fields are refused. Identify an account with exactly one of `phone` and \
@@ -77,6 +78,11 @@ same answers, unless the operator turns on `otp.reveal_accounts`.
     wire::DeviceView,
     wire::DeviceListResponse,
     wire::DeviceChallengeResponse,
+    wire::PasskeyRegisterRequest,
+    wire::PasskeyLoginRequest,
+    wire::PasskeyOptionsResponse,
+    wire::PasskeyView,
+    wire::PasskeyListResponse,
     wire::AuditListResponse,
     wire::AdminStatsResponse,
     wire::DestinationListResponse,
@@ -815,6 +821,6 @@ mod tests {
         assert_eq!(&a[..], b.as_bytes());
         let parsed: Value = serde_json::from_slice(&a).unwrap();
         assert_eq!(parsed["openapi"], "3.1.0");
-        assert_eq!(parsed["paths"].as_object().unwrap().len(), 29);
+        assert_eq!(parsed["paths"].as_object().unwrap().len(), 34);
     }
 }

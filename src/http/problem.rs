@@ -17,6 +17,7 @@ use http_body_util::Full;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use otpd_actors::EngineError;
+use otpd_actors::ports::CeremonyError;
 use otpd_actors::rules::identifier::IdentifierError;
 use otpd_actors::rules::limits::LimitRule;
 use serde::Serialize;
@@ -78,6 +79,30 @@ pub const INVALID_SIGNATURE: ProblemKind = kind(
     "Invalid signature",
     "the signature does not verify for this device, nonce and audience; `attempts_left` says how many tries remain",
 );
+pub const INVALID_CREDENTIAL: ProblemKind = kind(
+    "invalid_credential",
+    400,
+    "Invalid passkey credential",
+    "the WebAuthn credential is malformed, or was made for another origin, relying party id, ceremony or challenge",
+);
+pub const USER_NOT_VERIFIED: ProblemKind = kind(
+    "user_not_verified",
+    400,
+    "User not verified",
+    "the authenticator did not verify the person (fingerprint, face or PIN); passkeys require it",
+);
+pub const UNSUPPORTED_AUTHENTICATOR: ProblemKind = kind(
+    "unsupported_authenticator",
+    400,
+    "Unsupported authenticator",
+    "the authenticator's attestation format or key algorithm is not accepted",
+);
+pub const PASSKEY_INVALID: ProblemKind = kind(
+    "passkey_invalid",
+    400,
+    "Passkey not accepted",
+    "unknown passkey, or its signature does not verify for this challenge; `attempts_left` says how many tries remain",
+);
 pub const CHALLENGE_EXPIRED: ProblemKind =
     kind("challenge_expired", 400, "Challenge expired", "the nonce's lifetime is over; request a new challenge");
 pub const CHALLENGE_ALREADY_USED: ProblemKind =
@@ -128,7 +153,13 @@ pub const FRESH_LOGIN_REQUIRED: ProblemKind = kind(
     "fresh_login_required",
     403,
     "Fresh login required",
-    "enrolling a device or erasing the account needs a login by code within `devices.enrol_max_auth_age`",
+    "enrolling a device or a passkey, or erasing the account, needs a login by code within `devices.enrol_max_auth_age` (`passkeys.enrol_max_auth_age` for a passkey)",
+);
+pub const PASSKEY_CLONE_SUSPECTED: ProblemKind = kind(
+    "passkey_clone_suspected",
+    403,
+    "Passkey refused",
+    "the passkey's signature counter went backwards: it may have been cloned; sign in by code",
 );
 pub const DEVICE_REVOKED: ProblemKind =
     kind("device_revoked", 403, "Device revoked", "the signature is right but the device was removed; enrol it again");
@@ -141,6 +172,8 @@ pub const ACCOUNT_NOT_FOUND: ProblemKind = kind(
 pub const NOT_FOUND: ProblemKind = kind("not_found", 404, "Not found", "no such endpoint");
 pub const DEVICE_NOT_FOUND: ProblemKind =
     kind("device_not_found", 404, "Device not found", "no such device on this account");
+pub const PASSKEY_NOT_FOUND: ProblemKind =
+    kind("passkey_not_found", 404, "Passkey not found", "no such passkey on this account");
 pub const METHOD_NOT_ALLOWED: ProblemKind =
     kind("method_not_allowed", 405, "Method not allowed", "the endpoint does not take this method; see `Allow`");
 pub const REQUEST_TIMEOUT: ProblemKind =
@@ -169,6 +202,14 @@ pub const BACKUP_NOT_SUPPORTED: ProblemKind = kind(
     "Store not backed up by otpd",
     "the node's store is ScyllaDB, which is backed up with `nodetool snapshot` (docs/OPERATIONS.md)",
 );
+pub const PASSKEY_LIMIT: ProblemKind = kind(
+    "passkey_limit",
+    409,
+    "Too many passkeys",
+    "the account has `passkeys.max_per_user` passkeys; remove one first",
+);
+pub const PASSKEY_EXISTS: ProblemKind =
+    kind("passkey_exists", 409, "Passkey already registered", "this credential is registered already");
 pub const PAYLOAD_TOO_LARGE: ProblemKind =
     kind("payload_too_large", 413, "Request body too large", "body over `http.max_body_bytes`");
 pub const UNSUPPORTED_MEDIA_TYPE: ProblemKind =
@@ -296,6 +337,10 @@ pub const CATALOGUE: &[ProblemKind] = &[
     NO_PENDING_CODE,
     INVALID_PUBLIC_KEY,
     INVALID_SIGNATURE,
+    INVALID_CREDENTIAL,
+    USER_NOT_VERIFIED,
+    UNSUPPORTED_AUTHENTICATOR,
+    PASSKEY_INVALID,
     CHALLENGE_EXPIRED,
     CHALLENGE_ALREADY_USED,
     NO_PENDING_CHALLENGE,
@@ -308,10 +353,12 @@ pub const CATALOGUE: &[ProblemKind] = &[
     DESTINATION_NOT_ALLOWED,
     ACCOUNT_NOT_VERIFIED,
     FRESH_LOGIN_REQUIRED,
+    PASSKEY_CLONE_SUSPECTED,
     DEVICE_REVOKED,
     ACCOUNT_NOT_FOUND,
     NOT_FOUND,
     DEVICE_NOT_FOUND,
+    PASSKEY_NOT_FOUND,
     METHOD_NOT_ALLOWED,
     REQUEST_TIMEOUT,
     ACCOUNT_EXISTS,
@@ -320,6 +367,8 @@ pub const CATALOGUE: &[ProblemKind] = &[
     BACKUP_TARGET_EXISTS,
     BACKUP_RUNNING,
     BACKUP_NOT_SUPPORTED,
+    PASSKEY_LIMIT,
+    PASSKEY_EXISTS,
     PAYLOAD_TOO_LARGE,
     UNSUPPORTED_MEDIA_TYPE,
     RESEND_COOLDOWN,
@@ -506,6 +555,17 @@ fn kind_of_error(e: &EngineError) -> &'static ProblemKind {
         EngineError::ChallengeAlreadyUsed => &CHALLENGE_ALREADY_USED,
         EngineError::NoPendingChallenge => &NO_PENDING_CHALLENGE,
         EngineError::DeviceRevoked => &DEVICE_REVOKED,
+        EngineError::PasskeyFreshLoginRequired { .. } => &FRESH_LOGIN_REQUIRED,
+        EngineError::PasskeyRefused(CeremonyError::UserNotVerified) => &USER_NOT_VERIFIED,
+        EngineError::PasskeyRefused(CeremonyError::Unsupported(_)) => &UNSUPPORTED_AUTHENTICATOR,
+        EngineError::PasskeyRefused(CeremonyError::CounterRegressed) | EngineError::PasskeyCloneSuspected => {
+            &PASSKEY_CLONE_SUSPECTED
+        }
+        EngineError::PasskeyRefused(CeremonyError::Malformed(_) | CeremonyError::Invalid(_)) => &INVALID_CREDENTIAL,
+        EngineError::PasskeyLimit { .. } => &PASSKEY_LIMIT,
+        EngineError::PasskeyExists => &PASSKEY_EXISTS,
+        EngineError::PasskeyNotFound => &PASSKEY_NOT_FOUND,
+        EngineError::PasskeyInvalid { .. } => &PASSKEY_INVALID,
         EngineError::DeliveryBusy => &DELIVERY_BUSY,
         EngineError::Unavailable(_) => &UNAVAILABLE,
         EngineError::OwnerUnreachable(_) => &OWNER_UNREACHABLE,
@@ -555,7 +615,9 @@ impl From<EngineError> for ApiError {
             EngineError::DeliveryBusy | EngineError::Unavailable(_) | EngineError::OwnerUnreachable(_) => {
                 out.retry_after = Some(Duration::from_secs(1));
             }
-            EngineError::InvalidCode { attempts_left } | EngineError::InvalidSignature { attempts_left } => {
+            EngineError::InvalidCode { attempts_left }
+            | EngineError::InvalidSignature { attempts_left }
+            | EngineError::PasskeyInvalid { attempts_left } => {
                 out.attempts_left = Some(attempts_left);
             }
             EngineError::ChallengeBurned => out.title = "Too many wrong signatures",
@@ -640,9 +702,16 @@ mod tests {
                 EngineError::Unavailable(_) => 27,
                 EngineError::DestinationNotAllowed => 37,
                 EngineError::OwnerUnreachable(_) => 38,
+                EngineError::PasskeyFreshLoginRequired { .. } => 42,
+                EngineError::PasskeyRefused(_) => 43,
+                EngineError::PasskeyLimit { .. } => 44,
+                EngineError::PasskeyExists => 45,
+                EngineError::PasskeyNotFound => 46,
+                EngineError::PasskeyInvalid { .. } => 47,
+                EngineError::PasskeyCloneSuspected => 48,
             }
         }
-        const VARIANTS: usize = 42;
+        const VARIANTS: usize = 49;
         let second = Duration::from_secs(1);
         let all = vec![
             EngineError::Identifier(I::PhoneShape("empty")),
@@ -689,6 +758,17 @@ mod tests {
             EngineError::NoPendingChallenge,
             EngineError::ChallengeBurned,
             EngineError::DeviceRevoked,
+            EngineError::PasskeyFreshLoginRequired { max_age: second },
+            EngineError::PasskeyRefused(CeremonyError::Malformed("x".into())),
+            EngineError::PasskeyRefused(CeremonyError::Invalid("x")),
+            EngineError::PasskeyRefused(CeremonyError::UserNotVerified),
+            EngineError::PasskeyRefused(CeremonyError::Unsupported("x")),
+            EngineError::PasskeyRefused(CeremonyError::CounterRegressed),
+            EngineError::PasskeyLimit { max: 10 },
+            EngineError::PasskeyExists,
+            EngineError::PasskeyNotFound,
+            EngineError::PasskeyInvalid { attempts_left: 3 },
+            EngineError::PasskeyCloneSuspected,
             EngineError::DeliveryBusy,
             EngineError::Unavailable("x".into()),
             EngineError::OwnerUnreachable("x".into()),

@@ -49,7 +49,14 @@ async fn handle_on<B: RequestBody>(app: Arc<App>, req: Request<B>, peer: SocketA
     };
     // Every line logged while the request is handled carries its trace id.
     crate::logging::with_trace_id(ctx.trace_id.clone(), async {
+        let page = match (&lookup, listener) {
+            (Lookup::NotFound, Listener::Main) if app.signin_page => {
+                super::signin::serve(&parts.method, parts.uri.path())
+            }
+            _ => None,
+        };
         let result = match lookup {
+            _ if page.is_some() => Ok(page.expect("just checked")),
             Lookup::Found(route, param) => dispatch(&app, &ctx, &parts, listener, body, route, param).await,
             Lookup::MethodNotAllowed(allow) => Err(ApiError::method_not_allowed(allow)),
             Lookup::NotFound => Err(ApiError::not_found()),
@@ -215,7 +222,9 @@ fn decorate(resp: &mut Resp, trace_id: &str) {
     let h = resp.headers_mut();
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("content-security-policy", HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+    if !h.contains_key("content-security-policy") {
+        h.insert("content-security-policy", HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"));
+    }
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     if !h.contains_key(CACHE_CONTROL) {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

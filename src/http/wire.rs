@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use base64::Engine as _;
 use otpd_actors::actors::dispatch::DispatchStats;
 use otpd_actors::metrics::OtpStats;
-use otpd_actors::ports::{AuditEvent, AuthMethod, Device, Platform, Session, User};
+use otpd_actors::ports::{AuditEvent, AuthMethod, Device, Passkey, Platform, Session, User};
 use otpd_actors::rules::challenge::Purpose;
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::device_key::{KeyInput, NONCE_HEX_LEN, Nonce};
@@ -18,6 +19,7 @@ use otpd_actors::rules::identifier::Identifier;
 use otpd_actors::rules::ids::{DeviceId, SessionId};
 use otpd_actors::rules::limits::{DestinationState, GuardMode, Subject};
 use otpd_actors::rules::locale::Locale;
+use otpd_actors::rules::passkey::CredentialId;
 use otpd_actors::{EngineError, SendReceipt};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -472,6 +474,7 @@ pub struct AccountExportResponse {
     pub user: UserView,
     pub sessions: Vec<SessionExportView>,
     pub devices: Vec<DeviceExportView>,
+    pub passkeys: Vec<PasskeyView>,
     /// The audit events under the account's identifier, newest first.
     pub audit_events: Vec<AuditView>,
     /// False when there were more events than an export returns (10,000).
@@ -490,6 +493,7 @@ impl AccountExportResponse {
                 .iter()
                 .map(|d| DeviceExportView { device: DeviceView::from(d), revoked_at: d.revoked_at.map(rfc3339) })
                 .collect(),
+            passkeys: e.passkeys.iter().map(PasskeyView::from).collect(),
             audit_events: e.events.iter().map(AuditView::from).collect(),
             audit_events_complete: e.events_complete,
             retention: RetentionView::from(&app.observe.retention),
@@ -499,7 +503,7 @@ impl AccountExportResponse {
 
 impl From<otpd_actors::ports::Erased> for EraseResponse {
     fn from(e: otpd_actors::ports::Erased) -> Self {
-        EraseResponse { erased: true, sessions: e.sessions, devices: e.devices }
+        EraseResponse { erased: true, sessions: e.sessions, devices: e.devices, passkeys: e.passkeys }
     }
 }
 
@@ -512,6 +516,8 @@ pub struct EraseResponse {
     pub sessions: usize,
     /// Devices deleted.
     pub devices: usize,
+    /// Passkeys deleted.
+    pub passkeys: usize,
 }
 
 /// `POST /v1/token/refresh`.
@@ -733,6 +739,94 @@ impl From<&Device> for DeviceView {
     }
 }
 
+/// `POST /v1/passkeys`: the credential `navigator.credentials.create()` made, as JSON
+/// (`PublicKeyCredential.toJSON()`: base64url without padding for the binary fields).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyRegisterRequest {
+    /// 1 to 64 characters (surrounding spaces are trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 64, examples("Ada's laptop"))]
+    pub name: String,
+    /// `{id, rawId, type: "public-key", response: {clientDataJSON, attestationObject,
+    /// transports?}, clientExtensionResults?, authenticatorAttachment?}`.
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
+}
+
+/// `POST /v1/passkey-login/verify`: the assertion `navigator.credentials.get()` made, as JSON.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyLoginRequest {
+    /// `{id, rawId, type: "public-key", response: {clientDataJSON, authenticatorData,
+    /// signature, userHandle}, clientExtensionResults?, authenticatorAttachment?}`.
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
+}
+
+/// The options of a WebAuthn ceremony, for the browser.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasskeyOptionsResponse {
+    /// What `navigator.credentials.create()` or `.get()` takes once its base64url fields are
+    /// decoded: `{publicKey: {...}}` (and `mediation` for a login).
+    #[schema(value_type = Object)]
+    pub options: serde_json::Value,
+    /// Seconds the challenge works (single use).
+    pub expires_in: u64,
+}
+
+/// A registered passkey as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Passkey)]
+pub struct PasskeyView {
+    /// The credential id, base64url without padding.
+    #[schema(pattern = "^[A-Za-z0-9_-]{2,1364}$")]
+    pub id: String,
+    pub name: String,
+    /// Whether the passkey may be synced to other devices, and whether it is.
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub last_used_at: Option<String>,
+}
+
+impl From<&Passkey> for PasskeyView {
+    fn from(p: &Passkey) -> Self {
+        PasskeyView {
+            id: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&p.id.0),
+            name: p.name.clone(),
+            backup_eligible: p.backup_eligible,
+            backup_state: p.backup_state,
+            created_at: rfc3339(p.created_at),
+            last_used_at: p.last_used_at.map(rfc3339),
+        }
+    }
+}
+
+/// The account's passkeys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasskeyListResponse {
+    pub passkeys: Vec<PasskeyView>,
+}
+
+/// A passkey id from a path: base64url without padding, 1..=1023 bytes.
+pub fn passkey_id(value: &str) -> Result<CredentialId, EngineError> {
+    let bytes = (value.len() <= 1364)
+        .then(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).ok())
+        .flatten()
+        .and_then(CredentialId::new);
+    bytes.ok_or(EngineError::PasskeyNotFound)
+}
+
+/// A credential the client sent, as the JSON text the relying party reads.
+pub fn credential_json(value: &serde_json::Value) -> Result<String, EngineError> {
+    if !value.is_object() {
+        return Err(EngineError::InvalidInput("credential must be a JSON object".into()));
+    }
+    Ok(value.to_string())
+}
+
 /// The account's active devices.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeviceListResponse {
@@ -761,7 +855,7 @@ pub struct DeviceChallengeResponse {
 pub struct SessionView {
     #[schema(format = "uuid")]
     pub id: String,
-    /// How the session was opened: a code (`otp`) or a device key (`device`).
+    /// How the session was opened: a code (`otp`), a device key (`device`) or a passkey (`passkey`).
     #[schema(schema_with = doc::auth_method)]
     pub method: &'static str,
     /// The device of a `device` session.
@@ -787,7 +881,7 @@ impl SessionView {
             method: s.method.as_str(),
             device_id: match s.method {
                 AuthMethod::Device(d) => Some(d.to_string()),
-                AuthMethod::Otp => None,
+                AuthMethod::Otp | AuthMethod::Passkey => None,
             },
             created_at: rfc3339(s.created_at),
             expires_at: rfc3339(s.expires_at),
@@ -1127,7 +1221,10 @@ pub mod schema {
     }
 
     pub fn auth_method() -> Object {
-        one_of([AuthMethod::Otp, AuthMethod::Device(DeviceId(uuid::Uuid::nil()))].map(AuthMethod::as_str))
+        one_of(
+            [AuthMethod::Otp, AuthMethod::Device(DeviceId(uuid::Uuid::nil())), AuthMethod::Passkey]
+                .map(AuthMethod::as_str),
+        )
     }
 
     pub fn audit_outcome() -> Object {

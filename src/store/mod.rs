@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otpd_actors::adapters::metered::MeteredStore;
-use otpd_actors::ports::{AuditLog, CensusSource, DeviceStore, SessionStore, StoreError, UserStore};
+use otpd_actors::ports::{AuditLog, CensusSource, DeviceStore, PasskeyStore, SessionStore, StoreError, UserStore};
 use otpd_actors::rules::clock::Timestamp;
 use tokio::task::JoinHandle;
 
@@ -84,6 +84,7 @@ pub struct StorePorts {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub devices: Arc<dyn DeviceStore>,
+    pub passkeys: Arc<dyn PasskeyStore>,
     pub audit: Arc<dyn AuditLog>,
     /// Users, verified users and active sessions, counted by the store (the ScyllaDB store keeps
     /// no such counts yet: the gauges stay absent there).
@@ -147,13 +148,21 @@ impl Store {
                     users: m.clone(),
                     sessions: m.clone(),
                     devices: m.clone(),
+                    passkeys: m.clone(),
                     audit: m.clone(),
                     census: Some(m),
                 }
             }
             Store::Scylla(s) => {
                 let m = metered("scylla", s);
-                StorePorts { users: m.clone(), sessions: m.clone(), devices: m.clone(), audit: m, census: None }
+                StorePorts {
+                    users: m.clone(),
+                    sessions: m.clone(),
+                    devices: m.clone(),
+                    passkeys: m.clone(),
+                    audit: m,
+                    census: None,
+                }
             }
         }
     }

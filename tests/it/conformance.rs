@@ -33,6 +33,12 @@ async fn embedded_device_store() {
 }
 
 #[tokio::test]
+async fn embedded_passkey_store() {
+    let (_dir, s) = store();
+    testkit::passkey_store(s).await;
+}
+
+#[tokio::test]
 async fn embedded_audit_log() {
     let (_dir, s) = store();
     testkit::audit_log(s).await;
@@ -61,6 +67,8 @@ async fn metered_embedded_store() {
     testkit::session_store(metered(s)).await;
     let (_d3, s) = store();
     testkit::device_store(metered(s)).await;
+    let (_d6, s) = store();
+    testkit::passkey_store(metered(s)).await;
     let (_d4, s) = store();
     testkit::audit_log(metered(s)).await;
     let (_d5, s) = store();

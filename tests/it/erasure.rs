@@ -183,7 +183,7 @@ async fn an_erased_account_leaves_nothing_personal_in_the_store_or_its_files() {
     let purged_before = purges(&t).await;
     let r = send(&t, Method::DELETE, "/v1/me", Some(&fresh), None).await;
     assert_eq!(r.status, 200, "{}", r.raw);
-    assert_eq!(r.body, json!({ "erased": true, "sessions": 3, "devices": 0 }));
+    assert_eq!(r.body, json!({ "erased": true, "sessions": 3, "devices": 0, "passkeys": 0 }));
 
     // Its tokens stop at once, and the number is free.
     for token in [&token, &fresh] {

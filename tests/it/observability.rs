@@ -412,8 +412,10 @@ fn allowed_label_values(shards: usize, providers: &[&str]) -> BTreeMap<&'static 
     let mut allowed = BTreeMap::new();
     allowed.insert("route", set(otpd::http::table::route_labels()));
     // HTTP methods, and the login method of `otpd_tokens_issued_total`.
-    allowed
-        .insert("method", set(&["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other", "otp", "device"]));
+    allowed.insert(
+        "method",
+        set(&["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other", "otp", "device", "passkey"]),
+    );
     allowed.insert("status", set(&["1xx", "2xx", "3xx", "4xx", "5xx"]));
     allowed.insert(
         "reason",

@@ -112,6 +112,13 @@ async fn scylla_device_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scylla_passkey_store() {
+    let Some((s, ks)) = real_scylla("scylla_passkey_store").await else { return };
+    testkit::passkey_store(s.clone()).await;
+    drop_keyspace(&s, &ks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scylla_audit_log() {
     let Some((s, ks)) = real_scylla("scylla_audit_log").await else { return };
     testkit::audit_log(s.clone()).await;
@@ -177,11 +184,11 @@ async fn kassandra_smoke_migrations_statements_and_type_mapping() {
 
         // Migrations: applied once, recorded, and a second run has nothing to do.
         let first = scylla::migrate(&config).await.expect("migrations apply");
-        assert_eq!(first.applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2, 3]);
-        assert_eq!((first.before, first.after), (0, 3));
+        assert_eq!(first.applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert_eq!((first.before, first.after), (0, 4));
         let again = scylla::migrate(&config).await.expect("migrations are idempotent");
         assert!(again.applied.is_empty(), "{again:?}");
-        assert_eq!(again.after, 3);
+        assert_eq!(again.after, 4);
 
         // Connecting prepares every statement on the server.
         let store = connect(&config).await.expect("the store connects to the migrated keyspace");
@@ -326,6 +333,7 @@ async fn kassandra_passes_the_user_session_and_device_suites() {
         testkit::session_store(store.clone()).await;
         testkit::device_store(store.clone()).await;
         testkit::erasure(store.clone()).await;
+        testkit::passkey_store(store.clone()).await;
         store.close();
     })
     .await;
@@ -338,7 +346,7 @@ async fn kassandra_refuses_a_newer_schema_and_a_missing_migration() {
         let mut config = kassandra_config(addr, "otpd_versions");
         config.migrate_on_start = false;
         match connect(&config).await {
-            Err(ConnectError::Schema(SchemaError::Pending { current: 0, needed: 3 })) => {}
+            Err(ConnectError::Schema(SchemaError::Pending { current: 0, needed: 4 })) => {}
             other => panic!("expected a refusal naming `otpd migrate`, got {:?}", other.err()),
         }
         let store_kind = otpd::config::StoreConfig { kind: "scylla".into(), ..Default::default() };
@@ -348,7 +356,8 @@ async fn kassandra_refuses_a_newer_schema_and_a_missing_migration() {
             "applied 1: accounts, sessions, devices, audit trail\n\
              applied 2: keys of the audit trail's personal fields (crypto-shredding)\n\
              applied 3: rotated keys\n\
-             keyspace otpd_versions migrated from schema version 0 to 3\n"
+             applied 4: passkeys\n\
+             keyspace otpd_versions migrated from schema version 0 to 4\n"
         );
         let store = connect(&config).await.expect("migrated: the node starts");
         store.close();
@@ -361,13 +370,13 @@ async fn kassandra_refuses_a_newer_schema_and_a_missing_migration() {
             )
             .await
             .unwrap();
-        store.driver_session().execute_unpaged(&record, ("otpd", 4i32, "from the future", scylla_ts(0))).await.unwrap();
+        store.driver_session().execute_unpaged(&record, ("otpd", 5i32, "from the future", scylla_ts(0))).await.unwrap();
         config.migrate_on_start = true;
         match connect(&config).await {
-            Err(ConnectError::Schema(e @ SchemaError::Newer { found: 4, known: 3 })) => {
+            Err(ConnectError::Schema(e @ SchemaError::Newer { found: 5, known: 4 })) => {
                 assert!(e.to_string().contains("upgrade otpd"), "{e}");
             }
-            other => panic!("expected a refusal of schema 4, got {:?}", other.err()),
+            other => panic!("expected a refusal of schema 5, got {:?}", other.err()),
         }
         let err = scylla::migrate(&config).await.unwrap_err();
         assert!(err.to_string().contains("newer than this otpd knows"), "{err}");
@@ -762,10 +771,11 @@ async fn the_binary_migrates_then_runs_on_scylla_and_never_prints_the_password()
             "applied 1: accounts, sessions, devices, audit trail\n\
              applied 2: keys of the audit trail's personal fields (crypto-shredding)\n\
              applied 3: rotated keys\n\
-             keyspace otpd_bin migrated from schema version 0 to 3\n"
+             applied 4: passkeys\n\
+             keyspace otpd_bin migrated from schema version 0 to 4\n"
         );
         let again = command(&["migrate"]).output().await.unwrap();
-        assert_eq!(String::from_utf8_lossy(&again.stdout), "keyspace otpd_bin is up to date at schema version 3\n");
+        assert_eq!(String::from_utf8_lossy(&again.stdout), "keyspace otpd_bin is up to date at schema version 4\n");
 
         let check = command(&["check-config"]).output().await.unwrap();
         let printed = String::from_utf8_lossy(&check.stdout);

@@ -16,12 +16,13 @@ use metrics::{Histogram, counter, histogram};
 
 use crate::metrics::{STORE_DURATION, STORE_ERRORS};
 use crate::ports::{
-    AuditEvent, AuditLog, Census, CensusSource, Device, DeviceStore, Erased, InsertDevice, InsertUser, RevokeReason,
-    Rotation, Session, SessionStore, StoreError, User, UserStore,
+    AuditEvent, AuditLog, Census, CensusSource, Device, DeviceStore, Erased, InsertDevice, InsertPasskey, InsertUser,
+    Passkey, PasskeyStore, PasskeyUse, RevokeReason, Rotation, Session, SessionStore, StoreError, User, UserStore,
 };
 use crate::rules::clock::Timestamp;
 use crate::rules::ids::{DeviceId, SessionId, UserId};
 use crate::rules::keys::IdentHash;
+use crate::rules::passkey::CredentialId;
 
 /// The store port operations, as the `operation` label names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +43,12 @@ pub enum Operation {
     Device,
     DevicesOfUser,
     RevokeDevice,
+    InsertPasskey,
+    Passkey,
+    PasskeysOfUser,
+    RecordPasskeyUse,
+    DeletePasskey,
+    DeleteUserPasskeys,
     AuditAppend,
     AuditByIdentifier,
     AuditByTrace,
@@ -49,7 +56,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 20] = [
+    pub const ALL: [Operation; 26] = [
         Operation::UserByIdentifier,
         Operation::UserById,
         Operation::InsertUser,
@@ -66,6 +73,12 @@ impl Operation {
         Operation::Device,
         Operation::DevicesOfUser,
         Operation::RevokeDevice,
+        Operation::InsertPasskey,
+        Operation::Passkey,
+        Operation::PasskeysOfUser,
+        Operation::RecordPasskeyUse,
+        Operation::DeletePasskey,
+        Operation::DeleteUserPasskeys,
         Operation::AuditAppend,
         Operation::AuditByIdentifier,
         Operation::AuditByTrace,
@@ -90,6 +103,12 @@ impl Operation {
             Operation::Device => "device",
             Operation::DevicesOfUser => "devices_of_user",
             Operation::RevokeDevice => "revoke_device",
+            Operation::InsertPasskey => "insert_passkey",
+            Operation::Passkey => "passkey",
+            Operation::PasskeysOfUser => "passkeys_of_user",
+            Operation::RecordPasskeyUse => "record_passkey_use",
+            Operation::DeletePasskey => "delete_passkey",
+            Operation::DeleteUserPasskeys => "delete_user_passkeys",
             Operation::AuditAppend => "audit_append",
             Operation::AuditByIdentifier => "audit_by_identifier",
             Operation::AuditByTrace => "audit_by_trace",
@@ -220,6 +239,33 @@ impl<S: DeviceStore> DeviceStore for MeteredStore<S> {
 
     async fn revoke_device(&self, user: UserId, id: DeviceId, now: Timestamp) -> Result<Option<Device>, StoreError> {
         self.timed(Operation::RevokeDevice, self.inner.revoke_device(user, id, now)).await
+    }
+}
+
+#[async_trait]
+impl<S: PasskeyStore> PasskeyStore for MeteredStore<S> {
+    async fn insert_passkey(&self, passkey: &Passkey, max: usize) -> Result<InsertPasskey, StoreError> {
+        self.timed(Operation::InsertPasskey, self.inner.insert_passkey(passkey, max)).await
+    }
+
+    async fn passkey(&self, id: &CredentialId) -> Result<Option<Passkey>, StoreError> {
+        self.timed(Operation::Passkey, self.inner.passkey(id)).await
+    }
+
+    async fn passkeys_of_user(&self, user: UserId) -> Result<Vec<Passkey>, StoreError> {
+        self.timed(Operation::PasskeysOfUser, self.inner.passkeys_of_user(user)).await
+    }
+
+    async fn record_passkey_use(&self, used: &Passkey, now: Timestamp) -> Result<PasskeyUse, StoreError> {
+        self.timed(Operation::RecordPasskeyUse, self.inner.record_passkey_use(used, now)).await
+    }
+
+    async fn delete_passkey(&self, user: UserId, id: &CredentialId) -> Result<bool, StoreError> {
+        self.timed(Operation::DeletePasskey, self.inner.delete_passkey(user, id)).await
+    }
+
+    async fn delete_user_passkeys(&self, user: UserId) -> Result<usize, StoreError> {
+        self.timed(Operation::DeleteUserPasskeys, self.inner.delete_user_passkeys(user)).await
     }
 }
 

@@ -6,7 +6,7 @@
 //! admin export / erase (ops listener, by account id): the same, audited as the admin's call
 //! ```
 //!
-//! Erasure deletes the account with its sessions and devices and destroys the keys of the
+//! Erasure deletes the account with its sessions, devices and passkeys and destroys the keys of the
 //! audit trail's personal fields about it (`ports::UserStore::erase_user`): the trail keeps
 //! its events, without a readable client address or user agent. The erasure's own event is
 //! written without the caller's address and user agent, so nothing personal is sealed again
@@ -16,7 +16,7 @@
 use crate::flows::devices::Bearer;
 use crate::flows::engine::{Engine, RequestContext, Trail, unavailable};
 use crate::flows::error::EngineError;
-use crate::ports::{AuditEvent, AuthMethod, Device, Erased, Session, User};
+use crate::ports::{AuditEvent, AuthMethod, Device, Erased, Passkey, Session, User};
 use crate::rules::audit::{Api, Step};
 use crate::rules::ids::UserId;
 
@@ -31,6 +31,8 @@ pub struct AccountExport {
     pub sessions: Vec<Session>,
     /// Every device, active or revoked (until retention removes revoked ones).
     pub devices: Vec<Device>,
+    /// Every passkey (a deleted one is gone at once).
+    pub passkeys: Vec<Passkey>,
     /// The audit events under the account's identifier, newest first, at most
     /// [`EXPORT_EVENTS`].
     pub events: Vec<AuditEvent>,
@@ -111,16 +113,19 @@ impl Engine {
         trail.step = Step::List;
         let sessions = ports.sessions.sessions_of_user(user.id).await.map_err(unavailable)?;
         let devices = ports.devices.devices_of_user(user.id).await.map_err(unavailable)?;
+        let passkeys = ports.passkeys.passkeys_of_user(user.id).await.map_err(unavailable)?;
         let events = ports.audit.by_identifier(&user.ident_hash, EXPORT_EVENTS).await.map_err(unavailable)?;
         trail.note = "account exported";
         trail.step = Step::Done;
-        Ok(AccountExport { events_complete: events.len() < EXPORT_EVENTS, user, sessions, devices, events })
+        Ok(AccountExport { events_complete: events.len() < EXPORT_EVENTS, user, sessions, devices, passkeys, events })
     }
 
     async fn erase(&self, trail: &mut Trail, id: UserId) -> Result<Erased, EngineError> {
         trail.step = Step::Store;
+        // Passkeys first: an erasure that fails part-way is asked again, and the account goes last.
+        let passkeys = self.inner.ports.passkeys.delete_user_passkeys(id).await.map_err(unavailable)?;
         let erased = self.inner.ports.users.erase_user(id).await.map_err(unavailable)?;
-        let erased = erased.ok_or(EngineError::SessionInvalid)?;
+        let erased = Erased { passkeys, ..erased.ok_or(EngineError::SessionInvalid)? };
         trail.note = "account erased";
         trail.step = Step::Done;
         Ok(erased)

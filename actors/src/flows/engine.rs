@@ -50,7 +50,7 @@ use crate::flows::error::EngineError;
 use crate::metrics::{EngineMetrics, OtpStats};
 use crate::ports::{
     AuditEvent, AuditLog, AuthMethod, DeviceStore, Held, InsertUser, Limiter, Notifier, NotifyError, OutboundMessage,
-    Session, SessionStore, User, UserStore,
+    PasskeyStore, RelyingParty, Session, SessionStore, User, UserStore,
 };
 use crate::rules::audit::{Api, AuditOutcome, Step};
 use crate::rules::challenge::{Profile, Purpose, VerifyOutcome};
@@ -93,6 +93,8 @@ pub struct EngineConfig {
     pub reveal_accounts: bool,
     /// Device enrolment and fingerprint login.
     pub devices: crate::rules::device_key::DevicePolicy,
+    /// Passkey registration and login.
+    pub passkeys: crate::rules::passkey::PasskeyPolicy,
     /// Refusals of one kind from one client within this window make one audit event and a
     /// count (`rules::refusals`); zero: an event each.
     pub refusal_window: Duration,
@@ -110,6 +112,9 @@ pub struct EnginePorts {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub devices: Arc<dyn DeviceStore>,
+    pub passkeys: Arc<dyn PasskeyStore>,
+    /// The WebAuthn relying party (webauthn-rs in the binary).
+    pub relying_party: Arc<dyn RelyingParty>,
     pub audit: Arc<dyn AuditLog>,
     pub limiter: Arc<dyn Limiter>,
     pub notifier: Arc<dyn Notifier>,
@@ -211,6 +216,8 @@ pub(crate) struct Inner {
     /// An identifier and a device id that exist, for the decoy lookups of `lookup_user` and
     /// `lookup_device`.
     pub(crate) known: parking_lot::Mutex<(Option<IdentHash>, Option<DeviceId>)>,
+    /// A passkey credential id that exists, for the decoy lookup of `lookup_passkey`.
+    pub(crate) known_passkey: parking_lot::Mutex<Option<crate::rules::passkey::CredentialId>>,
 }
 
 /// What the audit event of a call will say, filled in as the flow advances.
@@ -269,6 +276,7 @@ impl Engine {
                 metrics,
                 refusals,
                 known: parking_lot::Mutex::new((None, None)),
+                known_passkey: parking_lot::Mutex::new(None),
                 sms_budget_spent_until: std::sync::atomic::AtomicU64::new(0),
             }),
         };
@@ -336,6 +344,11 @@ impl Engine {
 
     pub fn identifier_hash(&self, identifier: &Identifier) -> IdentHash {
         self.inner.keys.identifier_hash(identifier.as_str())
+    }
+
+    /// The passkey store (tests, and account export and erasure).
+    pub fn passkey_store(&self) -> &Arc<dyn PasskeyStore> {
+        &self.inner.ports.passkeys
     }
 
     pub fn audit_log(&self) -> &Arc<dyn AuditLog> {

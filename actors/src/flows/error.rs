@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::actors::cluster::ForwardError;
+use crate::ports::CeremonyError;
 use crate::rules::identifier::IdentifierError;
 use crate::rules::limits::LimitRule;
 
@@ -67,6 +68,20 @@ pub enum EngineError {
     ChallengeBurned,
     #[error("this device was removed from the account; enrol it again after a login by code")]
     DeviceRevoked,
+    #[error("registering a passkey needs a login by one-time code within the last {}s; log in again", max_age.as_secs())]
+    PasskeyFreshLoginRequired { max_age: Duration },
+    #[error("the passkey was not accepted: {0}")]
+    PasskeyRefused(CeremonyError),
+    #[error("the account already has the maximum of {max} passkeys; remove one first")]
+    PasskeyLimit { max: usize },
+    #[error("this passkey is already registered")]
+    PasskeyExists,
+    #[error("no such passkey")]
+    PasskeyNotFound,
+    #[error("the passkey did not sign in: unknown credential, or its signature does not verify")]
+    PasskeyInvalid { attempts_left: u8 },
+    #[error("the passkey's signature counter went backwards: refused as a possibly cloned authenticator")]
+    PasskeyCloneSuspected,
     #[error("the code could not be queued for delivery; try again shortly")]
     DeliveryBusy,
     /// A dependency (store, limiter, shard) cannot serve the request now. The message is for

@@ -15,4 +15,5 @@ pub mod data;
 pub mod devices;
 pub mod engine;
 pub mod error;
+pub mod passkeys;
 pub mod sessions;

@@ -144,6 +144,12 @@ vocabulary! {
         /// A key rotated: the access-token signing key or the admin token, by an operator or
         /// on schedule (which key is the message; nothing of the key is written).
         KeyRotation => "key_rotation",
+        PasskeyRegisterOptions => "passkey_register_options",
+        PasskeyRegister => "passkey_register",
+        PasskeyList => "passkey_list",
+        PasskeyDelete => "passkey_delete",
+        PasskeyLoginOptions => "passkey_login_options",
+        PasskeyLogin => "passkey_login",
     }
 }
 
@@ -201,6 +207,10 @@ vocabulary! {
         ReceiptFailed => "receipt_failed",
         /// Delivery: the code was sent again on another route (or could not be).
         Failover => "failover",
+        /// A passkey was looked up (or a decoy in its place).
+        Passkey => "passkey",
+        /// A passkey's use was recorded (its counter and backup state).
+        Counter => "counter",
     }
 }
 
@@ -259,6 +269,12 @@ mod tests {
             "admin_account_erase",
             "admin_backup",
             "key_rotation",
+            "passkey_register_options",
+            "passkey_register",
+            "passkey_list",
+            "passkey_delete",
+            "passkey_login_options",
+            "passkey_login",
         ];
         let steps = [
             "start",
@@ -286,6 +302,8 @@ mod tests {
             "receipt_delivered",
             "receipt_failed",
             "failover",
+            "passkey",
+            "counter",
         ];
         assert_eq!(Api::ALL.iter().map(|a| a.as_str()).collect::<Vec<_>>(), apis);
         assert_eq!(Step::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(), steps);

@@ -29,6 +29,7 @@ pub mod ids;
 pub mod keys;
 pub mod limits;
 pub mod locale;
+pub mod passkey;
 pub mod refresh;
 pub mod refusals;
 pub mod sms;

@@ -8,6 +8,8 @@
 //! | `sessions_by_user` | user id ‖ session id (32 B) | empty |
 //! | `devices` | device id (16 B) | record |
 //! | `devices_by_user` | user id ‖ device id (32 B) | empty |
+//! | `passkeys` | credential id (1..=1023 B) | record |
+//! | `passkeys_by_user` | user id ‖ created at (ms, u64 BE) ‖ credential id | empty |
 //! | `audit` | sequence number (u64, big-endian) | record (format 2: personal fields sealed, `store::shred`; format 1 is read) |
 //! | `audit_by_ident` | identifier hash ‖ sequence (24 B) | empty |
 //! | `audit_by_trace` | BLAKE3(trace id)[..16] ‖ sequence (24 B) | empty |
@@ -19,7 +21,7 @@
 //! unreadable fails here first.
 
 use fjall::{Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace};
-use otpd_actors::ports::{AuditEvent, AuthMethod, Session, StoreError};
+use otpd_actors::ports::{AuditEvent, AuthMethod, Passkey, Session, StoreError};
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::ids::{SessionId, UserId};
 use serde::Serialize;
@@ -36,6 +38,8 @@ pub(super) struct Spaces {
     pub sessions_by_user: SingleWriterTxKeyspace,
     pub devices: SingleWriterTxKeyspace,
     pub devices_by_user: SingleWriterTxKeyspace,
+    pub passkeys: SingleWriterTxKeyspace,
+    pub passkeys_by_user: SingleWriterTxKeyspace,
     pub audit: SingleWriterTxKeyspace,
     pub audit_by_ident: SingleWriterTxKeyspace,
     pub audit_by_trace: SingleWriterTxKeyspace,
@@ -53,6 +57,8 @@ impl Spaces {
             sessions_by_user: ks("sessions_by_user")?,
             devices: ks("devices")?,
             devices_by_user: ks("devices_by_user")?,
+            passkeys: ks("passkeys")?,
+            passkeys_by_user: ks("passkeys_by_user")?,
             audit: ks("audit")?,
             audit_by_ident: ks("audit_by_ident")?,
             audit_by_trace: ks("audit_by_trace")?,
@@ -200,6 +206,28 @@ pub(super) fn ids_with_prefix(
     for guard in r.prefix(index, prefix) {
         let key = guard.key().map_err(unavailable)?;
         out.push(key.get(16..32).and_then(|k| k.try_into().ok()).ok_or_else(|| corrupt("index key is not 32 bytes"))?);
+    }
+    Ok(out)
+}
+
+/// The key of a passkey's entry in `passkeys_by_user`: oldest first within a user.
+pub(super) fn passkey_index_key(passkey: &Passkey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(24 + passkey.id.0.len());
+    k.extend_from_slice(passkey.user_id.0.as_bytes());
+    k.extend_from_slice(&passkey.created_at.as_millis().to_be_bytes());
+    k.extend_from_slice(&passkey.id.0);
+    k
+}
+
+/// Every passkey of `user`, oldest first.
+pub(super) fn passkeys_of(r: &impl Readable, sp: &Spaces, user: &UserId) -> Result<Vec<Passkey>, StoreError> {
+    let mut out = Vec::new();
+    for guard in r.prefix(&sp.passkeys_by_user, user.0.as_bytes()) {
+        let key = guard.key().map_err(unavailable)?;
+        let id = key.get(24..).filter(|id| !id.is_empty()).ok_or_else(|| corrupt("passkey index key too short"))?;
+        let bytes =
+            r.get(&sp.passkeys, id).map_err(unavailable)?.ok_or_else(|| corrupt("index names a missing passkey"))?;
+        out.push(decode(&bytes)?);
     }
     Ok(out)
 }

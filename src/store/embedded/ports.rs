@@ -7,15 +7,16 @@ use std::path::Path;
 use async_trait::async_trait;
 use fjall::{Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace, Snapshot};
 use otpd_actors::ports::{
-    AuditEvent, AuditLog, Census, CensusSource, Device, DeviceStore, Erased, InsertDevice, InsertUser, RevokeReason,
-    Rotation, Session, SessionStore, StoreError, User, UserStore,
+    AuditEvent, AuditLog, Census, CensusSource, Device, DeviceStore, Erased, InsertDevice, InsertPasskey, InsertUser,
+    Passkey, PasskeyStore, PasskeyUse, RevokeReason, Rotation, Session, SessionStore, StoreError, User, UserStore,
 };
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::ids::{DeviceId, SessionId, UserId};
 use otpd_actors::rules::keys::IdentHash;
+use otpd_actors::rules::passkey::CredentialId;
 
 use super::codec::{
-    Spaces, corrupt, decode, decode_audit, decode_session, indexed, parse_subject_key, read_event, seq_of,
+    Spaces, corrupt, decode, decode_audit, decode_session, indexed, parse_subject_key, passkeys_of, read_event, seq_of,
     trace_prefix, unavailable,
 };
 use super::handle::{EmbeddedStore, open_db};
@@ -131,6 +132,36 @@ impl SessionStore for EmbeddedStore {
         self.read(|snap, sp| {
             indexed(snap, &sp.sessions_by_user, &sp.sessions, user.0.as_bytes(), "session", decode_session)
         })
+    }
+}
+
+#[async_trait]
+impl PasskeyStore for EmbeddedStore {
+    async fn insert_passkey(&self, passkey: &Passkey, max: usize) -> Result<InsertPasskey, StoreError> {
+        let passkey = Box::new(passkey.clone());
+        self.submit(|reply| Op::InsertPasskey { passkey, max, reply }).await
+    }
+
+    async fn passkey(&self, id: &CredentialId) -> Result<Option<Passkey>, StoreError> {
+        self.read(|snap, sp| snap.get(&sp.passkeys, &id.0).map_err(unavailable)?.map(|v| decode(&v)).transpose())
+    }
+
+    async fn passkeys_of_user(&self, user: UserId) -> Result<Vec<Passkey>, StoreError> {
+        self.read(|snap, sp| passkeys_of(snap, sp, &user))
+    }
+
+    async fn record_passkey_use(&self, used: &Passkey, now: Timestamp) -> Result<PasskeyUse, StoreError> {
+        let used = Box::new(used.clone());
+        self.submit(|reply| Op::RecordPasskeyUse { used, now, reply }).await
+    }
+
+    async fn delete_passkey(&self, user: UserId, id: &CredentialId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.submit(|reply| Op::DeletePasskey { user, id, reply }).await
+    }
+
+    async fn delete_user_passkeys(&self, user: UserId) -> Result<usize, StoreError> {
+        self.submit(|reply| Op::DeleteUserPasskeys { user, reply }).await
     }
 }
 

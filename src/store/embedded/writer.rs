@@ -21,19 +21,21 @@ use std::time::Instant;
 
 use fjall::{PersistMode, Readable, SingleWriterTxDatabase, SingleWriterWriteTx};
 use otpd_actors::ports::{
-    AuditEvent, AuthMethod, Device, Erased, InsertDevice, InsertUser, RevokeReason, Rotation, RotationVerdict, Session,
-    StoreError, User,
+    AuditEvent, AuthMethod, Device, Erased, InsertDevice, InsertPasskey, InsertUser, Passkey, PasskeyUse, RevokeReason,
+    Rotation, RotationVerdict, Session, StoreError, User,
 };
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::ids::{DeviceId, SessionId, UserId};
 use otpd_actors::rules::keys::IdentHash;
+use otpd_actors::rules::passkey::CredentialId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::cache::UserCache;
 use super::census::{Counts, CountsDelta};
 use super::codec::{
     Spaces, corrupt, decode, decode_audit, decode_session, encode, encode_audit, encode_session, ids_with_prefix,
-    index_key, indexed, pair_key, parse_subject_key, subject_key_key, subject_key_value, trace_prefix, unavailable,
+    index_key, indexed, pair_key, parse_subject_key, passkey_index_key, passkeys_of, subject_key_key,
+    subject_key_value, trace_prefix, unavailable,
 };
 use crate::store::retention::{Cutoffs, Swept};
 use crate::store::shred::{self, KeySource, Subject};
@@ -102,6 +104,25 @@ pub(super) enum Op {
         plan: Box<SweepPlan>,
         reply: Reply<Swept>,
     },
+    InsertPasskey {
+        passkey: Box<Passkey>,
+        max: usize,
+        reply: Reply<InsertPasskey>,
+    },
+    RecordPasskeyUse {
+        used: Box<Passkey>,
+        now: Timestamp,
+        reply: Reply<PasskeyUse>,
+    },
+    DeletePasskey {
+        user: UserId,
+        id: CredentialId,
+        reply: Reply<bool>,
+    },
+    DeleteUserPasskeys {
+        user: UserId,
+        reply: Reply<usize>,
+    },
 }
 
 /// What a retention sweep found on a snapshot, for the writer to delete (re-checking each
@@ -130,6 +151,10 @@ impl Op {
             Op::RevokeDevice { reply, .. } => fail(reply, e),
             Op::EraseUser { reply, .. } => fail(reply, e),
             Op::Sweep { reply, .. } => fail(reply, e),
+            Op::InsertPasskey { reply, .. } => fail(reply, e),
+            Op::RecordPasskeyUse { reply, .. } => fail(reply, e),
+            Op::DeletePasskey { reply, .. } => fail(reply, e),
+            Op::DeleteUserPasskeys { reply, .. } => fail(reply, e),
         }
     }
 }
@@ -185,6 +210,8 @@ pending! {
     Revoked(Option<Device>),
     Erased(Option<Erased>),
     Swept(Swept),
+    Passkey(InsertPasskey),
+    PasskeyUse(PasskeyUse),
 }
 
 /// Pairs an op's reply with what applying it gave; a failure is answered at once (and fails
@@ -314,6 +341,10 @@ impl Batch<'_> {
             Op::RevokeDevice { user, id, now, reply } => pend(reply, self.apply_revoke_device(user, id, now)),
             Op::EraseUser { user, reply } => pend(reply, self.apply_erase_user(user)),
             Op::Sweep { plan, reply } => pend(reply, self.apply_sweep(&plan)),
+            Op::InsertPasskey { passkey, max, reply } => pend(reply, self.apply_insert_passkey(&passkey, max)),
+            Op::RecordPasskeyUse { used, now, reply } => pend(reply, self.apply_record_passkey_use(&used, now)),
+            Op::DeletePasskey { user, id, reply } => pend(reply, self.apply_delete_passkey(user, &id)),
+            Op::DeleteUserPasskeys { user, reply } => pend(reply, self.apply_delete_user_passkeys(user)),
         }
     }
 
@@ -598,5 +629,56 @@ impl Batch<'_> {
             swept.subject_keys += 1;
         }
         Ok(swept)
+    }
+
+    fn passkey(&self, id: &[u8]) -> Result<Option<Passkey>, StoreError> {
+        self.tx.get(&self.sp.passkeys, id).map_err(unavailable)?.map(|v| decode(&v)).transpose()
+    }
+
+    fn apply_insert_passkey(&mut self, passkey: &Passkey, max: usize) -> Result<InsertPasskey, StoreError> {
+        if self.passkey(&passkey.id.0)?.is_some() {
+            return Ok(InsertPasskey::Exists);
+        }
+        if passkeys_of(&self.tx, self.sp, &passkey.user_id)?.len() >= max {
+            return Ok(InsertPasskey::LimitReached { max });
+        }
+        self.tx.insert(&self.sp.passkeys, &passkey.id.0, encode(passkey)?);
+        self.tx.insert(&self.sp.passkeys_by_user, passkey_index_key(passkey), []);
+        Ok(InsertPasskey::Inserted)
+    }
+
+    fn apply_record_passkey_use(&mut self, used: &Passkey, now: Timestamp) -> Result<PasskeyUse, StoreError> {
+        let Some(mut stored) = self.passkey(&used.id.0)? else { return Ok(PasskeyUse::Missing) };
+        let counting = used.sign_count != 0 || stored.sign_count != 0;
+        if counting && used.sign_count <= stored.sign_count {
+            return Ok(PasskeyUse::Regressed { stored: stored.sign_count });
+        }
+        stored.sign_count = used.sign_count;
+        stored.backup_eligible = used.backup_eligible;
+        stored.backup_state = used.backup_state;
+        stored.credential.clone_from(&used.credential);
+        stored.last_used_at = Some(now);
+        self.tx.insert(&self.sp.passkeys, &stored.id.0, encode(&stored)?);
+        Ok(PasskeyUse::Recorded)
+    }
+
+    fn apply_delete_passkey(&mut self, user: UserId, id: &CredentialId) -> Result<bool, StoreError> {
+        match self.passkey(&id.0)? {
+            Some(p) if p.user_id == user => {
+                self.tx.remove(&self.sp.passkeys, &p.id.0);
+                self.tx.remove(&self.sp.passkeys_by_user, passkey_index_key(&p));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn apply_delete_user_passkeys(&mut self, user: UserId) -> Result<usize, StoreError> {
+        let all = passkeys_of(&self.tx, self.sp, &user)?;
+        for p in &all {
+            self.tx.remove(&self.sp.passkeys, &p.id.0);
+            self.tx.remove(&self.sp.passkeys_by_user, passkey_index_key(p));
+        }
+        Ok(all.len())
     }
 }

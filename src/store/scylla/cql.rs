@@ -45,6 +45,12 @@ pub struct Texts {
     pub device_set: String,
     pub claim_device_set: String,
     pub delete_device_set: String,
+    pub claim_passkey_id: String,
+    pub passkey_user: String,
+    pub delete_passkey_id: String,
+    pub passkey_set: String,
+    pub claim_passkey_set: String,
+    pub delete_passkey_set: String,
     pub insert_audit_ident: String,
     pub insert_audit_trace: String,
     pub insert_audit_day: String,
@@ -103,6 +109,14 @@ impl Texts {
                 "INSERT INTO {ks}.device_sets (user_id, version, devices, changed_at) VALUES (?, ?, ?, ?) IF NOT EXISTS",
             ),
             delete_device_set: ks("DELETE FROM {ks}.device_sets WHERE user_id = ? AND version = ?"),
+            claim_passkey_id: ks("INSERT INTO {ks}.passkey_ids (credential_id, user_id) VALUES (?, ?) IF NOT EXISTS"),
+            passkey_user: ks("SELECT user_id FROM {ks}.passkey_ids WHERE credential_id = ?"),
+            delete_passkey_id: ks("DELETE FROM {ks}.passkey_ids WHERE credential_id = ?"),
+            passkey_set: ks("SELECT version, passkeys FROM {ks}.passkey_sets WHERE user_id = ? LIMIT 1"),
+            claim_passkey_set: ks(
+                "INSERT INTO {ks}.passkey_sets (user_id, version, passkeys, changed_at) VALUES (?, ?, ?, ?) IF NOT EXISTS",
+            ),
+            delete_passkey_set: ks("DELETE FROM {ks}.passkey_sets WHERE user_id = ? AND version = ?"),
             insert_audit_ident: ks(&format!(
                 "INSERT INTO {{ks}}.audit_by_ident (ident_hash, day, at, event_id, trace_id, api, step, outcome, message, \
                  client_ip, user_agent, user_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL {audit_ttl}"
@@ -151,6 +165,12 @@ impl Texts {
             ("device_set", &self.device_set),
             ("claim_device_set", &self.claim_device_set),
             ("delete_device_set", &self.delete_device_set),
+            ("claim_passkey_id", &self.claim_passkey_id),
+            ("passkey_user", &self.passkey_user),
+            ("delete_passkey_id", &self.delete_passkey_id),
+            ("passkey_set", &self.passkey_set),
+            ("claim_passkey_set", &self.claim_passkey_set),
+            ("delete_passkey_set", &self.delete_passkey_set),
             ("insert_audit_ident", &self.insert_audit_ident),
             ("insert_audit_trace", &self.insert_audit_trace),
             ("insert_audit_day", &self.insert_audit_day),
@@ -209,6 +229,13 @@ pub struct Statements {
     pub device_set_serial: Stmt,
     pub claim_device_set: Stmt,
     pub delete_device_set: Stmt,
+    pub claim_passkey_id: Stmt,
+    pub passkey_user: Stmt,
+    pub delete_passkey_id: Stmt,
+    pub passkey_set: Stmt,
+    pub passkey_set_serial: Stmt,
+    pub claim_passkey_set: Stmt,
+    pub delete_passkey_set: Stmt,
     pub insert_audit_ident: Stmt,
     pub insert_audit_trace: Stmt,
     pub insert_audit_day: Stmt,
@@ -282,6 +309,13 @@ impl Statements {
             device_set_serial: prepare("device_set_serial", t.device_set.clone(), SerialRead).await?,
             claim_device_set: prepare("claim_device_set", t.claim_device_set.clone(), Lwt).await?,
             delete_device_set: prepare("delete_device_set", t.delete_device_set.clone(), DataWrite).await?,
+            claim_passkey_id: prepare("claim_passkey_id", t.claim_passkey_id.clone(), Lwt).await?,
+            passkey_user: prepare("passkey_user", t.passkey_user.clone(), DataRead).await?,
+            delete_passkey_id: prepare("delete_passkey_id", t.delete_passkey_id.clone(), DataWrite).await?,
+            passkey_set: prepare("passkey_set", t.passkey_set.clone(), DataRead).await?,
+            passkey_set_serial: prepare("passkey_set_serial", t.passkey_set.clone(), SerialRead).await?,
+            claim_passkey_set: prepare("claim_passkey_set", t.claim_passkey_set.clone(), Lwt).await?,
+            delete_passkey_set: prepare("delete_passkey_set", t.delete_passkey_set.clone(), DataWrite).await?,
             insert_audit_ident: prepare("insert_audit_ident", t.insert_audit_ident.clone(), AuditWrite).await?,
             insert_audit_trace: prepare("insert_audit_trace", t.insert_audit_trace.clone(), AuditWrite).await?,
             insert_audit_day: prepare("insert_audit_day", t.insert_audit_day.clone(), AuditWrite).await?,
@@ -319,6 +353,13 @@ impl Statements {
             &self.device_set_serial,
             &self.claim_device_set,
             &self.delete_device_set,
+            &self.claim_passkey_id,
+            &self.passkey_user,
+            &self.delete_passkey_id,
+            &self.passkey_set,
+            &self.passkey_set_serial,
+            &self.claim_passkey_set,
+            &self.delete_passkey_set,
             &self.insert_audit_ident,
             &self.insert_audit_trace,
             &self.insert_audit_day,
@@ -349,7 +390,18 @@ mod tests {
     fn only_the_claims_are_conditional_and_they_are_all_insert_if_not_exists_but_one() {
         let t = texts();
         let lwts: Vec<&str> = t.all().into_iter().filter(|(_, s)| is_lwt(s)).map(|(n, _)| n).collect();
-        assert_eq!(lwts, ["insert_user", "update_user", "claim_session_row", "claim_device_set", "claim_key"]);
+        assert_eq!(
+            lwts,
+            [
+                "insert_user",
+                "update_user",
+                "claim_session_row",
+                "claim_device_set",
+                "claim_passkey_id",
+                "claim_passkey_set",
+                "claim_key"
+            ]
+        );
         assert!(t.insert_user.ends_with("IF NOT EXISTS"));
         assert!(t.claim_key.ends_with("IF NOT EXISTS"), "a key generation is claimed");
         assert!(t.update_user.ends_with("IF EXISTS"), "registration's profile update: no bind marker in the condition");
@@ -382,6 +434,7 @@ mod tests {
         assert_eq!(SESSION_ROWS, 35);
         assert!(t.select_session.ends_with("WHERE session_id = ? LIMIT 35"), "{}", t.select_session);
         assert!(t.device_set.ends_with("LIMIT 1"));
+        assert!(t.passkey_set.ends_with("LIMIT 1"));
         assert_eq!(
             t.user_by_ident,
             "SELECT ident_hash, user_id, identifier, country_code, first_name, last_name, email, verified, created_at, \

@@ -45,6 +45,7 @@ pub mod health;
 pub mod keys;
 pub mod lwt;
 pub mod options;
+pub mod passkeys;
 pub mod schema;
 pub mod sessions;
 pub mod tls;

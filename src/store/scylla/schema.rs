@@ -7,7 +7,7 @@
 //! newer than [`LATEST`] (a newer otpd migrated it: this binary would misread its data), and,
 //! with `migrate_on_start = false`, against one that lacks a version it needs.
 //!
-//! # Tables (version 1)
+//! # Tables (version 1; the passkey tables from version 2)
 //!
 //! | table | partition key | clustering | holds | bounded by |
 //! | --- | --- | --- | --- | --- |
@@ -17,6 +17,8 @@
 //! | `sessions_by_user` | user id | session id | → device id; TTL | sessions opened within `session_ttl` |
 //! | `device_ids` | device id | — | → user id | one row |
 //! | `device_sets` | user id | `version` DESC | the user's devices, one version per change (`IF NOT EXISTS`) | 2 versions (older ones deleted) |
+//! | `passkey_ids` (v4) | credential id | — | → user id (claimed with `IF NOT EXISTS`) | one row |
+//! | `passkey_sets` (v4) | user id | `version` DESC | the user's passkeys, one version per change (`IF NOT EXISTS`) | 2 versions (1 after a deletion) |
 //! | `audit_by_ident` | (identifier hash, day) | (`at`, event id) DESC | events; TTL = retention | one identifier's events of one day |
 //! | `audit_by_trace` | (trace id, day) | (`at`, event id) DESC | events; TTL = retention | one trace id's events of one day |
 //! | `audit_days` | (scope, key) | `day` DESC | the days that have events, per identifier / trace id; TTL | retention in days |
@@ -49,7 +51,7 @@ pub struct Migration {
 }
 
 /// The newest schema this binary knows.
-pub const LATEST: i32 = 3;
+pub const LATEST: i32 = 4;
 
 /// Every migration, oldest first. Never edit one that shipped: add the next.
 pub const MIGRATIONS: &[Migration] = &[
@@ -95,6 +97,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rotated keys",
         statements: &["CREATE TABLE IF NOT EXISTS {ks}.keys (kind text, generation int, created_at timestamp, \
          activates_at timestamp, sealed blob, PRIMARY KEY ((kind), generation))"],
+    },
+    Migration {
+        version: 4,
+        name: "passkeys",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {ks}.passkey_ids (credential_id blob, user_id uuid, PRIMARY KEY (credential_id))",
+            "CREATE TABLE IF NOT EXISTS {ks}.passkey_sets (user_id uuid, version int, passkeys blob, changed_at timestamp, \
+         PRIMARY KEY ((user_id), version)) WITH CLUSTERING ORDER BY (version DESC)",
+        ],
     },
 ];
 

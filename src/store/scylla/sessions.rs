@@ -82,6 +82,7 @@ pub fn assemble(id: SessionId, mut rows: Vec<SessionRow>) -> Result<Option<Sessi
     let method = match (base.method.as_deref(), base.device_id) {
         (Some("otp"), _) => AuthMethod::Otp,
         (Some("device"), Some(d)) => AuthMethod::Device(DeviceId(d)),
+        (Some("passkey"), _) => AuthMethod::Passkey,
         (m, _) => return Err(format!("session {}: unknown method {m:?}", id.0)),
     };
     let mut session = Session::new(
@@ -178,7 +179,7 @@ impl SessionStore for ScyllaStore {
         }
         let device = match s.method {
             AuthMethod::Device(d) => Some(d.0),
-            AuthMethod::Otp => None,
+            AuthMethod::Otp | AuthMethod::Passkey => None,
         };
         let base = (
             s.id.0,
