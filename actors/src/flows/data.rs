@@ -16,7 +16,7 @@
 use crate::flows::devices::Bearer;
 use crate::flows::engine::{Engine, RequestContext, Trail, unavailable};
 use crate::flows::error::EngineError;
-use crate::ports::{AuditEvent, AuthMethod, Device, Erased, Passkey, Session, User};
+use crate::ports::{AuditEvent, Device, Erased, Passkey, Session, User};
 use crate::rules::audit::{Api, Step};
 use crate::rules::ids::UserId;
 
@@ -61,30 +61,21 @@ impl Engine {
             let (user, session) = self.authenticate(&mut trail, bearer.user, bearer.session).await?;
             trail.step = Step::Freshness;
             let max_age = self.inner.config.devices.enrol_max_auth_age;
-            let fresh = session.method == AuthMethod::Otp
-                && now.since(session.created_at) <= max_age
-                && now.since(bearer.issued_at) <= max_age;
-            if !fresh {
+            if !bearer.fresh_code_login(&session, now, max_age) {
                 return Err(EngineError::FreshLoginRequired { max_age });
             }
             self.erase(&mut trail, user.id).await
         }
         .await;
-        // The erased person's address and user agent would be sealed again under a new key.
-        let anonymous = RequestContext { trace_id: ctx.trace_id.clone(), client_ip: None, user_agent: None };
-        self.finish(&anonymous, trail, result).await
+        self.finish(&without_client(ctx), trail, result).await
     }
 
     /// The ops listener's export of any account (a request that reached the operator by
     /// another channel).
     pub async fn admin_export_account(&self, ctx: &RequestContext, id: UserId) -> Result<AccountExport, EngineError> {
         let mut trail = Trail::new(Api::AdminAccountExport, None);
-        trail.user = Some(id);
         let result = async {
-            trail.step = Step::Account;
-            let user = self.inner.ports.users.user_by_id(id).await.map_err(unavailable)?;
-            let user = user.ok_or(EngineError::AccountNotFound)?;
-            trail.ident = Some(user.ident_hash);
+            let user = self.admin_account(&mut trail, id).await?;
             self.collect_export(&mut trail, user).await
         }
         .await;
@@ -95,17 +86,22 @@ impl Engine {
     /// authority, and the call is audited.
     pub async fn admin_erase_account(&self, ctx: &RequestContext, id: UserId) -> Result<Erased, EngineError> {
         let mut trail = Trail::new(Api::AdminAccountErase, None);
-        trail.user = Some(id);
         let result = async {
-            trail.step = Step::Account;
-            let user = self.inner.ports.users.user_by_id(id).await.map_err(unavailable)?;
-            let user = user.ok_or(EngineError::AccountNotFound)?;
-            trail.ident = Some(user.ident_hash);
+            let user = self.admin_account(&mut trail, id).await?;
             self.erase(&mut trail, user.id).await
         }
         .await;
-        let anonymous = RequestContext { trace_id: ctx.trace_id.clone(), client_ip: None, user_agent: None };
-        self.finish(&anonymous, trail, result).await
+        self.finish(&without_client(ctx), trail, result).await
+    }
+
+    /// The account an operator named, by id.
+    async fn admin_account(&self, trail: &mut Trail, id: UserId) -> Result<User, EngineError> {
+        trail.user = Some(id);
+        trail.step = Step::Account;
+        let user = self.inner.ports.users.user_by_id(id).await.map_err(unavailable)?;
+        let user = user.ok_or(EngineError::AccountNotFound)?;
+        trail.ident = Some(user.ident_hash);
+        Ok(user)
     }
 
     async fn collect_export(&self, trail: &mut Trail, user: User) -> Result<AccountExport, EngineError> {
@@ -130,4 +126,10 @@ impl Engine {
         trail.step = Step::Done;
         Ok(erased)
     }
+}
+
+/// The context an erasure's own event is written with: without the caller's address and user
+/// agent, which would be sealed again under a new key of the erased account.
+fn without_client(ctx: &RequestContext) -> RequestContext {
+    RequestContext { trace_id: ctx.trace_id.clone(), client_ip: None, user_agent: None }
 }

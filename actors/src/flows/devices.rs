@@ -51,7 +51,7 @@ use uuid::Uuid;
 use crate::actors::shard::{ChallengeKey, ShardCommand};
 use crate::flows::engine::{Engine, Grant, RequestContext, Trail, unavailable};
 use crate::flows::error::EngineError;
-use crate::ports::{AuthMethod, Device, InsertDevice, Platform, RevokeReason};
+use crate::ports::{AuthMethod, Device, InsertDevice, Platform, RevokeReason, Session};
 use crate::rules::audit::{Api, Step};
 use crate::rules::challenge::{Purpose, VerifyOutcome};
 use crate::rules::clock::Timestamp;
@@ -76,6 +76,17 @@ pub struct Bearer {
     pub session: SessionId,
     /// The token's `iat`.
     pub issued_at: Timestamp,
+}
+
+impl Bearer {
+    /// Whether the session was opened by a one-time code, and it and this token were issued
+    /// within `max_age` of `now`: what enrolling a key, registering a passkey and erasing the
+    /// account ask for, so that a refreshed session or a device login is not enough.
+    pub(crate) fn fresh_code_login(&self, session: &Session, now: Timestamp, max_age: Duration) -> bool {
+        session.method == AuthMethod::Otp
+            && now.since(session.created_at) <= max_age
+            && now.since(self.issued_at) <= max_age
+    }
 }
 
 /// A device-login challenge, as returned to the client.
@@ -139,10 +150,7 @@ impl Engine {
         trail.step = Step::Freshness;
         let policy = &self.inner.config.devices;
         let max_age = policy.enrol_max_auth_age;
-        let fresh = session.method == AuthMethod::Otp
-            && now.since(session.created_at) <= max_age
-            && now.since(bearer.issued_at) <= max_age;
-        if !fresh {
+        if !bearer.fresh_code_login(&session, now, max_age) {
             return Err(EngineError::FreshLoginRequired { max_age });
         }
         trail.step = Step::Key;

@@ -313,10 +313,7 @@ impl Engine {
         let (user, session) = self.authenticate(trail, bearer.user, bearer.session).await?;
         trail.step = Step::Freshness;
         let max_age = self.inner.config.passkeys.enrol_max_auth_age;
-        let fresh = session.method == AuthMethod::Otp
-            && now.since(session.created_at) <= max_age
-            && now.since(bearer.issued_at) <= max_age;
-        if !fresh {
+        if !bearer.fresh_code_login(&session, now, max_age) {
             return Err(EngineError::PasskeyFreshLoginRequired { max_age });
         }
         Ok(user)
