@@ -103,7 +103,16 @@ async fn refusals_and_their_audit_events_hold_no_input_value() {
     let mut trail = String::new();
     for i in 0..bodies.len() {
         let url = format!("/v1/admin/audit?trace_id=leak-{i}");
-        let r = t.ops_get(&url, Some(&t.node.admin_token)).await;
+        // A refusal's event is written after its answer (`Engine::record_rejection` appends
+        // later, off the request): wait for it, at most 5 s.
+        let mut r = t.ops_get(&url, Some(&t.node.admin_token)).await;
+        for _ in 0..100 {
+            if r.body["events"].as_array().is_some_and(|e| !e.is_empty()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            r = t.ops_get(&url, Some(&t.node.admin_token)).await;
+        }
         assert_eq!(r.body["events"].as_array().map(Vec::len), Some(1), "leak-{i} is audited once: {}", r.raw);
         assert_eq!(r.body["events"][0]["step"], "parse");
         trail.push_str(&r.raw);
