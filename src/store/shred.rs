@@ -16,10 +16,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lc_rs::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use otpd_actors::ports::{AuditEvent, StoreError};
+use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::ids::UserId;
 use otpd_actors::rules::keys::IdentHash;
 use parking_lot::Mutex;
@@ -85,16 +86,20 @@ impl std::fmt::Debug for SubjectKey {
     }
 }
 
-/// Where subject keys come from: random keys, each drawn for one subject and used for at most
-/// [`KEY_LIFETIME`], kept in memory meanwhile and written beside every event it seals (a blind,
-/// idempotent write: the same work for a subject seen before and one never seen, no read, no
-/// "create if missing", no coordination between nodes, each drawing its own). Erasing a
-/// subject deletes its keys from the store and [`forget`](KeySource::forget)s the current one
-/// here, so no later write brings an erased key back. Another node may still hold a key of the
-/// subject drawn less than [`KEY_LIFETIME`] ago and write it again with its next event for the
-/// subject: its events of that minute would read again; older ones would not.
+/// Where subject keys come from: random keys, each drawn for one subject and used for events
+/// within [`KEY_LIFETIME`] (of event time) of the first, kept in memory meanwhile. ScyllaDB's
+/// store writes the key beside every event it seals (a blind, idempotent write, no read, no
+/// coordination between nodes); the embedded store writes it once, when drawn, in the same
+/// commit as the event. Whether a key is drawn depends on the identifier's own events in the
+/// last minute, never on whether an account exists, which the resend cooldown tells anyone
+/// anyway. Erasing a subject deletes its keys from the store and
+/// [`forget`](KeySource::forget)s the current one here, so no later write brings an erased key
+/// back. Another node may still hold a key of the subject drawn less than [`KEY_LIFETIME`]
+/// ago and write it again with its next event for the subject: its events of that minute
+/// would read again; older ones would not.
 pub struct KeySource {
-    current: Mutex<HashMap<Subject, (SubjectKey, Instant)>>,
+    /// Each subject's current key and the event time it seals events until (ms).
+    current: Mutex<HashMap<Subject, (SubjectKey, u64)>>,
 }
 
 impl Default for KeySource {
@@ -103,26 +108,43 @@ impl Default for KeySource {
     }
 }
 
+/// A key for one event, from [`KeySource::draw`].
+#[derive(Clone, Copy, Debug)]
+pub struct Drawn {
+    pub key: SubjectKey,
+    /// Every event this key seals was written before this instant: what retention compares.
+    pub until: Timestamp,
+    /// Drawn for this event: the store has not been given it yet.
+    pub fresh: bool,
+}
+
 impl KeySource {
-    /// The key `subject`'s events are sealed with now.
+    /// The key `subject`'s events are sealed with now (by the system clock).
     pub fn key_for(&self, subject: &Subject) -> SubjectKey {
-        let now = Instant::now();
+        self.draw(subject, Timestamp::system_now()).key
+    }
+
+    /// The key that seals `subject`'s event written at `at`: the current one while `at` is
+    /// within [`KEY_LIFETIME`] of when it was drawn, else a new one.
+    pub fn draw(&self, subject: &Subject, at: Timestamp) -> Drawn {
+        let at_ms = at.as_millis();
         let mut current = self.current.lock();
         if let Some((key, until)) = current.get(subject)
-            && now < *until
+            && at_ms < *until
         {
-            return *key;
+            return Drawn { key: *key, until: Timestamp::from_millis(*until), fresh: false };
         }
         if current.len() >= KEYS_KEPT {
-            current.retain(|_, (_, until)| now < *until);
+            current.retain(|_, (_, until)| at_ms < *until);
             if current.len() >= KEYS_KEPT {
                 // Forgetting a key costs a new one: one more row for the subject.
                 current.clear();
             }
         }
         let key = SubjectKey { id: random(), key: random() };
-        current.insert(*subject, (key, now + KEY_LIFETIME));
-        key
+        let until = at_ms.saturating_add(KEY_LIFETIME.as_millis() as u64);
+        current.insert(*subject, (key, until));
+        Drawn { key, until: Timestamp::from_millis(until), fresh: true }
     }
 
     /// Drops the subject's current key: its next event gets a new one.

@@ -5,6 +5,7 @@
 //! | path | what |
 //! | --- | --- |
 //! | `store/` | a new fjall database holding every keyspace of one snapshot of the node's store |
+//! | `store/audit/` | the audit trail's segments (and index files) as far as they were published before the snapshot |
 //! | `secrets/` | the files of `<data_dir>/secrets/` (hash key, signing key, admin token), `0600` |
 //! | `manifest.json` | format, otpd version, time; per keyspace its count and digest; per file its size and digest |
 //! | `manifest.json.blake3` | BLAKE3 of `manifest.json`'s bytes, so no byte of the manifest can change unseen |
@@ -250,6 +251,9 @@ fn write_backup(
     started: Instant,
 ) -> Result<Report, BackupError> {
     let created_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    // The audit trail's published events first: each one's subject key was committed before
+    // it was published, so the snapshot below has it.
+    let trail = store.trail.view();
     // One snapshot for every keyspace: the consistency of the backup.
     let snapshot = store.db.read_tx();
     let mut names: Vec<String> = store.db.list_keyspace_names().iter().map(|n| n.to_string()).collect();
@@ -264,6 +268,8 @@ fn write_backup(
     let mut step = |name: &'static str| steps.push((name, std::mem::replace(&mut lap, Instant::now()).elapsed()));
     let keyspaces = copy_snapshot(&snapshot, &sources, &dir.join(STORE_DIR), store.memtable_bytes)?;
     drop((snapshot, sources));
+    super::trail::copy_view(&trail, &dir.join(STORE_DIR).join("audit")).map_err(store_err)?;
+    drop(trail);
     copy_secrets(secrets_dir, &dir.join(SECRETS_DIR))?;
     step("copy");
     let reread = sum_database(&dir.join(STORE_DIR))?;
@@ -665,9 +671,27 @@ mod tests {
         (data, store)
     }
 
+    fn audit_event(user: &User, n: u32) -> otpd_actors::ports::AuditEvent {
+        otpd_actors::ports::AuditEvent {
+            at: user.created_at,
+            trace_id: format!("backup-{n}").into(),
+            api: otpd_actors::rules::audit::Api::Login,
+            step: otpd_actors::rules::audit::Step::Done,
+            outcome: otpd_actors::rules::audit::AuditOutcome::Ok,
+            message: format!("event {n}").into(),
+            client_ip: Some("192.0.2.7".parse().unwrap()),
+            user_agent: Some("Backup/1".into()),
+            ident_hash: Some(user.ident_hash),
+            user_id: Some(user.id),
+        }
+    }
+
     #[tokio::test]
     async fn a_backup_restores_into_the_same_records_and_refuses_what_it_should() {
         let (data, store) = store_with(50).await;
+        for n in 0..5 {
+            store.append(audit_event(&user(0), n)).await.unwrap();
+        }
         let out = tempfile::tempdir().unwrap();
         let dir = out.path().join("b1");
         let backups = Arc::new(Backups::new(store.clone(), data.path().join("store"), data.path().join("secrets")));
@@ -678,6 +702,7 @@ mod tests {
         assert!(report.manifest.files.contains_key("secrets/hash.key"));
         // A write after the backup is not in it.
         store.insert_user(&user(999)).await.unwrap();
+        store.append(audit_event(&user(0), 5)).await.unwrap();
         assert!(matches!(backups.run(dir.clone()).await, Err(BackupError::TargetExists(_))));
         assert!(matches!(backups.run("relative".into()).await, Err(BackupError::Target { .. })));
         for inside in ["store/b", "secrets/b", "store/../store/new/b"] {
@@ -720,7 +745,11 @@ mod tests {
         assert_eq!(again.user_by_identifier(&user(999).ident_hash).await.unwrap(), None);
         // The restored store takes writes after what it holds.
         again.insert_user(&user(1000)).await.unwrap();
-        assert!(again.by_identifier(&user(0).ident_hash, 10).await.unwrap().is_empty());
+        let events = again.by_identifier(&user(0).ident_hash, 10).await.unwrap();
+        let want: Vec<_> = (0..5).rev().map(|n| audit_event(&user(0), n)).collect();
+        assert_eq!(events, want, "the trail as it was, personal fields readable (their keys came along)");
+        again.append(audit_event(&user(0), 6)).await.unwrap();
+        assert_eq!(again.by_identifier(&user(0).ident_hash, 10).await.unwrap().len(), 6);
         again.close();
         store.close();
     }

@@ -10,10 +10,11 @@
 //! | `devices_by_user` | user id ‖ device id (32 B) | empty |
 //! | `passkeys` | credential id (1..=1023 B) | record |
 //! | `passkeys_by_user` | user id ‖ created at (ms, u64 BE) ‖ credential id | empty |
-//! | `audit` | sequence number (u64, big-endian) | record (format 2: personal fields sealed, `store::shred`; format 1 is read) |
-//! | `audit_by_ident` | identifier hash ‖ sequence (24 B) | empty |
-//! | `audit_by_trace` | BLAKE3(trace id)[..16] ‖ sequence (24 B) | empty |
-//! | `subject_keys` | subject (17 B) ‖ key id (16 B) | key (32 B) ‖ last written (ms, u64 BE) |
+//! | `audit`, `audit_by_ident`, `audit_by_trace` | (empty) | where audit events were kept before the trail (`super::trail`); a store that still has some moves them there on open |
+//! | `subject_keys` | subject (17 B) ‖ key id (16 B) | key (32 B) ‖ the event time before which it sealed every event (ms, u64 BE) |
+//!
+//! Audit records (in the trail's segments) are `encode_audit`'s bytes: format 2, personal
+//! fields sealed (`store::shred`); format 1 is read.
 //!
 //! Records are postcard-encoded behind a one-byte format version, so a format can change
 //! without a migration: the reader knows each version it was ever written in. The golden
@@ -251,14 +252,7 @@ pub(super) fn indexed<T>(
     Ok(out)
 }
 
-/// The key of an audit index entry: the 16-byte prefix, then the event's sequence number.
-pub(super) fn index_key(prefix: &[u8; 16], seq: u64) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..16].copy_from_slice(prefix);
-    k[16..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
+/// The trace id's prefix in the audit trail's index.
 pub(super) fn trace_prefix(trace_id: &str) -> [u8; 16] {
     blake3::hash(trace_id.as_bytes()).as_bytes()[..16].try_into().expect("16 of 32 bytes")
 }
@@ -285,14 +279,6 @@ mod tests {
         assert_eq!(decode::<u32>(&bytes).unwrap(), 42);
         assert!(matches!(decode::<u32>(&[9, 1]), Err(StoreError::Corrupt(_))));
         assert!(matches!(decode::<u32>(&[]), Err(StoreError::Corrupt(_))));
-    }
-
-    #[test]
-    fn index_keys_sort_by_prefix_then_sequence() {
-        let a = index_key(&[1; 16], 5);
-        let b = index_key(&[1; 16], 6);
-        let c = index_key(&[2; 16], 0);
-        assert!(a < b && b < c);
     }
 
     /// One record of each kind, every optional field set.

@@ -5,14 +5,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use fjall::{PersistMode, SingleWriterTxDatabase, Snapshot};
+use fjall::{PersistMode, Readable, SingleWriterTxDatabase, Snapshot};
 use otpd_actors::ports::StoreError;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 use super::cache::UserCache;
 use super::census::Counts;
-use super::codec::{Spaces, decode_session, pair_key, seq_of, unavailable};
+use super::codec::{Spaces, decode_audit, decode_session, pair_key, seq_of, unavailable};
+use super::trail::{SEGMENT_BYTES, Staged, Trail};
 use super::writer::{Op, Reply, Writer, WriterMetrics};
 use crate::store::shred::KeySource;
 
@@ -56,6 +57,8 @@ pub struct EmbeddedStore {
     purging: Mutex<Option<JoinHandle<()>>>,
     /// The keyspaces' memtable size, which a backup gives the keyspaces it creates.
     pub(super) memtable_bytes: usize,
+    /// The audit trail (`<store>/audit/`).
+    pub(super) trail: Arc<Trail>,
 }
 
 impl EmbeddedStore {
@@ -66,10 +69,7 @@ impl EmbeddedStore {
         let db = open_db(path, options.cache_bytes).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let spaces = Spaces::open(&db, options.memtable_bytes)?;
         backfill_sessions_by_user(&db, &spaces)?;
-        let next_seq = match spaces.audit.last_key_value() {
-            Some(guard) => seq_of(&guard.key().map_err(unavailable)?)? + 1,
-            None => 1,
-        };
+        let trail = open_trail(path, &db, &spaces)?;
         // The baseline is what this snapshot holds: everything the writer commits from now on
         // is added by the writer itself.
         let counts = Arc::new(Counts::default());
@@ -95,10 +95,11 @@ impl EmbeddedStore {
             },
             max: options.group_commit_max.max(1),
             keys: KeySource::default(),
+            trail: trail.clone(),
         };
         let writer = std::thread::Builder::new()
             .name("otpd-store-writer".into())
-            .spawn(move || writer.run(rx, next_seq))
+            .spawn(move || writer.run(rx))
             .map_err(unavailable)?;
         let (purge, requests) = std::sync::mpsc::sync_channel(1);
         let (purge_db, purge_spaces) = (db.clone(), spaces.clone());
@@ -128,6 +129,7 @@ impl EmbeddedStore {
             purge: Mutex::new(Some(purge)),
             purging: Mutex::new(Some(purging)),
             memtable_bytes: options.memtable_bytes,
+            trail,
         }))
     }
 
@@ -151,6 +153,7 @@ impl EmbeddedStore {
         if let Some(handle) = self.writer.lock().take() {
             let _ = handle.join();
         }
+        self.trail.close();
         if let Some(handle) = self.counting.lock().take() {
             let _ = handle.join();
         }
@@ -245,6 +248,58 @@ fn purge_files(db: &SingleWriterTxDatabase, sp: &Spaces) -> fjall::Result<()> {
     Ok(())
 }
 
+/// Opens the audit trail in `<store>/audit/`. A store from before the trail held its events
+/// in the LSM tree (`audit`, `audit_by_ident`, `audit_by_trace`): they are moved into the
+/// trail first, in sequence order, then deleted there. A crash midway is resumed on the next
+/// open, from the trail's last event.
+pub(super) fn open_trail(path: &Path, db: &SingleWriterTxDatabase, sp: &Spaces) -> Result<Arc<Trail>, StoreError> {
+    let old_first = match sp.audit.first_key_value() {
+        Some(guard) => Some(seq_of(&guard.key().map_err(unavailable)?)?),
+        None => None,
+    };
+    let trail = Trail::open(&path.join("audit"), old_first.unwrap_or(1), SEGMENT_BYTES)?;
+    if old_first.is_none() {
+        return Ok(trail);
+    }
+    let from = trail.next_seq();
+    let mut staged = Staged::default();
+    let mut moved = 0u64;
+    let flush = |staged: &mut Staged| -> Result<(), StoreError> {
+        if !staged.is_empty() {
+            let written = trail.write(staged)?;
+            trail.publish(written, staged);
+            staged.clear();
+        }
+        Ok(())
+    };
+    for guard in db.read_tx().range(&sp.audit, from.to_be_bytes()..) {
+        let (key, value) = guard.into_inner().map_err(unavailable)?;
+        let (event, _) = decode_audit(&value)?;
+        staged.push(seq_of(&key)?, &event, &value);
+        moved += 1;
+        if moved % 10_000 == 0 {
+            flush(&mut staged)?;
+        }
+    }
+    flush(&mut staged)?;
+    for space in [&sp.audit, &sp.audit_by_ident, &sp.audit_by_trace] {
+        loop {
+            let keys: Vec<_> =
+                space.inner().iter().take(10_000).map(|g| g.key()).collect::<Result<_, _>>().map_err(unavailable)?;
+            if keys.is_empty() {
+                break;
+            }
+            let mut tx = db.write_tx().durability(Some(PersistMode::SyncAll));
+            for key in keys {
+                tx.remove(space, key);
+            }
+            tx.commit().map_err(unavailable)?;
+        }
+    }
+    tracing::info!(events = moved, "moved the audit trail out of the LSM tree into its segment log");
+    Ok(trail)
+}
+
 /// Stores written before the `sessions_by_user` index existed get it built once, on open.
 fn backfill_sessions_by_user(db: &SingleWriterTxDatabase, spaces: &Spaces) -> Result<(), StoreError> {
     if spaces.sessions_by_user.first_key_value().is_some() || spaces.sessions.first_key_value().is_none() {
@@ -257,4 +312,86 @@ fn backfill_sessions_by_user(db: &SingleWriterTxDatabase, spaces: &Spaces) -> Re
         tx.insert(&spaces.sessions_by_user, pair_key(s.user_id.0.as_bytes(), s.id.0.as_bytes()), []);
     }
     tx.commit().map_err(unavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use otpd_actors::ports::{AuditEvent, AuditLog};
+    use otpd_actors::rules::audit::{Api, AuditOutcome, Step};
+    use otpd_actors::rules::clock::Timestamp;
+    use otpd_actors::rules::keys::IdentHash;
+
+    use super::super::codec::encode_audit;
+    use super::*;
+
+    fn event(i: u64) -> AuditEvent {
+        AuditEvent {
+            at: Timestamp::from_millis(1_700_000_000_000 + i),
+            trace_id: format!("t{}", i % 3).into(),
+            api: Api::Login,
+            step: Step::Done,
+            outcome: AuditOutcome::Ok,
+            message: Cow::Owned(format!("event {i}")),
+            client_ip: None,
+            user_agent: None,
+            ident_hash: Some(IdentHash([(i % 2) as u8; 16])),
+            user_id: None,
+        }
+    }
+
+    /// A store as the LSM-tree trail left it: events 1..=300 in `audit`, with index entries.
+    fn old_store(path: &Path) {
+        let db = open_db(path, 1 << 20).unwrap();
+        let sp = Spaces::open(&db, 1 << 20).unwrap();
+        let mut tx = db.write_tx().durability(Some(PersistMode::SyncAll));
+        for i in 1..=300u64 {
+            let e = event(i);
+            tx.insert(&sp.audit, i.to_be_bytes(), encode_audit(&e, None).unwrap());
+            let mut index = e.ident_hash.unwrap().0.to_vec();
+            index.extend(i.to_be_bytes());
+            tx.insert(&sp.audit_by_ident, index, []);
+        }
+        tx.commit().unwrap();
+    }
+
+    async fn messages(store: &EmbeddedStore, ident: u8) -> Vec<String> {
+        let found = store.by_identifier(&IdentHash([ident; 16]), 1_000).await.unwrap();
+        found.into_iter().map(|e| e.message.into_owned()).collect()
+    }
+
+    fn expected(ident: u64) -> Vec<String> {
+        (1..=300u64).rev().filter(|i| i % 2 == ident).map(|i| format!("event {i}")).collect()
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_the_trail_moves_its_events_into_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        old_store(&path);
+        // A crash midway through an earlier move: the trail has the first 100 already.
+        {
+            let trail = Trail::open(&path.join("audit"), 1, SEGMENT_BYTES).unwrap();
+            let mut staged = Staged::default();
+            for i in 1..=100u64 {
+                let e = event(i);
+                staged.push(i, &e, &encode_audit(&e, None).unwrap());
+            }
+            let written = trail.write(&staged).unwrap();
+            trail.publish(written, &staged);
+        }
+        for round in 0..2 {
+            let store = EmbeddedStore::open(&path, EmbeddedOptions::default()).unwrap();
+            assert_eq!(messages(&store, 0).await, expected(0), "round {round}");
+            assert_eq!(messages(&store, 1).await, expected(1), "round {round}");
+            assert_eq!(store.by_trace("t1", 1_000).await.unwrap().len(), 100);
+            assert_eq!(store.oldest_event().unwrap(), Some(event(1).at));
+            for space in [&store.spaces.audit, &store.spaces.audit_by_ident, &store.spaces.audit_by_trace] {
+                assert!(space.first_key_value().is_none(), "the LSM tree's copy is gone");
+            }
+            assert_eq!(store.trail.next_seq(), 301, "numbering goes on from the old trail's");
+            store.close();
+        }
+    }
 }

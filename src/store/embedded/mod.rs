@@ -6,6 +6,7 @@
 //! | [`handle`] | the store's handle: opening, closing, readiness; the writer's queue |
 //! | [`writer`] | the writer thread: one `apply_<op>` per write, group commit with fsync (why: its module doc) |
 //! | [`codec`] | keyspaces, keys and record formats (the table of what is stored where) |
+//! | [`trail`] | the audit trail: append-only segment files, their index, recovery and retention (why: its module doc) |
 //! | [`ports`] | the port implementations and the offline [`AuditReader`] |
 //! | [`census`] | users, verified users and active sessions kept as counters |
 //! | [`cache`] | accounts by identifier hash, in memory |
@@ -30,6 +31,7 @@ mod census;
 mod codec;
 mod handle;
 mod ports;
+mod trail;
 mod writer;
 
 pub use self::handle::{EmbeddedOptions, EmbeddedStore};

@@ -3,6 +3,7 @@
 //! and [`AuditReader`], the audit trail read by `otpd audit` when no node holds the store.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use fjall::{Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace, Snapshot};
@@ -16,10 +17,11 @@ use otpd_actors::rules::keys::IdentHash;
 use otpd_actors::rules::passkey::CredentialId;
 
 use super::codec::{
-    Spaces, corrupt, decode, decode_audit, decode_session, indexed, parse_subject_key, passkeys_of, read_event, seq_of,
-    trace_prefix, unavailable,
+    Spaces, corrupt, decode, decode_session, indexed, parse_subject_key, passkeys_of, read_event, trace_prefix,
+    unavailable,
 };
-use super::handle::{EmbeddedStore, open_db};
+use super::handle::{EmbeddedStore, open_db, open_trail};
+use super::trail::{self, Key, Trail};
 use super::writer::{Op, SweepPlan};
 use crate::store::retention::{Cutoffs, Swept};
 
@@ -195,12 +197,12 @@ impl AuditLog for EmbeddedStore {
     }
 
     async fn by_identifier(&self, ident: &IdentHash, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
-        self.read(|snap, sp| events_by_prefix(snap, sp, &sp.audit_by_ident, &ident.0, limit, |_| true))
+        events(&self.trail, &self.db, &self.spaces, Key::Identifier(ident.0), limit, |_| true)
     }
 
     async fn by_trace(&self, trace_id: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
-        self.read(|snap, sp| {
-            events_by_prefix(snap, sp, &sp.audit_by_trace, &trace_prefix(trace_id), limit, |e| e.trace_id == trace_id)
+        events(&self.trail, &self.db, &self.spaces, Key::Trace(trace_prefix(trace_id)), limit, |e| {
+            e.trace_id == trace_id
         })
     }
 }
@@ -215,18 +217,16 @@ impl CensusSource for EmbeddedStore {
 /// Where a sweep goes on from: the last key each scan looked at.
 #[derive(Default)]
 pub struct SweepCursor {
-    /// The next audit sequence number to look at: the deleted ones before it are tombstones
-    /// a scan from the start would walk again on every step.
-    audit: u64,
     sessions: Option<Vec<u8>>,
     devices: Option<Vec<u8>>,
     subject_keys: Option<Vec<u8>>,
 }
 
 impl EmbeddedStore {
-    /// One retention step: finds at most `max` records of each kind past `cutoffs` on a
-    /// snapshot (off the writer, on a blocking thread), then has the writer delete them in one
-    /// op. Returns what went and whether there may be more (call again with the same cursor).
+    /// One retention step: deletes the audit trail's segments past the cutoff, then finds at
+    /// most `max` records of each other kind past `cutoffs` on a snapshot (off the writer, on a
+    /// blocking thread) and has the writer delete them in one op. Returns what went and whether
+    /// there may be more (call again with the same cursor).
     pub async fn sweep(
         self: &std::sync::Arc<Self>,
         cutoffs: Cutoffs,
@@ -235,32 +235,26 @@ impl EmbeddedStore {
     ) -> Result<(Swept, bool), StoreError> {
         let store = self.clone();
         let mut c = std::mem::take(cursor);
-        let (plan, more, c) = tokio::task::spawn_blocking(move || {
+        let (audit_events, plan, more, c) = tokio::task::spawn_blocking(move || {
+            let expired = store.trail.expire(cutoffs.audit)?;
             let found = store.read(|snap, sp| plan_sweep(snap, sp, cutoffs, max, &mut c));
-            found.map(|(plan, more)| (plan, more, c))
+            found.map(|(plan, more)| (expired as usize, plan, more, c))
         })
         .await
         .map_err(|e| unavailable(format!("sweep task: {e}")))??;
         *cursor = c;
-        if plan.audit.is_empty() && plan.sessions.is_empty() && plan.devices.is_empty() && plan.subject_keys.is_empty()
-        {
-            return Ok((Swept::default(), more));
+        if plan.sessions.is_empty() && plan.devices.is_empty() && plan.subject_keys.is_empty() {
+            return Ok((Swept { audit_events, ..Swept::default() }, more));
         }
         let plan = Box::new(plan);
         let swept = self.submit(|reply| Op::Sweep { plan, reply }).await?;
-        Ok((swept, more))
+        Ok((Swept { audit_events, ..swept }, more))
     }
 
     /// When the oldest audit event still held was written (`None`: the trail is empty).
     pub fn oldest_event(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.read(oldest_event)
+        Ok(self.trail.oldest_event())
     }
-}
-
-fn oldest_event(snap: &Snapshot, sp: &Spaces) -> Result<Option<Timestamp>, StoreError> {
-    let Some(guard) = snap.first_key_value(&sp.audit) else { return Ok(None) };
-    let (_, value) = guard.into_inner().map_err(unavailable)?;
-    Ok(Some(decode_audit(&value)?.0.at))
 }
 
 /// Scans from each cursor for records past `cutoffs`, at most `max` of each kind.
@@ -273,21 +267,6 @@ fn plan_sweep(
 ) -> Result<(SweepPlan, bool), StoreError> {
     let mut plan = SweepPlan { cutoffs, ..SweepPlan::default() };
     let mut more = false;
-    // The trail is in sequence order, which is the order events were written in: the old
-    // ones are at the front, and the scan stops at the first one to keep.
-    for guard in snap.range(&sp.audit, cursor.audit.to_be_bytes()..) {
-        if plan.audit.len() >= max {
-            more = true;
-            break;
-        }
-        let (key, value) = guard.into_inner().map_err(unavailable)?;
-        if decode_audit(&value)?.0.at >= cutoffs.audit {
-            break;
-        }
-        let seq = seq_of(&key)?;
-        plan.audit.push(seq);
-        cursor.audit = seq + 1;
-    }
     more |= scan_from(snap, &sp.sessions, &mut cursor.sessions, max, |key, value| {
         let session = decode_session(value)?;
         if cutoffs.session_ended_before(&session) {
@@ -343,31 +322,30 @@ fn uuid_of(key: &[u8]) -> Result<uuid::Uuid, StoreError> {
     uuid::Uuid::from_slice(key).map_err(|_| corrupt("record key is not 16 bytes"))
 }
 
-/// Newest-first events whose index key starts with `prefix`.
-fn events_by_prefix(
-    snap: &Snapshot,
+/// The newest `limit` events under `key` that `keep` keeps, newest first. The subject keys
+/// are read from a snapshot taken after the look-up: every event the look-up found was
+/// published after its key was committed.
+fn events(
+    trail: &Trail,
+    db: &SingleWriterTxDatabase,
     sp: &Spaces,
-    index: &SingleWriterTxKeyspace,
-    prefix: &[u8; 16],
+    key: Key,
     limit: usize,
     keep: impl Fn(&AuditEvent) -> bool,
 ) -> Result<Vec<AuditEvent>, StoreError> {
+    let found = trail.lookup(key)?;
+    let snap = db.read_tx();
     let mut out = Vec::new();
-    for guard in snap.prefix(index, prefix).rev() {
+    trail::newest_first(&found, |_, bytes| {
         if out.len() >= limit {
-            break;
+            return Ok(false);
         }
-        let key = guard.key().map_err(unavailable)?;
-        let seq = seq_of(key.get(16..24).ok_or_else(|| corrupt("audit index key is not 24 bytes"))?)?;
-        let bytes = snap
-            .get(&sp.audit, seq.to_be_bytes())
-            .map_err(unavailable)?
-            .ok_or_else(|| corrupt("audit index names a missing event"))?;
-        let event = read_event(snap, sp, &bytes)?;
+        let event = read_event(&snap, sp, bytes)?;
         if keep(&event) {
             out.push(event);
         }
-    }
+        Ok(out.len() < limit)
+    })?;
     Ok(out)
 }
 
@@ -377,6 +355,7 @@ fn events_by_prefix(
 pub struct AuditReader {
     db: SingleWriterTxDatabase,
     spaces: Spaces,
+    trail: Arc<Trail>,
 }
 
 /// Why `otpd audit` could not open the store itself.
@@ -402,21 +381,21 @@ impl AuditReader {
             Err(e) => return Err(OpenReadOnlyError::Other(format!("{}: {e}", path.display()))),
         };
         let spaces = Spaces::open(&db, 4 << 20).map_err(|e| OpenReadOnlyError::Other(e.to_string()))?;
-        Ok(AuditReader { db, spaces })
+        let trail = open_trail(path, &db, &spaces).map_err(|e| OpenReadOnlyError::Other(e.to_string()))?;
+        Ok(AuditReader { db, spaces, trail })
     }
 
     pub fn by_identifier(&self, ident: &IdentHash, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
-        events_by_prefix(&self.db.read_tx(), &self.spaces, &self.spaces.audit_by_ident, &ident.0, limit, |_| true)
+        events(&self.trail, &self.db, &self.spaces, Key::Identifier(ident.0), limit, |_| true)
     }
 
     /// When the oldest event still held was written.
     pub fn oldest_event(&self) -> Result<Option<Timestamp>, StoreError> {
-        oldest_event(&self.db.read_tx(), &self.spaces)
+        Ok(self.trail.oldest_event())
     }
 
     pub fn by_trace(&self, trace_id: &str, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
-        let prefix = trace_prefix(trace_id);
-        events_by_prefix(&self.db.read_tx(), &self.spaces, &self.spaces.audit_by_trace, &prefix, limit, |e| {
+        events(&self.trail, &self.db, &self.spaces, Key::Trace(trace_prefix(trace_id)), limit, |e| {
             e.trace_id == trace_id
         })
     }

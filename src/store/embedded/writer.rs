@@ -33,10 +33,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::cache::UserCache;
 use super::census::{Counts, CountsDelta};
 use super::codec::{
-    Spaces, corrupt, decode, decode_audit, decode_session, encode, encode_audit, encode_session, ids_with_prefix,
-    index_key, indexed, pair_key, parse_subject_key, passkey_index_key, passkeys_of, subject_key_key,
-    subject_key_value, trace_prefix, unavailable,
+    Spaces, corrupt, decode, decode_session, encode, encode_audit, encode_session, ids_with_prefix, indexed, pair_key,
+    parse_subject_key, passkey_index_key, passkeys_of, subject_key_key, subject_key_value, unavailable,
 };
+use super::trail::{Staged, Trail};
 use crate::store::retention::{Cutoffs, Swept};
 use crate::store::shred::{self, KeySource, Subject};
 
@@ -130,7 +130,6 @@ pub(super) enum Op {
 #[derive(Default)]
 pub(super) struct SweepPlan {
     pub cutoffs: Cutoffs,
-    pub audit: Vec<u64>,
     pub sessions: Vec<SessionId>,
     pub devices: Vec<DeviceId>,
     pub subject_keys: Vec<[u8; 33]>,
@@ -246,13 +245,21 @@ pub(super) struct Writer {
     pub max: usize,
     /// The keys audit events' personal fields are sealed with.
     pub keys: KeySource,
+    /// Where audit events go.
+    pub trail: std::sync::Arc<Trail>,
 }
 
 impl Writer {
     /// Blocks for one op, takes whatever else is queued, commits once, answers all.
-    pub fn run(self, mut rx: mpsc::Receiver<Op>, mut next_seq: u64) {
+    ///
+    /// A batch's audit events go to the trail (one write, one `fdatasync`), everything else
+    /// into one LSM transaction, committed after the trail's write and only if it wrote
+    /// anything. The events become visible only once both are durable; if the transaction
+    /// fails, the trail's write is cut off again, so the batch is all or nothing.
+    pub fn run(self, mut rx: mpsc::Receiver<Op>) {
         let mut ops: Vec<Op> = Vec::with_capacity(self.max);
         let mut pending: Vec<Pending> = Vec::with_capacity(self.max);
+        let mut staged = Staged::default();
         while let Some(first) = rx.blocking_recv() {
             ops.push(first);
             while ops.len() < self.max {
@@ -263,11 +270,14 @@ impl Writer {
             }
             let started = Instant::now();
             let count = ops.len();
+            staged.clear();
             let mut batch = Batch {
                 tx: self.db.write_tx().durability(Some(PersistMode::SyncAll)),
                 sp: &self.spaces,
                 keys: &self.keys,
-                next_seq,
+                staged: std::mem::take(&mut staged),
+                next_seq: self.trail.next_seq(),
+                drawn: Vec::new(),
                 delta: CountsDelta::default(),
                 changed_users: Vec::new(),
                 removed_users: Vec::new(),
@@ -282,23 +292,47 @@ impl Writer {
                     },
                 }
             }
-            let Batch { tx, next_seq: seq_after, delta, changed_users, removed_users, .. } = batch;
+            let Batch { tx, delta, changed_users, removed_users, drawn, staged: filled, .. } = batch;
+            staged = filled;
             let committed = match failed {
-                None => tx.commit().map_err(unavailable),
+                None => self.commit(tx, &staged),
                 Some(e) => Err(e),
             };
             self.meters.commit.record(started.elapsed().as_secs_f64());
             self.meters.batch.record(count as f64);
             match &committed {
                 Ok(()) => {
-                    next_seq = seq_after;
                     self.counts.apply(delta);
                     self.users.apply(changed_users, &removed_users);
                 }
-                Err(e) => tracing::error!(error = %e, ops = count, "embedded store commit failed"),
+                Err(e) => {
+                    // Keys drawn for this batch were never stored: the next events draw anew.
+                    for subject in &drawn {
+                        self.keys.forget(subject);
+                    }
+                    tracing::error!(error = %e, ops = count, "embedded store commit failed");
+                }
             }
             for answer in pending.drain(..) {
                 answer.settle(&committed);
+            }
+        }
+    }
+
+    /// Makes the batch durable: the trail's events, then the transaction.
+    fn commit(&self, tx: SingleWriterWriteTx<'_>, staged: &Staged) -> Result<(), StoreError> {
+        if staged.is_empty() {
+            return tx.commit().map_err(unavailable);
+        }
+        let written = self.trail.write(staged)?;
+        match tx.commit() {
+            Ok(()) => {
+                self.trail.publish(written, staged);
+                Ok(())
+            }
+            Err(e) => {
+                self.trail.rollback(written);
+                Err(unavailable(e))
             }
         }
     }
@@ -309,8 +343,12 @@ struct Batch<'a> {
     tx: SingleWriterWriteTx<'a>,
     sp: &'a Spaces,
     keys: &'a KeySource,
+    /// The batch's audit events, for the trail.
+    staged: Staged,
     /// The sequence number of the next audit event.
     next_seq: u64,
+    /// Subjects whose key this batch drew (and stores).
+    drawn: Vec<Subject>,
     delta: CountsDelta,
     /// Accounts created or changed, for the cache once committed.
     changed_users: Vec<User>,
@@ -412,25 +450,23 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Appends the event with its personal fields sealed under its subject's key, which is
-    /// written beside it every time (a blind write: the same work for any subject).
+    /// Stages the event for the trail with its personal fields sealed under its subject's
+    /// key; a key drawn for it is stored in the same commit.
     fn apply_append_audit(&mut self, mut event: Box<AuditEvent>) -> Result<(), StoreError> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let subject = Subject::of(&event);
-        let key = self.keys.key_for(&subject);
-        let sealed = shred::seal(&mut event, &subject, &key);
-        self.tx.insert(
-            &self.sp.subject_keys,
-            subject_key_key(&subject, &key.id),
-            subject_key_value(&key.key, event.at),
-        );
-        let event = &*event;
-        self.tx.insert(&self.sp.audit, seq.to_be_bytes(), encode_audit(event, sealed.as_deref())?);
-        if let Some(ident) = &event.ident_hash {
-            self.tx.insert(&self.sp.audit_by_ident, index_key(&ident.0, seq), []);
+        let drawn = self.keys.draw(&subject, event.at);
+        if drawn.fresh {
+            self.tx.insert(
+                &self.sp.subject_keys,
+                subject_key_key(&subject, &drawn.key.id),
+                subject_key_value(&drawn.key.key, drawn.until),
+            );
+            self.drawn.push(subject);
         }
-        self.tx.insert(&self.sp.audit_by_trace, index_key(&trace_prefix(event.trace_id.as_str()), seq), []);
+        let sealed = shred::seal(&mut event, &subject, &drawn.key);
+        self.staged.push(seq, &event, &encode_audit(&event, sealed.as_deref())?);
         Ok(())
     }
 
@@ -591,16 +627,6 @@ impl Batch<'_> {
         let sp = self.sp;
         let c = &plan.cutoffs;
         let mut swept = Swept::default();
-        for seq in &plan.audit {
-            let Some(bytes) = self.tx.get(&sp.audit, seq.to_be_bytes()).map_err(unavailable)? else { continue };
-            let (event, _) = decode_audit(&bytes)?;
-            self.tx.remove(&sp.audit, seq.to_be_bytes());
-            if let Some(ident) = &event.ident_hash {
-                self.tx.remove(&sp.audit_by_ident, index_key(&ident.0, *seq));
-            }
-            self.tx.remove(&sp.audit_by_trace, index_key(&trace_prefix(event.trace_id.as_str()), *seq));
-            swept.audit_events += 1;
-        }
         for id in &plan.sessions {
             let Some(session) = self.session(id.0.as_bytes())? else { continue };
             if !c.session_ended_before(&session) {
