@@ -10,7 +10,7 @@
 #   verify   closed loop, 64 connections: POST /v1/login/verify with pre-issued codes
 #   mixed    open loop at half the measured send capacity: login=60,signup=30,refresh=10
 #   capacity find-capacity for send (SLO p99 < 10 ms, errors < 0.1 %)
-#   memory   1,000,000 sends to distinct numbers, then the node's RSS
+#   memory   1,000,000 sends to distinct numbers, then the node's RSS (scripts/perf-memory.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-perf-report}
@@ -63,12 +63,5 @@ lt find-capacity --scenario send --users 5000 --slo-p99 10ms --slo-errors 0.001 
   --step 10s --max-steps 10 --baseline "${base_cpus[@]}" --out "$out/capacity"
 
 # Memory on a fresh node, so that earlier runs' accounts, sessions and caches do not count.
-start_node
-curl -sf "$target/health/ready" >/dev/null
-rss_before=$(awk '/VmRSS/ {print $2}' /proc/$node/status)
-lt run --scenario send-unknown --connections 64 --duration 600s --max-scenarios 1000000 --out "$out/memory"
-sleep 5
-rss_after=$(awk '/VmRSS/ {print $2}' /proc/$node/status)
-live=$(curl -sf "$target/metrics" | awk '/^otpd_challenges_live[ {]/ {s += $NF} END {print s}')
-echo "{\"rss_kib_idle\": $rss_before, \"rss_kib_after_1m_sends\": $rss_after, \"live_challenges\": ${live:-null}}" |
-  tee "$out/memory/rss.json"
+stop_node
+scripts/perf-memory.sh "$out/memory"

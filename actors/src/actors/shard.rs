@@ -1,7 +1,8 @@
 //! `ShardActor`: owns the challenges of every identifier that hashes to it.
 //!
 //! One actor per identifier would cost ~10.9 KB and a 33 µs spawn each at a million live
-//! challenges; a shard owning a map costs ~151 B per challenge (measured: docs/decisions/2026-11-21-challenges-in-shard-maps.md). Messages
+//! challenges; a shard owning a map costs a 57-byte slot (key and [`Challenge`], byte-aligned)
+//! plus the map's slack, and a 23-byte heap entry (docs/decisions/2026-11-21-challenges-in-shard-maps.md). Messages
 //! for one identifier all go to its shard and are handled one at a time, in arrival order, so
 //! every challenge behaves as if it had its own actor: 50 concurrent verifies of one code
 //! yield exactly one `Verified`.
@@ -27,7 +28,7 @@ use rustc_hash::FxHashMap;
 use crate::rules::challenge::{
     CODE_LIFETIME, Challenge, MAX_ATTEMPTS, NONCE_LIFETIME, Profile, Purpose, Status, VerifyOutcome,
 };
-use crate::rules::clock::{Clock, Timestamp};
+use crate::rules::clock::{Clock, CompactTimestamp, Timestamp};
 use crate::rules::code::{Code, Sealed};
 use crate::rules::device_key::Nonce;
 use crate::rules::keys::{IdentHash, Keys};
@@ -180,7 +181,8 @@ pub struct ShardState {
     challenges: FxHashMap<ChallengeKey, Challenge>,
     /// The profiles of pending registrations, by their challenge's key.
     profiles: FxHashMap<ChallengeKey, Box<Profile>>,
-    expiries: BinaryHeap<Reverse<(Timestamp, ChallengeKey)>>,
+    /// Each issue's deadline (23 bytes: compact, byte-aligned).
+    expiries: BinaryHeap<Reverse<(CompactTimestamp, ChallengeKey)>>,
 }
 
 impl ShardState {
@@ -265,7 +267,7 @@ impl ShardActor {
                 state.profiles.remove(&key);
             }
         }
-        state.expiries.push(Reverse((expires_at, key)));
+        state.expiries.push(Reverse((expires_at.into(), key)));
         (expires_at, state.profiles.contains_key(&key))
     }
 
@@ -300,6 +302,7 @@ impl ShardActor {
             let Some(Reverse((deadline, key))) = state.expiries.peek().copied() else {
                 break;
             };
+            let deadline = deadline.get();
             if deadline.plus(self.config.grace) > now {
                 break;
             }
@@ -310,7 +313,7 @@ impl ShardActor {
                 state.profiles.remove(&key);
             }
         }
-        let more = state.expiries.peek().is_some_and(|Reverse((d, _))| d.plus(self.config.grace) <= now);
+        let more = state.expiries.peek().is_some_and(|Reverse((d, _))| d.get().plus(self.config.grace) <= now);
         if !more {
             shrink_if_sparse(&mut state.challenges);
             shrink_if_sparse(&mut state.profiles);
@@ -375,6 +378,12 @@ mod tests {
         assert_eq!(s.expiries.len(), 1);
         a.reclaim(&mut s, Timestamp::from_millis(460_000));
         assert!(s.challenges.is_empty() && s.expiries.is_empty());
+    }
+
+    #[test]
+    fn a_live_challenge_takes_57_bytes_in_its_map_and_23_in_the_heap() {
+        assert_eq!(std::mem::size_of::<(ChallengeKey, Challenge)>(), 57);
+        assert_eq!(std::mem::size_of::<Reverse<(CompactTimestamp, ChallengeKey)>>(), 23);
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! "check every rule, then record every rule" trivially atomic. The map is split into 64
 //! buckets so that the sweeper, which drops expired entries, holds the lock for 1/64 of the
 //! entries at a time instead of stalling requests behind a full scan.
+//!
+//! A node keeps one entry per rule and identifier (or address, or prefix) it saw within the
+//! rule's window: two or three per number a code went to, millions of them. Each is a 17-byte
+//! key and a 16-byte [`Counter`] (48-bit timestamps, a 32-bit count), byte-aligned, with no
+//! allocation of its own: 33 bytes in the map where `(rule, Subject)` and a full entry took 64
+//! (docs/decisions/2026-11-21-challenges-in-shard-maps.md has the measurement).
 
 use std::hash::BuildHasher;
 use std::sync::{Arc, Weak};
@@ -19,7 +25,7 @@ use parking_lot::Mutex;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::ports::{Limiter, LimiterError};
-use crate::rules::clock::{Clock, Timestamp};
+use crate::rules::clock::{Clock, CompactTimestamp, Timestamp};
 use crate::rules::keys::IdentHash;
 use crate::rules::limits::{
     Check, CheckKind, ConversionGuard, DestinationChange, DestinationState, GuardMode, Pin, SmsTarget, Subject,
@@ -36,6 +42,10 @@ type Key = (LimitRule, Subject);
 /// it is forgotten) and its block in `blocked_until`; a spend budget counts money until the
 /// day ends; the conversion guard counts sends in `count` and verified codes in `verified`
 /// until its window ends, and a throttled destination's next send in `blocked_until`.
+///
+/// This is how entries are read and changed; they are kept as a [`Counter`] when the rule
+/// counts events per identifier, address or prefix (millions of them), as is otherwise (see
+/// [`State`]).
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
     until: Timestamp,
@@ -50,6 +60,135 @@ impl Entry {
     }
 }
 
+/// Whether `rule` keeps full [`Entry`]s: SMS budgets count money and the conversion guard
+/// verified codes, each per destination or country (a few thousand at most). Every other rule
+/// counts events of an identifier, an address or a prefix, in [`Counter`]s.
+fn is_wide(rule: LimitRule) -> bool {
+    matches!(rule, LimitRule::SmsBudget | LimitRule::DestinationGuard)
+}
+
+/// An [`Entry`] of a rule that counts events, in 16 byte-aligned bytes (a `(Key, Entry)` is
+/// 64): a count never needs more than 32 bits (a limit is a `u32`, so a saturated count still
+/// denies) and a timestamp 48 ([`CompactTimestamp`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counter {
+    until: CompactTimestamp,
+    blocked_until: CompactTimestamp,
+    count: [u8; 4],
+}
+
+impl Counter {
+    fn new(e: &Entry) -> Self {
+        debug_assert_eq!(e.verified, 0, "only the conversion guard counts verified codes");
+        Counter {
+            until: e.until.into(),
+            blocked_until: e.blocked_until.into(),
+            count: u32::try_from(e.count).unwrap_or(u32::MAX).to_le_bytes(),
+        }
+    }
+
+    fn get(&self) -> Entry {
+        Entry {
+            until: self.until.get(),
+            count: u64::from(u32::from_le_bytes(self.count)),
+            blocked_until: self.blocked_until.get(),
+            verified: 0,
+        }
+    }
+}
+
+/// A [`Key`] of a [`Counter`] in 17 byte-aligned bytes: one for the rule and the subject's
+/// kind (with the purpose of a cooldown), then the subject's value (an identifier hash, an
+/// address block, a prefix and its length, a country code), so two keys are equal exactly when
+/// their rules and subjects are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct CounterKey([u8; 17]);
+
+// The rule takes the five high bits of the first byte, the subject's kind the three low ones.
+const _: () = assert!((LimitRule::DestinationGuard as u8) < 32);
+
+impl CounterKey {
+    fn new(&(rule, subject): &Key) -> Self {
+        let mut key = [0; 17];
+        let kind = match subject {
+            Subject::Ident(ident) => {
+                key[1..].copy_from_slice(&ident.0);
+                0
+            }
+            // `Purpose` is 1, 2 or 3.
+            Subject::IdentPurpose(ident, purpose) => {
+                key[1..].copy_from_slice(&ident.0);
+                purpose as u8
+            }
+            Subject::Ip(block) => {
+                key[1..].copy_from_slice(&block.0);
+                4
+            }
+            Subject::Prefix(value, len) => {
+                key[1..9].copy_from_slice(&value.to_le_bytes());
+                key[9] = len;
+                5
+            }
+            Subject::Country(code) => {
+                key[1..3].copy_from_slice(&code.to_le_bytes());
+                6
+            }
+            Subject::Everywhere => 7,
+        };
+        key[0] = (rule as u8) << 3 | kind;
+        CounterKey(key)
+    }
+}
+
+const BUCKETS: usize = 64;
+
+/// The limiter's memory. Counters are split into buckets so that the sweeper holds the lock
+/// for 1/64 of them at a time; a bucket is chosen by bits of the key's hash that the map does
+/// not use to place it (its low bits, and its top seven as tags).
+struct State {
+    counters: Vec<FxHashMap<CounterKey, Counter>>,
+    next_sweep: usize,
+    /// The entries of the rules [`is_wide`] says, swept with the memos.
+    wide: FxHashMap<Key, Entry>,
+    memos: FxHashMap<Subject, Memo>,
+}
+
+impl State {
+    fn bucket(key: &CounterKey) -> usize {
+        ((FxBuildHasher.hash_one(key) >> 32) as usize) % BUCKETS
+    }
+
+    fn get(&self, key: &Key) -> Option<Entry> {
+        if is_wide(key.0) {
+            return self.wide.get(key).copied();
+        }
+        let key = CounterKey::new(key);
+        self.counters[Self::bucket(&key)].get(&key).map(Counter::get)
+    }
+
+    /// Changes the entry of `key` (a default one if there is none) with one lookup.
+    fn update<T>(&mut self, key: Key, change: impl FnOnce(&mut Entry) -> T) -> T {
+        if is_wide(key.0) {
+            return change(self.wide.entry(key).or_default());
+        }
+        let key = CounterKey::new(&key);
+        let counter = self.counters[Self::bucket(&key)].entry(key).or_default();
+        let mut entry = counter.get();
+        let out = change(&mut entry);
+        *counter = Counter::new(&entry);
+        out
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if is_wide(key.0) {
+            self.wide.remove(key);
+        } else {
+            let key = CounterKey::new(key);
+            self.counters[Self::bucket(&key)].remove(&key);
+        }
+    }
+}
+
 /// What the conversion guard keeps of a destination beside its window: its baseline and an
 /// operator's pin, until `keep_until` (its last window's end plus `history`, or the pin's end).
 /// One per destination that had a window, so it is also the list of destinations.
@@ -60,28 +199,6 @@ struct Memo {
     keep_until: Timestamp,
 }
 
-const BUCKETS: usize = 64;
-
-struct State {
-    buckets: Vec<FxHashMap<Key, Entry>>,
-    next_sweep: usize,
-    memos: FxHashMap<Subject, Memo>,
-}
-
-impl State {
-    fn bucket(key: &Key) -> usize {
-        (FxBuildHasher.hash_one(key) as usize) % BUCKETS
-    }
-
-    fn get(&self, key: &Key) -> Option<Entry> {
-        self.buckets[Self::bucket(key)].get(key).copied()
-    }
-
-    fn entry(&mut self, key: Key) -> &mut Entry {
-        self.buckets[Self::bucket(&key)].entry(key).or_default()
-    }
-}
-
 pub struct LocalLimiter {
     policy: LimitPolicy,
     state: Mutex<State>,
@@ -89,8 +206,9 @@ pub struct LocalLimiter {
 
 impl LocalLimiter {
     pub fn new(policy: LimitPolicy) -> Self {
-        let buckets = (0..BUCKETS).map(|_| FxHashMap::default()).collect();
-        LocalLimiter { policy, state: Mutex::new(State { buckets, next_sweep: 0, memos: FxHashMap::default() }) }
+        let counters = (0..BUCKETS).map(|_| FxHashMap::default()).collect();
+        let state = State { counters, next_sweep: 0, wide: FxHashMap::default(), memos: FxHashMap::default() };
+        LocalLimiter { policy, state: Mutex::new(state) }
     }
 
     pub fn policy(&self) -> &LimitPolicy {
@@ -134,7 +252,7 @@ impl LocalLimiter {
                             Some(e.until)
                         } else {
                             let blocked_until = now.plus(rule.block).max(e.until);
-                            state.entry(key).blocked_until = blocked_until;
+                            state.update(key, |e| e.blocked_until = blocked_until);
                             Some(blocked_until)
                         }
                     }
@@ -179,8 +297,7 @@ impl LocalLimiter {
 
     /// Forgets the guess count of `ident` and its block (a right code).
     pub fn clear_guesses(&self, ident: IdentHash) {
-        let key = (LimitRule::IdentifierGuesses, Subject::Ident(ident));
-        self.state.lock().buckets[State::bucket(&key)].remove(&key);
+        self.state.lock().remove(&(LimitRule::IdentifierGuesses, Subject::Ident(ident)));
     }
 
     /// What a right code for `ident` changes here: its guess count is forgotten and, for an
@@ -204,16 +321,21 @@ impl LocalLimiter {
         let mut state = self.state.lock();
         let i = state.next_sweep;
         state.next_sweep = (i + 1) % BUCKETS;
+        let mut dropped = 0;
         if i == 0 {
             state.memos.retain(|_, m| m.keep_until > now);
+            let before = state.wide.len();
+            state.wide.retain(|_, e| e.expires() > now);
+            dropped = before - state.wide.len();
         }
-        let bucket = &mut state.buckets[i];
+        let bucket = &mut state.counters[i];
         let before = bucket.len();
-        bucket.retain(|_, e| e.expires() > now);
+        let now = CompactTimestamp::new(now);
+        bucket.retain(|_, c| c.until.max(c.blocked_until) > now);
         if bucket.capacity() > 4 * bucket.len().max(64) {
             bucket.shrink_to_fit();
         }
-        before - bucket.len()
+        dropped + before - bucket.len()
     }
 
     /// Every destination the guard keeps, worst first (`DestinationState::badness`), at most
@@ -237,7 +359,7 @@ impl LocalLimiter {
         match change {
             DestinationChange::Read => {}
             DestinationChange::Lift => {
-                state.buckets[State::bucket(&key)].remove(&key);
+                state.remove(&key);
                 if let Some(memo) = state.memos.get_mut(&subject) {
                     memo.pin = None;
                 }
@@ -258,7 +380,8 @@ impl LocalLimiter {
 
     /// Number of live entries (for metrics and tests).
     pub fn len(&self) -> usize {
-        self.state.lock().buckets.iter().map(|b| b.len()).sum()
+        let state = self.state.lock();
+        state.counters.iter().map(|b| b.len()).sum::<usize>() + state.wide.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -293,8 +416,9 @@ fn open_guard_window<'s>(
     now: Timestamp,
 ) -> (Memo, &'s mut Entry) {
     let key = (check.rule, check.subject);
-    let State { buckets, memos, .. } = state;
-    let entry = buckets[State::bucket(&key)].entry(key).or_default();
+    debug_assert!(is_wide(key.0));
+    let State { wide, memos, .. } = state;
+    let entry = wide.entry(key).or_default();
     if entry.until > now {
         return (memos.get(&check.subject).copied().unwrap_or_default(), entry);
     }
@@ -326,8 +450,7 @@ fn record_all(state: &mut State, checks: &[Check], now: Timestamp) {
             }
             continue;
         }
-        let entry = state.entry((check.rule, check.subject));
-        match check.kind {
+        state.update((check.rule, check.subject), |entry| match check.kind {
             CheckKind::Cooldown(cooldown) => entry.until = now.plus(cooldown),
             CheckKind::Guesses(budget) => {
                 // `until` is when the count is forgotten; a block only ever starts here.
@@ -338,7 +461,7 @@ fn record_all(state: &mut State, checks: &[Check], now: Timestamp) {
                     entry.blocked_until = now.plus(block);
                 }
             }
-            CheckKind::Window(_) if entry.until > now => entry.count += 1,
+            CheckKind::Window(_) if entry.until > now => entry.count = entry.count.saturating_add(1),
             CheckKind::Window(rule) => {
                 entry.until = now.plus(rule.window);
                 entry.count = 1;
@@ -350,7 +473,7 @@ fn record_all(state: &mut State, checks: &[Check], now: Timestamp) {
             }
             // Recorded above, with the destination's memo.
             CheckKind::Conversion(..) => {}
-        }
+        });
     }
 }
 
@@ -389,7 +512,7 @@ mod tests {
     use super::*;
     use crate::rules::challenge::Purpose;
     use crate::rules::clock::ManualClock;
-    use crate::rules::limits::LimitAction;
+    use crate::rules::limits::{IpBlock, LimitAction};
 
     fn req(ident: u8, purpose: Purpose, now: u64) -> LimitRequest {
         LimitRequest {
@@ -547,6 +670,109 @@ mod tests {
             assert_eq!(verify(20 + i), Decision::Allow, "cleared: six free checks again ({i})");
         }
         assert!(matches!(verify(30), Decision::Deny { rule: LimitRule::IdentifierGuesses, .. }));
+    }
+
+    #[test]
+    fn a_counter_and_its_key_take_33_bytes() {
+        assert_eq!(std::mem::size_of::<(CounterKey, Counter)>(), 33);
+        assert_eq!(std::mem::align_of::<(CounterKey, Counter)>(), 1);
+    }
+
+    #[test]
+    fn counter_keys_tell_every_rule_and_subject_apart() {
+        let ident = IdentHash([1; 16]);
+        let subjects = [
+            Subject::Ident(ident),
+            Subject::Ident(IdentHash([2; 16])),
+            Subject::IdentPurpose(ident, Purpose::Register),
+            Subject::IdentPurpose(ident, Purpose::Login),
+            Subject::IdentPurpose(ident, Purpose::DeviceLogin),
+            Subject::Ip(IpBlock([1; 16])),
+            Subject::Ip(IpBlock::of("10.0.0.1".parse().unwrap())),
+            Subject::Prefix(1, 7),
+            Subject::Prefix(1, 8),
+            Subject::Prefix(0x0101_0101_0101_0101, 1),
+            Subject::Country(1),
+            Subject::Country(257),
+            Subject::Everywhere,
+        ];
+        let rules = [
+            LimitRule::ResendCooldown,
+            LimitRule::IdentifierSends,
+            LimitRule::IdentifierLogins,
+            LimitRule::IdentifierGuesses,
+            LimitRule::IpSends,
+            LimitRule::IpVerifies,
+            LimitRule::PrefixSends,
+            LimitRule::CountrySends,
+            LimitRule::IpChallenges,
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for rule in rules {
+            for subject in subjects {
+                if let Some(other) = seen.insert(CounterKey::new(&(rule, subject)), (rule, subject)) {
+                    panic!("{rule:?} {subject:?} and {other:?} share a key");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_counter_keeps_what_its_entry_says() {
+        let entry = Entry {
+            until: Timestamp::from_millis(1_700_000_000_123),
+            count: 41,
+            blocked_until: Timestamp::from_millis(1_700_000_600_456),
+            verified: 0,
+        };
+        let back = Counter::new(&entry).get();
+        assert_eq!((back.until, back.count, back.blocked_until), (entry.until, entry.count, entry.blocked_until));
+        // A count past 32 bits stays at the largest: at or over any limit (a `u32`), so it denies.
+        let huge = Entry { count: u64::from(u32::MAX) + 5, ..entry };
+        assert_eq!(Counter::new(&huge).get().count, u64::from(u32::MAX));
+    }
+
+    #[test]
+    fn a_tripped_window_blocks_past_its_end_then_reopens() {
+        let policy = LimitPolicy {
+            ip_sends: Rule::per(2, Duration::from_secs(60)).blocking(Duration::from_secs(600)),
+            ..LimitPolicy::off()
+        };
+        let l = LocalLimiter::new(policy);
+        let send = |ident: u8, ms: u64| {
+            let mut r = req(ident, Purpose::Login, ms);
+            r.client_ip = Some("192.0.2.7".parse().unwrap());
+            l.decide(&r)
+        };
+        assert_eq!(send(1, 0), Decision::Allow);
+        assert_eq!(send(2, 1_000), Decision::Allow);
+        let blocked = |left| Decision::Deny { rule: LimitRule::IpSends, retry_after: Duration::from_millis(left) };
+        assert_eq!(send(3, 2_000), blocked(600_000), "the third trips a ten-minute block");
+        assert_eq!(send(4, 61_000), blocked(541_000), "blocked past the window's end");
+        // Swept at 10 minutes, the block still holds; it is gone at its end.
+        let swept: usize = (0..BUCKETS).map(|_| l.sweep_one_bucket(Timestamp::from_millis(601_999))).sum();
+        assert_eq!(swept, 0);
+        assert_eq!(send(5, 601_999), blocked(1));
+        assert_eq!(send(6, 602_000), Decision::Allow);
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn sms_budgets_count_money_beyond_32_bits() {
+        // A price of 2^31 units a segment: the third send passes 32 bits, the fifth the budget.
+        let price = 1 << 31;
+        let mut policy = LimitPolicy::off();
+        policy.sms_budget.daily = 4 * price;
+        policy.sms_budget.prices = vec![(44, price)];
+        let l = LocalLimiter::new(policy);
+        let mut r = req(1, Purpose::Login, 0);
+        r.sms = SmsTarget::from_e164("+447700900123", 44);
+        for _ in 0..4 {
+            assert_eq!(l.decide(&r), Decision::Allow);
+        }
+        let key = (LimitRule::SmsBudget, Subject::Everywhere);
+        assert_eq!(l.state.lock().get(&key).map(|e| e.count), Some(4 * price));
+        assert!(matches!(l.decide(&r), Decision::Deny { rule: LimitRule::SmsBudget, .. }));
     }
 
     #[test]

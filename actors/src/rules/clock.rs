@@ -50,6 +50,34 @@ impl Timestamp {
     }
 }
 
+/// A [`Timestamp`] in 6 bytes (48 bits of milliseconds: until the year 10889), for the maps that
+/// hold one per live challenge or rate-limit window, millions of them. Byte-aligned, so it adds
+/// no padding to the structs that hold it; big-endian, so its derived order is the timestamp's.
+/// Later instants are stored as [`CompactTimestamp::MAX`], which no clock reaches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CompactTimestamp([u8; 6]);
+
+impl CompactTimestamp {
+    pub const MAX: CompactTimestamp = CompactTimestamp([u8::MAX; 6]);
+
+    pub const fn new(t: Timestamp) -> Self {
+        let ms = if t.0 > (1 << 48) - 1 { (1 << 48) - 1 } else { t.0 };
+        let b = ms.to_be_bytes();
+        CompactTimestamp([b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+
+    pub const fn get(self) -> Timestamp {
+        let b = self.0;
+        Timestamp(u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]))
+    }
+}
+
+impl From<Timestamp> for CompactTimestamp {
+    fn from(t: Timestamp) -> Self {
+        CompactTimestamp::new(t)
+    }
+}
+
 /// A source of the current time.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
@@ -105,6 +133,21 @@ mod tests {
         assert_eq!(t.since(Timestamp::from_millis(2_000)), Duration::ZERO);
         assert_eq!(t.until(Timestamp::from_millis(1_500)), Duration::from_millis(500));
         assert_eq!(Timestamp::from_millis(u64::MAX).plus(Duration::from_secs(1)).as_millis(), u64::MAX);
+    }
+
+    #[test]
+    fn compact_timestamps_keep_value_and_order() {
+        let (a, b) = (Timestamp::from_millis(1_700_000_000_000), Timestamp::from_millis(1_700_000_000_001));
+        assert_eq!(CompactTimestamp::new(a).get(), a);
+        assert_eq!(CompactTimestamp::default().get(), Timestamp::default());
+        assert!(CompactTimestamp::new(a) < CompactTimestamp::new(b));
+        // 2^48 - 1 ms is the year 10889: later instants saturate, as `Timestamp::plus` does.
+        let last = Timestamp::from_millis((1 << 48) - 1);
+        assert_eq!(CompactTimestamp::new(last).get(), last);
+        assert_eq!(CompactTimestamp::new(Timestamp::from_millis(u64::MAX)), CompactTimestamp::MAX);
+        assert_eq!(CompactTimestamp::MAX.get(), last);
+        assert_eq!(std::mem::size_of::<CompactTimestamp>(), 6);
+        assert_eq!(std::mem::align_of::<CompactTimestamp>(), 1);
     }
 
     #[test]

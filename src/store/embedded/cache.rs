@@ -6,19 +6,40 @@
 //! changed since it started reading (`epoch`): checking and filling happen under the same lock
 //! the writer holds while it updates and bumps the epoch, so a stale read can never overwrite a
 //! newer value.
+//!
+//! Most entries are "no account" (every number a code is asked for is looked up), and the
+//! cache keeps slots for half as many forgotten keys again (its ghosts), each as large as a
+//! resident entry: so an account is kept behind an `Arc`, and a slot is 40 bytes instead of
+//! the ~210 an inline `Option<User>` took.
+
+use std::sync::Arc;
 
 use otpd_actors::ports::User;
 use otpd_actors::rules::keys::IdentHash;
 use parking_lot::Mutex;
 
 pub(super) struct UserCache {
-    pub entries: quick_cache::sync::Cache<[u8; 16], Option<User>>,
+    pub entries: Entries,
     epoch: Mutex<u64>,
+}
+
+/// Accounts (or their absence) by identifier hash.
+pub(super) struct Entries(quick_cache::sync::Cache<[u8; 16], Option<Arc<User>>>);
+
+impl Entries {
+    /// The cached answer for `ident`: `Some(None)` when it has no account.
+    pub fn get(&self, ident: &[u8; 16]) -> Option<Option<User>> {
+        self.0.get(ident).map(|user| user.as_deref().cloned())
+    }
+
+    fn insert(&self, ident: [u8; 16], user: Option<User>) {
+        self.0.insert(ident, user.map(Arc::new));
+    }
 }
 
 impl UserCache {
     pub fn new(capacity: usize) -> Self {
-        UserCache { entries: quick_cache::sync::Cache::new(capacity.max(1)), epoch: Mutex::new(0) }
+        UserCache { entries: Entries(quick_cache::sync::Cache::new(capacity.max(1))), epoch: Mutex::new(0) }
     }
 
     pub fn epoch(&self) -> u64 {
