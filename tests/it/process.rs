@@ -44,8 +44,14 @@ impl Ports {
 /// Starts `otpd` on a free loopback port with `data` as its data directory and waits until it
 /// answers.
 async fn spawn(data: &Path, port: Ports) -> Proc {
+    spawn_with(data, port, &[]).await
+}
+
+/// [`spawn`] with more settings.
+async fn spawn_with(data: &Path, port: Ports, env: &[(&str, &str)]) -> Proc {
     let child = Command::new(BIN)
         .envs(port.env())
+        .envs(env.iter().copied())
         .env("OTPD_NODE__DATA_DIR", data)
         .env("OTPD_NODE__LOG_LEVEL", "warn")
         // Bursts of sign-ups from one number prefix, verified after the burst: what the
@@ -191,6 +197,87 @@ async fn acknowledged_writes_survive_kill_9() {
         .filter(|api| api != "delivery")
         .collect();
     assert_eq!(apis, vec!["login", "register_verify", "register"], "{out}");
+}
+
+/// `kill -9` while requests are in flight: every answer the node gave before it died is on
+/// disk (the audit event of each acknowledged send, the session of each acknowledged
+/// verification), whatever write was cut in the middle is not, and the node goes on appending
+/// after the restart.
+#[tokio::test]
+async fn kill_9_mid_burst_loses_no_acknowledged_event_or_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = Ports::free();
+    // One client address and one number prefix: the send limits out of this burst's way.
+    let unlimited = "{ limit = 1000000 }";
+    let env = [("OTPD_LIMITS__IP_SEND", unlimited), ("OTPD_LIMITS__PREFIX_SEND", unlimited)];
+    let node = spawn_with(dir.path(), port, &env).await;
+    // Codes for 20 sign-ups, to verify during the burst.
+    let signups: Vec<String> = (0..20).map(|i| phone(700 + i)).collect();
+    let mut codes = Vec::new();
+    for p in &signups {
+        let body = json!({ "phone": p, "first_name": "Mid", "last_name": "Burst" });
+        assert_eq!(node.post("/v1/register", body).await.status, 202);
+        codes.push(wait_for_outbox(&node.outbox(), p, 1).await[0]["code"].as_str().unwrap().to_owned());
+    }
+    let client = reqwest::Client::new();
+    let sends = (0..400u32).map(|i| {
+        let (client, base) = (client.clone(), node.base.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(2 * u64::from(i))).await;
+            let trace = format!("mid-burst-{i}");
+            let r = client
+                .post(format!("{base}/v1/login"))
+                .header("x-request-id", &trace)
+                .json(&json!({ "phone": phone(1000 + i) }))
+                .send()
+                .await;
+            r.is_ok_and(|r| r.status() == 202).then_some(trace)
+        }
+    });
+    let verifies = signups.iter().zip(&codes).enumerate().map(|(i, (p, code))| {
+        let (client, base) = (client.clone(), node.base.clone());
+        let body = json!({ "phone": p, "code": code });
+        async move {
+            tokio::time::sleep(Duration::from_millis(40 * i as u64)).await;
+            let r = client.post(format!("{base}/v1/register/verify")).json(&body).send().await.ok()?;
+            if r.status() != 200 {
+                return None;
+            }
+            r.json::<Value>().await.ok().and_then(|b| b["refresh_token"].as_str().map(str::to_owned))
+        }
+    });
+    let burst = tokio::spawn(futures::future::join(futures::future::join_all(sends), futures::future::join_all(verifies)));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    node.kill9();
+    let (sent, verified) = burst.await.unwrap();
+    let sent: Vec<String> = sent.into_iter().flatten().collect();
+    let verified: Vec<String> = verified.into_iter().flatten().collect();
+    assert!(!sent.is_empty() && sent.len() < 400, "the kill landed mid-burst: {} of 400 answered", sent.len());
+    assert!(!verified.is_empty(), "some verifications were answered before the kill");
+
+    let node = spawn_with(dir.path(), port, &env).await;
+    for trace in &sent {
+        let (ok, out, err) = audit_cli(dir.path(), port, &["--trace-id", trace, "--json"]);
+        assert!(ok, "{err}");
+        assert_eq!(out.lines().count(), 1, "{trace}: exactly its one event: {out}");
+    }
+    for refresh in &verified {
+        let r = into_reply(
+            client
+                .post(format!("{}/v1/token/refresh", node.base))
+                .json(&json!({ "refresh_token": refresh }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "an acknowledged session survived: {}", r.raw);
+    }
+    // And the trail takes events again after the cut.
+    let r = client.post(format!("{}/v1/login", node.base)).header("x-request-id", "after-restart");
+    assert_eq!(r.json(&json!({ "phone": phone(1999) })).send().await.unwrap().status(), 202);
+    let (ok, out, err) = audit_cli(dir.path(), port, &["--trace-id", "after-restart", "--json"]);
+    assert!(ok && out.lines().count() == 1, "{out}{err}");
 }
 
 #[tokio::test]
