@@ -10,9 +10,10 @@
 //! `max_steps` steps.
 //!
 //! A row's rate is the highest rate tried that met its bound **together with every lower rate
-//! tried**: a lucky step above one that missed does not count. Latency comes from the steps,
-//! measured from each request's intended start (coordinated omission); errors count against
-//! the bound like slow answers do.
+//! tried**: a lucky step above one that missed does not count. Latency is the p99 of the
+//! node's answers in the step, each measured from its request's intended start (coordinated
+//! omission); a code's delivery is not an answer of the node and is left out of the p99, but
+//! a code that never arrived is an error. Errors count against the bound like slow answers do.
 
 use std::fmt::Write as _;
 
@@ -293,7 +294,8 @@ impl CapacityTable {
         match self.source {
             TableSource::Search => format!(
                 "Highest open-loop arrival rate meeting each p99 bound ({errors}), every lower rate tried meeting it \
-                 too; all rows from the steps of one search{}. \"≥\": no higher rate tried missed. The bare hyper \
+                 too; p99 of the node's answers (a code's delivery is not one); all rows from the steps of one \
+                 search{}. \"≥\": no higher rate tried missed. The bare hyper \
                  server was searched the same way in the same run (the generator check); a node step above half its \
                  ceiling at a bound is not credited for that bound.",
                 if self.stopped.is_empty() { String::new() } else { format!(" ({})", self.stopped) }

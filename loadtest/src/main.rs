@@ -573,24 +573,25 @@ async fn search(
             !args.common.quiet,
         )
         .await;
+        if w.exhausted() {
+            // Cut short: its rate held for less than the step, so it is not a step at all.
+            stopped = Some(format!("stopped: the prepared codes ran out during the step at {rate:.0}/s (--prepare)"));
+            break;
+        }
         let mut s = CapacityStep::of(rate, &summary);
         s.beyond_generator = slo.credit_limit_rps.is_some_and(|limit| s.achieved_rps > limit);
         s.meets_slo = capacity::bracket(std::slice::from_ref(&s), &slo).rate.is_some();
         eprintln!(
-            "{label}: offered {rate:.0}/s → {:.0} req/s, p99 {:.2} ms, errors {:.3} %, generator {:.2} cores, lag p99 {:.2} ms → {}",
-            summary.requests_per_s,
-            summary.overall.p99_ms,
-            summary.error_rate * 100.0,
+            "{label}: offered {rate:.0}/s → {:.0} answers/s, p99 {:.2} ms, errors {:.3} %, generator {:.2} cores, lag p99 {:.2} ms → {}",
+            s.achieved_rps,
+            s.p99_ms,
+            s.error_rate * 100.0,
             summary.generator.cpu_cores,
             summary.generator.lag_p99_ms,
             report::step_verdict(&s)
         );
         steps.push(s);
         runs.push(summary);
-        if w.exhausted() {
-            stopped = Some("stopped: the prepared codes were used up (--prepare)".to_owned());
-            break;
-        }
     }
     let stopped = stopped.unwrap_or_else(|| match capacity::next_rate(&steps, &all, &range) {
         None => format!(

@@ -33,14 +33,17 @@ pub struct CapacityStep {
 }
 
 impl CapacityStep {
-    /// A run at `rate` as a step; `meets_slo` and `beyond_generator` are the search's to set.
+    /// A run at `rate` as a step, judged on the node's answers (a code's delivery is not one)
+    /// and on every error, the delivery's included; `meets_slo` and `beyond_generator` are the
+    /// search's to set.
     pub fn of(rate: f64, run: &RunSummary) -> CapacityStep {
+        let answers = run.answers.as_ref().unwrap_or(&run.overall);
         CapacityStep {
             offered_rate: rate,
-            achieved_rps: run.requests_per_s,
-            p50_ms: run.overall.p50_ms,
-            p99_ms: run.overall.p99_ms,
-            p999_ms: run.overall.p999_ms,
+            achieved_rps: answers.requests_per_s,
+            p50_ms: answers.p50_ms,
+            p99_ms: answers.p99_ms,
+            p999_ms: answers.p999_ms,
             error_rate: run.error_rate,
             meets_slo: false,
             beyond_generator: false,

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 
 use crate::client::{Answer, Pool};
 use crate::codes::Codes;
-use crate::stats::{Outcome, Recorder};
+use crate::stats::{CODE_DELIVERY, Outcome, Recorder};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -294,12 +294,12 @@ impl World {
     ) -> Option<String> {
         match tokio::time::timeout(self.code_timeout, rx).await {
             Ok(Ok(code)) => {
-                rec.record("code_delivery", since, Instant::now(), &Outcome::Ok);
+                rec.record(CODE_DELIVERY, since, Instant::now(), &Outcome::Ok);
                 Some(code)
             }
             _ => {
                 self.codes.forget(phone);
-                rec.record("code_delivery", since, Instant::now(), &Outcome::Transport("code never arrived"));
+                rec.record(CODE_DELIVERY, since, Instant::now(), &Outcome::Transport("code never arrived"));
                 None
             }
         }
