@@ -465,12 +465,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let summary = driver::drive(w.clone(), &mix, load, bounds, &label, !c.quiet).await;
 
     // The capacity table from what this run measured: one point, judged against every bound.
-    let (source, rate_of): (TableSource, Box<dyn Fn(&RunSummary) -> f64>) = match load {
-        Load::Open { rate, .. } => (TableSource::OpenRun, Box::new(move |_| rate)),
-        Load::Closed { .. } => (
-            TableSource::ClosedRun,
-            Box::new(|r| (r.scenarios_ok + r.scenarios_failed) as f64 / r.duration_s.max(f64::EPSILON)),
-        ),
+    let source = match load {
+        Load::Open { .. } => TableSource::OpenRun,
+        Load::Closed { .. } => TableSource::ClosedRun,
+    };
+    // Open loop: the offered rate; closed loop: the scenarios it got through per second.
+    let rate_of = |r: &RunSummary| match load {
+        Load::Open { rate, .. } => rate,
+        Load::Closed { .. } => (r.scenarios_ok + r.scenarios_failed) as f64 / r.duration_s.max(f64::EPSILON),
     };
     let node_step = CapacityStep::of(rate_of(&summary), &summary);
     let base_step = baseline.as_ref().map(|b| vec![CapacityStep::of(rate_of(b), b)]);
@@ -549,8 +551,7 @@ async fn search(
     args: &CapacityArgs,
     label: &str,
     runs: &mut Vec<RunSummary>,
-    range: capacity::Range,
-    step: Duration,
+    (range, step): (capacity::Range, Duration),
     goals: &Goals,
 ) -> (CapacityReport, String) {
     let slo = goals.slo;
@@ -631,7 +632,7 @@ async fn generator_ceiling(
     let mut runs = Vec::new();
     let label = "generator check: bare hyper";
     let (found, _) =
-        search(&bw, &Mix::single(Kind::Ping), args, label, &mut runs, range, args.generator_step, goals).await;
+        search(&bw, &Mix::single(Kind::Ping), args, label, &mut runs, (range, args.generator_step), goals).await;
     let at_slo = capacity::bracket(&found.steps, &goals.slo);
     let cores = at_slo
         .rate
@@ -665,7 +666,7 @@ async fn find_capacity(args: CapacityArgs) -> anyhow::Result<()> {
     let range = capacity::Range { start, min: args.min_rate, max: args.max_rate, resolution: args.resolution };
     let creditable = goals.all().iter().any(|g| g.credit_limit_rps.is_some_and(|l| l > 0.0));
     let (mut capacity, stopped) = if creditable {
-        search(&w, &mix, &args, &format!("otpd {}", mix_label(&mix)), &mut runs, range, args.step, &goals).await
+        search(&w, &mix, &args, &format!("otpd {}", mix_label(&mix)), &mut runs, (range, args.step), &goals).await
     } else {
         let none = CapacityReport {
             slo_p99_ms: goals.slo.p99_ms,
