@@ -4,7 +4,7 @@
 # meeting p99 ≤ 5, 10, 25 and 50 ms with errors < 0.1 %) and the closed-loop peak, each next
 # to the bare hyper baseline measured by the same harness in the same run on the same CPU.
 #
-#   scripts/capacity.sh [out-dir]        # default: capacity-report/; about 20 minutes
+#   scripts/capacity.sh [out-dir]        # default: capacity-report/; about 20 minutes (estimated)
 #
 # Release builds; the node pinned to CPU 0 and the load generator to CPU 1 (when there are two),
 # limits and cooldowns out of reach, as scripts/perf.sh does (scripts/lib/node.sh). A fresh node
