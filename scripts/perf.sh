@@ -17,42 +17,9 @@ out=${1:-perf-report}
 mkdir -p "$out"
 cargo build --release -p otpd -p otpd-loadtest
 bin=target/release
-cpus=$(nproc)
-pin_node=""; pin_load=""
-base_cpus=()
-if [ "$cpus" -ge 2 ] && command -v taskset >/dev/null; then
-  pin_node="taskset -c 0"; pin_load="taskset -c 1"; base_cpus=(--baseline-cpus 0)
-fi
-
-# Cooldown and limits out of reach: the harness is one client address reusing a modest pool of
-# users on few number prefixes (docs/USING.md, "Rate limits"); everything else is the default.
-unlimited='{ limit = 1000000000 }'
-node=""; data=""
-stop_node() {
-  if [ -n "$node" ]; then kill "$node" 2>/dev/null || true; wait "$node" 2>/dev/null || true; fi
-  if [ -n "$data" ]; then rm -rf "$data"; fi
-  node=""; data=""
-}
-trap stop_node EXIT
-# A fresh node with an empty data directory; sets node, data and target.
-start_node() {
-  stop_node
-  data=$(mktemp -d)
-  local port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  OTPD_NODE__DATA_DIR=$data OTPD_HTTP__LISTEN=127.0.0.1:$port OTPD_ADMIN__LISTEN=127.0.0.1:0 OTPD_NODE__LOG_LEVEL=warn \
-  OTPD_OTP__RESEND_COOLDOWN=0s OTPD_OTP__MAX_SENDS_PER_WINDOW=1000000000 \
-  OTPD_LIMITS__IP_SEND="$unlimited" OTPD_LIMITS__IP_VERIFY="$unlimited" OTPD_LIMITS__PREFIX_SEND="$unlimited" \
-  OTPD_LIMITS__IDENTIFIER_LOGIN="$unlimited" OTPD_LIMITS__IDENTIFIER_REGISTER="$unlimited" \
-  OTPD_LIMITS__IDENTIFIER_RESEND="$unlimited" OTPD_LIMITS__IDENTIFIER_VERIFY="$unlimited" \
-  OTPD_LIMITS__SMS_BUDGET='{ daily = 100000000 }' \
-  OTPD_LIMITS__CONVERSION_GUARD='{ mode = "record" }' \
-    $pin_node $bin/otpd 2>"$data/node.log" & node=$!
-  target=http://127.0.0.1:$port
-  for _ in $(seq 100); do curl -sf "$target/health/live" >/dev/null && return; sleep 0.1; done
-  cat "$data/node.log" >&2; echo "perf: the node did not start" >&2; exit 1
-}
-lt() { $pin_load $bin/otpd-loadtest "$@" --target "$target" --outbox "$data/outbox.jsonl" --user-cooldown 0s --quiet; }
+# The node (pinned, limits out of reach), start_node, stop_node, lt, base_cpus.
+# shellcheck source=scripts/lib/node.sh
+source scripts/lib/node.sh
 
 start_node
 lt run --scenario send --users 5000 --connections 64 --duration 20s --baseline "${base_cpus[@]}" --out "$out/send"

@@ -428,7 +428,7 @@ pub fn report(r: &Report) -> String {
     if let Some(c) = &r.capacity {
         let _ = writeln!(
             out,
-            "<h2 id=\"capacity\">Capacity curve (SLO: p99 &lt; {} ms, errors &lt; {} %)</h2>",
+            "<h2 id=\"capacity\">Capacity curve (SLO: p99 ≤ {} ms, errors &lt; {} %)</h2>",
             c.slo_p99_ms,
             c.slo_max_error_rate * 100.0
         );
@@ -444,6 +444,13 @@ pub fn report(r: &Report) -> String {
             out.push_str("<p>The generator check (the same search against the bare hyper server):</p>\n");
             table(&mut out, &CAPACITY_HEADER, &capacity_rows(&g.steps));
         }
+    }
+
+    if let Some(t) = &r.capacity_table {
+        out.push_str("<h2 id=\"capacity-table\">Capacity table</h2>\n");
+        let _ = writeln!(out, "<p>{}</p>", esc(&t.caption()));
+        let (header, rows) = t.cells();
+        table(&mut out, &header, &rows);
     }
 
     if let Some(plan) = &r.plan {

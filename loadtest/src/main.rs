@@ -16,6 +16,7 @@
 //! See docs/PERFORMANCE.md for the method and the figures measured with it.
 
 mod baseline;
+mod capacity;
 mod client;
 mod codes;
 mod driver;
@@ -37,6 +38,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use parking_lot::Mutex;
 
+use crate::capacity::{Criterion, TableSource};
 use crate::client::{Pool, Target};
 use crate::codes::Codes;
 use crate::driver::{Bounds, Load};
@@ -60,7 +62,8 @@ struct Cli {
 enum Cmd {
     /// One measured run (open or closed loop), optionally next to the bare hyper baseline.
     Run(RunArgs),
-    /// Searches for the highest arrival rate that meets an SLO.
+    /// Searches for the highest arrival rate that meets an SLO, and fills the capacity table
+    /// (p99 ≤ 5, 10, 25, 50 ms) beside the bare hyper server's, from one search each.
     FindCapacity(CapacityArgs),
     /// A bare hyper server answering every request with a tiny JSON body (the ceiling).
     BaselineServer {
@@ -222,7 +225,7 @@ struct RunArgs {
 struct CapacityArgs {
     #[command(flatten)]
     common: Common,
-    /// The SLO's p99 bound.
+    /// The SLO's p99 bound (met at p99 ≤ it); the capacity table's bounds are searched too.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     slo_p99: Duration,
     /// The SLO's error-rate bound (0.001 = 0.1 %).
@@ -232,6 +235,13 @@ struct CapacityArgs {
     min_rate: f64,
     #[arg(long, default_value_t = 200_000.0)]
     max_rate: f64,
+    /// First rate tried (default: --min-rate); the search doubles up or halves down from it.
+    #[arg(long)]
+    start_rate: Option<f64>,
+    /// A bound is settled when the rate that met it and the next one tried, which missed, are
+    /// within this share of each other.
+    #[arg(long, default_value_t = 0.05)]
+    resolution: f64,
     /// Length of each step.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     step: Duration,
@@ -239,7 +249,9 @@ struct CapacityArgs {
     /// node's caches reach their steady state first).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// Most steps (the search stops earlier once within 5 %).
+    /// Most steps, of each of the two searches (the generator check, then the node); one
+    /// search fills the whole capacity table (p99 ≤ 5, 10, 25, 50 ms) and the --slo-p99
+    /// verdict, and stops earlier once each is settled within --resolution.
     #[arg(long, default_value_t = 12)]
     max_steps: usize,
     /// Accepted for old scripts: the bare hyper baseline is always measured first now (the
@@ -283,7 +295,7 @@ fn mix_of(c: &Common) -> anyhow::Result<Mix> {
         (Some(_), Some(_)) => bail!("give --scenario or --mix, not both"),
     };
     if mix.needs_users() && c.users == 0 {
-        bail!("login, send, refresh and device-login need signed-up users: add --users N");
+        bail!("login, send-verify, send, refresh, device-login and passkey-login need signed-up users: add --users N");
     }
     Ok(mix)
 }
@@ -452,10 +464,30 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let label = format!("otpd {}", mix_label(&mix));
     let summary = driver::drive(w.clone(), &mix, load, bounds, &label, !c.quiet).await;
 
+    // The capacity table from what this run measured: one point, judged against every bound.
+    let source = match load {
+        Load::Open { .. } => TableSource::OpenRun,
+        Load::Closed { .. } => TableSource::ClosedRun,
+    };
+    // Open loop: the offered rate; closed loop: the scenarios it got through per second.
+    let rate_of = |r: &RunSummary| match load {
+        Load::Open { rate, .. } => rate,
+        Load::Closed { .. } => (r.scenarios_ok + r.scenarios_failed) as f64 / r.duration_s.max(f64::EPSILON),
+    };
+    let node_step = CapacityStep::of(rate_of(&summary), &summary);
+    let base_step = baseline.as_ref().map(|b| vec![CapacityStep::of(rate_of(b), b)]);
+    let table = capacity::table(
+        source,
+        std::slice::from_ref(&node_step),
+        &capacity::standard_criteria(),
+        base_step.as_deref(),
+        String::new(),
+    );
     let mut report = Report {
         baseline_ratio: baseline.as_ref().map(|b| Report::ratio(b, &summary)),
         baseline,
         runs: vec![summary],
+        capacity_table: Some(table),
         codes_delivered: w.codes.delivered(),
         ..Report::new(c.target.clone(), mix, load, bounds, setup_summary)
     };
@@ -474,34 +506,62 @@ fn mix_label(mix: &Mix) -> String {
         .join(",")
 }
 
-/// Where a search starts and what it may try; steps above `credit_limit_rps` requests/s
-/// never count as meeting the SLO (they would measure the generator).
-struct Range {
-    start: f64,
-    min: f64,
-    max: f64,
-    step: Duration,
-    credit_limit_rps: Option<f64>,
+/// What one search is after: the bounds of the capacity table and the SLO of `--slo-p99`
+/// (which decides `capacity_rate` and each step's "meets SLO"), each with its credit limit.
+struct Goals {
+    slo: Criterion,
+    /// The table's bounds (`capacity::P99_BOUNDS_MS`), in order.
+    table: Vec<Criterion>,
 }
 
-/// From `start`, doubles the rate while the SLO holds (up to `max`) or halves it while it
-/// breaks (down to `min`), then bisects between the last pass and the first failure until they
-/// are within 5 % (or `max_steps` runs).
+impl Goals {
+    fn new(args: &CapacityArgs) -> Self {
+        Goals {
+            slo: Criterion::new(args.slo_p99.as_secs_f64() * 1000.0, args.slo_errors),
+            table: capacity::standard_criteria(),
+        }
+    }
+
+    /// Every criterion the search must settle: the table's and the SLO, once each.
+    fn all(&self) -> Vec<Criterion> {
+        let mut all = self.table.clone();
+        if !all.iter().any(|c| c.p99_ms == self.slo.p99_ms && c.max_error_rate == self.slo.max_error_rate) {
+            all.push(self.slo);
+        }
+        all
+    }
+
+    /// The same goals, each crediting only steps up to half of what the generator reached at
+    /// its bound against the bare hyper server.
+    fn credited_by(&self, generator_steps: &[CapacityStep]) -> Goals {
+        let limit = |c: &Criterion| Criterion {
+            credit_limit_rps: Some(capacity::bracket(generator_steps, c).rps.unwrap_or(0.0) / 2.0),
+            ..*c
+        };
+        Goals { slo: limit(&self.slo), table: self.table.iter().map(limit).collect() }
+    }
+}
+
+/// One open-loop search whose steps serve every goal at once (`capacity::next_rate` picks each
+/// rate), bounded by `--max-steps`; ends early when every goal is settled within
+/// `--resolution`, or when a `verify` run has used up its prepared codes.
 async fn search(
     w: &Arc<World>,
     mix: &Mix,
     args: &CapacityArgs,
     label: &str,
     runs: &mut Vec<RunSummary>,
-    range: Range,
-) -> CapacityReport {
-    let slo_ms = args.slo_p99.as_secs_f64() * 1000.0;
-    let mut steps = Vec::new();
-    let (mut best, mut worst): (Option<f64>, Option<f64>) = (None, None);
-    let mut rate = range.start.max(1.0);
+    (range, step): (capacity::Range, Duration),
+    goals: &Goals,
+) -> (CapacityReport, String) {
+    let slo = goals.slo;
+    let all = goals.all();
+    let mut steps: Vec<CapacityStep> = Vec::new();
+    let mut stopped = None;
     for _ in 0..args.max_steps {
+        let Some(rate) = capacity::next_rate(&steps, &all, &range) else { break };
         let bounds = Bounds {
-            duration_s: range.step.min(MAX_RUN).as_secs_f64(),
+            duration_s: step.min(MAX_RUN).as_secs_f64(),
             max_scenarios: u64::MAX,
             warmup_s: args.warmup.min(MAX_RUN).as_secs_f64(),
         };
@@ -514,91 +574,75 @@ async fn search(
             !args.common.quiet,
         )
         .await;
-        let beyond = range.credit_limit_rps.is_some_and(|limit| summary.requests_per_s > limit);
-        let meets =
-            summary.overall.p99_ms < slo_ms && summary.error_rate < args.slo_errors && summary.requests > 0 && !beyond;
+        if w.exhausted() {
+            // Cut short: its rate held for less than the step, so it is not a step at all.
+            stopped = Some(format!("stopped: the prepared codes ran out during the step at {rate:.0}/s (--prepare)"));
+            break;
+        }
+        let mut s = CapacityStep::of(rate, &summary);
+        s.beyond_generator = slo.credit_limit_rps.is_some_and(|limit| s.achieved_rps > limit);
+        s.meets_slo = capacity::bracket(std::slice::from_ref(&s), &slo).rate.is_some();
         eprintln!(
-            "{label}: offered {rate:.0}/s → {:.0} req/s, p99 {:.2} ms, errors {:.3} %, generator {:.2} cores, lag p99 {:.2} ms → {}",
-            summary.requests_per_s,
-            summary.overall.p99_ms,
-            summary.error_rate * 100.0,
+            "{label}: offered {rate:.0}/s → {:.0} answers/s, p99 {:.2} ms, errors {:.3} %, generator {:.2} cores, lag p99 {:.2} ms → {}",
+            s.achieved_rps,
+            s.p99_ms,
+            s.error_rate * 100.0,
             summary.generator.cpu_cores,
             summary.generator.lag_p99_ms,
-            if beyond {
-                "not counted: more than half the generator's ceiling"
-            } else if meets {
-                "meets SLO"
-            } else {
-                "misses SLO"
-            }
+            report::step_verdict(&s)
         );
-        steps.push(CapacityStep {
-            offered_rate: rate,
-            achieved_rps: summary.requests_per_s,
-            p50_ms: summary.overall.p50_ms,
-            p99_ms: summary.overall.p99_ms,
-            p999_ms: summary.overall.p999_ms,
-            error_rate: summary.error_rate,
-            meets_slo: meets,
-            beyond_generator: beyond,
-        });
+        steps.push(s);
         runs.push(summary);
-        if meets {
-            best = Some(best.map_or(rate, |b: f64| b.max(rate)));
-        } else {
-            worst = Some(worst.map_or(rate, |x: f64| x.min(rate)));
-        }
-        rate = match (best, worst) {
-            (Some(b), None) if b >= range.max => break,
-            (Some(b), None) => (b * 2.0).min(range.max),
-            (None, Some(x)) if x / 2.0 < range.min => break,
-            (None, Some(x)) => x / 2.0,
-            (Some(b), Some(x)) if (x - b) / b <= 0.05 => break,
-            (Some(b), Some(x)) => (b + x) / 2.0,
-            (None, None) => break,
-        };
     }
-    // The upper bound came from the generator, not from the node, when the lowest failing
-    // step is one that was not counted.
-    let generator_limited = steps
-        .iter()
-        .filter(|s| !s.meets_slo)
-        .min_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate))
-        .is_some_and(|s| s.beyond_generator);
-    CapacityReport {
-        slo_p99_ms: slo_ms,
-        slo_max_error_rate: args.slo_errors,
+    let stopped = stopped.unwrap_or_else(|| match capacity::next_rate(&steps, &all, &range) {
+        None => format!(
+            "{} steps: every bound settled within {:.0} %, or at the range's end",
+            steps.len(),
+            range.resolution * 100.0
+        ),
+        Some(_) => format!("stopped after --max-steps {}: the next-rate column shows what is left open", steps.len()),
+    });
+    let at_slo = capacity::bracket(&steps, &slo);
+    let report = CapacityReport {
+        slo_p99_ms: slo.p99_ms,
+        slo_max_error_rate: slo.max_error_rate,
         steps,
-        capacity_rate: best,
+        capacity_rate: at_slo.rate,
         generator: None,
-        generator_limited,
-    }
+        generator_limited: at_slo.above_not_credited,
+    };
+    (report, stopped)
 }
 
-/// The generator's own open-loop ceiling at this SLO: the search of `ping` against a bare
-/// hyper server (on `--baseline-cpus`). It starts near where today's ceiling is, and goes no
-/// higher than needed to credit the node search's `--max-rate` (twice the requests/s that
-/// rate makes, and a tenth more).
-async fn generator_ceiling(args: &CapacityArgs, mix: &Mix) -> anyhow::Result<(GeneratorCeiling, Vec<RunSummary>)> {
+/// The generator's own open-loop ceiling: the search of `ping` against a bare hyper server (on
+/// `--baseline-cpus`) for the same goals, so that it is also the bare hyper column of the
+/// capacity table. It starts near where today's ceiling is, and goes no higher than needed to
+/// credit the node search's `--max-rate` (twice the requests/s that rate makes, and a tenth
+/// more).
+async fn generator_ceiling(
+    args: &CapacityArgs,
+    mix: &Mix,
+    goals: &Goals,
+) -> anyhow::Result<(GeneratorCeiling, Vec<RunSummary>)> {
     let c = &args.common;
     let server = BaselineProcess::start(args.baseline_cpus.as_deref())?;
     let (bw, _) = world(&baseline_common(c), std::slice::from_ref(&server.url), &Mix::single(Kind::Ping)).await?;
     let max = 2.2 * args.max_rate * f64::from(mix.max_requests_per_scenario());
-    let range = Range { start: max.min(32_000.0), min: 1.0, max, step: args.generator_step, credit_limit_rps: None };
+    let range = capacity::Range { start: max.min(32_000.0), min: 1.0, max, resolution: args.resolution };
     let mut runs = Vec::new();
-    let found = search(&bw, &Mix::single(Kind::Ping), args, "generator check: bare hyper", &mut runs, range).await;
-    let at_best = found
-        .steps
-        .iter()
-        .zip(&runs)
-        .filter(|(s, _)| s.meets_slo)
-        .max_by(|a, b| a.0.offered_rate.total_cmp(&b.0.offered_rate));
-    let ceiling_rps = at_best.map(|(s, _)| s.achieved_rps);
+    let label = "generator check: bare hyper";
+    let (found, _) =
+        search(&bw, &Mix::single(Kind::Ping), args, label, &mut runs, (range, args.generator_step), goals).await;
+    let at_slo = capacity::bracket(&found.steps, &goals.slo);
+    let cores = at_slo
+        .rate
+        .and_then(|rate| found.steps.iter().zip(&runs).find(|(s, _)| s.offered_rate == rate))
+        .map_or(0.0, |(_, r)| r.generator.cpu_cores);
     let ceiling = GeneratorCeiling {
-        lower_bound: found.capacity_rate.is_some_and(|r| r >= max),
-        limit_rps: ceiling_rps.unwrap_or(0.0) / 2.0,
-        cpu_cores_at_ceiling: at_best.map_or(0.0, |(_, r)| r.generator.cpu_cores),
-        ceiling_rps,
+        lower_bound: at_slo.rate.is_some() && at_slo.above.is_none(),
+        limit_rps: at_slo.rps.unwrap_or(0.0) / 2.0,
+        cpu_cores_at_ceiling: cores,
+        ceiling_rps: at_slo.rps,
         steps: found.steps,
     };
     Ok((ceiling, runs))
@@ -607,33 +651,34 @@ async fn generator_ceiling(args: &CapacityArgs, mix: &Mix) -> anyhow::Result<(Ge
 async fn find_capacity(args: CapacityArgs) -> anyhow::Result<()> {
     let c = &args.common;
     let mix = mix_of(c)?;
-    let (generator, generator_runs) = generator_ceiling(&args, &mix).await?;
+    anyhow::ensure!(args.resolution > 0.0, "--resolution must be positive");
+    let goals = Goals::new(&args);
+    let (generator, generator_runs) = generator_ceiling(&args, &mix, &goals).await?;
     eprintln!("{}", report::generator_sentence(&generator));
+    let goals = goals.credited_by(&generator.steps);
     let (w, _) = world(c, &c.target, &mix).await?;
     let node_version = node_version(&w).await;
     let verify_codes =
         c.prepare.unwrap_or((args.max_rate.min(50_000.0) * (args.step + args.warmup).as_secs_f64()) as usize);
     let setup_summary = setup(&w, c, &mix, verify_codes).await;
     let mut runs = Vec::new();
-    let range = Range {
-        start: args.min_rate,
-        min: args.min_rate,
-        max: args.max_rate,
-        step: args.step,
-        credit_limit_rps: Some(generator.limit_rps),
-    };
-    let mut capacity = if generator.ceiling_rps.is_some() {
-        search(&w, &mix, &args, &format!("otpd {}", mix_label(&mix)), &mut runs, range).await
+    let start = args.start_rate.unwrap_or(args.min_rate);
+    let range = capacity::Range { start, min: args.min_rate, max: args.max_rate, resolution: args.resolution };
+    let creditable = goals.all().iter().any(|g| g.credit_limit_rps.is_some_and(|l| l > 0.0));
+    let (mut capacity, stopped) = if creditable {
+        search(&w, &mix, &args, &format!("otpd {}", mix_label(&mix)), &mut runs, (range, args.step), &goals).await
     } else {
-        CapacityReport {
-            slo_p99_ms: args.slo_p99.as_secs_f64() * 1000.0,
-            slo_max_error_rate: args.slo_errors,
+        let none = CapacityReport {
+            slo_p99_ms: goals.slo.p99_ms,
+            slo_max_error_rate: goals.slo.max_error_rate,
             steps: Vec::new(),
             capacity_rate: None,
             generator: None,
             generator_limited: true,
-        }
+        };
+        (none, "not searched: the generator met no bound against the bare hyper server".to_owned())
     };
+    let table = capacity::table(TableSource::Search, &capacity.steps, &goals.table, Some(&generator.steps), stopped);
     // Beside the node's run at its capacity: the bare hyper run of the check nearest that rate.
     let near = capacity.capacity_rate.unwrap_or(args.min_rate);
     let baseline = generator
@@ -651,6 +696,7 @@ async fn find_capacity(args: CapacityArgs) -> anyhow::Result<()> {
         runs,
         baseline,
         capacity: Some(capacity),
+        capacity_table: Some(table),
         codes_delivered: w.codes.delivered(),
         ..Report::new(c.target.clone(), mix, load, bounds, setup_summary)
     };

@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::capacity::CapacityTable;
 use crate::driver::{Bounds, Load};
 use crate::plan::Plan;
 use crate::scenario::Mix;
@@ -29,6 +30,25 @@ pub struct CapacityStep {
     /// measured, it does not count as meeting the SLO.
     #[serde(default)]
     pub beyond_generator: bool,
+}
+
+impl CapacityStep {
+    /// A run at `rate` as a step, judged on the node's answers (a code's delivery is not one)
+    /// and on every error, the delivery's included; `meets_slo` and `beyond_generator` are the
+    /// search's to set.
+    pub fn of(rate: f64, run: &RunSummary) -> CapacityStep {
+        let answers = run.answers.as_ref().unwrap_or(&run.overall);
+        CapacityStep {
+            offered_rate: rate,
+            achieved_rps: answers.requests_per_s,
+            p50_ms: answers.p50_ms,
+            p99_ms: answers.p99_ms,
+            p999_ms: answers.p999_ms,
+            error_rate: run.error_rate,
+            meets_slo: false,
+            beyond_generator: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,6 +158,10 @@ pub struct Report {
     /// A sizing plan made from this run's figures (`otpd-loadtest plan --report`).
     #[serde(default)]
     pub plan: Option<Plan>,
+    /// The highest rate meeting p99 ≤ 5, 10, 25 and 50 ms, next to the bare hyper server's
+    /// (every `run` and `find-capacity` writes one; older reports have none).
+    #[serde(default)]
+    pub capacity_table: Option<CapacityTable>,
 }
 
 impl Report {
@@ -161,6 +185,7 @@ impl Report {
             codes_delivered: 0,
             machine: Machine::here(),
             plan: None,
+            capacity_table: None,
         }
     }
 
@@ -244,7 +269,7 @@ impl Report {
             }
             let _ = writeln!(
                 md,
-                "## Find capacity (SLO: p99 < {} ms, errors < {:.2} %)\n",
+                "## Find capacity (SLO: p99 ≤ {} ms, errors < {:.2} %)\n",
                 c.slo_p99_ms,
                 c.slo_max_error_rate * 100.0
             );
@@ -266,6 +291,9 @@ impl Report {
                 );
             }
             let _ = writeln!(md, "\n**{}**\n", capacity_sentence(c));
+        }
+        if let Some(t) = &self.capacity_table {
+            md.push_str(&t.markdown());
         }
         if let Some(plan) = &self.plan {
             md.push_str(&plan.markdown());

@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | `signup` | register → code arrives → register/verify |
 //! | `login` | login → code arrives → login/verify → me |
+//! | `send-verify` | login → code arrives → login/verify (the code login alone: `login` without `me`) |
 //! | `refresh` | token/refresh (rotates the user's refresh token) |
 //! | `device-login` | device-login/challenge → sign (P-256, on the client) → device-login/verify |
 //! | `passkey-login` | passkey-login/options → a WebAuthn assertion (P-256, on the client) → passkey-login/verify |
@@ -12,7 +13,7 @@
 //! | `verify` | login/verify with a code issued in the preparation phase (the verify path alone) |
 //! | `ping` | one POST to the bare hyper baseline server |
 //!
-//! `login`, `send`, `refresh` and `device-login` need signed-up users: `--users N` signs them up
+//! `login`, `send-verify`, `send`, `refresh` and `device-login` need signed-up users: `--users N` signs them up
 //! before the measured phase (and, for `device-login` and `passkey-login`, enrols a P-256 device
 //! key for each, as a phone's secure hardware would hold it, and registers it as a passkey too). A node with its default limits allows one code per number and purpose every
 //! 30 s and five per 10 minutes, so a pool of N users sustains about N/30 logins per second; for
@@ -31,13 +32,14 @@ use serde_json::{Value, json};
 
 use crate::client::{Answer, Pool};
 use crate::codes::Codes;
-use crate::stats::{Outcome, Recorder};
+use crate::stats::{CODE_DELIVERY, Outcome, Recorder};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     Signup,
     Login,
+    SendVerify,
     Refresh,
     DeviceLogin,
     PasskeyLogin,
@@ -85,7 +87,7 @@ impl Mix {
     pub fn max_requests_per_scenario(&self) -> u32 {
         let of = |k: Kind| match k {
             Kind::Login => 4,
-            Kind::Signup => 3,
+            Kind::Signup | Kind::SendVerify => 3,
             Kind::DeviceLogin | Kind::PasskeyLogin => 2,
             Kind::Refresh | Kind::Send | Kind::SendUnknown | Kind::Verify | Kind::Ping => 1,
         };
@@ -94,7 +96,16 @@ impl Mix {
 
     pub fn needs_users(&self) -> bool {
         self.0.iter().any(|(k, w)| {
-            *w > 0 && matches!(k, Kind::Login | Kind::Send | Kind::Refresh | Kind::DeviceLogin | Kind::PasskeyLogin)
+            *w > 0
+                && matches!(
+                    k,
+                    Kind::Login
+                        | Kind::SendVerify
+                        | Kind::Send
+                        | Kind::Refresh
+                        | Kind::DeviceLogin
+                        | Kind::PasskeyLogin
+                )
         })
     }
 
@@ -103,7 +114,7 @@ impl Mix {
     }
 
     pub fn needs_codes(&self) -> bool {
-        self.0.iter().any(|(k, w)| *w > 0 && matches!(k, Kind::Signup | Kind::Login))
+        self.0.iter().any(|(k, w)| *w > 0 && matches!(k, Kind::Signup | Kind::Login | Kind::SendVerify))
     }
 }
 
@@ -198,7 +209,8 @@ impl World {
     pub async fn run(&self, rec: &Recorder, kind: Kind, intended: Instant) -> bool {
         let ok = match kind {
             Kind::Signup => self.signup(rec, intended).await.is_some(),
-            Kind::Login => self.login(rec, intended).await,
+            Kind::Login => self.login(rec, intended, true).await,
+            Kind::SendVerify => self.login(rec, intended, false).await,
             Kind::Refresh => self.refresh(rec, intended).await,
             Kind::DeviceLogin => self.device_login(rec, intended).await,
             Kind::PasskeyLogin => self.passkey_login(rec, intended).await,
@@ -282,12 +294,12 @@ impl World {
     ) -> Option<String> {
         match tokio::time::timeout(self.code_timeout, rx).await {
             Ok(Ok(code)) => {
-                rec.record("code_delivery", since, Instant::now(), &Outcome::Ok);
+                rec.record(CODE_DELIVERY, since, Instant::now(), &Outcome::Ok);
                 Some(code)
             }
             _ => {
                 self.codes.forget(phone);
-                rec.record("code_delivery", since, Instant::now(), &Outcome::Transport("code never arrived"));
+                rec.record(CODE_DELIVERY, since, Instant::now(), &Outcome::Transport("code never arrived"));
                 None
             }
         }
@@ -317,7 +329,8 @@ impl World {
         Some(user)
     }
 
-    async fn login(&self, rec: &Recorder, intended: Instant) -> bool {
+    /// A login by code; `me` reads the account with the new access token as an app would.
+    async fn login(&self, rec: &Recorder, intended: Instant, me: bool) -> bool {
         let Some(mut user) = self.take_user(rec, intended, "login", true) else { return false };
         let t = self.pool.pick();
         let rx = self.codes.expect(&user.phone);
@@ -341,7 +354,10 @@ impl World {
                 return false;
             };
             user = fresh;
-            self.step(rec, "me", t, Instant::now(), Method::GET, "/v1/me", None, Some(&user.access)).await.is_some()
+            !me || self
+                .step(rec, "me", t, Instant::now(), Method::GET, "/v1/me", None, Some(&user.access))
+                .await
+                .is_some()
         }
         .await;
         self.users.lock().push_back(user);

@@ -89,6 +89,18 @@ async fn a_short_login_run_reports_every_request_and_no_errors() {
     for f in ["report.md", "latency.svg", "throughput.svg"] {
         assert!(out.join(f).exists(), "{f}");
     }
+    // The capacity table from the run's one rate: every bound judged, printed and written.
+    let table = &report["capacity_table"];
+    assert_eq!(table["source"], "open-run", "{table}");
+    let bounds: Vec<f64> = table["rows"].as_array().unwrap().iter().map(|r| r["p99_ms"].as_f64().unwrap()).collect();
+    assert_eq!(bounds, [5.0, 10.0, 25.0, 50.0]);
+    for row in table["rows"].as_array().unwrap() {
+        // One rate tried: it either met the bound (rate 20) or missed it (above 20).
+        let (rate, above) = (row["otpd"]["rate"].as_f64(), row["otpd"]["above"].as_f64());
+        assert!(matches!((rate, above), (Some(20.0), None) | (None, Some(20.0))), "{row}");
+    }
+    assert!(log.contains("## Capacity table"), "{log}");
+    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("| p99 ≤ |"));
     node.shutdown().await;
 }
 
@@ -122,6 +134,70 @@ async fn find_capacity_ends_within_its_bound() {
     let steps = report["capacity"]["steps"].as_array().unwrap();
     assert!(!steps.is_empty() && steps.len() <= 4, "{steps:?}");
     assert!(out.join("capacity.svg").exists());
+    // One search fills the whole table, each row from the node's steps and beside the bare
+    // hyper server's from the generator check's steps (both within --max-steps).
+    assert!(report["capacity"]["generator"]["steps"].as_array().unwrap().len() <= 4);
+    let table = &report["capacity_table"];
+    assert_eq!(table["source"], "search", "{table}");
+    let rows = table["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{table}");
+    let tried: Vec<f64> = steps.iter().map(|s| s["offered_rate"].as_f64().unwrap()).collect();
+    for row in rows {
+        assert!(row["baseline"].is_object(), "{row}");
+        for key in ["rate", "above"] {
+            if let Some(r) = row["otpd"][key].as_f64() {
+                assert!(tried.contains(&r), "{key} {r} was never tried: {tried:?}");
+            }
+        }
+    }
+    // A looser bound never has a lower rate than a tighter one.
+    let rates: Vec<f64> = rows.iter().map(|r| r["otpd"]["rate"].as_f64().unwrap_or(0.0)).collect();
+    assert!(rates.windows(2).all(|w| w[0] <= w[1]), "{rates:?}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Capacity table") && md.contains("| 50 ms |"), "{md}");
+    node.shutdown().await;
+}
+
+/// The code login without `me` (`send-verify`), closed loop with a baseline: two requests and
+/// a delivery per login, and the capacity table from the closed loop beside the baseline's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_verify_run_is_the_code_login_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path()).await;
+    let out = dir.path().join("report");
+    let target = node.base_url();
+    let outbox = node.outbox_path.display().to_string();
+    let (report, log) = harness(
+        &[
+            "run",
+            "--target",
+            &target,
+            "--scenario",
+            "send-verify",
+            "--users",
+            "20",
+            "--connections",
+            "4",
+            "--duration",
+            "2s",
+            "--max-scenarios",
+            "20",
+            "--codes",
+            "outbox",
+            "--outbox",
+            &outbox,
+            "--baseline",
+        ],
+        &out,
+    )
+    .await;
+    let run = &report["runs"][0];
+    assert_eq!(run["errors"], 0, "{log}");
+    let steps: Vec<&str> = run["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["code_delivery", "login", "login_verify"], "{log}");
+    let table = &report["capacity_table"];
+    assert_eq!(table["source"], "closed-run", "{table}");
+    assert!(table["rows"].as_array().unwrap().iter().all(|r| r["baseline"].is_object()), "{table}");
     node.shutdown().await;
 }
 
