@@ -246,7 +246,8 @@ async fn kill_9_mid_burst_loses_no_acknowledged_event_or_session() {
             r.json::<Value>().await.ok().and_then(|b| b["refresh_token"].as_str().map(str::to_owned))
         }
     });
-    let burst = tokio::spawn(futures::future::join(futures::future::join_all(sends), futures::future::join_all(verifies)));
+    let burst =
+        tokio::spawn(futures::future::join(futures::future::join_all(sends), futures::future::join_all(verifies)));
     tokio::time::sleep(Duration::from_millis(400)).await;
     node.kill9();
     let (sent, verified) = burst.await.unwrap();
