@@ -277,7 +277,7 @@ pub(super) fn open_trail(path: &Path, db: &SingleWriterTxDatabase, sp: &Spaces) 
         let (event, _) = decode_audit(&value)?;
         staged.push(seq_of(&key)?, &event, &value);
         moved += 1;
-        if moved % 10_000 == 0 {
+        if moved.is_multiple_of(10_000) {
             flush(&mut staged)?;
         }
     }

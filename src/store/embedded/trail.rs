@@ -244,13 +244,19 @@ struct Appender {
     next_seq: u64,
 }
 
+/// The indexer thread's queue and handle.
+type Indexer = (SyncSender<Arc<Segment>>, JoinHandle<()>);
+
+/// Segments holding records under a key, each with the records' positions (oldest first).
+pub(super) type Found = Vec<(Arc<Segment>, Vec<u32>)>;
+
 pub(super) struct Trail {
     dir: PathBuf,
     segment_bytes: u64,
     /// Oldest first; the last is the active one.
     segments: RwLock<Vec<Arc<Segment>>>,
     appender: Mutex<Appender>,
-    indexer: Mutex<Option<(SyncSender<Arc<Segment>>, JoinHandle<()>)>>,
+    indexer: Mutex<Option<Indexer>>,
 }
 
 impl Trail {
@@ -433,7 +439,7 @@ impl Trail {
 
     /// Every segment's records under `key`, newest segment first, each segment's positions
     /// oldest first.
-    pub fn lookup(&self, key: Key) -> Result<Vec<(Arc<Segment>, Vec<u32>)>, StoreError> {
+    pub fn lookup(&self, key: Key) -> Result<Found, StoreError> {
         let segments = self.segments.read().clone();
         let mut out = Vec::new();
         for seg in segments.into_iter().rev() {
@@ -730,7 +736,7 @@ pub(super) fn copy_view(view: &[(Arc<Segment>, u64)], to: &Path) -> Result<u64, 
 
 /// Reads the event at each position, newest first, until `visit` says stop.
 pub(super) fn newest_first(
-    found: &[(Arc<Segment>, Vec<u32>)],
+    found: &Found,
     mut visit: impl FnMut(u64, &[u8]) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
     for (seg, positions) in found {
@@ -767,7 +773,7 @@ mod tests {
             message: Cow::Owned(format!("event {i}")),
             client_ip: None,
             user_agent: None,
-            ident_hash: (i % 5 != 0).then(|| IdentHash([(i % 7) as u8; 16])),
+            ident_hash: (!i.is_multiple_of(5)).then_some(IdentHash([(i % 7) as u8; 16])),
             user_id: None,
         }
     }
@@ -778,12 +784,10 @@ mod tests {
         let events: Vec<u64> = range.collect();
         for chunk in events.chunks(batch) {
             let mut staged = Staged::default();
-            let mut seq = trail.next_seq();
-            for &i in chunk {
+            for (seq, &i) in (trail.next_seq()..).zip(chunk) {
                 let e = event(i);
                 staged.push(seq, &e, &encode_audit(&e, None).unwrap());
                 out.push((seq, e));
-                seq += 1;
             }
             let written = trail.write(&staged).unwrap();
             trail.publish(written, &staged);
