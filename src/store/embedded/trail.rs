@@ -471,6 +471,11 @@ impl Trail {
             if events == 0 || newest.is_none_or(|n| n >= cutoff) {
                 break;
             }
+            // A batch written to it but not yet published (or rolled back) has newer events.
+            let on_disk = seg.file.metadata().map_err(unavailable)?.len();
+            if on_disk != seg.meta.read().len {
+                break;
+            }
             if Arc::ptr_eq(&seg, &app.active) {
                 let (next, file) = create_segment(&self.dir, app.next_seq)?;
                 self.segments.write().push(next.clone());
@@ -536,15 +541,19 @@ fn log_name(first_seq: u64) -> String {
     format!("{first_seq:020}.log")
 }
 
+fn segment_header(first_seq: u64) -> [u8; LOG_HEADER as usize] {
+    let mut header = [0u8; LOG_HEADER as usize];
+    header[..8].copy_from_slice(LOG_MAGIC);
+    header[8..].copy_from_slice(&first_seq.to_le_bytes());
+    header
+}
+
 /// A new, empty, durable segment whose first event will be `first_seq`.
 fn create_segment(dir: &Path, first_seq: u64) -> Result<(Arc<Segment>, File), StoreError> {
     let path = dir.join(log_name(first_seq));
     let io = |e: std::io::Error| unavailable(format!("{}: {e}", path.display()));
     let mut file = create_private(&path).map_err(io)?;
-    let mut header = [0u8; LOG_HEADER as usize];
-    header[..8].copy_from_slice(LOG_MAGIC);
-    header[8..].copy_from_slice(&first_seq.to_le_bytes());
-    file.write_all(&header).map_err(io)?;
+    file.write_all(&segment_header(first_seq)).map_err(io)?;
     file.sync_all().map_err(io)?;
     sync_dir(dir)?;
     let read = File::open(&path).map_err(io)?;
@@ -568,7 +577,15 @@ fn open_segment(first_seq: u64, log: PathBuf, active: bool) -> Result<(Segment, 
     if !active && let Some((meta, last_seq)) = read_idx(&log.with_extension("idx"), first_seq) {
         return Ok((Segment { first_seq, log, file, meta: RwLock::new(meta) }, last_seq, true));
     }
-    let bytes = std::fs::read(&log).map_err(io)?;
+    let mut bytes = std::fs::read(&log).map_err(io)?;
+    if active && bytes.len() < LOG_HEADER as usize {
+        // A crash while the segment was being created, before its header was durable.
+        bytes = segment_header(first_seq).to_vec();
+        let f = OpenOptions::new().write(true).open(&log).map_err(io)?;
+        f.set_len(0).map_err(io)?;
+        f.write_all_at(&bytes, 0).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
     if bytes.len() < LOG_HEADER as usize || &bytes[..8] != LOG_MAGIC {
         return Err(corrupt(format!("{}: not an audit segment", log.display())));
     }
@@ -903,6 +920,28 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_whose_creation_a_crash_cut_short_is_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let trail = Trail::open(dir.path(), 1, SEGMENT_BYTES).unwrap();
+        let all = append(&trail, 0..30, 7);
+        let next = trail.next_seq();
+        drop(trail);
+        for partial in [&b""[..], &b"OTPDA"[..]] {
+            std::fs::write(dir.path().join(log_name(next)), partial).unwrap();
+            let trail = Trail::open(dir.path(), 1, SEGMENT_BYTES).unwrap();
+            check(&trail, &all, "after a cut-short creation");
+            assert_eq!(trail.next_seq(), next);
+            let more = append(&trail, 30..35, 5);
+            assert_eq!(more[0].0, next);
+            let mut with_more = all.clone();
+            with_more.extend(more);
+            check(&trail, &with_more, "appended to it");
+            drop(trail);
+            std::fs::remove_file(dir.path().join(log_name(next))).unwrap();
+        }
+    }
+
+    #[test]
     fn a_rolled_back_write_is_never_seen_and_its_numbers_are_not_reused() {
         let dir = tempfile::tempdir().unwrap();
         let trail = Trail::open(dir.path(), 1, 4 * 1024).unwrap();
@@ -913,7 +952,12 @@ mod tests {
             staged.push(trail.next_seq() + n as u64, &e, &encode_audit(&e, None).unwrap());
         }
         let written = trail.write(&staged).unwrap();
+        // Retention meanwhile: a segment with events not yet published is not deleted.
+        let far = Timestamp::from_millis(T0 + 100 * HOUR_MS);
+        let expired = trail.expire(far).unwrap();
+        assert!(expired < all.len() as u64, "the segment being written keeps its published events: {expired}");
         trail.rollback(written);
+        let all: Vec<_> = if expired > 0 { all[expired as usize..].to_vec() } else { all };
         check(&trail, &all, "rolled back");
         let more = append(&trail, 20..30, 5);
         assert!(more[0].0 > 80, "numbers after the rolled-back ones: {}", more[0].0);
