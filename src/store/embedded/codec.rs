@@ -13,7 +13,7 @@
 //! | `audit`, `audit_by_ident`, `audit_by_trace` | (empty) | where audit events were kept before the trail (`super::trail`); a store that still has some moves them there on open |
 //! | `subject_keys` | subject (17 B) ‖ key id (16 B) | key (32 B) ‖ the event time before which it sealed every event (ms, u64 BE) |
 //!
-//! Audit records (in the trail's segments) are `encode_audit`'s bytes: format 2, personal
+//! Audit records (in the trail's segments) are `encode_audit_into`'s bytes: format 2, personal
 //! fields sealed (`store::shred`); format 1 is read.
 //!
 //! Records are postcard-encoded behind a one-byte format version, so a format can change
@@ -131,11 +131,24 @@ pub(super) fn decode_session(bytes: &[u8]) -> Result<Session, StoreError> {
 }
 
 /// An audit event in format 2: the event (personal fields taken out), then `sealed`.
+#[cfg(test)]
 pub(super) fn encode_audit(event: &AuditEvent, sealed: Option<&[u8]>) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![AUDIT_V2];
-    out.extend(postcard::to_stdvec(event).map_err(corrupt)?);
-    out.extend_from_slice(sealed.unwrap_or_default());
+    let mut out = Vec::new();
+    encode_audit_into(event, sealed, &mut out)?;
     Ok(out)
+}
+
+/// An audit event in format 2 (the event, personal fields taken out, then `sealed`), appended to
+/// `out`: the trail's batch buffer.
+pub(super) fn encode_audit_into(
+    event: &AuditEvent,
+    sealed: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    out.push(AUDIT_V2);
+    postcard::to_io(event, &mut *out).map_err(corrupt)?;
+    out.extend_from_slice(sealed.unwrap_or_default());
+    Ok(())
 }
 
 /// An audit event as stored and its sealed personal fields (`None`: none, or format 1, whose

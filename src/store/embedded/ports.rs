@@ -333,13 +333,13 @@ fn events(
     limit: usize,
     keep: impl Fn(&AuditEvent) -> bool,
 ) -> Result<Vec<AuditEvent>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
     let found = trail.lookup(key)?;
     let snap = db.read_tx();
     let mut out = Vec::new();
     trail::newest_first(&found, |_, bytes| {
-        if out.len() >= limit {
-            return Ok(false);
-        }
         let event = read_event(&snap, sp, bytes)?;
         if keep(&event) {
             out.push(event);

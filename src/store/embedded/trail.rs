@@ -9,7 +9,7 @@
 //!
 //! | file (in `<store>/audit/`) | what |
 //! | --- | --- |
-//! | `<first seq, 20 digits>.log` | header (`OTPDAUD1`, first sequence number), then records: length (u32 LE) ‖ CRC-32 of the rest (u32 LE) ‖ sequence (u64 LE) ‖ the event as `codec::encode_audit` writes it |
+//! | `<first seq, 20 digits>.log` | header (`OTPDAUD1`, first sequence number), then records: length (u32 LE) ‖ CRC-32 of the rest (u32 LE) ‖ sequence (u64 LE) ‖ the event as `codec::encode_audit_into` writes it |
 //! | `<first seq>.idx` | a sealed segment's index: header (`OTPDAIX1`, counts, oldest and newest event time), then the identifier entries, then the trace entries, each `prefix (16 B) ‖ position (u32 LE)`, sorted |
 //!
 //! Invariants:
@@ -39,7 +39,7 @@ use otpd_actors::ports::{AuditEvent, StoreError};
 use otpd_actors::rules::clock::Timestamp;
 use parking_lot::{Mutex, RwLock};
 
-use super::codec::{corrupt, decode_audit, trace_prefix, unavailable};
+use super::codec::{corrupt, decode_audit, encode_audit_into, trace_prefix, unavailable};
 
 const LOG_MAGIC: &[u8; 8] = b"OTPDAUD1";
 const IDX_MAGIC: &[u8; 8] = b"OTPDAIX1";
@@ -104,18 +104,18 @@ impl Segment {
     /// The positions of the records under `key`, oldest first.
     fn positions(&self, key: Key) -> Result<Vec<u32>, StoreError> {
         let meta = self.meta.read();
-        let (kind, prefix) = match key {
-            Key::Identifier(p) => (0, p),
-            Key::Trace(p) => (1, p),
+        let (identifiers, prefix) = match key {
+            Key::Identifier(p) => (true, p),
+            Key::Trace(p) => (false, p),
         };
         match &meta.index {
             Index::Memory { ident, trace } => {
-                let entries = if kind == 0 { ident } else { trace };
+                let entries = if identifiers { ident } else { trace };
                 Ok(entries.iter().filter(|e| e.prefix == prefix).map(|e| e.pos).collect())
             }
             Index::Disk { file, ident, trace } => {
                 let (start, count) =
-                    if kind == 0 { (IDX_HEADER, *ident) } else { (IDX_HEADER + *ident * ENTRY as u64, *trace) };
+                    if identifiers { (IDX_HEADER, *ident) } else { (IDX_HEADER + *ident * ENTRY as u64, *trace) };
                 let read = |i: u64| -> Result<Entry, StoreError> {
                     let mut b = [0u8; ENTRY];
                     file.read_exact_at(&mut b, start + i * ENTRY as u64).map_err(unavailable)?;
@@ -191,16 +191,42 @@ impl Staged {
         self.records.is_empty()
     }
 
-    /// Stages `event` (as encoded in `payload`) under `seq`.
+    /// Stages `event` under `seq`, its personal fields already taken out and `sealed`.
+    pub fn push_event(&mut self, seq: u64, event: &AuditEvent, sealed: Option<&[u8]>) -> Result<(), StoreError> {
+        self.frame(seq, event, |out| encode_audit_into(event, sealed, out))
+    }
+
+    /// Stages `event` under `seq` as the record bytes `payload` (an older store's, moved as they are).
     pub fn push(&mut self, seq: u64, event: &AuditEvent, payload: &[u8]) {
+        let framed = self.frame(seq, event, |out| {
+            out.extend_from_slice(payload);
+            Ok(())
+        });
+        framed.expect("copying bytes cannot fail");
+    }
+
+    /// Appends a record: its header, then what `write` appends, then the header filled in.
+    fn frame(
+        &mut self,
+        seq: u64,
+        event: &AuditEvent,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let start = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; RECORD_HEADER]);
+        if let Err(e) = write(&mut self.bytes) {
+            self.bytes.truncate(start);
+            return Err(e);
+        }
+        let body = start + RECORD_HEADER;
+        let len = (self.bytes.len() - body) as u32;
         let mut crc = crc32fast::Hasher::new();
         crc.update(&seq.to_le_bytes());
-        crc.update(payload);
-        self.bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(&crc.finalize().to_le_bytes());
-        self.bytes.extend_from_slice(&seq.to_le_bytes());
-        self.bytes.extend_from_slice(payload);
+        crc.update(&self.bytes[body..]);
+        let head = &mut self.bytes[start..body];
+        head[..4].copy_from_slice(&len.to_le_bytes());
+        head[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+        head[8..].copy_from_slice(&seq.to_le_bytes());
         self.records.push(StagedRecord {
             start,
             seq,
@@ -208,6 +234,7 @@ impl Staged {
             ident: event.ident_hash.map(|h| h.0),
             trace: trace_prefix(event.trace_id.as_str()),
         });
+        Ok(())
     }
 
     pub fn clear(&mut self) {

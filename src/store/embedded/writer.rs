@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::cache::UserCache;
 use super::census::{Counts, CountsDelta};
 use super::codec::{
-    Spaces, corrupt, decode, decode_session, encode, encode_audit, encode_session, ids_with_prefix, indexed, pair_key,
+    Spaces, corrupt, decode, decode_session, encode, encode_session, ids_with_prefix, indexed, pair_key,
     parse_subject_key, passkey_index_key, passkeys_of, subject_key_key, subject_key_value, unavailable,
 };
 use super::trail::{Staged, Trail};
@@ -466,8 +466,7 @@ impl Batch<'_> {
             self.drawn.push(subject);
         }
         let sealed = shred::seal(&mut event, &subject, &drawn.key);
-        self.staged.push(seq, &event, &encode_audit(&event, sealed.as_deref())?);
-        Ok(())
+        self.staged.push_event(seq, &event, sealed.as_deref())
     }
 
     fn apply_rotate_refresh(
