@@ -22,22 +22,32 @@ const browser = spawn(chromium, [
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
   "--no-default-browser-check", "--disable-extensions", "--remote-debugging-port=0",
   "--window-size=900,1000", `--user-data-dir=${profile}`, "about:blank",
-], { stdio: ["ignore", "ignore", "pipe"] });
+  // Its own process group, so that finish() stops the renderers and helpers with it.
+], { stdio: ["ignore", "ignore", "pipe"], detached: true });
+const browserExited = new Promise((r) => browser.once("exit", r));
 let stderr = "";
 browser.stderr.on("data", (d) => { stderr += d; });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 let stepName = "start";
-function finish(code) {
-  try { browser.kill("SIGKILL"); } catch {}
-  rmSync(profile, { recursive: true, force: true });
+// Stops the whole browser (the process group), waits for it, then removes the profile. A
+// helper process still writing there made the removal fail once (ENOTEMPTY), so the removal
+// retries, and a profile left behind is reported, not counted as the flow failing.
+async function finish(code) {
+  try { process.kill(-browser.pid, "SIGKILL"); } catch {}
+  await Promise.race([browserExited, sleep(5000)]);
+  try {
+    rmSync(profile, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 });
+  } catch (e) {
+    process.stderr.write(`could not remove chromium's profile ${profile}: ${e.message}\n`);
+  }
   process.exit(code);
 }
 async function fail(message) {
   try { await shot("failed-at-" + stepName); } catch {}
   out({ error: `${stepName}: ${message}`, chromium_stderr: stderr.slice(-1500) });
-  finish(2);
+  await finish(2);
 }
 setTimeout(() => fail("timed out after 120 s"), 120_000).unref();
 
@@ -260,4 +270,4 @@ result.expected_4xx_logged = logErrors.length;
 result.requests = events.filter((e) => e.method === "Network.requestWillBeSent").length;
 out({ result });
 ws.close();
-finish(0);
+await finish(0);
