@@ -476,6 +476,41 @@ pub async fn audit_log(log: Arc<dyn AuditLog>) {
     assert!(log.by_identifier(&IdentHash([0; 16]), 10).await.unwrap().is_empty());
 }
 
+/// Opening a session: the session and its event are both there afterwards, the event by
+/// identifier and by trace id; and with several opened at once, every one is.
+pub async fn open_session<S: SessionStore + AuditLog>(store: Arc<S>) {
+    let t = Timestamp::from_millis(1_700_000_000_000);
+    let ident = IdentHash([0x5e; 16]);
+    let user = UserId(Uuid::now_v7());
+    let mut opening = |n: u8| {
+        let s = session(user, n, AuthMethod::Otp, t);
+        let mut e = event(u32::from(n), &format!("open-{n}"), Some(ident));
+        e.user_id = Some(user);
+        e.message = "session opened".into();
+        (s, e)
+    };
+    let (s, e) = opening(1);
+    store.open_session(&s, e.clone()).await.unwrap();
+    assert_eq!(store.session(s.id).await.unwrap().as_ref(), Some(&s));
+    assert_eq!(store.by_trace("open-1", 10).await.unwrap(), vec![e]);
+
+    let many: Vec<_> = (2..34).map(&mut opening).collect();
+    let mut writes = tokio::task::JoinSet::new();
+    for (s, e) in &many {
+        let (store, s, e) = (store.clone(), s.clone(), e.clone());
+        writes.spawn(async move { store.open_session(&s, e).await });
+    }
+    while let Some(r) = writes.join_next().await {
+        r.unwrap().unwrap();
+    }
+    for (s, e) in &many {
+        assert_eq!(store.session(s.id).await.unwrap().as_ref(), Some(s));
+        assert_eq!(store.by_trace(&e.trace_id, 10).await.unwrap(), vec![e.clone()]);
+    }
+    assert_eq!(store.by_identifier(&ident, 100).await.unwrap().len(), 33);
+    assert_eq!(store.sessions_of_user(user).await.unwrap().len(), 33);
+}
+
 /// Erasure: the account, its sessions and devices go, by every lookup; its audit events stay
 /// (the trail is append-only) with their personal fields unreadable, someone else's keep
 /// theirs; a second erasure finds nothing; the identifier can be claimed again.

@@ -24,6 +24,8 @@ async fn embedded_user_store() {
 async fn embedded_session_store() {
     let (_dir, s) = store();
     testkit::session_store(s).await;
+    let (_dir, s) = store();
+    testkit::open_session(s).await;
 }
 
 #[tokio::test]
@@ -65,6 +67,8 @@ async fn metered_embedded_store() {
     testkit::user_store(metered(s)).await;
     let (_d2, s) = store();
     testkit::session_store(metered(s)).await;
+    let (_d7, s) = store();
+    testkit::open_session(metered(s)).await;
     let (_d3, s) = store();
     testkit::device_store(metered(s)).await;
     let (_d6, s) = store();

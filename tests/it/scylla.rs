@@ -101,6 +101,7 @@ async fn scylla_user_store() {
 async fn scylla_session_store() {
     let Some((s, ks)) = real_scylla("scylla_session_store").await else { return };
     testkit::session_store(s.clone()).await;
+    testkit::open_session(s.clone()).await;
     drop_keyspace(&s, &ks).await;
 }
 
@@ -331,6 +332,7 @@ async fn kassandra_passes_the_user_session_and_device_suites() {
         // parser: it runs against a real cluster only (`scylla_user_store`).
         println!("SKIPPED on kassandra: the purge of unverified accounts (token() scan, DELETE … IF)");
         testkit::session_store(store.clone()).await;
+        testkit::open_session(store.clone()).await;
         testkit::device_store(store.clone()).await;
         testkit::erasure(store.clone()).await;
         testkit::passkey_store(store.clone()).await;

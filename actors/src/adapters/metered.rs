@@ -34,6 +34,7 @@ pub enum Operation {
     PurgeUnverified,
     EraseUser,
     InsertSession,
+    OpenSession,
     Session,
     RotateRefresh,
     RevokeSession,
@@ -56,7 +57,7 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 26] = [
+    pub const ALL: [Operation; 27] = [
         Operation::UserByIdentifier,
         Operation::UserById,
         Operation::InsertUser,
@@ -64,6 +65,7 @@ impl Operation {
         Operation::PurgeUnverified,
         Operation::EraseUser,
         Operation::InsertSession,
+        Operation::OpenSession,
         Operation::Session,
         Operation::RotateRefresh,
         Operation::RevokeSession,
@@ -94,6 +96,7 @@ impl Operation {
             Operation::PurgeUnverified => "purge_unverified",
             Operation::EraseUser => "erase_user",
             Operation::InsertSession => "insert_session",
+            Operation::OpenSession => "open_session",
             Operation::Session => "session",
             Operation::RotateRefresh => "rotate_refresh",
             Operation::RevokeSession => "revoke_session",
@@ -188,6 +191,10 @@ impl<S: UserStore> UserStore for MeteredStore<S> {
 impl<S: SessionStore> SessionStore for MeteredStore<S> {
     async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
         self.timed(Operation::InsertSession, self.inner.insert_session(session)).await
+    }
+
+    async fn open_session(&self, session: &Session, event: AuditEvent) -> Result<(), StoreError> {
+        self.timed(Operation::OpenSession, self.inner.open_session(session, event)).await
     }
 
     async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {

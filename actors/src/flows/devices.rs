@@ -311,7 +311,7 @@ impl Engine {
         let user = user.filter(|u| u.verified).ok_or(EngineError::DeviceRevoked)?;
         trail.ident = Some(user.ident_hash);
         trail.step = Step::Session;
-        let grant = self.open_session(ctx, user, AuthMethod::Device(device.id), now).await?;
+        let grant = self.open_session(trail, ctx, user, AuthMethod::Device(device.id), now);
         trail.note = "session opened by device key";
         trail.step = Step::Done;
         Ok(grant)

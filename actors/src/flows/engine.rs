@@ -232,11 +232,14 @@ pub(crate) struct Trail {
     /// A send without an account rehearsed its delivery: `finish` schedules what it would for
     /// a held message, and starts nothing.
     pub(crate) rehearsed: bool,
+    /// A session the call opens: stored with the call's event, in one write
+    /// (`SessionStore::open_session`), and only if the call succeeds.
+    pub(crate) session: Option<Box<Session>>,
 }
 
 impl Trail {
     pub(crate) fn new(api: Api, ident: Option<IdentHash>) -> Self {
-        Trail { api, step: Step::Start, ident, user: None, note: "", held: None, rehearsed: false }
+        Trail { api, step: Step::Start, ident, user: None, note: "", held: None, rehearsed: false, session: None }
     }
 }
 
@@ -619,7 +622,7 @@ impl Engine {
         };
 
         trail.step = Step::Session;
-        let grant = self.open_session(ctx, user, AuthMethod::Otp, now).await?;
+        let grant = self.open_session(trail, ctx, user, AuthMethod::Otp, now);
         trail.step = Step::Done;
         Ok(grant)
     }
@@ -708,13 +711,16 @@ impl Engine {
         Ok(user)
     }
 
-    pub(crate) async fn open_session(
+    /// A new session for `user`, staged on the trail: `finish` stores it with the call's
+    /// event, and the grant goes out only once both are durable.
+    pub(crate) fn open_session(
         &self,
+        trail: &mut Trail,
         ctx: &RequestContext,
         user: User,
         method: AuthMethod,
         now: Timestamp,
-    ) -> Result<Grant, EngineError> {
+    ) -> Grant {
         let id = SessionId(Uuid::now_v7());
         let token = RefreshToken::generate(id);
         let digest = token.digest(&self.inner.keys);
@@ -722,9 +728,8 @@ impl Engine {
         let mut session = Session::new(id, user.id, digest, method, now, expires_at);
         session.client_ip = ctx.client_ip;
         session.user_agent = ctx.user_agent.as_deref().map(str::to_owned);
-        self.inner.ports.sessions.insert_session(&session).await.map_err(unavailable)?;
-        self.inner.metrics.tokens_issued(method);
-        Ok(Grant { user, session, refresh_token: token.encode(), login_at: now })
+        trail.session = Some(Box::new(session.clone()));
+        Grant { user, session, refresh_token: token.encode(), login_at: now }
     }
 
     /// `GET /v1/me`: the account behind a (signature-checked) access token, if its session is
@@ -776,7 +781,7 @@ impl Engine {
         if self.admit_refusal(key) == Admit::Count {
             return;
         }
-        let trail = Trail { api, step, ident, user: None, note: "", held: None, rehearsed: false };
+        let trail = Trail { step, ..Trail::new(api, ident) };
         let event = self.event(ctx, &trail, AuditOutcome::Rejected, message.into());
         self.append_later(vec![event]);
     }
@@ -1052,10 +1057,20 @@ impl Engine {
             Err(e) => (AuditOutcome::Rejected, Cow::Owned(e.to_string())),
         };
         let event = self.event(ctx, &trail, outcome, message);
-        match self.inner.ports.audit.append(event).await {
+        let written = match (&result, trail.session) {
+            (Ok(_), Some(session)) => {
+                let opened = self.inner.ports.sessions.open_session(&session, event).await;
+                if opened.is_ok() {
+                    self.inner.metrics.tokens_issued(session.method);
+                }
+                opened
+            }
+            _ => self.inner.ports.audit.append(event).await,
+        };
+        match written {
             Ok(()) => result,
             Err(e) => {
-                tracing::error!(target: LOG_TARGET, error = %e, api = trail.api.as_str(), "audit append failed");
+                tracing::error!(target: LOG_TARGET, error = %e, api = trail.api.as_str(), "could not write the call's audit event");
                 match result {
                     Ok(_) => Err(unavailable(e)),
                     Err(original) => Err(original),

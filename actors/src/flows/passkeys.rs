@@ -300,7 +300,7 @@ impl Engine {
         let user = user.filter(|u| u.verified).ok_or(EngineError::PasskeyInvalid { attempts_left: 0 })?;
         trail.ident = Some(user.ident_hash);
         trail.step = Step::Session;
-        let grant = self.open_session(ctx, user, AuthMethod::Passkey, now).await?;
+        let grant = self.open_session(trail, ctx, user, AuthMethod::Passkey, now);
         trail.note = "session opened by passkey";
         trail.step = Step::Done;
         Ok(grant)

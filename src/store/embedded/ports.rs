@@ -99,6 +99,12 @@ impl SessionStore for EmbeddedStore {
         self.submit(|reply| Op::InsertSession { session, reply }).await
     }
 
+    /// One op, so one commit: the session and its event are durable together or not at all.
+    async fn open_session(&self, session: &Session, event: AuditEvent) -> Result<(), StoreError> {
+        let (session, event) = (Box::new(session.clone()), Box::new(event));
+        self.submit(|reply| Op::OpenSession { session, event, reply }).await
+    }
+
     async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
         self.read(|snap, sp| {
             snap.get(&sp.sessions, id.0.as_bytes()).map_err(unavailable)?.map(|v| decode_session(&v)).transpose()

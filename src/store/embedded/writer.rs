@@ -65,6 +65,12 @@ pub(super) enum Op {
         event: Box<AuditEvent>,
         reply: Reply<()>,
     },
+    /// A new session and the event recording it, in the same batch.
+    OpenSession {
+        session: Box<Session>,
+        event: Box<AuditEvent>,
+        reply: Reply<()>,
+    },
     RotateRefresh {
         id: SessionId,
         presented: [u8; 32],
@@ -140,9 +146,10 @@ impl Op {
     fn fail(self, e: StoreError) {
         match self {
             Op::InsertUser { reply, .. } => fail(reply, e),
-            Op::UpdateUser { reply, .. } | Op::InsertSession { reply, .. } | Op::AppendAudit { reply, .. } => {
-                fail(reply, e)
-            }
+            Op::UpdateUser { reply, .. }
+            | Op::InsertSession { reply, .. }
+            | Op::AppendAudit { reply, .. }
+            | Op::OpenSession { reply, .. } => fail(reply, e),
             Op::RotateRefresh { reply, .. } => fail(reply, e),
             Op::RevokeSession { reply, .. } => fail(reply, e),
             Op::RevokeUserSessions { reply, .. } | Op::PurgeUnverified { reply, .. } => fail(reply, e),
@@ -366,6 +373,10 @@ impl Batch<'_> {
             }
             Op::InsertSession { session, reply } => pend(reply, self.apply_insert_session(&session)),
             Op::AppendAudit { event, reply } => pend(reply, self.apply_append_audit(event)),
+            Op::OpenSession { session, event, reply } => {
+                let applied = self.apply_insert_session(&session);
+                pend(reply, applied.and_then(|()| self.apply_append_audit(event)))
+            }
             Op::RotateRefresh { id, presented, next, now, reply } => {
                 pend(reply, self.apply_rotate_refresh(id, &presented, &next, now))
             }
