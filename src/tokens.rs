@@ -2,8 +2,11 @@
 //!
 //! Claims: `iss`, `aud`, `sub` (user id), `sid` (session id), `iat`, `exp`, `jti`. The header
 //! carries `kid`: for EdDSA the RFC 7638 thumbprint of the public key, so key rotation can
-//! publish several keys side by side. Signing uses jsonwebtoken with the `aws_lc_rs` backend
-//! (EdDSA sign ≈ 16 µs, HS256 ≈ 1 µs on the reference machine).
+//! publish several keys side by side. HS256 tokens are signed by jsonwebtoken; EdDSA tokens
+//! are put together here, in the same form, with an `aws_lc_rs` key pair parsed once per key:
+//! `jsonwebtoken::encode` parses the PKCS#8 key again for every token, which derives the public
+//! key, a second scalar multiplication as dear as the signature itself (docs/PERFORMANCE.md).
+//! Verifying uses jsonwebtoken for both.
 //!
 //! Expiry is checked here against the engine's clock, not by jsonwebtoken against the system
 //! clock, so tests that move time also move token expiry.
@@ -83,6 +86,8 @@ pub struct SigningEntry {
     pub activates_at: Timestamp,
     kid: String,
     encoding: EncodingKey,
+    /// An Ed25519 key's pair, and the token header it signs under, base64url-encoded.
+    ed25519: Option<(aws_lc_rs::signature::Ed25519KeyPair, String)>,
     decoding: DecodingKey,
     /// The public key as a JWK; `None` for a shared secret (HS256), which is never published.
     jwk: Option<serde_json::Value>,
@@ -90,7 +95,7 @@ pub struct SigningEntry {
 
 impl SigningEntry {
     pub fn new(generation: u32, activates_at: Timestamp, key: &SigningKey) -> Result<Self, SigningKeyError> {
-        let (encoding, decoding, kid, jwk) = match key {
+        let (encoding, decoding, kid, jwk, ed25519) = match key {
             SigningKey::Ed25519(pkcs8) => {
                 use aws_lc_rs::signature::KeyPair as _;
                 let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8)?;
@@ -98,19 +103,30 @@ impl SigningEntry {
                 let x = URL_SAFE_NO_PAD.encode(&public);
                 let kid = ed25519_thumbprint(&x);
                 let jwk = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig" });
-                (EncodingKey::from_ed_der(pkcs8), DecodingKey::from_ed_der(&public), kid, Some(jwk))
+                let header = serde_json::to_vec(&token_header(Algorithm::EdDSA, &kid)).expect("a header serialises");
+                let header = URL_SAFE_NO_PAD.encode(header);
+                let (encoding, decoding) = (EncodingKey::from_ed_der(pkcs8), DecodingKey::from_ed_der(&public));
+                (encoding, decoding, kid, Some(jwk), Some((pair, header)))
             }
             SigningKey::Hs256(secret) => {
                 let kid = format!("hs256-{}", &blake3::hash(secret).to_hex()[..16]);
-                (EncodingKey::from_secret(secret), DecodingKey::from_secret(secret), kid, None)
+                (EncodingKey::from_secret(secret), DecodingKey::from_secret(secret), kid, None, None)
             }
         };
-        Ok(SigningEntry { generation, activates_at, kid, encoding, decoding, jwk })
+        Ok(SigningEntry { generation, activates_at, kid, encoding, decoding, ed25519, jwk })
     }
 
     pub fn kid(&self) -> &str {
         &self.kid
     }
+}
+
+/// The header of every token: the algorithm, the signing key's id, and `typ`.
+fn token_header(algorithm: Algorithm, kid: &str) -> Header {
+    let mut header = Header::new(algorithm);
+    header.kid = Some(kid.to_owned());
+    header.typ = Some("JWT".into());
+    header
 }
 
 /// How long after every token a key signed has expired it is still published: the leeway
@@ -227,10 +243,21 @@ impl TokenService {
             jti: Uuid::new_v4().simple().to_string(),
         };
         let key = self.signing_at(now);
-        let mut header = Header::new(self.algorithm);
-        header.kid = Some(key.kid.clone());
-        header.typ = Some("JWT".into());
-        jsonwebtoken::encode(&header, &claims, &key.encoding)
+        match &key.ed25519 {
+            Some((pair, header)) if self.algorithm == Algorithm::EdDSA => {
+                // What `jsonwebtoken::encode` writes: header.claims.signature, each base64url.
+                let claims = serde_json::to_vec(&claims)?;
+                let mut token = String::with_capacity(header.len() + claims.len() * 4 / 3 + 92);
+                token.push_str(header);
+                token.push('.');
+                URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
+                let signature = pair.sign(token.as_bytes());
+                token.push('.');
+                URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+                Ok(token)
+            }
+            _ => jsonwebtoken::encode(&token_header(self.algorithm, &key.kid), &claims, &key.encoding),
+        }
     }
 
     /// Checks signature, `kid`, `iss`, `aud` and expiry against `now`.
@@ -294,6 +321,22 @@ mod tests {
         assert_eq!(claims.exp - claims.iat, 900);
         assert_eq!(t.verify(&jwt, now.plus(Duration::from_secs(899))).map(|c| c.sub), Ok(u.0));
         assert_eq!(t.verify(&jwt, now.plus(Duration::from_secs(900))), Err(TokenError::Expired));
+    }
+
+    /// EdDSA tokens are put together here, not by `jsonwebtoken::encode`: they must be what it
+    /// would have written, byte for byte (Ed25519 signatures are deterministic).
+    #[test]
+    fn eddsa_tokens_are_what_jsonwebtoken_writes() {
+        let t = ed();
+        let (u, s) = ids();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let jwt = t.issue(u, s, now).unwrap();
+        let claims = t.verify(&jwt, now).unwrap();
+        let key = t.signing_at(now);
+        let theirs = jsonwebtoken::encode(&token_header(Algorithm::EdDSA, key.kid()), &claims, &key.encoding).unwrap();
+        assert_eq!(jwt, theirs);
+        let header = jsonwebtoken::decode_header(&jwt).unwrap();
+        assert_eq!((header.alg, header.kid.as_deref(), header.typ.as_deref()), (Algorithm::EdDSA, Some(key.kid()), Some("JWT")));
     }
 
     #[test]
