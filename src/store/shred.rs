@@ -13,7 +13,6 @@
 //! encoding of [`Personal`], with the event's subject as associated data, so a sealed field
 //! moved to another subject's event does not open. Where the keys come from: [`KeySource`].
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +23,7 @@ use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::ids::UserId;
 use otpd_actors::rules::keys::IdentHash;
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 /// Length of a subject key.
@@ -98,13 +98,15 @@ impl std::fmt::Debug for SubjectKey {
 /// ago and write it again with its next event for the subject: its events of that minute
 /// would read again; older ones would not.
 pub struct KeySource {
-    /// Each subject's current key and the event time it seals events until (ms).
-    current: Mutex<HashMap<Subject, (SubjectKey, u64)>>,
+    /// Each subject's current key and the event time it seals events until (ms). Subjects
+    /// are keyed hashes and server-drawn ids, which no client can pick to collide: a fast
+    /// hash is safe here.
+    current: Mutex<FxHashMap<Subject, (SubjectKey, u64)>>,
 }
 
 impl Default for KeySource {
     fn default() -> Self {
-        KeySource { current: Mutex::new(HashMap::new()) }
+        KeySource { current: Mutex::new(FxHashMap::default()) }
     }
 }
 
@@ -178,8 +180,9 @@ pub fn seal(event: &mut AuditEvent, subject: &Subject, key: &SubjectKey) -> Opti
     }
     let personal =
         Personal { client_ip: event.client_ip.take(), user_agent: event.user_agent.take().map(|u| u.to_string()) };
-    let mut nonce = [0u8; NONCE_LEN];
-    aws_lc_rs::rand::fill(&mut nonce).expect("the operating system's random source is available");
+    // A nonce need not be secret, only never repeat under one key: the thread's CSPRNG
+    // (seeded from the OS) draws it without a system call per event.
+    let nonce: [u8; NONCE_LEN] = rand::random();
     let mut body = postcard::to_stdvec(&personal).expect("postcard encodes an address and a string");
     aead(&key.key)
         .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&subject.0), &mut body)
