@@ -336,7 +336,10 @@ mod tests {
         let theirs = jsonwebtoken::encode(&token_header(Algorithm::EdDSA, key.kid()), &claims, &key.encoding).unwrap();
         assert_eq!(jwt, theirs);
         let header = jsonwebtoken::decode_header(&jwt).unwrap();
-        assert_eq!((header.alg, header.kid.as_deref(), header.typ.as_deref()), (Algorithm::EdDSA, Some(key.kid()), Some("JWT")));
+        assert_eq!(
+            (header.alg, header.kid.as_deref(), header.typ.as_deref()),
+            (Algorithm::EdDSA, Some(key.kid()), Some("JWT"))
+        );
     }
 
     #[test]

@@ -679,7 +679,9 @@ async fn every_log_line_of_a_request_carries_its_trace_id() {
             if v["message"] == "request answered" {
                 answered.insert(trace.to_owned(), (v["route"].clone(), v["status"].clone()));
             }
-            if v["message"] == "request failed on a dependency" || v["message"] == "audit append failed" {
+            if v["message"] == "request failed on a dependency"
+                || v["message"] == "could not write the call's audit event"
+            {
                 failed_on_dependency.push(format!("{target} {trace}"));
             }
         }
