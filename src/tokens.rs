@@ -85,17 +85,23 @@ pub struct SigningEntry {
     /// When it starts signing (generation 0: always).
     pub activates_at: Timestamp,
     kid: String,
-    encoding: EncodingKey,
-    /// An Ed25519 key's pair, and the token header it signs under, base64url-encoded.
-    ed25519: Option<(aws_lc_rs::signature::Ed25519KeyPair, String)>,
+    signer: Signer,
     decoding: DecodingKey,
     /// The public key as a JWK; `None` for a shared secret (HS256), which is never published.
     jwk: Option<serde_json::Value>,
 }
 
+/// How an entry signs its tokens.
+enum Signer {
+    /// The key pair, parsed once, and the header every token it signs carries (base64url).
+    Ed25519 { pair: aws_lc_rs::signature::Ed25519KeyPair, header: String },
+    /// A shared secret, through jsonwebtoken.
+    Hs256(EncodingKey),
+}
+
 impl SigningEntry {
     pub fn new(generation: u32, activates_at: Timestamp, key: &SigningKey) -> Result<Self, SigningKeyError> {
-        let (encoding, decoding, kid, jwk, ed25519) = match key {
+        let (signer, decoding, kid, jwk) = match key {
             SigningKey::Ed25519(pkcs8) => {
                 use aws_lc_rs::signature::KeyPair as _;
                 let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8)?;
@@ -105,15 +111,14 @@ impl SigningEntry {
                 let jwk = serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig" });
                 let header = serde_json::to_vec(&token_header(Algorithm::EdDSA, &kid)).expect("a header serialises");
                 let header = URL_SAFE_NO_PAD.encode(header);
-                let (encoding, decoding) = (EncodingKey::from_ed_der(pkcs8), DecodingKey::from_ed_der(&public));
-                (encoding, decoding, kid, Some(jwk), Some((pair, header)))
+                (Signer::Ed25519 { pair, header }, DecodingKey::from_ed_der(&public), kid, Some(jwk))
             }
             SigningKey::Hs256(secret) => {
                 let kid = format!("hs256-{}", &blake3::hash(secret).to_hex()[..16]);
-                (EncodingKey::from_secret(secret), DecodingKey::from_secret(secret), kid, None, None)
+                (Signer::Hs256(EncodingKey::from_secret(secret)), DecodingKey::from_secret(secret), kid, None)
             }
         };
-        Ok(SigningEntry { generation, activates_at, kid, encoding, decoding, ed25519, jwk })
+        Ok(SigningEntry { generation, activates_at, kid, signer, decoding, jwk })
     }
 
     pub fn kid(&self) -> &str {
@@ -243,8 +248,8 @@ impl TokenService {
             jti: Uuid::new_v4().simple().to_string(),
         };
         let key = self.signing_at(now);
-        match &key.ed25519 {
-            Some((pair, header)) if self.algorithm == Algorithm::EdDSA => {
+        match &key.signer {
+            Signer::Ed25519 { pair, header } => {
                 // What `jsonwebtoken::encode` writes: header.claims.signature, each base64url.
                 let claims = serde_json::to_vec(&claims)?;
                 let mut token = String::with_capacity(header.len() + claims.len() * 4 / 3 + 92);
@@ -256,7 +261,7 @@ impl TokenService {
                 URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
                 Ok(token)
             }
-            _ => jsonwebtoken::encode(&token_header(self.algorithm, &key.kid), &claims, &key.encoding),
+            Signer::Hs256(secret) => jsonwebtoken::encode(&token_header(Algorithm::HS256, &key.kid), &claims, secret),
         }
     }
 
@@ -301,9 +306,7 @@ mod tests {
     use crate::config::Config;
 
     fn ed() -> TokenService {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let der = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref().to_vec();
-        TokenService::new(&SigningKey::Ed25519(der), &Config::default().tokens).unwrap()
+        TokenService::new(&ed_key(), &Config::default().tokens).unwrap()
     }
 
     fn ids() -> (UserId, SessionId) {
@@ -327,13 +330,17 @@ mod tests {
     /// would have written, byte for byte (Ed25519 signatures are deterministic).
     #[test]
     fn eddsa_tokens_are_what_jsonwebtoken_writes() {
-        let t = ed();
+        let signing = ed_key();
+        let SigningKey::Ed25519(der) = &signing else { unreachable!("ed_key is an Ed25519 key") };
+        let t = TokenService::new(&signing, &Config::default().tokens).unwrap();
         let (u, s) = ids();
         let now = Timestamp::from_millis(1_700_000_000_000);
         let jwt = t.issue(u, s, now).unwrap();
         let claims = t.verify(&jwt, now).unwrap();
         let key = t.signing_at(now);
-        let theirs = jsonwebtoken::encode(&token_header(Algorithm::EdDSA, key.kid()), &claims, &key.encoding).unwrap();
+        let theirs =
+            jsonwebtoken::encode(&token_header(Algorithm::EdDSA, key.kid()), &claims, &EncodingKey::from_ed_der(der))
+                .unwrap();
         assert_eq!(jwt, theirs);
         let header = jsonwebtoken::decode_header(&jwt).unwrap();
         assert_eq!(

@@ -385,7 +385,7 @@ pub trait SessionStore: Send + Sync + 'static {
     /// store's own audit trail: both durable before it returns. A sign-in then waits for one
     /// durable write, not two in a row; a store that can make them one commit (the embedded
     /// one) also makes them all or nothing, another writes the session first.
-    async fn open_session(&self, session: &Session, event: AuditEvent) -> Result<(), StoreError>;
+    async fn open_session(&self, session: Session, event: AuditEvent) -> Result<(), StoreError>;
     async fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError>;
     /// Applies [`Session::rotate`] to session `id` atomically (read, decide and write as one
     /// step, durable before it returns): two concurrent calls presenting the same digest

@@ -490,7 +490,7 @@ pub async fn open_session<S: SessionStore + AuditLog>(store: Arc<S>) {
         (s, e)
     };
     let (s, e) = opening(1);
-    store.open_session(&s, e.clone()).await.unwrap();
+    store.open_session(s.clone(), e.clone()).await.unwrap();
     assert_eq!(store.session(s.id).await.unwrap().as_ref(), Some(&s));
     assert_eq!(store.by_trace("open-1", 10).await.unwrap(), vec![e]);
 
@@ -498,7 +498,7 @@ pub async fn open_session<S: SessionStore + AuditLog>(store: Arc<S>) {
     let mut writes = tokio::task::JoinSet::new();
     for (s, e) in &many {
         let (store, s, e) = (store.clone(), s.clone(), e.clone());
-        writes.spawn(async move { store.open_session(&s, e).await });
+        writes.spawn(async move { store.open_session(s, e).await });
     }
     while let Some(r) = writes.join_next().await {
         r.unwrap().unwrap();

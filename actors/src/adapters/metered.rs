@@ -193,7 +193,7 @@ impl<S: SessionStore> SessionStore for MeteredStore<S> {
         self.timed(Operation::InsertSession, self.inner.insert_session(session)).await
     }
 
-    async fn open_session(&self, session: &Session, event: AuditEvent) -> Result<(), StoreError> {
+    async fn open_session(&self, session: Session, event: AuditEvent) -> Result<(), StoreError> {
         self.timed(Operation::OpenSession, self.inner.open_session(session, event)).await
     }
 

@@ -234,7 +234,7 @@ pub(crate) struct Trail {
     pub(crate) rehearsed: bool,
     /// A session the call opens: stored with the call's event, in one write
     /// (`SessionStore::open_session`), and only if the call succeeds.
-    pub(crate) session: Option<Box<Session>>,
+    pub(crate) session: Option<Session>,
 }
 
 impl Trail {
@@ -728,7 +728,7 @@ impl Engine {
         let mut session = Session::new(id, user.id, digest, method, now, expires_at);
         session.client_ip = ctx.client_ip;
         session.user_agent = ctx.user_agent.as_deref().map(str::to_owned);
-        trail.session = Some(Box::new(session.clone()));
+        trail.session = Some(session.clone());
         Grant { user, session, refresh_token: token.encode(), login_at: now }
     }
 
@@ -1059,9 +1059,10 @@ impl Engine {
         let event = self.event(ctx, &trail, outcome, message);
         let written = match (&result, trail.session) {
             (Ok(_), Some(session)) => {
-                let opened = self.inner.ports.sessions.open_session(&session, event).await;
+                let method = session.method;
+                let opened = self.inner.ports.sessions.open_session(session, event).await;
                 if opened.is_ok() {
-                    self.inner.metrics.tokens_issued(session.method);
+                    self.inner.metrics.tokens_issued(method);
                 }
                 opened
             }

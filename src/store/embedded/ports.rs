@@ -100,8 +100,8 @@ impl SessionStore for EmbeddedStore {
     }
 
     /// One op, so one commit: the session and its event are durable together or not at all.
-    async fn open_session(&self, session: &Session, event: AuditEvent) -> Result<(), StoreError> {
-        let (session, event) = (Box::new(session.clone()), Box::new(event));
+    async fn open_session(&self, session: Session, event: AuditEvent) -> Result<(), StoreError> {
+        let (session, event) = (Box::new(session), Box::new(event));
         self.submit(|reply| Op::OpenSession { session, event, reply }).await
     }
 

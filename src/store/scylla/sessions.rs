@@ -177,8 +177,8 @@ impl SessionStore for ScyllaStore {
     /// The session, then its event: two round trips in a row, as before this method existed.
     /// (A logged batch across the two tables would make them atomic, at the cost of a batch
     /// log write on every sign-in; the event without its session cannot happen this way.)
-    async fn open_session(&self, s: &Session, event: AuditEvent) -> Result<(), StoreError> {
-        self.insert_session(s).await?;
+    async fn open_session(&self, s: Session, event: AuditEvent) -> Result<(), StoreError> {
+        self.insert_session(&s).await?;
         AuditLog::append(self, event).await
     }
 
