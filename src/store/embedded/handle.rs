@@ -74,14 +74,12 @@ impl EmbeddedStore {
         // is added by the writer itself.
         let counts = Arc::new(Counts::default());
         let (snap, census_spaces, census_counts) = (db.read_tx(), spaces.clone(), counts.clone());
-        let counting = std::thread::Builder::new()
-            .name("otpd-store-census".into())
-            .spawn(move || {
-                if let Err(e) = census_counts.count_baseline(&snap, &census_spaces) {
-                    tracing::error!(error = %e, "could not count the store's users and sessions");
-                }
-            })
-            .map_err(unavailable)?;
+        let counting = super::spawn_background("otpd-store-census", move || {
+            if let Err(e) = census_counts.count_baseline(&snap, &census_spaces) {
+                tracing::error!(error = %e, "could not count the store's users and sessions");
+            }
+        })
+        .map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
         let users = Arc::new(UserCache::new(options.user_cache_entries));
         let writer = Writer {
@@ -103,21 +101,19 @@ impl EmbeddedStore {
             .map_err(unavailable)?;
         let (purge, requests) = std::sync::mpsc::sync_channel(1);
         let (purge_db, purge_spaces) = (db.clone(), spaces.clone());
-        let purging = std::thread::Builder::new()
-            .name("otpd-store-purge".into())
-            .spawn(move || {
-                while requests.recv().is_ok() {
-                    let outcome = match purge_files(&purge_db, &purge_spaces) {
-                        Ok(()) => "ok",
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not rewrite the store's files after an erasure");
-                            "failed"
-                        }
-                    };
-                    metrics::counter!(crate::metrics::ERASURE_PURGES, "outcome" => outcome).increment(1);
-                }
-            })
-            .map_err(unavailable)?;
+        let purging = super::spawn_background("otpd-store-purge", move || {
+            while requests.recv().is_ok() {
+                let outcome = match purge_files(&purge_db, &purge_spaces) {
+                    Ok(()) => "ok",
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not rewrite the store's files after an erasure");
+                        "failed"
+                    }
+                };
+                metrics::counter!(crate::metrics::ERASURE_PURGES, "outcome" => outcome).increment(1);
+            }
+        })
+        .map_err(unavailable)?;
         Ok(Arc::new(EmbeddedStore {
             db,
             spaces,

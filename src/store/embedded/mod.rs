@@ -36,3 +36,27 @@ mod writer;
 
 pub use self::handle::{EmbeddedOptions, EmbeddedStore};
 pub use self::ports::{AuditReader, OpenReadOnlyError, SweepCursor};
+
+/// Starts a thread for work no request waits on (the census count, the audit index, the purge
+/// after an erasure) at the lowest scheduling priority.
+///
+/// Why: the node may run on one core, beside the request thread. Building one sealed audit
+/// segment's index is ~60 ms of CPU in one burst; at normal priority the scheduler shares the
+/// core with it, and requests wait for the core (at 11 000 sends/s, 24–32 waits over 2 ms in
+/// 20 s; at nice 19, 2: docs/PERFORMANCE.md, "The tail of a node under load"). At nice 19 it
+/// gets the core's idle time and a small share under load, and still finishes.
+fn spawn_background<F>(name: &str, work: F) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        #[cfg(target_os = "linux")]
+        // SAFETY: setpriority(2) only changes a scheduling attribute. On Linux the nice value
+        // belongs to a thread, and `who = 0` is the calling thread. Lowering it needs no
+        // privilege; if it fails anyway the work still runs, at normal priority.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        }
+        work()
+    })
+}
