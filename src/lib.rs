@@ -31,3 +31,4 @@ pub mod server;
 pub mod store;
 pub mod tls_files;
 pub mod tokens;
+pub mod writeback;

@@ -9,7 +9,7 @@
 //! the call returns, so a line is in the file once the message counts as delivered.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -50,9 +50,17 @@ impl Outbox {
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new().name("otpd-outbox".into()).spawn(move || {
             let mut out = BufWriter::new(file);
+            let mut written_back = 0;
             // Ends when the provider (and with it the sender) is dropped.
             while let Ok((batch, done)) = rx.recv() {
                 let _ = done.send(write_batch(&mut out, &batch, clock.as_ref()));
+                // A step at a time, rather than the kernel's tens of megabytes at once under
+                // load (crate::writeback).
+                let end = out.get_mut().stream_position().unwrap_or(written_back);
+                if end.saturating_sub(written_back) >= crate::writeback::STEP as u64 {
+                    crate::writeback::start(out.get_ref());
+                    written_back = end;
+                }
             }
         })?;
         Ok(Arc::new(Outbox { jobs }))

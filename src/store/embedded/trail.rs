@@ -341,10 +341,7 @@ impl Trail {
             }
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
-        let indexer = std::thread::Builder::new()
-            .name("otpd-audit-index".into())
-            .spawn(move || index_segments(rx))
-            .map_err(unavailable)?;
+        let indexer = super::spawn_background("otpd-audit-index", move || index_segments(rx)).map_err(unavailable)?;
         for seg in to_index {
             let _ = tx.send(seg);
         }
@@ -731,7 +728,8 @@ fn write_idx(seg: &Segment) -> std::io::Result<()> {
     let tmp = idx.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut f = create_private(&tmp)?;
-    f.write_all(&out)?;
+    // In steps: ~9 MB in one burst stalled the commit path's fdatasync (crate::writeback).
+    crate::writeback::write_in_steps(&mut f, &out)?;
     f.sync_all()?;
     if !seg.log.exists() {
         // Expired meanwhile.
