@@ -237,11 +237,15 @@ fn purge_files(db: &SingleWriterTxDatabase, sp: &Spaces) -> fjall::Result<()> {
         &sp.sessions_by_user,
         &sp.devices,
         &sp.devices_by_user,
+        &sp.passkeys,
+        &sp.passkeys_by_user,
         &sp.subject_keys,
     ] {
         space.inner().major_compact()?;
     }
-    Ok(())
+    // The compactions' input tables (the erased values in them) are deleted only once no
+    // tree version holds them; without this, that waited for some later flush or compaction.
+    db.inner().drop_unread_versions()
 }
 
 /// Opens the audit trail in `<store>/audit/`. A store from before the trail held its events
@@ -359,6 +363,53 @@ mod tests {
 
     fn expected(ident: u64) -> Vec<String> {
         (1..=300u64).rev().filter(|i| i % 2 == ident).map(|i| format!("event {i}")).collect()
+    }
+
+    /// Every file under `dir` whose bytes contain `needle`.
+    fn files_holding(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                found.extend(files_holding(&path, needle));
+            } else if std::fs::read(&path).unwrap().windows(needle.len()).any(|w| w == needle) {
+                found.push(path);
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn a_purge_leaves_no_file_holding_a_deleted_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let db = open_db(&path, 1 << 20).unwrap();
+        let sp = Spaces::open(&db, 1 << 20).unwrap();
+        let needle = |i: u8| format!("a value to erase, number {i}").into_bytes();
+        // Three tables in `sessions`, each with a value, then every value deleted.
+        for i in 0..3u8 {
+            let mut tx = db.write_tx().durability(Some(PersistMode::SyncAll));
+            tx.insert(&sp.sessions, [i], needle(i));
+            tx.commit().unwrap();
+            db.inner().rotate_journal_and_flush().unwrap();
+        }
+        for i in 0..3u8 {
+            assert!(!files_holding(&path, &needle(i)).is_empty(), "value {i} is on disk before");
+        }
+        let mut tx = db.write_tx().durability(Some(PersistMode::SyncAll));
+        for i in 0..3u8 {
+            tx.remove(&sp.sessions, [i]);
+        }
+        tx.commit().unwrap();
+        // A reader that started before the purge and is done by the time it ends does not hold
+        // the old tables either.
+        let reader = db.read_tx();
+        assert_eq!(reader.get(&sp.sessions, [0u8]).unwrap(), None);
+        drop(reader);
+        purge_files(&db, &sp).unwrap();
+        for i in 0..3u8 {
+            assert_eq!(files_holding(&path, &needle(i)), Vec::<std::path::PathBuf>::new(), "value {i}");
+        }
     }
 
     #[tokio::test]

@@ -253,6 +253,26 @@ impl Database {
         Ok(())
     }
 
+    /// Drops every tree version that no open snapshot reads, and with them the table files
+    /// only those versions still held (otpd, see VENDORED.md).
+    ///
+    /// A compaction installs a new version, but the version it replaced, and the input tables
+    /// in it, stay until a later maintenance runs with a watermark past the new version; a
+    /// value deleted before the compaction stays on disk until then.
+    ///
+    /// # Errors
+    ///
+    /// Will return `Err` if an IO error occurs.
+    pub fn drop_unread_versions(&self) -> crate::Result<()> {
+        let watermark = self.supervisor.snapshot_tracker.oldest_reader();
+        #[expect(clippy::expect_used)]
+        let keyspaces: Vec<_> = self.supervisor.keyspaces.read().expect("lock is poisoned").values().cloned().collect();
+        for keyspace in &keyspaces {
+            keyspace.tree.get_version_history_lock().maintenance(keyspace.path(), watermark)?;
+        }
+        Ok(())
+    }
+
     #[doc(hidden)]
     #[must_use]
     pub fn outstanding_flushes(&self) -> usize {

@@ -133,6 +133,20 @@ impl SnapshotTracker {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// The lowest instant an open snapshot reads at, or the visible seqno if none is open
+    /// (otpd, see VENDORED.md). A snapshot at instant `s` reads the newest tree version with
+    /// seqno `< s`, so every version older than that one is read by no one.
+    pub(crate) fn oldest_reader(&self) -> SeqNo {
+        #[expect(clippy::expect_used)]
+        let _lock = self.gc_lock.write().expect("lock is poisoned");
+        self.data
+            .iter()
+            .filter(|e| *e.value() > 0)
+            .map(|e| *e.key())
+            .min()
+            .unwrap_or_else(|| self.seqno.get())
+    }
+
     pub(crate) fn pullup(&self) {
         #[expect(clippy::expect_used)]
         let _lock = self.gc_lock.write().expect("lock is poisoned");
