@@ -229,6 +229,19 @@ fn dir_bytes(path: &Path) -> u64 {
 /// old tables (with the values the deletes shadowed) are replaced. Audit events need no
 /// rewrite: their personal fields are sealed, and the keys are in `subject_keys`.
 fn purge_files(db: &SingleWriterTxDatabase, sp: &Spaces) -> fjall::Result<()> {
+    // A snapshot opened before the erasure can still read the erased values, and a compaction
+    // keeps what an open snapshot can read: wait for those (a start-up count, a backup) to end.
+    let erased_by = db.inner().visible_seqno();
+    let deadline = std::time::Instant::now() + PURGE_WAIT;
+    let waited_out = loop {
+        if db.inner().oldest_reader() >= erased_by {
+            break false;
+        }
+        if std::time::Instant::now() >= deadline {
+            break true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     db.inner().rotate_journal_and_flush()?;
     for space in [
         &sp.users,
@@ -245,8 +258,19 @@ fn purge_files(db: &SingleWriterTxDatabase, sp: &Spaces) -> fjall::Result<()> {
     }
     // The compactions' input tables (the erased values in them) are deleted only once no
     // tree version holds them; without this, that waited for some later flush or compaction.
-    db.inner().drop_unread_versions()
+    db.inner().drop_unread_versions()?;
+    match waited_out {
+        // Rewritten anyway; what that snapshot could read stays until a later compaction.
+        true => Err(fjall::Error::Io(std::io::Error::other(format!(
+            "a snapshot older than the erasure was still open after {} s",
+            PURGE_WAIT.as_secs()
+        )))),
+        false => Ok(()),
+    }
 }
+
+/// How long a purge waits for snapshots older than the erasure (see [`purge_files`]).
+const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Opens the audit trail in `<store>/audit/`. A store from before the trail held its events
 /// in the LSM tree (`audit`, `audit_by_ident`, `audit_by_trace`): they are moved into the
@@ -410,6 +434,26 @@ mod tests {
         for i in 0..3u8 {
             assert_eq!(files_holding(&path, &needle(i)), Vec::<std::path::PathBuf>::new(), "value {i}");
         }
+
+        // A snapshot from before an erasure is waited for: it could still read the value.
+        let mut tx = db.write_tx().durability(Some(PersistMode::SyncAll));
+        tx.insert(&sp.sessions, [9u8], needle(9));
+        tx.commit().unwrap();
+        db.inner().rotate_journal_and_flush().unwrap();
+        let reader = db.read_tx();
+        let mut tx = db.write_tx().durability(Some(PersistMode::SyncAll));
+        tx.remove(&sp.sessions, [9u8]);
+        tx.commit().unwrap();
+        let purging = {
+            let (db, sp) = (db.clone(), sp.clone());
+            std::thread::spawn(move || purge_files(&db, &sp))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!purging.is_finished(), "the purge waits for the older snapshot");
+        assert_eq!(reader.get(&sp.sessions, [9u8]).unwrap().as_deref(), Some(&needle(9)[..]), "which still reads it");
+        drop(reader);
+        purging.join().unwrap().unwrap();
+        assert_eq!(files_holding(&path, &needle(9)), Vec::<std::path::PathBuf>::new(), "value 9");
     }
 
     #[tokio::test]

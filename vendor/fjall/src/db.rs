@@ -253,6 +253,13 @@ impl Database {
         Ok(())
     }
 
+    /// The lowest instant an open snapshot reads at, or the visible seqno if none is open
+    /// (otpd, see VENDORED.md): a value shadowed by a write below it is read by no one.
+    #[must_use]
+    pub fn oldest_reader(&self) -> crate::SeqNo {
+        self.supervisor.snapshot_tracker.oldest_reader()
+    }
+
     /// Drops every tree version that no open snapshot reads, and with them the table files
     /// only those versions still held (otpd, see VENDORED.md).
     ///
