@@ -713,7 +713,7 @@ impl Limiter for RedisLimiter {
                     if decision == Decision::Allow {
                         self.local.record(&checks, req.now);
                         if let Some(target) = &req.sms {
-                            otpd_actors::metrics::sms_spent(target.country_code(), &checks, &spent);
+                            self.local.sms_spent(target.country_code(), &checks, &spent);
                         }
                     }
                     return Ok(decision);

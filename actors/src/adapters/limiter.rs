@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
+use crate::metrics::SmsSeries;
 use crate::ports::{Limiter, LimiterError};
 use crate::rules::clock::{Clock, CompactTimestamp, Timestamp};
 use crate::rules::keys::IdentHash;
@@ -33,6 +34,7 @@ use crate::rules::limits::{
 };
 use crate::rules::limits::{Decision, LimitRequest, LimitRule};
 pub use crate::rules::limits::{LimitPolicy, Rule};
+use crate::rules::sms::Money;
 
 /// A counter or a cooldown: one rule applied to one subject.
 type Key = (LimitRule, Subject);
@@ -202,13 +204,14 @@ struct Memo {
 pub struct LocalLimiter {
     policy: LimitPolicy,
     state: Mutex<State>,
+    sms: SmsSeries,
 }
 
 impl LocalLimiter {
     pub fn new(policy: LimitPolicy) -> Self {
         let counters = (0..BUCKETS).map(|_| FxHashMap::default()).collect();
         let state = State { counters, next_sweep: 0, wide: FxHashMap::default(), memos: FxHashMap::default() };
-        LocalLimiter { policy, state: Mutex::new(state) }
+        LocalLimiter { policy, state: Mutex::new(state), sms: SmsSeries::default() }
     }
 
     pub fn policy(&self) -> &LimitPolicy {
@@ -224,15 +227,21 @@ impl LocalLimiter {
     }
 
     /// Applies planned checks: check every one (blocking the windows that trip), then, if none
-    /// denied, record every one (and count an SMS send's cost, `metrics::sms_spent`).
+    /// denied, record every one (and count an SMS send's cost, [`Self::sms_spent`]).
     pub fn decide_checks(&self, req: &LimitRequest, checks: &[Check]) -> Decision {
         let (decision, spent) = self.decide_locked(checks, req.now);
         if decision == Decision::Allow
             && let Some(target) = &req.sms
         {
-            crate::metrics::sms_spent(target.country_code(), checks, &spent);
+            self.sms_spent(target.country_code(), checks, &spent);
         }
         decision
+    }
+
+    /// Counts an allowed SMS send's cost and budget shares ([`SmsSeries::spent`]), through
+    /// this limiter's handles; the Redis limiter counts through its local one's.
+    pub fn sms_spent(&self, country: u16, checks: &[Check], spent: &[(usize, Money)]) {
+        self.sms.spent(country, checks, spent);
     }
 
     /// The decision and, when it allows, today's total of each spend budget among `checks`

@@ -47,7 +47,7 @@ use crate::actors::dispatch::{DispatcherActor, FailoverGate};
 use crate::actors::shard::{ChallengeKey, ShardActor, ShardAnswer, ShardCommand, ShardConfig, ShardStats};
 use crate::actors::supervisor::{EngineSupervisor, ShardError, ShardRouter, SupervisorArgs, SupervisorMsg};
 use crate::flows::error::EngineError;
-use crate::metrics::{EngineMetrics, OtpStats};
+use crate::metrics::{CodeEvent, EngineMetrics, OtpStats};
 use crate::ports::{
     AuditEvent, AuditLog, AuthMethod, DeviceStore, Held, InsertUser, Limiter, Notifier, NotifyError, OutboundMessage,
     PasskeyStore, RelyingParty, Session, SessionStore, User, UserStore,
@@ -592,7 +592,7 @@ impl Engine {
             VerifyOutcome::Verified => {
                 let sms = SmsTarget::of(identifier);
                 if let Some(target) = sms {
-                    crate::metrics::sms_code(target.country_code(), "verified");
+                    self.inner.metrics.sms.code(target.country_code(), CodeEvent::Verified);
                 }
                 if let Err(e) = self.inner.ports.limiter.code_verified(ident, sms, now).await {
                     tracing::warn!(target: LOG_TARGET, error = %e, "could not record a verified code with the limiter");
@@ -858,7 +858,7 @@ impl Engine {
         match decision {
             Ok(Decision::Allow) => {
                 if let (Some(target), true) = (sms, action.sends()) {
-                    crate::metrics::sms_code(target.country_code(), "sent");
+                    self.inner.metrics.sms.code(target.country_code(), CodeEvent::Sent);
                 }
                 Ok(())
             }
@@ -1186,7 +1186,7 @@ impl FailoverGate for EngineGate {
         inner.metrics.limit(action, &decision, started.elapsed());
         let allowed = matches!(decision, Ok(Decision::Allow));
         if let (Some(target), true) = (sms, allowed) {
-            crate::metrics::sms_code(target.country_code(), "sent");
+            inner.metrics.sms.code(target.country_code(), CodeEvent::Sent);
         }
         allowed
     }
