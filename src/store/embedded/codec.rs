@@ -85,9 +85,15 @@ pub(super) fn corrupt(e: impl std::fmt::Display) -> StoreError {
 }
 
 pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![RECORD_V1];
-    out.extend(postcard::to_stdvec(value).map_err(corrupt)?);
-    Ok(out)
+    versioned(RECORD_V1, value)
+}
+
+/// `version` then `value`, encoded in place into one buffer sized for a typical record (a
+/// second buffer and its growth were ~2 % of a verification's CPU).
+fn versioned<T: Serialize>(version: u8, value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(128);
+    out.push(version);
+    postcard::to_extend(value, out).map_err(corrupt)
 }
 
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
@@ -100,9 +106,7 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError>
 
 /// Sessions are written in format 2; format 1 (before refresh rotation) is still read.
 pub(super) fn encode_session(session: &Session) -> Result<Vec<u8>, StoreError> {
-    let mut out = vec![SESSION_V2];
-    out.extend(postcard::to_stdvec(session).map_err(corrupt)?);
-    Ok(out)
+    versioned(SESSION_V2, session)
 }
 
 pub(super) fn decode_session(bytes: &[u8]) -> Result<Session, StoreError> {
