@@ -386,7 +386,8 @@ pub fn set_redis_fallback_active(active: bool) {
 /// countries the node never sends to. Held by whoever records (the engine, a limiter), so that
 /// the handles belong to the recorder installed when that was built.
 pub struct SmsSeries {
-    /// Indexed by calling code (1-999); index 0 holds only the budget gauge of scope `all`.
+    /// Indexed by scope: 0 is the budget total (`all`), 1-999 a calling code, and the last slot
+    /// any other code (none exists), labelled "0" as [`country_label`] labels it.
     by_scope: Box<[ScopeSeries]>,
 }
 
@@ -404,15 +405,26 @@ pub enum CodeEvent {
     Verified = 1,
 }
 
-const CODE_EVENTS: [&str; 2] = ["sent", "verified"];
+impl CodeEvent {
+    fn as_str(self) -> &'static str {
+        match self {
+            CodeEvent::Sent => "sent",
+            CodeEvent::Verified => "verified",
+        }
+    }
+}
 
 impl Default for SmsSeries {
     fn default() -> Self {
-        SmsSeries { by_scope: (0..1000).map(|_| ScopeSeries::default()).collect() }
+        SmsSeries { by_scope: (0..=1000).map(|_| ScopeSeries::default()).collect() }
     }
 }
 
 impl SmsSeries {
+    fn slot(&self, scope: u16) -> &ScopeSeries {
+        &self.by_scope[usize::from(scope.min(1000))]
+    }
+
     /// After a limiter let an SMS send to `country` through: counts its cost ([`SMS_SPEND`])
     /// and, for each `(i, total)` of `spent` (today's total of the budget `checks[i]` counts
     /// against), sets [`SMS_BUDGET_USED`]. Nothing when no budget is on.
@@ -423,24 +435,15 @@ impl SmsSeries {
         }) else {
             return;
         };
-        match self.by_scope.get(usize::from(country)).filter(|_| country != 0) {
-            Some(series) => {
-                series.spend.get_or_init(|| counter!(SMS_SPEND, "country" => country_label(country))).increment(cost)
-            }
-            None => counter!(SMS_SPEND, "country" => country_label(country)).increment(cost),
-        }
+        let spend = &self.slot(country).spend;
+        spend.get_or_init(|| counter!(SMS_SPEND, "country" => country_label(country))).increment(cost);
         for &(i, total) in spent {
             if let Some(Check { kind: CheckKind::Spend(s), subject, .. }) = checks.get(i) {
                 let scope = if *subject == Subject::Everywhere { 0 } else { country };
                 BUDGET_DAY_END.fetch_max(s.ends_at.as_millis(), Ordering::Relaxed);
-                let share = total as f64 / s.budget.max(1) as f64;
-                match self.by_scope.get(usize::from(scope)) {
-                    Some(series) => series
-                        .budget_used
-                        .get_or_init(|| gauge!(SMS_BUDGET_USED, "scope" => scope_label(scope)))
-                        .set(share),
-                    None => gauge!(SMS_BUDGET_USED, "scope" => scope_label(scope)).set(share),
-                }
+                let used = &self.slot(scope).budget_used;
+                used.get_or_init(|| gauge!(SMS_BUDGET_USED, "scope" => scope_label(scope)))
+                    .set(total as f64 / s.budget.max(1) as f64);
                 if let Some(set) = BUDGET_SCOPES.get(usize::from(scope)) {
                     set.store(true, Ordering::Relaxed);
                 }
@@ -450,13 +453,10 @@ impl SmsSeries {
 
     /// Counts an SMS code `event` for the country `country` ([`SMS_CODES`]).
     pub fn code(&self, country: u16, event: CodeEvent) {
-        let label = CODE_EVENTS[event as usize];
-        match self.by_scope.get(usize::from(country)).filter(|_| country != 0) {
-            Some(series) => series.codes[event as usize]
-                .get_or_init(|| counter!(SMS_CODES, "country" => country_label(country), "event" => label))
-                .increment(1),
-            None => counter!(SMS_CODES, "country" => country_label(country), "event" => label).increment(1),
-        }
+        let series = &self.slot(country).codes[event as usize];
+        series
+            .get_or_init(|| counter!(SMS_CODES, "country" => country_label(country), "event" => event.as_str()))
+            .increment(1);
     }
 }
 

@@ -252,7 +252,7 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Resp {
 pub fn bytes_response(status: StatusCode, bytes: Bytes) -> Resp {
     let mut resp = Response::new(Full::new(bytes));
     *resp.status_mut() = status;
-    // Sized for this header and the seven every answer gets (`routes::decorate`).
+    // Sized for this header and the six every answer gets (`routes::decorate`).
     let mut headers = HeaderMap::with_capacity(8);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     *resp.headers_mut() = headers;
