@@ -207,7 +207,7 @@ async fn throughput_with(
     while i < n {
         match handle.enqueue(message(i, clock.as_ref())) {
             Ok(held) => {
-                handle.start(held);
+                handle.start(vec![held]);
                 i += 1;
             }
             Err(NotifyError::QueueFull) => tokio::task::yield_now().await,

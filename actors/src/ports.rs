@@ -536,6 +536,14 @@ pub trait RelyingParty: Send + Sync + 'static {
 pub trait AuditLog: Send + Sync + 'static {
     /// Appends durably.
     async fn append(&self, event: AuditEvent) -> Result<(), StoreError>;
+    /// Appends several events durably, in order; a store that can commits them together
+    /// (this default appends one after the other and stops at the first failure).
+    async fn append_all(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        for event in events {
+            self.append(event).await?;
+        }
+        Ok(())
+    }
     /// The newest `limit` events for an identifier, newest first.
     async fn by_identifier(&self, ident: &IdentHash, limit: usize) -> Result<Vec<AuditEvent>, StoreError>;
     /// The newest `limit` events of one trace id, newest first.
@@ -628,8 +636,8 @@ pub trait Notifier: Send + Sync + 'static {
     /// starting inside the call would tell a known account from an unknown one.
     fn enqueue(&self, message: OutboundMessage) -> Result<Held, NotifyError>;
 
-    /// Starts the delivery of a message [`Notifier::enqueue`] holds.
-    fn start(&self, held: Held);
+    /// Starts the delivery of messages [`Notifier::enqueue`] holds.
+    fn start(&self, held: Vec<Held>);
 
     /// Does with `message` what [`Notifier::enqueue`] does (the same checks, allocations and
     /// bookkeeping) and keeps nothing: what a send for an identifier without an account does

@@ -450,14 +450,16 @@ fn event(i: u32, trace: &str, ident: Option<IdentHash>) -> AuditEvent {
     }
 }
 
-/// Audit: appended events come back by identifier and by trace id, newest first, limited.
+/// Audit: appended events (one by one, and several at once) come back by identifier and by
+/// trace id, newest first, limited.
 pub async fn audit_log(log: Arc<dyn AuditLog>) {
     let a = IdentHash([0xaa; 16]);
     let b = IdentHash([0xbb; 16]);
-    for i in 0..10 {
-        let ident = if i % 2 == 0 { Some(a) } else { Some(b) };
-        log.append(event(i, &format!("trace-{}", i / 5), ident)).await.unwrap();
+    let numbered = |i: u32| event(i, &format!("trace-{}", i / 5), Some(if i.is_multiple_of(2) { a } else { b }));
+    for i in 0..6 {
+        log.append(numbered(i)).await.unwrap();
     }
+    log.append_all((6..10).map(numbered).collect()).await.unwrap();
     log.append(event(10, "trace-x", None)).await.unwrap();
 
     let for_a = log.by_identifier(&a, 100).await.unwrap();
@@ -471,6 +473,7 @@ pub async fn audit_log(log: Arc<dyn AuditLog>) {
     let trace0 = log.by_trace("trace-0", 100).await.unwrap();
     assert_eq!(trace0.len(), 5);
     assert!(trace0.iter().all(|e| e.trace_id == "trace-0"));
+    assert_eq!(log.by_trace("trace-1", 100).await.unwrap(), (5..10).rev().map(numbered).collect::<Vec<_>>());
     assert_eq!(log.by_trace("trace-x", 10).await.unwrap().len(), 1);
     assert!(log.by_trace("trace-", 10).await.unwrap().is_empty(), "trace ids match exactly, not by prefix");
     assert!(log.by_identifier(&IdentHash([0; 16]), 10).await.unwrap().is_empty());

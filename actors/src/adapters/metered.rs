@@ -282,6 +282,10 @@ impl<S: AuditLog> AuditLog for MeteredStore<S> {
         self.timed(Operation::AuditAppend, self.inner.append(event)).await
     }
 
+    async fn append_all(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        self.timed(Operation::AuditAppend, self.inner.append_all(events)).await
+    }
+
     async fn by_identifier(&self, ident: &IdentHash, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         self.timed(Operation::AuditByIdentifier, self.inner.by_identifier(ident, limit)).await
     }

@@ -47,6 +47,7 @@ use crate::actors::dispatch::{DispatcherActor, FailoverGate};
 use crate::actors::shard::{ChallengeKey, ShardActor, ShardAnswer, ShardCommand, ShardConfig, ShardStats};
 use crate::actors::supervisor::{EngineSupervisor, ShardError, ShardRouter, SupervisorArgs, SupervisorMsg};
 use crate::flows::error::EngineError;
+use crate::flows::notices::Notices;
 use crate::metrics::{CodeEvent, EngineMetrics, OtpStats};
 use crate::ports::{
     AuditEvent, AuditLog, AuthMethod, DeviceStore, Held, InsertUser, Limiter, Notifier, NotifyError, OutboundMessage,
@@ -209,6 +210,8 @@ pub(crate) struct Inner {
     cluster: OnceLock<Cluster>,
     supervisor: ActorRef<SupervisorMsg>,
     dispatcher: Option<DispatcherActor>,
+    /// Deliveries that start `DELIVERY_NOTICE` after their calls answered.
+    notices: Arc<Notices>,
     pub(crate) metrics: EngineMetrics,
     refusals: parking_lot::Mutex<Refusals>,
     /// Until when a refusal said an SMS budget is spent (ms; 0: none seen), for readiness.
@@ -265,6 +268,7 @@ impl Engine {
         let (supervisor, _) =
             Actor::spawn(None, EngineSupervisor, args).await.map_err(|e| StartError(e.to_string()))?;
         let refusals = parking_lot::Mutex::new(Refusals::new(config.refusal_window, Refusals::CAPACITY));
+        let notices = Notices::start(ports.notifier.clone(), DELIVERY_NOTICE);
         let engine = Engine {
             inner: Arc::new(Inner {
                 config,
@@ -276,6 +280,7 @@ impl Engine {
                 cluster: OnceLock::new(),
                 supervisor,
                 dispatcher,
+                notices,
                 metrics,
                 refusals,
                 known: parking_lot::Mutex::new((None, None)),
@@ -1024,15 +1029,9 @@ impl Engine {
         // the dispatcher's routing is work that would otherwise run beside this call's answer
         // and make it (a code sent: an account exists) slower than one that sent nothing. The
         // call does not wait; the code leaves `DELIVERY_NOTICE` later, less than a batch waits.
-        // A rehearsal schedules the same task, which starts nothing.
+        // A rehearsal queues the same entry, which starts nothing (`flows::notices`).
         if held.is_some() || rehearsed {
-            let notifier = self.inner.ports.notifier.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(DELIVERY_NOTICE).await;
-                if let Some(held) = held {
-                    notifier.start(held);
-                }
-            });
+            self.inner.notices.push(held);
         }
         result
     }

@@ -6,7 +6,8 @@
 //! * [`sessions`]: refresh rotation, logout, session listing, authentication;
 //! * [`devices`]: device enrolment and fingerprint (device-key) login;
 //! * [`data`]: an account's data: export and erasure;
-//! * [`error`]: every way a call can end other than success.
+//! * [`error`]: every way a call can end other than success;
+//! * [`notices`]: the queue that starts deliveries a moment after their calls answered.
 //!
 //! `sessions`, `devices` and `data` extend `Engine` and use the engine's helpers; the engine never
 //! imports them.
@@ -15,5 +16,6 @@ pub mod data;
 pub mod devices;
 pub mod engine;
 pub mod error;
+pub(crate) mod notices;
 pub mod passkeys;
 pub mod sessions;

@@ -202,6 +202,10 @@ impl AuditLog for EmbeddedStore {
         self.submit(|reply| Op::AppendAudit { event, reply }).await
     }
 
+    async fn append_all(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        self.submit(|reply| Op::AppendAudits { events, reply }).await
+    }
+
     async fn by_identifier(&self, ident: &IdentHash, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {
         events(&self.trail, &self.db, &self.spaces, Key::Identifier(ident.0), limit, |_| true)
     }

@@ -65,6 +65,11 @@ pub(super) enum Op {
         event: Box<AuditEvent>,
         reply: Reply<()>,
     },
+    /// Several events at once, in order (a delivery batch's outcomes).
+    AppendAudits {
+        events: Vec<AuditEvent>,
+        reply: Reply<()>,
+    },
     /// A new session and the event recording it, in the same batch.
     OpenSession {
         session: Box<Session>,
@@ -149,6 +154,7 @@ impl Op {
             Op::UpdateUser { reply, .. }
             | Op::InsertSession { reply, .. }
             | Op::AppendAudit { reply, .. }
+            | Op::AppendAudits { reply, .. }
             | Op::OpenSession { reply, .. } => fail(reply, e),
             Op::RotateRefresh { reply, .. } => fail(reply, e),
             Op::RevokeSession { reply, .. } => fail(reply, e),
@@ -372,10 +378,13 @@ impl Batch<'_> {
                 pend(reply, self.apply_purge_unverified(&ids, created_before))
             }
             Op::InsertSession { session, reply } => pend(reply, self.apply_insert_session(&session)),
-            Op::AppendAudit { event, reply } => pend(reply, self.apply_append_audit(event)),
-            Op::OpenSession { session, event, reply } => {
+            Op::AppendAudit { mut event, reply } => pend(reply, self.apply_append_audit(&mut event)),
+            Op::AppendAudits { mut events, reply } => {
+                pend(reply, events.iter_mut().try_for_each(|event| self.apply_append_audit(event)))
+            }
+            Op::OpenSession { session, mut event, reply } => {
                 let applied = self.apply_insert_session(&session);
-                pend(reply, applied.and_then(|()| self.apply_append_audit(event)))
+                pend(reply, applied.and_then(|()| self.apply_append_audit(&mut event)))
             }
             Op::RotateRefresh { id, presented, next, now, reply } => {
                 pend(reply, self.apply_rotate_refresh(id, &presented, &next, now))
@@ -463,10 +472,10 @@ impl Batch<'_> {
 
     /// Stages the event for the trail with its personal fields sealed under its subject's
     /// key; a key drawn for it is stored in the same commit.
-    fn apply_append_audit(&mut self, mut event: Box<AuditEvent>) -> Result<(), StoreError> {
+    fn apply_append_audit(&mut self, event: &mut AuditEvent) -> Result<(), StoreError> {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let subject = Subject::of(&event);
+        let subject = Subject::of(event);
         let drawn = self.keys.draw(&subject, event.at);
         if drawn.fresh {
             self.tx.insert(
@@ -476,8 +485,8 @@ impl Batch<'_> {
             );
             self.drawn.push(subject);
         }
-        let sealed = shred::seal(&mut event, &subject, &drawn.key);
-        self.staged.push_event(seq, &event, sealed.as_deref())
+        let sealed = shred::seal(event, &subject, &drawn.key);
+        self.staged.push_event(seq, event, sealed.as_deref())
     }
 
     fn apply_rotate_refresh(

@@ -92,7 +92,11 @@ impl Actor for DispatcherActor {
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
         match msg {
-            DispatcherMsg::Enqueued { id } => self.on_enqueued(&myself, state, id, now),
+            DispatcherMsg::Enqueued { ids } => {
+                for id in ids {
+                    self.on_enqueued(&myself, state, id, now);
+                }
+            }
             DispatcherMsg::Returned { lane, ids } => self.on_returned(&myself, state, lane, ids, now),
             DispatcherMsg::FlushDue { lane } => {
                 state.lanes[lane].flush_at = None;
@@ -312,6 +316,8 @@ impl DispatcherActor {
         now: Instant,
     ) {
         let s = &self.shared;
+        // The batch's final outcomes are audited together: one store write for the lot.
+        let mut events = Vec::new();
         for id in ids {
             let taken = {
                 let mut ledger = s.ledger.lock();
@@ -331,20 +337,21 @@ impl DispatcherActor {
                 }
             };
             let Some((result, attempts)) = taken else { continue };
-            match result {
-                Ok(()) => self.finish(id, Final::Delivered { lane }),
-                Err(SendError::Permanent { reason }) => {
-                    self.finish(id, Final::GivenUp(format!("{reason}; not retried")))
-                }
+            let outcome = match result {
+                Ok(()) => Final::Delivered { lane },
+                Err(SendError::Permanent { reason }) => Final::GivenUp(format!("{reason}; not retried")),
                 Err(SendError::Retryable { reason, .. }) if attempts >= s.config.max_attempts => {
-                    self.finish(id, Final::GivenUp(format!("every attempt failed; the last: {reason}")))
+                    Final::GivenUp(format!("every attempt failed; the last: {reason}"))
                 }
                 Err(SendError::Retryable { retry_after, .. }) => {
                     let delay = s.config.backoff.delay(attempts, retry_after);
                     self.wait(myself, state, id, now + delay, now);
+                    continue;
                 }
-            }
+            };
+            events.extend(s.finish(id, outcome));
         }
+        s.spawn_audits(events);
         self.flush(myself, state, lane, now);
     }
 
@@ -402,9 +409,7 @@ impl DispatcherActor {
     }
 
     fn finish(&self, id: u64, outcome: Final) {
-        if let Some(event) = self.shared.finish(id, outcome) {
-            self.shared.spawn_audit(event);
-        }
+        self.shared.spawn_audits(self.shared.finish(id, outcome).into_iter().collect());
     }
 
     /// Graceful shutdown (called by `Engine::stop`): sends everything that waits at once
@@ -424,12 +429,14 @@ impl DispatcherActor {
         if !left.is_empty() {
             tracing::warn!(target: LOG_TARGET, messages = left.len(), "node shutting down: giving up messages not yet delivered");
         }
-        for id in left {
-            if let Some(event) = s.finish(id, Final::GivenUp("the node shut down before it could be sent".into()))
-                && let Err(e) = s.audit.append(event).await
-            {
-                tracing::warn!(target: LOG_TARGET, error = %e, "could not audit a delivery outcome");
-            }
+        let events: Vec<AuditEvent> = left
+            .into_iter()
+            .filter_map(|id| s.finish(id, Final::GivenUp("the node shut down before it could be sent".into())))
+            .collect();
+        if !events.is_empty()
+            && let Err(e) = s.audit.append_all(events).await
+        {
+            tracing::warn!(target: LOG_TARGET, error = %e, "could not audit delivery outcomes");
         }
         while s.audits_pending.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -499,12 +506,16 @@ impl Shared {
         })
     }
 
-    pub(super) fn spawn_audit(self: &Arc<Self>, event: AuditEvent) {
+    /// Audits `events` (delivery outcomes) off the caller's path, in one store write.
+    pub(super) fn spawn_audits(self: &Arc<Self>, events: Vec<AuditEvent>) {
+        if events.is_empty() {
+            return;
+        }
         self.audits_pending.fetch_add(1, Ordering::AcqRel);
         let shared = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = shared.audit.append(event).await {
-                tracing::warn!(target: LOG_TARGET, error = %e, "could not audit a delivery outcome");
+            if let Err(e) = shared.audit.append_all(events).await {
+                tracing::warn!(target: LOG_TARGET, error = %e, "could not audit delivery outcomes");
             }
             shared.audits_pending.fetch_sub(1, Ordering::AcqRel);
         });

@@ -408,11 +408,13 @@ impl Notifier for DispatchHandle {
         self.admit(message, true).map(Held)
     }
 
-    fn start(&self, held: Held) {
-        // If no actor is current (it is being restarted) the new one adopts the message from
+    fn start(&self, held: Vec<Held>) {
+        // If no actor is current (it is being restarted) the new one adopts the messages from
         // the ledger when it starts.
-        if let Some(actor) = self.shared.current.load_full() {
-            let _ = actor.cast(DispatcherMsg::Enqueued { id: held.0 });
+        if !held.is_empty()
+            && let Some(actor) = self.shared.current.load_full()
+        {
+            let _ = actor.cast(DispatcherMsg::Enqueued { ids: held.into_iter().map(|h| h.0).collect() });
         }
     }
 }

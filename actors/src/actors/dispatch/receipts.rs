@@ -181,12 +181,12 @@ impl Shared {
         if status == ReceiptStatus::Delivered {
             crate::metrics::time_to_delivered(provider, channel, now.since(watch.accepted_at));
             let text = format!("{provider} reports it delivered");
-            self.spawn_audit(receipt_event(&watch.message, now, Step::ReceiptDelivered, AuditOutcome::Ok, text));
+            self.spawn_audits(vec![receipt_event(&watch.message, now, Step::ReceiptDelivered, AuditOutcome::Ok, text)]);
             return ReceiptAnswer::Delivered;
         }
         let code = error_code.map(|c| format!(" (error {c})")).unwrap_or_default();
         let text = format!("{provider} reports it {}{code}", status.as_str());
-        self.spawn_audit(receipt_event(&watch.message, now, Step::ReceiptFailed, AuditOutcome::Failed, text));
+        self.spawn_audits(vec![receipt_event(&watch.message, now, Step::ReceiptFailed, AuditOutcome::Failed, text)]);
         let reason =
             if status == ReceiptStatus::Undelivered { FailoverReason::Undelivered } else { FailoverReason::Failed };
         self.failover(watch, reason, now).await
@@ -204,7 +204,13 @@ impl Shared {
         };
         for watch in overdue {
             let text = format!("no delivery receipt from {} within its timeout", self.lanes[watch.lane].name);
-            self.spawn_audit(receipt_event(&watch.message, now, Step::ReceiptFailed, AuditOutcome::Failed, text));
+            self.spawn_audits(vec![receipt_event(
+                &watch.message,
+                now,
+                Step::ReceiptFailed,
+                AuditOutcome::Failed,
+                text,
+            )]);
             self.failover(watch, FailoverReason::NoReceipt, now).await;
         }
     }
@@ -229,7 +235,7 @@ impl Shared {
         let why_not = why_not.or((!allowed).then_some("the limits refused another send"));
         if let Some(why) = why_not {
             let text = format!("not sent again ({}): {why}", reason.as_str());
-            self.spawn_audit(receipt_event(&watch.message, now, Step::Failover, AuditOutcome::Failed, text));
+            self.spawn_audits(vec![receipt_event(&watch.message, now, Step::Failover, AuditOutcome::Failed, text)]);
             return ReceiptAnswer::Ended;
         }
         let id = {
@@ -242,16 +248,16 @@ impl Shared {
         };
         let Some(id) = id else {
             let text = format!("not sent again ({}): the delivery queue is full", reason.as_str());
-            self.spawn_audit(receipt_event(&watch.message, now, Step::Failover, AuditOutcome::Failed, text));
+            self.spawn_audits(vec![receipt_event(&watch.message, now, Step::Failover, AuditOutcome::Failed, text)]);
             return ReceiptAnswer::Ended;
         };
         self.counters.accepted.fetch_add(1, Ordering::Relaxed);
         self.metrics.enqueued(true);
         crate::metrics::receipt_failover(reason);
         let text = format!("sent again on another route ({})", reason.as_str());
-        self.spawn_audit(receipt_event(&watch.message, now, Step::Failover, AuditOutcome::Ok, text));
+        self.spawn_audits(vec![receipt_event(&watch.message, now, Step::Failover, AuditOutcome::Ok, text)]);
         if let Some(actor) = self.current.load_full() {
-            let _ = actor.cast(DispatcherMsg::Enqueued { id });
+            let _ = actor.cast(DispatcherMsg::Enqueued { ids: vec![id] });
         }
         ReceiptAnswer::FailedOver
     }

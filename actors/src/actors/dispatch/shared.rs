@@ -26,8 +26,8 @@ use crate::rules::identifier::Channel;
 
 /// What the dispatcher actor is told.
 pub enum DispatcherMsg {
-    /// Message `id` entered the ledger: route it to a provider's lane.
-    Enqueued { id: u64 },
+    /// Messages `ids` entered the ledger: route them to providers' lanes.
+    Enqueued { ids: Vec<u64> },
     /// A call to the provider of `lane` finished; the results for `ids` are in the ledger.
     Returned { lane: usize, ids: Vec<u64> },
     /// The oldest message in `lane` may have waited `batch_max_age`: flush if so.

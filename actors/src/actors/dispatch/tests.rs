@@ -183,7 +183,7 @@ impl Rig {
 
     fn send(&self, trace: &str) {
         let held = self.handle.enqueue(self.message(trace)).expect("accepted");
-        self.handle.start(held);
+        self.handle.start(vec![held]);
     }
 
     /// Lets virtual time run (in `step`s) until `done` holds; panics after `limit`.
@@ -332,7 +332,7 @@ async fn a_permanent_error_is_not_retried() {
     let message = r.message("m");
     let code = message.code.expose().to_owned();
     let held = r.handle.enqueue(message).unwrap();
-    r.handle.start(held);
+    r.handle.start(vec![held]);
     let s = r.until(Duration::from_secs(1), |s| s.given_up == 1).await;
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert_eq!(p.calls().len(), 1, "never retried");
