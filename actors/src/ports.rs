@@ -360,7 +360,8 @@ pub enum InsertUser {
 
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
-    async fn user_by_identifier(&self, ident: &IdentHash) -> Result<Option<User>, StoreError>;
+    /// The account of `ident`, shared: a store that caches accounts hands out its copy.
+    async fn user_by_identifier(&self, ident: &IdentHash) -> Result<Option<Arc<User>>, StoreError>;
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
     /// Creates the account unless one exists for `user.ident_hash` (atomically).
     async fn insert_user(&self, user: &User) -> Result<InsertUser, StoreError>;

@@ -51,7 +51,7 @@ pub async fn user_store(store: Arc<dyn UserStore>) {
     let alice = user(1, t);
     assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap(), None, "empty store finds nobody");
     assert_eq!(store.insert_user(&alice).await.unwrap(), InsertUser::Inserted);
-    assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap().as_ref(), Some(&alice));
+    assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap().as_deref(), Some(&alice));
     assert_eq!(store.user_by_id(alice.id).await.unwrap().as_ref(), Some(&alice));
 
     // A second account for the same identifier is refused and the first one returned.
@@ -87,7 +87,7 @@ pub async fn user_store(store: Arc<dyn UserStore>) {
     verified.first_name = "Alicia".into();
     store.update_user(&verified).await.unwrap();
     assert_eq!(store.user_by_id(alice.id).await.unwrap().as_ref(), Some(&verified));
-    assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap().as_ref(), Some(&verified));
+    assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap().as_deref(), Some(&verified));
     assert_eq!(store.user_by_id(UserId(Uuid::now_v7())).await.unwrap(), None);
 }
 

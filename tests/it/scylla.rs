@@ -245,7 +245,7 @@ async fn kassandra_smoke_migrations_statements_and_type_mapping() {
             updated_at: t,
         };
         assert_eq!(store.insert_user(&alice).await.unwrap(), InsertUser::Inserted);
-        assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap().as_ref(), Some(&alice));
+        assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap().as_deref(), Some(&alice));
         assert_eq!(store.user_by_id(alice.id).await.unwrap().as_ref(), Some(&alice));
         assert_eq!(store.user_by_id(UserId(Uuid::now_v7())).await.unwrap(), None);
 
@@ -260,7 +260,7 @@ async fn kassandra_smoke_migrations_statements_and_type_mapping() {
             "id row, lost claim, the loser's id row deleted"
         );
         assert_eq!(store.user_by_id(mallory.id).await.unwrap(), None);
-        assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap().as_ref(), Some(&alice), "untouched");
+        assert_eq!(store.user_by_identifier(&alice.ident_hash).await.unwrap().as_deref(), Some(&alice), "untouched");
 
         // The profile update applies to an existing account only (`UPDATE … IF EXISTS`).
         let later = t.plus(Duration::from_secs(5));
@@ -282,7 +282,7 @@ async fn kassandra_smoke_migrations_statements_and_type_mapping() {
             ..alice.clone()
         };
         assert_eq!(store.insert_user(&bob).await.unwrap(), InsertUser::Inserted);
-        assert_eq!(store.user_by_identifier(&bob.ident_hash).await.unwrap().as_ref(), Some(&bob), "e-mail accounts");
+        assert_eq!(store.user_by_identifier(&bob.ident_hash).await.unwrap().as_deref(), Some(&bob), "e-mail accounts");
         assert_eq!(store.user_by_identifier(&IdentHash([0x33; 16])).await.unwrap(), None);
 
         // Devices: each version of the set is claimed (`INSERT … IF NOT EXISTS`).

@@ -162,7 +162,7 @@ impl<S> MeteredStore<S> {
 
 #[async_trait]
 impl<S: UserStore> UserStore for MeteredStore<S> {
-    async fn user_by_identifier(&self, ident: &IdentHash) -> Result<Option<User>, StoreError> {
+    async fn user_by_identifier(&self, ident: &IdentHash) -> Result<Option<Arc<User>>, StoreError> {
         self.timed(Operation::UserByIdentifier, self.inner.user_by_identifier(ident)).await
     }
 

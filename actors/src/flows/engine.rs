@@ -622,7 +622,7 @@ impl Engine {
                     return Err(EngineError::AccountNotVerified);
                 }
                 trail.note = "session opened";
-                user
+                Arc::unwrap_or_clone(user)
             }
         };
 
@@ -638,7 +638,7 @@ impl Engine {
     /// the account's read is paired with a read of an identifier no account has (always the
     /// same, so it is as cached as a number asked for before), and a miss with a read of an
     /// account seen before (`tests/it/timing.rs` measures the difference).
-    pub(crate) async fn lookup_user(&self, ident: IdentHash) -> Result<Option<User>, EngineError> {
+    pub(crate) async fn lookup_user(&self, ident: IdentHash) -> Result<Option<Arc<User>>, EngineError> {
         const NOBODY: IdentHash = IdentHash([0xd5; 16]);
         let users = &self.inner.ports.users;
         let user = users.user_by_identifier(&ident).await.map_err(unavailable)?;
@@ -671,7 +671,7 @@ impl Engine {
         {
             trail.user = Some(user.id);
             trail.note = "session opened";
-            return Ok(user.clone());
+            return Ok(User::clone(user));
         }
         // Without a profile the code was a decoy's or a resend's with no registration pending:
         // nothing to create, like a wrong code.
@@ -686,7 +686,7 @@ impl Engine {
                     verified: true,
                     verified_at: Some(now),
                     updated_at: now,
-                    ..user
+                    ..Arc::unwrap_or_clone(user)
                 };
                 users.update_user(&completed).await.map_err(unavailable)?;
                 completed

@@ -740,7 +740,7 @@ mod tests {
         }
         let again = EmbeddedStore::open(&restored.join("store"), EmbeddedOptions::default()).unwrap();
         for i in 0..50 {
-            assert_eq!(again.user_by_identifier(&user(i).ident_hash).await.unwrap(), Some(user(i)));
+            assert_eq!(again.user_by_identifier(&user(i).ident_hash).await.unwrap().as_deref(), Some(&user(i)));
         }
         assert_eq!(again.user_by_identifier(&user(999).ident_hash).await.unwrap(), None);
         // The restored store takes writes after what it holds.

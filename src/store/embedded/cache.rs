@@ -28,12 +28,12 @@ pub(super) struct Entries(quick_cache::sync::Cache<[u8; 16], Option<Arc<User>>>)
 
 impl Entries {
     /// The cached answer for `ident`: `Some(None)` when it has no account.
-    pub fn get(&self, ident: &[u8; 16]) -> Option<Option<User>> {
-        self.0.get(ident).map(|user| user.as_deref().cloned())
+    pub fn get(&self, ident: &[u8; 16]) -> Option<Option<Arc<User>>> {
+        self.0.get(ident)
     }
 
-    fn insert(&self, ident: [u8; 16], user: Option<User>) {
-        self.0.insert(ident, user.map(Arc::new));
+    fn insert(&self, ident: [u8; 16], user: Option<Arc<User>>) {
+        self.0.insert(ident, user);
     }
 }
 
@@ -46,7 +46,7 @@ impl UserCache {
         *self.epoch.lock()
     }
 
-    pub fn fill(&self, started: u64, ident: [u8; 16], value: &Option<User>) {
+    pub fn fill(&self, started: u64, ident: [u8; 16], value: &Option<Arc<User>>) {
         let epoch = self.epoch.lock();
         if *epoch == started {
             self.entries.insert(ident, value.clone());
@@ -60,7 +60,7 @@ impl UserCache {
         }
         let mut epoch = self.epoch.lock();
         for user in changed {
-            self.entries.insert(user.ident_hash.0, Some(user));
+            self.entries.insert(user.ident_hash.0, Some(Arc::new(user)));
         }
         for ident in removed {
             self.entries.insert(ident.0, None);
@@ -100,8 +100,8 @@ mod tests {
         // A reader starts, the writer commits a change, then the reader offers what it read.
         let started = cache.epoch();
         cache.apply(vec![newer.clone()], &[]);
-        cache.fill(started, [4; 16], &Some(account("Older")));
-        assert_eq!(cache.entries.get(&[4; 16]), Some(Some(newer)));
+        cache.fill(started, [4; 16], &Some(Arc::new(account("Older"))));
+        assert_eq!(cache.entries.get(&[4; 16]), Some(Some(Arc::new(newer))));
         // A reader that started after the change may fill (here: another identifier).
         let started = cache.epoch();
         cache.fill(started, [5; 16], &None);

@@ -27,7 +27,7 @@ use crate::store::retention::{Cutoffs, Swept};
 
 #[async_trait]
 impl UserStore for EmbeddedStore {
-    async fn user_by_identifier(&self, ident: &IdentHash) -> Result<Option<User>, StoreError> {
+    async fn user_by_identifier(&self, ident: &IdentHash) -> Result<Option<Arc<User>>, StoreError> {
         if let Some(cached) = self.users.entries.get(&ident.0) {
             return Ok(cached);
         }
@@ -38,7 +38,7 @@ impl UserStore for EmbeddedStore {
             };
             let bytes =
                 snap.get(&sp.users, &id).map_err(unavailable)?.ok_or_else(|| corrupt("index names a missing user"))?;
-            decode(&bytes).map(Some)
+            decode(&bytes).map(|user| Some(Arc::new(user)))
         })?;
         self.users.fill(started, ident.0, &read);
         Ok(read)

@@ -10,6 +10,7 @@ use otpd_actors::rules::identifier::Identifier;
 use otpd_actors::rules::ids::UserId;
 use otpd_actors::rules::keys::IdentHash;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use otpd_actors::rules::clock::Timestamp;
@@ -69,8 +70,8 @@ impl ScyllaStore {
 
 #[async_trait]
 impl UserStore for ScyllaStore {
-    async fn user_by_identifier(&self, ident: &IdentHash) -> Result<Option<User>, StoreError> {
-        Ok(self.read_user(ident).await?)
+    async fn user_by_identifier(&self, ident: &IdentHash) -> Result<Option<Arc<User>>, StoreError> {
+        Ok(self.read_user(ident).await?.map(Arc::new))
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
