@@ -241,6 +241,11 @@ enum BucketKey<'a> {
 
 #[async_trait]
 impl AuditLog for ScyllaStore {
+    /// The events' writes go out together, as separate appends from separate tasks would.
+    async fn append_all(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        futures::future::try_join_all(events.into_iter().map(|e| self.append(e))).await.map(drop)
+    }
+
     async fn append(&self, mut e: AuditEvent) -> Result<(), StoreError> {
         let day = day_of(e.at);
         // The personal fields go sealed in `user_agent` (see `SEALED`), under the subject's
