@@ -143,7 +143,10 @@ impl KeySource {
                 current.clear();
             }
         }
-        let key = SubjectKey { id: random(), key: random() };
+        // From the thread's CSPRNG (`rand`'s ChaCha12, seeded and reseeded from the OS), like
+        // the seal nonces: aws-lc's `RAND_bytes` mixes in RDRAND on every call, which cost
+        // ~1.4 % of a verification's CPU on this virtual machine.
+        let key = SubjectKey { id: rand::random(), key: rand::random() };
         let until = at_ms.saturating_add(KEY_LIFETIME.as_millis() as u64);
         current.insert(*subject, (key, until));
         Drawn { key, until: Timestamp::from_millis(until), fresh: true }
@@ -153,13 +156,6 @@ impl KeySource {
     pub fn forget(&self, subject: &Subject) {
         self.current.lock().remove(subject);
     }
-}
-
-/// A key or key id from the thread's CSPRNG (`rand`'s ChaCha12, seeded and reseeded from the
-/// OS), like the seal nonces: aws-lc's `RAND_bytes` mixes in RDRAND on every call, which cost
-/// ~1.4 % of a verification's CPU on this virtual machine (a new subject draws a key).
-fn random<const N: usize>() -> [u8; N] {
-    rand::random()
 }
 
 /// The personal fields of an event, as sealed.

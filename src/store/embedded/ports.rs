@@ -198,12 +198,11 @@ impl DeviceStore for EmbeddedStore {
 #[async_trait]
 impl AuditLog for EmbeddedStore {
     async fn append(&self, event: AuditEvent) -> Result<(), StoreError> {
-        let event = Box::new(event);
-        self.submit(|reply| Op::AppendAudit { event, reply }).await
+        self.append_all(vec![event]).await
     }
 
     async fn append_all(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
-        self.submit(|reply| Op::AppendAudits { events, reply }).await
+        self.submit(|reply| Op::AppendAudit { events, reply }).await
     }
 
     async fn by_identifier(&self, ident: &IdentHash, limit: usize) -> Result<Vec<AuditEvent>, StoreError> {

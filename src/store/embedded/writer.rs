@@ -61,12 +61,8 @@ pub(super) enum Op {
         session: Box<Session>,
         reply: Reply<()>,
     },
+    /// Events in order: one call's, or a delivery batch's outcomes.
     AppendAudit {
-        event: Box<AuditEvent>,
-        reply: Reply<()>,
-    },
-    /// Several events at once, in order (a delivery batch's outcomes).
-    AppendAudits {
         events: Vec<AuditEvent>,
         reply: Reply<()>,
     },
@@ -154,7 +150,6 @@ impl Op {
             Op::UpdateUser { reply, .. }
             | Op::InsertSession { reply, .. }
             | Op::AppendAudit { reply, .. }
-            | Op::AppendAudits { reply, .. }
             | Op::OpenSession { reply, .. } => fail(reply, e),
             Op::RotateRefresh { reply, .. } => fail(reply, e),
             Op::RevokeSession { reply, .. } => fail(reply, e),
@@ -378,8 +373,7 @@ impl Batch<'_> {
                 pend(reply, self.apply_purge_unverified(&ids, created_before))
             }
             Op::InsertSession { session, reply } => pend(reply, self.apply_insert_session(&session)),
-            Op::AppendAudit { mut event, reply } => pend(reply, self.apply_append_audit(&mut event)),
-            Op::AppendAudits { mut events, reply } => {
+            Op::AppendAudit { mut events, reply } => {
                 pend(reply, events.iter_mut().try_for_each(|event| self.apply_append_audit(event)))
             }
             Op::OpenSession { session, mut event, reply } => {
