@@ -542,8 +542,8 @@ impl Goals {
     }
 }
 
-/// One open-loop search whose steps serve every goal at once (`capacity::next_rate` picks each
-/// rate), bounded by `--max-steps`; ends early when every goal is settled within
+/// One open-loop search whose steps serve every goal, the SLO's first
+/// (`capacity::next_rate_slo_first` picks each rate), bounded by `--max-steps`; ends early when every goal is settled within
 /// `--resolution`, or when a `verify` run has used up its prepared codes.
 async fn search(
     w: &Arc<World>,
@@ -559,7 +559,7 @@ async fn search(
     let mut steps: Vec<CapacityStep> = Vec::new();
     let mut stopped = None;
     for _ in 0..args.max_steps {
-        let Some(rate) = capacity::next_rate(&steps, &all, &range) else { break };
+        let Some(rate) = capacity::next_rate_slo_first(&steps, &slo, &all, &range) else { break };
         let bounds = Bounds {
             duration_s: step.min(MAX_RUN).as_secs_f64(),
             max_scenarios: u64::MAX,
