@@ -543,8 +543,9 @@ impl Goals {
 }
 
 /// One open-loop search whose steps serve every goal, the SLO's first
-/// (`capacity::next_rate_slo_first` picks each rate), bounded by `--max-steps`; ends early when every goal is settled within
-/// `--resolution`, or when a `verify` run has used up its prepared codes.
+/// (`capacity::next_rate_slo_first` picks each rate), bounded by `--max-steps`; ends early
+/// when every goal is settled within `--resolution`, or when a `verify` run has used up its
+/// prepared codes.
 async fn search(
     w: &Arc<World>,
     mix: &Mix,
