@@ -23,7 +23,8 @@ pub(super) struct UserCache {
     epoch: Mutex<u64>,
 }
 
-/// Accounts (or their absence) by identifier hash.
+/// Accounts (or their absence) by identifier hash. Anyone in the store may read; only
+/// [`UserCache::fill`] and [`UserCache::apply`] write, under the epoch lock (`insert` is private).
 pub(super) struct Entries(quick_cache::sync::Cache<[u8; 16], Option<Arc<User>>>);
 
 impl Entries {
