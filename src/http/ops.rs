@@ -308,7 +308,7 @@ async fn refresh_census(app: &App) -> Result<(), StoreError> {
 }
 
 /// Samples every gauge that is not counted on the way: users and sessions, live challenges,
-/// breaker states, readiness; and drains histogram samples into their buckets.
+/// breaker states, readiness.
 pub async fn refresh(app: &App) {
     app.engine.refresh_gauges().await;
     if let Some(delivery) = &app.delivery {
@@ -318,21 +318,28 @@ pub async fn refresh(app: &App) {
         tracing::warn!(error = %e, "could not count users and sessions for the gauges");
     }
     let _ = readiness(app);
-    if let Some(handle) = &app.observe.prometheus {
-        handle.run_upkeep();
-    }
 }
 
-/// Runs [`refresh`] every `every` until the app is dropped (the node stopped).
+/// Runs [`refresh`] every `every`, and drains histogram samples into their buckets every
+/// [`crate::metrics::DRAIN_INTERVAL`], until the app is dropped (the node stopped).
 pub fn spawn_refresher(app: &Arc<App>, every: Duration) -> JoinHandle<()> {
     let weak: Weak<App> = Arc::downgrade(app);
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut gauges = tokio::time::interval(every);
+        gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain = tokio::time::interval(crate::metrics::DRAIN_INTERVAL);
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            interval.tick().await;
+            let gauges_due = tokio::select! {
+                _ = gauges.tick() => true,
+                _ = drain.tick() => false,
+            };
             let Some(app) = weak.upgrade() else { break };
-            refresh(&app).await;
+            if gauges_due {
+                refresh(&app).await;
+            } else if let Some(handle) = &app.observe.prometheus {
+                handle.run_upkeep();
+            }
         }
     })
 }
