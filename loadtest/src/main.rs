@@ -584,12 +584,13 @@ async fn search(
         s.beyond_generator = slo.credit_limit_rps.is_some_and(|limit| s.achieved_rps > limit);
         s.meets_slo = capacity::bracket(std::slice::from_ref(&s), &slo).rate.is_some();
         eprintln!(
-            "{label}: offered {rate:.0}/s → {:.0} answers/s, p99 {:.2} ms, errors {:.3} %, generator {:.2} cores, lag p99 {:.2} ms → {}",
+            "{label}: offered {rate:.0}/s → {:.0} answers/s, p99 {:.2} ms, errors {:.3} %, generator {:.2} cores, lag p99 {:.2} ms, worst pause {:.1} ms → {}",
             s.achieved_rps,
             s.p99_ms,
             s.error_rate * 100.0,
             summary.generator.cpu_cores,
             summary.generator.lag_p99_ms,
+            summary.generator.pause_max_ms,
             report::step_verdict(&s)
         );
         steps.push(s);

@@ -358,8 +358,8 @@ fn run_table(run: &RunSummary) -> String {
     let g = &run.generator;
     let _ = writeln!(
         md,
-        "Generator: {:.2} cores of CPU (user {:.1} s, system {:.1} s); launch lag p50 / p99 / max {:.2} / {:.2} / {:.2} ms over {} arrivals.\n",
-        g.cpu_cores, g.cpu_user_s, g.cpu_system_s, g.lag_p50_ms, g.lag_p99_ms, g.lag_max_ms, g.arrivals
+        "Generator: {:.2} cores of CPU (user {:.1} s, system {:.1} s); launch lag p50 / p99 / max {:.2} / {:.2} / {:.2} ms over {} arrivals; worst pause {:.1} ms.\n",
+        g.cpu_cores, g.cpu_user_s, g.cpu_system_s, g.lag_p50_ms, g.lag_p99_ms, g.lag_max_ms, g.arrivals, g.pause_max_ms
     );
     let _ = writeln!(md, "| step | requests | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |");
     let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");

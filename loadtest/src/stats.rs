@@ -6,10 +6,14 @@
 //! cannot hide its stall by slowing the generator down (coordinated omission).
 //!
 //! The generator watches itself too: how late it launched each open-loop arrival (its lag
-//! behind the schedule) and the CPU this process used over the run (`getrusage`), so a report
-//! shows when the numbers measure the generator rather than the node.
+//! behind the schedule), the CPU this process used over the run (`getrusage`), and its pauses
+//! ([`PauseMeter`]), so a report shows when the numbers measure the generator, or the machine,
+//! rather than the node.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -61,10 +65,72 @@ struct State {
     lag: Histogram<u64>,
 }
 
+/// Measures the generator's pauses: a thread of its own asks to wake every millisecond and
+/// keeps, per second since `start`, how late it woke at worst.
+///
+/// Why: a shared virtual machine's host sometimes stops it for 10–20 ms, every vCPU at once
+/// (docs/PERFORMANCE.md, "A pause every five seconds"). The node stops with it, and a second
+/// with such a pause fails a 10 ms p99 whatever the node does. The meter shows those seconds
+/// on the generator's side: it is late only when this process could not run, which at the
+/// generator's usual fraction of a core means the machine paused, or the generator's own
+/// CPU ran out (its CPU figure says which).
+struct PauseMeter {
+    /// Per second since the run's start: the latest wake-up, in microseconds.
+    worst: Arc<Mutex<Vec<u32>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+const PAUSE_TICK: Duration = Duration::from_millis(1);
+
+impl PauseMeter {
+    fn start(start: Instant) -> Self {
+        let worst = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (w, halt) = (worst.clone(), stop.clone());
+        // Without the thread the run goes on; the timeline's pauses then read 0.
+        let thread = std::thread::Builder::new()
+            .name("pause-meter".into())
+            .spawn(move || {
+                // Each wake-up is due a tick after the last one, so a stop anywhere in the loop
+                // (the host, the scheduler, the lock below) counts in the next wake-up.
+                let mut last = Instant::now();
+                while !halt.load(Ordering::Relaxed) {
+                    std::thread::sleep(PAUSE_TICK);
+                    let woke = Instant::now();
+                    let late = woke.saturating_duration_since(last + PAUSE_TICK);
+                    last = woke;
+                    let late = late.as_micros().min(u128::from(u32::MAX)) as u32;
+                    note_pause(&mut w.lock(), woke.saturating_duration_since(start).as_secs() as usize, late);
+                }
+            })
+            .ok();
+        PauseMeter { worst, stop, thread }
+    }
+}
+
+impl Drop for PauseMeter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Keeps `late` (µs) as second `second`'s worst pause if it is worse than what is there.
+fn note_pause(worst: &mut Vec<u32>, second: usize, late: u32) {
+    if worst.len() <= second {
+        worst.resize(second + 1, 0);
+    }
+    worst[second] = worst[second].max(late);
+}
+
 /// Shared by every task of a run.
 pub struct Recorder {
     start: Instant,
     cpu_at_start: CpuTime,
+    pauses: PauseMeter,
     state: Mutex<State>,
 }
 
@@ -73,6 +139,7 @@ impl Recorder {
         Recorder {
             start,
             cpu_at_start: CpuTime::now(),
+            pauses: PauseMeter::start(start),
             state: Mutex::new(State {
                 steps: BTreeMap::new(),
                 errors: BTreeMap::new(),
@@ -144,6 +211,8 @@ impl Recorder {
     /// Freezes the measurements into a report section.
     pub fn summary(&self, label: &str, elapsed: Duration) -> RunSummary {
         let cpu = CpuTime::now().since(self.cpu_at_start);
+        let pauses = self.pauses.worst.lock().clone();
+        let pause_ms = |second: usize| ms(pauses.get(second).copied().map_or(0, u64::from));
         let s = self.state.lock();
         let secs = elapsed.as_secs_f64().max(1e-9);
         let mut total = histogram();
@@ -172,6 +241,7 @@ impl Recorder {
                 p90_ms: ms(sec.hist.value_at_quantile(0.90)),
                 p99_ms: ms(sec.hist.value_at_quantile(0.99)),
                 max_ms: ms(sec.hist.max()),
+                pause_ms: pause_ms(t),
             })
             .collect();
         RunSummary {
@@ -196,6 +266,7 @@ impl Recorder {
                 lag_p50_ms: ms(s.lag.value_at_quantile(0.50)),
                 lag_p99_ms: ms(s.lag.value_at_quantile(0.99)),
                 lag_max_ms: ms(s.lag.max()),
+                pause_max_ms: (0..=elapsed.as_secs() as usize).map(pause_ms).fold(0.0, f64::max),
             },
         }
     }
@@ -276,6 +347,10 @@ pub struct TimelinePoint {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The generator's worst pause in this second ([`PauseMeter`]); 0 in reports written
+    /// before it was measured.
+    #[serde(default)]
+    pub pause_ms: f64,
 }
 
 /// What the generator itself did during a run.
@@ -291,6 +366,10 @@ pub struct GeneratorStats {
     pub lag_p50_ms: f64,
     pub lag_p99_ms: f64,
     pub lag_max_ms: f64,
+    /// The generator's worst pause over the run: how late a thread asking to wake every
+    /// millisecond woke at worst ([`PauseMeter`]; 0 in reports written before it existed).
+    #[serde(default)]
+    pub pause_max_ms: f64,
 }
 
 /// Everything measured in one run against one target.
@@ -368,6 +447,37 @@ mod tests {
         let s = r.summary("t", Duration::from_secs(1));
         assert_eq!(s.generator.arrivals, 2);
         assert!((s.generator.lag_max_ms - 3.0).abs() < 0.01, "{:?}", s.generator);
+    }
+
+    #[test]
+    fn a_pause_keeps_the_worst_per_second() {
+        let mut worst = Vec::new();
+        note_pause(&mut worst, 2, 300);
+        note_pause(&mut worst, 2, 120);
+        note_pause(&mut worst, 0, 50);
+        note_pause(&mut worst, 2, 900);
+        assert_eq!(worst, [50, 0, 900]);
+    }
+
+    #[test]
+    fn the_pause_meter_sees_its_thread_stopped() {
+        let start = Instant::now();
+        let r = Recorder::new(start);
+        r.record("login", start, start + Duration::from_millis(1), &Outcome::Ok);
+        // The meter cannot record while this holds its lock: it stops for 40 ms, as if the
+        // machine had paused it, and its next wake-up is that late.
+        {
+            let _held = r.pauses.worst.lock();
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        // A request in the second the meter woke late, so that the timeline reaches it.
+        let now = Instant::now();
+        r.record("login", now, now, &Outcome::Ok);
+        let s = r.summary("t", start.elapsed());
+        assert!(s.generator.pause_max_ms >= 35.0, "{:?}", s.generator);
+        let in_timeline = s.timeline.iter().map(|p| p.pause_ms).fold(0.0, f64::max);
+        assert!(in_timeline >= 35.0, "{:?}", s.timeline);
     }
 
     #[test]
