@@ -347,6 +347,7 @@ mod tests {
             error_rate,
             meets_slo: false,
             beyond_generator: false,
+            pause_max_ms: 0.0,
         }
     }
 

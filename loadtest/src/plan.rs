@@ -573,6 +573,7 @@ mod tests {
             error_rate: 0.0,
             meets_slo: meets,
             beyond_generator: false,
+            pause_max_ms: 0.0,
         };
         let bounds = Bounds { duration_s: 1.0, max_scenarios: 1, warmup_s: 0.0 };
         let mut search =

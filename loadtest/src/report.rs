@@ -30,6 +30,10 @@ pub struct CapacityStep {
     /// measured, it does not count as meeting the SLO.
     #[serde(default)]
     pub beyond_generator: bool,
+    /// The generator's worst pause in the step (`GeneratorStats::pause_max_ms`): beside a
+    /// missed p99, 10 ms and more says the machine stopped, not only the node.
+    #[serde(default)]
+    pub pause_max_ms: f64,
 }
 
 impl CapacityStep {
@@ -47,6 +51,7 @@ impl CapacityStep {
             error_rate: run.error_rate,
             meets_slo: false,
             beyond_generator: false,
+            pause_max_ms: run.generator.pause_max_ms,
         }
     }
 }
@@ -275,18 +280,19 @@ impl Report {
             );
             let _ = writeln!(
                 md,
-                "| offered /s | achieved req/s | p50 ms | p99 ms | p99.9 ms | errors | meets SLO |\n| ---: | ---: | ---: | ---: | ---: | ---: | :---: |"
+                "| offered /s | achieved req/s | p50 ms | p99 ms | p99.9 ms | errors | generator's worst pause ms | meets SLO |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"
             );
             for s in &c.steps {
                 let _ = writeln!(
                     md,
-                    "| {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} % | {} |",
+                    "| {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} % | {:.1} | {} |",
                     s.offered_rate,
                     s.achieved_rps,
                     s.p50_ms,
                     s.p99_ms,
                     s.p999_ms,
                     s.error_rate * 100.0,
+                    s.pause_max_ms,
                     step_verdict(s)
                 );
             }
