@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::{CapacityReport, CapacityStep, Report, capacity_sentence, generator_sentence, step_verdict};
+use crate::report::{CapacityReport, CapacityStep, Report, STEP_COLUMNS, capacity_sentence, generator_sentence};
 use crate::stats::{QUANTILES, RunSummary};
 use crate::svg::{BarChart, LineChart, Rule, Series, esc, short};
 
@@ -300,33 +300,8 @@ fn steps_table(out: &mut String, run: &RunSummary) {
 }
 
 fn capacity_rows(steps: &[CapacityStep]) -> Vec<Vec<String>> {
-    sorted(steps)
-        .iter()
-        .map(|s| {
-            vec![
-                f(s.offered_rate, 0),
-                f(s.achieved_rps, 0),
-                f(s.p50_ms, 2),
-                f(s.p99_ms, 2),
-                f(s.p999_ms, 2),
-                format!("{:.3} %", s.error_rate * 100.0),
-                f(s.pause_max_ms, 1),
-                step_verdict(s).to_owned(),
-            ]
-        })
-        .collect()
+    sorted(steps).iter().map(|s| s.cells().to_vec()).collect()
 }
-
-const CAPACITY_HEADER: [&str; 8] = [
-    "offered /s",
-    "achieved req/s",
-    "p50 ms",
-    "p99 ms",
-    "p99.9 ms",
-    "errors",
-    "generator's worst pause ms",
-    "meets SLO",
-];
 
 fn figure(out: &mut String, svg: &str) {
     out.push_str("<figure>");
@@ -455,10 +430,10 @@ pub fn report(r: &Report) -> String {
             }
         }
         out.push_str("<p>otpd, step by step:</p>\n");
-        table(&mut out, &CAPACITY_HEADER, &capacity_rows(&c.steps));
+        table(&mut out, &STEP_COLUMNS, &capacity_rows(&c.steps));
         if let Some(g) = &c.generator {
             out.push_str("<p>The generator check (the same search against the bare hyper server):</p>\n");
-            table(&mut out, &CAPACITY_HEADER, &capacity_rows(&g.steps));
+            table(&mut out, &STEP_COLUMNS, &capacity_rows(&g.steps));
         }
     }
 

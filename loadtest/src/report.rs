@@ -36,7 +36,33 @@ pub struct CapacityStep {
     pub pause_max_ms: f64,
 }
 
+/// The columns of a capacity search's step table, in the Markdown and the HTML report alike.
+pub const STEP_COLUMNS: [&str; 8] = [
+    "offered /s",
+    "achieved req/s",
+    "p50 ms",
+    "p99 ms",
+    "p99.9 ms",
+    "errors",
+    "generator's worst pause ms",
+    "meets SLO",
+];
+
 impl CapacityStep {
+    /// The step's row under [`STEP_COLUMNS`].
+    pub fn cells(&self) -> [String; STEP_COLUMNS.len()] {
+        [
+            format!("{:.0}", self.offered_rate),
+            format!("{:.0}", self.achieved_rps),
+            format!("{:.2}", self.p50_ms),
+            format!("{:.2}", self.p99_ms),
+            format!("{:.2}", self.p999_ms),
+            format!("{:.3} %", self.error_rate * 100.0),
+            format!("{:.1}", self.pause_max_ms),
+            step_verdict(self).to_owned(),
+        ]
+    }
+
     /// A run at `rate` as a step, judged on the node's answers (a code's delivery is not one)
     /// and on every error, the delivery's included; `meets_slo` and `beyond_generator` are the
     /// search's to set.
@@ -278,23 +304,10 @@ impl Report {
                 c.slo_p99_ms,
                 c.slo_max_error_rate * 100.0
             );
-            let _ = writeln!(
-                md,
-                "| offered /s | achieved req/s | p50 ms | p99 ms | p99.9 ms | errors | generator's worst pause ms | meets SLO |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |"
-            );
+            let _ = writeln!(md, "| {} |", STEP_COLUMNS.join(" | "));
+            let _ = writeln!(md, "|{} :---: |", " ---: |".repeat(STEP_COLUMNS.len() - 1));
             for s in &c.steps {
-                let _ = writeln!(
-                    md,
-                    "| {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} % | {:.1} | {} |",
-                    s.offered_rate,
-                    s.achieved_rps,
-                    s.p50_ms,
-                    s.p99_ms,
-                    s.p999_ms,
-                    s.error_rate * 100.0,
-                    s.pause_max_ms,
-                    step_verdict(s)
-                );
+                let _ = writeln!(md, "| {} |", s.cells().join(" | "));
             }
             let _ = writeln!(md, "\n**{}**\n", capacity_sentence(c));
         }
@@ -387,4 +400,41 @@ fn run_table(run: &RunSummary) -> String {
     }
     md.push('\n');
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Kind;
+
+    #[test]
+    fn a_search_s_steps_are_one_markdown_table_row_each_in_search_order() {
+        let step = |rate: f64, p99_ms: f64, pause_max_ms: f64, meets_slo: bool| CapacityStep {
+            offered_rate: rate,
+            achieved_rps: rate - 1.0,
+            p50_ms: 1.0,
+            p99_ms,
+            p999_ms: p99_ms * 2.0,
+            error_rate: 0.0,
+            meets_slo,
+            beyond_generator: false,
+            pause_max_ms,
+        };
+        let bounds = Bounds { duration_s: 1.0, max_scenarios: 1, warmup_s: 0.0 };
+        let mut r = Report::new(vec![], Mix::single(Kind::Send), Load::Open { rate: 1.0, ramp_s: 0.0 }, bounds, None);
+        r.capacity = Some(CapacityReport {
+            slo_p99_ms: 10.0,
+            slo_max_error_rate: 0.001,
+            steps: vec![step(8_000.0, 4.25, 0.5, true), step(4_000.0, 31.5, 16.5, false)],
+            capacity_rate: None,
+            generator: None,
+            generator_limited: false,
+        });
+        let md = r.markdown();
+        let lines: Vec<&str> = md.lines().skip_while(|l| !l.starts_with("| offered /s")).take(4).collect();
+        assert_eq!(lines[0], format!("| {} |", STEP_COLUMNS.join(" | ")));
+        assert_eq!(lines[1], "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |");
+        assert!(lines[2].starts_with("| 8000 | 7999 | 1.00 | 4.25 | 8.50 | 0.000 % | 0.5 | "), "{}", lines[2]);
+        assert!(lines[3].starts_with("| 4000 | 3999 | 1.00 | 31.50 | 63.00 | 0.000 % | 16.5 | "), "{}", lines[3]);
+    }
 }
