@@ -432,6 +432,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Node, Startu
         let serving = Serving {
             max_connections: http.max_connections,
             header_read_timeout: http.header_read_timeout.0,
+            idle_timeout: http.idle_timeout.0,
             drain: Duration::from_secs(10),
             https,
         };

@@ -15,8 +15,14 @@ section! {
         max_body_bytes: usize = 16 * 1024,
         /// Open connections beyond this wait in the kernel's accept queue.
         max_connections: usize = 10_000,
-        /// Time allowed to receive a request's headers.
+        /// Time allowed to receive a request's headers: from the connection's accept for its
+        /// first request, from the request's first byte for the next ones.
         header_read_timeout: Dur = secs(5),
+        /// How long a kept-alive connection may wait for its next request before otpd closes
+        /// it. Keep it longer than the idle timeout of a load balancer in front (AWS's ALB:
+        /// 60 s), so that the balancer closes idle connections first and never sends a
+        /// request on one otpd is closing.
+        idle_timeout: Dur = secs(75),
         /// Time allowed for a whole request, body and handling included.
         request_timeout: Dur = secs(10),
         /// Peers whose `X-Forwarded-For` is believed (load balancers), as addresses or CIDR
@@ -46,6 +52,11 @@ impl HttpConfig {
             format!("http.max_body_bytes: must be 256..=16777216, got {}", self.max_body_bytes)
         });
         check(errors, self.max_connections >= 1, || "http.max_connections: must be at least 1".into());
+        for (key, value) in [("header_read_timeout", self.header_read_timeout), ("idle_timeout", self.idle_timeout)] {
+            check(errors, value.0 >= Duration::from_millis(10), || {
+                format!("http.{key}: must be at least 10ms, got {value:?}")
+            });
+        }
         check_tls_pair(errors, "http", &self.tls_cert_file, &self.tls_key_file);
         check(errors, self.tls_reload_interval.0 >= Duration::from_millis(10), || {
             format!("http.tls_reload_interval: must be at least 10ms, got {:?}", self.tls_reload_interval)

@@ -9,12 +9,14 @@
 //! The modules form layers, each using only those below it: `problem` and `wire` (errors and
 //! JSON types) ← `app` (the node's `App`, one request as a `Call`, shared helpers) ← the
 //! handlers (`codes`, `account`, `ops`) ← `table` (the route table) ← `routes` (the request
-//! path) and `openapi` (the document) ← this module's accept loops (and `tls`, their HTTPS).
+//! path) and `openapi` (the document) ← this module's accept loops (and `tls`, their HTTPS;
+//! `keepalive`, their HTTP/1.1 timeouts).
 
 pub mod account;
 pub mod app;
 pub mod backup;
 pub mod codes;
+pub mod keepalive;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
@@ -85,7 +87,10 @@ macro_rules! service {
 #[derive(Clone)]
 pub struct Serving {
     pub max_connections: usize,
+    /// How long a request's head may take to arrive ([`keepalive`]).
     pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request ([`keepalive`]).
+    pub idle_timeout: Duration,
     /// How long open requests may finish after shutdown begins.
     pub drain: Duration,
     /// HTTPS only, when given.
@@ -106,10 +111,12 @@ pub async fn serve_admin(
     https: Option<Https>,
     shutdown: impl Future<Output = ()>,
 ) {
-    // A handful of scrapers and operators: a small cap, short timeouts.
+    // A handful of scrapers and operators: a small cap, short timeouts, and connections kept
+    // across a scrape interval.
     let serving = Serving {
         max_connections: 64,
         header_read_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(60),
         drain: Duration::from_secs(2),
         https,
     };
@@ -145,11 +152,18 @@ async fn serve_on(
         };
         let _ = stream.set_nodelay(true);
         let open = app.observe.http.connection(kind == Listener::Admin);
-        let conn = Conn { kind, app: app.clone(), peer, header_read_timeout: serving.header_read_timeout };
+        let conn = Conn {
+            kind,
+            app: app.clone(),
+            peer,
+            header_read_timeout: serving.header_read_timeout,
+            idle_timeout: serving.idle_timeout,
+        };
         match &serving.https {
             None => {
                 let served = graceful.watch(
-                    conn.http1_builder().serve_connection(TokioIo::new(stream), service!(conn, None::<HeaderValue>)),
+                    conn.http1_builder()
+                        .serve_connection(TokioIo::new(conn.clocked(stream)), service!(conn, None::<HeaderValue>)),
                 );
                 tokio::spawn(async move {
                     let _ = served.await;
@@ -178,13 +192,19 @@ struct Conn {
     app: Arc<App>,
     peer: std::net::SocketAddr,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Conn {
+    /// HTTP/1.1 without hyper's header timer: [`keepalive::Clocked`] keeps both clocks.
     fn http1_builder(&self) -> http1::Builder {
         let mut builder = http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(self.header_read_timeout).max_buf_size(64 * 1024);
+        builder.timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(64 * 1024);
         builder
+    }
+
+    fn clocked<S>(&self, stream: S) -> keepalive::Clocked<S> {
+        keepalive::Clocked::new(stream, self.header_read_timeout, self.idle_timeout)
     }
 
     /// The TLS handshake (bounded by the header read timeout), then HTTP/2 or HTTP/1.1 as
@@ -203,14 +223,14 @@ impl Conn {
             }
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let io = TokioIo::new(tls);
         if h2 {
             let conn = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(256)
-                .serve_connection(io, service!(self, https.hsts.clone()));
+                .serve_connection(TokioIo::new(tls), service!(self, https.hsts.clone()));
             let _ = watcher.watch(conn).await;
         } else {
+            let io = TokioIo::new(self.clocked(tls));
             let conn = self.http1_builder().serve_connection(io, service!(self, https.hsts.clone()));
             let _ = watcher.watch(conn).await;
         }

@@ -15,6 +15,7 @@ mod devices;
 mod erasure;
 mod fake_provider;
 mod flows;
+mod keepalive;
 mod keys;
 mod limits;
 mod locales;

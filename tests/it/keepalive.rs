@@ -1,0 +1,107 @@
+//! The connection's two clocks (`src/http/keepalive.rs`): a kept-alive connection may wait for
+//! its next request longer than a request's head may take to arrive.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+const ASK: &[u8] = b"GET /health/live HTTP/1.1\r\nHost: otpd\r\n\r\n";
+
+/// Sends one request and reads its answer; `None` when the node closed the connection.
+async fn ask(s: &mut TcpStream) -> Option<u16> {
+    s.write_all(ASK).await.ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("an answer or a close");
+        match n {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&got);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
+                .expect("a content-length")
+                .unwrap();
+            if got.len() >= end + 4 + length {
+                return Some(text[9..12].parse().unwrap());
+            }
+        }
+    }
+}
+
+/// Waits up to `limit` for the node to end the connection: `Some(true)` for a clean end of
+/// stream, `Some(false)` for a reset, `None` when it stayed open.
+async fn closed_within(s: &mut (impl AsyncRead + Unpin), limit: Duration) -> Option<bool> {
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(limit, s.read(&mut buf)).await {
+        Err(_) => None,
+        Ok(Ok(0)) => Some(true),
+        Ok(Ok(n)) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Ok(Err(_)) => Some(false),
+    }
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_outlives_the_header_timeout() {
+    let t = start_node_with(|c| {
+        c.http.header_read_timeout.0 = Duration::from_millis(200);
+        c.http.idle_timeout.0 = Duration::from_secs(60);
+    })
+    .await;
+    let mut s = TcpStream::connect(t.node.addr).await.unwrap();
+    assert_eq!(ask(&mut s).await, Some(200));
+    // Five header timeouts of silence: a pooled connection, not a slow client.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(ask(&mut s).await, Some(200), "the idle connection was closed");
+    assert_eq!(ask(&mut s).await, Some(200));
+}
+
+#[tokio::test]
+async fn an_idle_connection_ends_cleanly_after_the_idle_timeout() {
+    let t = start_node_with(|c| {
+        c.http.header_read_timeout.0 = Duration::from_secs(5);
+        c.http.idle_timeout.0 = Duration::from_millis(300);
+    })
+    .await;
+    let mut s = TcpStream::connect(t.node.addr).await.unwrap();
+    assert_eq!(ask(&mut s).await, Some(200));
+    assert_eq!(closed_within(&mut s, Duration::from_secs(20)).await, Some(true), "an end of stream, not a reset");
+}
+
+#[tokio::test]
+async fn a_head_that_does_not_arrive_in_time_ends_the_connection() {
+    let t = start_node_with(|c| {
+        c.http.header_read_timeout.0 = Duration::from_millis(300);
+        c.http.idle_timeout.0 = Duration::from_secs(60);
+    })
+    .await;
+    // A connection that says nothing: the first head is due from the accept.
+    let mut silent = TcpStream::connect(t.node.addr).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(20)).await.is_some(), "a silent connection was kept");
+
+    // A kept-alive connection whose next head trickles in a byte every 50 ms: each byte is
+    // progress, yet the head as a whole is late.
+    let mut s = TcpStream::connect(t.node.addr).await.unwrap();
+    assert_eq!(ask(&mut s).await, Some(200));
+    let (mut read, mut write) = s.into_split();
+    let trickle = tokio::spawn(async move {
+        write.write_all(b"GET /health/live HTTP/1.1\r\nX-Slow: ").await.unwrap();
+        for _ in 0..400 {
+            if write.write_all(b"a").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert!(closed_within(&mut read, Duration::from_secs(20)).await.is_some(), "a trickled head was waited for");
+    trickle.abort();
+    // The node serves others meanwhile and after.
+    let mut other = TcpStream::connect(t.node.addr).await.unwrap();
+    assert_eq!(ask(&mut other).await, Some(200));
+}
