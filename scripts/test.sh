@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests start as real servers. Each is installed only when missing.
 need_pkgs=()
 missing() { ! command -v "$1" >/dev/null 2>&1; }
+# make builds jemalloc, the binary's allocator (tikv-jemalloc-sys).
+missing make && need_pkgs+=(make)
 # python3 runs aiosmtpd, the real SMTP server of the e-mail delivery tests (installed below).
 if missing python3; then need_pkgs+=(python3 python3-aiosmtpd); fi
 # prometheus (with promtool) checks deploy/'s rules and config, lints /metrics, and scrapes a
