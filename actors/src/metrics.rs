@@ -321,7 +321,7 @@ pub const CATALOGUE: &[MetricDef] = &[
     MetricDef::counter(
         SESSIONS_REVOKED,
         &["reason"],
-        "Sessions revoked, by reason: logout, logout_all, refresh_token_reuse, device_revoked",
+        "Sessions revoked, by reason: logout, logout_all, refresh_token_reuse, device_revoked, passkey_deleted",
     ),
     MetricDef::counter(
         DEVICE_LOGINS,
@@ -528,8 +528,13 @@ const ENUMERATION_SAFE_APIS: [Api; 5] =
     [Api::Register, Api::Login, Api::OtpResend, Api::DeviceChallenge, Api::DeviceVerify];
 const ACTIONS: [&str; 2] = ["send", "verify"];
 const REFRESH_OUTCOMES: [&str; 3] = ["ok", "reused", "invalid"];
-const REVOKE_REASONS: [RevokeReason; 4] =
-    [RevokeReason::Logout, RevokeReason::LogoutAll, RevokeReason::RefreshTokenReuse, RevokeReason::DeviceRevoked];
+const REVOKE_REASONS: [RevokeReason; 5] = [
+    RevokeReason::Logout,
+    RevokeReason::LogoutAll,
+    RevokeReason::RefreshTokenReuse,
+    RevokeReason::DeviceRevoked,
+    RevokeReason::PasskeyDeleted,
+];
 
 fn purpose_index(purpose: Purpose) -> Option<usize> {
     PURPOSES.iter().position(|p| *p == purpose)
@@ -571,7 +576,7 @@ pub(crate) struct EngineMetrics {
     limiter_duration: Histogram,
     tokens_issued: [Counter; 3],
     refreshed: [Counter; 3],
-    revoked: [Counter; 4],
+    revoked: [Counter; REVOKE_REASONS.len()],
     device_logins: [Counter; 6],
     challenges_live: Vec<Gauge>,
     challenges_pending: Gauge,
@@ -605,7 +610,7 @@ impl EngineMetrics {
                 |a| counter!(LIMITER_DECISIONS, "action" => ACTIONS[a], "rule" => "none", "outcome" => "allowed"),
             ),
             limiter_duration: histogram!(LIMITER_DURATION),
-            tokens_issued: [AuthMethod::Otp.as_str(), "device", AuthMethod::Passkey.as_str()]
+            tokens_issued: [AuthMethod::Otp.as_str(), "device", AuthMethod::PasskeyUnnamed.as_str()]
                 .map(|m| counter!(TOKENS_ISSUED, "method" => m)),
             refreshed: REFRESH_OUTCOMES.map(|o| counter!(TOKENS_REFRESHED, "outcome" => o)),
             revoked: REVOKE_REASONS.map(|r| counter!(SESSIONS_REVOKED, "reason" => r.as_str())),
@@ -665,7 +670,7 @@ impl EngineMetrics {
         let m = match method {
             AuthMethod::Otp => 0,
             AuthMethod::Device(_) => 1,
-            AuthMethod::Passkey => 2,
+            AuthMethod::PasskeyUnnamed | AuthMethod::Passkey(_) => 2,
         };
         self.tokens_issued[m].increment(1);
     }

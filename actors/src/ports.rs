@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::rules::audit::{Api, AuditOutcome, Step};
 use crate::rules::challenge::Purpose;
@@ -40,7 +41,7 @@ use crate::rules::ids::{DeviceId, SessionId, TraceId, UserId};
 use crate::rules::keys::IdentHash;
 use crate::rules::limits::{Decision, DestinationChange, DestinationState, LimitRequest, SmsTarget, Subject};
 use crate::rules::locale::Locale;
-use crate::rules::passkey::CredentialId;
+use crate::rules::passkey::{CredentialId, PasskeyRef};
 
 /// An account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,8 +66,11 @@ pub enum AuthMethod {
     Otp,
     /// A signature by an enrolled device key (fingerprint login).
     Device(DeviceId),
+    /// A passkey login recorded before sessions named their passkey (read from older
+    /// records, never written): deleting a passkey does not end it.
+    PasskeyUnnamed,
     /// A WebAuthn assertion by a registered passkey.
-    Passkey,
+    Passkey(PasskeyRef),
 }
 
 impl AuthMethod {
@@ -74,7 +78,16 @@ impl AuthMethod {
         match self {
             AuthMethod::Otp => "otp",
             AuthMethod::Device(_) => "device",
-            AuthMethod::Passkey => "passkey",
+            AuthMethod::PasskeyUnnamed | AuthMethod::Passkey(_) => "passkey",
+        }
+    }
+
+    /// The device or passkey that opened the session: what its removal ends sessions by.
+    pub fn opener(self) -> Option<Uuid> {
+        match self {
+            AuthMethod::Device(d) => Some(d.0),
+            AuthMethod::Passkey(p) => Some(p.0),
+            AuthMethod::Otp | AuthMethod::PasskeyUnnamed => None,
         }
     }
 }
@@ -92,6 +105,8 @@ pub enum RevokeReason {
     RefreshTokenReuse,
     /// The device that opened the session was revoked.
     DeviceRevoked,
+    /// The passkey that opened the session was deleted.
+    PasskeyDeleted,
 }
 
 impl RevokeReason {
@@ -101,6 +116,7 @@ impl RevokeReason {
             RevokeReason::LogoutAll => "logout_all",
             RevokeReason::RefreshTokenReuse => "refresh_token_reuse",
             RevokeReason::DeviceRevoked => "device_revoked",
+            RevokeReason::PasskeyDeleted => "passkey_deleted",
         }
     }
 }
@@ -400,12 +416,12 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Rotation, StoreError>;
     /// Revokes one session if it is active; returns whether it was.
     async fn revoke_session(&self, id: SessionId, reason: RevokeReason, now: Timestamp) -> Result<bool, StoreError>;
-    /// Revokes every active session of `user` (only those opened by `device`, if given);
-    /// returns how many were revoked.
+    /// Revokes every active session of `user` (only those whose [`AuthMethod::opener`] is
+    /// `opener`, if given: one device's or one passkey's); returns how many were revoked.
     async fn revoke_user_sessions(
         &self,
         user: UserId,
-        device: Option<DeviceId>,
+        opener: Option<Uuid>,
         reason: RevokeReason,
         now: Timestamp,
     ) -> Result<usize, StoreError>;

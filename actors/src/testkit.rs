@@ -27,7 +27,7 @@ use crate::rules::limits::{ConversionGuard, DestinationChange, GuardMode, Pin, S
 use crate::rules::limits::{
     Decision, GuessBudget, LimitAction, LimitPolicy, LimitRequest, LimitRule, NumberPrefix, Rule, SmsTarget,
 };
-use crate::rules::passkey::CredentialId;
+use crate::rules::passkey::{CredentialId, PasskeyRef};
 use crate::rules::sms::SpendPolicy;
 
 fn user(n: u8, at: Timestamp) -> User {
@@ -219,27 +219,36 @@ pub async fn session_store(store: Arc<dyn SessionStore>) {
     let stored = store.session(one.id).await.unwrap().unwrap();
     assert_eq!((stored.revoked_at, stored.revoke_reason), (Some(later(1)), Some(RevokeReason::Logout)));
 
-    // A device's sessions, then all of a user's; other users are untouched.
+    // A device's sessions, a passkey's, then all of a user's; other users are untouched.
     let owner = UserId(Uuid::now_v7());
     let (d1, d2) = (DeviceId(Uuid::now_v7()), DeviceId(Uuid::now_v7()));
+    let (p1, p2) = (PasskeyRef::of(&CredentialId(vec![1; 16])), PasskeyRef::of(&CredentialId(vec![2; 16])));
     let by_code = session(owner, 50, AuthMethod::Otp, t);
     let by_d1 = session(owner, 51, AuthMethod::Device(d1), t);
     let by_d2 = session(owner, 52, AuthMethod::Device(d2), t);
     let bystander = session(UserId(Uuid::now_v7()), 53, AuthMethod::Otp, t);
-    for s in [&by_code, &by_d1, &by_d2, &bystander] {
+    let by_p1 = session(owner, 54, AuthMethod::Passkey(p1), t);
+    let by_p2 = session(owner, 55, AuthMethod::Passkey(p2), t);
+    for s in [&by_code, &by_d1, &by_d2, &bystander, &by_p1, &by_p2] {
         store.insert_session(s).await.unwrap();
     }
-    let n = store.revoke_user_sessions(owner, Some(d1), RevokeReason::DeviceRevoked, later(1)).await.unwrap();
+    assert_eq!(store.session(by_p1.id).await.unwrap().unwrap().method, AuthMethod::Passkey(p1), "the passkey is kept");
+    let n = store.revoke_user_sessions(owner, Some(d1.0), RevokeReason::DeviceRevoked, later(1)).await.unwrap();
     assert_eq!(n, 1, "only the sessions opened by the device");
     assert!(store.session(by_d1.id).await.unwrap().unwrap().revoked_at.is_some());
     assert!(store.session(by_d2.id).await.unwrap().unwrap().revoked_at.is_none());
+    let n = store.revoke_user_sessions(owner, Some(p1.0), RevokeReason::PasskeyDeleted, later(1)).await.unwrap();
+    assert_eq!(n, 1, "only the sessions opened by the passkey");
+    let ended = store.session(by_p1.id).await.unwrap().unwrap();
+    assert_eq!((ended.revoked_at, ended.revoke_reason), (Some(later(1)), Some(RevokeReason::PasskeyDeleted)));
+    assert!(store.session(by_p2.id).await.unwrap().unwrap().revoked_at.is_none());
     let n = store.revoke_user_sessions(owner, None, RevokeReason::LogoutAll, later(2)).await.unwrap();
-    assert_eq!(n, 2, "the remaining active sessions");
+    assert_eq!(n, 3, "the remaining active sessions");
     assert_eq!(store.revoke_user_sessions(owner, None, RevokeReason::LogoutAll, later(3)).await.unwrap(), 0);
     assert!(store.session(bystander.id).await.unwrap().unwrap().is_active(later(3)), "other users untouched");
 
     let listed: Vec<SessionId> = store.sessions_of_user(owner).await.unwrap().iter().map(|s| s.id).collect();
-    let mut expected = vec![by_code.id, by_d1.id, by_d2.id];
+    let mut expected = vec![by_code.id, by_d1.id, by_d2.id, by_p1.id, by_p2.id];
     expected.sort();
     assert_eq!(listed, expected, "every session of the user, in id (creation) order");
     assert_eq!(store.sessions_of_user(bystander.user_id).await.unwrap().len(), 1);

@@ -723,7 +723,9 @@ pub static ROUTES: &[Route] = &[
         id: "deletePasskey",
         tag: "passkeys",
         summary: "Delete a passkey",
-        description: "Nothing of it is kept. Sessions it opened stay until they end or are logged out.",
+        description: "Nothing of it is kept, and the sessions it opened end (revoked as `passkey_deleted`), as \
+            when a device is revoked. Sessions opened by passkeys before otpd recorded which passkey opened a \
+            session stay until they end or are logged out.",
         auth: Auth::Bearer,
         api: Some(Api::PasskeyDelete),
         exposure: Exposure::Api,

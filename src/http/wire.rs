@@ -881,7 +881,7 @@ impl SessionView {
             method: s.method.as_str(),
             device_id: match s.method {
                 AuthMethod::Device(d) => Some(d.to_string()),
-                AuthMethod::Otp | AuthMethod::Passkey => None,
+                AuthMethod::Otp | AuthMethod::PasskeyUnnamed | AuthMethod::Passkey(_) => None,
             },
             created_at: rfc3339(s.created_at),
             expires_at: rfc3339(s.expires_at),
@@ -1222,7 +1222,7 @@ pub mod schema {
 
     pub fn auth_method() -> Object {
         one_of(
-            [AuthMethod::Otp, AuthMethod::Device(DeviceId(uuid::Uuid::nil())), AuthMethod::Passkey]
+            [AuthMethod::Otp, AuthMethod::Device(DeviceId(uuid::Uuid::nil())), AuthMethod::PasskeyUnnamed]
                 .map(AuthMethod::as_str),
         )
     }

@@ -419,7 +419,15 @@ fn allowed_label_values(shards: usize, providers: &[&str]) -> BTreeMap<&'static 
     allowed.insert("status", set(&["1xx", "2xx", "3xx", "4xx", "5xx"]));
     allowed.insert(
         "reason",
-        set(&["too_large", "too_slow", "logout", "logout_all", "refresh_token_reuse", "device_revoked"]),
+        set(&[
+            "too_large",
+            "too_slow",
+            "logout",
+            "logout_all",
+            "refresh_token_reuse",
+            "device_revoked",
+            "passkey_deleted",
+        ]),
     );
     allowed.insert("purpose", set(&["register", "login"]));
     allowed.insert("channel", set(&["sms", "email"]));

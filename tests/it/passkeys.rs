@@ -386,3 +386,30 @@ async fn deleting_a_passkey_keeps_nothing_and_it_signs_in_no_more() {
     // Registered again after deletion: the credential id is free.
     assert_eq!(register(&t, &bearer, &mut authenticator).await.status, 201);
 }
+
+/// Deleting a passkey ends the sessions it opened, as revoking a device does, and no other:
+/// not another passkey's, not the one by code that asked.
+#[tokio::test]
+async fn deleting_a_passkey_ends_the_sessions_it_opened() {
+    let t = start_node().await;
+    let by_code = access(&t.signed_up(&phone(307)).await);
+    let (mut lost, mut kept) = (Authenticator::new(), Authenticator::new());
+    assert_eq!(register(&t, &by_code, &mut lost).await.status, 201);
+    assert_eq!(register(&t, &by_code, &mut kept).await.status, 201);
+    let by_lost = login_with(&t, lost.get(&login_options(&t).await), "pk-lost").await;
+    let by_kept = login_with(&t, kept.get(&login_options(&t).await), "pk-kept").await;
+    assert_eq!((by_lost.status, by_kept.status), (200, 200), "{} {}", by_lost.raw, by_kept.raw);
+    let listed = t.get("/v1/sessions", Some(&by_code)).await;
+    assert_eq!(listed.body["sessions"].as_array().unwrap().len(), 3, "{}", listed.raw);
+
+    let path = format!("/v1/passkeys/{}", b64(&lost.id));
+    let r = delete(&t, &path, &by_code).await;
+    assert_eq!(r.status, 204, "{}", r.raw);
+    assert_eq!(t.get("/v1/me", Some(&access(&by_lost.body))).await.status, 401, "its session ended");
+    let r = crate::sessions::refresh(&t, &crate::sessions::refresh_token(&by_lost.body)).await;
+    assert_eq!(r.status, 401, "and cannot be refreshed: {}", r.raw);
+    assert_eq!(t.get("/v1/me", Some(&access(&by_kept.body))).await.status, 200, "another passkey's session");
+    assert_eq!(t.get("/v1/me", Some(&by_code)).await.status, 200, "the session by code");
+    let listed = t.get("/v1/sessions", Some(&by_code)).await;
+    assert_eq!(listed.body["sessions"].as_array().unwrap().len(), 2, "{}", listed.raw);
+}

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use metrics::{Histogram, counter, histogram};
+use uuid::Uuid;
 
 use crate::metrics::{STORE_DURATION, STORE_ERRORS};
 use crate::ports::{
@@ -218,11 +219,11 @@ impl<S: SessionStore> SessionStore for MeteredStore<S> {
     async fn revoke_user_sessions(
         &self,
         user: UserId,
-        device: Option<DeviceId>,
+        opener: Option<Uuid>,
         reason: RevokeReason,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
-        self.timed(Operation::RevokeUserSessions, self.inner.revoke_user_sessions(user, device, reason, now)).await
+        self.timed(Operation::RevokeUserSessions, self.inner.revoke_user_sessions(user, opener, reason, now)).await
     }
 
     async fn sessions_of_user(&self, user: UserId) -> Result<Vec<Session>, StoreError> {

@@ -207,7 +207,7 @@ impl Engine {
             trail.step = Step::Sessions;
             let sessions = &self.inner.ports.sessions;
             let n = sessions
-                .revoke_user_sessions(bearer.user, Some(id), RevokeReason::DeviceRevoked, now)
+                .revoke_user_sessions(bearer.user, Some(id.0), RevokeReason::DeviceRevoked, now)
                 .await
                 .map_err(unavailable)?;
             self.inner.metrics.sessions_revoked(RevokeReason::DeviceRevoked, n);

@@ -36,7 +36,7 @@ use crate::flows::engine::{Engine, Grant, RequestContext, Trail, unavailable};
 use crate::flows::error::EngineError;
 use crate::ports::{
     AuthMethod, CeremonyError, CeremonyOptions, CeremonyResponse, InsertPasskey, Passkey, PasskeyHolder, PasskeyUse,
-    User,
+    RevokeReason, User,
 };
 use crate::rules::audit::{Api, Step};
 use crate::rules::challenge::{Purpose, VerifyOutcome};
@@ -45,7 +45,7 @@ use crate::rules::device_key::Nonce;
 use crate::rules::ids::UserId;
 use crate::rules::keys::IdentHash;
 use crate::rules::limits::{IpBlock, LimitAction};
-use crate::rules::passkey::CredentialId;
+use crate::rules::passkey::{CredentialId, PasskeyRef};
 
 /// A ceremony's options, for the browser, and how long its challenge lives.
 #[derive(Clone, Debug)]
@@ -168,7 +168,8 @@ impl Engine {
     }
 
     /// `DELETE /v1/passkeys/{id}`: deletes one of the caller's passkeys (nothing of it is
-    /// kept). Another account's passkey reads as not found.
+    /// kept) and ends the sessions it opened, as revoking a device does. Another account's
+    /// passkey reads as not found.
     pub async fn delete_passkey(
         &self,
         ctx: &RequestContext,
@@ -183,7 +184,12 @@ impl Engine {
             if !deleted {
                 return Err(EngineError::PasskeyNotFound);
             }
-            trail.note = "passkey deleted";
+            trail.step = Step::Sessions;
+            let (opener, reason, now) = (PasskeyRef::of(&id).0, RevokeReason::PasskeyDeleted, self.now());
+            let sessions = &self.inner.ports.sessions;
+            let n = sessions.revoke_user_sessions(bearer.user, Some(opener), reason, now).await.map_err(unavailable)?;
+            self.inner.metrics.sessions_revoked(reason, n);
+            trail.note = "passkey deleted with its sessions";
             trail.step = Step::Done;
             Ok(())
         }
@@ -300,7 +306,8 @@ impl Engine {
         let user = user.filter(|u| u.verified).ok_or(EngineError::PasskeyInvalid { attempts_left: 0 })?;
         trail.ident = Some(user.ident_hash);
         trail.step = Step::Session;
-        let grant = self.open_session(trail, ctx, user, AuthMethod::Passkey, now);
+        let method = AuthMethod::Passkey(PasskeyRef::of(&passkey.id));
+        let grant = self.open_session(trail, ctx, user, method, now);
         trail.note = "session opened by passkey";
         trail.step = Step::Done;
         Ok(grant)

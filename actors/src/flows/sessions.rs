@@ -11,7 +11,7 @@
 //!              │  present a retired token (reuse: it was stolen, or a client raced itself)
 //!              ├──────────────────────────────► Revoked(refresh_token_reuse)
 //!              │  POST /v1/logout, /v1/logout/all, device removed
-//!              ├──────────────────────────────► Revoked(logout | logout_all | device_revoked)
+//!              ├──────────────────────────────► Revoked(logout | logout_all | device_revoked | passkey_deleted)
 //!              │  session_ttl elapsed (absolute; refreshing does not extend it)
 //!              └──────────────────────────────► Expired
 //! ```

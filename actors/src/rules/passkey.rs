@@ -29,6 +29,20 @@ pub const MAX_CREDENTIAL_ID: usize = 1023;
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CredentialId(pub Vec<u8>);
 
+/// A passkey named in 16 bytes (a BLAKE3 digest of its credential id): what a session opened
+/// by the passkey records of it, so that deleting the passkey can end those sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PasskeyRef(pub uuid::Uuid);
+
+impl PasskeyRef {
+    pub fn of(id: &CredentialId) -> PasskeyRef {
+        let digest = blake3::hash(&id.0);
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest.as_bytes()[..16]);
+        PasskeyRef(uuid::Uuid::from_bytes(bytes))
+    }
+}
+
 impl CredentialId {
     /// The id, unless it is empty or longer than WebAuthn allows.
     pub fn new(bytes: Vec<u8>) -> Option<Self> {

@@ -286,6 +286,7 @@ mod tests {
     use otpd_actors::rules::identifier::Identifier;
     use otpd_actors::rules::ids::DeviceId;
     use otpd_actors::rules::keys::IdentHash;
+    use otpd_actors::rules::passkey::{CredentialId, PasskeyRef};
 
     use super::*;
 
@@ -380,5 +381,24 @@ mod tests {
             (read.user_agent, read.ident_hash, read.user_id),
             (event.user_agent, event.ident_hash, Some(user.id))
         );
+    }
+
+    #[test]
+    fn a_passkey_session_names_its_passkey_and_older_ones_read_as_unnamed() {
+        let (_, mut session, _, _) = samples();
+        // Format 2: version, session id and user id (each a length and 16 bytes), the refresh
+        // digest (32 bytes), then the method's variant.
+        const METHOD_AT: usize = 1 + 17 + 17 + 32;
+        let passkey = PasskeyRef::of(&CredentialId(vec![5; 32]));
+        session.method = AuthMethod::Passkey(passkey);
+        let bytes = encode_session(&session).unwrap();
+        assert_eq!(bytes[METHOD_AT], 3);
+        assert_eq!(&bytes[METHOD_AT + 1..METHOD_AT + 18], [&[16u8][..], passkey.0.as_bytes()].concat());
+        assert_eq!(decode_session(&bytes).unwrap(), session);
+        // A passkey login stored before sessions named their passkey (variant 2, no payload).
+        let mut old = unhex(SESSION);
+        assert_eq!(old[METHOD_AT], 0, "the sample session was opened by a code");
+        old[METHOD_AT] = 2;
+        assert_eq!(decode_session(&old).unwrap().method, AuthMethod::PasskeyUnnamed);
     }
 }

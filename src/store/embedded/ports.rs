@@ -129,11 +129,11 @@ impl SessionStore for EmbeddedStore {
     async fn revoke_user_sessions(
         &self,
         user: UserId,
-        device: Option<DeviceId>,
+        opener: Option<uuid::Uuid>,
         reason: RevokeReason,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
-        self.submit(|reply| Op::RevokeUserSessions { user, device, reason, now, reply }).await
+        self.submit(|reply| Op::RevokeUserSessions { user, opener, reason, now, reply }).await
     }
 
     async fn sessions_of_user(&self, user: UserId) -> Result<Vec<Session>, StoreError> {

@@ -21,8 +21,8 @@ use std::time::Instant;
 
 use fjall::{PersistMode, Readable, SingleWriterTxDatabase, SingleWriterWriteTx};
 use otpd_actors::ports::{
-    AuditEvent, AuthMethod, Device, Erased, InsertDevice, InsertPasskey, InsertUser, Passkey, PasskeyUse, RevokeReason,
-    Rotation, RotationVerdict, Session, StoreError, User,
+    AuditEvent, Device, Erased, InsertDevice, InsertPasskey, InsertUser, Passkey, PasskeyUse, RevokeReason, Rotation,
+    RotationVerdict, Session, StoreError, User,
 };
 use otpd_actors::rules::clock::Timestamp;
 use otpd_actors::rules::ids::{DeviceId, SessionId, UserId};
@@ -87,7 +87,7 @@ pub(super) enum Op {
     },
     RevokeUserSessions {
         user: UserId,
-        device: Option<DeviceId>,
+        opener: Option<uuid::Uuid>,
         reason: RevokeReason,
         now: Timestamp,
         reply: Reply<usize>,
@@ -384,8 +384,8 @@ impl Batch<'_> {
                 pend(reply, self.apply_rotate_refresh(id, &presented, &next, now))
             }
             Op::RevokeSession { id, reason, now, reply } => pend(reply, self.apply_revoke_session(id, reason, now)),
-            Op::RevokeUserSessions { user, device, reason, now, reply } => {
-                pend(reply, self.apply_revoke_user_sessions(user, device, reason, now))
+            Op::RevokeUserSessions { user, opener, reason, now, reply } => {
+                pend(reply, self.apply_revoke_user_sessions(user, opener, reason, now))
             }
             Op::InsertDevice { device, max_active, reply } => {
                 pend(reply, self.apply_insert_device(&device, max_active))
@@ -530,15 +530,14 @@ impl Batch<'_> {
     fn apply_revoke_user_sessions(
         &mut self,
         user: UserId,
-        device: Option<DeviceId>,
+        opener: Option<uuid::Uuid>,
         reason: RevokeReason,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         let mut n = 0;
         for sid in ids_with_prefix(&self.tx, &self.sp.sessions_by_user, user.0.as_bytes())? {
             let Some(session) = self.session(sid)? else { continue };
-            let opened_by_device = |d: DeviceId| session.method == AuthMethod::Device(d);
-            if !session.is_active(now) || device.is_some_and(|d| !opened_by_device(d)) {
+            if !session.is_active(now) || opener.is_some_and(|o| session.method.opener() != Some(o)) {
                 continue;
             }
             self.revoke(session, reason, now)?;

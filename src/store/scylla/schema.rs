@@ -14,7 +14,7 @@
 //! | `users_by_ident` | identifier hash | — | the account (claimed with `IF NOT EXISTS`) | one row |
 //! | `users_by_id` | user id | — | → identifier hash | one row |
 //! | `sessions` | session id | `slot` DESC | base row, revocation row, one row per refresh rotation; TTL | the session's life (rotations) |
-//! | `sessions_by_user` | user id | session id | → device id; TTL | sessions opened within `session_ttl` |
+//! | `sessions_by_user` | user id | session id | → opener (`device_id`: the device's id or the passkey's `PasskeyRef`); TTL | sessions opened within `session_ttl` |
 //! | `device_ids` | device id | — | → user id | one row |
 //! | `device_sets` | user id | `version` DESC | the user's devices, one version per change (`IF NOT EXISTS`) | 2 versions (older ones deleted) |
 //! | `passkey_ids` (v4) | credential id | — | → user id (claimed with `IF NOT EXISTS`) | one row |

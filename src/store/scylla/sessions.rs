@@ -58,9 +58,15 @@ pub struct SessionRow {
 }
 
 fn reason_from_str(s: &str) -> Option<RevokeReason> {
-    [RevokeReason::Logout, RevokeReason::LogoutAll, RevokeReason::RefreshTokenReuse, RevokeReason::DeviceRevoked]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+    [
+        RevokeReason::Logout,
+        RevokeReason::LogoutAll,
+        RevokeReason::RefreshTokenReuse,
+        RevokeReason::DeviceRevoked,
+        RevokeReason::PasskeyDeleted,
+    ]
+    .into_iter()
+    .find(|r| r.as_str() == s)
 }
 
 /// Builds the session from the rows of its partition (any order, possibly more than needed).
@@ -83,7 +89,8 @@ pub fn assemble(id: SessionId, mut rows: Vec<SessionRow>) -> Result<Option<Sessi
     let method = match (base.method.as_deref(), base.device_id) {
         (Some("otp"), _) => AuthMethod::Otp,
         (Some("device"), Some(d)) => AuthMethod::Device(DeviceId(d)),
-        (Some("passkey"), _) => AuthMethod::Passkey,
+        (Some("passkey"), Some(p)) => AuthMethod::Passkey(otpd_actors::rules::passkey::PasskeyRef(p)),
+        (Some("passkey"), None) => AuthMethod::PasskeyUnnamed,
         (m, _) => return Err(format!("session {}: unknown method {m:?}", id.0)),
     };
     let mut session = Session::new(
@@ -186,10 +193,8 @@ impl SessionStore for ScyllaStore {
         if s.generation != 0 || s.revoked_at.is_some() || !s.retired_digests.is_empty() {
             return Err(StoreError::Corrupt("insert_session takes a new session (no rotation, not revoked)".into()));
         }
-        let device = match s.method {
-            AuthMethod::Device(d) => Some(d.0),
-            AuthMethod::Otp | AuthMethod::Passkey => None,
-        };
+        // The `device_id` columns hold the opener: a device's id or a passkey's reference.
+        let device = s.method.opener();
         let base = (
             s.id.0,
             BASE_SLOT,
@@ -274,12 +279,13 @@ impl SessionStore for ScyllaStore {
     async fn revoke_user_sessions(
         &self,
         user: UserId,
-        device: Option<DeviceId>,
+        opener: Option<Uuid>,
         reason: RevokeReason,
         now: Timestamp,
     ) -> Result<usize, StoreError> {
         let ids = self.user_session_ids(user).await?;
-        let targets = ids.into_iter().filter(|(_, d)| device.is_none_or(|want| *d == Some(want.0)));
+        // The index row's `device_id` holds the session's opener (a device's or a passkey's).
+        let targets = ids.into_iter().filter(|(_, o)| opener.is_none_or(|want| *o == Some(want)));
         let revoked: Vec<bool> = stream::iter(targets)
             .map(|(sid, _)| self.revoke_one(SessionId(sid), reason, now))
             .buffer_unordered(FAN_OUT)
@@ -396,6 +402,13 @@ mod tests {
         assert!(assemble(sid, vec![device.clone()]).is_err(), "a device session names its device");
         device.device_id = Some(Uuid::nil());
         assert_eq!(assemble(sid, vec![device]).unwrap().unwrap().method, AuthMethod::Device(DeviceId(Uuid::nil())));
+        let mut passkey = base(uid);
+        passkey.method = Some("passkey".into());
+        let unnamed = assemble(sid, vec![passkey.clone()]).unwrap().unwrap().method;
+        assert_eq!(unnamed, AuthMethod::PasskeyUnnamed, "written before sessions named their passkey");
+        passkey.device_id = Some(Uuid::from_u128(7));
+        let named = assemble(sid, vec![passkey]).unwrap().unwrap().method;
+        assert_eq!(named, AuthMethod::Passkey(otpd_actors::rules::passkey::PasskeyRef(Uuid::from_u128(7))));
         let bad_reason = SessionRow { revoke_reason: Some("bored".into()), ..revoked };
         assert!(assemble(sid, vec![base(uid), bad_reason]).is_err());
     }
