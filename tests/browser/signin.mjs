@@ -248,6 +248,18 @@ await until("the start", visible("identifier") + ` && /everywhere/.test(document
 await sleep(300);
 done("sign-out-everywhere", { status: await text("status"), file: await shot("signed-out-everywhere") });
 
+// 11. Sign in with the passkey again, then remove it: removing a passkey ends the sessions it
+// opened, this page's too, so the page goes back to the start and says why.
+stepName = "remove-signing-passkey";
+await presence(true);
+await sleep(500);
+if (!(await js(visible("who")))) await click("passkey-signin");
+await until("the account", visible("who") + ` && document.querySelectorAll("#passkeys li button").length === 1`);
+await presence(false);
+await js(`document.querySelector("#passkeys li button").click()`);
+await until("the start", visible("identifier") + ` && /removed.*signed out/.test(document.getElementById("error").textContent)`);
+done("remove-signing-passkey", { error: await text("error"), file: await shot("passkey-removed") });
+
 // Nothing went wrong on the way: no exception, no console error, no CSP violation, and
 // nothing fetched from anywhere but the page's own origin.
 stepName = "hygiene";
@@ -256,8 +268,8 @@ const exceptions = events.filter((e) => e.method === "Runtime.exceptionThrown").
 const consoleErrors = events.filter((e) => e.method === "Runtime.consoleAPICalled" && ["error", "assert"].includes(e.params.type))
   .map((e) => e.params.args.map((a) => a.value ?? a.description).join(" "));
 // The browser logs each 4xx answer the steps above asked for (wrong code, expired code,
-// cooldown); those, and only those, are expected.
-const expectedStatus = /the server responded with a status of (400|429)/;
+// cooldown, the session its removed passkey had opened); those, and only those, are expected.
+const expectedStatus = /the server responded with a status of (400|401|429)/;
 const logErrors = events.filter((e) => e.method === "Log.entryAdded" && e.params.entry.level === "error")
   .map((e) => ({ source: e.params.entry.source, text: e.params.entry.text, url: e.params.entry.url }));
 const unexpectedLog = logErrors.filter((l) => !(l.source === "network" && expectedStatus.test(l.text)));

@@ -139,12 +139,13 @@ async fn the_signin_page_works_end_to_end_in_chromium() {
             "add-passkey",
             "sign-out",
             "passkey-sign-in",
-            "sign-out-everywhere"
+            "sign-out-everywhere",
+            "remove-signing-passkey"
         ]
     );
     println!("sign-in page screenshots: {}", shots.display());
 
-    // What the node recorded: the account, its passkey, and every session ended.
+    // What the node recorded: the account, its passkey (added, then removed), every session ended.
     let ident = t.node.engine.identifier_hash(&t.node.engine.normalizer().phone("+12025550177").unwrap());
     let events = t.node.engine.audit_log().by_identifier(&ident, 50).await.unwrap();
     let apis: Vec<(&str, &str)> = events.iter().rev().map(|e| (e.api.as_str(), e.outcome.as_str())).collect();
@@ -154,9 +155,10 @@ async fn the_signin_page_works_end_to_end_in_chromium() {
         ("passkey_register", "ok"),
         ("passkey_login", "ok"),
         ("logout_all", "ok"),
+        ("passkey_delete", "ok"),
     ] {
         assert!(apis.contains(&expected), "{expected:?} in {apis:?}");
     }
     let user = events.iter().find_map(|e| e.user_id).expect("the account's events name it");
-    assert_eq!(t.node.engine.passkey_store().passkeys_of_user(user).await.unwrap().len(), 1);
+    assert_eq!(t.node.engine.passkey_store().passkeys_of_user(user).await.unwrap().len(), 0, "removed on the page");
 }

@@ -128,6 +128,7 @@ function startCooldown(seconds) {
 }
 function show(e) {
   if (e instanceof Problem && e.status === 429) return startCooldown(Math.max(1, e.retryAfter || 1));
+  if (sessionEnded(e)) return signedOut(words(e));
   const text = words(e);
   if (text) showError(text);
 }
@@ -211,8 +212,12 @@ async function render() {
     remove.setAttribute("aria-label", `Remove passkey ${p.name}`);
     remove.addEventListener("click", () => busy(remove, async () => {
       await api("DELETE", "/v1/passkeys/" + p.id, undefined, true);
-      await render();
-      say(`Passkey ${p.name} removed.`);
+      // Removing a passkey ends the sessions it opened: this one too, if it signed in here.
+      try { await render(); } catch (e) {
+        if (!sessionEnded(e)) throw e;
+        return signedOut(`“${p.name}” removed. You had signed in with it here, so you are signed out.`);
+      }
+      say(`“${p.name}” removed.`);
     }));
     li.append(remove);
     return li;
@@ -228,9 +233,18 @@ async function addPasskey() {
 }
 async function signOut(all) {
   await api("POST", all ? "/v1/logout/all" : "/v1/logout", undefined, true).catch(() => {});
+  signedOut();
+  say(all ? "You are signed out everywhere." : "You are signed out.");
+}
+// This page's session ended elsewhere (signed out everywhere, its passkey removed).
+function sessionEnded(e) {
+  return e instanceof Problem && ["invalid_token", "missing_token"].includes(e.code) && state.access !== null;
+}
+function signedOut(why) {
   state.access = state.refresh = null;
   step("step-identifier", "title");
-  say(all ? "You are signed out everywhere." : "You are signed out.");
+  say("");
+  if (why) showError(why);
   startConditional();
 }
 
