@@ -38,8 +38,9 @@ const CEREMONY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The relying party.
 pub struct WebauthnRp {
     webauthn: Webauthn,
-    /// A key nobody holds, checked instead of an unknown credential's (same work, refused).
-    decoy: Passkey,
+    /// The record of a key nobody holds, checked instead of an unknown credential's (same
+    /// work, refused): stored as a record is, so that it is read as one is.
+    decoy: Vec<u8>,
 }
 
 impl std::fmt::Debug for WebauthnRp {
@@ -66,7 +67,8 @@ impl WebauthnRp {
             builder = builder.append_allowed_origin(origin);
         }
         let webauthn = builder.build().map_err(|e| format!("passkeys: {e}"))?;
-        Ok(WebauthnRp { webauthn, decoy: decoy_passkey() })
+        let decoy = serde_json::to_vec(&decoy_passkey()).map_err(|e| format!("passkeys: the decoy: {e}"))?;
+        Ok(WebauthnRp { webauthn, decoy })
     }
 
     fn registration_state(
@@ -159,14 +161,19 @@ impl RelyingParty for WebauthnRp {
     ) -> Result<CeremonyCredential, CeremonyError> {
         let parsed = response.parsed.downcast_ref::<PublicKeyCredential>().ok_or_else(not_ours)?;
         let (_, state) = self.login_state(challenge)?;
-        let stored: Option<Passkey> = match passkey {
-            Some(p) => Some(serde_json::from_slice(&p.credential).map_err(internal)?),
-            None => None,
-        };
-        let mut key = stored.clone().unwrap_or_else(|| self.decoy.clone());
+        // An unknown credential costs what a known one does: the decoy's record is read like a
+        // stored one, and it answers to the id the client sent, so that the library goes on to
+        // check the signature (under a key nobody holds) instead of refusing the id at once.
+        let record = passkey.map_or(self.decoy.as_slice(), |p| p.credential.as_slice());
+        let mut key: Passkey = serde_json::from_slice(record).map_err(internal)?;
+        if passkey.is_none() {
+            let mut decoy = webauthn_rs_core::proto::Credential::from(key);
+            decoy.cred_id = parsed.raw_id.to_vec().into();
+            key = Passkey::from(decoy);
+        }
         let result = self.webauthn.finish_discoverable_authentication_v2(parsed, state, &key);
         let result = result.map_err(refusal)?;
-        if stored.is_none() {
+        if passkey.is_none() {
             return Err(CeremonyError::Invalid("unknown credential"));
         }
         key.update_credential(&result);

@@ -174,7 +174,7 @@ pub async fn register(t: &TestNode, bearer: &str, authenticator: &mut Authentica
     post_with_bearer(t, "/v1/passkeys", bearer, json!({ "name": "Test laptop", "credential": credential })).await
 }
 
-async fn login_options(t: &TestNode) -> Value {
+pub async fn login_options(t: &TestNode) -> Value {
     let r = t.post("/v1/passkey-login/options", json!({})).await;
     assert_eq!(r.status, 200, "{}", r.raw);
     r.body["options"].clone()

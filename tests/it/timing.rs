@@ -1,5 +1,5 @@
-//! Timing side channels: for every request an outsider can make about an identifier or a device
-//! id, the answer takes as long whether the account (or device) exists or not.
+//! Timing side channels: for every request an outsider can make about an identifier, a device
+//! id or a passkey, the answer takes as long whether the account (device, passkey) exists or not.
 //!
 //! Each comparison times two classes of requests on a real node over loopback HTTP, 200 of each
 //! (after 20 of each to warm up), in one random interleaved order, so drift and background work
@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::devices::{Key, enrol};
 use crate::fake_provider::{FakeProvider, Fault};
+use crate::passkeys::{Authenticator, login_options};
 use crate::sessions::access;
 use crate::support::*;
 
@@ -148,6 +149,10 @@ async fn every_branch_an_outsider_can_reach_takes_the_same_time() {
     for p in &verified {
         bearer = access(&t.signed_up(p).await);
     }
+    // A passkey of the last account, registered while its login by code is fresh.
+    let mut passkey = Authenticator::new();
+    let r = crate::passkeys::register(&t, &bearer, &mut passkey).await;
+    assert_eq!(r.status, 201, "{}", r.raw);
     for p in &unverified {
         expect(&t, "/v1/register", registration(p), 202).await;
     }
@@ -241,6 +246,33 @@ async fn every_branch_an_outsider_can_reach_takes_the_same_time() {
             .await,
         );
     }
+
+    // Passkey login with what a stranger can send: a registered credential id signed by another
+    // key, or an id nobody registered (checked under the decoy key). Both are `passkey_invalid`.
+    // Each assertion answers a challenge of its own, fetched and signed first, untimed.
+    let mut assertions = [Vec::new(), Vec::new()];
+    for _ in 0..WARM_UP + N {
+        for (class, made) in assertions.iter_mut().enumerate() {
+            let mut stranger = Authenticator::new();
+            stranger.user_handle =
+                if class == 0 { passkey.user_handle.clone() } else { rand::random::<[u8; 16]>().to_vec() };
+            if class == 0 {
+                stranger.id = passkey.id.clone();
+            }
+            made.push(stranger.get(&login_options(&t).await));
+        }
+    }
+    results.push(
+        compare("passkey login: registered id, wrong key vs unknown id", |class, i| {
+            let credential = assertions[class][i].clone();
+            let t = &t;
+            async move {
+                let r = t.post("/v1/passkey-login/verify", json!({ "credential": credential })).await;
+                assert_eq!((r.status, r.code()), (400, "passkey_invalid"), "{}", r.raw);
+            }
+        })
+        .await,
+    );
     t.node.shutdown().await;
 
     // A full delivery queue: the refusal of a real send and of a pretended one.
