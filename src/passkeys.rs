@@ -168,7 +168,7 @@ impl RelyingParty for WebauthnRp {
         let mut key: Passkey = serde_json::from_slice(record).map_err(internal)?;
         if passkey.is_none() {
             let mut decoy = webauthn_rs_core::proto::Credential::from(key);
-            decoy.cred_id = parsed.raw_id.to_vec().into();
+            decoy.cred_id = parsed.raw_id.to_vec();
             key = Passkey::from(decoy);
         }
         let result = self.webauthn.finish_discoverable_authentication_v2(parsed, state, &key);
