@@ -78,8 +78,9 @@ enum KeysAction {
 
 /// jemalloc, not glibc's malloc: on the request path glibc's slow path (`_int_malloc`,
 /// `_int_free`, consolidation) was ~10 % of a send's CPU, because the answer's header map and
-/// other per-request blocks are larger than its per-thread cache holds (1 KiB). jemalloc takes
-/// no more memory for 1 M live challenges. Measurements: docs/PERFORMANCE.md, "jemalloc".
+/// other per-request blocks are larger than its per-thread cache holds (1 KiB). 1 M live
+/// challenges take about as much memory as with glibc (384–399 MiB against 385–392 MiB).
+/// Measurements: docs/PERFORMANCE.md, "jemalloc".
 #[cfg(unix)]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

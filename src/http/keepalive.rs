@@ -124,10 +124,9 @@ impl<S> Clocked<S> {
 /// Advances `matched` over `bytes`; true when [`HEAD_END`] was completed.
 fn scan(matched: &mut usize, bytes: &[u8]) -> bool {
     for &b in bytes {
-        *matched = match (b, *matched) {
-            (b'\r', 0 | 2) => *matched + 1,
-            (b'\n', 1 | 3) => *matched + 1,
-            (b'\r', _) => 1,
+        *matched = match b {
+            _ if b == HEAD_END[*matched] => *matched + 1,
+            b'\r' => 1,
             _ => 0,
         };
         if *matched == HEAD_END.len() {

@@ -35,6 +35,15 @@ async fn ask(s: &mut TcpStream) -> Option<u16> {
     }
 }
 
+/// A node whose request heads are due within `head` and whose idle connections end after `idle`.
+async fn node_timing_out(head: Duration, idle: Duration) -> TestNode {
+    start_node_with(|c| {
+        c.http.header_read_timeout.0 = head;
+        c.http.idle_timeout.0 = idle;
+    })
+    .await
+}
+
 /// Waits up to `limit` for the node to end the connection: `Some(true)` for a clean end of
 /// stream, `Some(false)` for a reset, `None` when it stayed open.
 async fn closed_within(s: &mut (impl AsyncRead + Unpin), limit: Duration) -> Option<bool> {
@@ -49,11 +58,7 @@ async fn closed_within(s: &mut (impl AsyncRead + Unpin), limit: Duration) -> Opt
 
 #[tokio::test]
 async fn a_kept_alive_connection_outlives_the_header_timeout() {
-    let t = start_node_with(|c| {
-        c.http.header_read_timeout.0 = Duration::from_millis(200);
-        c.http.idle_timeout.0 = Duration::from_secs(60);
-    })
-    .await;
+    let t = node_timing_out(Duration::from_millis(200), Duration::from_secs(60)).await;
     let mut s = TcpStream::connect(t.node.addr).await.unwrap();
     assert_eq!(ask(&mut s).await, Some(200));
     // Five header timeouts of silence: a pooled connection, not a slow client.
@@ -64,11 +69,7 @@ async fn a_kept_alive_connection_outlives_the_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_connection_ends_cleanly_after_the_idle_timeout() {
-    let t = start_node_with(|c| {
-        c.http.header_read_timeout.0 = Duration::from_secs(5);
-        c.http.idle_timeout.0 = Duration::from_millis(300);
-    })
-    .await;
+    let t = node_timing_out(Duration::from_secs(5), Duration::from_millis(300)).await;
     let mut s = TcpStream::connect(t.node.addr).await.unwrap();
     assert_eq!(ask(&mut s).await, Some(200));
     assert_eq!(closed_within(&mut s, Duration::from_secs(20)).await, Some(true), "an end of stream, not a reset");
@@ -76,11 +77,7 @@ async fn an_idle_connection_ends_cleanly_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_head_that_does_not_arrive_in_time_ends_the_connection() {
-    let t = start_node_with(|c| {
-        c.http.header_read_timeout.0 = Duration::from_millis(300);
-        c.http.idle_timeout.0 = Duration::from_secs(60);
-    })
-    .await;
+    let t = node_timing_out(Duration::from_millis(300), Duration::from_secs(60)).await;
     // A connection that says nothing: the first head is due from the accept.
     let mut silent = TcpStream::connect(t.node.addr).await.unwrap();
     assert!(closed_within(&mut silent, Duration::from_secs(20)).await.is_some(), "a silent connection was kept");
