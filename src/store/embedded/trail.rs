@@ -26,6 +26,12 @@
 //! - Opening reads the active segment to its end and cuts a torn tail (a record whose length
 //!   or CRC does not hold): no acknowledged event is in a torn tail, since each was fsync'd
 //!   before its answer.
+//! - The active segment's file is zero-filled ahead of its records, [`PREALLOC`] at a time,
+//!   and sealing cuts it to its records. A commit then overwrites blocks that already exist
+//!   and its `fdatasync` writes data only: appending made every one also write the inode
+//!   (the file's size) and the allocation, one more device round trip per commit
+//!   (docs/PERFORMANCE.md). A zero tail is free space, not a torn record: no record starts
+//!   with a zero length and a zero CRC.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -55,6 +61,8 @@ const MAX_RECORD: usize = 1 << 20;
 const HOUR_MS: u64 = 3_600_000;
 /// Default size at which the active segment is sealed.
 pub(super) const SEGMENT_BYTES: u64 = 32 << 20;
+/// How far ahead of its records the active segment is zero-filled.
+const PREALLOC: u64 = 1 << 20;
 
 /// Which index a look-up uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,6 +277,8 @@ struct Appender {
     /// The hour (of event time) of the active segment's events; `None` while it is empty.
     hour: Option<u64>,
     next_seq: u64,
+    /// The file's length: records up to `len`, zeros after.
+    filled: u64,
 }
 
 /// The indexer thread's queue and handle.
@@ -325,19 +335,20 @@ impl Trail {
             }
             segments.push(segment);
         }
-        let (active, file, len, hour) = match segments.last() {
+        let (active, file, len, hour, filled) = match segments.last() {
             Some(seg) => {
                 let file = OpenOptions::new().write(true).open(&seg.log).map_err(io)?;
+                let filled = file.metadata().map_err(io)?.len();
                 let meta = seg.meta.read();
                 let hour = meta.oldest.map(|t| t.as_millis() / HOUR_MS);
                 let len = meta.len;
                 drop(meta);
-                (seg.clone(), file, len, hour)
+                (seg.clone(), file, len, hour, filled)
             }
             None => {
                 let (seg, file) = create_segment(dir, next_seq)?;
                 segments.push(seg.clone());
-                (seg, file, LOG_HEADER, None)
+                (seg, file, LOG_HEADER, None, LOG_HEADER)
             }
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
@@ -349,7 +360,7 @@ impl Trail {
             dir: dir.to_owned(),
             segment_bytes: segment_bytes.max(LOG_HEADER + 1),
             segments: RwLock::new(segments),
-            appender: Mutex::new(Appender { active, file, len, hour, next_seq }),
+            appender: Mutex::new(Appender { active, file, len, hour, next_seq, filled }),
             indexer: Mutex::new(Some((tx, indexer))),
         }))
     }
@@ -382,16 +393,24 @@ impl Trail {
             if i > first {
                 let bytes = &staged.bytes[staged.records[first].start..staged.end_of(i - 1)];
                 app.file.write_all_at(bytes, from).map_err(unavailable)?;
+                if end > app.filled {
+                    // The next `PREALLOC` (within the segment's size), made durable with the records.
+                    let to = (end + PREALLOC).min(self.segment_bytes).max(end);
+                    write_zeros(&app.file, end, to).map_err(unavailable)?;
+                    app.filled = to;
+                }
                 app.len = end;
                 written.parts.push(Part { segment: app.active.clone(), from, records: first..i });
             }
             if i < staged.records.len() {
-                // Seal: what was written to it is made durable first.
-                app.file.sync_data().map_err(unavailable)?;
+                // Seal: cut to its records, made durable (the size too) before the next starts.
+                app.file.set_len(app.len).map_err(unavailable)?;
+                app.file.sync_all().map_err(unavailable)?;
                 let (seg, file) = create_segment(&self.dir, staged.records[i].seq)?;
                 written.sealed.push(std::mem::replace(&mut app.active, seg.clone()));
                 app.file = file;
                 app.len = LOG_HEADER;
+                app.filled = LOG_HEADER;
                 app.hour = None;
                 self.segments.write().push(seg);
             }
@@ -443,6 +462,7 @@ impl Trail {
             }
             if Arc::ptr_eq(&part.segment, &app.active) {
                 app.len = app.len.min(part.from);
+                app.filled = part.from;
             }
         }
         // The sequence numbers stay taken: a gap is harmless, a number used twice is not.
@@ -496,16 +516,19 @@ impl Trail {
                 break;
             }
             // A batch written to it but not yet published (or rolled back) has newer events.
-            let on_disk = seg.file.metadata().map_err(unavailable)?.len();
-            if on_disk != seg.meta.read().len {
+            // (A sealed segment's file holds its records only; the active one's, zeros after.)
+            let active = Arc::ptr_eq(&seg, &app.active);
+            let written = if active { app.len } else { seg.file.metadata().map_err(unavailable)?.len() };
+            if written != seg.meta.read().len {
                 break;
             }
-            if Arc::ptr_eq(&seg, &app.active) {
+            if active {
                 let (next, file) = create_segment(&self.dir, app.next_seq)?;
                 self.segments.write().push(next.clone());
                 app.active = next;
                 app.file = file;
                 app.len = LOG_HEADER;
+                app.filled = LOG_HEADER;
                 app.hour = None;
             }
             self.segments.write().remove(0);
@@ -570,6 +593,17 @@ fn segment_header(first_seq: u64) -> [u8; LOG_HEADER as usize] {
     header[..8].copy_from_slice(LOG_MAGIC);
     header[8..].copy_from_slice(&first_seq.to_le_bytes());
     header
+}
+
+/// Writes zeros over `from..to` of `file`.
+fn write_zeros(file: &File, mut from: u64, to: u64) -> std::io::Result<()> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    while from < to {
+        let n = (to - from).min(ZEROS.len() as u64);
+        file.write_all_at(&ZEROS[..n as usize], from)?;
+        from += n;
+    }
+    Ok(())
 }
 
 /// A new, empty, durable segment whose first event will be `first_seq`.
@@ -649,9 +683,21 @@ fn open_segment(first_seq: u64, log: PathBuf, active: bool) -> Result<(Segment, 
         pos += RECORD_HEADER + len;
     }
     meta.len = pos as u64;
+    // Zeros after the records: the active segment's room to grow (or a sealed one whose cut
+    // to size a crash interrupted). Kept for the active one, cut from a sealed one.
+    let free = bytes[pos..].iter().all(|&b| b == 0);
+    if free && active {
+        return Ok((Segment { first_seq, log, file, meta: RwLock::new(meta) }, last_seq, false));
+    }
     if pos < bytes.len() {
-        if !active {
+        if !active && !free {
             return Err(corrupt(format!("{}: a sealed audit segment has a damaged record", log.display())));
+        }
+        if !active {
+            let f = OpenOptions::new().write(true).open(&log).map_err(io)?;
+            f.set_len(pos as u64).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            return Ok((Segment { first_seq, log, file, meta: RwLock::new(meta) }, last_seq, false));
         }
         tracing::warn!(
             segment = %log.display(),
@@ -916,16 +962,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let trail = Trail::open(dir.path(), 1, SEGMENT_BYTES).unwrap();
         let mut all = append(&trail, 0..50, 10);
-        let log = trail.segments.read().last().unwrap().log.clone();
+        let (log, full) = {
+            let segments = trail.segments.read();
+            let active = segments.last().unwrap();
+            (active.log.clone(), active.meta.read().len)
+        };
         drop(trail);
-        let full = std::fs::metadata(&log).unwrap().len();
-        // A crash mid-write: the next record's header and half its body, or a length past the end.
+        // A crash mid-write, in the zeros after the records: the next record's header and half
+        // its body, or a length past the end.
         let mut next = Staged::default();
         let e = event(50);
         next.push(51, &e, &encode_audit(&e, None).unwrap());
         for torn in [&next.bytes[..next.bytes.len() / 2], &next.bytes[..3], &[0xff; 40][..]] {
-            let mut f = OpenOptions::new().append(true).open(&log).unwrap();
-            f.write_all(torn).unwrap();
+            let f = OpenOptions::new().write(true).open(&log).unwrap();
+            f.write_all_at(torn, full).unwrap();
             drop(f);
             let trail = Trail::open(dir.path(), 1, SEGMENT_BYTES).unwrap();
             assert_eq!(std::fs::metadata(&log).unwrap().len(), full, "the torn bytes are cut");
@@ -942,6 +992,53 @@ mod tests {
         check(&trail, &all, "after a damaged last record");
         all.extend(append(&trail, 60..70, 4));
         check(&trail, &all, "appended after the cut");
+    }
+
+    /// The file's length and the records' length of each segment, oldest first.
+    fn lengths(trail: &Trail) -> Vec<(u64, u64)> {
+        let segments = trail.segments.read();
+        segments.iter().map(|s| (std::fs::metadata(&s.log).unwrap().len(), s.meta.read().len)).collect()
+    }
+
+    #[test]
+    fn the_active_segment_is_zero_filled_ahead_and_sealed_ones_hold_their_records_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 256 * 1024;
+        let trail = Trail::open(dir.path(), 1, size).unwrap();
+        // An hour ends after event 186: one sealed segment, and the active one.
+        let mut all = append(&trail, 0..200, 10);
+        let before = lengths(&trail);
+        assert_eq!(before.len(), 2);
+        assert_eq!(before[0].0, before[0].1, "the sealed segment is cut to its records");
+        let (file, records) = before[1];
+        assert_eq!(file, size.min(records + PREALLOC), "the active one is filled ahead, within its size");
+        let log = trail.segments.read()[1].log.clone();
+        assert!(std::fs::read(&log).unwrap()[records as usize..].iter().all(|&b| b == 0));
+        drop(trail);
+
+        // Reopened: the room is free space, not a torn tail.
+        let trail = Trail::open(dir.path(), 1, size).unwrap();
+        assert_eq!(lengths(&trail), before);
+        check(&trail, &all, "reopened with zeros after the records");
+        all.extend(append(&trail, 200..230, 10));
+        check(&trail, &all, "appended into the room");
+        trail.wait_indexed();
+        drop(trail);
+
+        // A crash between sealing and cutting to size: the sealed segment's zeros are cut.
+        let sealed = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().unwrap() == "log")
+            .min()
+            .unwrap();
+        let f = OpenOptions::new().write(true).open(&sealed).unwrap();
+        f.set_len(before[0].0 + 4096).unwrap();
+        drop(f);
+        std::fs::remove_file(sealed.with_extension("idx")).unwrap();
+        let trail = Trail::open(dir.path(), 1, size).unwrap();
+        check(&trail, &all, "a sealed segment's zeros cut");
+        assert_eq!(std::fs::metadata(&sealed).unwrap().len(), before[0].0);
     }
 
     #[test]
