@@ -3,7 +3,9 @@
 //! A durable commit costs one fsync (~160 µs on the reference machine), so one commit per
 //! request would cap a node at ~5.6 k writes/s. Every write is an [`Op`] sent to this one
 //! thread, which takes whatever has queued up (up to `group_commit_max`), applies it in one
-//! write transaction, commits it with the journal fsync'd (`PersistMode::SyncAll`), and only
+//! write transaction, commits it with the journal made durable (`PersistMode::SyncData`:
+//! `fdatasync`, which skips the inode's times; the journal's blocks are zero-filled ahead of
+//! it, see vendor/fjall/VENDORED.md, so a commit writes data only), and only
 //! then answers every op of the batch. Under load, batches grow by themselves while the
 //! previous fsync runs; at low load a write waits for a single fsync and nothing else.
 //!
@@ -280,7 +282,7 @@ impl Writer {
             let count = ops.len();
             staged.clear();
             let mut batch = Batch {
-                tx: self.db.write_tx().durability(Some(PersistMode::SyncAll)),
+                tx: self.db.write_tx().durability(Some(PersistMode::SyncData)),
                 sp: &self.spaces,
                 keys: &self.keys,
                 staged: std::mem::take(&mut staged),

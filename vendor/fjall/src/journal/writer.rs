@@ -20,6 +20,9 @@ pub const PRE_ALLOCATED_BYTES: u64 = 64 * 1_024 * 1_024;
 
 pub const JOURNAL_BUFFER_BYTES: usize = 8 * 1_024;
 
+/// otpd: how far ahead of its end the journal is zero-filled (see `fill_ahead`).
+const FILL_AHEAD_BYTES: u64 = 1_024 * 1_024;
+
 pub struct Writer {
     pub(crate) path: PathBuf,
     file: BufWriter<File>,
@@ -28,6 +31,12 @@ pub struct Writer {
 
     compression: CompressionType,
     compression_threshold: usize,
+
+    /// otpd: where the next byte goes (the file's cursor, buffered bytes included); `None`
+    /// until the first write of a journal opened again (see `from_file`).
+    end: Option<u64>,
+    /// otpd: up to where the file's blocks are written (data, then zeros).
+    filled: u64,
 }
 
 /// The persist mode allows setting the durability guarantee of previous writes
@@ -146,6 +155,8 @@ impl Writer {
             is_buffer_dirty: false,
             compression: CompressionType::None,
             compression_threshold: 0,
+            end: Some(0),
+            filled: 0,
         })
     }
 
@@ -179,11 +190,16 @@ impl Writer {
                 is_buffer_dirty: false,
                 compression: CompressionType::None,
                 compression_threshold: 0,
+                end: Some(0),
+                filled: 0,
             });
         }
 
+        // otpd: not `append(true)`, which makes `pwrite` (`fill_ahead`) append too. The
+        // first write seeks to the end instead: recovery reads this journal after it is
+        // opened and cuts it to its last valid entry, so the end is known only then.
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(path)
             .inspect_err(|e| {
                 log::error!("Failed to open journal file at {}: {e:?}", path.display());
@@ -196,6 +212,8 @@ impl Writer {
             is_buffer_dirty: false,
             compression: CompressionType::None,
             compression_threshold: 0,
+            end: None,
+            filled: 0,
         })
     }
 
@@ -215,6 +233,9 @@ impl Writer {
             })?;
             self.is_buffer_dirty = false;
         }
+        if let Some(end) = self.end.filter(|&end| end > self.filled) {
+            self.fill_ahead(end)?;
+        }
 
         match mode {
             PersistMode::SyncAll => self.file.get_mut().sync_all().inspect_err(|e| {
@@ -233,13 +254,49 @@ impl Writer {
         }
     }
 
+    /// otpd: writes zeros over the next `FILL_AHEAD_BYTES` after the end. The file's length
+    /// is set up front (`PRE_ALLOCATED_BYTES`) but sparse, so each fsync after writing into a
+    /// hole also wrote the block allocation and the inode: one more device round trip per
+    /// commit. Writes into blocks already written need none. Recovery reads zeros as the end
+    /// of the journal, as it reads the sparse file's holes.
+    fn fill_ahead(&mut self, end: u64) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            static ZEROS: [u8; 64 * 1_024] = [0; 64 * 1_024];
+            let (mut at, to) = (end, end + FILL_AHEAD_BYTES);
+            while at < to {
+                let n = (to - at).min(ZEROS.len() as u64);
+                self.file.get_ref().write_all_at(&ZEROS[..n as usize], at)?;
+                at += n;
+            }
+        }
+        self.filled = end + FILL_AHEAD_BYTES;
+        Ok(())
+    }
+
+    /// otpd: writes `buf` through the buffer, keeping `end`.
+    fn put(&mut self) -> std::io::Result<()> {
+        let end = match self.end {
+            Some(end) => end,
+            None => {
+                let end = self.file.seek(std::io::SeekFrom::End(0))?;
+                self.filled = end;
+                end
+            }
+        };
+        self.file.write_all(&self.buf)?;
+        self.end = Some(end + self.buf.len() as u64);
+        Ok(())
+    }
+
     /// Writes a batch start marker to the journal
     fn write_start(&mut self, item_count: u32, seqno: SeqNo) -> Result<usize, crate::Error> {
         debug_assert!(self.buf.is_empty());
 
         Entry::Start { item_count, seqno }.encode_into(&mut self.buf)?;
 
-        self.file.write_all(&self.buf)?;
+        self.put()?;
 
         Ok(self.buf.len())
     }
@@ -250,7 +307,7 @@ impl Writer {
 
         Entry::End(checksum).encode_into(&mut self.buf)?;
 
-        self.file.write_all(&self.buf)?;
+        self.put()?;
 
         Ok(self.buf.len())
     }
@@ -285,7 +342,7 @@ impl Writer {
             },
         )?;
 
-        self.file.write_all(&self.buf)?;
+        self.put()?;
 
         hasher.update(&self.buf);
         byte_count += self.buf.len();
@@ -312,7 +369,7 @@ impl Writer {
         self.buf.clear();
 
         Entry::Clear { keyspace_id }.encode_into(&mut self.buf)?;
-        self.file.write_all(&self.buf)?;
+        self.put()?;
         hasher.update(&self.buf);
         byte_count += self.buf.len();
 
@@ -364,7 +421,7 @@ impl Writer {
                 },
             )?;
 
-            self.file.write_all(&self.buf)?;
+            self.put()?;
 
             hasher.update(&self.buf);
             byte_count += self.buf.len();
