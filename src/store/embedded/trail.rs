@@ -683,28 +683,22 @@ fn open_segment(first_seq: u64, log: PathBuf, active: bool) -> Result<(Segment, 
         pos += RECORD_HEADER + len;
     }
     meta.len = pos as u64;
-    // Zeros after the records: the active segment's room to grow (or a sealed one whose cut
-    // to size a crash interrupted). Kept for the active one, cut from a sealed one.
+    // After the records: zeros are the active segment's room to grow, kept (or a sealed one's
+    // whose cut to size a crash interrupted, cut); anything else is a torn write, cut from the
+    // active segment and damage in a sealed one.
     let free = bytes[pos..].iter().all(|&b| b == 0);
-    if free && active {
-        return Ok((Segment { first_seq, log, file, meta: RwLock::new(meta) }, last_seq, false));
-    }
-    if pos < bytes.len() {
-        if !active && !free {
+    if pos < bytes.len() && !(free && active) {
+        if !free && !active {
             return Err(corrupt(format!("{}: a sealed audit segment has a damaged record", log.display())));
         }
-        if !active {
-            let f = OpenOptions::new().write(true).open(&log).map_err(io)?;
-            f.set_len(pos as u64).map_err(io)?;
-            f.sync_all().map_err(io)?;
-            return Ok((Segment { first_seq, log, file, meta: RwLock::new(meta) }, last_seq, false));
+        if !free {
+            tracing::warn!(
+                segment = %log.display(),
+                kept = pos,
+                cut = bytes.len() - pos,
+                "cutting the audit trail's torn tail (a write the crash interrupted, never acknowledged)"
+            );
         }
-        tracing::warn!(
-            segment = %log.display(),
-            kept = pos,
-            cut = bytes.len() - pos,
-            "cutting the audit trail's torn tail (a write the crash interrupted, never acknowledged)"
-        );
         let f = OpenOptions::new().write(true).open(&log).map_err(io)?;
         f.set_len(pos as u64).map_err(io)?;
         f.sync_all().map_err(io)?;
