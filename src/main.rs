@@ -85,6 +85,15 @@ enum KeysAction {
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read at its first allocation (`_RJEM_MALLOC_CONF` in the environment
+/// overrides them). By default jemalloc returns freed pages to the kernel only while the
+/// process allocates, ten seconds after they were freed: a node that grew a hash table and
+/// then went quiet kept the old table resident. A background thread returns them, a second
+/// after they were freed. Measurements: docs/PERFORMANCE.md, "jemalloc".
+#[cfg(unix)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000\0"[0];
+
 fn main() -> ExitCode {
     otpd::private_fs::private_umask();
     let cli = Cli::parse();
