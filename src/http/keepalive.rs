@@ -23,9 +23,19 @@
 //! read from the clock only when a read of it would wait, so a head that arrives in one read
 //! costs nothing; an answer costs one clock read, and the timer moves about once per idle
 //! timeout, not once per request.
+//!
+//! HTTP/2 (over TLS) carries many requests at once and frames of its own between them (pings,
+//! settings, window updates), so its bytes do not tell the phases apart; its requests do.
+//! [`Streams`] counts the requests in flight, and [`Streams::idle`] ends once none has been for
+//! the idle timeout, counted from the connection's start or the last answer. The connection is
+//! then dropped, closed as an idle HTTP/1.1 connection is, without a GOAWAY (hyper-util's
+//! graceful shutdown owns the connection). A head trickled a byte at a time is not a request
+//! yet, so it does not keep the connection open either.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -183,6 +193,56 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Clocked<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The requests in flight on an HTTP/2 connection, and when the last one ended (see the module
+/// doc).
+pub struct Streams {
+    busy: AtomicUsize,
+    born: Instant,
+    /// When the last request ended, in milliseconds since `born`.
+    ended_ms: AtomicU64,
+}
+
+/// One request in flight on a connection's [`Streams`]; its end when dropped.
+pub struct Busy(Arc<Streams>);
+
+impl Streams {
+    pub fn new() -> Arc<Streams> {
+        Arc::new(Streams { busy: AtomicUsize::new(0), born: Instant::now(), ended_ms: AtomicU64::new(0) })
+    }
+
+    /// A request starts; it ends when the returned guard drops.
+    pub fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+
+    /// Ends once no request has been in flight for `idle`. The timer moves about once per
+    /// `idle`, not once per request.
+    pub async fn idle(&self, idle: Duration) {
+        loop {
+            let now = Instant::now();
+            let deadline = if self.busy.load(Ordering::Acquire) > 0 {
+                now + idle
+            } else {
+                self.born + Duration::from_millis(self.ended_ms.load(Ordering::Acquire)) + idle
+            };
+            if deadline <= now {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let streams = &self.0;
+        // Before the count: whoever sees the count at zero also sees this end.
+        streams.ended_ms.store(streams.born.elapsed().as_millis() as u64, Ordering::Release);
+        streams.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
+use hyper::service::{Service as _, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
@@ -224,11 +224,29 @@ impl Conn {
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         if h2 {
+            // Each request counts while it runs; none for the idle timeout, and the connection
+            // is dropped ([`keepalive::Streams`]).
+            let streams = keepalive::Streams::new();
+            let (inner, counted) = (service!(self, https.hsts.clone()), streams.clone());
+            let service = service_fn(move |req| {
+                let busy = counted.begin();
+                let answer = inner.call(req);
+                async move {
+                    let answer = answer.await;
+                    drop(busy);
+                    answer
+                }
+            });
             let conn = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(256)
-                .serve_connection(TokioIo::new(tls), service!(self, https.hsts.clone()));
-            let _ = watcher.watch(conn).await;
+                .serve_connection(TokioIo::new(tls), service);
+            tokio::select! {
+                _ = watcher.watch(conn) => {}
+                () = streams.idle(self.idle_timeout) => {
+                    tracing::debug!(peer = %self.peer, "closing an idle HTTP/2 connection");
+                }
+            }
         } else {
             let io = TokioIo::new(self.clocked(tls));
             let conn = self.http1_builder().serve_connection(io, service!(self, https.hsts.clone()));

@@ -102,3 +102,84 @@ async fn a_head_that_does_not_arrive_in_time_ends_the_connection() {
     let mut other = TcpStream::connect(t.node.addr).await.unwrap();
     assert_eq!(ask(&mut other).await, Some(200));
 }
+
+/// An HTTP/2 frame's header: payload length, type, flags, stream.
+fn frame_header(bytes: &[u8]) -> (usize, u8, u8, u32) {
+    let len = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]) as usize;
+    let stream = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) & 0x7fff_ffff;
+    (len, bytes[3], bytes[4], stream)
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    if program("openssl").is_none() {
+        eprintln!("SKIP an_idle_http2_connection_is_closed_after_the_idle_timeout: needs openssl (Debian: openssl)");
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let ca = test_ca(certs.path(), "ca");
+    let (cert, key) = test_cert_days(certs.path(), "ca", "server", 2);
+    let idle = Duration::from_secs(1);
+    let t = start_node_with(move |c| {
+        c.http.tls_cert_file = Some(cert.clone());
+        c.http.tls_key_file = Some(key.clone());
+        c.http.idle_timeout.0 = idle;
+    })
+    .await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in otpd::tls_files::certificates(&ca).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(t.node.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(t.node.addr.ip().into());
+    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+
+    // The preface, empty settings, and GET /health/live on stream 1 (HPACK: :method GET,
+    // :scheme https, :path and :authority as literals with indexed names).
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let mut block = vec![0x82, 0x87, 0x44, 12];
+    block.extend_from_slice(b"/health/live");
+    block.extend_from_slice(&[0x41, 9]);
+    block.extend_from_slice(b"127.0.0.1");
+    out.extend_from_slice(&(block.len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(&[1, 0x5, 0, 0, 0, 1]);
+    out.extend_from_slice(&block);
+    s.write_all(&out).await.unwrap();
+
+    // Read frames until the node closes the connection: the answer's end on stream 1 first.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut answered = None;
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            while got.len() >= 9 && got.len() >= 9 + frame_header(&got).0 {
+                let (len, kind, flags, stream) = frame_header(&got);
+                if kind == 4 && flags & 1 == 0 {
+                    // The node's settings: acknowledged, as a client must.
+                    s.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.unwrap();
+                }
+                if stream == 1 && flags & 1 == 1 && (kind == 0 || kind == 1) {
+                    answered = Some(std::time::Instant::now());
+                }
+                got.drain(..9 + len);
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle HTTP/2 connection stayed open");
+    let answered = answered.expect("the request on stream 1 was answered before the close");
+    assert!(
+        answered.elapsed() >= idle / 2,
+        "closed {:?} after the answer, before the idle timeout",
+        answered.elapsed()
+    );
+}
