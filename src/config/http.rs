@@ -19,9 +19,9 @@ section! {
         /// first request, from the request's first byte for the next ones.
         header_read_timeout: Dur = secs(5),
         /// How long a kept-alive connection (HTTP/2: one with no request in flight) may wait
-        /// for its next request before otpd closes it. Keep it longer than the idle timeout of a load balancer in front (AWS's ALB:
-        /// 60 s), so that the balancer closes idle connections first and never sends a
-        /// request on one otpd is closing.
+        /// for its next request before otpd closes it. Keep it longer than the idle timeout
+        /// of a load balancer in front (AWS's ALB: 60 s), so that the balancer closes idle
+        /// connections first and never sends a request on one otpd is closing.
         idle_timeout: Dur = secs(75),
         /// Time allowed for a whole request, body and handling included.
         request_timeout: Dur = secs(10),
