@@ -112,8 +112,7 @@ fn frame_header(bytes: &[u8]) -> (usize, u8, u8, u32) {
 
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
-    if program("openssl").is_none() {
-        eprintln!("SKIP an_idle_http2_connection_is_closed_after_the_idle_timeout: needs openssl (Debian: openssl)");
+    if !has_tools("an_idle_http2_connection_is_closed_after_the_idle_timeout", &["openssl"]) {
         return;
     }
     let certs = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::sessions::{access, refresh, refresh_token};
-use crate::support::{TestNode, phone, program, start_node_on, start_node_with};
+use crate::support::{TestNode, has_tools, phone, start_node_on, start_node_with};
 
 /// The `kid` in a JWT's header.
 fn kid_of(jwt: &str) -> String {
@@ -301,8 +301,7 @@ async fn two_nodes_on_one_scylla_store_pick_up_each_others_rotation() {
 /// rotation with the admin token the node rewrote into its data directory.
 #[tokio::test]
 async fn the_keys_command_rotates_through_the_ops_listener_over_https() {
-    if program("openssl").is_none() {
-        println!("SKIPPED the_keys_command_rotates_through_the_ops_listener_over_https: openssl is not installed");
+    if !has_tools("the_keys_command_rotates_through_the_ops_listener_over_https", &["openssl"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

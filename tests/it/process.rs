@@ -391,8 +391,7 @@ fn cluster_node(data: &Path) -> Command {
 
 #[test]
 fn a_cluster_node_whose_tls_key_others_can_read_refuses_to_start() {
-    if program("openssl").is_none() {
-        println!("SKIPPED process::a_cluster_node_whose_tls_key_others_can_read_refuses_to_start: no openssl");
+    if !has_tools("process::a_cluster_node_whose_tls_key_others_can_read_refuses_to_start", &["openssl"]) {
         return;
     }
     let (data, certs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

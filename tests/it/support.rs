@@ -291,6 +291,18 @@ pub async fn scrape(client: &reqwest::Client, url: &str) -> Exposition {
     Exposition::parse(resp.text().await.expect("a body"))
 }
 
+/// Whether the machine has every program of `tools` on the `PATH`; if not, prints that `test`
+/// skipped and which program it lacks.
+pub fn has_tools(test: &str, tools: &[&str]) -> bool {
+    match tools.iter().find(|tool| program(tool).is_none()) {
+        Some(tool) => {
+            println!("SKIPPED {test}: {tool} is not installed");
+            false
+        }
+        None => true,
+    }
+}
+
 /// A program on the `PATH`, if the machine has it.
 pub fn program(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file())

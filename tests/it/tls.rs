@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{isolated, program, start_node_with, test_cert_days};
+use crate::support::{has_tools, isolated, program, start_node_with, test_cert_days};
 
 /// Python's `ssl` connecting with TLS `version` only ("1.3" or "1.2"), verifying against
 /// `ca`: prints `version alpn cipher`, or `ERROR <reason>`.
@@ -48,13 +48,7 @@ fn replace_pair(dir: &Path, ca: &str, name: &str, days: i32, cert: &Path, key: &
 }
 
 fn tools(test: &str) -> bool {
-    for tool in ["openssl", "python3"] {
-        if program(tool).is_none() {
-            println!("SKIPPED {test}: {tool} is not installed");
-            return false;
-        }
-    }
-    true
+    has_tools(test, &["openssl", "python3"])
 }
 
 fn rustls_client(ca: &Path) -> reqwest::Client {
